@@ -1,0 +1,209 @@
+//! The input records of CONTRACT §3, as typed values after decoding.
+//!
+//! Every amount and quantity is a `Decimal`; timestamps keep the offset they were sent with.
+//! These types are also what tally stores for transactions it may later have to reverse (a
+//! post-void), so they derive serde; changing a field is a state format change.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Where an input came from: the two input subject families of CONTRACT §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Source {
+    Pos,
+    Inventory,
+}
+
+impl Source {
+    /// The label value used in metrics (`tally_events_total{source}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Pos => "pos",
+            Source::Inventory => "inventory",
+        }
+    }
+}
+
+/// One decoded input record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    Transaction(PosTransaction),
+    Movement(InventoryMovement),
+    DayClose(DayClose),
+}
+
+impl Event {
+    pub fn id(&self) -> &str {
+        match self {
+            Event::Transaction(t) => &t.id,
+            Event::Movement(m) => &m.id,
+            Event::DayClose(c) => &c.id,
+        }
+    }
+
+    pub fn store(&self) -> &str {
+        match self {
+            Event::Transaction(t) => &t.store,
+            Event::Movement(m) => &m.store,
+            Event::DayClose(c) => &c.store,
+        }
+    }
+
+    pub fn business_day(&self) -> NaiveDate {
+        match self {
+            Event::Transaction(t) => t.business_day,
+            Event::Movement(m) => m.business_day,
+            Event::DayClose(c) => c.business_day,
+        }
+    }
+
+    pub fn occurred_at(&self) -> DateTime<FixedOffset> {
+        match self {
+            Event::Transaction(t) => t.occurred_at,
+            Event::Movement(m) => m.occurred_at,
+            Event::DayClose(c) => c.occurred_at,
+        }
+    }
+
+    /// The contract's `type` string of this record.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Transaction(_) => "pos.transaction",
+            Event::Movement(_) => "inventory.movement",
+            Event::DayClose(_) => "pos.day_close",
+        }
+    }
+}
+
+/// CONTRACT §3.1. `business_day` and `currency` are already resolved from their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PosTransaction {
+    pub id: String,
+    pub store: String,
+    pub register: Option<String>,
+    pub seq: Option<u64>,
+    pub occurred_at: DateTime<FixedOffset>,
+    pub business_day: NaiveDate,
+    pub currency: String,
+    pub lines: Vec<PosLine>,
+    pub tenders: Vec<Tender>,
+    /// The id of the earlier transaction that this record post-voids. A void carries no lines.
+    pub voids: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PosLine {
+    pub line: Option<u64>,
+    pub sku: String,
+    /// Positive for a sale, negative for a return.
+    pub qty: Decimal,
+    pub unit_price: Decimal,
+    pub discount: Decimal,
+    pub tax: Decimal,
+    /// Whether a returned unit goes back on the shelf (default true).
+    pub restock: bool,
+    pub return_of: Option<String>,
+}
+
+impl PosLine {
+    /// `qty × unit_price`, signed like `qty`.
+    pub fn gross(&self) -> Decimal {
+        self.qty * self.unit_price
+    }
+
+    /// `gross − discount`; tax is kept apart.
+    pub fn net(&self) -> Decimal {
+        self.gross() - self.discount
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tender {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub amount: Decimal,
+}
+
+/// CONTRACT §3.2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryMovement {
+    pub id: String,
+    pub store: String,
+    pub occurred_at: DateTime<FixedOffset>,
+    pub business_day: NaiveDate,
+    pub reason: MovementReason,
+    /// The POS transaction that caused this movement, when known.
+    pub reference: Option<String>,
+    pub lines: Vec<MovementLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MovementLine {
+    pub sku: String,
+    /// The signed stock delta: a sale decrement is negative.
+    pub qty: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MovementReason {
+    Sale,
+    Return,
+    Adjustment,
+    Shrink,
+    Damage,
+    Count,
+    Receipt,
+    TransferIn,
+    TransferOut,
+}
+
+impl MovementReason {
+    pub const ALL: [MovementReason; 9] = [
+        MovementReason::Sale,
+        MovementReason::Return,
+        MovementReason::Adjustment,
+        MovementReason::Shrink,
+        MovementReason::Damage,
+        MovementReason::Count,
+        MovementReason::Receipt,
+        MovementReason::TransferIn,
+        MovementReason::TransferOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementReason::Sale => "sale",
+            MovementReason::Return => "return",
+            MovementReason::Adjustment => "adjustment",
+            MovementReason::Shrink => "shrink",
+            MovementReason::Damage => "damage",
+            MovementReason::Count => "count",
+            MovementReason::Receipt => "receipt",
+            MovementReason::TransferIn => "transfer_in",
+            MovementReason::TransferOut => "transfer_out",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MovementReason> {
+        MovementReason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Whether the POS causes this movement, so that it counts as `recorded_units` in drift.
+    pub fn is_pos_caused(self) -> bool {
+        matches!(self, MovementReason::Sale | MovementReason::Return)
+    }
+}
+
+/// CONTRACT §3.3: the POS's own totals for a business day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayClose {
+    pub id: String,
+    pub store: String,
+    pub business_day: NaiveDate,
+    pub occurred_at: DateTime<FixedOffset>,
+    pub transaction_count: u64,
+    pub net_sales: Decimal,
+    pub tax: Decimal,
+    pub tenders: Vec<Tender>,
+}
