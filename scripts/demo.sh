@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The demo (README Quick start): installs what is missing, then runs `tally demo`, which starts a
+# local nats-server in a temp dir, creates the streams, generates multi-store traffic and shows a
+# live per-store summary. Extra arguments go to `tally demo` (see `tally demo --help`),
+# e.g. `./scripts/demo.sh --duration 60s`.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+
+bash "$here/install-deps.sh"
+# shellcheck source=scripts/env.sh
+. "$here/env.sh"
+
+shared_target="${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}"
+if [ -d "$shared_target" ]; then
+    export CARGO_TARGET_DIR="$shared_target"
+else
+    unset CARGO_TARGET_DIR
+fi
+
+echo "demo.sh: cargo run --release -p tally-processor --bin tally -- demo $*" >&2
+exec cargo run --release -p tally-processor --bin tally -- demo "$@"

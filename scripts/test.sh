@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, builds every binary (the
+# integration tests run the real `tally`), then runs the whole workspace's tests.
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p tally-tests -- restart`.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+
+bash "$here/install-deps.sh"
+# shellcheck source=scripts/env.sh
+. "$here/env.sh"
+
+# Share a build dir between checkouts when one exists (saves the ~20 min RocksDB build);
+# otherwise cargo's default ./target.
+shared_target="${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}"
+if [ -d "$shared_target" ]; then
+    export CARGO_TARGET_DIR="$shared_target"
+    echo "test.sh: using CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >&2
+else
+    unset CARGO_TARGET_DIR
+fi
+
+echo "test.sh: cargo build --workspace --bins" >&2
+cargo build --workspace --bins
+echo "test.sh: cargo test --workspace $*" >&2
+cargo test --workspace "$@"
