@@ -1,1 +1,130 @@
-fn main() {}
+//! The `tally` binary: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tally_processor::config::Config;
+use tally_processor::{app, demo, gencli, inspect, telemetry};
+
+/// tally keeps a retailer's POS, inventory and ERP in step.
+///
+/// It consumes POS transactions and inventory movements from NATS JetStream, keeps exact
+/// running totals per store, SKU and business day in an embedded RocksDB, and dead-letters bad
+/// input with its reason. Configuration: a TOML file (see deploy/tally.example.toml), every key
+/// overridable by TALLY_<SECTION>_<KEY> (e.g. TALLY_NATS_URL). Logging: RUST_LOG (default info).
+#[derive(Parser)]
+#[command(name = "tally", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the processor: consume, aggregate, commit, publish outputs, serve HTTP.
+    Run(ConfigArg),
+    /// Create the streams and the consumer when absent, check them when present (idempotent).
+    Setup(ConfigArg),
+    /// Start a local NATS, the traffic generator and the processor, with a live summary.
+    Demo(demo::DemoArgs),
+    /// Publish realistic POS and inventory traffic to a NATS server.
+    Gen(GenArgs),
+    /// Read the state directory offline and print JSON.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The TOML configuration file; without it, defaults and TALLY_* variables apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// The NATS server to publish to.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[command(flatten)]
+    traffic: gencli::TrafficArgs,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The state directory (state.path).
+    #[arg(long, default_value = "./tally-data")]
+    state: PathBuf,
+    #[command(subcommand)]
+    what: InspectWhat,
+}
+
+#[derive(Subcommand)]
+enum InspectWhat {
+    /// The committed stream position, outbox size and the store-days held.
+    Summary,
+    /// One store-day's reconciliation, as the HTTP API shows it.
+    Day {
+        /// Store id, e.g. 0042.
+        store: String,
+        /// Business day, YYYY-MM-DD.
+        day: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let config = Config::load(args.config.as_deref())?;
+            let metrics = telemetry::install()?;
+            app::run(config, metrics, app::shutdown_on_signals()).await
+        }
+        Command::Setup(args) => {
+            let config = Config::load(args.config.as_deref())?;
+            app::setup(&config).await?;
+            println!("Streams and consumer are in place.");
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::Gen(args) => {
+            let client = async_nats::connect(args.nats_url.as_str())
+                .await
+                .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+            let js = async_nats::jetstream::new(client);
+            gencli::run(&js, &args.traffic, app::shutdown_on_signals()).await
+        }
+        Command::Inspect(args) => {
+            let value = match args.what {
+                InspectWhat::Summary => inspect::summary(&args.state)?,
+                InspectWhat::Day { store, day } => inspect::day(&args.state, &store, &day)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,521 @@
+//! tally's configuration: a TOML file, overridden by `TALLY_<SECTION>_<KEY>` variables.
+//!
+//! Every field is documented here, where it is declared, with its default and unit; the example
+//! file `deploy/tally.example.toml` is checked against these declarations by a test. Unknown
+//! keys are rejected by name, bad values with a sentence that names the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use tally_topologies::decode::is_valid_store_id;
+use tally_topologies::topology::TopologyConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub input: InputConfig,
+    pub output: OutputConfig,
+    pub state: StateConfig,
+    pub drift: DriftConfig,
+    pub erp: ErpConfig,
+    pub http: HttpConfig,
+    /// Per-store settings; `default` applies to every store without its own table.
+    pub stores: BTreeMap<String, StoreConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut stores = BTreeMap::new();
+        stores.insert("default".to_string(), StoreConfig { timezone: Some("UTC".into()), drift: None });
+        Config {
+            nats: NatsConfig::default(),
+            input: InputConfig::default(),
+            output: OutputConfig::default(),
+            state: StateConfig::default(),
+            drift: DriftConfig::default(),
+            erp: ErpConfig::default(),
+            http: HttpConfig::default(),
+            stores,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated. Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// A `.creds` file (JWT + nkey seed). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// User name for user/password auth (with `password`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password for user/password auth. Never logged. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Token auth. Never logged. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify the server; setting it requires TLS. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// The input stream. Default `RETAIL_IN`.
+    pub stream: String,
+    /// The durable pull consumer tally reads through. Default `tally`.
+    pub consumer: String,
+    /// First token of every subject. Default `retail`.
+    pub subject_prefix: String,
+    /// Messages fetched and committed together, at most. Default 500.
+    pub batch_max: usize,
+    /// Larger input payloads go to the DLQ as `too_large`. Default 1048576 (bytes).
+    pub max_message_bytes: usize,
+    /// Records with more lines or tenders go to the DLQ as `too_large`. Default 1000.
+    pub max_lines: usize,
+    /// How long one fetch waits for messages before the loop looks around. Default `500ms`.
+    pub fetch_wait: String,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            stream: "RETAIL_IN".into(),
+            consumer: "tally".into(),
+            subject_prefix: "retail".into(),
+            batch_max: 500,
+            max_message_bytes: 1 << 20,
+            max_lines: 1000,
+            fetch_wait: "500ms".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Encoding of alerts and postings: `json` or `msgpack`. Default `json`.
+    pub format: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { format: "json".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// RocksDB directory. Default `./tally-data`.
+    pub path: PathBuf,
+    /// Shared block cache for all column families. Default 134217728 (bytes, 128 MiB).
+    pub cache_bytes: usize,
+    /// Memtable budget across column families. Default 67108864 (bytes, 64 MiB).
+    pub write_buffer_bytes: usize,
+    /// fsync every commit, so an acked input survives power loss, not only a crash. Default true.
+    pub sync: bool,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { path: "./tally-data".into(), cache_bytes: 128 << 20, write_buffer_bytes: 64 << 20, sync: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// A key needs at least this many units of drift to be over threshold. Default "2".
+    pub min_units: Decimal,
+    /// … and this drift ratio (0–1), or `min_value`. Default "0.05".
+    pub min_ratio: Decimal,
+    /// … or at least this drift value in the store's currency. Default "0" (off).
+    pub min_value: Decimal,
+    /// Drift of at least this many units is `critical`. Default "20".
+    pub critical_units: Decimal,
+    /// How long (event time) a key must stay over threshold before it fires. Default `15m`.
+    pub settle: String,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            min_units: Decimal::from(2),
+            min_ratio: Decimal::new(5, 2),
+            min_value: Decimal::ZERO,
+            critical_units: Decimal::from(20),
+            settle: "15m".into(),
+        }
+    }
+}
+
+/// `[stores."<id>".drift]`: any key of `[drift]`, for one store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_units: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_ratio: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_value: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical_units: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErpConfig {
+    /// Processing time between interim postings of a day with changes. Default `5m`.
+    pub interval: String,
+    /// Wait after a day-close before the final posting. Default `10m`.
+    pub close_grace: String,
+    /// Finalize a day without day-close this long after its end. Default `30h`.
+    pub max_open: String,
+    /// Currency of transactions that name none. Default `USD`.
+    pub default_currency: String,
+}
+
+impl Default for ErpConfig {
+    fn default() -> Self {
+        ErpConfig {
+            interval: "5m".into(),
+            close_grace: "10m".into(),
+            max_open: "30h".into(),
+            default_currency: "USD".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the metrics, health and `/v1` API. Default `127.0.0.1:9464` (loopback only).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// IANA time zone, e.g. `America/New_York`; gives `business_day` when a record has none.
+    /// Default `UTC` (from `[stores.default]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftOverride>,
+}
+
+/// Sections that `TALLY_<SECTION>_<KEY>` may override (stores are tables: file only).
+const ENV_SECTIONS: [&str; 7] = ["nats", "input", "output", "state", "drift", "erp", "http"];
+
+impl Config {
+    /// Reads the file (if any), applies the environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TALLY_")).collect();
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            None => String::new(),
+        };
+        let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into());
+        Config::from_parts(&name, &text, &vars)
+    }
+
+    /// The pure part of `load`, for tests: file text plus `TALLY_*` variables.
+    pub fn from_parts(name: &str, text: &str, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
+        for (var, value) in vars {
+            apply_env(&mut table, var, value)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: name.into(), message: e.message().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        for (key, value) in [
+            ("input.fetch_wait", &self.input.fetch_wait),
+            ("drift.settle", &self.drift.settle),
+            ("erp.interval", &self.erp.interval),
+            ("erp.close_grace", &self.erp.close_grace),
+            ("erp.max_open", &self.erp.max_open),
+        ] {
+            parse_duration(value).map_err(|m| invalid(key, m))?;
+        }
+        if !matches!(self.output.format.as_str(), "json" | "msgpack") {
+            return Err(invalid("output.format", format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format)));
+        }
+        SocketAddr::from_str(&self.http.listen)
+            .map_err(|e| invalid("http.listen", format!("{:?} is not an address like 127.0.0.1:9464: {e}", self.http.listen)))?;
+        if self.input.batch_max == 0 || self.input.batch_max > BATCH_MAX_LIMIT {
+            return Err(invalid("input.batch_max", format!("must be 1..={BATCH_MAX_LIMIT}")));
+        }
+        if !is_valid_token(&self.input.subject_prefix) {
+            return Err(invalid("input.subject_prefix", "must be one subject token of letters, digits, _ or -".into()));
+        }
+        for (id, store) in &self.stores {
+            if id != "default" && !is_valid_store_id(id) {
+                return Err(invalid(&format!("stores.{id}"), "a store id is 1-64 of A-Z a-z 0-9 _ -".into()));
+            }
+            if let Some(zone) = &store.timezone {
+                Tz::from_str(zone).map_err(|_| invalid(&format!("stores.{id}.timezone"), format!("{zone:?} is not an IANA time zone")))?;
+            }
+            if let Some(settle) = store.drift.as_ref().and_then(|d| d.settle.as_ref()) {
+                parse_duration(settle).map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fetch_wait(&self) -> Duration {
+        parse_duration(&self.input.fetch_wait).unwrap_or(Duration::from_millis(500))
+    }
+
+    pub fn http_listen(&self) -> SocketAddr {
+        SocketAddr::from_str(&self.http.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
+    }
+
+    /// What the pure topology needs; the config was validated, so zones parse.
+    pub fn topology(&self) -> TopologyConfig {
+        let zone = |store: &StoreConfig| store.timezone.as_deref().and_then(|z| Tz::from_str(z).ok());
+        let default_timezone = self.stores.get("default").and_then(zone).unwrap_or(Tz::UTC);
+        let store_timezones = self
+            .stores
+            .iter()
+            .filter(|(id, _)| id.as_str() != "default")
+            .filter_map(|(id, store)| zone(store).map(|z| (id.clone(), z)))
+            .collect();
+        TopologyConfig {
+            subject_prefix: self.input.subject_prefix.clone(),
+            default_currency: self.erp.default_currency.clone(),
+            default_timezone,
+            store_timezones,
+            max_message_bytes: self.input.max_message_bytes,
+            max_lines: self.input.max_lines,
+        }
+    }
+
+    /// Every key a config file may hold, as `section.key` (stores shown for `"<id>"`).
+    pub fn documented_keys() -> Vec<String> {
+        let mut full = Config::default();
+        full.nats.creds_file = Some("x".into());
+        full.nats.user = Some("x".into());
+        full.nats.password = Some("x".into());
+        full.nats.token = Some("x".into());
+        full.nats.tls_ca = Some("x".into());
+        full.nats.tls_cert = Some("x".into());
+        full.nats.tls_key = Some("x".into());
+        let mut keys = Vec::new();
+        if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&full) {
+            for (section, body) in table {
+                if let toml::Value::Table(body) = body {
+                    keys.extend(body.keys().filter(|_| section != "stores").map(|key| format!("{section}.{key}")));
+                }
+            }
+        }
+        keys.push("stores.timezone".into());
+        keys
+    }
+}
+
+/// A bound that keeps one commit's write batch and ack window modest.
+pub const BATCH_MAX_LIMIT: usize = 10_000;
+
+fn is_valid_token(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `TALLY_ERP_CLOSE_GRACE=…` sets `[erp] close_grace`, typed like the key's default.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let env_error = |message: String| ConfigError::Env { var: var.into(), message };
+    let rest = var.trim_start_matches("TALLY_").to_ascii_lowercase();
+    let Some(section) = ENV_SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+        return Err(env_error(format!("unknown section; expected TALLY_<{}>_<KEY>", ENV_SECTIONS.join("|").to_uppercase())));
+    };
+    let key = &rest[section.len() + 1..];
+    let full_key = format!("{section}.{key}");
+    if !Config::documented_keys().contains(&full_key) {
+        return Err(env_error(format!("unknown key {full_key}")));
+    }
+    let defaults = toml::Value::try_from(Config::default()).map_err(|e| env_error(e.to_string()))?;
+    let typed = match defaults.get(section).and_then(|s| s.get(key)) {
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(value.parse().map_err(|_| env_error(format!("{value:?} is not a whole number")))?)
+        }
+        Some(toml::Value::Boolean(_)) => {
+            toml::Value::Boolean(value.parse().map_err(|_| env_error(format!("{value:?} is not true or false")))?)
+        }
+        _ => toml::Value::String(value.to_string()),
+    };
+    let section_table = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| env_error(format!("[{section}] in the file is not a table")))?;
+    section_table.insert(key.to_string(), typed);
+    Ok(())
+}
+
+/// `250ms`, `30s`, `15m`, `30h`, `2d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 30h"))?;
+    let seconds = |n: u64| Duration::from_secs(n);
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(seconds(number)),
+        "m" => Ok(seconds(number * 60)),
+        "h" => Ok(seconds(number * 3600)),
+        "d" => Ok(seconds(number * 86_400)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/tally.example.toml");
+
+    // Proves the example file is valid and its uncommented values are exactly the defaults.
+    #[test]
+    fn example_file_holds_the_defaults() {
+        let parsed = Config::from_parts("example", EXAMPLE, &[]).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    // Proves every key the code accepts is documented in the example file, so they cannot drift.
+    #[test]
+    fn example_file_documents_every_key() {
+        let lines: Vec<String> = EXAMPLE.lines().map(|l| l.trim_start_matches('#').trim().to_string()).collect();
+        for key in Config::documented_keys() {
+            let name = key.rsplit('.').next().unwrap();
+            assert!(lines.iter().any(|l| l.starts_with(&format!("{name} ="))), "{key} is not in deploy/tally.example.toml");
+        }
+    }
+
+    // Proves unknown keys are rejected with their name.
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_parts("t", "[nats]\nurll = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    // Proves environment variables override the file, typed like the key.
+    #[test]
+    fn env_overrides_file() {
+        let vars = vec![
+            ("TALLY_NATS_URL".to_string(), "nats://10.0.0.1:4222".to_string()),
+            ("TALLY_INPUT_BATCH_MAX".to_string(), "64".to_string()),
+            ("TALLY_ERP_CLOSE_GRACE".to_string(), "1m".to_string()),
+            ("TALLY_STATE_SYNC".to_string(), "false".to_string()),
+        ];
+        let config = Config::from_parts("t", "[nats]\nurl = \"nats://a:1\"\n", &vars).unwrap();
+        assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(config.input.batch_max, 64);
+        assert_eq!(config.erp.close_grace, "1m");
+        assert!(!config.state.sync);
+    }
+
+    // Proves unknown environment keys and badly typed values are errors that name the variable.
+    #[test]
+    fn bad_env_is_named() {
+        let err = Config::from_parts("t", "", &[("TALLY_NATS_URLX".into(), "x".into())]).unwrap_err().to_string();
+        assert!(err.contains("TALLY_NATS_URLX"), "{err}");
+        let err = Config::from_parts("t", "", &[("TALLY_INPUT_BATCH_MAX".into(), "many".into())]).unwrap_err().to_string();
+        assert!(err.contains("TALLY_INPUT_BATCH_MAX"), "{err}");
+    }
+
+    // Proves bad values get a message naming the key.
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("[stores.\"0042\"]\ntimezone = \"Mars/Base\"\n", "stores.0042.timezone"),
+            ("[drift]\nsettle = \"15 fortnights\"\n", "drift.settle"),
+            ("[output]\nformat = \"xml\"\n", "output.format"),
+            ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
+            ("[drift]\nmin_units = \"two\"\n", "min_units"),
+        ] {
+            let err = Config::from_parts("t", text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    // Proves per-store time zones reach the topology and the default applies elsewhere.
+    #[test]
+    fn store_timezones_reach_the_topology() {
+        let text = "[stores.default]\ntimezone = \"Europe/Berlin\"\n[stores.\"0042\"]\ntimezone = \"America/New_York\"\n";
+        let topology = Config::from_parts("t", text, &[]).unwrap().topology();
+        assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);
+    }
+
+    // Proves the duration syntax.
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("30h"), Ok(Duration::from_secs(108_000)));
+        assert!(parse_duration("1w").is_err());
+    }
+}

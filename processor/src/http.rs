@@ -1,0 +1,82 @@
+//! The HTTP API of CONTRACT §8: metrics, health, readiness and the day's reconciliation.
+//! Read-only: it never changes state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tally_state::Store;
+use tally_topologies::report;
+use tokio::sync::watch;
+
+use crate::health::Health;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub health: Arc<Health>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/stores/{store}/days/{day}", get(store_day))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// Serves until shutdown. Binding failures are returned (the port is taken, say).
+pub async fn serve(addr: SocketAddr, state: ApiState, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {addr}: {e}"))?;
+    tracing::info!(%addr, "HTTP API listening.");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    state.metrics.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.health.check() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(problems) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reasons": problems})))
+            .into_response(),
+    }
+}
+
+async fn store_day(State(state): State<ApiState>, Path((store, day)): Path<(String, String)>) -> Response {
+    let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+        return error(StatusCode::NOT_FOUND, format!("{day:?} is not a business day like 2026-11-27"));
+    };
+    let store_handle = Arc::clone(&state.store);
+    let id = store.clone();
+    let result = tokio::task::spawn_blocking(move || report::day_report(store_handle.as_ref(), &id, day)).await;
+    match result {
+        Ok(Ok(Some(body))) => Json(body).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no data for store {store:?} on {day}")),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}

@@ -1,0 +1,27 @@
+//! The `tally` processor: everything that talks to the outside world around the pure topology.
+//!
+//! - [`config`]: the TOML configuration with `TALLY_*` overrides, validated.
+//! - [`nats`]: connecting, and creating or checking streams and the consumer.
+//! - [`runner`]: the input loop: batch, apply, commit with the position, then ack.
+//! - [`outbox`]: publishing committed outputs, deleting them after their PubAck.
+//! - [`health`]: readiness of each component, for `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
+//! - [`telemetry`]: every metric's name, description and emission.
+//! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
+//! - [`gen`]: realistic retail traffic for `tally gen` and `tally demo`.
+//! - [`gencli`]: the generator's command-line options, shared by `gen` and `demo`.
+//! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
+//! - [`inspect`]: reading the state offline.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod gen;
+pub mod gencli;
+pub mod health;
+pub mod http;
+pub mod inspect;
+pub mod nats;
+pub mod outbox;
+pub mod runner;
+pub mod telemetry;

@@ -1,0 +1,196 @@
+//! NATS: connecting with the configured auth, and creating or checking the streams and the
+//! consumer of CONTRACT §1. `setup` is idempotent: a stream that exists is used as it is (the
+//! user may have chosen replicas, retention or placement) and only checked for its subjects.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer, stream};
+use tracing::info;
+
+use crate::config::{Config, BATCH_MAX_LIMIT};
+
+/// Unacked messages the server lets the consumer have out at once.
+pub const ACK_PENDING_MAX: i64 = 20_000;
+const _: () = assert!(BATCH_MAX_LIMIT as i64 <= ACK_PENDING_MAX);
+
+/// How long the server waits for an ack before redelivering. Commits retry in place (see the
+/// runner), so this only matters when the process is gone.
+pub const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// Output streams drop a re-publish with the same `Nats-Msg-Id` within this window; it covers
+/// a restart after a crash between publish and outbox delete (CONTRACT §1: at least 10 min).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(20 * 60);
+
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let nats = &config.nats;
+    let mut options = match &nats.creds_file {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .with_context(|| format!("reading nats.creds_file {}", path.display()))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &nats.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert, &nats.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let client = options
+        .name("tally")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event.") })
+        .connect(nats.url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", nats.url))?;
+    Ok(client)
+}
+
+/// The streams tally reads and writes: (name, subjects, is output).
+pub fn streams(config: &Config) -> Vec<(String, Vec<String>, bool)> {
+    let p = &config.input.subject_prefix;
+    vec![
+        (config.input.stream.clone(), vec![format!("{p}.pos.*"), format!("{p}.inventory.*")], false),
+        ("RETAIL_ALERTS".into(), vec![format!("{p}.alerts.drift.*")], true),
+        ("RETAIL_ERP".into(), vec![format!("{p}.erp.postings.*")], true),
+        ("RETAIL_DLQ".into(), vec![format!("{p}.dlq.*")], true),
+    ]
+}
+
+/// Creates the streams and the durable consumer when absent; checks them when present.
+pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    for (name, subjects, is_output) in streams(config) {
+        ensure_stream(js, &name, &subjects, is_output).await?;
+    }
+    let stream = js.get_stream(&config.input.stream).await?;
+    match stream.get_consumer::<consumer::pull::Config>(&config.input.consumer).await {
+        Ok(_) => info!(consumer = %config.input.consumer, "Consumer exists; using it."),
+        Err(err) if is_consumer_not_found(&err) => {
+            stream.create_consumer(consumer_config(config, 0)).await.context("creating the consumer")?;
+            info!(consumer = %config.input.consumer, "Created consumer.");
+        }
+        Err(err) => return Err(err).context("looking up the consumer"),
+    }
+    Ok(())
+}
+
+async fn ensure_stream(js: &jetstream::Context, name: &str, subjects: &[String], is_output: bool) -> anyhow::Result<()> {
+    match js.get_stream(name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await?;
+            let missing: Vec<&String> =
+                subjects.iter().filter(|s| !info.config.subjects.iter().any(|have| subject_covers(have, s))).collect();
+            if !missing.is_empty() {
+                bail!("stream {name} exists but does not cover subjects {missing:?} (it has {:?})", info.config.subjects);
+            }
+            info!(stream = name, "Stream exists; using it as it is.");
+        }
+        Err(err) if is_stream_not_found(&err) => {
+            let config = stream::Config {
+                name: name.to_string(),
+                subjects: subjects.to_vec(),
+                storage: stream::StorageType::File,
+                duplicate_window: if is_output { DUPLICATE_WINDOW } else { Duration::from_secs(120) },
+                ..Default::default()
+            };
+            js.create_stream(config).await.with_context(|| format!("creating stream {name}"))?;
+            info!(stream = name, "Created stream.");
+        }
+        Err(err) => return Err(err).with_context(|| format!("looking up stream {name}")),
+    }
+    Ok(())
+}
+
+/// The consumer config: resume right after `position`, the last committed stream sequence.
+pub fn consumer_config(config: &Config, position: u64) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(config.input.consumer.clone()),
+        description: Some("tally: POS and inventory events".into()),
+        deliver_policy: if position == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence { start_sequence: position + 1 }
+        },
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: ACK_WAIT,
+        max_ack_pending: ACK_PENDING_MAX,
+        ..Default::default()
+    }
+}
+
+/// Makes the durable consumer start right after the committed position. State, not the
+/// consumer, is the source of truth: the consumer is recreated on every start so that messages
+/// the server thinks are delivered but that never reached a commit are read again, in order.
+pub async fn consumer_at(
+    js: &jetstream::Context,
+    config: &Config,
+    position: u64,
+) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    let stream = js.get_stream(&config.input.stream).await.with_context(|| {
+        format!("input stream {} not found; run `tally setup` first", config.input.stream)
+    })?;
+    match stream.delete_consumer(&config.input.consumer).await {
+        Ok(_) => {}
+        Err(err) if is_consumer_not_found(&err) => {}
+        Err(err) => return Err(err).context("resetting the consumer"),
+    }
+    let consumer = stream.create_consumer(consumer_config(config, position)).await.context("creating the consumer")?;
+    info!(consumer = %config.input.consumer, after = position, "Consuming after the committed position.");
+    Ok(consumer)
+}
+
+fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn is_consumer_not_found(err: &jetstream::stream::ConsumerError) -> bool {
+    matches!(err.kind(), jetstream::stream::ConsumerErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND)
+}
+
+/// Whether subject pattern `have` matches every subject that pattern `want` matches.
+pub fn subject_covers(have: &str, want: &str) -> bool {
+    let have: Vec<&str> = have.split('.').collect();
+    let want: Vec<&str> = want.split('.').collect();
+    for (i, token) in have.iter().enumerate() {
+        match *token {
+            ">" => return want.len() > i,
+            "*" => {
+                if want.get(i).is_none_or(|w| *w == ">") {
+                    return false;
+                }
+            }
+            literal => {
+                if want.get(i) != Some(&literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    have.len() == want.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_covers;
+
+    // Proves wildcard coverage of subject patterns, which decides whether a pre-made stream fits.
+    #[test]
+    fn subject_coverage() {
+        assert!(subject_covers("retail.pos.*", "retail.pos.*"));
+        assert!(subject_covers("retail.>", "retail.pos.*"));
+        assert!(subject_covers("retail.*.*", "retail.inventory.*"));
+        assert!(!subject_covers("retail.pos.0042", "retail.pos.*"));
+        assert!(!subject_covers("retail.pos.*", "retail.inventory.*"));
+        assert!(!subject_covers("retail.*", "retail.pos.*"));
+        assert!(!subject_covers("retail.pos.*", "retail.pos.>"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The outbox publisher: sends committed outputs to JetStream in outbox order and deletes each
+//! only after its PubAck (CONTRACT §7, "outputs are never lost").
+//!
+//! A crash between the PubAck and the delete re-sends the same bytes under the same
+//! `Nats-Msg-Id` after restart; the output stream's duplicate window drops it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tally_state::{Cf, KeyReader, Store, WriteBatch};
+use tally_topologies::aggregates::{self, OutboxEntry};
+use tally_topologies::keys;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::health::{Component, Health};
+use crate::runner::wait_or_shutdown;
+use crate::telemetry;
+
+/// Outputs sent before their acks are awaited together.
+const DRAIN_BATCH: usize = 256;
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the publisher looks even when nobody woke it.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub struct Publisher {
+    pub store: Arc<dyn Store>,
+    pub js: jetstream::Context,
+    pub health: Arc<Health>,
+    pub notify: Arc<Notify>,
+}
+
+impl Publisher {
+    /// Drains the outbox until shutdown; what is left stays for the next start.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.drain_once().await {
+                Ok(0) => {
+                    self.health.set(Component::Outbox, Ok(()));
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = self.notify.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                Ok(_) => {
+                    self.health.set(Component::Outbox, Ok(()));
+                    backoff = Duration::from_millis(100);
+                }
+                Err(err) => {
+                    telemetry::publish_failed();
+                    warn!(error = %format!("{err:#}"), "Publishing outputs failed; they stay in the outbox, retrying.");
+                    self.health.set(Component::Outbox, Err(format!("publishing outputs failed: {err:#}")));
+                    if wait_or_shutdown(&mut shutdown, backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        info!("Outbox publisher stopped.");
+    }
+
+    /// Publishes the oldest outbox entries and deletes those acknowledged. Returns how many.
+    async fn drain_once(&self) -> anyhow::Result<usize> {
+        let entries = self.store.scan_from(Cf::Outbox, &[], DRAIN_BATCH)?;
+        self.report_pending(entries.first().map(|(key, _)| key.as_slice()))?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut acks = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            let entry: OutboxEntry = aggregates::decode(value)?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", entry.msg_id.as_str());
+            for (name, value) in &entry.headers {
+                headers.insert(name.as_str(), value.as_str());
+            }
+            let ack = self.js.publish_with_headers(entry.subject.clone(), headers, entry.payload.into()).await?;
+            acks.push((key.clone(), kind_of(&entry.subject), ack));
+        }
+        let mut done = WriteBatch::default();
+        let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        let mut first_error = None;
+        for (key, kind, ack) in acks {
+            match ack.await {
+                Ok(_) => {
+                    done.delete(Cf::Outbox, key);
+                    *kinds.entry(kind).or_default() += 1;
+                }
+                // Later entries may be acked too; keep their deletes, retry from the failed one.
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        let sent = done.len();
+        if !done.is_empty() {
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || store.write(done)).await??;
+        }
+        for (kind, n) in kinds {
+            telemetry::outputs_published(kind, n);
+        }
+        match first_error {
+            Some(err) => Err(err.into()),
+            None => Ok(sent),
+        }
+    }
+
+    /// The outbox is keyed by a gapless sequence, so pending = next − oldest.
+    fn report_pending(&self, oldest_key: Option<&[u8]>) -> anyhow::Result<()> {
+        let Some(oldest_key) = oldest_key else {
+            telemetry::outbox_pending(0);
+            return Ok(());
+        };
+        let oldest = KeyReader::new(oldest_key).u64()?;
+        let next = match self.store.get(Cf::Meta, keys::META_OUTBOX_NEXT)? {
+            Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes.as_slice().try_into()?),
+            _ => oldest + 1,
+        };
+        telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
+        Ok(())
+    }
+}
+
+fn kind_of(subject: &str) -> &'static str {
+    if subject.contains(".dlq.") {
+        "dlq"
+    } else if subject.contains(".alerts.") {
+        "alert"
+    } else {
+        "posting"
+    }
+}

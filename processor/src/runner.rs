@@ -1,0 +1,204 @@
+//! The run loop: read a batch from the input consumer, apply it to the topology, commit state,
+//! outbox and stream position in one write, then ack.
+//!
+//! The order is the guarantee (CONTRACT §7): nothing is acked before it is committed, and the
+//! committed position, not the broker's ack floor, decides where reading resumes. A failed
+//! commit is retried in place with capped backoff, holding the batch and its acks, so the
+//! processor neither loses nor re-applies anything while the disk is away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::{FutureExt, StreamExt};
+use tally_state::{Overlay, Store, WriteBatch};
+use tally_topologies::topology::{self, InputMessage, Retail};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::health::{Component, Health};
+use crate::telemetry::{self, BatchTally};
+
+/// What the loop needs, shared with the HTTP server and the outbox publisher.
+pub struct Runner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub retail: Retail,
+    pub health: Arc<Health>,
+    /// Woken after each commit, so that new outputs leave at once.
+    pub outbox_notify: Arc<Notify>,
+}
+
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Runner {
+    /// Consumes until `shutdown` turns true; the batch in flight is committed and acked first.
+    pub async fn run(&self, js: &jetstream::Context, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
+        let consumer = loop {
+            match crate::nats::consumer_at(js, &self.config, position).await {
+                Ok(consumer) => break consumer,
+                Err(err) => {
+                    self.health.set(Component::Nats, Err(format!("{err:#}")));
+                    warn!(error = %format!("{err:#}"), "Cannot set up the input consumer; retrying.");
+                    if wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.health.set(Component::Nats, Ok(()));
+        self.health.set(Component::Consumer, Ok(()));
+        let mut messages = self.open_stream(&consumer, &mut shutdown).await?;
+        let idle_wait = self.config.fetch_wait();
+        while !*shutdown.borrow() {
+            let first = tokio::select! {
+                next = messages.next() => next,
+                _ = tokio::time::sleep(idle_wait) => continue,
+                _ = shutdown.changed() => break,
+            };
+            let first = match first {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    warn!(error = %err, "Input stream error; continuing.");
+                    self.health.set(Component::Nats, Err(err.to_string()));
+                    continue;
+                }
+                None => {
+                    warn!("Input message stream ended; reopening it.");
+                    messages = self.open_stream(&consumer, &mut shutdown).await?;
+                    continue;
+                }
+            };
+            self.health.set(Component::Nats, Ok(()));
+            let mut batch = vec![first];
+            // Take whatever has already arrived, without waiting, up to the batch bound.
+            while batch.len() < self.config.input.batch_max {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    _ => break,
+                }
+            }
+            self.process(batch, &mut shutdown).await?;
+        }
+        info!("Input loop stopped.");
+        Ok(())
+    }
+
+    async fn open_stream(
+        &self,
+        consumer: &consumer::Consumer<consumer::pull::Config>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<consumer::pull::Stream> {
+        loop {
+            match consumer
+                .stream()
+                .max_messages_per_batch(self.config.input.batch_max)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(stream) => return Ok(stream),
+                Err(err) => {
+                    self.health.set(Component::Nats, Err(err.to_string()));
+                    warn!(error = %err, "Cannot open the input stream; retrying.");
+                    if wait_or_shutdown(shutdown, Duration::from_secs(1)).await {
+                        anyhow::bail!("shut down while waiting for NATS");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies, commits and acks one batch. Returns an error only for corrupt state.
+    async fn process(&self, batch: Vec<jetstream::Message>, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut txn = Overlay::new(self.store.as_ref());
+        let committed = topology::committed_position(&txn)?;
+        let mut position = committed;
+        let mut tally = BatchTally::default();
+        let mut pending = None;
+        for message in &batch {
+            let info = match message.info() {
+                Ok(info) => info,
+                Err(err) => {
+                    warn!(error = %err, subject = %message.subject, "Message without JetStream metadata; skipped.");
+                    continue;
+                }
+            };
+            pending = Some(info.pending);
+            let seq = info.stream_sequence;
+            if seq <= position {
+                debug!(seq, position, "Already committed; skipping a redelivery.");
+                continue;
+            }
+            let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str());
+            let input = InputMessage { subject: message.subject.as_str(), content_type, payload: &message.payload, stream_seq: seq };
+            let applied = self.retail.apply(&mut txn, &input)?;
+            tally.record(applied.source, applied.outcome);
+            position = seq;
+        }
+        if position > committed {
+            topology::set_position(&mut txn, position);
+            self.commit(txn.into_batch(), batch.len(), position, shutdown).await?;
+            tally.emit();
+            self.outbox_notify.notify_one();
+        }
+        if let Some(pending) = pending {
+            telemetry::consumer_pending(pending);
+        }
+        // AckAll: acking the last message acks the whole batch.
+        if let Some(last) = batch.last() {
+            if let Err(err) = last.ack().await {
+                // The commit holds; the server will redeliver and the position skips them.
+                warn!(error = %err, "Ack failed; redeliveries will be skipped by position.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the batch, retrying with capped backoff while the store fails.
+    async fn commit(
+        &self,
+        batch: WriteBatch,
+        messages: usize,
+        position: u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            let store = Arc::clone(&self.store);
+            let attempt = batch.clone();
+            let result = tokio::task::spawn_blocking(move || store.write(attempt)).await?;
+            match result {
+                Ok(()) => {
+                    telemetry::commit_done(started.elapsed().as_secs_f64(), messages, position);
+                    self.health.set(Component::Store, Ok(()));
+                    return Ok(());
+                }
+                Err(err) => {
+                    telemetry::commit_failed();
+                    error!(error = %err, position, "Commit failed; input stays unacked, retrying.");
+                    self.health.set(Component::Store, Err(format!("commit failed: {err}")));
+                    if wait_or_shutdown(shutdown, backoff).await {
+                        anyhow::bail!("shut down while the state store was failing; batch not committed, not acked");
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps, or returns true early when shutdown is requested.
+pub async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}

@@ -1,0 +1,120 @@
+//! Every metric tally exports: names as constants, descriptions in one place, emission helpers
+//! called once per batch. Labels stay bounded: source, outcome, reason, state, kind, store —
+//! never a sku or a transaction id.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use tally_topologies::decode::RejectReason;
+use tally_topologies::model::Source;
+use tally_topologies::topology::Outcome;
+
+pub const EVENTS_TOTAL: &str = "tally_events_total";
+pub const CONSUMER_PENDING: &str = "tally_consumer_pending_messages";
+pub const COMMIT_DURATION: &str = "tally_commit_duration_seconds";
+pub const BATCH_MESSAGES: &str = "tally_batch_messages";
+pub const OUTBOX_PENDING: &str = "tally_outbox_pending_messages";
+pub const OUTPUTS_PUBLISHED: &str = "tally_outputs_published_total";
+pub const DLQ_TOTAL: &str = "tally_dlq_total";
+pub const BUILD_INFO: &str = "tally_build_info";
+pub const READY: &str = "tally_ready";
+pub const COMMIT_FAILURES: &str = "tally_commit_failures_total";
+pub const PUBLISH_FAILURES: &str = "tally_publish_failures_total";
+pub const STREAM_POSITION: &str = "tally_committed_stream_sequence";
+
+/// Installs the Prometheus recorder and describes every metric. Call once at start-up.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(COMMIT_DURATION.into()),
+            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(BATCH_MESSAGES.into()),
+            &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(EVENTS_TOTAL, Unit::Count, "Input messages processed, by source (pos, inventory, unknown) and outcome (accepted, duplicate, rejected).");
+    describe_gauge!(CONSUMER_PENDING, Unit::Count, "Messages in the input stream not yet delivered to tally's consumer.");
+    describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Time to commit one batch (aggregates, dedupe ids, outbox and position) to RocksDB.");
+    describe_histogram!(BATCH_MESSAGES, Unit::Count, "Input messages per committed batch.");
+    describe_gauge!(OUTBOX_PENDING, Unit::Count, "Output messages committed but not yet acknowledged by JetStream.");
+    describe_counter!(OUTPUTS_PUBLISHED, Unit::Count, "Output messages acknowledged by JetStream, by kind (dlq, alert, posting).");
+    describe_counter!(DLQ_TOTAL, Unit::Count, "Input messages rejected to the dead-letter queue, by reason.");
+    describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; the version label says which tally runs.");
+    describe_gauge!(READY, Unit::Count, "1 while tally is consuming, 0 while NATS or the state store is unavailable.");
+    describe_counter!(COMMIT_FAILURES, Unit::Count, "Batch commits that failed and are being retried; input stays unacked.");
+    describe_counter!(PUBLISH_FAILURES, Unit::Count, "Output publishes that failed and are being retried from the outbox.");
+    describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Zero-valued series so dashboards and alert rules see every label from the start.
+    for source in ["pos", "inventory", "unknown"] {
+        for outcome in ["accepted", "duplicate", "rejected"] {
+            counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).absolute(0);
+        }
+    }
+    for reason in RejectReason::ALL {
+        counter!(DLQ_TOTAL, "reason" => reason.as_str()).absolute(0);
+    }
+}
+
+/// Per-batch tallies, emitted once when the batch is committed.
+#[derive(Debug, Default)]
+pub struct BatchTally {
+    events: std::collections::HashMap<(&'static str, &'static str), u64>,
+    dlq: std::collections::HashMap<&'static str, u64>,
+}
+
+impl BatchTally {
+    pub fn record(&mut self, source: Option<Source>, outcome: Outcome) {
+        let source = source.map(Source::as_str).unwrap_or("unknown");
+        *self.events.entry((source, outcome.as_str())).or_default() += 1;
+        if let Outcome::Rejected(reason) = outcome {
+            *self.dlq.entry(reason.as_str()).or_default() += 1;
+        }
+    }
+
+    pub fn emit(self) {
+        for ((source, outcome), n) in self.events {
+            counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).increment(n);
+        }
+        for (reason, n) in self.dlq {
+            counter!(DLQ_TOTAL, "reason" => reason).increment(n);
+        }
+    }
+}
+
+pub fn commit_done(seconds: f64, messages: usize, position: u64) {
+    histogram!(COMMIT_DURATION).record(seconds);
+    histogram!(BATCH_MESSAGES).record(messages as f64);
+    gauge!(STREAM_POSITION).set(position as f64);
+}
+
+pub fn consumer_pending(pending: u64) {
+    gauge!(CONSUMER_PENDING).set(pending as f64);
+}
+
+pub fn outbox_pending(pending: usize) {
+    gauge!(OUTBOX_PENDING).set(pending as f64);
+}
+
+pub fn outputs_published(kind: &'static str, n: usize) {
+    counter!(OUTPUTS_PUBLISHED, "kind" => kind).increment(n as u64);
+}
+
+pub fn commit_failed() {
+    counter!(COMMIT_FAILURES).increment(1);
+}
+
+pub fn publish_failed() {
+    counter!(PUBLISH_FAILURES).increment(1);
+}
+
+pub fn ready(is_ready: bool) {
+    gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
+}

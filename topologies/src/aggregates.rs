@@ -1,0 +1,253 @@
+//! The running aggregates and bookkeeping records that tally keeps in state, and how one
+//! accepted record changes them.
+//!
+//! Values are MessagePack maps (named fields), so a field can be added later without a
+//! migration. Every amount is a `Decimal`; a reversal (post-void) applies the same arithmetic
+//! with the opposite sign, so a void followed by its transaction nets to exactly zero.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::model::{DayClose, InventoryMovement, MovementReason, PosTransaction};
+
+/// Totals per (store, business_day).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreDay {
+    pub currency: Option<String>,
+    /// Transactions with lines, after voids (a post-void counts −1).
+    pub transactions: i64,
+    /// Their lines, after voids.
+    pub lines: i64,
+    pub gross: Decimal,
+    pub discount: Decimal,
+    pub net: Decimal,
+    pub tax: Decimal,
+    pub tenders: BTreeMap<String, Decimal>,
+    /// Per register, the `seq` numbers seen this day.
+    pub registers: BTreeMap<String, SeqSet>,
+    /// Inventory units per movement reason, all skus together.
+    pub inventory: BTreeMap<MovementReason, Decimal>,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    /// The POS's own totals, when its day-close arrived.
+    pub day_close: Option<DayClose>,
+}
+
+/// Totals per (store, business_day, sku): the POS side and the inventory side of drift.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SkuDay {
+    pub sold_units: Decimal,
+    pub returned_units: Decimal,
+    /// Returned units with `restock: true`.
+    pub restocked_units: Decimal,
+    pub gross: Decimal,
+    pub discount: Decimal,
+    pub net: Decimal,
+    pub tax: Decimal,
+    /// Signed stock deltas per movement reason.
+    pub inventory: BTreeMap<MovementReason, Decimal>,
+}
+
+impl SkuDay {
+    /// What the POS says left the shelf: sold − returned with restock (CONTRACT §4).
+    pub fn expected_units(&self) -> Decimal {
+        self.sold_units - self.restocked_units
+    }
+
+    /// What inventory recorded leaving: − Σ qty of `sale` and `return` movements.
+    pub fn recorded_units(&self) -> Decimal {
+        -self
+            .inventory
+            .iter()
+            .filter(|(reason, _)| reason.is_pos_caused())
+            .map(|(_, units)| *units)
+            .sum::<Decimal>()
+    }
+
+    pub fn drift_units(&self) -> Decimal {
+        self.expected_units() - self.recorded_units()
+    }
+}
+
+/// The latest unit price of a sku in a store, by event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatestPrice {
+    pub unit_price: Decimal,
+    pub at: DateTime<FixedOffset>,
+}
+
+/// The `seq` numbers seen for one register in one day, as sorted disjoint inclusive ranges,
+/// so a day of thousands of consecutive numbers costs one pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqSet(pub Vec<(u64, u64)>);
+
+impl SeqSet {
+    pub fn insert(&mut self, seq: u64) {
+        let ranges = &mut self.0;
+        let at = ranges.partition_point(|&(_, hi)| hi.saturating_add(1) < seq);
+        if at < ranges.len() && ranges[at].0 <= seq.saturating_add(1) {
+            let range = &mut ranges[at];
+            range.0 = range.0.min(seq);
+            range.1 = range.1.max(seq);
+            // The widened range may now touch the next one.
+            if at + 1 < ranges.len() && ranges[at + 1].0 <= ranges[at].1.saturating_add(1) {
+                ranges[at].1 = ranges[at].1.max(ranges[at + 1].1);
+                ranges.remove(at + 1);
+            }
+        } else {
+            ranges.insert(at, (seq, seq));
+        }
+    }
+
+    /// The numbers missing between the lowest and the highest seen, capped at `limit`.
+    pub fn missing(&self, limit: usize) -> Vec<u64> {
+        self.0
+            .windows(2)
+            .flat_map(|pair| (pair[0].1 + 1)..pair[1].0)
+            .take(limit)
+            .collect()
+    }
+}
+
+/// `Dedupe` value: what tally remembers of an accepted record id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Fingerprint of the record's normalized content: equal → duplicate, else conflict.
+    pub fingerprint: u64,
+    pub business_day: NaiveDate,
+    /// A transaction with lines, kept so that a later post-void can reverse it.
+    pub transaction: Option<PosTransaction>,
+    /// The id of the void that cancelled it, once voided.
+    pub voided_by: Option<String>,
+}
+
+/// `Outbox` value: one output message waiting for JetStream's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub subject: String,
+    pub msg_id: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl StoreDay {
+    /// Adds (`sign` = 1) or reverses (`sign` = −1) a transaction with lines.
+    pub fn apply_transaction(&mut self, tx: &PosTransaction, sign: Decimal) {
+        self.currency.get_or_insert_with(|| tx.currency.clone());
+        let count = if sign.is_sign_negative() { -1 } else { 1 };
+        self.transactions += count;
+        self.lines += count * tx.lines.len() as i64;
+        for line in &tx.lines {
+            self.gross += sign * line.gross();
+            self.discount += sign * line.discount;
+            self.net += sign * line.net();
+            self.tax += sign * line.tax;
+        }
+        for tender in &tx.tenders {
+            *self.tenders.entry(tender.kind.clone()).or_default() += sign * tender.amount;
+        }
+    }
+
+    /// Remembers that a register's `seq` was seen (voids do not unsee it).
+    pub fn note_seq(&mut self, tx: &PosTransaction) {
+        if let (Some(register), Some(seq)) = (&tx.register, tx.seq) {
+            self.registers.entry(register.clone()).or_default().insert(seq);
+        }
+    }
+
+    pub fn apply_movement(&mut self, movement: &InventoryMovement) {
+        let total: Decimal = movement.lines.iter().map(|line| line.qty).sum();
+        *self.inventory.entry(movement.reason).or_default() += total;
+    }
+}
+
+impl SkuDay {
+    /// Adds (`sign` = 1) or reverses (`sign` = −1) one POS line of this sku.
+    pub fn apply_line(&mut self, line: &crate::model::PosLine, sign: Decimal) {
+        let qty = sign * line.qty;
+        if line.qty.is_sign_positive() {
+            self.sold_units += qty;
+        } else {
+            self.returned_units -= qty;
+            if line.restock {
+                self.restocked_units -= qty;
+            }
+        }
+        self.gross += sign * line.gross();
+        self.discount += sign * line.discount;
+        self.net += sign * line.net();
+        self.tax += sign * line.tax;
+    }
+
+    pub fn apply_movement_qty(&mut self, reason: MovementReason, qty: Decimal) {
+        *self.inventory.entry(reason).or_default() += qty;
+    }
+}
+
+/// Encodes a stored value. Serializing these plain structs to a Vec cannot fail.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("serializing a state value to memory cannot fail")
+}
+
+/// Decodes a stored value; a failure means the state is corrupt or from an unknown version.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Proves SeqSet holds exactly the inserted numbers, whatever the insertion order.
+        #[test]
+        fn seq_set_holds_exactly_what_was_inserted(seqs in proptest::collection::vec(0u64..200, 0..120)) {
+            let mut set = SeqSet::default();
+            for &seq in &seqs {
+                set.insert(seq);
+            }
+            let expected: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+            let held: std::collections::BTreeSet<u64> =
+                set.0.iter().flat_map(|&(lo, hi)| lo..=hi).collect();
+            prop_assert_eq!(&held, &expected);
+            for pair in set.0.windows(2) {
+                prop_assert!(pair[0].1 + 1 < pair[1].0, "ranges must be disjoint and not touching");
+            }
+            if let (Some(lo), Some(hi)) = (expected.first(), expected.last()) {
+                let missing: Vec<u64> = (*lo..=*hi).filter(|n| !expected.contains(n)).collect();
+                prop_assert_eq!(set.missing(usize::MAX), missing);
+            }
+        }
+    }
+
+    // Proves expected and recorded units follow CONTRACT §4 and ignore non-POS movements.
+    #[test]
+    fn drift_counts_only_pos_caused_movements() {
+        let mut sku = SkuDay { sold_units: Decimal::from(5), restocked_units: Decimal::from(1), ..Default::default() };
+        sku.apply_movement_qty(MovementReason::Sale, Decimal::from(-3));
+        sku.apply_movement_qty(MovementReason::Receipt, Decimal::from(100));
+        sku.apply_movement_qty(MovementReason::Shrink, Decimal::from(-2));
+        assert_eq!(sku.expected_units(), Decimal::from(4));
+        assert_eq!(sku.recorded_units(), Decimal::from(3));
+        assert_eq!(sku.drift_units(), Decimal::from(1));
+    }
+
+    // Proves an outbox entry round-trips through its stored form with the payload intact.
+    #[test]
+    fn outbox_entry_round_trips() {
+        let entry = OutboxEntry {
+            subject: "retail.dlq.decode".into(),
+            msg_id: "dlq/7".into(),
+            headers: vec![("Tally-Error".into(), "decode".into())],
+            payload: vec![0, 159, 255, b'{'],
+        };
+        assert_eq!(decode::<OutboxEntry>(&encode(&entry)).unwrap(), entry);
+    }
+}

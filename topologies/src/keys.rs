@@ -1,0 +1,112 @@
+//! Where each retail record lives in the store: column family and binary key.
+//!
+//! Keys are built with `tally_state::key`, whose encoding preserves order, so the records of one
+//! store-day are one contiguous range (`sku_day_prefix`). The first component of an aggregate
+//! key is a tag that keeps record kinds apart inside the `aggregates` column family.
+
+use chrono::NaiveDate;
+use tally_state::key::{KeyReader, KeyWriter};
+
+const TAG_STORE_DAY: u8 = 1;
+const TAG_SKU_DAY: u8 = 2;
+const TAG_PRICE: u8 = 3;
+
+/// `Meta` keys.
+pub const META_POSITION: &[u8] = b"position";
+pub const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
+
+fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// (store, business_day) → `StoreDay`.
+pub fn store_day(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_STORE_DAY).str(store).str(&day_text(day)).finish()
+}
+
+/// Every `StoreDay` of one store, in day order.
+pub fn store_days_prefix(store: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_STORE_DAY).str(store).finish()
+}
+
+/// Every `StoreDay` of every store.
+pub fn all_store_days_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_STORE_DAY).finish()
+}
+
+/// Reads (store, business_day) back from a `store_day` key.
+pub fn parse_store_day(key: &[u8]) -> Option<(String, NaiveDate)> {
+    let mut reader = KeyReader::new(key);
+    if reader.tag().ok()? != TAG_STORE_DAY {
+        return None;
+    }
+    let store = reader.str().ok()?;
+    let day = NaiveDate::parse_from_str(&reader.str().ok()?, "%Y-%m-%d").ok()?;
+    Some((store, day))
+}
+
+/// (store, business_day, sku) → `SkuDay`.
+pub fn sku_day(store: &str, day: NaiveDate, sku: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_SKU_DAY).str(store).str(&day_text(day)).str(sku).finish()
+}
+
+/// Every `SkuDay` of one store-day, in sku order.
+pub fn sku_day_prefix(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_SKU_DAY).str(store).str(&day_text(day)).finish()
+}
+
+/// Reads the sku back from a `sku_day` key.
+pub fn parse_sku_day_sku(key: &[u8]) -> Option<String> {
+    let mut reader = KeyReader::new(key);
+    if reader.tag().ok()? != TAG_SKU_DAY {
+        return None;
+    }
+    reader.str().ok()?;
+    reader.str().ok()?;
+    reader.str().ok()
+}
+
+/// (store, sku) → the latest unit price seen, across days.
+pub fn price(store: &str, sku: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_PRICE).str(store).str(sku).finish()
+}
+
+/// `Dedupe`: (store, record id) → `Seen`.
+pub fn seen(store: &str, id: &str) -> Vec<u8> {
+    KeyWriter::new().str(store).str(id).finish()
+}
+
+/// `Voids`: (store, voided transaction id) → the id of the void that arrived first.
+pub fn pending_void(store: &str, voided_id: &str) -> Vec<u8> {
+    KeyWriter::new().str(store).str(voided_id).finish()
+}
+
+/// `Outbox`: a global, gapless sequence, so draining in key order keeps every store in order.
+pub fn outbox(seq: u64) -> Vec<u8> {
+    KeyWriter::new().u64(seq).finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a store-day's sku records are exactly the keys under its prefix, and no other day's.
+    #[test]
+    fn sku_days_of_one_day_share_a_prefix_that_excludes_other_days() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let next = day.succ_opt().unwrap();
+        let prefix = sku_day_prefix("0042", day);
+        assert!(sku_day("0042", day, "100234").starts_with(&prefix));
+        assert!(!sku_day("0042", next, "100234").starts_with(&prefix));
+        assert!(!sku_day("00421", day, "100234").starts_with(&prefix));
+        assert_eq!(parse_sku_day_sku(&sku_day("0042", day, "10/0")), Some("10/0".into()));
+    }
+
+    // Proves store-day keys read back to the store and day they were built from.
+    #[test]
+    fn store_day_keys_round_trip() {
+        let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        assert_eq!(parse_store_day(&store_day("S-1", day)), Some(("S-1".to_string(), day)));
+        assert_eq!(parse_store_day(&sku_day("S-1", day, "x")), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! The day's reconciliation as the HTTP API and `tally inspect` show it (CONTRACT §8).
+//!
+//! Built from state alone, so it answers the same offline as online. Decimals leave as strings.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use tally_state::{Cf, Store};
+
+use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::keys;
+use crate::topology::TopologyError;
+
+/// Store-days are bounded (one per store and day), skus per store-day too (a store's
+/// assortment); this cap only guards against a runaway scan.
+const SKUS_PER_DAY_MAX: usize = 1_000_000;
+
+/// The reconciliation of one store-day, or `None` when tally has never seen it.
+pub fn day_report(store: &dyn Store, store_id: &str, day: NaiveDate) -> Result<Option<Value>, TopologyError> {
+    let Some(bytes) = store.get(Cf::Aggregates, &keys::store_day(store_id, day))? else {
+        return Ok(None);
+    };
+    let totals: StoreDay = decode(&bytes, "store-day totals")?;
+    let skus = store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store_id, day), SKUS_PER_DAY_MAX)?;
+    let mut sku_rows = Vec::with_capacity(skus.len());
+    for (key, value) in skus {
+        let sku = keys::parse_sku_day_sku(&key).unwrap_or_default();
+        let figures: SkuDay = decode(&value, "sku-day totals")?;
+        sku_rows.push((sku, figures));
+    }
+    Ok(Some(render(store_id, day, &totals, &sku_rows)))
+}
+
+/// Every (store, business_day) that state holds, in key order.
+pub fn store_days(store: &dyn Store, limit: usize) -> Result<Vec<(String, NaiveDate)>, TopologyError> {
+    let rows = store.scan_prefix(Cf::Aggregates, &keys::all_store_days_prefix(), limit)?;
+    Ok(rows.iter().filter_map(|(key, _)| keys::parse_store_day(key)).collect())
+}
+
+/// The stored totals of one store-day.
+pub fn store_day_totals(store: &dyn Store, store_id: &str, day: NaiveDate) -> Result<Option<StoreDay>, TopologyError> {
+    match store.get(Cf::Aggregates, &keys::store_day(store_id, day))? {
+        Some(bytes) => Ok(Some(decode(&bytes, "store-day totals")?)),
+        None => Ok(None),
+    }
+}
+
+fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, SkuDay)]) -> Value {
+    let tenders: Vec<Value> =
+        totals.tenders.iter().map(|(kind, amount)| json!({"type": kind, "amount": text(*amount)})).collect();
+    let sku_rows: Vec<Value> = skus
+        .iter()
+        .filter(|(_, f)| f.sold_units != Decimal::ZERO || f.returned_units != Decimal::ZERO || !f.net.is_zero())
+        .map(|(sku, f)| {
+            json!({
+                "sku": sku,
+                "sold_units": text(f.sold_units),
+                "returned_units": text(f.returned_units),
+                "restocked_units": text(f.restocked_units),
+                "gross": text(f.gross),
+                "discount": text(f.discount),
+                "net": text(f.net),
+                "tax": text(f.tax),
+            })
+        })
+        .collect();
+    let by_reason: Map<String, Value> =
+        totals.inventory.iter().map(|(reason, units)| (reason.as_str().to_string(), text(*units).into())).collect();
+    json!({
+        "store": store_id,
+        "business_day": day.format("%Y-%m-%d").to_string(),
+        "currency": totals.currency,
+        "pos": {
+            "transactions": totals.transactions,
+            "lines": totals.lines,
+            "gross": text(totals.gross),
+            "discount": text(totals.discount),
+            "net": text(totals.net),
+            "tax": text(totals.tax),
+            "tenders": tenders,
+            "skus": sku_rows,
+        },
+        "inventory": {"by_reason": by_reason},
+        "day_close": totals.day_close.as_ref().map(|close| json!({
+            "id": close.id,
+            "transaction_count": close.transaction_count,
+            "net_sales": text(close.net_sales),
+            "tax": text(close.tax),
+        })),
+        "audit": Value::Null,
+        "duplicates": totals.duplicates,
+        "conflicts": totals.conflicts,
+    })
+}
+
+/// Decimals leave as strings, with the scale their arithmetic gave them ("59.97", "3").
+pub fn text(amount: Decimal) -> String {
+    amount.to_string()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, TopologyError> {
+    aggregates::decode(bytes).map_err(|source| TopologyError::Corrupt { what, source })
+}
