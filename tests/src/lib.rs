@@ -49,3 +49,69 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr of a bound listener").port()
 }
+
+/// The DLQ stream of CONTRACT §6.
+pub const DLQ_STREAM: &str = "RETAIL_DLQ";
+
+/// How long tests wait for tally to work through what they published.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A nats-server, a ready tally configured with `extra_toml` (see [`TallyBuilder::toml`]), and
+/// a JetStream client. Bind them in this order (`let (nats, tally, js) = …`) so that, dropped in
+/// reverse, tally dies before its server.
+pub async fn start_all(extra_toml: &str) -> (NatsServer, Tally, Js) {
+    let nats = NatsServer::start();
+    let tally = Tally::start(&nats.url(), extra_toml).await;
+    let js = Js::connect(&nats.url()).await;
+    (nats, tally, js)
+}
+
+/// Waits until stream `name` holds at least `count` messages, then returns them all. Panics
+/// with what it found after [`DRAIN_TIMEOUT`].
+pub async fn wait_for_messages(js: &Js, name: &str, count: u64) -> Vec<StoredMessage> {
+    let reached = wait_until(DRAIN_TIMEOUT, move || async move { js.message_count(name).await >= count }).await;
+    let messages = if js.message_count(name).await > 0 { js.messages(name).await } else { Vec::new() };
+    assert!(
+        reached,
+        "stream {name} has {} messages after {DRAIN_TIMEOUT:?}, expected at least {count}: {:?}",
+        messages.len(),
+        messages.iter().map(|m| (&m.subject, m.header("Tally-Error"))).collect::<Vec<_>>()
+    );
+    messages
+}
+
+/// Asserts that `dlq` holds exactly one entry for input `source_seq`, with every header of
+/// CONTRACT §6 and the payload verbatim; returns it.
+pub fn assert_dlq_entry<'a>(
+    dlq: &'a [StoredMessage],
+    prefix: &str,
+    reason: &str,
+    source_subject: &str,
+    source_seq: u64,
+    payload: &[u8],
+) -> &'a StoredMessage {
+    let seq = source_seq.to_string();
+    let entries: Vec<&StoredMessage> =
+        dlq.iter().filter(|m| m.header("Tally-Source-Sequence") == Some(seq.as_str())).collect();
+    let summary = || {
+        dlq.iter()
+            .map(|m| format!("{} {:?} src#{:?}", m.subject, m.header("Tally-Error"), m.header("Tally-Source-Sequence")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries.len(), 1, "expected one DLQ entry ({reason}) for source seq {source_seq}; DLQ: {:?}", summary());
+    let entry = entries[0];
+    assert_eq!(entry.subject, format!("{prefix}.dlq.{reason}"), "DLQ subject for source seq {source_seq}");
+    assert_eq!(entry.header("Tally-Error"), Some(reason), "Tally-Error for source seq {source_seq}");
+    let detail = entry.header("Tally-Error-Detail").unwrap_or_default();
+    assert!(!detail.trim().is_empty(), "Tally-Error-Detail is empty for source seq {source_seq} ({reason})");
+    assert_eq!(entry.header("Tally-Source-Subject"), Some(source_subject), "Tally-Source-Subject ({reason})");
+    let msg_id = format!("dlq/{source_seq}");
+    assert_eq!(entry.header("Nats-Msg-Id"), Some(msg_id.as_str()), "Nats-Msg-Id ({reason})");
+    assert!(
+        entry.payload.as_ref() == payload,
+        "DLQ payload for source seq {source_seq} ({reason}) is not verbatim:\n got {:?}\nwant {:?}",
+        String::from_utf8_lossy(&entry.payload),
+        String::from_utf8_lossy(payload)
+    );
+    entry
+}

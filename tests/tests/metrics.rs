@@ -1,0 +1,77 @@
+//! /metrics (CONTRACT §8): valid Prometheus text that names the contract's metrics.
+
+use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
+use tally_tests::prom::{self, check_with_promtool};
+use tally_tests::{start_all, wait_for_messages, wait_until, DLQ_STREAM, DRAIN_TIMEOUT};
+
+const REQUIRED: [&str; 6] = [
+    "tally_events_total",
+    "tally_dlq_total",
+    "tally_commit_duration_seconds",
+    "tally_consumer_pending_messages",
+    "tally_outbox_pending_messages",
+    "tally_build_info",
+];
+
+// Proves: after real traffic (accepted and rejected), /metrics passes `promtool check metrics`,
+// carries every metric of the contract that applies so far, and counts what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_name_the_contract_metrics() {
+    let (_nats, tally, js) = start_all("").await;
+    let pos = pos_subject("retail", "0042");
+    for i in 0..5 {
+        js.publish_json(&pos, &example_transaction(&format!("T-{i}"), "0042", DAY)).await;
+    }
+    js.publish(&pos, b"{broken".to_vec(), &[]).await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    wait_for_messages(&js, DLQ_STREAM, 1).await;
+
+    // Gauges settle after the outbox has published and the consumer has caught up.
+    let tally_ref = &tally;
+    let settled = wait_until(DRAIN_TIMEOUT, move || async move {
+        let (_, text) = tally_ref.http_get_text("/metrics").await;
+        let samples = prom::parse(&text);
+        !prom::samples(&samples, "tally_outbox_pending_messages").is_empty()
+            && prom::sum(&samples, "tally_outbox_pending_messages", &[]) == 0.0
+            && prom::sum(&samples, "tally_consumer_pending_messages", &[]) == 0.0
+            && prom::sum(&samples, "tally_dlq_total", &[("reason", "decode")]) >= 1.0
+    })
+    .await;
+
+    let (status, text) = tally.http_get_text("/metrics").await;
+    assert_eq!(status, 200);
+    let (ok, report) = check_with_promtool(&text);
+    assert!(ok, "promtool check metrics failed:\n{report}\n--- body ---\n{text}");
+
+    for name in REQUIRED {
+        let present = text
+            .lines()
+            .any(|line| !line.starts_with('#') && line.starts_with(name) && line[name.len()..].starts_with(['{', ' ', '_']));
+        assert!(present, "/metrics has no sample of {name}:\n{text}");
+    }
+    assert!(settled, "outbox and consumer pending gauges must drop to 0 and tally_dlq_total{{reason=\"decode\"}} reach 1:\n{text}");
+
+    let samples = prom::parse(&text);
+    let events = prom::sum(&samples, "tally_events_total", &[]);
+    assert!(events >= 6.0, "tally_events_total counts the 6 inputs, got {events}:\n{text}");
+    for sample in prom::samples(&samples, "tally_events_total") {
+        assert!(
+            sample.labels.contains_key("source") && sample.labels.contains_key("outcome"),
+            "tally_events_total has labels source and outcome: {sample:?}"
+        );
+    }
+    let build = prom::samples(&samples, "tally_build_info");
+    assert!(
+        build.iter().any(|s| s.value == 1.0 && s.labels.get("version").is_some_and(|v| !v.is_empty())),
+        "tally_build_info{{version=…}} 1 expected: {build:?}"
+    );
+    // Labels stay bounded: never a sku or a transaction id.
+    for sample in &samples {
+        for value in sample.labels.values() {
+            assert!(
+                !value.starts_with("T-") && value != "100234" && value != "100987",
+                "a transaction id or sku leaked into a label: {sample:?}"
+            );
+        }
+    }
+}
