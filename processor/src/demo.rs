@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::gen::{self, Traffic};
-use crate::gencli::TrafficArgs;
+use crate::gencli::{until_shutdown, TrafficArgs};
 use crate::{app, telemetry};
 
 #[derive(Args, Debug)]
@@ -72,7 +72,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let generator = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let result = gen::run(&js, &mut traffic, &run_options, shutdown, |_| {}).await;
+            let result = gen::run(&js, &mut traffic, &run_options, until_shutdown(shutdown), |_| {}).await;
             let _ = gen_done_tx.send(true);
             result
         }

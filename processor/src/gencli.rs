@@ -79,7 +79,7 @@ impl TrafficArgs {
 pub async fn run(js: &jetstream::Context, args: &TrafficArgs, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let run = args.run_options()?;
     let mut traffic = Traffic::new(args.options(), chrono::Utc::now());
-    let stats = gen::run(js, &mut traffic, &run, shutdown, |stats: &GenStats| {
+    let stats = gen::run(js, &mut traffic, &run, until_shutdown(shutdown), |stats: &GenStats| {
         eprintln!(
             "gen: {} baskets, {} messages published, {} malformed, {} drift injected",
             stats.baskets, stats.published, stats.malformed, stats.drift_injected
@@ -88,4 +88,9 @@ pub async fn run(js: &jetstream::Context, args: &TrafficArgs, shutdown: watch::R
     .await?;
     println!("{stats:#?}");
     Ok(())
+}
+
+/// A future that completes when `shutdown` turns true (or its sender is gone).
+pub async fn until_shutdown(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -70,9 +70,9 @@ pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<(
         ensure_stream(js, &name, &subjects, is_output).await?;
     }
     let stream = js.get_stream(&config.input.stream).await?;
-    match stream.get_consumer::<consumer::pull::Config>(&config.input.consumer).await {
+    match stream.consumer_info(&config.input.consumer).await {
         Ok(_) => info!(consumer = %config.input.consumer, "Consumer exists; using it."),
-        Err(err) if is_consumer_not_found(&err) => {
+        Err(err) if matches!(err.kind(), jetstream::context::ConsumerInfoErrorKind::NotFound) => {
             stream.create_consumer(consumer_config(config, 0)).await.context("creating the consumer")?;
             info!(consumer = %config.input.consumer, "Created consumer.");
         }
