@@ -1,0 +1,211 @@
+//! [`RocksStore`]: the durable store on RocksDB. It owns the database handle and its tuning and
+//! must never interpret keys or values; one [`Cf`] maps to one RocksDB column family.
+
+use std::path::Path;
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::properties;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBufferManager, WriteOptions, DB,
+};
+
+use crate::store::prefix_end;
+use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
+
+/// Memory and durability settings for [`RocksStore::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RocksOptions {
+    /// Block cache shared by every column family, in bytes. Default 128 MiB.
+    pub cache_bytes: usize,
+    /// Upper bound on the memtables of all column families together, in bytes; their memory is
+    /// charged to the block cache so the two share one budget. Default 64 MiB.
+    pub write_buffer_bytes: usize,
+    /// Whether each `write` waits for the write-ahead log to reach the disk (fsync). Without it
+    /// a power loss can drop the last writes, though a process crash cannot. Default true.
+    pub sync: bool,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 128 << 20,
+            write_buffer_bytes: 64 << 20,
+            sync: true,
+        }
+    }
+}
+
+/// A RocksDB database with one column family per [`Cf`].
+pub struct RocksStore {
+    db: DB,
+    write_options: WriteOptions,
+}
+
+fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError {
+    move |source| StateError::Rocks { op, source }
+}
+
+impl RocksStore {
+    /// Opens the database at `path` for reading and writing, creating it and any missing column
+    /// family. Fails if another process has it open.
+    pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self, StateError> {
+        let cache = Cache::new_lru_cache(opts.cache_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            opts.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&write_buffers);
+
+        // RocksDB refuses to open a database without naming every family it holds, so families
+        // this version does not know (left by a newer one) are opened too, and left alone.
+        // A new database lists no families and fails here; any other failure resurfaces in the
+        // open below, with its cause.
+        let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let unknown = existing
+            .into_iter()
+            .filter(|name| !Cf::ALL.iter().any(|cf| cf.name() == name));
+        let names = Cf::ALL
+            .iter()
+            .map(|cf| cf.name().to_owned())
+            .chain(unknown)
+            .chain(std::iter::once(
+                rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned(),
+            ));
+        let descriptors: Vec<_> = names
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
+            .collect();
+
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors).map_err(rocks("open"))?;
+        Self::with_db(db, opts.sync)
+    }
+
+    /// Opens the database at `path` for reading only, for offline inspection. Writes fail.
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        // RocksDB would create the directory of a mistyped path; an inspector must not.
+        let current = path.join("CURRENT");
+        std::fs::metadata(&current).map_err(|source| StateError::Io {
+            op: "find database",
+            path: current,
+            source,
+        })?;
+        let names = Cf::ALL.iter().map(|cf| cf.name());
+        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false)
+            .map_err(rocks("open read-only"))?;
+        Self::with_db(db, false)
+    }
+
+    fn with_db(db: DB, sync: bool) -> Result<Self, StateError> {
+        for cf in Cf::ALL {
+            if db.cf_handle(cf.name()).is_none() {
+                return Err(StateError::MissingColumnFamily { name: cf.name() });
+            }
+        }
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(sync);
+        Ok(Self { db, write_options })
+    }
+
+    /// Writes a consistent copy of the database to `dir`, which must not exist yet; its parent
+    /// is created if needed. The copy hard-links files where it can, so it is cheap.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StateError> {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StateError::Io {
+                op: "create checkpoint parent",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        Checkpoint::new(&self.db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
+            .map_err(rocks("checkpoint"))
+    }
+
+    /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
+    /// updates these properties in the background.
+    pub fn approximate_size_bytes(&self) -> Result<u64, StateError> {
+        let mut total: u64 = 0;
+        for cf in Cf::ALL {
+            let handle = self.handle(cf)?;
+            for property in [
+                properties::LIVE_SST_FILES_SIZE,
+                properties::CUR_SIZE_ALL_MEM_TABLES,
+            ] {
+                let bytes = self
+                    .db
+                    .property_int_value_cf(handle, property)
+                    .map_err(rocks("read size property"))?;
+                total = total.saturating_add(bytes.unwrap_or(0));
+            }
+        }
+        Ok(total)
+    }
+
+    fn handle(&self, cf: Cf) -> Result<&ColumnFamily, StateError> {
+        self.db
+            .cf_handle(cf.name())
+            .ok_or(StateError::MissingColumnFamily { name: cf.name() })
+    }
+
+    /// Up to `limit` entries from `start` onwards, stopping before `end` when given.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Entries, StateError> {
+        let mut read_options = ReadOptions::default();
+        if let Some(end) = end {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mode = IteratorMode::From(start, Direction::Forward);
+        self.db
+            .iterator_cf_opt(self.handle(cf)?, read_options, mode)
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(key, value)| (key.into_vec(), value.into_vec()))
+                    .map_err(rocks("scan"))
+            })
+            .collect()
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get_cf(self.handle(cf)?, key).map_err(rocks("get"))
+    }
+
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan(cf, prefix, prefix_end(prefix), limit)
+    }
+
+    fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan(cf, start, None, limit)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        for op in batch {
+            match op {
+                Op::Put { cf, key, value } => rocks_batch.put_cf(self.handle(cf)?, key, value),
+                Op::Delete { cf, key } => rocks_batch.delete_cf(self.handle(cf)?, key),
+            }
+        }
+        self.db
+            .write_opt(rocks_batch, &self.write_options)
+            .map_err(rocks("write"))
+    }
+}

@@ -1,0 +1,179 @@
+//! What only the RocksDB store can show: durability across reopen, read-only inspection,
+//! checkpoints, size estimates, and families it does not know.
+#![cfg(feature = "rocksdb")]
+
+use std::path::Path;
+
+use tally_state::{Cf, RocksOptions, RocksStore, StateError, Store, WriteBatch};
+
+fn open(path: &Path) -> RocksStore {
+    RocksStore::open(path, &RocksOptions::default()).unwrap()
+}
+
+fn put(store: &dyn Store, cf: Cf, key: &[u8], value: &[u8]) {
+    let mut batch = WriteBatch::new();
+    batch.put(cf, key, value);
+    store.write(batch).unwrap();
+}
+
+#[test]
+fn data_survives_reopen() {
+    // Proves every family's committed writes, and deletes, are there after close and reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = WriteBatch::new();
+    for cf in Cf::ALL {
+        batch.put(cf, cf.name(), b"kept".as_slice());
+        batch.put(cf, b"deleted".as_slice(), b"x".as_slice());
+    }
+    store.write(batch).unwrap();
+    let mut batch = WriteBatch::new();
+    for cf in Cf::ALL {
+        batch.delete(cf, b"deleted".as_slice());
+    }
+    store.write(batch).unwrap();
+    drop(store);
+
+    let store = open(dir.path());
+    for cf in Cf::ALL {
+        assert_eq!(
+            store.get(cf, cf.name().as_bytes()).unwrap(),
+            Some(b"kept".to_vec()),
+            "{cf}"
+        );
+        assert_eq!(store.get(cf, b"deleted").unwrap(), None, "{cf}");
+    }
+}
+
+#[test]
+fn second_writer_is_refused() {
+    // Proves two read-write opens of one database cannot coexist, and the error names the step.
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = RocksStore::open(dir.path(), &RocksOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StateError::Rocks { op: "open", .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn read_only_open_reads_and_refuses_writes() {
+    // Proves an offline inspector sees committed data and cannot change it.
+    let dir = tempfile::tempdir().unwrap();
+    put(&open(dir.path()), Cf::Meta, b"seq", b"17");
+    let reader = RocksStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.get(Cf::Meta, b"seq").unwrap(), Some(b"17".to_vec()));
+    assert_eq!(reader.scan_prefix(Cf::Meta, b"", 10).unwrap().len(), 1);
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Meta, b"seq".as_slice(), b"18".as_slice());
+    let err = reader.write(batch).unwrap_err();
+    assert!(
+        matches!(err, StateError::Rocks { op: "write", .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn read_only_open_of_missing_database_fails() {
+    // Proves inspecting a path with no database is an error, not an empty store.
+    let dir = tempfile::tempdir().unwrap();
+    let err = RocksStore::open_read_only(&dir.path().join("absent"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            StateError::Io {
+                op: "find database",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        !dir.path().join("absent").exists(),
+        "inspection created a directory"
+    );
+}
+
+#[test]
+fn checkpoint_is_a_frozen_openable_copy() {
+    // Proves a checkpoint holds the data at the time it was taken and opens as a store.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db"));
+    put(&store, Cf::Aggregates, b"before", b"1");
+    let copy = dir.path().join("backups").join("cp1");
+    store.checkpoint(&copy).unwrap();
+    put(&store, Cf::Aggregates, b"after", b"2");
+
+    let restored = open(&copy);
+    assert_eq!(
+        restored.get(Cf::Aggregates, b"before").unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(restored.get(Cf::Aggregates, b"after").unwrap(), None);
+    let err = store.checkpoint(&copy).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::Rocks {
+                op: "checkpoint",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn approximate_size_grows_with_data() {
+    // Proves the size estimate counts written data (in memtables, then in SST files).
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let empty = store.approximate_size_bytes().unwrap();
+    let mut batch = WriteBatch::new();
+    for n in 0u32..2_000 {
+        batch.put(Cf::Dedupe, n.to_be_bytes(), vec![n as u8; 512]);
+    }
+    store.write(batch).unwrap();
+    let written = store.approximate_size_bytes().unwrap();
+    assert!(
+        written >= empty + 500_000,
+        "empty {empty} bytes, written {written} bytes"
+    );
+    // A checkpoint flushes the memtables, so the data now counts as SST files.
+    store.checkpoint(&dir.path().join("cp")).unwrap();
+    assert!(store.approximate_size_bytes().unwrap() > empty);
+}
+
+#[test]
+fn unknown_family_does_not_block_open() {
+    // Proves a database holding a family this version does not know still opens, and that
+    // family's data is left intact.
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let names = Cf::ALL.iter().map(|cf| cf.name()).chain(["future"]);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        db.put_cf(db.cf_handle("future").unwrap(), b"k", b"v")
+            .unwrap();
+    }
+    let store = open(dir.path());
+    put(&store, Cf::Meta, b"seq", b"1");
+    drop(store);
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir.path(),
+        Cf::ALL.iter().map(|cf| cf.name()).chain(["future"]),
+    )
+    .unwrap();
+    assert_eq!(
+        db.get_cf(db.cf_handle("future").unwrap(), b"k").unwrap(),
+        Some(b"v".to_vec())
+    );
+}
