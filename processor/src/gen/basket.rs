@@ -70,15 +70,23 @@ pub(super) fn build_lines(
                 None
             };
             let (sku, return_of) = match from {
-                Some(r) if !r.skus.is_empty() => {
-                    (r.skus[rng.random_range(0..r.skus.len())], Some(r.id.clone()))
-                }
+                Some(r) if !r.skus.is_empty() => (
+                    r.skus[rng.random_range(0..r.skus.len())],
+                    Some(r.id.clone()),
+                ),
                 _ => (catalog.sample(rng), None),
             };
             let qty = if rng.random_bool(0.1) { -2 } else { -1 };
             let unit_price = catalog.prices[sku];
-            Line { sku, qty, unit_price, discount: Decimal::ZERO, tax: Decimal::ZERO,
-                   restock: rng.random_bool(0.8), return_of }
+            Line {
+                sku,
+                qty,
+                unit_price,
+                discount: Decimal::ZERO,
+                tax: Decimal::ZERO,
+                restock: rng.random_bool(0.8),
+                return_of,
+            }
         } else {
             let sku = catalog.sample(rng);
             let qty = match rng.random::<f64>() {
@@ -94,8 +102,15 @@ pub(super) fn build_lines(
             } else {
                 Decimal::ZERO
             };
-            Line { sku, qty, unit_price, discount, tax: Decimal::ZERO, restock: true,
-                   return_of: None }
+            Line {
+                sku,
+                qty,
+                unit_price,
+                discount,
+                tax: Decimal::ZERO,
+                restock: true,
+                return_of: None,
+            }
         };
         lines.push(line);
     }
@@ -192,8 +207,10 @@ pub(super) fn transaction_json(
         })
         .collect();
     m.insert("lines".into(), lines.into());
-    let tenders: Vec<Value> =
-        tenders.iter().map(|(t, a)| json!({"type": t, "amount": money(*a)})).collect();
+    let tenders: Vec<Value> = tenders
+        .iter()
+        .map(|(t, a)| json!({"type": t, "amount": money(*a)}))
+        .collect();
     m.insert("tenders".into(), tenders.into());
     if explicit_null_voids {
         m.insert("voids".into(), Value::Null);
@@ -248,7 +265,11 @@ pub(super) fn unrelated_movement(
     let mut lines = BTreeMap::new();
     for _ in 0..rng.random_range(1..=skus) {
         let q: i64 = rng.random_range(lo..=hi);
-        let q = if signed && rng.random_bool(0.5) { -q } else { q };
+        let q = if signed && rng.random_bool(0.5) {
+            -q
+        } else {
+            q
+        };
         *lines.entry(catalog.sample(rng)).or_insert(0) += q;
     }
     lines.retain(|_, q| *q != 0);

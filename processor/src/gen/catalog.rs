@@ -115,14 +115,20 @@ impl Catalog {
             total += 1.0 / ((i + 1) as f64).powf(ZIPF_S);
             cumulative.push(total);
         }
-        Catalog { skus, prices, cumulative }
+        Catalog {
+            skus,
+            prices,
+            cumulative,
+        }
     }
 
     /// A SKU index drawn by popularity (index 0 is the best seller).
     pub fn sample(&self, rng: &mut SmallRng) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(0.0);
         let x = rng.random::<f64>() * total;
-        self.cumulative.partition_point(|&c| c <= x).min(self.skus.len() - 1)
+        self.cumulative
+            .partition_point(|&c| c <= x)
+            .min(self.skus.len() - 1)
     }
 }
 

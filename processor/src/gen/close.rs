@@ -47,7 +47,10 @@ impl DayTotals {
 
     /// Totals as the POS knows them at `close`: voids that happened by then are applied.
     fn as_of(&self, close: DateTime<Utc>) -> DayTotals {
-        let mut out = DayTotals { voids: Vec::new(), ..self.clone() };
+        let mut out = DayTotals {
+            voids: Vec::new(),
+            ..self.clone()
+        };
         for (at, t) in self.voids.iter().filter(|(at, _)| *at <= close) {
             debug_assert!(*at <= close);
             out.transactions -= 1;

@@ -3,13 +3,14 @@
 //! in-flight acks. It never invents content; all of that is in the pure core.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
+use futures::FutureExt as _;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::traffic::{GenStats, Traffic};
@@ -37,14 +38,20 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { rate: 100.0, duration: None, count: None, speedup: 1.0 }
+        RunOptions {
+            rate: 100.0,
+            duration: None,
+            count: None,
+            speedup: 1.0,
+        }
     }
 }
 
 /// A publisher with a bounded window of unacknowledged messages.
 struct Window<'a> {
     js: &'a Context,
-    pending: VecDeque<PublishAckFuture>,
+    /// Ack futures in publish order; boxed so the front can be polled without consuming it.
+    pending: VecDeque<<PublishAckFuture as IntoFuture>::IntoFuture>,
     acked: u64,
 }
 
@@ -60,7 +67,23 @@ impl Window<'_> {
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.into())
             .await
             .with_context(|| format!("publishing to {}", msg.subject))?;
-        self.pending.push_back(ack);
+        self.pending.push_back(ack.into_future());
+        Ok(())
+    }
+
+    /// Counts the acks that have already arrived, without waiting, so progress stays current
+    /// at low rates where the window rarely fills.
+    fn reap(&mut self) -> anyhow::Result<()> {
+        while let Some(front) = self.pending.front_mut() {
+            match front.as_mut().now_or_never() {
+                Some(result) => {
+                    self.pending.pop_front();
+                    result.context("waiting for a JetStream PubAck")?;
+                    self.acked += 1;
+                }
+                None => break,
+            }
+        }
         Ok(())
     }
 
@@ -104,13 +127,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&GenStats),
 ) -> anyhow::Result<GenStats> {
-    ensure!(run.rate.is_finite() && run.rate > 0.0, "rate must be a positive number of baskets/s");
-    ensure!(run.speedup.is_finite() && run.speedup > 0.0, "speedup must be positive");
+    ensure!(
+        run.rate.is_finite() && run.rate > 0.0,
+        "rate must be a positive number of baskets/s"
+    );
+    ensure!(
+        run.speedup.is_finite() && run.speedup > 0.0,
+        "speedup must be positive"
+    );
     let base = traffic.now();
     let started = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut window = Window { js, pending: VecDeque::new(), acked: 0 };
+    let mut window = Window {
+        js,
+        pending: VecDeque::new(),
+        acked: 0,
+    };
     let mut generated: u64 = 0;
     let mut last_progress = started;
     tokio::pin!(shutdown);
@@ -134,7 +167,10 @@ pub async fn run(
             generated += 1;
         }
         // Lagged messages fall due between baskets too (and on their own at a low rate).
-        window.send_all(traffic.due(base + event_offset(elapsed.as_secs_f64() * run.speedup))).await?;
+        window
+            .send_all(traffic.due(base + event_offset(elapsed.as_secs_f64() * run.speedup)))
+            .await?;
+        window.reap()?;
         traffic.note_published(window.take_acked());
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
