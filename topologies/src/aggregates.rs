@@ -11,7 +11,9 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::drift::AlertState;
 use crate::model::{DayClose, InventoryMovement, MovementReason, PosTransaction};
+use crate::postings::{PostedLine, PostingBook};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,10 @@ pub struct StoreDay {
     pub conflicts: u64,
     /// The POS's own totals, when its day-close arrived.
     pub day_close: Option<DayClose>,
+    /// Whether the day was finalized (final posting sent, final alerts evaluated).
+    pub finalized: bool,
+    /// What was already posted to the ERP.
+    pub posting: PostingBook,
 }
 
 /// Totals per (store, business_day, sku): the POS side and the inventory side of drift.
@@ -51,7 +57,25 @@ pub struct SkuDay {
     pub tax: Decimal,
     /// Signed stock deltas per movement reason.
     pub inventory: BTreeMap<MovementReason, Decimal>,
+    /// The drift alert of this key.
+    pub alert: AlertState,
+    /// POS transactions of this key that no inventory movement referenced yet, newest first.
+    pub unmatched: Vec<Unmatched>,
+    /// What was already posted to the ERP.
+    pub posted: PostedLine,
 }
+
+/// A POS transaction awaiting its inventory movement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unmatched {
+    pub at: DateTime<FixedOffset>,
+    pub id: String,
+}
+
+/// Unmatched transactions kept per key. Alerts show the newest 20; a few more are kept so that
+/// a late movement for one of them does not leave the list short.
+pub const UNMATCHED_KEEP: usize = 40;
+pub const UNMATCHED_SHOWN: usize = 20;
 
 impl SkuDay {
     /// What the POS says left the shelf: sold − returned with restock (CONTRACT §4).
@@ -187,6 +211,24 @@ impl SkuDay {
 
     pub fn apply_movement_qty(&mut self, reason: MovementReason, qty: Decimal) {
         *self.inventory.entry(reason).or_default() += qty;
+    }
+
+    /// Remembers a transaction that moved this key's expected units, newest first, bounded.
+    pub fn note_unmatched(&mut self, id: &str, at: DateTime<FixedOffset>) {
+        if self.unmatched.iter().any(|u| u.id == id) {
+            return;
+        }
+        let position = self.unmatched.partition_point(|u| (u.at, u.id.as_str()) > (at, id));
+        self.unmatched.insert(position, Unmatched { at, id: id.to_string() });
+        self.unmatched.truncate(UNMATCHED_KEEP);
+    }
+
+    pub fn forget_unmatched(&mut self, id: &str) {
+        self.unmatched.retain(|u| u.id != id);
+    }
+
+    pub fn unmatched_ids(&self) -> Vec<String> {
+        self.unmatched.iter().take(UNMATCHED_SHOWN).map(|u| u.id.clone()).collect()
     }
 }
 

@@ -10,6 +10,9 @@ use tally_state::key::{KeyReader, KeyWriter};
 const TAG_STORE_DAY: u8 = 1;
 const TAG_SKU_DAY: u8 = 2;
 const TAG_PRICE: u8 = 3;
+// Tags 4 (store clocks), 7 (posting dirty registry) and 8 (latest alerts) are owned by
+// `clock`, `postings` and `outputs`.
+const TAG_REFERENCE: u8 = 5;
 
 /// `Meta` keys.
 pub const META_POSITION: &[u8] = b"position";
@@ -69,6 +72,11 @@ pub fn parse_sku_day_sku(key: &[u8]) -> Option<String> {
 /// (store, sku) → the latest unit price seen, across days.
 pub fn price(store: &str, sku: &str) -> Vec<u8> {
     KeyWriter::new().tag(TAG_PRICE).str(store).str(sku).finish()
+}
+
+/// (store, POS transaction id) → present once an inventory movement referenced it (`ref`).
+pub fn reference(store: &str, transaction_id: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_REFERENCE).str(store).str(transaction_id).finish()
 }
 
 /// `Dedupe`: (store, record id) → `Seen`.

@@ -6,13 +6,23 @@
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
 //! - [`topology`]: one input message in, state changes and outbox entries out.
+//! - [`clock`]: per-store event time (watermark) and the timers that fire from it.
+//! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
+//! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
+//! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
+//! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`report`]: the day's reconciliation, read back from state.
 
 pub mod aggregates;
+pub mod clock;
 pub mod decode;
+pub mod drift;
 pub mod fingerprint;
 pub mod keys;
+mod lifecycle;
 pub mod model;
+pub mod outputs;
+pub mod postings;
 pub mod report;
 pub mod topology;
 

@@ -4,18 +4,22 @@
 //! write that the processor commits together with the stream position. It never waits, never
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay, StateError};
 
 use crate::aggregates::{self, LatestPrice, OutboxEntry, Seen, SkuDay, StoreDay};
+use crate::clock::{self, StoreClock};
 use crate::decode::{self, DecodeContext, RejectReason, Rejection};
+use crate::drift::DriftThresholds;
 use crate::fingerprint::fingerprint;
 use crate::keys;
 use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
+use crate::outputs::{self, Emitted, OutputFormat};
+use crate::postings;
 
 /// What the topology needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -26,6 +30,17 @@ pub struct TopologyConfig {
     pub store_timezones: HashMap<String, Tz>,
     pub max_message_bytes: usize,
     pub max_lines: usize,
+    pub drift: DriftThresholds,
+    pub drift_overrides: HashMap<String, DriftThresholds>,
+    /// A store idle this long (processing time) has its watermark advanced by processing time.
+    pub idle_timeout: Duration,
+    /// Processing time between interim postings of a changed day.
+    pub erp_interval: Duration,
+    /// Event time after a day-close before the day is finalized.
+    pub close_grace: Duration,
+    /// Event time after the end of a business day before it is finalized without day-close.
+    pub max_open: Duration,
+    pub output_format: OutputFormat,
 }
 
 impl Default for TopologyConfig {
@@ -37,7 +52,24 @@ impl Default for TopologyConfig {
             store_timezones: HashMap::new(),
             max_message_bytes: 1 << 20,
             max_lines: 1000,
+            drift: DriftThresholds::default(),
+            drift_overrides: HashMap::new(),
+            idle_timeout: Duration::minutes(5),
+            erp_interval: Duration::minutes(5),
+            close_grace: Duration::minutes(10),
+            max_open: Duration::hours(30),
+            output_format: OutputFormat::Json,
         }
+    }
+}
+
+impl TopologyConfig {
+    pub fn timezone(&self, store: &str) -> Tz {
+        self.store_timezones.get(store).copied().unwrap_or(self.default_timezone)
+    }
+
+    pub fn thresholds(&self, store: &str) -> &DriftThresholds {
+        self.drift_overrides.get(store).unwrap_or(&self.drift)
     }
 }
 
@@ -70,11 +102,13 @@ impl Outcome {
     }
 }
 
-/// The outcome with the source it was read from, when the subject named one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The outcome with the source it was read from, when the subject named one, and what
+/// outputs it emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub source: Option<Source>,
     pub outcome: Outcome,
+    pub emitted: Emitted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +127,15 @@ pub struct Retail {
     config: TopologyConfig,
 }
 
+/// The work of one accepted record on one store: its clock and the drift keys it touched.
+pub(crate) struct Step {
+    pub store: String,
+    pub clock: StoreClock,
+    pub now: DateTime<Utc>,
+    pub touched: BTreeSet<(NaiveDate, String)>,
+    pub emitted: Emitted,
+}
+
 impl Retail {
     pub fn new(config: TopologyConfig) -> Self {
         Retail { config }
@@ -102,13 +145,12 @@ impl Retail {
         &self.config
     }
 
-    /// Applies one input message: decode, dedupe, voids, aggregates; a rejection becomes a DLQ
-    /// entry in the outbox. Only state errors fail; bad input never does.
-    pub fn apply(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>) -> Result<Applied, TopologyError> {
+    /// Applies one input message at processing time `now`: decode, dedupe, voids, aggregates,
+    /// drift, posting bookkeeping; a rejection becomes a DLQ entry in the outbox. Only state
+    /// errors fail; bad input never does.
+    pub fn apply(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
-        let timezone_of = |store: &str| {
-            self.config.store_timezones.get(store).copied().unwrap_or(self.config.default_timezone)
-        };
+        let timezone_of = |store: &str| self.config.timezone(store);
         let ctx = DecodeContext {
             subject_prefix: &self.config.subject_prefix,
             default_currency: &self.config.default_currency,
@@ -116,23 +158,29 @@ impl Retail {
             max_message_bytes: self.config.max_message_bytes,
             max_lines: self.config.max_lines,
         };
-        let outcome = match decode::decode(msg.subject, msg.content_type, msg.payload, &ctx) {
-            Ok((_, event)) => self.apply_event(txn, msg, event)?,
-            Err(rejection) => self.reject(txn, msg, &rejection)?,
+        let (outcome, emitted) = match decode::decode(msg.subject, msg.content_type, msg.payload, &ctx) {
+            Ok((_, event)) => self.apply_event(txn, msg, event, now)?,
+            Err(rejection) => (self.reject(txn, msg, &rejection)?, Emitted::default()),
         };
-        Ok(Applied { source, outcome })
+        Ok(Applied { source, outcome, emitted })
     }
 
-    fn apply_event(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, event: Event) -> Result<Outcome, TopologyError> {
+    fn apply_event(
+        &self,
+        txn: &mut Overlay<'_>,
+        msg: &InputMessage<'_>,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<(Outcome, Emitted), TopologyError> {
         let store = event.store().to_string();
         let seen_key = keys::seen(&store, event.id());
         let print = fingerprint(&event);
         if let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &seen_key, "dedupe entry")? {
-            return if seen.fingerprint == print {
-                update_store_day(txn, &store, event.business_day(), |day| day.duplicates += 1)?;
-                Ok(Outcome::Duplicate)
+            let outcome = if seen.fingerprint == print {
+                update_counters(txn, &store, event.business_day(), |day| day.duplicates += 1)?;
+                Outcome::Duplicate
             } else {
-                update_store_day(txn, &store, event.business_day(), |day| day.conflicts += 1)?;
+                update_counters(txn, &store, event.business_day(), |day| day.conflicts += 1)?;
                 let rejection = Rejection {
                     reason: RejectReason::Conflict,
                     detail: format!(
@@ -141,21 +189,36 @@ impl Retail {
                         seen.business_day
                     ),
                 };
-                self.reject(txn, msg, &rejection)
+                self.reject(txn, msg, &rejection)?
             };
+            return Ok((outcome, Emitted::default()));
         }
+        let occurred = event.occurred_at().to_utc();
+        let clock = match clock::load(txn, &store)? {
+            Some(mut clock) => {
+                clock.observe(occurred, now);
+                clock
+            }
+            None => StoreClock::new(occurred, now),
+        };
+        let mut step = Step { store, clock, now, touched: BTreeSet::new(), emitted: Emitted::default() };
+        // Timers due before this record's time fire first: a key that stayed over threshold
+        // for the settle time fires even if this very record brings it back under.
+        self.fire_due(txn, &mut step)?;
         let mut seen = Seen { fingerprint: print, business_day: event.business_day(), transaction: None, voided_by: None };
         match event {
-            Event::Transaction(tx) if tx.voids.is_some() => apply_void(txn, &tx)?,
+            Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
             Event::Transaction(tx) => {
-                seen.voided_by = apply_transaction(txn, &tx)?;
+                seen.voided_by = self.apply_transaction(txn, &mut step, &tx)?;
                 seen.transaction = Some(tx);
             }
-            Event::Movement(movement) => apply_movement(txn, &movement)?,
-            Event::DayClose(close) => apply_day_close(txn, close)?,
+            Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
+            Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
         }
         txn.put(Cf::Dedupe, seen_key, aggregates::encode(&seen));
-        Ok(Outcome::Accepted)
+        self.evaluate_touched(txn, &mut step)?;
+        clock::save(txn, &step.store, &step.clock);
+        Ok((Outcome::Accepted, step.emitted))
     }
 
     /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (CONTRACT §6).
@@ -174,115 +237,183 @@ impl Retail {
             ],
             payload: msg.payload.to_vec(),
         };
-        enqueue_output(txn, &entry)?;
+        outputs::enqueue(txn, &entry)?;
         Ok(Outcome::Rejected(rejection.reason))
     }
-}
 
-/// Appends an output message to the durable outbox, in the same batch as the state change.
-pub fn enqueue_output(txn: &mut Overlay<'_>, entry: &OutboxEntry) -> Result<(), TopologyError> {
-    let next = read_u64(txn, keys::META_OUTBOX_NEXT)?.unwrap_or(1);
-    txn.put(Cf::Outbox, keys::outbox(next), aggregates::encode(entry));
-    txn.put(Cf::Meta, keys::META_OUTBOX_NEXT.to_vec(), (next + 1).to_be_bytes().to_vec());
-    Ok(())
-}
-
-/// The last committed input stream sequence, or 0 before the first commit.
-pub fn committed_position(txn: &Overlay<'_>) -> Result<u64, TopologyError> {
-    Ok(read_u64(txn, keys::META_POSITION)?.unwrap_or(0))
-}
-
-pub fn set_position(txn: &mut Overlay<'_>, stream_seq: u64) {
-    txn.put(Cf::Meta, keys::META_POSITION.to_vec(), stream_seq.to_be_bytes().to_vec());
-}
-
-fn read_u64(txn: &Overlay<'_>, key: &[u8]) -> Result<Option<u64>, TopologyError> {
-    let Some(bytes) = txn.get(Cf::Meta, key)? else { return Ok(None) };
-    let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| StateError::Corrupt {
-        cf: Cf::Meta,
-        detail: format!("meta value {:?} is {} bytes, not 8", String::from_utf8_lossy(key), bytes.len()),
-    })?;
-    Ok(Some(u64::from_be_bytes(array)))
-}
-
-/// A post-void: reverses its target if already accepted, else waits for it in `Voids`.
-fn apply_void(txn: &mut Overlay<'_>, void: &PosTransaction) -> Result<(), TopologyError> {
-    let Some(target_id) = void.voids.as_deref() else { return Ok(()) };
-    let target_key = keys::seen(&void.store, target_id);
-    match read::<Seen>(txn, Cf::Dedupe, &target_key, "dedupe entry")? {
-        Some(mut target) => {
-            // A second void of the same transaction, or a void of a non-transaction, changes nothing.
-            let Some(tx) = target.transaction.as_ref().filter(|_| target.voided_by.is_none()) else {
-                return Ok(());
-            };
-            apply_transaction_effect(txn, tx, Decimal::NEGATIVE_ONE)?;
-            target.voided_by = Some(void.id.clone());
-            txn.put(Cf::Dedupe, target_key, aggregates::encode(&target));
-        }
-        None => {
-            let key = keys::pending_void(&void.store, target_id);
-            if txn.get(Cf::Voids, &key)?.is_none() {
-                txn.put(Cf::Voids, key, void.id.as_bytes().to_vec());
+    /// A post-void: reverses its target if already accepted, else waits for it in `Voids`.
+    fn apply_void(&self, txn: &mut Overlay<'_>, step: &mut Step, void: &PosTransaction) -> Result<(), TopologyError> {
+        let Some(target_id) = void.voids.as_deref() else { return Ok(()) };
+        let target_key = keys::seen(&void.store, target_id);
+        match read::<Seen>(txn, Cf::Dedupe, &target_key, "dedupe entry")? {
+            Some(mut target) => {
+                // A second void of the same transaction, or a void of a non-transaction, changes nothing.
+                let Some(tx) = target.transaction.as_ref().filter(|_| target.voided_by.is_none()) else {
+                    return Ok(());
+                };
+                self.apply_transaction_effect(txn, step, tx, Decimal::NEGATIVE_ONE)?;
+                target.voided_by = Some(void.id.clone());
+                txn.put(Cf::Dedupe, target_key, aggregates::encode(&target));
+            }
+            None => {
+                let key = keys::pending_void(&void.store, target_id);
+                if txn.get(Cf::Voids, &key)?.is_none() {
+                    txn.put(Cf::Voids, key, void.id.as_bytes().to_vec());
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Applies a transaction with lines, unless a void for it arrived first; returns that void's id.
-fn apply_transaction(txn: &mut Overlay<'_>, tx: &PosTransaction) -> Result<Option<String>, TopologyError> {
-    update_store_day(txn, &tx.store, tx.business_day, |day| day.note_seq(tx))?;
-    let void_key = keys::pending_void(&tx.store, &tx.id);
-    if let Some(void_id) = txn.get(Cf::Voids, &void_key)? {
-        txn.delete(Cf::Voids, void_key);
-        return Ok(Some(String::from_utf8_lossy(&void_id).into_owned()));
-    }
-    apply_transaction_effect(txn, tx, Decimal::ONE)?;
-    for line in &tx.lines {
-        let key = keys::price(&tx.store, &line.sku);
-        let newer = match read::<LatestPrice>(txn, Cf::Aggregates, &key, "latest price")? {
-            Some(latest) => tx.occurred_at >= latest.at,
-            None => true,
-        };
-        if newer {
-            let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at };
-            txn.put(Cf::Aggregates, key, aggregates::encode(&price));
+    /// Applies a transaction with lines, unless a void for it arrived first; returns that void's id.
+    fn apply_transaction(&self, txn: &mut Overlay<'_>, step: &mut Step, tx: &PosTransaction) -> Result<Option<String>, TopologyError> {
+        self.update_store_day(txn, step, tx.business_day, |day| day.note_seq(tx))?;
+        let void_key = keys::pending_void(&tx.store, &tx.id);
+        if let Some(void_id) = txn.get(Cf::Voids, &void_key)? {
+            txn.delete(Cf::Voids, void_key);
+            return Ok(Some(String::from_utf8_lossy(&void_id).into_owned()));
         }
+        self.apply_transaction_effect(txn, step, tx, Decimal::ONE)?;
+        for line in &tx.lines {
+            let key = keys::price(&tx.store, &line.sku);
+            let newer = match read::<LatestPrice>(txn, Cf::Aggregates, &key, "latest price")? {
+                Some(latest) => tx.occurred_at >= latest.at,
+                None => true,
+            };
+            if newer {
+                let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at };
+                txn.put(Cf::Aggregates, key, aggregates::encode(&price));
+            }
+        }
+        Ok(None)
     }
-    Ok(None)
-}
 
-/// Adds (`sign` 1) or reverses (`sign` −1) a transaction's effect on every aggregate.
-fn apply_transaction_effect(txn: &mut Overlay<'_>, tx: &PosTransaction, sign: Decimal) -> Result<(), TopologyError> {
-    update_store_day(txn, &tx.store, tx.business_day, |day| day.apply_transaction(tx, sign))?;
-    for line in &tx.lines {
-        update_sku_day(txn, &tx.store, tx.business_day, &line.sku, |sku| sku.apply_line(line, sign))?;
+    /// Adds (`sign` 1) or reverses (`sign` −1) a transaction's effect on every aggregate.
+    fn apply_transaction_effect(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        tx: &PosTransaction,
+        sign: Decimal,
+    ) -> Result<(), TopologyError> {
+        let now = step.now;
+        let store = step.store.clone();
+        self.update_store_day(txn, step, tx.business_day, |day| day.apply_transaction(tx, sign))?;
+        let mut totals = postings::load_store_day(txn, &store, tx.business_day)?;
+        postings::mark_dirty(txn, &store, tx.business_day, &mut totals, now);
+        txn.put(Cf::Aggregates, keys::store_day(&store, tx.business_day), aggregates::encode(&totals));
+        let referenced = txn.get(Cf::Aggregates, &keys::reference(&store, &tx.id))?.is_some();
+        for line in &tx.lines {
+            let expects_movement = line.qty.is_sign_positive() || line.restock;
+            self.update_sku_day(txn, step, tx.business_day, &line.sku, |sku| {
+                sku.apply_line(line, sign);
+                if sign.is_sign_negative() {
+                    sku.forget_unmatched(&tx.id);
+                } else if expects_movement && !referenced {
+                    sku.note_unmatched(&tx.id, tx.occurred_at);
+                }
+            })?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-fn apply_movement(txn: &mut Overlay<'_>, movement: &InventoryMovement) -> Result<(), TopologyError> {
-    update_store_day(txn, &movement.store, movement.business_day, |day| day.apply_movement(movement))?;
-    for line in &movement.lines {
-        update_sku_day(txn, &movement.store, movement.business_day, &line.sku, |sku| {
-            sku.apply_movement_qty(movement.reason, line.qty)
-        })?;
+    fn apply_movement(&self, txn: &mut Overlay<'_>, step: &mut Step, movement: &InventoryMovement) -> Result<(), TopologyError> {
+        let day = movement.business_day;
+        self.update_store_day(txn, step, day, |totals| totals.apply_movement(movement))?;
+        for line in &movement.lines {
+            self.update_sku_day(txn, step, day, &line.sku, |sku| sku.apply_movement_qty(movement.reason, line.qty))?;
+        }
+        if let Some(reference) = &movement.reference {
+            self.match_reference(txn, &movement.store, reference, movement)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// A movement naming its POS transaction takes that transaction off the unmatched lists.
+    fn match_reference(
+        &self,
+        txn: &mut Overlay<'_>,
+        store: &str,
+        reference: &str,
+        movement: &InventoryMovement,
+    ) -> Result<(), TopologyError> {
+        txn.put(Cf::Aggregates, keys::reference(store, reference), Vec::new());
+        let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
+            return Ok(());
+        };
+        for line in &movement.lines {
+            let key = keys::sku_day(store, seen.business_day, &line.sku);
+            if let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? {
+                sku.forget_unmatched(reference);
+                txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the latest day-close of a store-day and schedules the day's finalization.
+    fn apply_day_close(&self, txn: &mut Overlay<'_>, step: &mut Step, close: DayClose) -> Result<(), TopologyError> {
+        let day = close.business_day;
+        self.update_store_day(txn, step, day, |totals| totals.day_close = Some(close))?;
+        let due = step.clock.watermark + self.config.close_grace;
+        clock::add_timer(txn, &mut step.clock, &step.store.clone(), due, &clock::Timer::Finalize { day });
+        Ok(())
+    }
+
+    /// Reads, changes and writes a store-day; a new one gets its finalization timer.
+    pub(crate) fn update_store_day(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        day: NaiveDate,
+        change: impl FnOnce(&mut StoreDay),
+    ) -> Result<(), TopologyError> {
+        let key = keys::store_day(&step.store, day);
+        let mut totals = match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
+            Some(totals) => totals,
+            None => {
+                let due = self.end_of_day(&step.store, day) + self.config.max_open;
+                clock::add_timer(txn, &mut step.clock, &step.store.clone(), due, &clock::Timer::Finalize { day });
+                StoreDay::default()
+            }
+        };
+        change(&mut totals);
+        txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
+        Ok(())
+    }
+
+    fn update_sku_day(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        day: NaiveDate,
+        sku: &str,
+        change: impl FnOnce(&mut SkuDay),
+    ) -> Result<(), TopologyError> {
+        let key = keys::sku_day(&step.store, day, sku);
+        let mut totals = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default();
+        change(&mut totals);
+        txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
+        step.touched.insert((day, sku.to_string()));
+        Ok(())
+    }
+
+    /// The end of a business day: the next local midnight in the store's zone.
+    fn end_of_day(&self, store: &str, day: NaiveDate) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        let zone = self.config.timezone(store);
+        let midnight = day.succ_opt().unwrap_or(day).and_time(chrono::NaiveTime::MIN);
+        zone.from_local_datetime(&midnight)
+            .earliest()
+            // A zone without that local midnight (a DST gap at 00:00) ends the day an hour later.
+            .or_else(|| zone.from_local_datetime(&(midnight + Duration::hours(1))).earliest())
+            .map(|t| t.to_utc())
+            .unwrap_or_else(|| midnight.and_utc())
+    }
 }
 
-/// The latest day-close for a store-day replaces an earlier one with another id.
-fn apply_day_close(txn: &mut Overlay<'_>, close: DayClose) -> Result<(), TopologyError> {
-    let (store, day) = (close.store.clone(), close.business_day);
-    update_store_day(txn, &store, day, |totals| totals.day_close = Some(close))
-}
-
-fn update_store_day(
-    txn: &mut Overlay<'_>,
-    store: &str,
-    day: NaiveDate,
-    change: impl FnOnce(&mut StoreDay),
-) -> Result<(), TopologyError> {
+/// Counters of a store-day that are not aggregates (duplicates, conflicts); no timers.
+fn update_counters(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, change: impl FnOnce(&mut StoreDay)) -> Result<(), TopologyError> {
     let key = keys::store_day(store, day);
     let mut totals = read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?.unwrap_or_default();
     change(&mut totals);
@@ -290,18 +421,22 @@ fn update_store_day(
     Ok(())
 }
 
-fn update_sku_day(
-    txn: &mut Overlay<'_>,
-    store: &str,
-    day: NaiveDate,
-    sku: &str,
-    change: impl FnOnce(&mut SkuDay),
-) -> Result<(), TopologyError> {
-    let key = keys::sku_day(store, day, sku);
-    let mut totals = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default();
-    change(&mut totals);
-    txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
-    Ok(())
+/// The last committed input stream sequence, or 0 before the first commit.
+pub fn committed_position(txn: &Overlay<'_>) -> Result<u64, TopologyError> {
+    Ok(read_meta_u64(txn, keys::META_POSITION)?.unwrap_or(0))
+}
+
+pub fn set_position(txn: &mut Overlay<'_>, stream_seq: u64) {
+    txn.put(Cf::Meta, keys::META_POSITION.to_vec(), stream_seq.to_be_bytes().to_vec());
+}
+
+pub fn read_meta_u64(txn: &Overlay<'_>, key: &[u8]) -> Result<Option<u64>, TopologyError> {
+    let Some(bytes) = txn.get(Cf::Meta, key)? else { return Ok(None) };
+    let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| StateError::Corrupt {
+        cf: Cf::Meta,
+        detail: format!("meta value {:?} is {} bytes, not 8", String::from_utf8_lossy(key), bytes.len()),
+    })?;
+    Ok(Some(u64::from_be_bytes(array)))
 }
 
 /// Reads and decodes a stored value.

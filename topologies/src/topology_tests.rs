@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -11,6 +11,7 @@ use tally_state::{Cf, MemStore, Overlay, Store};
 use crate::aggregates::{self, OutboxEntry, SkuDay, StoreDay};
 use crate::decode::RejectReason;
 use crate::keys;
+use crate::outputs::Emitted;
 use crate::topology::{InputMessage, Outcome, Retail, TopologyConfig};
 
 fn day() -> NaiveDate {
@@ -43,18 +44,34 @@ struct Harness {
     store: MemStore,
     retail: Retail,
     seq: u64,
+    /// The fake processing-time clock.
+    now: DateTime<Utc>,
 }
 
 impl Harness {
     fn new() -> Self {
-        Harness { store: MemStore::default(), retail: Retail::new(TopologyConfig::default()), seq: 0 }
+        Harness::with(TopologyConfig::default())
+    }
+
+    fn with(config: TopologyConfig) -> Self {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z").unwrap().to_utc();
+        Harness { store: MemStore::default(), retail: Retail::new(config), seq: 0, now }
+    }
+
+    /// Runs the processing-time tick after moving the fake clock forward.
+    fn tick_after(&mut self, elapsed: Duration) -> Emitted {
+        self.now += elapsed;
+        let mut txn = Overlay::new(&self.store);
+        let emitted = self.retail.tick(&mut txn, self.now).unwrap();
+        self.store.write(txn.into_batch()).unwrap();
+        emitted
     }
 
     fn send(&mut self, subject: &str, payload: &[u8]) -> Outcome {
         self.seq += 1;
         let mut txn = Overlay::new(&self.store);
         let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
-        let applied = self.retail.apply(&mut txn, &msg).unwrap();
+        let applied = self.retail.apply(&mut txn, &msg, self.now).unwrap();
         self.store.write(txn.into_batch()).unwrap();
         applied.outcome
     }

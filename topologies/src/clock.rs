@@ -1,0 +1,184 @@
+//! Event time per store, and the timers that fire from it.
+//!
+//! A store's watermark is the latest `occurred_at` of its accepted records, POS and inventory
+//! together. While a store is idle for longer than the idle timeout, its watermark advances
+//! with processing time, so that an idle store still settles and finalizes. Timers are stored
+//! in the `Timers` column family, committed with the batch that set them, and fire when the
+//! watermark reaches them — never from the wall clock directly, so replays fire identically.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tally_state::key::{KeyReader, KeyWriter};
+use tally_state::{Cf, Overlay};
+
+use crate::aggregates;
+use crate::topology::{read, TopologyError};
+
+const TAG_CLOCK: u8 = 4;
+const TIMER_FINALIZE: u8 = 1;
+const TIMER_SETTLE: u8 = 2;
+/// Timers read per scan while firing; more are read in further rounds.
+const TIMERS_PER_SCAN: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreClock {
+    /// The store's event time.
+    pub watermark: DateTime<Utc>,
+    /// Processing time of the last accepted record.
+    pub last_event_proc: DateTime<Utc>,
+    /// Processing time up to which idle time already advanced the watermark.
+    pub advanced_proc: Option<DateTime<Utc>>,
+    /// The earliest timer of this store, if any, so most events need no timer scan.
+    pub next_timer: Option<DateTime<Utc>>,
+}
+
+/// Something to do for a store once its watermark reaches a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// Finalize a business day (ERP final posting, final drift alerts).
+    Finalize { day: NaiveDate },
+    /// Check whether a pending drift key stayed over threshold for the settle time.
+    Settle { day: NaiveDate, sku: String },
+}
+
+pub fn clock_key(store: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_CLOCK).str(store).finish()
+}
+
+pub fn all_clocks_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_CLOCK).finish()
+}
+
+pub fn load(txn: &Overlay<'_>, store: &str) -> Result<Option<StoreClock>, TopologyError> {
+    read(txn, Cf::Aggregates, &clock_key(store), "store clock")
+}
+
+pub fn save(txn: &mut Overlay<'_>, store: &str, clock: &StoreClock) {
+    txn.put(Cf::Aggregates, clock_key(store), aggregates::encode(clock));
+}
+
+impl StoreClock {
+    pub fn new(occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> StoreClock {
+        StoreClock { watermark: occurred_at, last_event_proc: now, advanced_proc: None, next_timer: None }
+    }
+
+    /// An accepted record at event time `occurred_at`, processed at `now`.
+    pub fn observe(&mut self, occurred_at: DateTime<Utc>, now: DateTime<Utc>) {
+        self.watermark = self.watermark.max(occurred_at);
+        self.last_event_proc = now;
+        self.advanced_proc = None;
+    }
+
+    /// Advances the watermark by the processing time spent idle beyond `idle_timeout`.
+    /// Returns whether it moved.
+    pub fn advance_idle(&mut self, now: DateTime<Utc>, idle_timeout: Duration) -> bool {
+        let idle_from = self.last_event_proc + idle_timeout;
+        let from = self.advanced_proc.map_or(idle_from, |done| done.max(idle_from));
+        if now <= from {
+            return false;
+        }
+        self.watermark += now - from;
+        self.advanced_proc = Some(now);
+        true
+    }
+}
+
+fn timer_key(store: &str, due: DateTime<Utc>, timer: &Timer) -> Vec<u8> {
+    let mut key = KeyWriter::new();
+    key.str(store).i64(due.timestamp_millis());
+    match timer {
+        Timer::Finalize { day } => key.tag(TIMER_FINALIZE).str(&day.to_string()),
+        Timer::Settle { day, sku } => key.tag(TIMER_SETTLE).str(&day.to_string()).str(sku),
+    };
+    key.finish()
+}
+
+fn parse_timer_key(key: &[u8]) -> Option<(DateTime<Utc>, Timer)> {
+    let mut reader = KeyReader::new(key);
+    reader.str().ok()?;
+    let due = DateTime::from_timestamp_millis(reader.i64().ok()?)?;
+    let kind = reader.tag().ok()?;
+    let day = NaiveDate::parse_from_str(&reader.str().ok()?, "%Y-%m-%d").ok()?;
+    let timer = match kind {
+        TIMER_FINALIZE => Timer::Finalize { day },
+        TIMER_SETTLE => Timer::Settle { day, sku: reader.str().ok()? },
+        _ => return None,
+    };
+    Some((due, timer))
+}
+
+pub fn add_timer(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str, due: DateTime<Utc>, timer: &Timer) {
+    txn.put(Cf::Timers, timer_key(store, due, timer), Vec::new());
+    clock.next_timer = Some(clock.next_timer.map_or(due, |next| next.min(due)));
+}
+
+/// Removes and returns the store's timers due at or before its watermark, earliest first.
+pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> Result<Vec<(DateTime<Utc>, Timer)>, TopologyError> {
+    if clock.next_timer.is_none_or(|next| next > clock.watermark) {
+        return Ok(Vec::new());
+    }
+    let prefix = KeyWriter::new().str(store).finish();
+    let mut due = Vec::new();
+    loop {
+        let entries = txn.scan_prefix(Cf::Timers, &prefix, TIMERS_PER_SCAN)?;
+        let mut rest = None;
+        for (key, _) in &entries {
+            let Some((at, timer)) = parse_timer_key(key) else {
+                return Err(tally_state::StateError::Corrupt { cf: Cf::Timers, detail: format!("bad timer key {key:?}") }.into());
+            };
+            if at > clock.watermark {
+                rest = Some(at);
+                break;
+            }
+            txn.delete(Cf::Timers, key.clone());
+            due.push((at, timer));
+        }
+        if rest.is_some() || entries.len() < TIMERS_PER_SCAN {
+            clock.next_timer = rest;
+            return Ok(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_state::MemStore;
+
+    fn t(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    // Proves idle time beyond the timeout moves the watermark at processing-time speed, once.
+    #[test]
+    fn idle_store_advances_with_processing_time() {
+        let mut clock = StoreClock::new(t("2026-11-27T10:00:00Z"), t("2026-11-27T12:00:00Z"));
+        assert!(!clock.advance_idle(t("2026-11-27T12:04:00Z"), Duration::minutes(5)));
+        assert!(clock.advance_idle(t("2026-11-27T12:07:00Z"), Duration::minutes(5)));
+        assert_eq!(clock.watermark, t("2026-11-27T10:02:00Z"));
+        assert!(clock.advance_idle(t("2026-11-27T12:08:00Z"), Duration::minutes(5)));
+        assert_eq!(clock.watermark, t("2026-11-27T10:03:00Z"));
+        clock.observe(t("2026-11-27T10:01:00Z"), t("2026-11-27T12:09:00Z"));
+        assert_eq!(clock.watermark, t("2026-11-27T10:03:00Z"), "a late event never moves it back");
+    }
+
+    // Proves timers come out in due order, only once due, and the next due time is kept.
+    #[test]
+    fn timers_fire_in_order_when_due() {
+        let store = MemStore::default();
+        let mut txn = Overlay::new(&store);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let mut clock = StoreClock::new(t("2026-11-27T10:00:00Z"), t("2026-11-27T10:00:00Z"));
+        add_timer(&mut txn, &mut clock, "S1", t("2026-11-27T10:30:00Z"), &Timer::Finalize { day });
+        add_timer(&mut txn, &mut clock, "S1", t("2026-11-27T10:15:00Z"), &Timer::Settle { day, sku: "A".into() });
+        add_timer(&mut txn, &mut clock, "S10", t("2026-11-27T10:01:00Z"), &Timer::Finalize { day });
+        assert!(take_due(&mut txn, &mut clock, "S1").unwrap().is_empty());
+        clock.watermark = t("2026-11-27T10:20:00Z");
+        let due = take_due(&mut txn, &mut clock, "S1").unwrap();
+        assert_eq!(due, vec![(t("2026-11-27T10:15:00Z"), Timer::Settle { day, sku: "A".into() })]);
+        assert_eq!(clock.next_timer, Some(t("2026-11-27T10:30:00Z")));
+        clock.watermark = t("2026-11-27T11:00:00Z");
+        assert_eq!(take_due(&mut txn, &mut clock, "S1").unwrap().len(), 1);
+        assert_eq!(clock.next_timer, None);
+    }
+}

@@ -1,0 +1,239 @@
+//! Drift detection (CONTRACT §4): per (store, business_day, sku), whether what the POS sold and
+//! what inventory recorded disagree, and the alert lifecycle that follows from it.
+//!
+//! Everything here runs on event time (the store's watermark), never on the wall clock, so a
+//! replay of the same input yields the same alerts. The alert state lives inside the sku-day
+//! record it describes, so evaluating a key costs no extra read.
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::aggregates::SkuDay;
+
+/// Alert thresholds, for all stores or overridden for one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftThresholds {
+    pub min_units: Decimal,
+    pub min_ratio: Decimal,
+    pub min_value: Decimal,
+    pub critical_units: Decimal,
+    /// Event time a key must stay over threshold before it fires.
+    pub settle: Duration,
+}
+
+impl Default for DriftThresholds {
+    fn default() -> Self {
+        DriftThresholds {
+            min_units: Decimal::from(2),
+            min_ratio: Decimal::new(5, 2),
+            min_value: Decimal::ZERO,
+            critical_units: Decimal::from(20),
+            settle: Duration::minutes(15),
+        }
+    }
+}
+
+/// The figures of one key, computed afresh each time (they are cheap).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftFigures {
+    pub expected_units: Decimal,
+    pub recorded_units: Decimal,
+    pub drift_units: Decimal,
+    pub drift_value: Decimal,
+    pub drift_ratio: Decimal,
+}
+
+/// Decimal places kept of `drift_ratio`, which is a quotient and may not terminate.
+const RATIO_DP: u32 = 4;
+
+impl DriftFigures {
+    pub fn of(sku: &SkuDay, unit_price: Option<Decimal>) -> DriftFigures {
+        let expected_units = sku.expected_units();
+        let recorded_units = sku.recorded_units();
+        let drift_units = expected_units - recorded_units;
+        let base = expected_units.abs().max(recorded_units.abs()).max(Decimal::ONE);
+        DriftFigures {
+            drift_value: drift_units * unit_price.unwrap_or_default(),
+            drift_ratio: (drift_units.abs() / base).round_dp(RATIO_DP).normalize(),
+            expected_units,
+            recorded_units,
+            drift_units,
+        }
+    }
+
+    pub fn is_over(&self, t: &DriftThresholds) -> bool {
+        self.drift_units.abs() >= t.min_units
+            && (self.drift_ratio >= t.min_ratio || self.drift_value.abs() >= t.min_value)
+    }
+
+    pub fn severity(&self, t: &DriftThresholds) -> &'static str {
+        if self.drift_units.abs() >= t.critical_units {
+            "critical"
+        } else {
+            "warning"
+        }
+    }
+}
+
+/// Where a key stands. `Pending` is over threshold but not yet settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    #[default]
+    Ok,
+    Pending,
+    Firing,
+    Resolved,
+    Final,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Ok => "ok",
+            Phase::Pending => "pending",
+            Phase::Firing => "firing",
+            Phase::Resolved => "resolved",
+            Phase::Final => "final",
+        }
+    }
+}
+
+/// The alert bookkeeping of one key, stored in its `SkuDay`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertState {
+    pub phase: Phase,
+    /// Event time since when the key is over threshold, in the current episode.
+    pub over_since: Option<DateTime<Utc>>,
+    /// The last revision sent; 0 before the first.
+    pub revision: u32,
+    /// `drift_units` of the last revision sent, to tell a change after final.
+    pub sent_drift_units: Option<Decimal>,
+}
+
+/// A revision to send: the state it announces and the episode's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub revision: u32,
+    pub state: Phase,
+    pub over_since: Option<DateTime<Utc>>,
+}
+
+/// What evaluating a key asks of the caller besides the new state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    pub send: Option<Revision>,
+    /// A settle timer to set at this event time.
+    pub settle_at: Option<DateTime<Utc>>,
+}
+
+impl AlertState {
+    /// Re-evaluates after the key's figures changed, at watermark `now`.
+    pub fn evaluate(&mut self, over: bool, drift_units: Decimal, day_final: bool, settle: Duration, now: DateTime<Utc>) -> Decision {
+        if day_final {
+            return self.evaluate_after_final(over, drift_units, now);
+        }
+        match (self.phase, over) {
+            (Phase::Ok | Phase::Resolved, true) => {
+                self.phase = Phase::Pending;
+                self.over_since = Some(now);
+                if settle <= Duration::zero() {
+                    return self.settle_due(drift_units, now, settle);
+                }
+                Decision { send: None, settle_at: Some(now + settle) }
+            }
+            (Phase::Pending, false) => {
+                self.phase = if self.revision > 0 { Phase::Resolved } else { Phase::Ok };
+                self.over_since = None;
+                Decision::default()
+            }
+            (Phase::Firing, false) => self.send(Phase::Resolved, drift_units, true),
+            _ => Decision::default(),
+        }
+    }
+
+    /// A settle timer fired at watermark `now`: fire if the key stayed over since then.
+    pub fn settle_due(&mut self, drift_units: Decimal, now: DateTime<Utc>, settle: Duration) -> Decision {
+        match (self.phase, self.over_since) {
+            (Phase::Pending, Some(since)) if since + settle <= now => self.send(Phase::Firing, drift_units, false),
+            _ => Decision::default(),
+        }
+    }
+
+    /// The day is being finalized: over-threshold keys get `final`, regardless of settle.
+    pub fn finalize(&mut self, over: bool, drift_units: Decimal) -> Decision {
+        if over {
+            return self.send(Phase::Final, drift_units, false);
+        }
+        if self.phase == Phase::Pending {
+            self.phase = if self.revision > 0 { Phase::Resolved } else { Phase::Ok };
+            self.over_since = None;
+        }
+        Decision::default()
+    }
+
+    fn evaluate_after_final(&mut self, over: bool, drift_units: Decimal, now: DateTime<Utc>) -> Decision {
+        match (self.phase, over) {
+            (Phase::Final, true) if self.sent_drift_units != Some(drift_units) => self.send(Phase::Final, drift_units, false),
+            (Phase::Final | Phase::Firing, false) => self.send(Phase::Resolved, drift_units, true),
+            (Phase::Ok | Phase::Resolved | Phase::Pending, true) => {
+                self.over_since.get_or_insert(now);
+                self.send(Phase::Final, drift_units, false)
+            }
+            _ => Decision::default(),
+        }
+    }
+
+    fn send(&mut self, state: Phase, drift_units: Decimal, ends_episode: bool) -> Decision {
+        self.revision += 1;
+        self.phase = state;
+        self.sent_drift_units = Some(drift_units);
+        let revision = Revision { revision: self.revision, state, over_since: self.over_since };
+        if ends_episode {
+            self.over_since = None;
+        }
+        Decision { send: Some(revision), settle_at: None }
+    }
+}
+
+/// The alert id of CONTRACT §4.
+pub fn alert_id(store: &str, day: chrono::NaiveDate, sku: &str) -> String {
+    format!("drift/{store}/{}/{sku}", day.format("%Y-%m-%d"))
+}
+
+/// The alert message of CONTRACT §4. Times are shown in the store's zone.
+#[allow(clippy::too_many_arguments)]
+pub fn alert_message(
+    store: &str,
+    day: chrono::NaiveDate,
+    sku: &str,
+    revision: &Revision,
+    figures: &DriftFigures,
+    thresholds: &DriftThresholds,
+    evaluated_at: DateTime<Utc>,
+    zone: Tz,
+    unmatched: &[String],
+) -> Value {
+    let local = |t: DateTime<Utc>| t.with_timezone(&zone).fixed_offset().to_rfc3339();
+    json!({
+        "type": "drift.alert",
+        "id": alert_id(store, day, sku),
+        "revision": revision.revision,
+        "state": revision.state.as_str(),
+        "severity": figures.severity(thresholds),
+        "store": store,
+        "sku": sku,
+        "business_day": day.format("%Y-%m-%d").to_string(),
+        "expected_units": figures.expected_units.normalize().to_string(),
+        "recorded_units": figures.recorded_units.normalize().to_string(),
+        "drift_units": figures.drift_units.normalize().to_string(),
+        "drift_value": figures.drift_value.to_string(),
+        "drift_ratio": figures.drift_ratio.to_string(),
+        "over_since": revision.over_since.map(local),
+        "evaluated_at": local(evaluated_at),
+        "unmatched": unmatched,
+    })
+}

@@ -1,0 +1,198 @@
+//! What happens as time passes: drift keys evaluated after each record, timers fired from the
+//! store's watermark (settle, day finalization), and the processing-time tick (idle stores,
+//! interim and adjustment postings).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tally_state::{Cf, Overlay};
+
+use crate::aggregates::{self, LatestPrice, SkuDay, StoreDay};
+use crate::clock::{self, StoreClock, Timer};
+use crate::drift::{self, Decision, DriftFigures};
+use crate::keys;
+use crate::outputs::{self, Emitted};
+use crate::postings::{self, Kind};
+use crate::topology::{read, Retail, Step, TopologyError};
+
+/// Store clocks and dirty store-days visited per tick at most (bounded by stores × open days).
+const TICK_SCAN_MAX: usize = 1_000_000;
+/// Sku-days finalized per store-day at most (a store's assortment).
+const SKUS_PER_DAY_MAX: usize = 1_000_000;
+
+impl Retail {
+    /// Fires the store's timers that its watermark has reached.
+    pub(crate) fn fire_due(&self, txn: &mut Overlay<'_>, step: &mut Step) -> Result<(), TopologyError> {
+        loop {
+            let due = clock::take_due(txn, &mut step.clock, &step.store)?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for (_, timer) in due {
+                match timer {
+                    Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
+                    Timer::Finalize { day } => self.finalize(txn, step, day)?,
+                }
+            }
+        }
+    }
+
+    /// Re-evaluates every drift key the record touched.
+    pub(crate) fn evaluate_touched(&self, txn: &mut Overlay<'_>, step: &mut Step) -> Result<(), TopologyError> {
+        let touched = std::mem::take(&mut step.touched);
+        let mut finalized_days: Vec<(NaiveDate, bool)> = Vec::new();
+        for (day, sku_name) in touched {
+            let day_final = match finalized_days.iter().find(|(d, _)| *d == day) {
+                Some((_, is_final)) => *is_final,
+                None => {
+                    let is_final = postings::load_store_day(txn, &step.store, day)?.finalized;
+                    finalized_days.push((day, is_final));
+                    is_final
+                }
+            };
+            let key = keys::sku_day(&step.store, day, &sku_name);
+            let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { continue };
+            let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
+            let thresholds = self.config().thresholds(&step.store);
+            let over = figures.is_over(thresholds);
+            let decision =
+                sku.alert.evaluate(over, figures.drift_units, day_final, thresholds.settle, step.clock.watermark);
+            self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
+            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+        }
+        Ok(())
+    }
+
+    fn settle(&self, txn: &mut Overlay<'_>, step: &mut Step, day: NaiveDate, sku_name: &str) -> Result<(), TopologyError> {
+        let key = keys::sku_day(&step.store, day, sku_name);
+        let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { return Ok(()) };
+        let figures = self.figures(txn, &step.store, sku_name, &sku)?;
+        let settle = self.config().thresholds(&step.store).settle;
+        let decision = sku.alert.settle_due(figures.drift_units, step.clock.watermark, settle);
+        if decision != Decision::default() {
+            self.carry_out(txn, step, day, sku_name, &sku, &figures, decision)?;
+            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+        }
+        Ok(())
+    }
+
+    /// Finalizes a store-day once: the final posting with its audit, and `final` for every
+    /// drift key over threshold at this moment, regardless of settle.
+    fn finalize(&self, txn: &mut Overlay<'_>, step: &mut Step, day: NaiveDate) -> Result<(), TopologyError> {
+        let store_key = keys::store_day(&step.store, day);
+        let Some(mut totals) = read::<StoreDay>(txn, Cf::Aggregates, &store_key, "store-day totals")? else {
+            return Ok(());
+        };
+        if totals.finalized {
+            return Ok(());
+        }
+        let rows = txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&step.store, day), SKUS_PER_DAY_MAX)?;
+        let thresholds = self.config().thresholds(&step.store).clone();
+        for (key, value) in rows {
+            let mut sku: SkuDay = aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+            let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
+            let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
+            let decision = sku.alert.finalize(figures.is_over(&thresholds), figures.drift_units);
+            self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
+            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+        }
+        // The posting reads and updates sku-days too, so it runs after the drift pass is stored.
+        totals = postings::load_store_day(txn, &step.store, day)?;
+        let posting = postings::next_posting(txn, &step.store, day, &mut totals, Kind::Final)?;
+        totals.finalized = true;
+        txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
+        if let Some(posting) = posting {
+            self.send_posting(txn, &step.store, posting, &mut step.emitted)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the timer or sends the revision that an evaluation decided.
+    #[allow(clippy::too_many_arguments)]
+    fn carry_out(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        day: NaiveDate,
+        sku_name: &str,
+        sku: &SkuDay,
+        figures: &DriftFigures,
+        decision: Decision,
+    ) -> Result<(), TopologyError> {
+        if let Some(due) = decision.settle_at {
+            let timer = Timer::Settle { day, sku: sku_name.to_string() };
+            clock::add_timer(txn, &mut step.clock, &step.store.clone(), due, &timer);
+        }
+        let Some(revision) = decision.send else { return Ok(()) };
+        let thresholds = self.config().thresholds(&step.store);
+        let zone = self.config().timezone(&step.store);
+        let body = drift::alert_message(
+            &step.store,
+            day,
+            sku_name,
+            &revision,
+            figures,
+            thresholds,
+            step.clock.watermark,
+            zone,
+            &sku.unmatched_ids(),
+        );
+        let id = drift::alert_id(&step.store, day, sku_name);
+        let subject = format!("{}.alerts.drift.{}", self.config().subject_prefix, step.store);
+        outputs::enqueue_value(txn, self.config().output_format, subject, format!("{id}/{}", revision.revision), &body)?;
+        outputs::remember_alert(txn, &step.store, day, sku_name, &body);
+        *step.emitted.alerts.entry(revision.state.as_str()).or_default() += 1;
+        Ok(())
+    }
+
+    fn figures(&self, txn: &Overlay<'_>, store: &str, sku_name: &str, sku: &SkuDay) -> Result<DriftFigures, TopologyError> {
+        let price = read::<LatestPrice>(txn, Cf::Aggregates, &keys::price(store, sku_name), "latest price")?;
+        Ok(DriftFigures::of(sku, price.map(|p| p.unit_price)))
+    }
+
+    fn send_posting(
+        &self,
+        txn: &mut Overlay<'_>,
+        store: &str,
+        posting: postings::Posting,
+        emitted: &mut Emitted,
+    ) -> Result<(), TopologyError> {
+        let subject = format!("{}.erp.postings.{store}", self.config().subject_prefix);
+        outputs::enqueue_value(txn, self.config().output_format, subject, posting.id.clone(), &posting.body)?;
+        *emitted.postings.entry(posting.kind.as_str()).or_default() += 1;
+        Ok(())
+    }
+
+    /// The processing-time tick: advances idle stores' watermarks (firing their timers) and
+    /// sends interim or adjustment postings for days with changes older than `erp.interval`.
+    pub fn tick(&self, txn: &mut Overlay<'_>, now: DateTime<Utc>) -> Result<Emitted, TopologyError> {
+        let mut emitted = Emitted::default();
+        for (key, value) in txn.scan_prefix(Cf::Aggregates, &clock::all_clocks_prefix(), TICK_SCAN_MAX)? {
+            let mut store_clock: StoreClock =
+                aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "store clock", source })?;
+            if !store_clock.advance_idle(now, self.config().idle_timeout) {
+                continue;
+            }
+            let store = tally_state::KeyReader::new(&key[1..]).str().map_err(|e| tally_state::StateError::Corrupt {
+                cf: Cf::Aggregates,
+                detail: format!("store clock key: {e}"),
+            })?;
+            let mut step = Step { store, clock: store_clock, now, touched: Default::default(), emitted: Emitted::default() };
+            self.fire_due(txn, &mut step)?;
+            clock::save(txn, &step.store, &step.clock);
+            emitted.merge(step.emitted);
+        }
+        for (store, day) in postings::dirty_days(txn, TICK_SCAN_MAX)? {
+            let mut totals = postings::load_store_day(txn, &store, day)?;
+            let Some(since) = totals.posting.dirty_since else { continue };
+            if since + self.config().erp_interval > now {
+                continue;
+            }
+            let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Interim };
+            let posting = postings::next_posting(txn, &store, day, &mut totals, kind)?;
+            txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));
+            if let Some(posting) = posting {
+                self.send_posting(txn, &store, posting, &mut emitted)?;
+            }
+        }
+        Ok(emitted)
+    }
+}

@@ -1,0 +1,103 @@
+//! Output messages into the durable outbox: DLQ entries, drift alerts and ERP postings, each
+//! with the subject, `Nats-Msg-Id` and headers of CONTRACT §1, §4–6.
+//!
+//! An output is enqueued in the same write batch as the state change it reflects; the
+//! processor's publisher sends it and deletes it after JetStream's acknowledgement.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use tally_state::key::KeyWriter;
+use tally_state::{Cf, Overlay};
+
+use crate::aggregates::{self, OutboxEntry};
+use crate::keys;
+use crate::topology::TopologyError;
+
+const TAG_ALERT_LATEST: u8 = 8;
+
+/// Encoding of alerts and postings (`output.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Json,
+    Msgpack,
+}
+
+impl OutputFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Json => "application/json",
+            OutputFormat::Msgpack => "application/msgpack",
+        }
+    }
+
+    pub fn encode(self, value: &Value) -> Vec<u8> {
+        match self {
+            // Serializing a JSON value to memory cannot fail.
+            OutputFormat::Json => serde_json::to_vec(value).expect("serializing JSON to memory cannot fail"),
+            OutputFormat::Msgpack => {
+                rmp_serde::to_vec_named(value).expect("serializing MessagePack to memory cannot fail")
+            }
+        }
+    }
+}
+
+/// What one call of the topology emitted, for metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    pub alerts: BTreeMap<&'static str, u64>,
+    pub postings: BTreeMap<&'static str, u64>,
+}
+
+impl Emitted {
+    pub fn merge(&mut self, other: Emitted) {
+        for (state, n) in other.alerts {
+            *self.alerts.entry(state).or_default() += n;
+        }
+        for (kind, n) in other.postings {
+            *self.postings.entry(kind).or_default() += n;
+        }
+    }
+}
+
+/// Appends an output message to the durable outbox, in the same batch as the state change.
+pub fn enqueue(txn: &mut Overlay<'_>, entry: &OutboxEntry) -> Result<(), TopologyError> {
+    let next = crate::topology::read_meta_u64(txn, keys::META_OUTBOX_NEXT)?.unwrap_or(1);
+    txn.put(Cf::Outbox, keys::outbox(next), aggregates::encode(entry));
+    txn.put(Cf::Meta, keys::META_OUTBOX_NEXT.to_vec(), (next + 1).to_be_bytes().to_vec());
+    Ok(())
+}
+
+/// Enqueues a JSON-shaped output in the configured format.
+pub fn enqueue_value(
+    txn: &mut Overlay<'_>,
+    format: OutputFormat,
+    subject: String,
+    msg_id: String,
+    body: &Value,
+) -> Result<(), TopologyError> {
+    let entry = OutboxEntry {
+        subject,
+        msg_id,
+        headers: vec![("Content-Type".into(), format.content_type().into())],
+        payload: format.encode(body),
+    };
+    enqueue(txn, &entry)
+}
+
+fn alert_latest_key(store: &str, day: NaiveDate, sku: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ALERT_LATEST).str(store).str(&day.to_string()).str(sku).finish()
+}
+
+pub fn alerts_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ALERT_LATEST).finish()
+}
+
+/// Keeps the latest revision of each alert, for `/v1/alerts` and Alertmanager.
+pub fn remember_alert(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, sku: &str, body: &Value) {
+    // Serializing a JSON value to memory cannot fail.
+    let bytes = serde_json::to_vec(body).expect("serializing JSON to memory cannot fail");
+    txn.put(Cf::Aggregates, alert_latest_key(store, day, sku), bytes);
+}

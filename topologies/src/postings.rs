@@ -1,0 +1,252 @@
+//! ERP posting summaries (CONTRACT §5): per (store, business_day), a gapless sequence of delta
+//! postings whose sum equals the day's totals.
+//!
+//! Deltas are not accumulated event by event. Each sku-day and store-day keeps what was already
+//! posted; a posting carries the difference between the current totals and that, then records
+//! the current totals as posted. So the sum of all postings equals the totals at the last
+//! posting by construction, whatever the order of transactions, returns and voids.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tally_state::key::KeyWriter;
+use tally_state::{Cf, Overlay};
+
+use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::keys;
+use crate::topology::{read, TopologyError};
+
+const TAG_DIRTY: u8 = 7;
+/// Sku-days read per store-day when building a posting (a store's assortment is bounded).
+const SKUS_PER_POSTING_MAX: usize = 1_000_000;
+
+/// What a sku-day has already posted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostedLine {
+    pub qty: Decimal,
+    pub gross: Decimal,
+    pub discount: Decimal,
+    pub net: Decimal,
+    pub tax: Decimal,
+}
+
+/// The posting bookkeeping of a store-day, kept in its `StoreDay`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostingBook {
+    /// The last posting's `seq`; 0 before the first.
+    pub seq: u32,
+    pub final_sent: bool,
+    /// Processing time of the first change not yet posted.
+    pub dirty_since: Option<DateTime<Utc>>,
+    pub transactions: i64,
+    pub lines: i64,
+    pub net: Decimal,
+    pub tax: Decimal,
+    pub tenders: BTreeMap<String, Decimal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Interim,
+    Final,
+    Adjustment,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Interim => "interim",
+            Kind::Final => "final",
+            Kind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// A posting ready to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posting {
+    pub id: String,
+    pub kind: Kind,
+    pub body: Value,
+}
+
+pub fn posting_id(store: &str, day: NaiveDate, seq: u32) -> String {
+    format!("{store}/{}/{seq:04}", day.format("%Y-%m-%d"))
+}
+
+fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_DIRTY).str(store).str(&day.to_string()).finish()
+}
+
+pub fn dirty_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_DIRTY).finish()
+}
+
+/// Reads (store, day) back from a dirty-registry key.
+pub fn parse_dirty_key(key: &[u8]) -> Option<(String, NaiveDate)> {
+    let mut reader = tally_state::KeyReader::new(key);
+    if reader.tag().ok()? != TAG_DIRTY {
+        return None;
+    }
+    let store = reader.str().ok()?;
+    let day = NaiveDate::parse_from_str(&reader.str().ok()?, "%Y-%m-%d").ok()?;
+    Some((store, day))
+}
+
+/// Notes that a store-day changed at processing time `now`, so an interim or adjustment follows.
+pub fn mark_dirty(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, totals: &mut StoreDay, now: DateTime<Utc>) {
+    if totals.posting.dirty_since.is_none() {
+        totals.posting.dirty_since = Some(now);
+        txn.put(Cf::Aggregates, dirty_key(store, day), Vec::new());
+    }
+}
+
+/// Builds the next posting of a store-day from what changed since the last one, and records
+/// it as posted. An interim or adjustment with nothing to say (changes that cancelled out) is
+/// not sent and takes no `seq`; the final posting is always sent.
+pub fn next_posting(
+    txn: &mut Overlay<'_>,
+    store: &str,
+    day: NaiveDate,
+    totals: &mut StoreDay,
+    kind: Kind,
+) -> Result<Option<Posting>, TopologyError> {
+    let lines = post_lines(txn, store, day)?;
+    let book = &mut totals.posting;
+    let mut tenders = Vec::new();
+    for (kind, amount) in &totals.tenders {
+        let posted = book.tenders.entry(kind.clone()).or_default();
+        if *amount != *posted {
+            tenders.push(json!({"type": kind, "amount": (*amount - *posted).to_string()}));
+            *posted = *amount;
+        }
+    }
+    let unchanged = totals.transactions == book.transactions
+        && totals.lines == book.lines
+        && totals.net == book.net
+        && totals.tax == book.tax;
+    book.dirty_since = None;
+    txn.delete(Cf::Aggregates, dirty_key(store, day));
+    if kind != Kind::Final && lines.is_empty() && tenders.is_empty() && unchanged {
+        return Ok(None);
+    }
+    book.seq += 1;
+    let control = json!({
+        "transactions": totals.transactions - book.transactions,
+        "lines": totals.lines - book.lines,
+        "net": (totals.net - book.net).to_string(),
+        "tax": (totals.tax - book.tax).to_string(),
+    });
+    book.transactions = totals.transactions;
+    book.lines = totals.lines;
+    book.net = totals.net;
+    book.tax = totals.tax;
+    if kind == Kind::Final {
+        book.final_sent = true;
+    }
+    let id = posting_id(store, day, book.seq);
+    let audit = if kind == Kind::Final { audit(totals) } else { Value::Null };
+    let body = json!({
+        "type": "erp.posting",
+        "id": id,
+        "store": store,
+        "business_day": day.format("%Y-%m-%d").to_string(),
+        "seq": totals.posting.seq,
+        "kind": kind.as_str(),
+        "currency": totals.currency,
+        "lines": lines,
+        "tenders": tenders,
+        "control": control,
+        "cumulative": {
+            "transactions": totals.transactions,
+            "net": totals.net.to_string(),
+            "tax": totals.tax.to_string(),
+        },
+        "audit": audit,
+    });
+    Ok(Some(Posting { id, kind, body }))
+}
+
+/// The per-sku deltas since the last posting; marks them posted.
+fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<Value>, TopologyError> {
+    let rows = txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store, day), SKUS_PER_POSTING_MAX)?;
+    let mut lines = Vec::new();
+    for (key, value) in rows {
+        let mut sku: SkuDay =
+            aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+        let current = PostedLine {
+            qty: sku.sold_units - sku.returned_units,
+            gross: sku.gross,
+            discount: sku.discount,
+            net: sku.net,
+            tax: sku.tax,
+        };
+        if current == sku.posted {
+            continue;
+        }
+        let name = keys::parse_sku_day_sku(&key).unwrap_or_default();
+        lines.push(json!({
+            "sku": name,
+            "qty": (current.qty - sku.posted.qty).normalize().to_string(),
+            "gross": (current.gross - sku.posted.gross).to_string(),
+            "discount": (current.discount - sku.posted.discount).to_string(),
+            "net": (current.net - sku.posted.net).to_string(),
+            "tax": (current.tax - sku.posted.tax).to_string(),
+        }));
+        sku.posted = current;
+        txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+    }
+    Ok(lines)
+}
+
+/// The final posting's comparison with the POS's own day-close (POS minus computed).
+fn audit(totals: &StoreDay) -> Value {
+    let missing: Vec<Value> = totals
+        .registers
+        .iter()
+        .filter_map(|(register, seqs)| {
+            let gaps = seqs.missing(MISSING_SEQS_MAX);
+            (!gaps.is_empty()).then(|| json!({"register": register, "seqs": gaps}))
+        })
+        .collect();
+    match &totals.day_close {
+        Some(close) => json!({
+            "pos_transaction_count": close.transaction_count,
+            "pos_net_sales": close.net_sales.to_string(),
+            "pos_tax": close.tax.to_string(),
+            "difference_transactions": close.transaction_count as i64 - totals.transactions,
+            "difference_net": (close.net_sales - totals.net).to_string(),
+            "difference_tax": (close.tax - totals.tax).to_string(),
+            "missing_register_seqs": missing,
+        }),
+        None => json!({
+            "pos_transaction_count": null,
+            "pos_net_sales": null,
+            "pos_tax": null,
+            "difference_transactions": null,
+            "difference_net": null,
+            "difference_tax": null,
+            "missing_register_seqs": missing,
+        }),
+    }
+}
+
+/// Missing seqs listed per register at most; a register that restarted its numbering would
+/// otherwise list millions.
+const MISSING_SEQS_MAX: usize = 1000;
+
+/// The store-days with unposted changes, in key order.
+pub fn dirty_days(txn: &Overlay<'_>, limit: usize) -> Result<Vec<(String, NaiveDate)>, TopologyError> {
+    let rows = txn.scan_prefix(Cf::Aggregates, &dirty_prefix(), limit)?;
+    Ok(rows.iter().filter_map(|(key, _)| parse_dirty_key(key)).collect())
+}
+
+/// Reads a store-day's totals (present for any day that has a dirty entry).
+pub fn load_store_day(txn: &Overlay<'_>, store: &str, day: NaiveDate) -> Result<StoreDay, TopologyError> {
+    Ok(read::<StoreDay>(txn, Cf::Aggregates, &keys::store_day(store, day), "store-day totals")?.unwrap_or_default())
+}
