@@ -81,6 +81,7 @@ pub async fn run_with_store(
         store,
         health,
         outbox_notify: notify,
+        last_tick: std::sync::Mutex::new(std::time::Instant::now()),
     };
     let result = runner.run(&js, shutdown.clone()).await;
     let _ = stop.send(true);

@@ -15,6 +15,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use tally_topologies::decode::is_valid_store_id;
+use tally_topologies::drift::DriftThresholds;
+use tally_topologies::outputs::OutputFormat;
 use tally_topologies::topology::TopologyConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +183,9 @@ pub struct DriftConfig {
     pub critical_units: Decimal,
     /// How long (event time) a key must stay over threshold before it fires. Default `15m`.
     pub settle: String,
+    /// A store with no records for this long (processing time) has its event time advanced by
+    /// processing time, so that it still settles and finalizes. Default `5m`.
+    pub idle_timeout: String,
 }
 
 impl Default for DriftConfig {
@@ -191,6 +196,7 @@ impl Default for DriftConfig {
             min_value: Decimal::ZERO,
             critical_units: Decimal::from(20),
             settle: "15m".into(),
+            idle_timeout: "5m".into(),
         }
     }
 }
@@ -294,6 +300,7 @@ impl Config {
         for (key, value) in [
             ("input.fetch_wait", &self.input.fetch_wait),
             ("drift.settle", &self.drift.settle),
+            ("drift.idle_timeout", &self.drift.idle_timeout),
             ("erp.interval", &self.erp.interval),
             ("erp.close_grace", &self.erp.close_grace),
             ("erp.max_open", &self.erp.max_open),
@@ -343,6 +350,13 @@ impl Config {
             .filter(|(id, _)| id.as_str() != "default")
             .filter_map(|(id, store)| zone(store).map(|z| (id.clone(), z)))
             .collect();
+        let drift = self.thresholds(None);
+        let drift_overrides = self
+            .stores
+            .iter()
+            .filter(|(id, store)| id.as_str() != "default" && store.drift.is_some())
+            .map(|(id, store)| (id.clone(), self.thresholds(store.drift.as_ref())))
+            .collect();
         TopologyConfig {
             subject_prefix: self.input.subject_prefix.clone(),
             default_currency: self.erp.default_currency.clone(),
@@ -350,6 +364,33 @@ impl Config {
             store_timezones,
             max_message_bytes: self.input.max_message_bytes,
             max_lines: self.input.max_lines,
+            drift,
+            drift_overrides,
+            idle_timeout: chrono_duration(&self.drift.idle_timeout),
+            erp_interval: chrono_duration(&self.erp.interval),
+            close_grace: chrono_duration(&self.erp.close_grace),
+            max_open: chrono_duration(&self.erp.max_open),
+            output_format: if self.output.format == "msgpack" { OutputFormat::Msgpack } else { OutputFormat::Json },
+        }
+    }
+
+    /// The global thresholds with one store's overrides (and `[stores.default.drift]`) applied.
+    fn thresholds(&self, store: Option<&DriftOverride>) -> DriftThresholds {
+        let base = &self.drift;
+        let default = self.stores.get("default").and_then(|s| s.drift.as_ref());
+        let pick = |get: fn(&DriftOverride) -> Option<Decimal>, global: Decimal| {
+            store.and_then(get).or_else(|| default.and_then(get)).unwrap_or(global)
+        };
+        let settle = store
+            .and_then(|d| d.settle.clone())
+            .or_else(|| default.and_then(|d| d.settle.clone()))
+            .unwrap_or_else(|| base.settle.clone());
+        DriftThresholds {
+            min_units: pick(|d| d.min_units, base.min_units),
+            min_ratio: pick(|d| d.min_ratio, base.min_ratio),
+            min_value: pick(|d| d.min_value, base.min_value),
+            critical_units: pick(|d| d.critical_units, base.critical_units),
+            settle: chrono_duration(&settle),
         }
     }
 
@@ -374,6 +415,11 @@ impl Config {
         keys.push("stores.timezone".into());
         keys
     }
+}
+
+/// A validated duration as chrono's type, which the topology uses.
+fn chrono_duration(text: &str) -> chrono::Duration {
+    parse_duration(text).ok().and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or_default()
 }
 
 /// A bound that keeps one commit's write batch and ack window modest.
@@ -508,6 +554,17 @@ mod tests {
         let topology = Config::from_parts("t", text, &[]).unwrap().topology();
         assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
         assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);
+    }
+
+    // Proves per-store drift overrides replace only the keys they name.
+    #[test]
+    fn store_drift_overrides_reach_the_topology() {
+        let text = "[drift]\nsettle = \"5m\"\n[stores.\"0042\".drift]\nmin_units = \"5\"\n";
+        let topology = Config::from_parts("t", text, &[]).unwrap().topology();
+        let store = topology.thresholds("0042");
+        assert_eq!(store.min_units, Decimal::from(5));
+        assert_eq!(store.settle, chrono::Duration::minutes(5));
+        assert_eq!(topology.thresholds("0001").min_units, Decimal::from(2));
     }
 
     // Proves the duration syntax.

@@ -66,19 +66,20 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
 
     let client = async_nats::connect(nats_url.as_str()).await?;
     let js = async_nats::jetstream::new(client);
+    let gen_js = js.clone();
     let run_options = args.traffic.run_options()?;
     let mut traffic = Traffic::new(args.traffic.options(), chrono::Utc::now());
     let (gen_done_tx, gen_done) = watch::channel(false);
     let generator = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let result = gen::run(&js, &mut traffic, &run_options, until_shutdown(shutdown), |_| {}).await;
+            let result = gen::run(&gen_js, &mut traffic, &run_options, until_shutdown(shutdown), |_| {}).await;
             let _ = gen_done_tx.send(true);
             result
         }
     });
 
-    let summary = Summary::new(store.clone() as Arc<dyn Store>, config.drift.min_units);
+    let summary = Summary::new(store.clone() as Arc<dyn Store>, config.drift.min_units, js.clone());
     summary.show_until(shutdown.clone(), gen_done, Duration::from_secs(args.refresh_secs.max(1))).await;
     let stats = generator.await.context("generator panicked")??;
     eprintln!("demo: generator done: {} baskets, {} messages, {} malformed, {} drift injected",
@@ -86,7 +87,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     if !*shutdown.borrow() {
         // Let the processor catch up with the last messages before stopping it.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        summary.print();
+        summary.print().await;
     }
     processor.abort();
     let _ = processor.await;
@@ -145,6 +146,7 @@ impl Drop for LocalNats {
 /// The live per-store table, read from state.
 struct Summary {
     store: Arc<dyn Store>,
+    js: async_nats::jetstream::Context,
     min_units: Decimal,
     started: Instant,
     last: std::sync::Mutex<(Instant, u64)>,
@@ -154,23 +156,27 @@ struct Summary {
 const ROWS_MAX: usize = 15;
 
 impl Summary {
-    fn new(store: Arc<dyn Store>, min_units: Decimal) -> Self {
+    fn new(store: Arc<dyn Store>, min_units: Decimal, js: async_nats::jetstream::Context) -> Self {
         let now = Instant::now();
-        Summary { store, min_units, started: now, last: std::sync::Mutex::new((now, 0)) }
+        Summary { store, js, min_units, started: now, last: std::sync::Mutex::new((now, 0)) }
     }
 
     async fn show_until(&self, mut shutdown: watch::Receiver<bool>, mut gen_done: watch::Receiver<bool>, every: Duration) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => self.print(),
+                _ = tokio::time::sleep(every) => self.print().await,
                 _ = shutdown.changed() => return,
                 _ = gen_done.changed() => return,
             }
         }
     }
 
-    fn print(&self) {
-        match self.render() {
+    async fn print(&self) {
+        let dlq = match self.js.get_stream("RETAIL_DLQ").await {
+            Ok(mut stream) => stream.info().await.map(|info| info.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        match self.render(dlq) {
             Ok(text) => {
                 if std::io::stdout().is_terminal() {
                     print!("\x1b[2J\x1b[H");
@@ -181,7 +187,7 @@ impl Summary {
         }
     }
 
-    fn render(&self) -> anyhow::Result<String> {
+    fn render(&self, dlq: u64) -> anyhow::Result<String> {
         let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
         let rate = {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,7 +205,7 @@ impl Summary {
         }
         rows.sort_by(|a, b| b.2.net.cmp(&a.2.net));
         let mut out = format!(
-            "tally demo — {:>5.0}s  events committed {position}  ({rate:.0}/s)  outbox {outbox}\n\n\
+            "tally demo — {:>5.0}s  events committed {position}  ({rate:.0}/s)  dead-lettered {dlq}  outbox {outbox}\n\n\
              {:<6} {:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {:>11}\n",
             self.started.elapsed().as_secs_f64(),
             "store", "day", "txns", "net", "tax", "dupes", "confl", "drift keys"

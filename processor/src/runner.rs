@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tally_state::{Overlay, Store, WriteBatch};
 use tally_topologies::topology::{self, InputMessage, Retail};
@@ -28,9 +29,13 @@ pub struct Runner {
     pub health: Arc<Health>,
     /// Woken after each commit, so that new outputs leave at once.
     pub outbox_notify: Arc<Notify>,
+    /// When the processing-time tick last ran.
+    pub last_tick: std::sync::Mutex<Instant>,
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the processing-time tick runs (idle stores, interim postings).
+const TICK_EVERY: Duration = Duration::from_secs(1);
 
 impl Runner {
     /// Consumes until `shutdown` turns true; the batch in flight is committed and acked first.
@@ -51,11 +56,14 @@ impl Runner {
         self.health.set(Component::Nats, Ok(()));
         self.health.set(Component::Consumer, Ok(()));
         let mut messages = self.open_stream(&consumer, &mut shutdown).await?;
-        let idle_wait = self.config.fetch_wait();
+        let idle_wait = self.config.fetch_wait().min(TICK_EVERY);
         while !*shutdown.borrow() {
             let first = tokio::select! {
                 next = messages.next() => next,
-                _ = tokio::time::sleep(idle_wait) => continue,
+                _ = tokio::time::sleep(idle_wait) => {
+                    self.process(Vec::new(), &mut shutdown).await?;
+                    continue;
+                }
                 _ = shutdown.changed() => break,
             };
             let first = match first {
@@ -112,13 +120,15 @@ impl Runner {
         }
     }
 
-    /// Applies, commits and acks one batch. Returns an error only for corrupt state.
+    /// Applies, commits and acks one batch (possibly empty: then only the tick runs).
+    /// Returns an error only for corrupt state.
     async fn process(&self, batch: Vec<jetstream::Message>, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut txn = Overlay::new(self.store.as_ref());
         let committed = topology::committed_position(&txn)?;
         let mut position = committed;
         let mut tally = BatchTally::default();
         let mut pending = None;
+        let now = Utc::now();
         for message in &batch {
             let info = match message.info() {
                 Ok(info) => info,
@@ -135,12 +145,19 @@ impl Runner {
             }
             let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str());
             let input = InputMessage { subject: message.subject.as_str(), content_type, payload: &message.payload, stream_seq: seq };
-            let applied = self.retail.apply(&mut txn, &input)?;
-            tally.record(applied.source, applied.outcome);
+            let applied = self.retail.apply(&mut txn, &input, now)?;
+            tally.record(applied.source, applied.outcome, applied.emitted);
             position = seq;
+        }
+        let tick_due = self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
+        if tick_due {
+            tally.record_emitted(self.retail.tick(&mut txn, now)?);
+            *self.last_tick.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
         if position > committed {
             topology::set_position(&mut txn, position);
+        }
+        if txn.pending_len() > 0 {
             self.commit(txn.into_batch(), batch.len(), position, shutdown).await?;
             tally.emit();
             self.outbox_notify.notify_one();

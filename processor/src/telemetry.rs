@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use tally_topologies::decode::RejectReason;
 use tally_topologies::model::Source;
+use tally_topologies::outputs::Emitted;
 use tally_topologies::topology::Outcome;
 
 pub const EVENTS_TOTAL: &str = "tally_events_total";
@@ -21,6 +22,9 @@ pub const READY: &str = "tally_ready";
 pub const COMMIT_FAILURES: &str = "tally_commit_failures_total";
 pub const PUBLISH_FAILURES: &str = "tally_publish_failures_total";
 pub const STREAM_POSITION: &str = "tally_committed_stream_sequence";
+pub const ALERTS_TOTAL: &str = "tally_alerts_total";
+pub const ERP_POSTINGS_TOTAL: &str = "tally_erp_postings_total";
+pub const DRIFT_KEYS: &str = "tally_drift_keys";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -51,7 +55,16 @@ fn describe() {
     describe_counter!(COMMIT_FAILURES, Unit::Count, "Batch commits that failed and are being retried; input stays unacked.");
     describe_counter!(PUBLISH_FAILURES, Unit::Count, "Output publishes that failed and are being retried from the outbox.");
     describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
+    describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
+    describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment).");
+    describe_gauge!(DRIFT_KEYS, Unit::Count, "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final).");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for state in ["firing", "resolved", "final"] {
+        counter!(ALERTS_TOTAL, "state" => state).absolute(0);
+    }
+    for kind in ["interim", "final", "adjustment"] {
+        counter!(ERP_POSTINGS_TOTAL, "kind" => kind).absolute(0);
+    }
     // Zero-valued series so dashboards and alert rules see every label from the start.
     for source in ["pos", "inventory", "unknown"] {
         for outcome in ["accepted", "duplicate", "rejected"] {
@@ -68,18 +81,30 @@ fn describe() {
 pub struct BatchTally {
     events: std::collections::HashMap<(&'static str, &'static str), u64>,
     dlq: std::collections::HashMap<&'static str, u64>,
+    emitted: Emitted,
 }
 
 impl BatchTally {
-    pub fn record(&mut self, source: Option<Source>, outcome: Outcome) {
+    pub fn record(&mut self, source: Option<Source>, outcome: Outcome, emitted: Emitted) {
         let source = source.map(Source::as_str).unwrap_or("unknown");
         *self.events.entry((source, outcome.as_str())).or_default() += 1;
         if let Outcome::Rejected(reason) = outcome {
             *self.dlq.entry(reason.as_str()).or_default() += 1;
         }
+        self.emitted.merge(emitted);
+    }
+
+    pub fn record_emitted(&mut self, emitted: Emitted) {
+        self.emitted.merge(emitted);
     }
 
     pub fn emit(self) {
+        for (state, n) in self.emitted.alerts {
+            counter!(ALERTS_TOTAL, "state" => state).increment(n);
+        }
+        for (kind, n) in self.emitted.postings {
+            counter!(ERP_POSTINGS_TOTAL, "kind" => kind).increment(n);
+        }
         for ((source, outcome), n) in self.events {
             counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).increment(n);
         }
@@ -117,4 +142,14 @@ pub fn publish_failed() {
 
 pub fn ready(is_ready: bool) {
     gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
+}
+
+/// Sets `tally_drift_keys{store,state}` from a full count; states absent from it read 0.
+pub fn drift_keys(counts: &std::collections::BTreeMap<(String, &'static str), u64>, stores: &[String]) {
+    for store in stores {
+        for state in ["pending", "firing", "resolved", "final"] {
+            let n = counts.get(&(store.clone(), state)).copied().unwrap_or(0);
+            gauge!(DRIFT_KEYS, "store" => store.clone(), "state" => state).set(n as f64);
+        }
+    }
 }
