@@ -69,6 +69,7 @@ pub async fn run_with_store(
     let js = async_nats::jetstream::new(client.clone());
     crate::nats::setup(&js, &config).await.context("checking streams (run `tally setup` to create them)")?;
 
+    tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
     let notify = Arc::new(Notify::new());
     let publisher = Publisher { store: Arc::clone(&store), js: js.clone(), health: Arc::clone(&health), notify: Arc::clone(&notify) };
     let publisher_task = tokio::spawn({

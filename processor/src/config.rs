@@ -41,6 +41,8 @@ pub struct Config {
     pub drift: DriftConfig,
     pub erp: ErpConfig,
     pub http: HttpConfig,
+    /// Optional push of drift alerts to Prometheus Alertmanager.
+    pub alertmanager: AlertmanagerConfig,
     /// Per-store settings; `default` applies to every store without its own table.
     pub stores: BTreeMap<String, StoreConfig>,
 }
@@ -57,6 +59,7 @@ impl Default for Config {
             drift: DriftConfig::default(),
             erp: ErpConfig::default(),
             http: HttpConfig::default(),
+            alertmanager: AlertmanagerConfig::default(),
             stores,
         }
     }
@@ -228,6 +231,45 @@ pub struct ErpConfig {
     pub max_open: String,
     /// Currency of transactions that name none. Default `USD`.
     pub default_currency: String,
+    /// Optional delivery of postings to an ERP over HTTP, besides `P.erp.postings.<store>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// The ERP endpoint; one POST per posting, `Idempotency-Key: <posting id>`. Required.
+    pub url: String,
+    /// A header sent with every POST, `Name: value` (e.g. `Authorization: Bearer …`). Never
+    /// logged. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
+    /// Time allowed for one POST before it is retried. Default `10s`.
+    pub timeout: String,
+    /// The durable consumer on `RETAIL_ERP` that feeds the webhook. Default `tally-erp-webhook`.
+    pub consumer: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { url: String::new(), auth_header: None, timeout: "10s".into(), consumer: "tally-erp-webhook".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093`; empty = off. Default: off.
+    pub url: String,
+    /// How often active alerts are re-sent (Alertmanager expects repeats). Default `1m`.
+    pub resend_interval: String,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig { url: String::new(), resend_interval: "1m".into() }
+    }
 }
 
 impl Default for ErpConfig {
@@ -237,6 +279,7 @@ impl Default for ErpConfig {
             close_grace: "10m".into(),
             max_open: "30h".into(),
             default_currency: "USD".into(),
+            webhook: None,
         }
     }
 }
@@ -266,7 +309,7 @@ pub struct StoreConfig {
 }
 
 /// Sections that `TALLY_<SECTION>_<KEY>` may override (stores are tables: file only).
-const ENV_SECTIONS: [&str; 7] = ["nats", "input", "output", "state", "drift", "erp", "http"];
+const ENV_SECTIONS: [&str; 8] = ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager"];
 
 impl Config {
     /// Reads the file (if any), applies the environment, and validates.
@@ -288,9 +331,10 @@ impl Config {
         for (var, value) in vars {
             apply_env(&mut table, var, value)?;
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: name.into(), message: e.message().to_string() })?;
+        // Parsed again from text, so that an error quotes the offending line and key.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
+        let config: Config =
+            toml::from_str(&merged).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -304,8 +348,21 @@ impl Config {
             ("erp.interval", &self.erp.interval),
             ("erp.close_grace", &self.erp.close_grace),
             ("erp.max_open", &self.erp.max_open),
+            ("alertmanager.resend_interval", &self.alertmanager.resend_interval),
         ] {
             parse_duration(value).map_err(|m| invalid(key, m))?;
+        }
+        if let Some(webhook) = &self.erp.webhook {
+            parse_duration(&webhook.timeout).map_err(|m| invalid("erp.webhook.timeout", m))?;
+            if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
+                return Err(invalid("erp.webhook.url", format!("{:?} is not an http(s) URL", webhook.url)));
+            }
+            if webhook.auth_header.as_ref().is_some_and(|h| !h.contains(':')) {
+                return Err(invalid("erp.webhook.auth_header", "must read `Name: value`".into()));
+            }
+        }
+        if !self.alertmanager.url.is_empty() && !self.alertmanager.url.starts_with("http") {
+            return Err(invalid("alertmanager.url", format!("{:?} is not an http(s) URL", self.alertmanager.url)));
         }
         if !matches!(self.output.format.as_str(), "json" | "msgpack") {
             return Err(invalid("output.format", format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format)));
@@ -404,11 +461,17 @@ impl Config {
         full.nats.tls_ca = Some("x".into());
         full.nats.tls_cert = Some("x".into());
         full.nats.tls_key = Some("x".into());
+        full.erp.webhook = Some(WebhookConfig { auth_header: Some("x".into()), ..WebhookConfig::default() });
         let mut keys = Vec::new();
         if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&full) {
             for (section, body) in table {
                 if let toml::Value::Table(body) = body {
-                    keys.extend(body.keys().filter(|_| section != "stores").map(|key| format!("{section}.{key}")));
+                    for (key, value) in body.iter().filter(|_| section != "stores") {
+                        match value {
+                            toml::Value::Table(sub) => keys.extend(sub.keys().map(|k| format!("{section}.{key}.{k}"))),
+                            _ => keys.push(format!("{section}.{key}")),
+                        }
+                    }
                 }
             }
         }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/v1/stores/{store}/days/{day}", get(store_day))
+        .route("/v1/alerts", get(alerts))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }
@@ -72,6 +73,29 @@ async fn store_day(State(state): State<ApiState>, Path((store, day)): Path<(Stri
     match result {
         Ok(Ok(Some(body))) => Json(body).into_response(),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no data for store {store:?} on {day}")),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AlertsQuery {
+    state: Option<String>,
+}
+
+/// Alerts listed at most; the latest revision of each, in (store, day, sku) order.
+const ALERTS_MAX: usize = 10_000;
+
+async fn alerts(State(state): State<ApiState>, Query(query): Query<AlertsQuery>) -> Response {
+    if let Some(wanted) = &query.state {
+        if !matches!(wanted.as_str(), "firing" | "resolved" | "final") {
+            return error(StatusCode::BAD_REQUEST, format!("state {wanted:?} is not one of firing, resolved, final"));
+        }
+    }
+    let store = Arc::clone(&state.store);
+    let result = tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), query.state.as_deref(), ALERTS_MAX)).await;
+    match result {
+        Ok(Ok(alerts)) => Json(json!({"alerts": alerts})).into_response(),
         Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
     }

@@ -153,3 +153,28 @@ pub fn drift_keys(counts: &std::collections::BTreeMap<(String, &'static str), u6
         }
     }
 }
+
+/// Recounts `tally_drift_keys` from state every `every` until shutdown. The count reads two
+/// small indexes (pending keys, latest alerts), not the aggregates.
+pub async fn drift_keys_loop(
+    store: std::sync::Arc<dyn tally_state::Store>,
+    every: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut known: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        let reader = std::sync::Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || tally_topologies::report::drift_key_counts(reader.as_ref())).await {
+            Ok(Ok(counts)) => {
+                known.extend(counts.keys().map(|(store, _)| store.clone()));
+                drift_keys(&counts, &known.iter().cloned().collect::<Vec<_>>());
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "Counting drift keys failed."),
+            Err(err) => tracing::warn!(error = %err, "Counting drift keys panicked."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -53,8 +53,10 @@ impl Retail {
             let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
             let thresholds = self.config().thresholds(&step.store);
             let over = figures.is_over(thresholds);
+            let before = sku.alert.phase;
             let decision =
                 sku.alert.evaluate(over, figures.drift_units, day_final, thresholds.settle, step.clock.watermark);
+            outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
             self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
             txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
         }
@@ -66,7 +68,9 @@ impl Retail {
         let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { return Ok(()) };
         let figures = self.figures(txn, &step.store, sku_name, &sku)?;
         let settle = self.config().thresholds(&step.store).settle;
+        let before = sku.alert.phase;
         let decision = sku.alert.settle_due(figures.drift_units, step.clock.watermark, settle);
+        outputs::index_pending(txn, &step.store, day, sku_name, before, sku.alert.phase);
         if decision != Decision::default() {
             self.carry_out(txn, step, day, sku_name, &sku, &figures, decision)?;
             txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
@@ -90,7 +94,9 @@ impl Retail {
             let mut sku: SkuDay = aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
             let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
             let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
+            let before = sku.alert.phase;
             let decision = sku.alert.finalize(figures.is_over(&thresholds), figures.drift_units);
+            outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
             self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
             txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
         }

@@ -12,10 +12,12 @@ use tally_state::key::KeyWriter;
 use tally_state::{Cf, Overlay};
 
 use crate::aggregates::{self, OutboxEntry};
+use crate::drift::Phase;
 use crate::keys;
 use crate::topology::TopologyError;
 
 const TAG_ALERT_LATEST: u8 = 8;
+const TAG_PENDING: u8 = 9;
 
 /// Encoding of alerts and postings (`output.format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,4 +102,29 @@ pub fn remember_alert(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, sku: &
     // Serializing a JSON value to memory cannot fail.
     let bytes = serde_json::to_vec(body).expect("serializing JSON to memory cannot fail");
     txn.put(Cf::Aggregates, alert_latest_key(store, day, sku), bytes);
+}
+
+fn pending_key(store: &str, day: NaiveDate, sku: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_PENDING).str(store).str(&day.to_string()).str(sku).finish()
+}
+
+pub fn pending_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_PENDING).finish()
+}
+
+/// Keeps an index of keys that are over threshold but not yet settled, for the
+/// `tally_drift_keys{state="pending"}` gauge; written only when a key enters or leaves pending.
+pub fn index_pending(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, sku: &str, before: Phase, after: Phase) {
+    match (before == Phase::Pending, after == Phase::Pending) {
+        (false, true) => txn.put(Cf::Aggregates, pending_key(store, day, sku), Vec::new()),
+        (true, false) => txn.delete(Cf::Aggregates, pending_key(store, day, sku)),
+        _ => {}
+    }
+}
+
+/// Reads the store back from an alert-index or pending-index key.
+pub fn store_of_index_key(key: &[u8]) -> Option<String> {
+    let mut reader = tally_state::KeyReader::new(key);
+    reader.tag().ok()?;
+    reader.str().ok()
 }

@@ -205,7 +205,7 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
 }
 
 /// The final posting's comparison with the POS's own day-close (POS minus computed).
-fn audit(totals: &StoreDay) -> Value {
+pub fn audit(totals: &StoreDay) -> Value {
     let missing: Vec<Value> = totals
         .registers
         .iter()

@@ -64,6 +64,19 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
             })
         })
         .collect();
+    let drift_rows: Vec<Value> = skus
+        .iter()
+        .filter(|(_, f)| !f.drift_units().is_zero())
+        .map(|(sku, f)| {
+            json!({
+                "sku": sku,
+                "expected_units": f.expected_units().normalize().to_string(),
+                "recorded_units": f.recorded_units().normalize().to_string(),
+                "drift_units": f.drift_units().normalize().to_string(),
+                "state": f.alert.phase.as_str(),
+            })
+        })
+        .collect();
     let by_reason: Map<String, Value> =
         totals.inventory.iter().map(|(reason, units)| (reason.as_str().to_string(), text(*units).into())).collect();
     json!({
@@ -87,7 +100,13 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
             "net_sales": text(close.net_sales),
             "tax": text(close.tax),
         })),
-        "audit": Value::Null,
+        "drift": drift_rows,
+        "postings": {
+            "sent": totals.posting.seq,
+            "last_seq": totals.posting.seq,
+            "final": totals.posting.final_sent,
+        },
+        "audit": if totals.finalized { crate::postings::audit(totals) } else { Value::Null },
         "duplicates": totals.duplicates,
         "conflicts": totals.conflicts,
     })
@@ -100,4 +119,44 @@ pub fn text(amount: Decimal) -> String {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, TopologyError> {
     aggregates::decode(bytes).map_err(|source| TopologyError::Corrupt { what, source })
+}
+
+/// The latest revision of each alert, optionally only those in `state` (e.g. "firing").
+pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Vec<Value>, TopologyError> {
+    let rows = store.scan_prefix(Cf::Aggregates, &crate::outputs::alerts_prefix(), usize::MAX)?;
+    let mut alerts = Vec::new();
+    for (_, bytes) in rows {
+        let Ok(alert) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        if state.is_none_or(|wanted| alert["state"] == wanted) {
+            alerts.push(alert);
+            if alerts.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(alerts)
+}
+
+/// Drift keys per (store, state) for the gauge: pending from its index, the others from the
+/// latest revision of each alert.
+pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<(String, &'static str), u64>, TopologyError> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (key, _) in store.scan_prefix(Cf::Aggregates, &crate::outputs::pending_prefix(), usize::MAX)? {
+        if let Some(id) = crate::outputs::store_of_index_key(&key) {
+            *counts.entry((id, "pending")).or_default() += 1;
+        }
+    }
+    for (key, bytes) in store.scan_prefix(Cf::Aggregates, &crate::outputs::alerts_prefix(), usize::MAX)? {
+        let (Some(id), Ok(alert)) = (crate::outputs::store_of_index_key(&key), serde_json::from_slice::<Value>(&bytes)) else {
+            continue;
+        };
+        let state = match alert["state"].as_str() {
+            Some("firing") => "firing",
+            Some("resolved") => "resolved",
+            Some("final") => "final",
+            _ => continue,
+        };
+        *counts.entry((id, state)).or_default() += 1;
+    }
+    Ok(counts)
 }
