@@ -23,5 +23,6 @@ fi
 
 echo "test.sh: cargo build --workspace --bins" >&2
 cargo build --workspace --bins
-echo "test.sh: cargo test --workspace $*" >&2
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+echo "test.sh: cargo test --workspace --no-fail-fast $*" >&2
+cargo test --workspace --no-fail-fast "$@"

@@ -333,6 +333,13 @@ impl Tally {
     /// Spawns `tally run` (stdout and stderr to files in the temp dir) and waits until /readyz
     /// answers 200. Panics with the logs if it exits or is not ready in time.
     pub async fn spawn_run(&mut self) {
+        self.spawn_run_no_wait();
+        self.wait_ready(READY_TIMEOUT).await;
+    }
+
+    /// Spawns `tally run` (stdout and stderr to files in the temp dir) and returns at once, for
+    /// tests that crash it at an arbitrary moment.
+    pub fn spawn_run_no_wait(&mut self) {
         assert!(self.child.is_none(), "tally run is already running");
         self.runs += 1;
         let stdout = std::fs::File::create(self.stdout_log()).expect("create the stdout log");
@@ -345,7 +352,6 @@ impl Tally {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot spawn {}: {err}", tally_bin().display()));
         self.child = Some(child);
-        self.wait_ready(READY_TIMEOUT).await;
     }
 
     /// Waits until /readyz answers 200; panics with the logs if the process exits first or the

@@ -51,8 +51,8 @@ async fn kill_9_mid_stream_loses_nothing_and_counts_nothing_twice() {
     tally.kill();
     let mut model = Model::new();
     let mut garbage = 0u64;
-    let mut records = fixtures::traffic("retail", "0042", DAY, "k", 400, 7);
-    records.extend(fixtures::traffic("retail", "0043", DAY, "k", 200, 8));
+    let mut records = fixtures::traffic("retail", "0042", DAY, "k", 1000, 7);
+    records.extend(fixtures::traffic("retail", "0043", DAY, "k", 500, 8));
     for (i, (subject, record)) in records.iter().enumerate() {
         if i % 50 == 25 {
             js.publish(subject, b"{not json".to_vec(), &[]).await;
@@ -63,24 +63,34 @@ async fn kill_9_mid_stream_loses_nothing_and_counts_nothing_twice() {
     }
     let total = js.stream_info("RETAIL_IN").await.state.last_sequence;
 
-    let stream_name = tally.input_stream();
-    let consumer_name = tally.consumer();
-    for fraction in [4, 2] {
-        tally.restart().await;
-        // Let it get part of the way, then crash it.
-        let target = total / fraction;
-        let (stream, consumer, js_ref) = (&stream_name, &consumer_name, &js);
-        let progressed = wait_until(DRAIN_TIMEOUT, move || async move {
-            let Ok(s) = js_ref.context.get_stream(stream.as_str()).await else { return false };
-            match s.consumer_info(consumer.as_str()).await {
-                Ok(info) => info.ack_floor.stream_sequence >= target,
-                Err(_) => false,
-            }
-        })
-        .await;
-        assert!(progressed, "tally made no progress towards seq {target}\n{}", tally.logs());
+    // Crash it repeatedly, each time soon after it has acked another eighth of the backlog.
+    let (stream_name, consumer_name) = (tally.input_stream(), tally.consumer());
+    let ack_floor = || async {
+        let stream = js.stream(&stream_name).await;
+        stream.consumer_info(&consumer_name).await.map(|info| info.ack_floor.stream_sequence).unwrap_or(0)
+    };
+    let mut kills_mid_stream = 0;
+    for _ in 0..6 {
+        let floor = ack_floor().await;
+        if floor >= total {
+            break;
+        }
+        let target = (floor + total / 8).min(total);
+        tally.spawn_run_no_wait();
+        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+        while ack_floor().await < target {
+            assert!(std::time::Instant::now() < deadline, "tally made no progress towards seq {target}\n{}", tally.logs());
+            assert!(tally.is_running(), "tally exited by itself\n{}", tally.logs());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tally.kill();
+        let floor = ack_floor().await;
+        eprintln!("killed tally at ack floor {floor} of {total}");
+        if floor < total {
+            kills_mid_stream += 1;
+        }
     }
+    assert!(kills_mid_stream >= 2, "the test must crash tally mid-stream at least twice, did {kills_mid_stream}");
     tally.restart().await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     assert_matches_model(&tally, &model).await;
@@ -113,14 +123,41 @@ async fn rides_through_a_nats_restart() {
     assert!(tally.http_get("/healthz").await.0 == 200, "/healthz stays 200: the process is alive");
 
     nats.start_again();
+    // Publish while tally reconnects: it must resume consuming by itself…
+    let js = Js::connect(&nats.url()).await;
+    publish_all(&js, &mut model, &fixtures::traffic("retail", "0042", DAY, "b", 100, 4)).await;
+    tally.wait_drained(&js, Duration::from_secs(60)).await;
+    assert_matches_model(&tally, &model).await;
+    // …and report ready again, also once it is idle.
+    let ready = wait_until(DRAIN_TIMEOUT, move || async move {
+        matches!(tally_ref.try_http_get("/readyz").await, Ok((200, _)))
+    })
+    .await;
+    if !ready {
+        let last = tally.try_http_get("/readyz").await;
+        panic!("/readyz must recover after NATS is back; last /readyz: {last:?}\n{}", tally.logs());
+    }
+}
+
+// Proves: an idle tally reports ready again by itself once NATS is back, without needing new
+// input to arrive first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_recovers_while_idle_after_a_nats_restart() {
+    let (mut nats, tally, _js) = start_all("").await;
+    nats.stop();
+    let tally_ref = &tally;
+    let unready = wait_until(DRAIN_TIMEOUT, move || async move {
+        matches!(tally_ref.try_http_get("/readyz").await, Ok((503, _)))
+    })
+    .await;
+    assert!(unready, "/readyz must report NATS being down\n{}", tally.logs());
+    nats.start_again();
     let ready = wait_until(Duration::from_secs(60), move || async move {
         matches!(tally_ref.try_http_get("/readyz").await, Ok((200, _)))
     })
     .await;
-    assert!(ready, "/readyz must recover after NATS is back\n{}", tally.logs());
-
-    let js = Js::connect(&nats.url()).await;
-    publish_all(&js, &mut model, &fixtures::traffic("retail", "0042", DAY, "b", 100, 4)).await;
-    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
-    assert_matches_model(&tally, &model).await;
+    if !ready {
+        let last = tally.try_http_get("/readyz").await;
+        panic!("/readyz must recover after NATS is back; last /readyz: {last:?}\n{}", tally.logs());
+    }
 }
