@@ -70,6 +70,9 @@ pub async fn run_with_store(
     crate::nats::setup(&js, &config).await.context("checking streams (run `tally setup` to create them)")?;
 
     tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
+    if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(&store), &config.alertmanager)? {
+        tokio::spawn(pusher.run(shutdown.clone()));
+    }
     let notify = Arc::new(Notify::new());
     let publisher = Publisher { store: Arc::clone(&store), js: js.clone(), health: Arc::clone(&health), notify: Arc::clone(&notify) };
     let publisher_task = tokio::spawn({

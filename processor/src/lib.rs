@@ -5,6 +5,7 @@
 //! - [`runner`]: the input loop: batch, apply, commit with the position, then ack.
 //! - [`outbox`]: publishing committed outputs, deleting them after their PubAck.
 //! - [`health`]: readiness of each component, for `/readyz`.
+//! - [`alertmanager`]: pushing drift alerts to Prometheus Alertmanager's v2 API.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
 //! - [`telemetry`]: every metric's name, description and emission.
 //! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
@@ -13,6 +14,7 @@
 //! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
 //! - [`inspect`]: reading the state offline.
 
+pub mod alertmanager;
 pub mod app;
 pub mod config;
 pub mod demo;

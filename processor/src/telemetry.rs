@@ -25,6 +25,8 @@ pub const STREAM_POSITION: &str = "tally_committed_stream_sequence";
 pub const ALERTS_TOTAL: &str = "tally_alerts_total";
 pub const ERP_POSTINGS_TOTAL: &str = "tally_erp_postings_total";
 pub const DRIFT_KEYS: &str = "tally_drift_keys";
+pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_total";
+pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -32,6 +34,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(COMMIT_DURATION.into()),
             &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(POSTING_DELAY.into()),
+            &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
         )?
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(BATCH_MESSAGES.into()),
@@ -57,7 +63,10 @@ fn describe() {
     describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
     describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment).");
+    describe_histogram!(POSTING_DELAY, Unit::Seconds, "Processing time from the first committed change a posting carries to the posting's emission.");
     describe_gauge!(DRIFT_KEYS, Unit::Count, "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final).");
+    describe_counter!(ALERTMANAGER_PUSH_FAILURES, Unit::Count, "Pushes of drift alerts to Alertmanager that failed and are being retried.");
+    counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);
@@ -105,6 +114,9 @@ impl BatchTally {
         for (kind, n) in self.emitted.postings {
             counter!(ERP_POSTINGS_TOTAL, "kind" => kind).increment(n);
         }
+        for delay_ms in self.emitted.posting_delays_ms {
+            histogram!(POSTING_DELAY).record(delay_ms.max(0) as f64 / 1000.0);
+        }
         for ((source, outcome), n) in self.events {
             counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).increment(n);
         }
@@ -138,6 +150,10 @@ pub fn commit_failed() {
 
 pub fn publish_failed() {
     counter!(PUBLISH_FAILURES).increment(1);
+}
+
+pub fn alertmanager_push_failed() {
+    counter!(ALERTMANAGER_PUSH_FAILURES).increment(1);
 }
 
 pub fn ready(is_ready: bool) {

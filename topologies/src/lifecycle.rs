@@ -102,11 +102,15 @@ impl Retail {
         }
         // The posting reads and updates sku-days too, so it runs after the drift pass is stored.
         totals = postings::load_store_day(txn, &step.store, day)?;
+        let dirty_since = totals.posting.dirty_since;
         let posting = postings::next_posting(txn, &step.store, day, &mut totals, Kind::Final)?;
         totals.finalized = true;
         txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
         if let Some(posting) = posting {
             self.send_posting(txn, &step.store, posting, &mut step.emitted)?;
+            if let Some(since) = dirty_since {
+                step.emitted.posting_delays_ms.push((step.now - since).num_milliseconds());
+            }
         }
         Ok(())
     }
@@ -197,6 +201,7 @@ impl Retail {
             txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));
             if let Some(posting) = posting {
                 self.send_posting(txn, &store, posting, &mut emitted)?;
+                emitted.posting_delays_ms.push((now - since).num_milliseconds());
             }
         }
         Ok(emitted)

@@ -51,6 +51,9 @@ impl OutputFormat {
 pub struct Emitted {
     pub alerts: BTreeMap<&'static str, u64>,
     pub postings: BTreeMap<&'static str, u64>,
+    /// Per posting, milliseconds from the first change it carries to its emission
+    /// (processing time).
+    pub posting_delays_ms: Vec<i64>,
 }
 
 impl Emitted {
@@ -61,6 +64,7 @@ impl Emitted {
         for (kind, n) in other.postings {
             *self.postings.entry(kind).or_default() += n;
         }
+        self.posting_delays_ms.extend(other.posting_delays_ms);
     }
 }
 
