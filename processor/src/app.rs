@@ -62,7 +62,12 @@ pub async fn run_with_store(
     };
     let store: Arc<dyn Store> = store;
     let health = Arc::new(Health::default());
-    let api = ApiState { store: Arc::clone(&store), health: Arc::clone(&health), metrics };
+    let api = ApiState {
+        store: Arc::clone(&store),
+        health: Arc::clone(&health),
+        metrics,
+        bearer_token: config.http.bearer_token.as_deref().map(Arc::from),
+    };
     let http_task = tokio::spawn(http::serve(config.http_listen(), api, shutdown.clone()));
 
     let client = crate::nats::connect(&config).await?;
@@ -73,6 +78,8 @@ pub async fn run_with_store(
     if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(&store), &config.alertmanager)? {
         tokio::spawn(pusher.run(shutdown.clone()));
     }
+    let webhook_task = crate::webhook::Webhook::from_config(&config, js.clone(), Arc::clone(&health))?
+        .map(|webhook| tokio::spawn(webhook.run(shutdown.clone())));
     let notify = Arc::new(Notify::new());
     let publisher = Publisher { store: Arc::clone(&store), js: js.clone(), health: Arc::clone(&health), notify: Arc::clone(&notify) };
     let publisher_task = tokio::spawn({
@@ -92,6 +99,9 @@ pub async fn run_with_store(
     forward.abort();
     // The input loop is done (shutdown or a fatal error): let the others finish too.
     publisher_task.await.context("outbox publisher panicked")?;
+    if let Some(task) = webhook_task {
+        task.await.context("ERP webhook panicked")?;
+    }
     if http_task.is_finished() {
         http_task.await.context("HTTP server panicked")??;
     } else {

@@ -15,6 +15,8 @@ pub enum Component {
     Store,
     /// The outbox publisher reaching the output streams.
     Outbox,
+    /// The ERP webhook reaching the ERP (only when `[erp.webhook]` is configured).
+    Webhook,
 }
 
 impl Component {
@@ -24,6 +26,7 @@ impl Component {
             Component::Consumer => "consumer",
             Component::Store => "store",
             Component::Outbox => "outbox",
+            Component::Webhook => "webhook",
         }
     }
 }

@@ -25,6 +25,8 @@ pub const STREAM_POSITION: &str = "tally_committed_stream_sequence";
 pub const ALERTS_TOTAL: &str = "tally_alerts_total";
 pub const ERP_POSTINGS_TOTAL: &str = "tally_erp_postings_total";
 pub const DRIFT_KEYS: &str = "tally_drift_keys";
+pub const WEBHOOK_DELIVERIES: &str = "tally_webhook_deliveries_total";
+pub const WEBHOOK_LAST_SUCCESS: &str = "tally_webhook_last_success_timestamp_seconds";
 pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_total";
 pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
 
@@ -67,6 +69,8 @@ fn describe() {
     describe_gauge!(DRIFT_KEYS, Unit::Count, "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final).");
     describe_counter!(ALERTMANAGER_PUSH_FAILURES, Unit::Count, "Pushes of drift alerts to Alertmanager that failed and are being retried.");
     counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
+    describe_counter!(WEBHOOK_DELIVERIES, Unit::Count, "ERP webhook POST attempts, by outcome (delivered: 2xx; retried: 408, 429, 5xx, timeout or connection error; rejected: other 4xx, parked on the DLQ).");
+    describe_gauge!(WEBHOOK_LAST_SUCCESS, Unit::Seconds, "Unix time of the last posting the ERP webhook delivered (2xx).");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);
@@ -154,6 +158,26 @@ pub fn publish_failed() {
 
 pub fn alertmanager_push_failed() {
     counter!(ALERTMANAGER_PUSH_FAILURES).increment(1);
+}
+
+/// Zero-valued webhook series, so that alert rules see them before the first POST.
+pub fn webhook_started() {
+    for outcome in ["delivered", "retried", "rejected"] {
+        counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).absolute(0);
+    }
+}
+
+pub fn webhook_delivered(unix_seconds: f64) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
+    gauge!(WEBHOOK_LAST_SUCCESS).set(unix_seconds);
+}
+
+pub fn webhook_retried() {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => "retried").increment(1);
+}
+
+pub fn webhook_rejected() {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => "rejected").increment(1);
 }
 
 pub fn ready(is_ready: bool) {
