@@ -289,11 +289,15 @@ impl Default for ErpConfig {
 pub struct HttpConfig {
     /// Address of the metrics, health and `/v1` API. Default `127.0.0.1:9464` (loopback only).
     pub listen: String,
+    /// When set, `/v1/*` requires `Authorization: Bearer <token>` (metrics and health stay
+    /// open for scrapers and probes). Never logged. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into() }
+        HttpConfig { listen: "127.0.0.1:9464".into(), bearer_token: None }
     }
 }
 
@@ -461,6 +465,7 @@ impl Config {
         full.nats.tls_ca = Some("x".into());
         full.nats.tls_cert = Some("x".into());
         full.nats.tls_key = Some("x".into());
+        full.http.bearer_token = Some("x".into());
         full.erp.webhook = Some(WebhookConfig { auth_header: Some("x".into()), ..WebhookConfig::default() });
         let mut keys = Vec::new();
         if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&full) {

@@ -23,17 +23,48 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
+    /// `http.bearer_token`: required on `/v1/*` when set.
+    pub bearer_token: Option<Arc<str>>,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/stores/{store}/days/{day}", get(store_day))
+        .route("/v1/alerts", get(alerts))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/v1/stores/{store}/days/{day}", get(store_day))
-        .route("/v1/alerts", get(alerts))
+        .merge(v1)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured, in constant time.
+async fn require_token(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &state.bearer_token else { return next.run(request).await };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        next.run(request).await
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        response
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves until shutdown. Binding failures are returned (the port is taken, say).
