@@ -1,14 +1,16 @@
 //! Pushes drift alerts to Prometheus Alertmanager's v2 API (`[alertmanager] url`).
 //!
-//! The state's latest revision of every alert is the source of truth: every `resend_interval`
+//! The state's latest revision of every alert is the source of truth. Every `resend_interval`
 //! the active ones are re-sent with `endsAt` three intervals ahead, so that Alertmanager keeps
-//! them while tally lives and resolves them by itself if tally dies. Resolved alerts are sent
-//! once per process lifetime with an `endsAt` in the past. This module only reads the state and
-//! talks HTTP; it never writes the state, and it never logs the URL's credentials.
+//! them while tally lives and resolves them by itself if tally dies; a new revision is pushed at
+//! the next check (at most [`CHECK_EVERY`] later) without waiting for the resend. Resolved
+//! alerts are sent once per process lifetime with an `endsAt` in the past. This module only
+//! reads the state and talks HTTP; it never writes the state, and never logs the URL's
+//! credentials.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -31,8 +33,13 @@ const EXPIRY_INTERVALS: u32 = 3;
 const FINAL_ACTIVE_DAYS: i64 = 2;
 /// Alerts per POST, so that a large backlog of resolved alerts never makes one huge request.
 const CHUNK_ALERTS: usize = 500;
-/// The first retry after a failed push; doubles up to the resend interval.
+/// How often the state's alerts are read to push new revisions promptly. The telemetry's
+/// drift-key count reads the same index as often.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The first retry after a failed push; doubles up to [`BACKOFF_MAX`] (or the resend interval
+/// when shorter, so that active alerts never expire while Alertmanager is reachable).
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Timeout of one POST.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an error response body goes into the log.
@@ -67,9 +74,9 @@ pub struct AmAlert {
 pub struct Memory {
     /// Inactive revisions `(alert id, revision)` already delivered in this process.
     sent_inactive: HashSet<(String, u64)>,
-    /// The severity each active alert was last pushed with, to resolve the old label set when
-    /// the severity changes.
-    active_severity: HashMap<String, String>,
+    /// Each active alert's revision and severity as last pushed: a difference means a push is
+    /// due, and a changed severity means the old label set must be resolved.
+    active: HashMap<String, (u64, String)>,
 }
 
 /// One push's alerts and what to remember once Alertmanager accepted them.
@@ -77,14 +84,21 @@ pub struct Memory {
 pub struct Push {
     pub alerts: Vec<AmAlert>,
     inactive: Vec<(String, u64)>,
-    active_severity: HashMap<String, String>,
+    active: HashMap<String, (u64, String)>,
+}
+
+impl Push {
+    /// Whether this push tells Alertmanager something the last accepted one did not.
+    pub fn changes(&self, memory: &Memory) -> bool {
+        !self.inactive.is_empty() || self.active != memory.active
+    }
 }
 
 impl Memory {
     /// Records a push Alertmanager accepted.
     pub fn accepted(&mut self, push: Push) {
         self.sent_inactive.extend(push.inactive);
-        self.active_severity = push.active_severity;
+        self.active = push.active;
     }
 }
 
@@ -105,10 +119,10 @@ pub fn build(revisions: &[Value], memory: &Memory, now: DateTime<Utc>, resend: D
         let starts_at = time(&alert["over_since"]).unwrap_or(evaluated_at).min(now);
         if is_active(alert, state, today) {
             push.alerts.push(am_alert(alert, severity, starts_at, now + expiry));
-            if let Some(previous) = memory.active_severity.get(id).filter(|s| s.as_str() != severity) {
+            if let Some((_, previous)) = memory.active.get(id).filter(|(_, s)| s.as_str() != severity) {
                 push.alerts.push(am_alert(alert, previous, starts_at, now));
             }
-            push.active_severity.insert(id.to_string(), severity.to_string());
+            push.active.insert(id.to_string(), (revision, severity.to_string()));
         } else if !memory.sent_inactive.contains(&(id.to_string(), revision)) {
             // A past endsAt is what tells Alertmanager the alert is resolved.
             let ends_at = evaluated_at.min(now).max(starts_at);
@@ -221,25 +235,33 @@ impl Pusher {
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(url = %redacted(&self.endpoint), resend_secs = self.resend.as_secs_f64(), "Pushing drift alerts to Alertmanager.");
+        let check = CHECK_EVERY.min(self.resend);
+        let backoff_min = BACKOFF_MIN.min(self.resend);
+        let backoff_max = BACKOFF_MAX.min(self.resend).max(backoff_min);
         let mut memory = Memory::default();
-        let mut backoff = BACKOFF_MIN.min(self.resend);
+        let mut backoff = backoff_min;
+        let mut last_push: Option<Instant> = None;
         let mut failing = false;
         loop {
-            let wait = match self.push_once(&mut memory).await {
-                Ok(sent) => {
-                    if failing {
-                        info!(alerts = sent, "Alertmanager accepts alerts again.");
+            let resend_due = last_push.is_none_or(|at| at.elapsed() + check / 2 >= self.resend);
+            let wait = match self.push_once(&mut memory, resend_due).await {
+                Ok(pushed) => {
+                    if let Some(alerts) = pushed {
+                        last_push = Some(Instant::now());
+                        if failing {
+                            info!(alerts, "Alertmanager accepts alerts again.");
+                        }
                     }
                     failing = false;
-                    backoff = BACKOFF_MIN.min(self.resend);
-                    self.resend
+                    backoff = backoff_min;
+                    check
                 }
                 Err(err) => {
                     telemetry::alertmanager_push_failed();
                     warn!(url = %redacted(&self.endpoint), error = %err, retry_secs = backoff.as_secs_f64(), "Pushing alerts to Alertmanager failed; retrying.");
                     failing = true;
                     let wait = backoff;
-                    backoff = (backoff * 2).min(self.resend);
+                    backoff = (backoff * 2).min(backoff_max);
                     wait
                 }
             };
@@ -250,21 +272,25 @@ impl Pusher {
         info!("Alertmanager pusher stopped.");
     }
 
-    /// Reads the alerts, pushes what is due and remembers it once accepted. Returns how many
-    /// Alertmanager alerts were sent.
-    pub async fn push_once(&self, memory: &mut Memory) -> Result<usize, PushError> {
+    /// Reads the alerts and pushes them when something changed or `resend_due`; remembers what
+    /// Alertmanager accepted. Returns how many Alertmanager alerts were sent, `None` when no
+    /// push was needed.
+    pub async fn push_once(&self, memory: &mut Memory, resend_due: bool) -> Result<Option<usize>, PushError> {
         let reader = Arc::clone(&self.store);
         let revisions = tokio::task::spawn_blocking(move || tally_topologies::report::alerts(reader.as_ref(), None, usize::MAX))
             .await
             .map_err(|err| PushError::State(err.to_string()))?
             .map_err(|err| PushError::State(err.to_string()))?;
         let push = build(&revisions, memory, Utc::now(), self.resend);
+        if push.alerts.is_empty() || !(resend_due || push.changes(memory)) {
+            return Ok(None);
+        }
         for chunk in push.alerts.chunks(CHUNK_ALERTS) {
             self.post(chunk).await?;
         }
         let sent = push.alerts.len();
         memory.accepted(push);
-        Ok(sent)
+        Ok(Some(sent))
     }
 
     async fn post(&self, alerts: &[AmAlert]) -> Result<(), PushError> {
@@ -369,6 +395,24 @@ mod tests {
         assert!(old.alerts.iter().all(|a| a.ends_at == "2026-11-20T15:45:12.000Z"));
         let zero = build(&[alert("final", 4, "2026-11-27", "0", "warning")], &memory, now(), RESEND);
         assert!(zero.alerts.iter().all(|a| a.ends_at.as_str() <= "2026-11-27T12:00:00.000Z"));
+    }
+
+    // Proves a push is due on a new revision or a new resolve, and not when nothing changed.
+    #[test]
+    fn changes_are_detected() {
+        let mut memory = Memory::default();
+        let firing = [alert("firing", 1, "2026-11-27", "3", "warning")];
+        let push = build(&firing, &memory, now(), RESEND);
+        assert!(push.changes(&memory));
+        memory.accepted(push);
+        assert!(!build(&firing, &memory, now(), RESEND).changes(&memory));
+        let refired = [alert("firing", 3, "2026-11-27", "4", "warning")];
+        assert!(build(&refired, &memory, now(), RESEND).changes(&memory));
+        let resolved = [alert("resolved", 2, "2026-11-27", "0", "warning")];
+        let push = build(&resolved, &memory, now(), RESEND);
+        assert!(push.changes(&memory));
+        memory.accepted(push);
+        assert!(!build(&resolved, &memory, now(), RESEND).changes(&memory));
     }
 
     // Proves a severity change resolves the label set Alertmanager held under the old one.

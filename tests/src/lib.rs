@@ -1,6 +1,7 @@
 //! Black-box test harness for the `tally` binary: everything here talks to real processes over
 //! the wire, exactly as a user's publishers, alerting pipeline and dashboards would.
 //!
+//! - [`alertmanager`]: a throwaway Prometheus Alertmanager on a free port, killed on drop.
 //! - [`nats`]: a throwaway `nats-server -js` on a free port with a temp store dir, killed on drop.
 //! - [`process`]: the `tally` binary ([`tally_bin`]) and a running instance ([`Tally`]) with its
 //!   own config, state dir and HTTP port.
@@ -14,6 +15,7 @@
 //!
 //! Every integration test starts its own nats-server and tally, so tests run in parallel.
 
+pub mod alertmanager;
 pub mod fixtures;
 pub mod js;
 pub mod model;
@@ -22,6 +24,7 @@ pub mod process;
 pub mod prom;
 pub mod wait;
 
+pub use alertmanager::Alertmanager;
 pub use js::{Js, StoredMessage};
 pub use model::{DayTotals, Model, SkuTotals};
 pub use nats::NatsServer;
