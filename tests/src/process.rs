@@ -319,6 +319,12 @@ impl Tally {
         self.dir().join(format!("run-{}.stderr.log", self.runs))
     }
 
+    /// Everything the current run wrote to stdout and stderr so far, for tests that search it.
+    pub fn full_logs(&self) -> String {
+        let read = |path: PathBuf| String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        format!("{}\n{}", read(self.stdout_log()), read(self.stderr_log()))
+    }
+
     /// The tail of the current run's stdout and stderr, for failure messages.
     pub fn logs(&self) -> String {
         format!(

@@ -1,0 +1,276 @@
+//! The ERP webhook (CONTRACT §5, §6; issue 4 item 4): every posting of `RETAIL_ERP` POSTed in
+//! stream order with `Idempotency-Key`, retried until 2xx, or parked on `P.dlq.erp_rejected`.
+//!
+//! Each test starts a small ERP: an HTTP server on a free port that records every request and
+//! answers from a script (one reply per request, then a default reply that the test can change).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
+use tally_tests::{prom, start_all, wait_for_messages, wait_until, Js, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
+
+const ERP_STREAM: &str = "RETAIL_ERP";
+const WEBHOOK_CONSUMER: &str = "tally-erp-webhook";
+const TOKEN_HEADER: &str = "Bearer t0ken";
+/// The webhook's timeout in the test config; a stall lasts well beyond it.
+const STALL: Duration = Duration::from_secs(3);
+
+/// How the test ERP answers one request.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Ok,
+    Unavailable,
+    BadRequest(&'static str),
+    /// Answers 200 only after [`STALL`], long after the webhook gave up on the request.
+    Stall,
+}
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    headers: HeaderMap,
+    body: Bytes,
+    reply: Reply,
+}
+
+impl Recorded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn key(&self) -> &str {
+        self.header("Idempotency-Key").unwrap_or("<none>")
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    next: VecDeque<Reply>,
+    default: Option<Reply>,
+    requests: Vec<Recorded>,
+}
+
+/// The test ERP. Dropping it stops the server.
+struct Erp {
+    url: String,
+    script: Arc<Mutex<Script>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Erp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Erp {
+    /// Serves on a free port; answers `script` in order, then `default`.
+    async fn start(script: Vec<Reply>, default: Reply) -> Erp {
+        let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), requests: Vec::new() }));
+        let app = axum::Router::new().route("/erp/postings", axum::routing::post(receive)).with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
+        let port = listener.local_addr().expect("the test ERP's address").port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("the test ERP serves");
+        });
+        Erp { url: format!("http://127.0.0.1:{port}/erp/postings"), script: state, server }
+    }
+
+    fn set_default(&self, reply: Reply) {
+        self.script.lock().expect("script lock").default = Some(reply);
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.script.lock().expect("script lock").requests.clone()
+    }
+
+    /// The requests the ERP answered 200 in time: what it booked.
+    fn booked(&self) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.reply == Reply::Ok).collect()
+    }
+
+    /// The tally config for this ERP: interim postings every second, a 500 ms webhook timeout.
+    fn toml(&self) -> String {
+        format!(
+            "[erp]\ninterval = \"1s\"\n[erp.webhook]\nurl = \"{}\"\ntimeout = \"500ms\"\nauth_header = \"Authorization: {TOKEN_HEADER}\"\n",
+            self.url
+        )
+    }
+}
+
+async fn receive(State(state): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let reply = {
+        let mut script = state.lock().expect("script lock");
+        let reply = match script.next.pop_front() {
+            Some(reply) => reply,
+            None => script.default.clone().unwrap_or(Reply::Ok),
+        };
+        script.requests.push(Recorded { headers, body, reply: reply.clone() });
+        reply
+    };
+    match reply {
+        Reply::Ok => StatusCode::OK.into_response(),
+        Reply::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ERP in maintenance").into_response(),
+        Reply::BadRequest(body) => (StatusCode::BAD_REQUEST, body).into_response(),
+        Reply::Stall => {
+            tokio::time::sleep(STALL).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+fn posting_id(message: &StoredMessage) -> &str {
+    message.header("Nats-Msg-Id").expect("every posting carries Nats-Msg-Id")
+}
+
+/// Publishes one transaction per id and waits, after each, until RETAIL_ERP holds one posting
+/// more: one interim posting per transaction (the tick runs every second). Returns the postings.
+async fn publish_one_posting_each(js: &Js, ids: &[&str]) -> Vec<StoredMessage> {
+    let start = js.message_count(ERP_STREAM).await;
+    for (i, id) in ids.iter().enumerate() {
+        js.publish_json(&pos_subject("retail", "0042"), &example_transaction(id, "0042", DAY)).await;
+        wait_for_messages(js, ERP_STREAM, start + i as u64 + 1).await;
+    }
+    js.messages(ERP_STREAM).await
+}
+
+/// Waits until the webhook's consumer has acked everything in RETAIL_ERP.
+async fn wait_webhook_drained(js: &Js, tally: &Tally) {
+    let drained = wait_until(DRAIN_TIMEOUT, move || async move { js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await }).await;
+    assert!(drained, "webhook consumer not drained: {}\n{}", js.consumer_summary(ERP_STREAM, WEBHOOK_CONSUMER).await, tally.logs());
+}
+
+/// Asserts that `booked` is exactly `postings`, one request each, in stream order, with the
+/// posting's id as Idempotency-Key, its bytes as body, its Content-Type and the auth header.
+fn assert_booked_exactly(booked: &[Recorded], postings: &[StoredMessage]) {
+    let keys: Vec<&str> = booked.iter().map(Recorded::key).collect();
+    let ids: Vec<&str> = postings.iter().map(posting_id).collect();
+    assert_eq!(keys, ids, "the ERP must book every posting once, in stream order");
+    for (request, posting) in booked.iter().zip(postings) {
+        assert!(request.body == posting.payload, "body of {} differs from RETAIL_ERP's message", posting_id(posting));
+        assert_eq!(request.header("Content-Type"), posting.header("Content-Type"), "Content-Type of {}", posting_id(posting));
+        assert_eq!(request.header("Authorization"), Some(TOKEN_HEADER), "auth header on {}", posting_id(posting));
+    }
+}
+
+// Proves: postings reach the ERP in seq order, one POST each, with Idempotency-Key = posting id,
+// the auth header, the message's Content-Type, and bodies equal to RETAIL_ERP's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postings_arrive_in_order_with_idempotency_key_and_auth() {
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    let (_nats, tally, js) = start_all(&erp.toml()).await;
+    let postings = publish_one_posting_each(&js, &["T-1", "T-2", "T-3"]).await;
+    assert_eq!(postings.len(), 3, "one interim posting per transaction");
+    wait_webhook_drained(&js, &tally).await;
+
+    let requests = erp.requests();
+    assert_booked_exactly(&requests, &postings);
+    for (i, request) in requests.iter().enumerate() {
+        let body: Value = serde_json::from_slice(&request.body).expect("a JSON posting");
+        assert_eq!(body["id"].as_str(), Some(request.key()), "Idempotency-Key is the posting id");
+        assert_eq!(body["seq"].as_u64(), Some(i as u64 + 1), "postings arrive in seq order");
+        assert_eq!(request.key(), format!("0042/{DAY}/{:04}", i + 1));
+    }
+    let (_, metrics) = tally.http_get_text("/metrics").await;
+    let samples = prom::parse(&metrics);
+    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 3.0, "{metrics}");
+    assert!(prom::sum(&samples, "tally_webhook_last_success_timestamp_seconds", &[]) > 1.7e9, "{metrics}");
+}
+
+// Proves: while the ERP stalls and answers 503, the same posting is retried (same key, same
+// body), nothing behind it is sent and /readyz says so; after recovery the ERP has booked
+// exactly RETAIL_ERP's postings, in order, each once, and the auth header never reached the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_then_recovering_loses_and_repeats_nothing() {
+    let erp = Erp::start(vec![Reply::Unavailable, Reply::Stall], Reply::Unavailable).await;
+    let (_nats, tally, js) = start_all(&erp.toml()).await;
+    let postings = publish_one_posting_each(&js, &["T-1", "T-2", "T-3"]).await;
+    assert_eq!(postings.len(), 3, "one interim posting per transaction");
+    let first = posting_id(&postings[0]).to_string();
+
+    // The ERP keeps failing: at least the 503, the stall and two more 503s, all for posting 1.
+    let erp_ref = &erp;
+    let retried = wait_until(DRAIN_TIMEOUT, move || async move { erp_ref.requests().len() >= 4 }).await;
+    assert!(retried, "the webhook did not retry: {:?}\n{}", erp.requests().len(), tally.logs());
+    let (status, body) = tally.http_get("/readyz").await;
+    assert_eq!(status, 503, "/readyz while the ERP fails: {body}");
+    assert!(body.to_string().contains("webhook"), "/readyz names the webhook: {body}");
+    let failing = erp.requests();
+    assert!(failing.iter().all(|r| r.key() == first), "only posting 1 is sent while it fails: {:?}", keys(&failing));
+    assert!(failing.iter().all(|r| r.body == postings[0].payload), "a retry sends the same bytes");
+    assert!(failing.iter().any(|r| r.reply == Reply::Stall), "the stall was exercised");
+
+    erp.set_default(Reply::Ok);
+    wait_webhook_drained(&js, &tally).await;
+    let all = erp.requests();
+    assert_booked_exactly(&erp.booked(), &postings);
+    // Every request, failed or not, follows stream order: a run of posting 1, then 2, then 3.
+    let order: Vec<usize> = all.iter().map(|r| postings.iter().position(|p| posting_id(p) == r.key()).expect("a known key")).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "requests out of stream order: {:?}", keys(&all));
+    assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing is parked for 503s and stalls");
+
+    let tally_ref = &tally;
+    let ready = wait_until(DRAIN_TIMEOUT, move || async move { tally_ref.http_get("/readyz").await.0 == 200 }).await;
+    assert!(ready, "/readyz after recovery: {:?}", tally.http_get("/readyz").await);
+    let (_, metrics) = tally.http_get_text("/metrics").await;
+    let samples = prom::parse(&metrics);
+    let failed_attempts = all.iter().filter(|r| r.reply != Reply::Ok).count() as f64;
+    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "retried")]), failed_attempts, "{metrics}");
+    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 3.0, "{metrics}");
+    let logs = tally.full_logs();
+    assert!(logs.contains("retrying the same posting"), "a WARN per failed attempt:\n{}", tally.logs());
+    assert!(!logs.contains("t0ken"), "the auth header leaked into the log");
+}
+
+// Proves: a 400 parks the posting verbatim on retail.dlq.erp_rejected with the DLQ headers,
+// logs an ERROR, and the next posting is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_parks_the_posting_and_the_next_one_is_delivered() {
+    let answer = "{\"error\": \"unknown cost center\",\n \"field\": \"store\"}\n";
+    let erp = Erp::start(vec![Reply::BadRequest(answer)], Reply::Ok).await;
+    let (_nats, tally, js) = start_all(&erp.toml()).await;
+    let postings = publish_one_posting_each(&js, &["T-1", "T-2"]).await;
+    assert_eq!(postings.len(), 2, "one interim posting per transaction");
+    wait_webhook_drained(&js, &tally).await;
+
+    let dlq = wait_for_messages(&js, DLQ_STREAM, 1).await;
+    assert_eq!(dlq.len(), 1, "exactly one parked posting");
+    let parked = &dlq[0];
+    let rejected = &postings[0];
+    let id = posting_id(rejected);
+    assert_eq!(parked.subject, "retail.dlq.erp_rejected");
+    assert_eq!(parked.header("Nats-Msg-Id"), Some(format!("dlq/{id}").as_str()));
+    assert_eq!(parked.header("Tally-Error"), Some("erp_rejected"));
+    assert_eq!(parked.header("Tally-Source-Subject"), Some(rejected.subject.as_str()));
+    assert_eq!(parked.header("Tally-Source-Sequence"), Some(rejected.sequence.to_string().as_str()));
+    assert_eq!(
+        parked.header("Tally-Error-Detail"),
+        Some("HTTP 400 Bad Request: {\"error\": \"unknown cost center\", \"field\": \"store\"}"),
+        "status and the start of the answer, on one line"
+    );
+    assert!(parked.payload == rejected.payload, "the posting is parked verbatim");
+
+    let requests = erp.requests();
+    assert_eq!(keys(&requests), vec![id, posting_id(&postings[1])], "a rejected posting is not retried");
+    assert_booked_exactly(&erp.booked(), &postings[1..]);
+    let logs = tally.full_logs();
+    assert!(
+        logs.lines().any(|l| l.contains("ERROR") && l.contains("ERP rejected the posting") && l.contains(id)),
+        "an ERROR naming the posting:\n{}",
+        tally.logs()
+    );
+    let (_, metrics) = tally.http_get_text("/metrics").await;
+    let samples = prom::parse(&metrics);
+    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "rejected")]), 1.0, "{metrics}");
+    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 1.0, "{metrics}");
+}
+
+fn keys(requests: &[Recorded]) -> Vec<&str> {
+    requests.iter().map(Recorded::key).collect()
+}
