@@ -165,11 +165,20 @@ pub struct StateConfig {
     pub write_buffer_bytes: usize,
     /// fsync every commit, so an acked input survives power loss, not only a crash. Default true.
     pub sync: bool,
+    /// How long (event time, after the end of a business day) a day's totals and dedupe ids
+    /// are kept; then they are pruned so state stays bounded. Default `35d`.
+    pub retention: String,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { path: "./tally-data".into(), cache_bytes: 128 << 20, write_buffer_bytes: 64 << 20, sync: true }
+        StateConfig {
+            path: "./tally-data".into(),
+            cache_bytes: 128 << 20,
+            write_buffer_bytes: 64 << 20,
+            sync: true,
+            retention: "35d".into(),
+        }
     }
 }
 
@@ -353,6 +362,7 @@ impl Config {
             ("erp.close_grace", &self.erp.close_grace),
             ("erp.max_open", &self.erp.max_open),
             ("alertmanager.resend_interval", &self.alertmanager.resend_interval),
+            ("state.retention", &self.state.retention),
         ] {
             parse_duration(value).map_err(|m| invalid(key, m))?;
         }
@@ -432,6 +442,7 @@ impl Config {
             close_grace: chrono_duration(&self.erp.close_grace),
             max_open: chrono_duration(&self.erp.max_open),
             output_format: if self.output.format == "msgpack" { OutputFormat::Msgpack } else { OutputFormat::Json },
+            retention: chrono_duration(&self.state.retention),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::topology::{read, TopologyError};
 const TAG_CLOCK: u8 = 4;
 const TIMER_FINALIZE: u8 = 1;
 const TIMER_SETTLE: u8 = 2;
+const TIMER_PRUNE: u8 = 3;
 /// Timers read per scan while firing; more are read in further rounds.
 const TIMERS_PER_SCAN: usize = 512;
 
@@ -39,6 +40,8 @@ pub enum Timer {
     Finalize { day: NaiveDate },
     /// Check whether a pending drift key stayed over threshold for the settle time.
     Settle { day: NaiveDate, sku: String },
+    /// Remove a finished business day and its dedupe ids after the retention period.
+    Prune { day: NaiveDate },
 }
 
 pub fn clock_key(store: &str) -> Vec<u8> {
@@ -89,6 +92,7 @@ fn timer_key(store: &str, due: DateTime<Utc>, timer: &Timer) -> Vec<u8> {
     match timer {
         Timer::Finalize { day } => key.tag(TIMER_FINALIZE).str(&day.to_string()),
         Timer::Settle { day, sku } => key.tag(TIMER_SETTLE).str(&day.to_string()).str(sku),
+        Timer::Prune { day } => key.tag(TIMER_PRUNE).str(&day.to_string()),
     };
     key.finish()
 }
@@ -102,6 +106,7 @@ fn parse_timer_key(key: &[u8]) -> Option<(DateTime<Utc>, Timer)> {
     let timer = match kind {
         TIMER_FINALIZE => Timer::Finalize { day },
         TIMER_SETTLE => Timer::Settle { day, sku: reader.str().ok()? },
+        TIMER_PRUNE => Timer::Prune { day },
         _ => return None,
     };
     Some((due, timer))

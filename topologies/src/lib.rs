@@ -10,6 +10,7 @@
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
 //! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
+//! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`report`]: the day's reconciliation, read back from state.
 
@@ -24,7 +25,14 @@ pub mod model;
 pub mod outputs;
 pub mod postings;
 pub mod report;
+pub mod retention;
 pub mod topology;
 
+#[cfg(test)]
+mod drift_tests;
+#[cfg(test)]
+mod posting_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod topology_tests;

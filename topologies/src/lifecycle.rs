@@ -30,6 +30,7 @@ impl Retail {
                 match timer {
                     Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
                     Timer::Finalize { day } => self.finalize(txn, step, day)?,
+                    Timer::Prune { day } => crate::retention::prune_day(txn, &step.store, day)?,
                 }
             }
         }

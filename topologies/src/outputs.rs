@@ -132,3 +132,13 @@ pub fn store_of_index_key(key: &[u8]) -> Option<String> {
     reader.tag().ok()?;
     reader.str().ok()
 }
+
+/// The latest alerts of one store-day.
+pub fn alert_day_prefix(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ALERT_LATEST).str(store).str(&day.to_string()).finish()
+}
+
+/// The pending-index entries of one store-day.
+pub fn pending_day_prefix(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_PENDING).str(store).str(&day.to_string()).finish()
+}

@@ -79,7 +79,7 @@ pub fn posting_id(store: &str, day: NaiveDate, seq: u32) -> String {
     format!("{store}/{}/{seq:04}", day.format("%Y-%m-%d"))
 }
 
-fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
+pub(crate) fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
     KeyWriter::new().tag(TAG_DIRTY).str(store).str(&day.to_string()).finish()
 }
 

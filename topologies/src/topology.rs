@@ -20,6 +20,7 @@ use crate::keys;
 use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
 use crate::outputs::{self, Emitted, OutputFormat};
 use crate::postings;
+use crate::retention;
 
 /// What the topology needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct TopologyConfig {
     /// Event time after the end of a business day before it is finalized without day-close.
     pub max_open: Duration,
     pub output_format: OutputFormat,
+    /// Event time after the end of a business day before its totals and dedupe ids are pruned.
+    pub retention: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -59,6 +62,7 @@ impl Default for TopologyConfig {
             close_grace: Duration::minutes(10),
             max_open: Duration::hours(30),
             output_format: OutputFormat::Json,
+            retention: Duration::days(35),
         }
     }
 }
@@ -206,6 +210,7 @@ impl Retail {
         // for the settle time fires even if this very record brings it back under.
         self.fire_due(txn, &mut step)?;
         let mut seen = Seen { fingerprint: print, business_day: event.business_day(), transaction: None, voided_by: None };
+        let event_id = &event.id().to_string();
         match event {
             Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
             Event::Transaction(tx) => {
@@ -216,6 +221,7 @@ impl Retail {
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
         }
         txn.put(Cf::Dedupe, seen_key, aggregates::encode(&seen));
+        retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
         self.evaluate_touched(txn, &mut step)?;
         clock::save(txn, &step.store, &step.clock);
         Ok((Outcome::Accepted, step.emitted))
@@ -259,6 +265,7 @@ impl Retail {
                 let key = keys::pending_void(&void.store, target_id);
                 if txn.get(Cf::Voids, &key)?.is_none() {
                     txn.put(Cf::Voids, key, void.id.as_bytes().to_vec());
+                    retention::index(txn, &void.store, void.business_day, retention::Indexed::PendingVoid, target_id);
                 }
             }
         }
@@ -338,6 +345,7 @@ impl Retail {
         movement: &InventoryMovement,
     ) -> Result<(), TopologyError> {
         txn.put(Cf::Aggregates, keys::reference(store, reference), Vec::new());
+        retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
         let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
             return Ok(());
         };
@@ -372,8 +380,11 @@ impl Retail {
         let mut totals = match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
             Some(totals) => totals,
             None => {
-                let due = self.end_of_day(&step.store, day) + self.config.max_open;
-                clock::add_timer(txn, &mut step.clock, &step.store.clone(), due, &clock::Timer::Finalize { day });
+                let end = self.end_of_day(&step.store, day);
+                let store = step.store.clone();
+                clock::add_timer(txn, &mut step.clock, &store, end + self.config.max_open, &clock::Timer::Finalize { day });
+                let prune_at = end + self.config.retention.max(self.config.max_open + Duration::days(1));
+                clock::add_timer(txn, &mut step.clock, &store, prune_at, &clock::Timer::Prune { day });
                 StoreDay::default()
             }
         };
