@@ -1,1 +1,44 @@
-fn main() {}
+//! `tally-bench`: tally measured side by side with the broker's own ceiling (issue 6).
+//!
+//! - `server`: a throwaway nats-server on a free port.
+//! - `load`: realistic input from tally's generator, preloaded or paced.
+//! - `ceiling`: (a), a bare JetStream pull consumer over the same stream.
+//! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
+//! - `restart`: time from start to consuming with many keys in state.
+//! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
+//!
+//! The criterion micro-benchmarks live in `benches/micro.rs`.
+
+mod ceiling;
+mod e2e;
+mod load;
+mod measure;
+mod restart;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// tally's benchmarks. See bench/README.md for what each figure means.
+#[derive(Parser)]
+#[command(name = "tally-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Preload N messages, measure the bare consumer ceiling, tally end to end, and latency at
+    /// half load. The last line is `e2e_vs_ceiling_ratio: <x>`.
+    E2e(e2e::E2eArgs),
+    /// Fill a state with K keys, then time a start until the first message is committed.
+    Restart(restart::RestartArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::E2e(args) => e2e::run(args).await,
+        Command::Restart(args) => restart::run(args).await,
+    }
+}

@@ -1,0 +1,438 @@
+//! `tally-bench e2e`: one run, one machine, one nats-server. Preloads N realistic messages,
+//! measures (a) a bare JetStream consumer over them and (b) tally end to end over the same
+//! stream, then (c) publish→commit and publish→alert latency at half of (b)'s rate.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tally_processor::config::{Config, StoreConfig, BATCH_MAX_LIMIT};
+use tally_processor::gen::{self, GenOptions, Traffic};
+use tally_processor::{app, telemetry};
+use tally_state::{Cf, RocksStore, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::load::{self, Mix};
+use crate::measure::{self, mib, ms, PositionPoller};
+use crate::ceiling;
+use crate::server::{free_port, LocalNats};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// Input messages to preload and consume in (a) and (b).
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Stores of the generated chain.
+    #[arg(long, default_value_t = 400)]
+    pub stores: usize,
+    /// Active SKUs per store.
+    #[arg(long, default_value_t = 5_000)]
+    pub skus: usize,
+    /// `input.batch_max` of tally, and the ceiling consumer's batch size.
+    #[arg(long, default_value_t = 500)]
+    pub batch_max: usize,
+    /// Baskets per second of event time in the preload (40 ≈ an average hour of 400 stores), so
+    /// that movements lagging their sale by up to 10 minutes interleave as they would live.
+    #[arg(long, default_value_t = 40.0)]
+    pub event_rate: f64,
+    /// Seconds of the latency phase (c).
+    #[arg(long, default_value_t = 10)]
+    pub latency_secs: u64,
+    /// `state.sync`: fsync every commit (tally's default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync: bool,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A small, quick run for the test suite: at most 3 000 messages, a 2 s latency phase.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// How long (b) may take per message before the run gives up, at least [`CATCH_UP_MIN`].
+const CATCH_UP_PER_MESSAGE: Duration = Duration::from_millis(5);
+const CATCH_UP_MIN: Duration = Duration::from_secs(60);
+/// How long a stopping processor may take to finish its batch.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the latency phase, how long alerts may take to leave the outbox.
+const OUTBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+const INPUT_STREAM: &str = "RETAIL_IN";
+
+pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
+    if args.smoke {
+        args.messages = args.messages.min(3_000);
+        args.latency_secs = 2;
+    }
+    anyhow::ensure!(args.messages > 0, "--messages must be positive");
+    anyhow::ensure!((1..=BATCH_MAX_LIMIT).contains(&args.batch_max), "--batch-max must be 1..={BATCH_MAX_LIMIT}");
+    anyhow::ensure!(args.event_rate.is_finite() && args.event_rate > 0.0, "--event-rate must be positive");
+
+    let temp = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
+    let nats = LocalNats::start(&temp.path().join("nats"))?;
+    let metrics = telemetry::install()?;
+    let client = async_nats::connect(nats.url.as_str()).await.context("connecting to the bench's nats-server")?;
+    let js = jetstream::new(client.clone());
+    let opts = preload_options(&args);
+    println!(
+        "tally-bench e2e: {} messages, {} stores, {} SKUs, batch_max {}, state.sync {}, {} CPUs",
+        args.messages,
+        args.stores,
+        args.skus,
+        args.batch_max,
+        args.sync,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+
+    // Streams and tally's consumer, exactly as `tally setup` makes them.
+    let config = processor_config(&args, &nats.url, &temp.path().join("state-e2e"), "15m", &opts)?;
+    app::setup(&config).await.context("tally setup")?;
+
+    // Preload.
+    let span = load::preload_span(args.messages, args.event_rate);
+    let start = chrono::Utc::now() - span;
+    let mut traffic = Traffic::new(opts.clone(), start);
+    let preloaded = load::preload(&js, &mut traffic, start, args.event_rate, args.messages).await?;
+    drop(traffic);
+    let stream_bytes = js.get_stream(INPUT_STREAM).await?.info().await?.state.bytes;
+    println!(
+        "preload: {} messages ({}), stream {:.1} MiB, published at {:.0} msg/s",
+        preloaded.mix.messages,
+        preloaded.mix.describe(),
+        mib(stream_bytes),
+        rate(preloaded.mix.messages, preloaded.elapsed)
+    );
+    anyhow::ensure!(preloaded.last_seq == args.messages, "the stream's last sequence is {}, expected {}", preloaded.last_seq, args.messages);
+
+    // (a) The ceiling.
+    let nats_cpu_before = measure::process_cpu_secs(nats.pid());
+    let ceiling_elapsed = ceiling::measure(&js, INPUT_STREAM, args.batch_max, args.messages).await?;
+    let ceiling_rate = rate(args.messages, ceiling_elapsed);
+    println!(
+        "(a) ceiling, bare pull consumer (AckAll, batch {}): {:.0} msg/s ({} in {:.2} s; nats-server CPU {})",
+        args.batch_max,
+        ceiling_rate,
+        args.messages,
+        ceiling_elapsed.as_secs_f64(),
+        cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid()))
+    );
+
+    // (b) tally end to end.
+    let tally = tally_phase(&args, &config, &metrics, &nats, preloaded.last_seq).await?;
+    let tally_rate = rate(args.messages, tally.elapsed);
+    println!(
+        "(b) tally end to end: {:.0} msg/s ({} in {:.2} s, from start to committed position {})",
+        tally_rate,
+        args.messages,
+        tally.elapsed.as_secs_f64(),
+        preloaded.last_seq
+    );
+    for line in &tally.details {
+        println!("    {line}");
+    }
+
+    // (c) Latency at half of (b)'s rate.
+    for stream in [INPUT_STREAM, "RETAIL_ALERTS", "RETAIL_ERP", "RETAIL_DLQ"] {
+        js.delete_stream(stream).await.with_context(|| format!("deleting stream {stream} before the latency phase"))?;
+    }
+    let latency_rate = (tally_rate / 2.0).max(1.0);
+    let latency = latency_phase(&args, &client, &metrics, &nats.url, &temp.path().join("state-latency"), latency_rate).await?;
+    for line in &latency {
+        println!("{line}");
+    }
+
+    println!("ratio b/a: {:.3} (target ≥ 0.8)", tally_rate / ceiling_rate);
+    println!("e2e_vs_ceiling_ratio: {:.2}", tally_rate / ceiling_rate);
+    Ok(())
+}
+
+fn preload_options(args: &E2eArgs) -> GenOptions {
+    GenOptions {
+        stores: args.stores,
+        skus_per_store: args.skus,
+        seed: args.seed,
+        drift_share: 0.005,
+        malformed_share: 0.0,
+        return_share: 0.05,
+        ..GenOptions::default()
+    }
+}
+
+fn processor_config(args: &E2eArgs, nats_url: &str, state: &Path, settle: &str, opts: &GenOptions) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    config.nats.url = nats_url.to_string();
+    config.state.path = state.to_path_buf();
+    config.state.sync = args.sync;
+    config.http.listen = format!("127.0.0.1:{}", free_port()?);
+    config.input.batch_max = args.batch_max;
+    config.drift.settle = settle.to_string();
+    // The generator's stores live in several zones; tally must agree on their business days.
+    for (index, id) in gen::store_ids(opts).into_iter().enumerate() {
+        let zone = gen::store_timezone(opts, index).name().to_string();
+        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
+    }
+    Ok(config)
+}
+
+/// The processor running in this process on its own task.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn start(config: Config, store: Arc<RocksStore>, metrics: &PrometheusHandle) -> Running {
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(app::run_with_store(config, store, metrics.clone(), shutdown));
+        Running { stop, task }
+    }
+
+    fn failed_early(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(STOP_TIMEOUT, self.task)
+            .await
+            .context("the processor did not stop in time")?
+            .context("the processor panicked")?
+    }
+}
+
+struct TallyPhase {
+    elapsed: Duration,
+    details: Vec<String>,
+}
+
+/// (b): tally from a fresh state until its committed position is the stream's last sequence.
+async fn tally_phase(
+    args: &E2eArgs,
+    config: &Config,
+    metrics: &PrometheusHandle,
+    nats: &LocalNats,
+    last_seq: u64,
+) -> anyhow::Result<TallyPhase> {
+    let store = app::open_store(config)?;
+    let poller = PositionPoller::start(store.clone() as Arc<dyn Store>);
+    let peak_reset = measure::reset_peak_rss();
+    let rss_before = measure::rss_bytes();
+    let threads_before = measure::threads_cpu_secs();
+    let nats_cpu_before = measure::process_cpu_secs(nats.pid());
+    let metrics_before = metrics.render();
+
+    let started = Instant::now();
+    let running = Running::start(config.clone(), store.clone(), metrics);
+    let timeout = (CATCH_UP_PER_MESSAGE * u32::try_from(args.messages).unwrap_or(u32::MAX)).max(CATCH_UP_MIN);
+    let deadline = started + timeout;
+    while poller.latest() < last_seq {
+        if running.failed_early() {
+            return match running.task.await {
+                Ok(Err(err)) => Err(err.context("the processor stopped during (b)")),
+                Ok(Ok(())) => Err(anyhow::anyhow!("the processor stopped during (b) without an error")),
+                Err(err) => Err(anyhow::anyhow!("the processor panicked during (b): {err}")),
+            };
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "tally committed {} of {last_seq} messages in {timeout:?}",
+            poller.latest()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let reached = poller.reached(last_seq).unwrap_or_else(Instant::now);
+    let elapsed = reached.duration_since(started);
+
+    let peak = measure::peak_rss_bytes();
+    let threads = measure::cpu_delta(&threads_before, &measure::threads_cpu_secs());
+    let nats_cpu = cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid()));
+    let metrics_after = metrics.render();
+    let (state_apparent, state_disk) = measure::dir_size(&config.state.path);
+    let outbox = store.scan_from(Cf::Outbox, &[], 1_000_000)?.len();
+    let mut details = Vec::new();
+    details.push(match (peak, rss_before) {
+        (Some(peak), Some(before)) => format!(
+            "peak RSS {:.0} MiB (VmHWM of the whole bench process{}: harness, client buffers and tally together; {:.0} MiB before (b))",
+            mib(peak),
+            if peak_reset { ", reset before (b)" } else { " since start; the reset was refused" },
+            mib(before)
+        ),
+        _ => "peak RSS: unavailable (no /proc/self/status)".into(),
+    });
+    details.push(format!(
+        "state on disk {:.1} MiB (du; apparent {:.1} MiB, RocksDB estimate {:.1} MiB incl. memtables)",
+        mib(state_disk),
+        mib(state_apparent),
+        mib(store.approximate_size_bytes().unwrap_or(0))
+    ));
+    let delta = |name: &str| measure::metric_sum(&metrics_after, name) - measure::metric_sum(&metrics_before, name);
+    let commits = delta("tally_commit_duration_seconds_count");
+    let commit_secs = delta("tally_commit_duration_seconds_sum");
+    let batched = delta("tally_batch_messages_sum");
+    details.push(format!(
+        "{commits:.0} commits, mean {:.0} messages per batch, commit (RocksDB write{}) {:.2} s = {:.0} % of the phase, mean {:.2} ms",
+        batched / commits.max(1.0),
+        if args.sync { " + fsync" } else { "" },
+        commit_secs,
+        100.0 * commit_secs / elapsed.as_secs_f64(),
+        1000.0 * commit_secs / commits.max(1.0)
+    ));
+    details.push(format!("outbox at the end of (b): {outbox} outputs not yet published (alerts, postings)"));
+    let threads_text: Vec<String> = threads.iter().take(6).map(|(name, secs)| format!("{name} {secs:.2}")).collect();
+    details.push(format!(
+        "CPU seconds during (b), {:.2} s wall: bench process threads [{}], nats-server {nats_cpu}",
+        elapsed.as_secs_f64(),
+        threads_text.join(", ")
+    ));
+    drop(poller);
+    running.stop().await?;
+    Ok(TallyPhase { elapsed, details })
+}
+
+#[derive(serde::Deserialize)]
+struct Alert {
+    state: String,
+    #[serde(default)]
+    unmatched: Vec<String>,
+}
+
+/// (c): a fresh stream and state, drift settle 0, traffic at `rate` messages per second where
+/// some baskets lack their inventory decrement and decrements follow their sale at once.
+async fn latency_phase(
+    args: &E2eArgs,
+    client: &async_nats::Client,
+    metrics: &PrometheusHandle,
+    nats_url: &str,
+    state: &Path,
+    rate: f64,
+) -> anyhow::Result<Vec<String>> {
+    let opts = GenOptions { seed: args.seed + 1, drift_share: 0.05, movement_lag_max_secs: 0, ..preload_options(args) };
+    let config = processor_config(args, nats_url, state, "0s", &opts)?;
+    let store = app::open_store(&config)?;
+    let poller = PositionPoller::start(store.clone() as Arc<dyn Store>);
+
+    // Alerts as any subscriber sees them: core NATS, timestamped on arrival.
+    let alerts: Arc<Mutex<Vec<(Instant, bytes::Bytes)>>> = Arc::default();
+    let mut subscriber = client.subscribe(format!("{}.alerts.drift.>", config.input.subject_prefix)).await?;
+    client.flush().await?;
+    let collector = tokio::spawn({
+        let alerts = alerts.clone();
+        async move {
+            while let Some(message) = subscriber.next().await {
+                alerts.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), message.payload));
+            }
+        }
+    });
+
+    let running = Running::start(config.clone(), store.clone(), metrics);
+    let js = jetstream::new(client.clone());
+    wait_for_consumer(&js, &config, &running).await?;
+
+    let mut traffic = Traffic::new(opts, chrono::Utc::now());
+    let paced = load::publish_paced(&js, &mut traffic, rate, Duration::from_secs(args.latency_secs)).await?;
+    let caught_up = poller.wait_for(paced.last_seq, CATCH_UP_MIN).await;
+    anyhow::ensure!(caught_up, "tally committed {} of {} messages of the latency phase", poller.latest(), paced.last_seq);
+    let drain_deadline = Instant::now() + OUTBOX_DRAIN_TIMEOUT;
+    while !store.scan_from(Cf::Outbox, &[], 1)?.is_empty() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Published outputs reach a core subscriber within moments of their PubAck.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collector.abort();
+    running.stop().await?;
+
+    let mut commit: Vec<Duration> = paced
+        .published
+        .iter()
+        .filter_map(|(seq, sent)| poller.reached(*seq).map(|at| at.saturating_duration_since(*sent)))
+        .collect();
+    commit.sort();
+    let alerts = std::mem::take(&mut *alerts.lock().unwrap_or_else(|e| e.into_inner()));
+    let (mut firing, mut unmatched_alerts) = (0, 0);
+    let mut alert: Vec<Duration> = Vec::new();
+    for (arrived, payload) in &alerts {
+        let Ok(parsed) = serde_json::from_slice::<Alert>(payload) else { continue };
+        if parsed.state != "firing" {
+            continue;
+        }
+        firing += 1;
+        // The alert fired when the newest of its unmatched sales was applied: that sale's
+        // publish is where its latency starts.
+        match parsed.unmatched.iter().filter_map(|id| paced.transactions.get(id)).max() {
+            Some(sent) => alert.push(arrived.saturating_duration_since(*sent)),
+            None => unmatched_alerts += 1,
+        }
+    }
+    alert.sort();
+    Ok(latency_lines(rate, &paced.mix, paced.elapsed, &commit, &alert, alerts.len(), firing, unmatched_alerts))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn latency_lines(
+    rate: f64,
+    mix: &Mix,
+    elapsed: Duration,
+    commit: &[Duration],
+    alert: &[Duration],
+    alerts_seen: usize,
+    firing: usize,
+    unmatched_alerts: usize,
+) -> Vec<String> {
+    let p = |v: &[Duration], q: f64| measure::percentile(v, q).map(|d| format!("{:.1} ms", ms(d))).unwrap_or_else(|| "n/a".into());
+    vec![
+        format!(
+            "(c) latency at {rate:.0} msg/s (half of (b)) for {:.1} s, drift.settle 0s: {} messages ({})",
+            elapsed.as_secs_f64(),
+            mix.messages,
+            mix.describe()
+        ),
+        format!(
+            "    publish→commit: p50 {} p99 {} max {} ({} messages; commit seen by polling every {} ms)",
+            p(commit, 50.0),
+            p(commit, 99.0),
+            p(commit, 100.0),
+            commit.len(),
+            measure::POLL_EVERY.as_millis()
+        ),
+        format!(
+            "    publish→alert:  p50 {} p99 {} max {} ({} firing alerts timed of {firing}; {alerts_seen} alert messages in all; {unmatched_alerts} firing without a known sale)",
+            p(alert, 50.0),
+            p(alert, 99.0),
+            p(alert, 100.0),
+            alert.len()
+        ),
+    ]
+}
+
+/// Waits until the processor has its input consumer, so the paced run starts on a reader.
+async fn wait_for_consumer(js: &jetstream::Context, config: &Config, running: &Running) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        anyhow::ensure!(!running.failed_early(), "the processor stopped before consuming");
+        anyhow::ensure!(Instant::now() < deadline, "the processor did not create its consumer in 30 s");
+        if let Ok(stream) = js.get_stream(&config.input.stream).await {
+            if stream.consumer_info(&config.input.consumer).await.is_ok() {
+                // The runner recreates the consumer at the committed position right after setup.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rate(messages: u64, elapsed: Duration) -> f64 {
+    messages as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn cpu_text(before: Option<f64>, after: Option<f64>) -> String {
+    match (before, after) {
+        (Some(before), Some(after)) => format!("{:.2} s", after - before),
+        _ => "n/a".into(),
+    }
+}

@@ -1,0 +1,226 @@
+//! What the end-to-end run reads off the machine: the committed position over time, memory
+//! (VmHWM/VmRSS), CPU time per process and per thread name, bytes on disk, percentiles and
+//! tally's own Prometheus figures. Linux only (procfs); elsewhere the figures read as absent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tally_state::{Overlay, Store};
+use tally_topologies::topology::committed_position;
+
+/// How often the poller reads the committed position. It bounds the resolution of
+/// publish→commit latencies, so it is part of what the figure means.
+pub const POLL_EVERY: Duration = Duration::from_millis(1);
+
+/// Reads the committed stream position from the state every [`POLL_EVERY`] on its own thread,
+/// so the processor's runtime does not delay the observation, and records each advance.
+pub struct PositionPoller {
+    latest: Arc<AtomicU64>,
+    /// (position, when it was first seen), positions strictly increasing.
+    advances: Arc<Mutex<Vec<(u64, Instant)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PositionPoller {
+    pub fn start(store: Arc<dyn Store>) -> PositionPoller {
+        let latest = Arc::new(AtomicU64::new(0));
+        let advances = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("bench-poller".into())
+            .spawn({
+                let (latest, advances, stop) = (latest.clone(), advances.clone(), stop.clone());
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // A failed read is a corrupt or closed store; the run's timeout reports it.
+                        if let Ok(position) = committed_position(&Overlay::new(store.as_ref())) {
+                            if position > latest.load(Ordering::Relaxed) {
+                                latest.store(position, Ordering::Relaxed);
+                                advances.lock().unwrap_or_else(|e| e.into_inner()).push((position, Instant::now()));
+                            }
+                        }
+                        std::thread::sleep(POLL_EVERY);
+                    }
+                }
+            })
+            .expect("spawning a thread only fails when the process is out of resources");
+        PositionPoller { latest, advances, stop, thread: Some(thread) }
+    }
+
+    pub fn latest(&self) -> u64 {
+        self.latest.load(Ordering::Relaxed)
+    }
+
+    /// When the position first reached `seq` or beyond, if it has.
+    pub fn reached(&self, seq: u64) -> Option<Instant> {
+        let advances = self.advances.lock().unwrap_or_else(|e| e.into_inner());
+        let i = advances.partition_point(|(position, _)| *position < seq);
+        advances.get(i).map(|(_, at)| *at)
+    }
+
+    /// Waits (async) until the position reaches `seq`; false after `timeout`.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.latest() < seq {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+}
+
+impl Drop for PositionPoller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `Vm…` line of /proc/self/status, in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Peak resident set size of this process since start or the last [`reset_peak_rss`].
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so a phase's peak excludes earlier phases.
+/// Returns false when the kernel refused.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// (apparent bytes, bytes allocated on disk) of every file under `dir`, like `du -b` / `du`.
+pub fn dir_size(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else { return total };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let (a, d) = dir_size(&entry.path());
+            total = (total.0 + a, total.1 + d);
+        } else {
+            total = (total.0 + meta.len(), total.1 + meta.blocks() * 512);
+        }
+    }
+    total
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// (comm, user + system CPU seconds) from a /proc/…/stat file.
+fn stat_cpu(path: &Path) -> Option<(String, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // comm is in parentheses and may hold spaces; the fields after it are space-separated.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field (3).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / ticks_per_second()))
+}
+
+/// CPU seconds a process has used so far (user + system).
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    stat_cpu(&Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, secs)| secs)
+}
+
+/// CPU seconds of this process's live threads, summed by thread name with digits dropped
+/// (`rocksdb:low0` and `rocksdb:low1` count together). Threads that ended are not counted.
+pub fn threads_cpu_secs() -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return by_name };
+    for task in tasks.flatten() {
+        if let Some((comm, secs)) = stat_cpu(&task.path().join("stat")) {
+            let name: String = comm.chars().filter(|c| !c.is_ascii_digit()).collect();
+            *by_name.entry(name).or_insert(0.0) += secs;
+        }
+    }
+    by_name
+}
+
+/// The difference of two [`threads_cpu_secs`] readings; names with under 10 ms are dropped.
+pub fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut delta: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, secs)| (name.clone(), secs - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, secs)| *secs >= 0.01)
+        .collect();
+    delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+    delta
+}
+
+/// The nearest-rank percentile `p` (0–100) of sorted `values`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// The sum of every sample of metric `name` (any labels) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves nearest-rank percentiles on a small sample, including the edges.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&v, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&v, 0.0), Some(Duration::from_millis(1)));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    // Proves metric_sum adds labelled series of one name and ignores longer names.
+    #[test]
+    fn metric_sum_matches_the_exact_name() {
+        let text = "# HELP x\nm_sum 2\nm_sum{a=\"1\"} 3\nm_sum_total 100\nm 7\n";
+        assert_eq!(metric_sum(text, "m_sum"), 5.0);
+        assert_eq!(metric_sum(text, "m"), 7.0);
+    }
+}

@@ -1,0 +1,86 @@
+//! The end-to-end benchmark's smoke mode, so the harness cannot rot: `tally-bench e2e --smoke`
+//! runs every phase on a few thousand messages against its own nats-server. No timing is
+//! asserted; only that it finishes and ends with the ratio line the issue asks for.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A debug smoke run takes seconds; this is generous for a loaded CI machine.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `$TALLY_BENCH_BIN`, else `tally-bench` in this test's profile dir, built when missing
+/// (`scripts/test.sh` builds every binary before the tests, so it is normally there).
+fn bench_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TALLY_BENCH_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    let bin = profile_dir.join("tally-bench");
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "-p", "tally-bench"]);
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo to build tally-bench");
+        assert!(status.success(), "building tally-bench failed: {status}");
+    }
+    assert!(bin.exists(), "{} does not exist; build it with `cargo build -p tally-bench`", bin.display());
+    bin
+}
+
+/// The number on a line `e2e_vs_ceiling_ratio: <x>`, if that is what the line says.
+fn ratio_of(line: &str) -> Option<f64> {
+    let value = line.strip_prefix("e2e_vs_ceiling_ratio: ")?;
+    let has_two_decimals = value.split_once('.').is_some_and(|(_, d)| d.len() == 2);
+    value.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0 && has_two_decimals)
+}
+
+// Proves the line parser accepts exactly the issue's format, so the main test can fail.
+#[test]
+fn ratio_line_format() {
+    assert_eq!(ratio_of("e2e_vs_ceiling_ratio: 0.83"), Some(0.83));
+    assert_eq!(ratio_of("e2e_vs_ceiling_ratio: 0.8"), None);
+    assert_eq!(ratio_of("e2e_vs_ceiling_ratio: NaN"), None);
+    assert_eq!(ratio_of("ratio: 0.83"), None);
+}
+
+// Proves `tally-bench e2e --smoke` runs all its phases, exits 0, and prints the ratio last.
+#[test]
+fn e2e_smoke_runs_and_prints_the_ratio_last() {
+    let bin = bench_bin();
+    let dir = tempfile::tempdir().expect("a temp dir for the run's output");
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(&bin)
+        .args(["e2e", "--smoke"])
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tally-bench") {
+            break status;
+        }
+        if started.elapsed() > SMOKE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tally-bench e2e --smoke did not finish in {SMOKE_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "tally-bench e2e --smoke failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(ratio_of(last).is_some(), "the last line is not `e2e_vs_ceiling_ratio: <x.xx>`: {last:?}\nstdout:\n{stdout}");
+    for phase in ["(a) ceiling", "(b) tally end to end", "publish→commit", "publish→alert"] {
+        assert!(stdout.contains(phase), "the output lacks {phase:?}:\n{stdout}");
+    }
+}
