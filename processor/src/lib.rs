@@ -14,6 +14,7 @@
 //! - [`gencli`]: the generator's command-line options, shared by `gen` and `demo`.
 //! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
 //! - [`inspect`]: reading the state offline.
+//! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 
 pub mod alertmanager;
 pub mod app;
@@ -27,5 +28,6 @@ pub mod inspect;
 pub mod nats;
 pub mod outbox;
 pub mod runner;
+pub mod stateops;
 pub mod telemetry;
 pub mod webhook;

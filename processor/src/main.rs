@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tally_processor::config::Config;
-use tally_processor::{app, demo, gencli, inspect, telemetry};
+use tally_processor::{app, demo, gencli, inspect, stateops, telemetry};
 
 /// tally keeps a retailer's POS, inventory and ERP in step.
 ///
@@ -32,6 +32,35 @@ enum Command {
     Gen(GenArgs),
     /// Read the state directory offline and print JSON.
     Inspect(InspectArgs),
+    /// Checkpoint, restore or rebuild the state directory.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write a consistent checkpoint of state.path into a new directory (works while running).
+    Checkpoint {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The new directory to write the checkpoint into.
+        dir: PathBuf,
+    },
+    /// Copy a checkpoint into an empty state.path; the next `tally run` resumes after it.
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The checkpoint directory.
+        from: PathBuf,
+    },
+    /// Rebuild state from the input stream into a fresh directory, with its own consumer,
+    /// until caught up; the outputs it recomputes are dropped (they were sent already).
+    Rebuild {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The fresh directory to rebuild into; point state.path at it afterwards.
+        into: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -112,6 +141,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
             let js = async_nats::jetstream::new(client);
             gencli::run(&js, &args.traffic, app::shutdown_on_signals()).await
+        }
+        Command::State(StateCommand::Checkpoint { config, dir }) => {
+            let config = Config::load(config.config.as_deref())?;
+            let position = stateops::checkpoint(&config, &dir)?;
+            println!("Checkpoint written to {} (committed stream sequence {position}).", dir.display());
+            Ok(())
+        }
+        Command::State(StateCommand::Restore { config, from }) => {
+            let config = Config::load(config.config.as_deref())?;
+            let position = stateops::restore(&config, &from)?;
+            println!(
+                "Restored {} into {}; tally run resumes after stream sequence {position}.",
+                from.display(),
+                config.state.path.display()
+            );
+            Ok(())
+        }
+        Command::State(StateCommand::Rebuild { config, into }) => {
+            let config = Config::load(config.config.as_deref())?;
+            let position = stateops::rebuild(&config, &into, telemetry::install()?).await?;
+            println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
+            Ok(())
         }
         Command::Inspect(args) => {
             let value = match args.what {
