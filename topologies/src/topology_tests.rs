@@ -2,21 +2,14 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
-use tally_state::{Cf, MemStore, Overlay, Store};
+use tally_state::{Cf, Store};
 
-use crate::aggregates::{self, OutboxEntry, SkuDay, StoreDay};
 use crate::decode::RejectReason;
-use crate::keys;
-use crate::outputs::Emitted;
-use crate::topology::{InputMessage, Outcome, Retail, TopologyConfig};
-
-fn day() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
-}
+use crate::test_support::Harness;
+use crate::topology::Outcome;
 
 fn dec(text: &str) -> Decimal {
     Decimal::from_str(text).unwrap()
@@ -37,68 +30,6 @@ fn void(id: &str, target: &str) -> serde_json::Value {
 fn movement(id: &str, sku: &str, qty: &str, reason: &str) -> serde_json::Value {
     json!({"type": "inventory.movement", "id": id, "store": "0042", "occurred_at": "2026-11-27T10:20:00-05:00",
            "business_day": "2026-11-27", "reason": reason, "lines": [{"sku": sku, "qty": qty}]})
-}
-
-/// Applies each payload in its own committed batch, as the processor would.
-struct Harness {
-    store: MemStore,
-    retail: Retail,
-    seq: u64,
-    /// The fake processing-time clock.
-    now: DateTime<Utc>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Harness::with(TopologyConfig::default())
-    }
-
-    fn with(config: TopologyConfig) -> Self {
-        let now = DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z").unwrap().to_utc();
-        Harness { store: MemStore::default(), retail: Retail::new(config), seq: 0, now }
-    }
-
-    /// Runs the processing-time tick after moving the fake clock forward.
-    fn tick_after(&mut self, elapsed: Duration) -> Emitted {
-        self.now += elapsed;
-        let mut txn = Overlay::new(&self.store);
-        let emitted = self.retail.tick(&mut txn, self.now).unwrap();
-        self.store.write(txn.into_batch()).unwrap();
-        emitted
-    }
-
-    fn send(&mut self, subject: &str, payload: &[u8]) -> Outcome {
-        self.seq += 1;
-        let mut txn = Overlay::new(&self.store);
-        let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
-        let applied = self.retail.apply(&mut txn, &msg, self.now).unwrap();
-        self.store.write(txn.into_batch()).unwrap();
-        applied.outcome
-    }
-
-    fn pos(&mut self, value: &serde_json::Value) -> Outcome {
-        self.send("retail.pos.0042", value.to_string().as_bytes())
-    }
-
-    fn inventory(&mut self, value: &serde_json::Value) -> Outcome {
-        self.send("retail.inventory.0042", value.to_string().as_bytes())
-    }
-
-    fn store_day(&self) -> StoreDay {
-        let bytes = self.store.get(Cf::Aggregates, &keys::store_day("0042", day())).unwrap().unwrap_or_default();
-        if bytes.is_empty() { StoreDay::default() } else { aggregates::decode(&bytes).unwrap() }
-    }
-
-    fn sku(&self, sku: &str) -> SkuDay {
-        match self.store.get(Cf::Aggregates, &keys::sku_day("0042", day(), sku)).unwrap() {
-            Some(bytes) => aggregates::decode(&bytes).unwrap(),
-            None => SkuDay::default(),
-        }
-    }
-
-    fn outbox(&self) -> Vec<OutboxEntry> {
-        self.store.scan_from(Cf::Outbox, &[], 1000).unwrap().iter().map(|(_, v)| aggregates::decode(v).unwrap()).collect()
-    }
 }
 
 // Proves a sale updates store-day and sku-day totals exactly.
