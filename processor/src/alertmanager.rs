@@ -105,12 +105,16 @@ impl Memory {
 /// Builds the alerts to push at wall-clock `now` from the state's latest revisions (CONTRACT §4
 /// JSON). Pure, so that the rules about `startsAt`/`endsAt` are unit-tested.
 pub fn build(revisions: &[Value], memory: &Memory, now: DateTime<Utc>, resend: Duration) -> Push {
-    let expiry = chrono::Duration::from_std(resend * EXPIRY_INTERVALS).unwrap_or(chrono::Duration::hours(1));
+    let expiry =
+        chrono::Duration::from_std(resend * EXPIRY_INTERVALS).unwrap_or(chrono::Duration::hours(1));
     let today = now.date_naive();
     let mut push = Push::default();
     for alert in revisions {
-        let (Some(id), Some(revision), Some(state)) = (alert["id"].as_str(), alert["revision"].as_u64(), alert["state"].as_str())
-        else {
+        let (Some(id), Some(revision), Some(state)) = (
+            alert["id"].as_str(),
+            alert["revision"].as_u64(),
+            alert["state"].as_str(),
+        ) else {
             continue;
         };
         let severity = alert["severity"].as_str().unwrap_or("warning");
@@ -118,16 +122,23 @@ pub fn build(revisions: &[Value], memory: &Memory, now: DateTime<Utc>, resend: D
         // Alertmanager needs startsAt ≤ endsAt; event time may run ahead of the wall clock.
         let starts_at = time(&alert["over_since"]).unwrap_or(evaluated_at).min(now);
         if is_active(alert, state, today) {
-            push.alerts.push(am_alert(alert, severity, starts_at, now + expiry));
-            if let Some((_, previous)) = memory.active.get(id).filter(|(_, s)| s.as_str() != severity) {
+            push.alerts
+                .push(am_alert(alert, severity, starts_at, now + expiry));
+            if let Some((_, previous)) = memory
+                .active
+                .get(id)
+                .filter(|(_, s)| s.as_str() != severity)
+            {
                 push.alerts.push(am_alert(alert, previous, starts_at, now));
             }
-            push.active.insert(id.to_string(), (revision, severity.to_string()));
+            push.active
+                .insert(id.to_string(), (revision, severity.to_string()));
         } else if !memory.sent_inactive.contains(&(id.to_string(), revision)) {
             // A past endsAt is what tells Alertmanager the alert is resolved.
             let ends_at = evaluated_at.min(now).max(starts_at);
             for severity in SEVERITIES {
-                push.alerts.push(am_alert(alert, severity, starts_at, ends_at));
+                push.alerts
+                    .push(am_alert(alert, severity, starts_at, ends_at));
             }
             push.inactive.push((id.to_string(), revision));
         }
@@ -140,10 +151,16 @@ fn is_active(alert: &Value, state: &str, today: NaiveDate) -> bool {
     match state {
         "firing" => true,
         "final" => {
-            let drift = alert["drift_units"].as_str().and_then(|d| d.parse::<rust_decimal::Decimal>().ok());
-            let day = alert["business_day"].as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            let drift = alert["drift_units"]
+                .as_str()
+                .and_then(|d| d.parse::<rust_decimal::Decimal>().ok());
+            let day = alert["business_day"]
+                .as_str()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
             match (drift, day) {
-                (Some(drift), Some(day)) => !drift.is_zero() && (today - day).num_days() <= FINAL_ACTIVE_DAYS,
+                (Some(drift), Some(day)) => {
+                    !drift.is_zero() && (today - day).num_days() <= FINAL_ACTIVE_DAYS
+                }
                 _ => false,
             }
         }
@@ -152,10 +169,17 @@ fn is_active(alert: &Value, state: &str, today: NaiveDate) -> bool {
 }
 
 fn time(value: &Value) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(value.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
-fn am_alert(alert: &Value, severity: &str, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> AmAlert {
+fn am_alert(
+    alert: &Value,
+    severity: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+) -> AmAlert {
     let text = |key: &str| match &alert[key] {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -167,8 +191,10 @@ fn am_alert(alert: &Value, severity: &str, starts_at: DateTime<Utc>, ends_at: Da
         labels.insert(key.to_string(), text(key));
     }
     labels.insert("severity".to_string(), severity.to_string());
-    let unmatched: Vec<&str> =
-        alert["unmatched"].as_array().map(|ids| ids.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let unmatched: Vec<&str> = alert["unmatched"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let mut annotations = std::collections::BTreeMap::new();
     annotations.insert(
         "summary".to_string(),
@@ -184,12 +210,25 @@ fn am_alert(alert: &Value, severity: &str, starts_at: DateTime<Utc>, ends_at: Da
             text("state"),
         ),
     );
-    for key in ["expected_units", "recorded_units", "drift_units", "drift_value", "drift_ratio", "state", "revision"] {
+    for key in [
+        "expected_units",
+        "recorded_units",
+        "drift_units",
+        "drift_value",
+        "drift_ratio",
+        "state",
+        "revision",
+    ] {
         annotations.insert(key.to_string(), text(key));
     }
     annotations.insert("alert_id".to_string(), text("id"));
     annotations.insert("unmatched".to_string(), unmatched.join(", "));
-    AmAlert { labels, annotations, starts_at: rfc3339(starts_at), ends_at: rfc3339(ends_at) }
+    AmAlert {
+        labels,
+        annotations,
+        starts_at: rfc3339(starts_at),
+        ends_at: rfc3339(ends_at),
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -217,20 +256,36 @@ pub struct Pusher {
 
 impl Pusher {
     /// From `[alertmanager]`; `None` when the URL is empty.
-    pub fn from_config(store: Arc<dyn Store>, config: &crate::config::AlertmanagerConfig) -> anyhow::Result<Option<Pusher>> {
+    pub fn from_config(
+        store: Arc<dyn Store>,
+        config: &crate::config::AlertmanagerConfig,
+    ) -> anyhow::Result<Option<Pusher>> {
         if config.url.trim().is_empty() {
             return Ok(None);
         }
         let base = reqwest::Url::parse(config.url.trim())
             .map_err(|err| anyhow::anyhow!("alertmanager.url is not a URL: {err}"))?;
         let endpoint = base
-            .join(&format!("{}/api/v2/alerts", base.path().trim_end_matches('/')))
+            .join(&format!(
+                "{}/api/v2/alerts",
+                base.path().trim_end_matches('/')
+            ))
             .map_err(|err| anyhow::anyhow!("alertmanager.url: {err}"))?;
         let resend = crate::config::parse_duration(&config.resend_interval)
             .map_err(|err| anyhow::anyhow!("alertmanager.resend_interval: {err}"))?;
-        anyhow::ensure!(!resend.is_zero(), "alertmanager.resend_interval must be more than 0");
-        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
-        Ok(Some(Pusher { store, endpoint, resend, client }))
+        anyhow::ensure!(
+            !resend.is_zero(),
+            "alertmanager.resend_interval must be more than 0"
+        );
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Some(Pusher {
+            store,
+            endpoint,
+            resend,
+            client,
+        }))
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -275,12 +330,18 @@ impl Pusher {
     /// Reads the alerts and pushes them when something changed or `resend_due`; remembers what
     /// Alertmanager accepted. Returns how many Alertmanager alerts were sent, `None` when no
     /// push was needed.
-    pub async fn push_once(&self, memory: &mut Memory, resend_due: bool) -> Result<Option<usize>, PushError> {
+    pub async fn push_once(
+        &self,
+        memory: &mut Memory,
+        resend_due: bool,
+    ) -> Result<Option<usize>, PushError> {
         let reader = Arc::clone(&self.store);
-        let revisions = tokio::task::spawn_blocking(move || tally_topologies::report::alerts(reader.as_ref(), None, usize::MAX))
-            .await
-            .map_err(|err| PushError::State(err.to_string()))?
-            .map_err(|err| PushError::State(err.to_string()))?;
+        let revisions = tokio::task::spawn_blocking(move || {
+            tally_topologies::report::alerts(reader.as_ref(), None, usize::MAX)
+        })
+        .await
+        .map_err(|err| PushError::State(err.to_string()))?
+        .map_err(|err| PushError::State(err.to_string()))?;
         let push = build(&revisions, memory, Utc::now(), self.resend);
         if push.alerts.is_empty() || !(resend_due || push.changes(memory)) {
             return Ok(None);
@@ -295,14 +356,22 @@ impl Pusher {
 
     async fn post(&self, alerts: &[AmAlert]) -> Result<(), PushError> {
         // `without_url`: the error's text would otherwise carry the URL and its credentials.
-        let response =
-            self.client.post(self.endpoint.clone()).json(alerts).send().await.map_err(|e| PushError::Http(e.without_url()))?;
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .json(alerts)
+            .send()
+            .await
+            .map_err(|e| PushError::Http(e.without_url()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
-        Err(PushError::Status { status: status.as_u16(), body: body.chars().take(ERROR_BODY_CHARS).collect() })
+        Err(PushError::Status {
+            status: status.as_u16(),
+            body: body.chars().take(ERROR_BODY_CHARS).collect(),
+        })
     }
 }
 
@@ -312,7 +381,9 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn alert(state: &str, revision: u64, day: &str, drift: &str, severity: &str) -> Value {
@@ -330,7 +401,12 @@ mod tests {
     #[test]
     fn firing_is_active_with_labels_and_annotations() {
         let memory = Memory::default();
-        let push = build(&[alert("firing", 2, "2026-11-27", "3", "warning")], &memory, now(), RESEND);
+        let push = build(
+            &[alert("firing", 2, "2026-11-27", "3", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        );
         assert_eq!(push.alerts.len(), 1);
         let a = &push.alerts[0];
         assert_eq!(a.labels["alertname"], ALERT_NAME);
@@ -344,13 +420,29 @@ mod tests {
         assert_eq!(a.annotations["unmatched"], "T1, T2");
         assert_eq!(a.annotations["alert_id"], "drift/0042/2026-11-27/100234");
         assert_eq!(a.annotations["revision"], "2");
-        assert!(a.annotations["summary"].contains("drift 3 units"), "{}", a.annotations["summary"]);
-        assert_eq!(a.starts_at, "2026-11-27T12:00:00.000Z", "over_since 15:30Z is after now: clamped to now");
+        assert!(
+            a.annotations["summary"].contains("drift 3 units"),
+            "{}",
+            a.annotations["summary"]
+        );
+        assert_eq!(
+            a.starts_at, "2026-11-27T12:00:00.000Z",
+            "over_since 15:30Z is after now: clamped to now"
+        );
         assert_eq!(a.ends_at, "2026-11-27T12:03:00.000Z");
         let mut memory = memory;
         memory.accepted(push);
-        let again = build(&[alert("firing", 2, "2026-11-27", "3", "warning")], &memory, now(), RESEND);
-        assert_eq!(again.alerts.len(), 1, "active alerts are re-sent every time");
+        let again = build(
+            &[alert("firing", 2, "2026-11-27", "3", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        );
+        assert_eq!(
+            again.alerts.len(),
+            1,
+            "active alerts are re-sent every time"
+        );
     }
 
     // Proves a resolved revision is sent once per process, under both severities, with
@@ -361,7 +453,11 @@ mod tests {
         let revisions = [alert("resolved", 3, "2026-11-26", "0", "warning")];
         let push = build(&revisions, &memory, now(), RESEND);
         assert_eq!(push.alerts.len(), 2);
-        let severities: HashSet<&str> = push.alerts.iter().map(|a| a.labels["severity"].as_str()).collect();
+        let severities: HashSet<&str> = push
+            .alerts
+            .iter()
+            .map(|a| a.labels["severity"].as_str())
+            .collect();
         assert_eq!(severities, HashSet::from(["warning", "critical"]));
         for a in &push.alerts {
             assert_eq!(a.starts_at, "2026-11-26T15:30:00.000Z");
@@ -387,14 +483,35 @@ mod tests {
     #[test]
     fn final_is_active_only_while_recent_with_drift() {
         let memory = Memory::default();
-        let recent = build(&[alert("final", 4, "2026-11-25", "3", "warning")], &memory, now(), RESEND);
+        let recent = build(
+            &[alert("final", 4, "2026-11-25", "3", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        );
         assert_eq!(recent.alerts.len(), 1);
         assert_eq!(recent.alerts[0].ends_at, "2026-11-27T12:03:00.000Z");
-        let old = build(&[alert("final", 4, "2026-11-20", "3", "warning")], &memory, now(), RESEND);
+        let old = build(
+            &[alert("final", 4, "2026-11-20", "3", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        );
         assert_eq!(old.alerts.len(), 2, "sent once as resolved");
-        assert!(old.alerts.iter().all(|a| a.ends_at == "2026-11-20T15:45:12.000Z"));
-        let zero = build(&[alert("final", 4, "2026-11-27", "0", "warning")], &memory, now(), RESEND);
-        assert!(zero.alerts.iter().all(|a| a.ends_at.as_str() <= "2026-11-27T12:00:00.000Z"));
+        assert!(old
+            .alerts
+            .iter()
+            .all(|a| a.ends_at == "2026-11-20T15:45:12.000Z"));
+        let zero = build(
+            &[alert("final", 4, "2026-11-27", "0", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        );
+        assert!(zero
+            .alerts
+            .iter()
+            .all(|a| a.ends_at.as_str() <= "2026-11-27T12:00:00.000Z"));
     }
 
     // Proves a push is due on a new revision or a new resolve, and not when nothing changed.
@@ -419,8 +536,18 @@ mod tests {
     #[test]
     fn severity_change_resolves_the_old_label_set() {
         let mut memory = Memory::default();
-        memory.accepted(build(&[alert("firing", 1, "2026-11-27", "3", "warning")], &memory, now(), RESEND));
-        let push = build(&[alert("firing", 2, "2026-11-27", "30", "critical")], &memory, now(), RESEND);
+        memory.accepted(build(
+            &[alert("firing", 1, "2026-11-27", "3", "warning")],
+            &memory,
+            now(),
+            RESEND,
+        ));
+        let push = build(
+            &[alert("firing", 2, "2026-11-27", "30", "critical")],
+            &memory,
+            now(),
+            RESEND,
+        );
         assert_eq!(push.alerts.len(), 2);
         assert_eq!(push.alerts[0].labels["severity"], "critical");
         assert_eq!(push.alerts[0].ends_at, "2026-11-27T12:03:00.000Z");
@@ -433,7 +560,10 @@ mod tests {
     fn redacted_url_has_no_credentials() {
         let url = reqwest::Url::parse("https://user:s3cret@am.example:9093/api/v2/alerts").unwrap();
         let shown = redacted(&url);
-        assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
         assert_eq!(shown, "https://am.example:9093/api/v2/alerts");
     }
 
@@ -442,12 +572,23 @@ mod tests {
     fn endpoint_keeps_the_base_path() {
         let store: Arc<dyn Store> = Arc::new(tally_state::MemStore::default());
         for (base, want) in [
-            ("http://127.0.0.1:9093", "http://127.0.0.1:9093/api/v2/alerts"),
-            ("http://127.0.0.1:9093/", "http://127.0.0.1:9093/api/v2/alerts"),
+            (
+                "http://127.0.0.1:9093",
+                "http://127.0.0.1:9093/api/v2/alerts",
+            ),
+            (
+                "http://127.0.0.1:9093/",
+                "http://127.0.0.1:9093/api/v2/alerts",
+            ),
             ("http://h/am/", "http://h/am/api/v2/alerts"),
         ] {
-            let config = crate::config::AlertmanagerConfig { url: base.into(), resend_interval: "1m".into() };
-            let pusher = Pusher::from_config(Arc::clone(&store), &config).unwrap().unwrap();
+            let config = crate::config::AlertmanagerConfig {
+                url: base.into(),
+                resend_interval: "1m".into(),
+            };
+            let pusher = Pusher::from_config(Arc::clone(&store), &config)
+                .unwrap()
+                .unwrap();
             assert_eq!(pusher.endpoint.as_str(), want);
         }
         let off = crate::config::AlertmanagerConfig::default();
