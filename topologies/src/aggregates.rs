@@ -72,9 +72,10 @@ pub struct Unmatched {
     pub id: String,
 }
 
-/// Unmatched transactions kept per key. Alerts show the newest 20; a few more are kept so that
-/// a late movement for one of them does not leave the list short.
-pub const UNMATCHED_KEEP: usize = 40;
+/// Unmatched transactions kept per key. Alerts show the newest 20; more are kept so that late
+/// movements for the newest ones still leave 20 to show. Beyond this bound (a key with over
+/// 100 transactions awaiting their movement at once) the oldest ids are dropped.
+pub const UNMATCHED_KEEP: usize = 100;
 pub const UNMATCHED_SHOWN: usize = 20;
 
 impl SkuDay {

@@ -74,8 +74,14 @@ pub fn price(store: &str, sku: &str) -> Vec<u8> {
     KeyWriter::new().tag(TAG_PRICE).str(store).str(sku).finish()
 }
 
-/// (store, POS transaction id) → present once an inventory movement referenced it (`ref`).
-pub fn reference(store: &str, transaction_id: &str) -> Vec<u8> {
+/// (store, POS transaction id, sku) → present once an inventory movement of that sku
+/// referenced the transaction (`ref`).
+pub fn reference(store: &str, transaction_id: &str, sku: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_REFERENCE).str(store).str(transaction_id).str(sku).finish()
+}
+
+/// Every reference to one transaction, whatever the sku.
+pub fn references_prefix(store: &str, transaction_id: &str) -> Vec<u8> {
     KeyWriter::new().tag(TAG_REFERENCE).str(store).str(transaction_id).finish()
 }
 

@@ -104,7 +104,7 @@ impl Retail {
         // The posting reads and updates sku-days too, so it runs after the drift pass is stored.
         totals = postings::load_store_day(txn, &step.store, day)?;
         let dirty_since = totals.posting.dirty_since;
-        let posting = postings::next_posting(txn, &step.store, day, &mut totals, Kind::Final)?;
+        let posting = postings::next_posting(txn, &step.store, day, &mut totals, Kind::Final, &self.config().default_currency)?;
         totals.finalized = true;
         txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
         if let Some(posting) = posting {
@@ -198,7 +198,7 @@ impl Retail {
                 continue;
             }
             let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Interim };
-            let posting = postings::next_posting(txn, &store, day, &mut totals, kind)?;
+            let posting = postings::next_posting(txn, &store, day, &mut totals, kind, &self.config().default_currency)?;
             txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));
             if let Some(posting) = posting {
                 self.send_posting(txn, &store, posting, &mut emitted)?;

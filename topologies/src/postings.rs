@@ -115,6 +115,7 @@ pub fn next_posting(
     day: NaiveDate,
     totals: &mut StoreDay,
     kind: Kind,
+    default_currency: &str,
 ) -> Result<Option<Posting>, TopologyError> {
     let lines = post_lines(txn, store, day)?;
     let book = &mut totals.posting;
@@ -158,7 +159,7 @@ pub fn next_posting(
         "business_day": day.format("%Y-%m-%d").to_string(),
         "seq": totals.posting.seq,
         "kind": kind.as_str(),
-        "currency": totals.currency,
+        "currency": totals.currency.as_deref().unwrap_or(default_currency),
         "lines": lines,
         "tenders": tenders,
         "control": control,

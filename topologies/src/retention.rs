@@ -51,6 +51,7 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         delete_prefix(txn, &prefix, |_| Ok(()))?;
     }
     let index_prefix = day_index_prefix(store, day);
+    let mut referenced = Vec::new();
     delete_prefix(txn, &index_prefix, |txn_and_key| {
         let (txn, key) = txn_and_key;
         let mut reader = KeyReader::new(&key[index_prefix.len()..]);
@@ -60,11 +61,15 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         match kind {
             k if k == Indexed::Seen as u8 => txn.delete(Cf::Dedupe, keys::seen(store, &id)),
             k if k == Indexed::PendingVoid as u8 => txn.delete(Cf::Voids, keys::pending_void(store, &id)),
-            k if k == Indexed::Reference as u8 => txn.delete(Cf::Aggregates, keys::reference(store, &id)),
+            k if k == Indexed::Reference as u8 => referenced.push(id),
             _ => {}
         }
         Ok(())
-    })
+    })?;
+    for id in referenced {
+        delete_prefix(txn, &keys::references_prefix(store, &id), |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// Deletes every `Aggregates` key under `prefix`, calling `also` for each first.

@@ -275,12 +275,8 @@ impl Retail {
     /// Applies a transaction with lines, unless a void for it arrived first; returns that void's id.
     fn apply_transaction(&self, txn: &mut Overlay<'_>, step: &mut Step, tx: &PosTransaction) -> Result<Option<String>, TopologyError> {
         self.update_store_day(txn, step, tx.business_day, |day| day.note_seq(tx))?;
-        let void_key = keys::pending_void(&tx.store, &tx.id);
-        if let Some(void_id) = txn.get(Cf::Voids, &void_key)? {
-            txn.delete(Cf::Voids, void_key);
-            return Ok(Some(String::from_utf8_lossy(&void_id).into_owned()));
-        }
-        self.apply_transaction_effect(txn, step, tx, Decimal::ONE)?;
+        // A voided sale's price is still the latest price seen: drift values must not depend on
+        // whether the void came first.
         for line in &tx.lines {
             let key = keys::price(&tx.store, &line.sku);
             let newer = match read::<LatestPrice>(txn, Cf::Aggregates, &key, "latest price")? {
@@ -292,6 +288,12 @@ impl Retail {
                 txn.put(Cf::Aggregates, key, aggregates::encode(&price));
             }
         }
+        let void_key = keys::pending_void(&tx.store, &tx.id);
+        if let Some(void_id) = txn.get(Cf::Voids, &void_key)? {
+            txn.delete(Cf::Voids, void_key);
+            return Ok(Some(String::from_utf8_lossy(&void_id).into_owned()));
+        }
+        self.apply_transaction_effect(txn, step, tx, Decimal::ONE)?;
         Ok(None)
     }
 
@@ -309,9 +311,9 @@ impl Retail {
         let mut totals = postings::load_store_day(txn, &store, tx.business_day)?;
         postings::mark_dirty(txn, &store, tx.business_day, &mut totals, now);
         txn.put(Cf::Aggregates, keys::store_day(&store, tx.business_day), aggregates::encode(&totals));
-        let referenced = txn.get(Cf::Aggregates, &keys::reference(&store, &tx.id))?.is_some();
         for line in &tx.lines {
             let expects_movement = line.qty.is_sign_positive() || line.restock;
+            let referenced = txn.get(Cf::Aggregates, &keys::reference(&store, &tx.id, &line.sku))?.is_some();
             self.update_sku_day(txn, step, tx.business_day, &line.sku, |sku| {
                 sku.apply_line(line, sign);
                 if sign.is_sign_negative() {
@@ -344,7 +346,9 @@ impl Retail {
         reference: &str,
         movement: &InventoryMovement,
     ) -> Result<(), TopologyError> {
-        txn.put(Cf::Aggregates, keys::reference(store, reference), Vec::new());
+        for line in &movement.lines {
+            txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
+        }
         retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
         let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
             return Ok(());
