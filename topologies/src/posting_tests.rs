@@ -170,7 +170,6 @@ fn changes_that_cancel_out_post_nothing_and_take_no_seq() {
 // Proves every posting names a currency, the configured default when the day saw no sale that
 // named one (here: only a transaction cancelled by its earlier void, and movements).
 #[test]
-#[ignore = "bug: postings::next_posting writes StoreDay.currency, which only apply_transaction_effect sets, so a day without an applied transaction posts \"currency\": null instead of the default currency"]
 fn final_posting_of_a_day_without_applied_sales_names_the_default_currency() {
     let mut h = harness();
     h.record(&void_at(S, "V1", "2026-11-27T10:00:00Z", "T1"));
