@@ -93,6 +93,7 @@ pub async fn run_with_store(
         health,
         outbox_notify: notify,
         last_tick: std::sync::Mutex::new(std::time::Instant::now()),
+        client: client.clone(),
     };
     let result = runner.run(&js, shutdown.clone()).await;
     let _ = stop.send(true);

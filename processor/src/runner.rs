@@ -31,6 +31,8 @@ pub struct Runner {
     pub outbox_notify: Arc<Notify>,
     /// When the processing-time tick last ran.
     pub last_tick: std::sync::Mutex<Instant>,
+    /// The NATS connection, whose state clears a stale stream error while idle.
+    pub client: async_nats::Client,
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -61,6 +63,11 @@ impl Runner {
             let first = tokio::select! {
                 next = messages.next() => next,
                 _ = tokio::time::sleep(idle_wait) => {
+                    // An idle stream after a reconnect yields nothing to clear its last error;
+                    // a live connection is what readiness needs while there is no input.
+                    if self.client.connection_state() == async_nats::connection::State::Connected {
+                        self.health.set(Component::Nats, Ok(()));
+                    }
                     self.process(Vec::new(), &mut shutdown).await?;
                     continue;
                 }
