@@ -12,10 +12,12 @@
 //! - [`fixtures`]: builders for the contract's input records.
 //! - [`prom`]: a small parser for the Prometheus text format.
 //! - [`wait`]: [`wait_until`], polling with a deadline instead of sleeping.
+//! - [`crash`]: output-stream invariants, posting sums and a wire tap for crash and fault tests.
 //!
 //! Every integration test starts its own nats-server and tally, so tests run in parallel.
 
 pub mod alertmanager;
+pub mod crash;
 pub mod fixtures;
 pub mod js;
 pub mod model;
