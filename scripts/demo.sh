@@ -19,5 +19,8 @@ else
     unset CARGO_TARGET_DIR
 fi
 
-echo "demo.sh: cargo run --release -p tally-processor --bin tally -- demo $*" >&2
-exec cargo run --release -p tally-processor --bin tally -- demo "$@"
+# The dev profile, like the test suite: RocksDB's C++ build (the long part of a first build) is
+# then shared by both Quick start commands. The demo's default load is far below what even an
+# unoptimized build handles; `cargo run --release … -- demo` is the fast variant.
+echo "demo.sh: cargo run -p tally-processor --bin tally -- demo $*" >&2
+exec cargo run -p tally-processor --bin tally -- demo "$@"

@@ -13,6 +13,7 @@ use clap::Args;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay, Store};
 use tally_topologies::aggregates::{self, SkuDay};
+use tally_topologies::drift::Phase;
 use tally_topologies::{keys, report, topology};
 use tokio::sync::watch;
 
@@ -100,6 +101,8 @@ fn demo_config(args: &DemoArgs, nats_url: &str, temp: &std::path::Path) -> anyho
     config.http.listen = args.http_listen.clone();
     config.state.path = args.state.clone().unwrap_or_else(|| temp.join("state"));
     config.input.subject_prefix = args.traffic.subject_prefix.clone();
+    // Interim postings every few seconds, so a short demo shows the ERP side too.
+    config.erp.interval = "10s".into();
     let options = args.traffic.options();
     for (index, id) in gen::store_ids(&options).into_iter().enumerate() {
         let zone = gen::store_timezone(&options, index).name().to_string();
@@ -206,35 +209,59 @@ impl Summary {
         rows.sort_by(|a, b| b.2.net.cmp(&a.2.net));
         let mut out = format!(
             "tally demo — {:>5.0}s  events committed {position}  ({rate:.0}/s)  dead-lettered {dlq}  outbox {outbox}\n\n\
-             {:<6} {:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {:>11}\n",
+             {:<6} {:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {:>8} {:>8} {:>7} {:>9}\n",
             self.started.elapsed().as_secs_f64(),
-            "store", "day", "txns", "net", "tax", "dupes", "confl", "drift keys"
+            "store", "day", "txns", "net", "tax", "dupes", "confl", "lagging", "pending", "firing", "postings"
         );
         for (store_id, day, t, drift) in rows.iter().take(ROWS_MAX) {
             out.push_str(&format!(
-                "{store_id:<6} {day:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {drift:>11}\n",
-                t.transactions, t.net.round_dp(2), t.tax.round_dp(2), t.duplicates, t.conflicts
+                "{store_id:<6} {day:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {:>8} {:>8} {:>7} {:>9}\n",
+                t.transactions,
+                t.net.round_dp(2),
+                t.tax.round_dp(2),
+                t.duplicates,
+                t.conflicts,
+                drift.lagging,
+                drift.pending,
+                drift.firing,
+                t.posting.seq
             ));
         }
         let net: Decimal = rows.iter().map(|r| r.2.net).sum();
         let txns: i64 = rows.iter().map(|r| r.2.transactions).sum();
-        let drift: usize = rows.iter().map(|r| r.3).sum();
+        let firing: usize = rows.iter().map(|r| r.3.firing).sum();
+        let pending: usize = rows.iter().map(|r| r.3.pending).sum();
         out.push_str(&format!(
-            "\nall {} store-days: {txns} transactions, net {}, {drift} sku-days with |drift| >= {} units",
+            "\nall {} store-days: {txns} transactions, net {}; drift keys: {pending} pending (over threshold, \
+             settling), {firing} firing or final\n(lagging = sku-days with |drift| >= {} units, most of it normal \
+             inventory lag; http://…/v1/alerts lists the alerts)",
             rows.len(), net.round_dp(2), self.min_units
         ));
         Ok(out)
     }
 
-    fn drift_keys(&self, store_id: &str, day: chrono::NaiveDate) -> anyhow::Result<usize> {
+    fn drift_keys(&self, store_id: &str, day: chrono::NaiveDate) -> anyhow::Result<DriftCounts> {
         let rows = self.store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store_id, day), 1_000_000)?;
-        let mut count = 0;
+        let mut counts = DriftCounts::default();
         for (_, value) in rows {
             let sku: SkuDay = aggregates::decode(&value)?;
             if sku.drift_units().abs() >= self.min_units {
-                count += 1;
+                counts.lagging += 1;
+            }
+            match sku.alert.phase {
+                Phase::Pending => counts.pending += 1,
+                Phase::Firing | Phase::Final => counts.firing += 1,
+                _ => {}
             }
         }
-        Ok(count)
+        Ok(counts)
     }
+}
+
+/// Drift keys of one store-day by what they show.
+#[derive(Debug, Default, Clone, Copy)]
+struct DriftCounts {
+    lagging: usize,
+    pending: usize,
+    firing: usize,
 }
