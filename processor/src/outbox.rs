@@ -74,29 +74,51 @@ impl Publisher {
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut acks = Vec::with_capacity(entries.len());
+        let mut done = WriteBatch::default();
+        let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        let mut first_error: Option<anyhow::Error> = None;
+        // DLQ entries are independent and go out pipelined. Alerts and postings are awaited one
+        // by one: a failed posting must not let the next one of its store overtake it.
+        let mut pipelined = Vec::new();
         for (key, value) in &entries {
             let entry: OutboxEntry = aggregates::decode(value)?;
+            let kind = kind_of(&entry.subject);
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", entry.msg_id.as_str());
             for (name, value) in &entry.headers {
                 headers.insert(name.as_str(), value.as_str());
             }
-            let ack = self.js.publish_with_headers(entry.subject.clone(), headers, entry.payload.into()).await?;
-            acks.push((key.clone(), kind_of(&entry.subject), ack));
+            let ack = match self.js.publish_with_headers(entry.subject.clone(), headers, entry.payload.into()).await {
+                Ok(ack) => ack,
+                Err(err) => {
+                    first_error = Some(err.into());
+                    break;
+                }
+            };
+            if kind == "dlq" {
+                pipelined.push((key.clone(), ack));
+                continue;
+            }
+            match ack.await {
+                Ok(_) => {
+                    done.delete(Cf::Outbox, key.clone());
+                    *kinds.entry(kind).or_default() += 1;
+                }
+                Err(err) => {
+                    first_error = Some(err.into());
+                    break;
+                }
+            }
         }
-        let mut done = WriteBatch::default();
-        let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
-        let mut first_error = None;
-        for (key, kind, ack) in acks {
+        for (key, ack) in pipelined {
             match ack.await {
                 Ok(_) => {
                     done.delete(Cf::Outbox, key);
-                    *kinds.entry(kind).or_default() += 1;
+                    *kinds.entry("dlq").or_default() += 1;
                 }
-                // Later entries may be acked too; keep their deletes, retry from the failed one.
+                // Others may be acked; keep their deletes and retry this one.
                 Err(err) => {
-                    first_error.get_or_insert(err);
+                    first_error.get_or_insert(err.into());
                 }
             }
         }
@@ -109,7 +131,7 @@ impl Publisher {
             telemetry::outputs_published(kind, n);
         }
         match first_error {
-            Some(err) => Err(err.into()),
+            Some(err) => Err(err),
             None => Ok(sent),
         }
     }
