@@ -59,14 +59,26 @@ impl RocksStore {
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
+        // Most reads are point lookups of keys that may not exist yet (a new dedupe id, a new
+        // sku-day): a bloom filter answers those without reading data blocks. Index and filter
+        // blocks live in the shared cache, so memory stays within `cache_bytes`.
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_compression_type(DBCompressionType::Lz4);
+        cf_opts.set_level_compaction_dynamic_level_bytes(true);
 
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_write_buffer_manager(&write_buffers);
+        // Start-up time must not grow with state: open table files lazily and skip the
+        // statistics pass over every file at open.
+        db_opts.set_max_open_files(1024);
+        db_opts.set_skip_stats_update_on_db_open(true);
+        db_opts.set_max_background_jobs(2);
 
         // RocksDB refuses to open a database without naming every family it holds, so families
         // this version does not know (left by a newer one) are opened too, and left alone.
