@@ -428,3 +428,31 @@ pub async fn consumer_caught_up(js: &Js, stream: &str, consumer: &str) -> bool {
         && info.num_ack_pending == 0
         && info.delivered.stream_sequence >= stream_info.state.last_sequence
 }
+
+/// SIGKILLs the nats-server process that `nats` started (found by its port and store dir in
+/// `/proc`), as a server crash would: no flush, no goodbye to clients. Follow with
+/// [`NatsServer::restart`](crate::NatsServer::restart), which reaps it and starts it again on
+/// the same port and store. Panics when the process is not found.
+pub fn sigkill_nats_server(nats: &crate::NatsServer) {
+    let port = nats.port().to_string();
+    let store = nats.store_dir().display().to_string();
+    let mut killed = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_ours = args.first().is_some_and(|a| a.ends_with("nats-server"))
+            && args.windows(2).any(|w| w[0] == "-p" && w[1] == port)
+            && args.windows(2).any(|w| w[0] == "-sd" && w[1] == store);
+        if is_ours {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is the nats-server this
+            // test started, identified by its own port and store dir.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed.push(pid);
+        }
+    }
+    assert!(!killed.is_empty(), "no nats-server process with -p {port} -sd {store} found");
+}
