@@ -31,3 +31,6 @@ pub mod runner;
 pub mod stateops;
 pub mod telemetry;
 pub mod webhook;
+
+#[cfg(test)]
+mod fault_tests;

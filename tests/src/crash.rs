@@ -92,8 +92,14 @@ impl PostingSums {
             .iter()
             .map(|(sku, t)| (sku.clone(), [t.sold_units - t.returned_units, t.gross, t.discount, t.net, t.tax]))
             .collect();
-        PostingSums { transactions: totals.transactions, net: totals.net, tax: totals.tax, tenders: totals.tenders, lines }
-            .normalized()
+        PostingSums {
+            transactions: totals.transactions,
+            net: totals.net,
+            tax: totals.tax,
+            tenders: totals.tenders,
+            lines,
+        }
+        .normalized()
     }
 }
 
@@ -157,7 +163,11 @@ impl Outputs {
         for (id, revisions) in outputs.alerts.iter_mut() {
             revisions.sort_by_key(|a| a["revision"].as_u64().expect("alert revision"));
             for (i, alert) in revisions.iter().enumerate() {
-                assert_eq!(alert["revision"].as_u64(), Some(i as u64 + 1), "alert {id}: revisions must be gapless from 1");
+                assert_eq!(
+                    alert["revision"].as_u64(),
+                    Some(i as u64 + 1),
+                    "alert {id}: revisions must be gapless from 1"
+                );
             }
         }
         for (msg_id, message) in read_unique(js, crate::DLQ_STREAM).await {
@@ -279,7 +289,9 @@ impl WireTap {
         let mut subs = Vec::new();
         for pattern in ["erp.postings.*", "alerts.drift.*", "dlq.*"] {
             let subject = format!("{prefix}.{pattern}");
-            subs.push(js.client.subscribe(subject.clone()).await.unwrap_or_else(|e| panic!("subscribe {subject}: {e}")));
+            subs.push(
+                js.client.subscribe(subject.clone()).await.unwrap_or_else(|e| panic!("subscribe {subject}: {e}")),
+            );
         }
         js.client.flush().await.expect("flush the subscriptions");
         let mut all = futures::stream::select_all(subs);

@@ -78,19 +78,47 @@ fn business_day() -> Vec<Input> {
             .collect();
         let mut extra = Vec::new();
         for n in 1..=3 {
-            let tx = transaction(&format!("X-{store}-ND{n}"), store, DAY, vec![line(1, "900001", "2", "12.50")], vec![tender("card", "25.00")]);
+            let tx = transaction(
+                &format!("X-{store}-ND{n}"),
+                store,
+                DAY,
+                vec![line(1, "900001", "2", "12.50")],
+                vec![tender("card", "25.00")],
+            );
             extra.push(Input::json(pos.clone(), tx, None));
         }
-        let matched = transaction(&format!("X-{store}-M1"), store, DAY, vec![line_full(1, "900002", "3", "4.00", "0.50", "0.92")], vec![tender("cash", "12.42")]);
+        let matched = transaction(
+            &format!("X-{store}-M1"),
+            store,
+            DAY,
+            vec![line_full(1, "900002", "3", "4.00", "0.50", "0.92")],
+            vec![tender("cash", "12.42")],
+        );
         extra.push(Input::json(pos.clone(), matched.clone(), None));
         let mut decrement = fixtures::movement(&format!("X-{store}-MV1"), store, DAY, "sale", &[("900002", "-3")]);
         decrement["ref"] = json!(format!("X-{store}-M1"));
         extra.push(Input::json(inventory.clone(), decrement, None));
-        let ret = transaction(&format!("X-{store}-R1"), store, DAY, vec![return_line(1, "900003", "-1", "30.00", "-2.40", true)], vec![tender("card", "-32.40")]);
+        let ret = transaction(
+            &format!("X-{store}-R1"),
+            store,
+            DAY,
+            vec![return_line(1, "900003", "-1", "30.00", "-2.40", true)],
+            vec![tender("card", "-32.40")],
+        );
         extra.push(Input::json(pos.clone(), ret, None));
-        let voided = transaction(&format!("X-{store}-V1"), store, DAY, vec![line(1, "900004", "5", "9.99")], vec![tender("cash", "49.95")]);
+        let voided = transaction(
+            &format!("X-{store}-V1"),
+            store,
+            DAY,
+            vec![line(1, "900004", "5", "9.99")],
+            vec![tender("cash", "49.95")],
+        );
         extra.push(Input::json(pos.clone(), voided, None));
-        extra.push(Input::json(pos.clone(), fixtures::void(&format!("X-{store}-VOID1"), store, DAY, &format!("X-{store}-V1")), None));
+        extra.push(Input::json(
+            pos.clone(),
+            fixtures::void(&format!("X-{store}-VOID1"), store, DAY, &format!("X-{store}-V1")),
+            None,
+        ));
         let mut conflicting = matched.clone();
         conflicting["lines"][0]["qty"] = json!("4");
         extra.push(Input::json(pos.clone(), conflicting, Some("conflict")));
@@ -145,7 +173,12 @@ fn garbage(n: usize) -> Input {
     let subject = fixtures::pos_subject(PREFIX, store);
     let mut tx = transaction(&format!("G-{store}-{n}"), store, DAY, vec![line(1, "900009", "1", "1.00")], vec![]);
     match (n / GARBAGE_EVERY) % 3 {
-        0 => Input { subject, payload: format!("{{\"type\": \"pos.transaction\", \"id\": {n}").into_bytes(), record: None, dlq: Some("decode") },
+        0 => Input {
+            subject,
+            payload: format!("{{\"type\": \"pos.transaction\", \"id\": {n}").into_bytes(),
+            record: None,
+            dlq: Some("decode"),
+        },
         1 => {
             tx["lines"][0]["unit_price"] = json!("1.0.0");
             Input::json(subject, tx, Some("decimal"))
@@ -208,7 +241,9 @@ async fn wait_finished(tally: &Tally, js: &Js, dlq_expected: u64) {
     if !finished {
         let mut days = Vec::new();
         for store in STORES {
-            days.push(tally.try_http_get(&format!("/v1/stores/{store}/days/{DAY}")).await.map(|(_, b)| b["postings"].clone()));
+            days.push(
+                tally.try_http_get(&format!("/v1/stores/{store}/days/{DAY}")).await.map(|(_, b)| b["postings"].clone()),
+            );
         }
         panic!(
             "tally did not finish within {FINISH_TIMEOUT:?}: consumer {}, postings {days:?}, ERP {} ALERTS {} DLQ {} (want {dlq_expected})\n{}",
@@ -356,7 +391,11 @@ async fn sigkill_at_random_moments_changes_nothing() {
     let crashed_sums = crashed.outputs.posting_sums();
     for store in STORES {
         let key = (store.to_string(), DAY.to_string());
-        assert_eq!(clean_sums.get(&key), Some(&PostingSums::expected(&model, store, DAY)), "crash-free postings vs model, {store}");
+        assert_eq!(
+            clean_sums.get(&key),
+            Some(&PostingSums::expected(&model, store, DAY)),
+            "crash-free postings vs model, {store}"
+        );
         assert_eq!(crashed_sums.get(&key), clean_sums.get(&key), "{store}: posting sums after kills ({context})");
         for (run, outputs) in [("crash-free", &clean.outputs), ("crashed", &crashed.outputs)] {
             let kinds = outputs.kinds(store, DAY);

@@ -14,7 +14,9 @@ use async_nats::jetstream::stream::DiscardPolicy;
 use serde_json::Value;
 use tally_tests::crash::{self, metric, Tmpfs};
 use tally_tests::fixtures::{self, DAY};
-use tally_tests::{assert_dlq_entry, wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, Tally, DLQ_STREAM};
+use tally_tests::{
+    assert_dlq_entry, wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, Tally, DLQ_STREAM,
+};
 
 const PREFIX: &str = "retail";
 /// How long tally may take to notice a fault or a recovery and say so on /readyz. The outbox
@@ -77,7 +79,8 @@ impl Published {
         assert_eq!(dlq.len(), self.garbage.len(), "one DLQ entry per rejected input");
         for (seq, payload) in &self.garbage {
             let entry = dlq.iter().find(|m| m.header("Tally-Source-Sequence") == Some(seq.to_string().as_str()));
-            let subject = entry.map(|m| m.header("Tally-Source-Subject").unwrap_or_default().to_string()).unwrap_or_default();
+            let subject =
+                entry.map(|m| m.header("Tally-Source-Subject").unwrap_or_default().to_string()).unwrap_or_default();
             assert_dlq_entry(&dlq, PREFIX, "decode", &subject, *seq, payload);
         }
     }
@@ -106,7 +109,8 @@ async fn wait_unready(tally: &Tally, component: &str) -> Value {
 /// Polls /readyz until it is 200.
 async fn wait_ready(tally: &Tally, timeout: Duration) {
     let t = tally;
-    let ready = wait_until(timeout, move || async move { matches!(t.try_http_get("/readyz").await, Ok((200, _))) }).await;
+    let ready =
+        wait_until(timeout, move || async move { matches!(t.try_http_get("/readyz").await, Ok((200, _))) }).await;
     let last = tally.try_http_get("/readyz").await;
     assert!(ready, "/readyz must return to 200; last: {last:?}\n{}", tally.logs());
 }
@@ -191,7 +195,8 @@ async fn nats_crash_mid_stream_loses_nothing() {
 // exact totals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_unreachable_for_a_while_then_resumes() {
-    let outage = if std::env::var_os("TALLY_FAULT_LONG").is_some() { Duration::from_secs(60) } else { Duration::from_secs(10) };
+    let outage =
+        if std::env::var_os("TALLY_FAULT_LONG").is_some() { Duration::from_secs(60) } else { Duration::from_secs(10) };
     let mut nats = NatsServer::start();
     let mut tally = Tally::start(&nats.url(), "").await;
     let js = Js::connect(&nats.url()).await;
@@ -261,10 +266,12 @@ async fn deleted_output_stream_holds_outputs_until_recreated() {
     published.assert_dlq(&js).await;
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     let t = &tally;
-    let empty = wait_until(NOTICE_TIMEOUT, move || async move {
-        metric(t, "tally_outbox_pending_messages").await == Some(0.0)
-    })
-    .await;
+    let empty =
+        wait_until(
+            NOTICE_TIMEOUT,
+            move || async move { metric(t, "tally_outbox_pending_messages").await == Some(0.0) },
+        )
+        .await;
     assert!(empty, "the outbox must drain after the stream is back\n{}", tally.logs());
     eprintln!("DLQ stream deleted: /readyz said {reasons}; entry delivered after `tally setup`");
 }
@@ -305,7 +312,12 @@ async fn full_output_stream_holds_outputs_until_raised() {
     js.context.update_stream(&config).await.expect("lift the byte limit");
     let dlq = wait_for_messages(&js, DLQ_STREAM, 3).await;
     let entries: Vec<_> = dlq.iter().filter(|m| m.subject != "retail.dlq.filler").cloned().collect();
-    assert_eq!(entries.len(), 2, "both held entries, once each: {:?}", dlq.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert_eq!(
+        entries.len(),
+        2,
+        "both held entries, once each: {:?}",
+        dlq.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
     for (seq, payload) in &published.garbage {
         assert_dlq_entry(&entries, PREFIX, "decode", "retail.pos.0501", *seq, payload);
     }
@@ -388,10 +400,8 @@ async fn disk_full_stops_acking_and_recovers() {
 /// The error-handling lines of a RocksDB `LOG` file, for failure messages.
 fn rocksdb_log_excerpt(db: &std::path::Path) -> String {
     let text = std::fs::read_to_string(db.join("LOG")).unwrap_or_else(|e| format!("<no LOG: {e}>"));
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| ["rror", "ecover", "space", "esum", "Stop"].iter().any(|w| l.contains(w)))
-        .collect();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| ["rror", "ecover", "space", "esum", "Stop"].iter().any(|w| l.contains(w))).collect();
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
