@@ -468,3 +468,93 @@ pub fn sigkill_nats_server(nats: &crate::NatsServer) {
     }
     assert!(!killed.is_empty(), "no nats-server process with -p {port} -sd {store} found");
 }
+
+/// A TCP proxy in front of a nats-server that can black-hole the network: while partitioned it
+/// keeps connections open but drops every byte both ways, as a broken network path does, so
+/// that messages the server delivers never arrive; healing closes those connections, and the
+/// client reconnects through the proxy.
+pub struct Partition {
+    port: u16,
+    state: Arc<PartitionState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct PartitionState {
+    upstream: u16,
+    partitioned: std::sync::atomic::AtomicBool,
+    pumps: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Partition {
+    /// Starts the proxy on a free port, forwarding to `127.0.0.1:<upstream>`.
+    pub async fn start(upstream: u16) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = Arc::new(PartitionState {
+            upstream,
+            partitioned: std::sync::atomic::AtomicBool::new(false),
+            pumps: Mutex::new(Vec::new()),
+        });
+        let shared = Arc::clone(&state);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", shared.upstream)).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let up = tokio::spawn(pump(client_read, server_write, Arc::clone(&shared)));
+                let down = tokio::spawn(pump(server_read, client_write, Arc::clone(&shared)));
+                shared.pumps.lock().unwrap().extend([up.abort_handle(), down.abort_handle()]);
+            }
+        });
+        Partition { port, state, accept }
+    }
+
+    /// `nats://127.0.0.1:<proxy port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on every byte is dropped, both ways; connections stay open.
+    pub fn cut(&self) {
+        self.state.partitioned.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection (dropping what was in flight) and forwards again.
+    pub fn heal(&self) {
+        for pump in self.state.pumps.lock().unwrap().drain(..) {
+            pump.abort();
+        }
+        self.state.partitioned.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for pump in self.state.pumps.lock().unwrap().drain(..) {
+            pump.abort();
+        }
+    }
+}
+
+/// Copies `from` to `to`, dropping the bytes while partitioned.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<PartitionState>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if state.partitioned.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
