@@ -36,28 +36,27 @@ pub struct Runner {
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Whether a batch's deliveries were contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    InOrder,
+    /// A delivery was missing; the batch was handled only up to it.
+    Gap,
+}
 /// How often the processing-time tick runs (idle stores, interim postings).
 const TICK_EVERY: Duration = Duration::from_secs(1);
 
 impl Runner {
     /// Consumes until `shutdown` turns true; the batch in flight is committed and acked first.
     pub async fn run(&self, js: &jetstream::Context, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
-        let consumer = loop {
-            match crate::nats::consumer_at(js, &self.config, position).await {
-                Ok(consumer) => break consumer,
-                Err(err) => {
-                    self.health.set(Component::Nats, Err(format!("{err:#}")));
-                    warn!(error = %format!("{err:#}"), "Cannot set up the input consumer; retrying.");
-                    if wait_or_shutdown(&mut shutdown, Duration::from_secs(1)).await {
-                        return Ok(());
-                    }
-                }
-            }
-        };
+        let Some(consumer) = self.consumer_at_position(js, &mut shutdown).await? else { return Ok(()) };
+        let mut consumer = consumer;
         self.health.set(Component::Nats, Ok(()));
         self.health.set(Component::Consumer, Ok(()));
         let mut messages = self.open_stream(&consumer, &mut shutdown).await?;
+        // The consumer sequence of the next delivery. A new consumer starts at 1.
+        let mut next_delivery = 1u64;
         let idle_wait = self.config.fetch_wait().min(TICK_EVERY);
         while !*shutdown.borrow() {
             let first = tokio::select! {
@@ -68,7 +67,7 @@ impl Runner {
                     if self.client.connection_state() == async_nats::connection::State::Connected {
                         self.health.set(Component::Nats, Ok(()));
                     }
-                    self.process(Vec::new(), &mut shutdown).await?;
+                    self.process(Vec::new(), &mut next_delivery, &mut shutdown).await?;
                     continue;
                 }
                 _ = shutdown.changed() => break,
@@ -95,10 +94,40 @@ impl Runner {
                     _ => break,
                 }
             }
-            self.process(batch, &mut shutdown).await?;
+            if self.process(batch, &mut next_delivery, &mut shutdown).await? == Delivery::Gap {
+                // Deliveries were lost on the way (a partition, a reconnect): acking past them
+                // would drop them for good, so read again right after the committed position.
+                drop(messages);
+                let Some(fresh) = self.consumer_at_position(js, &mut shutdown).await? else { break };
+                consumer = fresh;
+                messages = self.open_stream(&consumer, &mut shutdown).await?;
+                next_delivery = 1;
+            }
         }
         info!("Input loop stopped.");
         Ok(())
+    }
+
+    /// (Re)creates the consumer right after the committed position, retrying until NATS
+    /// answers; `None` on shutdown.
+    async fn consumer_at_position(
+        &self,
+        js: &jetstream::Context,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<consumer::Consumer<consumer::pull::Config>>> {
+        loop {
+            let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
+            match crate::nats::consumer_at(js, &self.config, position).await {
+                Ok(consumer) => return Ok(Some(consumer)),
+                Err(err) => {
+                    self.health.set(Component::Nats, Err(format!("{err:#}")));
+                    warn!(error = %format!("{err:#}"), "Cannot set up the input consumer; retrying.");
+                    if wait_or_shutdown(shutdown, Duration::from_secs(1)).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
     }
 
     async fn open_stream(
@@ -127,23 +156,44 @@ impl Runner {
         }
     }
 
-    /// Applies, commits and acks one batch (possibly empty: then only the tick runs).
+    /// Applies, commits and acks one batch (possibly empty: then only the tick runs), in
+    /// delivery order and only up to the first gap in the consumer's delivery sequence.
     /// Returns an error only for corrupt state.
-    async fn process(&self, batch: Vec<jetstream::Message>, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn process(
+        &self,
+        batch: Vec<jetstream::Message>,
+        next_delivery: &mut u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Delivery> {
         let mut txn = Overlay::new(self.store.as_ref());
         let committed = topology::committed_position(&txn)?;
         let mut position = committed;
         let mut tally = BatchTally::default();
         let mut pending = None;
+        let mut delivery = Delivery::InOrder;
+        let mut handled = 0;
         let now = Utc::now();
         for message in &batch {
             let info = match message.info() {
                 Ok(info) => info,
                 Err(err) => {
                     warn!(error = %err, subject = %message.subject, "Message without JetStream metadata; skipped.");
+                    handled += 1;
                     continue;
                 }
             };
+            if info.consumer_sequence != *next_delivery {
+                warn!(
+                    expected = *next_delivery,
+                    got = info.consumer_sequence,
+                    position,
+                    "Deliveries went missing; re-reading after the committed position."
+                );
+                delivery = Delivery::Gap;
+                break;
+            }
+            *next_delivery += 1;
+            handled += 1;
             pending = Some(info.pending);
             let seq = info.stream_sequence;
             if seq <= position {
@@ -165,21 +215,22 @@ impl Runner {
             topology::set_position(&mut txn, position);
         }
         if txn.pending_len() > 0 {
-            self.commit(txn.into_batch(), batch.len(), position, shutdown).await?;
+            self.commit(txn.into_batch(), handled, position, shutdown).await?;
             tally.emit();
             self.outbox_notify.notify_one();
         }
         if let Some(pending) = pending {
             telemetry::consumer_pending(pending);
         }
-        // AckAll: acking the last message acks the whole batch.
-        if let Some(last) = batch.last() {
+        // AckAll: acking the last handled message acks it and everything before it — never
+        // past a gap, whose messages must be delivered again.
+        if let Some(last) = batch[..handled].last() {
             if let Err(err) = last.ack().await {
                 // The commit holds; the server will redeliver and the position skips them.
                 warn!(error = %err, "Ack failed; redeliveries will be skipped by position.");
             }
         }
-        Ok(())
+        Ok(delivery)
     }
 
     /// Writes the batch, retrying with capped backoff while the store fails.

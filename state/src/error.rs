@@ -7,7 +7,7 @@ use crate::Cf;
 pub enum StateError {
     /// RocksDB refused an operation.
     #[cfg(feature = "rocksdb")]
-    #[error("rocksdb {op} failed")]
+    #[error("rocksdb {op} failed: {source}")]
     Rocks {
         /// The operation that failed, such as "open" or "write".
         op: &'static str,
@@ -21,7 +21,7 @@ pub enum StateError {
     MissingColumnFamily { name: &'static str },
 
     /// A file system operation around the store failed.
-    #[error("{op} {path} failed")]
+    #[error("{op} {path} failed: {source}")]
     Io {
         /// The operation that failed, such as "create checkpoint parent".
         op: &'static str,

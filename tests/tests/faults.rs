@@ -194,8 +194,6 @@ async fn nats_crash_mid_stream_loses_nothing() {
 // nothing: the deliveries the server sends into the broken path never arrive, and tally must
 // not skip them when later messages arrive after the reconnect (it acks with AckAll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: runner::Runner::process applies any seq > the committed position without checking it is position + 1; \
-            deliveries lost in the partition are skipped and then acked by the next AckAll, so they are never applied"]
 async fn network_partition_mid_stream_loses_nothing() {
     let nats = NatsServer::start();
     let proxy = Partition::start(nats.port()).await;
@@ -459,8 +457,6 @@ fn rocksdb_log_excerpt(db: &std::path::Path) -> String {
 // Proves the not-ready reason of a full disk names the cause, so that an operator can tell a
 // full disk from a broken one (issue 5: "state dir unwritable or full gives a clear error").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the store reason on /readyz and the ERROR log say only `commit failed: rocksdb write failed`; \
-            StateError::Rocks's Display drops its source (`No space left on device`) and runner::commit formats it with {err}"]
 async fn disk_full_reason_names_the_cause() {
     let disk = match Tmpfs::mount("48m") {
         Ok(disk) => disk,
