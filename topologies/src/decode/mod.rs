@@ -23,6 +23,8 @@ mod value;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_fuzz_regressions;
+#[cfg(test)]
 mod tests_prop;
 #[cfg(test)]
 mod tests_reasons;

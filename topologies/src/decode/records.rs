@@ -1,10 +1,12 @@
 //! The three input records of CONTRACT §3, from a map whose `type` and `store` are checked.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::fields::{schema, Obj};
-use super::{DecodeContext, Rejection};
+use super::{DecodeContext, RejectReason, Rejection};
 use crate::model::{
     DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender,
 };
@@ -42,6 +44,7 @@ pub fn transaction(
         _ => {}
     }
     let tenders = tenders(obj, ctx)?;
+    check_transaction_arithmetic(&lines, &tenders)?;
     Ok(PosTransaction {
         id,
         store,
@@ -106,6 +109,7 @@ pub fn movement(
             "lines: a movement needs a non-empty `lines`".to_string(),
         ));
     }
+    check_movement_arithmetic(&lines)?;
     Ok(InventoryMovement {
         id,
         store,
@@ -161,4 +165,88 @@ fn tenders(obj: &Obj, ctx: &DecodeContext) -> Result<Vec<Tender>, Rejection> {
             })
         })
         .collect()
+}
+
+/// The largest mantissa `Decimal` holds: 2^96 − 1.
+const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
+
+/// A record whose own arithmetic in the aggregates (CONTRACT §3.1: `gross = qty × unit_price`,
+/// `net = gross − discount`, and their sums per record, per sku and per tender type) would
+/// overflow or round is refused as `decimal`. Each value may parse exactly and still be near
+/// Decimal's limit; accepting it would crash the processor on that message at every restart
+/// (Decimal's operators panic on overflow) or round a total that must be exact. Sums are
+/// checked in both orders because a post-void reverses the lines in the order they were added.
+fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result<(), Rejection> {
+    let mut computed = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let gross = exact_mul(line.qty, line.unit_price)
+            .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_price ({} × {})", line.qty, line.unit_price)))?;
+        let net = exact_add(gross, -line.discount)
+            .ok_or_else(|| out_of_range(format!("lines[{i}]: gross − discount ({gross} − {})", line.discount)))?;
+        // Sold and returned units are kept apart in the aggregates, so they are summed apart.
+        let (sold, returned) = if line.qty.is_sign_positive() { (line.qty, Decimal::ZERO) } else { (Decimal::ZERO, line.qty) };
+        computed.push((line.sku.as_str(), [sold, returned, gross, line.discount, net, line.tax]));
+    }
+    for forward in [true, false] {
+        let mut record = [Decimal::ZERO; 6];
+        let mut per_sku: BTreeMap<&str, [Decimal; 6]> = BTreeMap::new();
+        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> =
+            if forward { Box::new(computed.iter()) } else { Box::new(computed.iter().rev()) };
+        for (sku, values) in ordered {
+            let sku_sums = per_sku.entry(sku).or_insert([Decimal::ZERO; 6]);
+            for (k, value) in values.iter().enumerate() {
+                record[k] = exact_add(record[k], *value).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+                sku_sums[k] = exact_add(sku_sums[k], *value)
+                    .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
+            }
+        }
+        let mut per_type: BTreeMap<&str, Decimal> = BTreeMap::new();
+        let ordered: Box<dyn Iterator<Item = &Tender>> =
+            if forward { Box::new(tenders.iter()) } else { Box::new(tenders.iter().rev()) };
+        for tender in ordered {
+            let sum = per_type.entry(tender.kind.as_str()).or_insert(Decimal::ZERO);
+            *sum = exact_add(*sum, tender.amount)
+                .ok_or_else(|| out_of_range(format!("the sum of the {:?} tenders", tender.kind)))?;
+        }
+    }
+    Ok(())
+}
+
+/// The same for a movement: its quantities are summed per record and per sku.
+fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
+    for forward in [true, false] {
+        let mut total = Decimal::ZERO;
+        let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
+        let ordered: Box<dyn Iterator<Item = &MovementLine>> =
+            if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
+        for line in ordered {
+            total = exact_add(total, line.qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+            let sum = per_sku.entry(line.sku.as_str()).or_insert(Decimal::ZERO);
+            *sum = exact_add(*sum, line.qty)
+                .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {:?}", line.sku)))?;
+        }
+    }
+    Ok(())
+}
+
+fn out_of_range(what: String) -> Rejection {
+    Rejection::new(RejectReason::Decimal, format!("{what} does not fit a decimal exactly"))
+}
+
+/// `a + b` when Decimal holds it exactly; `None` on overflow or rounding.
+fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let sum = a.checked_add(b)?;
+    // Decimal rounds instead of failing when aligning the scales overflows the mantissa;
+    // undoing the addition exposes that.
+    (sum.checked_sub(a) == Some(b)).then_some(sum)
+}
+
+/// `a × b` when Decimal holds it exactly; `None` on overflow or rounding.
+fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let (a, b) = (a.normalize(), b.normalize());
+    let mantissa = a.mantissa().unsigned_abs().checked_mul(b.mantissa().unsigned_abs())?;
+    if a.scale() + b.scale() > Decimal::MAX_SCALE || mantissa > MANTISSA_MAX {
+        return None;
+    }
+    a.checked_mul(b)
 }
