@@ -282,6 +282,8 @@ struct KillStats {
     kills: usize,
     /// Killed before its HTTP server answered (during start-up or recovery).
     before_http: usize,
+    /// Killed after start-up but before this process committed anything.
+    before_first_commit: usize,
     /// Killed while published input was not yet committed.
     mid_input: usize,
     /// Killed while the outbox held outputs not yet acknowledged by JetStream.
@@ -322,11 +324,14 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
         match tally.try_http_get("/metrics").await {
             Ok((200, Value::String(text))) => {
                 let samples = tally_tests::prom::parse(&text);
-                let committed = tally_tests::prom::sum(&samples, "tally_committed_stream_sequence", &[]);
-                let outbox = tally_tests::prom::sum(&samples, "tally_outbox_pending_messages", &[]);
                 let last = js.stream_info(&tally.input_stream()).await.state.last_sequence as f64;
-                stats.mid_input += usize::from(committed < last);
+                let outbox = tally_tests::prom::sum(&samples, "tally_outbox_pending_messages", &[]);
                 stats.outputs_pending += usize::from(outbox > 0.0);
+                // The position gauge appears with this process's first commit.
+                match tally_tests::prom::samples(&samples, "tally_committed_stream_sequence").first() {
+                    Some(committed) => stats.mid_input += usize::from(committed.value < last),
+                    None => stats.before_first_commit += 1,
+                }
             }
             _ => stats.before_http += 1,
         }
@@ -418,12 +423,14 @@ async fn sigkill_at_random_moments_changes_nothing() {
 
     let alert_revisions_same = clean.outputs.alerts.len() == crashed.outputs.alerts.len();
     eprintln!(
-        "crash test: survived {} kills ({} before HTTP was up, {} with input uncommitted, {} with outputs pending); \
+        "crash test: survived {} kills ({} before HTTP was up, {} before the first commit, {} with input uncommitted, \
+         {} with outputs pending); \
          {publishes} output publishes on the wire, {resends} re-sends of an id after a crash, all byte-identical; \
          {} postings / {} alert ids ({} final) / {} DLQ entries; crash-free run {:.1}s, crashed run {:.1}s; \
          all alert ids identical too: {alert_revisions_same}",
         stats.kills,
         stats.before_http,
+        stats.before_first_commit,
         stats.mid_input,
         stats.outputs_pending,
         crashed.outputs.postings.values().map(Vec::len).sum::<usize>(),
