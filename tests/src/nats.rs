@@ -19,6 +19,8 @@ pub struct NatsServer {
     port: u16,
     dir: Option<tempfile::TempDir>,
     child: Option<Child>,
+    /// Extra configuration (nats-server's config file syntax); `None` runs with flags only.
+    config: Option<String>,
 }
 
 impl NatsServer {
@@ -29,9 +31,43 @@ impl NatsServer {
             .prefix("tally-test-nats-")
             .tempdir()
             .expect("create a temp dir for nats-server");
-        let mut server = NatsServer { port: free_port(), dir: Some(dir), child: None };
+        let mut server = NatsServer { port: free_port(), dir: Some(dir), child: None, config: None };
         server.spawn();
         server
+    }
+
+    /// Like [`NatsServer::start`], but from a config file: `listen` and `jetstream` are
+    /// written by the harness, `extra` (config file syntax: `authorization { … }`, `tls { … }`,
+    /// `max_payload: 8MB`, …) follows them. `extra` may name files written beforehand into
+    /// [`NatsServer::dir_for_files`] via [`NatsServer::with_files`].
+    pub fn start_with_config(extra: &str) -> NatsServer {
+        NatsServer::with_files(&[], extra)
+    }
+
+    /// [`NatsServer::start_with_config`] after writing `files` (name, contents) into the
+    /// server's temp dir; `{dir}` in `extra` stands for that dir.
+    pub fn with_files(files: &[(&str, &[u8])], extra: &str) -> NatsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-test-nats-")
+            .tempdir()
+            .expect("create a temp dir for nats-server");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write a file for nats-server");
+        }
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
+        let mut server = NatsServer { port: free_port(), dir: Some(dir), child: None, config: Some(extra) };
+        server.spawn();
+        server
+    }
+
+    /// The server's temp dir, where [`NatsServer::with_files`] put its files.
+    pub fn dir_for_files(&self) -> &Path {
+        self.dir()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -83,11 +119,23 @@ impl NatsServer {
             .open(self.log_path())
             .expect("open the nats-server log file");
         let log_err = log.try_clone().expect("clone the log file handle");
-        let spawned = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(self.store_dir())
+        let mut command = Command::new("nats-server");
+        match &self.config {
+            None => {
+                command.args(["-js", "-a", "127.0.0.1", "-p"]).arg(self.port.to_string()).arg("-sd").arg(self.store_dir());
+            }
+            Some(extra) => {
+                let text = format!(
+                    "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?} }}\n{extra}\n",
+                    self.port,
+                    self.store_dir().display().to_string()
+                );
+                let path = self.dir().join("nats-server.conf");
+                std::fs::write(&path, text).expect("write the nats-server config");
+                command.arg("-c").arg(path);
+            }
+        }
+        let spawned = command
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
