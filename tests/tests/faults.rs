@@ -2,7 +2,8 @@
 //! commit, keeps outputs it cannot publish, says so on `/readyz` and in metrics, and resumes by
 //! itself with nothing lost and nothing counted twice.
 //!
-//! The unreachable-server test waits 10 s by default; `TALLY_FAULT_LONG=1` makes it a minute:
+//! The unreachable-server test waits 10 s by default; `TALLY_FAULT_LONG=1` makes it a minute,
+//! and keeps the disk of the disk-full test full past the consumer's 60 s ack wait:
 //!
 //! ```text
 //! TALLY_FAULT_LONG=1 cargo test -p tally-tests --test faults -- --nocapture
@@ -418,6 +419,20 @@ async fn disk_full_stops_acking_and_recovers() {
     assert_eq!(committed(&tally).await, position, "the position must not move while the disk is full");
     let failures = metric(&tally, "tally_commit_failures_total").await.unwrap_or(0.0);
     assert!(failures >= 1.0, "tally_commit_failures_total counts the failed commits");
+    // With TALLY_FAULT_LONG the disk stays full past the consumer's 60 s ack wait, so the server
+    // redelivers the held batch while tally still retries its commit.
+    if std::env::var_os("TALLY_FAULT_LONG").is_some() {
+        let until = Instant::now() + Duration::from_secs(75);
+        while Instant::now() < until {
+            let (status, body) = tally.http_get("/readyz").await;
+            assert_eq!(status, 503, "/readyz while the disk is full: {body}");
+            assert_eq!(committed(&tally).await, position, "the position must not move while the disk is full");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let info = js.stream(&stream).await.consumer_info(&consumer).await.expect("consumer info");
+        assert!(info.ack_floor.stream_sequence <= position, "acked past the committed position: {info:?}");
+        eprintln!("disk full for 75 s: {} redelivered while held", info.num_redelivered);
+    }
 
     // Space comes back: the disk is enlarged (the filler stays), tally resumes by itself.
     // RocksDB clears a no-space error only once a whole write buffer (64 MiB) is free, so the
