@@ -92,7 +92,10 @@ pub async fn run_with_store(
         store,
         health,
         outbox_notify: notify,
-        last_tick: std::sync::Mutex::new(std::time::Instant::now()),
+        // The first batch ticks at once, so a process that restarts often still posts.
+        last_tick: std::sync::Mutex::new(
+            std::time::Instant::now().checked_sub(std::time::Duration::from_secs(60)).unwrap_or_else(std::time::Instant::now),
+        ),
         client: client.clone(),
     };
     let result = runner.run(&js, shutdown.clone()).await;

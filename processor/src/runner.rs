@@ -64,8 +64,9 @@ impl Runner {
                 _ = tokio::time::sleep(idle_wait) => {
                     // An idle stream after a reconnect yields nothing to clear its last error;
                     // a live connection is what readiness needs while there is no input.
-                    if self.client.connection_state() == async_nats::connection::State::Connected {
-                        self.health.set(Component::Nats, Ok(()));
+                    match self.client.connection_state() {
+                        async_nats::connection::State::Connected => self.health.set(Component::Nats, Ok(())),
+                        state => self.health.set(Component::Nats, Err(format!("NATS connection {state}"))),
                     }
                     self.process(Vec::new(), &mut next_delivery, &mut shutdown).await?;
                     continue;
