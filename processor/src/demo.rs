@@ -206,7 +206,7 @@ impl Summary {
             let drift_keys = self.drift_keys(&store_id, day)?;
             rows.push((store_id, day, totals, drift_keys));
         }
-        rows.sort_by(|a, b| b.2.net.cmp(&a.2.net));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.2.net));
         let mut out = format!(
             "tally demo — {:>5.0}s  events committed {position}  ({rate:.0}/s)  dead-lettered {dlq}  outbox {outbox}\n\n\
              {:<6} {:<10} {:>7} {:>13} {:>11} {:>6} {:>5} {:>8} {:>8} {:>7} {:>9}\n",
