@@ -38,11 +38,16 @@ fn assert_no_secret(text: &str, secrets: &[&str], what: &str) {
     }
 }
 
-/// Starts `tally run` with credentials the server refuses (no `tally setup`: it would fail
-/// the same way); asserts /readyz never answers 200 while it is watched, that the process
+/// Runs `tally setup` and starts `tally run` with credentials the server refuses; asserts that
+/// setup fails, /readyz never answers 200 while it is watched, that the process
 /// keeps trying rather than exiting silently or that it exits with a reason, and that its log
 /// names the cause (one of `because`, case-insensitive) without any of `secrets`.
 async fn assert_refused(mut tally: Tally, because: &[&str], secrets: &[&str]) {
+    // `tally setup` fails too, and says nothing secret either.
+    let setup = tally.setup();
+    let setup_text = format!("{}{}", String::from_utf8_lossy(&setup.stdout), String::from_utf8_lossy(&setup.stderr));
+    assert!(!setup.status.success(), "`tally setup` succeeded with wrong credentials:\n{setup_text}");
+    assert_no_secret(&setup_text, secrets, "`tally setup` output");
     tally.spawn_run_no_wait();
     let deadline = Instant::now() + NOT_READY_WATCH;
     while Instant::now() < deadline {
@@ -108,6 +113,11 @@ async fn user_and_password() {
 
     let refused =
         Tally::builder(&nats.url()).toml(&format!("[nats]\nuser = \"tally\"\npassword = {}\n", toml_str(wrong))).setup(false).prepare();
+    assert_refused(refused, &["authorization"], &[password, wrong]).await;
+
+    // Credentials in the URL (nats://user:password@host) are secrets too.
+    let in_url = nats.url().replace("nats://", &format!("nats://tally:{wrong}@"));
+    let refused = Tally::builder(&in_url).setup(false).prepare();
     assert_refused(refused, &["authorization"], &[password, wrong]).await;
 }
 
