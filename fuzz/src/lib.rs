@@ -46,8 +46,12 @@ impl Flags {
             _ => {
                 // NATS subjects are printable ASCII without spaces, and short in practice.
                 let cut = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-                let subject: String =
-                    rest[..cut].iter().filter(|b| b.is_ascii_graphic()).take(SUBJECT_CHARS_MAX).map(|&b| char::from(b)).collect();
+                let subject: String = rest[..cut]
+                    .iter()
+                    .filter(|b| b.is_ascii_graphic())
+                    .take(SUBJECT_CHARS_MAX)
+                    .map(|&b| char::from(b))
+                    .collect();
                 (subject, rest.get(cut + 1..).unwrap_or_default())
             }
         };
@@ -88,7 +92,9 @@ fn timezone_of(store: &str) -> chrono_tz::Tz {
 /// `decode::decode` never panics, is deterministic, and what it accepts is consistent with the
 /// message and safe for the topology's arithmetic (the same sums the aggregates compute).
 pub fn check_decode_input(data: &[u8]) {
-    let Some((subject, content_type, payload, flags)) = Flags::split(data) else { return };
+    let Some((subject, content_type, payload, flags)) = Flags::split(data) else {
+        return;
+    };
     let ctx = DecodeContext {
         subject_prefix: "retail",
         default_currency: "USD",
@@ -98,10 +104,16 @@ pub fn check_decode_input(data: &[u8]) {
     };
     let first = decode::decode(&subject, content_type, payload, &ctx);
     let again = decode::decode(&subject, content_type, payload, &ctx);
-    assert_eq!(first, again, "decoding the same message twice gave different results");
+    assert_eq!(
+        first, again,
+        "decoding the same message twice gave different results"
+    );
     match first {
         Err(rejection) => {
-            assert!(!rejection.detail.trim().is_empty(), "a rejection must say why: {rejection:?}");
+            assert!(
+                !rejection.detail.trim().is_empty(),
+                "a rejection must say why: {rejection:?}"
+            );
             // The detail may quote the subject (NATS bounds its length), never much of the payload.
             let chars = rejection.detail.chars().count();
             assert!(
@@ -110,11 +122,18 @@ pub fn check_decode_input(data: &[u8]) {
             );
         }
         Ok((source, event)) => {
-            assert!(payload.len() <= ctx.max_message_bytes, "accepted a payload over the byte limit");
-            let (subject_source, token) =
-                decode::parse_input_subject("retail", &subject).expect("an accepted message has a valid subject");
+            assert!(
+                payload.len() <= ctx.max_message_bytes,
+                "accepted a payload over the byte limit"
+            );
+            let (subject_source, token) = decode::parse_input_subject("retail", &subject)
+                .expect("an accepted message has a valid subject");
             assert_eq!(source, subject_source, "source differs from the subject's");
-            assert_eq!(event.store(), token, "store differs from the subject's store token");
+            assert_eq!(
+                event.store(),
+                token,
+                "store differs from the subject's store token"
+            );
             check_event_arithmetic(&event, ctx.max_lines);
             let _ = fingerprint(&event);
         }
@@ -125,13 +144,19 @@ pub fn check_decode_input(data: &[u8]) {
 fn check_event_arithmetic(event: &Event, max_lines: usize) {
     match event {
         Event::Transaction(tx) => {
-            assert!(tx.lines.len() <= max_lines && tx.tenders.len() <= max_lines, "over the line limit");
+            assert!(
+                tx.lines.len() <= max_lines && tx.tenders.len() <= max_lines,
+                "over the line limit"
+            );
             assert!(tx.lines.is_empty() != tx.voids.is_none(), "lines xor voids");
             let mut day = StoreDay::default();
             day.apply_transaction(tx, Decimal::ONE);
             day.note_seq(tx);
             day.apply_transaction(tx, Decimal::NEGATIVE_ONE);
-            assert!(day.gross.is_zero() && day.net.is_zero() && day.tax.is_zero(), "a reversal must net to zero");
+            assert!(
+                day.gross.is_zero() && day.net.is_zero() && day.tax.is_zero(),
+                "a reversal must net to zero"
+            );
             for line in &tx.lines {
                 assert!(!line.qty.is_zero(), "a zero qty was accepted");
                 let mut sku = SkuDay::default();
@@ -143,7 +168,10 @@ fn check_event_arithmetic(event: &Event, max_lines: usize) {
             let _ = aggregates::encode(tx);
         }
         Event::Movement(movement) => {
-            assert!(!movement.lines.is_empty() && movement.lines.len() <= max_lines, "movement lines out of bounds");
+            assert!(
+                !movement.lines.is_empty() && movement.lines.len() <= max_lines,
+                "movement lines out of bounds"
+            );
             let mut day = StoreDay::default();
             day.apply_movement(movement);
             let mut sku = SkuDay::default();
@@ -176,9 +204,17 @@ where
     if let Ok(value) = aggregates::decode::<T>(data) {
         let bytes = aggregates::encode(&value);
         let back: T = aggregates::decode(&bytes).unwrap_or_else(|err| {
-            panic!("{} re-encoded from {value:?} does not decode: {err}", std::any::type_name::<T>())
+            panic!(
+                "{} re-encoded from {value:?} does not decode: {err}",
+                std::any::type_name::<T>()
+            )
         });
-        assert_eq!(back, value, "{} changed through encode/decode", std::any::type_name::<T>());
+        assert_eq!(
+            back,
+            value,
+            "{} changed through encode/decode",
+            std::any::type_name::<T>()
+        );
     }
 }
 
@@ -193,11 +229,22 @@ pub const MESSAGES_MAX: usize = 8;
 /// one bounded line, as NATS requires.
 pub fn check_apply_input(data: &[u8]) {
     let store = run_topology(data);
-    for (_, value) in store.scan_from(Cf::Outbox, &[], usize::MAX).expect("MemStore scans cannot fail") {
-        let entry: OutboxEntry = aggregates::decode(&value).expect("the topology wrote this outbox entry");
+    for (_, value) in store
+        .scan_from(Cf::Outbox, &[], usize::MAX)
+        .expect("MemStore scans cannot fail")
+    {
+        let entry: OutboxEntry =
+            aggregates::decode(&value).expect("the topology wrote this outbox entry");
         for (name, value) in &entry.headers {
-            assert!(!value.chars().any(char::is_control), "header {name} has a control character: {value:?}");
-            assert!(value.len() <= 4 * DETAIL_CHARS_MAX, "header {name} is {} bytes", value.len());
+            assert!(
+                !value.chars().any(char::is_control),
+                "header {name} has a control character: {value:?}"
+            );
+            assert!(
+                value.len() <= 4 * DETAIL_CHARS_MAX,
+                "header {name} is {} bytes",
+                value.len()
+            );
         }
     }
 }
@@ -208,7 +255,10 @@ pub fn stored_values_after(data: &[u8]) -> Vec<Vec<u8>> {
     let store = run_topology(data);
     let mut values = Vec::new();
     for cf in Cf::ALL {
-        for (_, value) in store.scan_from(cf, &[], usize::MAX).expect("MemStore scans cannot fail") {
+        for (_, value) in store
+            .scan_from(cf, &[], usize::MAX)
+            .expect("MemStore scans cannot fail")
+        {
             values.push(value);
         }
     }
@@ -218,24 +268,47 @@ pub fn stored_values_after(data: &[u8]) -> Vec<Vec<u8>> {
 fn run_topology(data: &[u8]) -> MemStore {
     let store = MemStore::new();
     let config = TopologyConfig {
-        store_timezones: [("0042".to_string(), chrono_tz::America::New_York)].into_iter().collect(),
+        store_timezones: [("0042".to_string(), chrono_tz::America::New_York)]
+            .into_iter()
+            .collect(),
         ..TopologyConfig::default()
     };
     let retail = Retail::new(config);
-    let mut now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z").expect("a literal").to_utc();
-    for (i, chunk) in split_messages(data).into_iter().take(MESSAGES_MAX).enumerate() {
-        let Some((subject, content_type, payload, _)) = Flags::split(chunk) else { continue };
-        let msg = InputMessage { subject: &subject, content_type, payload, stream_seq: i as u64 + 1 };
+    let mut now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z")
+        .expect("a literal")
+        .to_utc();
+    for (i, chunk) in split_messages(data)
+        .into_iter()
+        .take(MESSAGES_MAX)
+        .enumerate()
+    {
+        let Some((subject, content_type, payload, _)) = Flags::split(chunk) else {
+            continue;
+        };
+        let msg = InputMessage {
+            subject: &subject,
+            content_type,
+            payload,
+            stream_seq: i as u64 + 1,
+        };
         let mut txn = Overlay::new(&store);
-        retail.apply(&mut txn, &msg, now).unwrap_or_else(|err| panic!("apply failed on an in-memory store: {err:?}"));
-        store.write(txn.into_batch()).expect("MemStore writes cannot fail");
+        retail
+            .apply(&mut txn, &msg, now)
+            .unwrap_or_else(|err| panic!("apply failed on an in-memory store: {err:?}"));
+        store
+            .write(txn.into_batch())
+            .expect("MemStore writes cannot fail");
         now += Duration::minutes(1);
     }
     for elapsed in [Duration::hours(2), Duration::days(3), Duration::days(60)] {
         now += elapsed;
         let mut txn = Overlay::new(&store);
-        retail.tick(&mut txn, now).unwrap_or_else(|err| panic!("tick failed on an in-memory store: {err:?}"));
-        store.write(txn.into_batch()).expect("MemStore writes cannot fail");
+        retail
+            .tick(&mut txn, now)
+            .unwrap_or_else(|err| panic!("tick failed on an in-memory store: {err:?}"));
+        store
+            .write(txn.into_batch())
+            .expect("MemStore writes cannot fail");
     }
     store
 }
@@ -243,7 +316,10 @@ fn run_topology(data: &[u8]) -> MemStore {
 fn split_messages(data: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = data;
-    while let Some(at) = rest.windows(MESSAGE_SEPARATOR.len()).position(|w| w == MESSAGE_SEPARATOR) {
+    while let Some(at) = rest
+        .windows(MESSAGE_SEPARATOR.len())
+        .position(|w| w == MESSAGE_SEPARATOR)
+    {
         out.push(&rest[..at]);
         rest = &rest[at + MESSAGE_SEPARATOR.len()..];
     }

@@ -36,12 +36,19 @@ fn fuzz_dir() -> PathBuf {
 
 fn read_dir_files(dir: &Path) -> Vec<Vec<u8>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect(),
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect(),
         Err(_) => Vec::new(),
     };
     // Sorted, so that the run is deterministic whatever order the file system lists.
     paths.sort();
-    paths.into_iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    paths
+        .into_iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .collect()
 }
 
 /// The dictionary of fuzz/dict/tally.dict, unescaped.
@@ -136,7 +143,10 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], dict: &[Vec<u8>], input: &mut Vec<u
                 let token = INTERESTING[rng.below(INTERESTING.len())];
                 match input.iter().position(|b| b.is_ascii_digit()) {
                     Some(start) if rng.below(2) == 0 => {
-                        let end = input[start..].iter().position(|b| !b.is_ascii_digit()).map_or(len, |n| start + n);
+                        let end = input[start..]
+                            .iter()
+                            .position(|b| !b.is_ascii_digit())
+                            .map_or(len, |n| start + n);
                         input.splice(start..end, token.iter().copied());
                     }
                     _ => {
@@ -215,11 +225,21 @@ fn run_target(target: &str, seconds: u64, rng_seed: u64) -> (u64, Vec<PathBuf>) 
 #[test]
 #[ignore]
 fn mutation_loop() {
-    let seconds = std::env::var("TALLY_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let rng_seed = std::env::var("TALLY_FUZZ_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7a11_7a11);
+    let seconds = std::env::var("TALLY_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rng_seed = std::env::var("TALLY_FUZZ_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7a11_7a11);
     let targets: Vec<String> = match std::env::var("TALLY_FUZZ_TARGET") {
         Ok(target) => vec![target],
-        Err(_) => vec!["decode_input".into(), "decode_state".into(), "apply_input".into()],
+        Err(_) => vec![
+            "decode_input".into(),
+            "decode_state".into(),
+            "apply_input".into(),
+        ],
     };
     let mut crashed = Vec::new();
     for target in &targets {

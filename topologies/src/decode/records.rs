@@ -179,32 +179,56 @@ const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
 fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result<(), Rejection> {
     let mut computed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        let gross = exact_mul(line.qty, line.unit_price)
-            .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_price ({} × {})", line.qty, line.unit_price)))?;
-        let net = exact_add(gross, -line.discount)
-            .ok_or_else(|| out_of_range(format!("lines[{i}]: gross − discount ({gross} − {})", line.discount)))?;
+        let gross = exact_mul(line.qty, line.unit_price).ok_or_else(|| {
+            out_of_range(format!(
+                "lines[{i}]: qty × unit_price ({} × {})",
+                line.qty, line.unit_price
+            ))
+        })?;
+        let net = exact_add(gross, -line.discount).ok_or_else(|| {
+            out_of_range(format!(
+                "lines[{i}]: gross − discount ({gross} − {})",
+                line.discount
+            ))
+        })?;
         // Sold and returned units are kept apart in the aggregates, so they are summed apart.
-        let (sold, returned) = if line.qty.is_sign_positive() { (line.qty, Decimal::ZERO) } else { (Decimal::ZERO, line.qty) };
-        computed.push((line.sku.as_str(), [sold, returned, gross, line.discount, net, line.tax]));
+        let (sold, returned) = if line.qty.is_sign_positive() {
+            (line.qty, Decimal::ZERO)
+        } else {
+            (Decimal::ZERO, line.qty)
+        };
+        computed.push((
+            line.sku.as_str(),
+            [sold, returned, gross, line.discount, net, line.tax],
+        ));
     }
     for forward in [true, false] {
         let mut record = [Decimal::ZERO; 6];
         let mut per_sku: BTreeMap<&str, [Decimal; 6]> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> =
-            if forward { Box::new(computed.iter()) } else { Box::new(computed.iter().rev()) };
+        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> = if forward {
+            Box::new(computed.iter())
+        } else {
+            Box::new(computed.iter().rev())
+        };
         for (sku, values) in ordered {
             let sku_sums = per_sku.entry(sku).or_insert([Decimal::ZERO; 6]);
             for (k, value) in values.iter().enumerate() {
-                record[k] = exact_add(record[k], *value).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+                record[k] = exact_add(record[k], *value)
+                    .ok_or_else(|| out_of_range("the sum of the lines".into()))?;
                 sku_sums[k] = exact_add(sku_sums[k], *value)
                     .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
             }
         }
         let mut per_type: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &Tender>> =
-            if forward { Box::new(tenders.iter()) } else { Box::new(tenders.iter().rev()) };
+        let ordered: Box<dyn Iterator<Item = &Tender>> = if forward {
+            Box::new(tenders.iter())
+        } else {
+            Box::new(tenders.iter().rev())
+        };
         for tender in ordered {
-            let sum = per_type.entry(tender.kind.as_str()).or_insert(Decimal::ZERO);
+            let sum = per_type
+                .entry(tender.kind.as_str())
+                .or_insert(Decimal::ZERO);
             *sum = exact_add(*sum, tender.amount)
                 .ok_or_else(|| out_of_range(format!("the sum of the {:?} tenders", tender.kind)))?;
         }
@@ -217,20 +241,28 @@ fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
     for forward in [true, false] {
         let mut total = Decimal::ZERO;
         let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &MovementLine>> =
-            if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
+        let ordered: Box<dyn Iterator<Item = &MovementLine>> = if forward {
+            Box::new(lines.iter())
+        } else {
+            Box::new(lines.iter().rev())
+        };
         for line in ordered {
-            total = exact_add(total, line.qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+            total = exact_add(total, line.qty)
+                .ok_or_else(|| out_of_range("the sum of the lines".into()))?;
             let sum = per_sku.entry(line.sku.as_str()).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, line.qty)
-                .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {:?}", line.sku)))?;
+            *sum = exact_add(*sum, line.qty).ok_or_else(|| {
+                out_of_range(format!("the sum of the lines of sku {:?}", line.sku))
+            })?;
         }
     }
     Ok(())
 }
 
 fn out_of_range(what: String) -> Rejection {
-    Rejection::new(RejectReason::Decimal, format!("{what} does not fit a decimal exactly"))
+    Rejection::new(
+        RejectReason::Decimal,
+        format!("{what} does not fit a decimal exactly"),
+    )
 }
 
 /// `a + b` when Decimal holds it exactly; `None` on overflow or rounding.
@@ -244,7 +276,10 @@ fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
 /// `a × b` when Decimal holds it exactly; `None` on overflow or rounding.
 fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
     let (a, b) = (a.normalize(), b.normalize());
-    let mantissa = a.mantissa().unsigned_abs().checked_mul(b.mantissa().unsigned_abs())?;
+    let mantissa = a
+        .mantissa()
+        .unsigned_abs()
+        .checked_mul(b.mantissa().unsigned_abs())?;
     if a.scale() + b.scale() > Decimal::MAX_SCALE || mantissa > MANTISSA_MAX {
         return None;
     }
