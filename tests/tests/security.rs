@@ -334,6 +334,36 @@ async fn nkey_creds_file() {
     assert_refused(refused, &["authorization"], &[&seed, &rogue_seed]).await;
 }
 
+// Proves (when supported): tally can use a server whose users are bare nkeys
+// (`authorization { users = [ { nkey: U… } ] }`, no operator, no JWT). nats.connect takes only
+// a creds file (JWT + seed), and a creds file cannot log in there: async-nats then sends the
+// JWT and its signature but no `nkey`, which such a server requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gap: processor/src/nats.rs has no nkey seed option (async_nats::ConnectOptions::nkey), only creds_file"]
+async fn bare_nkey_user() {
+    let user = nkeys::KeyPair::new_user();
+    let account = nkeys::KeyPair::new_account();
+    let nats = NatsServer::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}",
+        user.public_key()
+    ));
+    let creds_path = nats.dir_for_files().join("tally.creds");
+    std::fs::write(&creds_path, jwt::creds(&jwt::user(&account, &user), &user))
+        .expect("write the creds file");
+    let seed = user.seed().expect("seed");
+    let js = js_with(
+        &nats.url(),
+        async_nats::ConnectOptions::with_nkey(seed.clone()),
+    )
+    .await;
+    let creds_toml = format!(
+        "[nats]\ncreds_file = {}\n",
+        toml_str(&creds_path.display().to_string())
+    );
+    let tally = Tally::start(&nats.url(), &creds_toml).await;
+    assert_accepted(tally, &js, &[&seed]).await;
+}
+
 /// A CA and the certificates it signs, as PEM.
 struct Pki {
     ca: rcgen::Certificate,
