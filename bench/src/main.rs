@@ -5,10 +5,12 @@
 //! - `ceiling`: (a), a bare JetStream pull consumer over the same stream.
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
 //! - `restart`: time from start to consuming with many keys in state.
+//! - `apply`: the per-message work without NATS, store reads counted and timed.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
 //! The criterion micro-benchmarks live in `benches/micro.rs`.
 
+mod apply;
 mod ceiling;
 mod e2e;
 mod load;
@@ -33,6 +35,9 @@ enum Command {
     E2e(e2e::E2eArgs),
     /// Fill a state with K keys, then time a start until the first message is committed.
     Restart(restart::RestartArgs),
+    /// Decode and apply generated messages over RocksDB and in memory, without NATS, with the
+    /// time split into decode, apply (and its store reads) and commit.
+    Apply(apply::ApplyArgs),
 }
 
 #[tokio::main]
@@ -40,5 +45,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::E2e(args) => e2e::run(args).await,
         Command::Restart(args) => restart::run(args).await,
+        Command::Apply(args) => apply::run(args),
     }
 }

@@ -1,0 +1,224 @@
+//! `tally-bench apply`: tally's per-message work without NATS, to see where (b)'s time goes.
+//! The same generated messages are decoded alone, then applied batch by batch over RocksDB
+//! exactly as the runner does (one overlay per batch, `Retail::apply`, position, one write),
+//! with every store read counted and timed, and finally applied over the in-memory store for
+//! contrast. Figures are per input message.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tally_processor::config::{Config, StoreConfig};
+use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
+use tally_state::{Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
+use tally_topologies::decode::{self, DecodeContext};
+use tally_topologies::topology::{self, InputMessage, Retail};
+
+use crate::measure::mib;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    #[arg(long, default_value_t = 500)]
+    pub batch_max: usize,
+    #[arg(long, default_value_t = 400)]
+    pub stores: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub skus: usize,
+    /// `state.sync` of the RocksDB store.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync: bool,
+}
+
+/// A store that counts and times what passes through it.
+struct Counting<S> {
+    inner: S,
+    gets: AtomicU64,
+    misses: AtomicU64,
+    get_nanos: AtomicU64,
+    scans: AtomicU64,
+    scan_nanos: AtomicU64,
+}
+
+impl<S> Counting<S> {
+    fn new(inner: S) -> Self {
+        Counting { inner, gets: 0.into(), misses: 0.into(), get_nanos: 0.into(), scans: 0.into(), scan_nanos: 0.into() }
+    }
+}
+
+fn add_since(counter: &AtomicU64, started: Instant) {
+    counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+impl<S: Store> Store for Counting<S> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let started = Instant::now();
+        let value = self.inner.get(cf, key);
+        add_since(&self.get_nanos, started);
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        if matches!(value, Ok(None)) {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        value
+    }
+
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        let started = Instant::now();
+        let entries = self.inner.scan_prefix(cf, prefix, limit);
+        add_since(&self.scan_nanos, started);
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        entries
+    }
+
+    fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        let started = Instant::now();
+        let entries = self.inner.scan_from(cf, start, limit);
+        add_since(&self.scan_nanos, started);
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        entries
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        self.inner.write(batch)
+    }
+}
+
+fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let mut traffic = Traffic::new(opts, start);
+    let step = chrono::Duration::milliseconds(25);
+    let mut out = Vec::with_capacity(n);
+    let mut basket = 0;
+    while out.len() < n {
+        let at = start + step * basket;
+        out.extend(traffic.due(at));
+        out.extend(traffic.next_basket(at));
+        basket += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+#[derive(Default)]
+struct Split {
+    apply: Duration,
+    into_batch: Duration,
+    commit: Duration,
+    ops: u64,
+    bytes: u64,
+    batches: u64,
+}
+
+fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_max: usize) -> anyhow::Result<Split> {
+    let mut split = Split::default();
+    let mut seq = 0;
+    for chunk in msgs.chunks(batch_max) {
+        let now = Utc::now();
+        let started = Instant::now();
+        let mut txn = Overlay::new(store);
+        for msg in chunk {
+            seq += 1;
+            let input = InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: seq };
+            retail.apply(&mut txn, &input, now)?;
+        }
+        topology::set_position(&mut txn, seq);
+        split.apply += started.elapsed();
+        let started = Instant::now();
+        let batch = txn.into_batch();
+        split.into_batch += started.elapsed();
+        split.ops += batch.len() as u64;
+        split.bytes += batch.ops().map(|op| op.key().len() as u64 + op_value_len(op)).sum::<u64>();
+        split.batches += 1;
+        let started = Instant::now();
+        store.write(batch)?;
+        split.commit += started.elapsed();
+    }
+    Ok(split)
+}
+
+fn op_value_len(op: &tally_state::Op) -> u64 {
+    match op {
+        tally_state::Op::Put { value, .. } => value.len() as u64,
+        tally_state::Op::Delete { .. } => 0,
+    }
+}
+
+pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
+    let opts = GenOptions {
+        stores: args.stores,
+        skus_per_store: args.skus,
+        malformed_share: 0.0,
+        drift_share: 0.005,
+        return_share: 0.05,
+        ..GenOptions::default()
+    };
+    let mut config = Config::default();
+    for (index, id) in gen::store_ids(&opts).into_iter().enumerate() {
+        let zone = gen::store_timezone(&opts, index).name().to_string();
+        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
+    }
+    let retail = Retail::new(config.topology());
+    let n = args.messages as usize;
+    let msgs = generate(opts, n);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!("tally-bench apply: {n} messages, batch {}, state.sync {}", args.batch_max, args.sync);
+
+    let topology_config = config.topology();
+    let timezone_of = |store: &str| topology_config.timezone(store);
+    let ctx = DecodeContext { subject_prefix: "retail", default_currency: "USD", timezone_of: &timezone_of, max_message_bytes: 1 << 20, max_lines: 1000 };
+    let started = Instant::now();
+    for msg in &msgs {
+        let _ = std::hint::black_box(decode::decode(&msg.subject, Some(msg.content_type), &msg.payload, &ctx));
+    }
+    println!("decode only:           {:6.1} µs/msg", per(started.elapsed()));
+
+    let dir = tempfile::Builder::new().prefix("tally-bench-apply-").tempdir()?;
+    let rocks = RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..RocksOptions::default() })?;
+    let counting = Arc::new(Counting::new(rocks));
+    let started = Instant::now();
+    let split = run_batches(&retail, counting.as_ref(), &msgs, args.batch_max)?;
+    let total = started.elapsed();
+    let gets = counting.gets.load(Ordering::Relaxed);
+    let get_time = Duration::from_nanos(counting.get_nanos.load(Ordering::Relaxed));
+    let scan_time = Duration::from_nanos(counting.scan_nanos.load(Ordering::Relaxed));
+    println!(
+        "over RocksDB:          {:6.1} µs/msg = {:.0} msg/s on one core",
+        per(total),
+        n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  apply (in overlay):  {:6.1} µs/msg, of which store reads {:.1} µs ({:.1} gets/msg, {:.0} % misses, {:.2} µs each) and scans {:.1} µs ({:.2}/msg)",
+        per(split.apply),
+        per(get_time),
+        gets as f64 / n as f64,
+        100.0 * counting.misses.load(Ordering::Relaxed) as f64 / gets.max(1) as f64,
+        get_time.as_secs_f64() * 1e6 / gets.max(1) as f64,
+        per(scan_time),
+        counting.scans.load(Ordering::Relaxed) as f64 / n as f64
+    );
+    println!("  into_batch:          {:6.1} µs/msg", per(split.into_batch));
+    println!(
+        "  commit (write{}): {:6.1} µs/msg, {:.2} ms per batch, {:.1} ops/msg, {:.0} bytes/msg, {:.1} MiB per 1000 batches",
+        if args.sync { "+fsync" } else { "      " },
+        per(split.commit),
+        split.commit.as_secs_f64() * 1000.0 / split.batches.max(1) as f64,
+        split.ops as f64 / n as f64,
+        split.bytes as f64 / n as f64,
+        mib(split.bytes) * 1000.0 / split.batches.max(1) as f64
+    );
+
+    let mem = Counting::new(MemStore::new());
+    let started = Instant::now();
+    let split = run_batches(&retail, &mem, &msgs, args.batch_max)?;
+    let total = started.elapsed();
+    println!(
+        "over MemStore:         {:6.1} µs/msg (apply {:.1}, of which reads {:.1}; commit {:.1})",
+        per(total),
+        per(split.apply),
+        per(Duration::from_nanos(mem.get_nanos.load(Ordering::Relaxed))),
+        per(split.commit)
+    );
+    Ok(())
+}
