@@ -73,6 +73,10 @@ pub struct NatsConfig {
     /// A `.creds` file (JWT + nkey seed). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey user seed (`SU…`), for servers that list bare nkey users.
+    /// Never logged. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_seed_file: Option<PathBuf>,
     /// User name for user/password auth (with `password`). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -98,6 +102,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             creds_file: None,
+            nkey_seed_file: None,
             user: None,
             password: None,
             token: None,
@@ -471,6 +476,7 @@ impl Config {
         let mut full = Config::default();
         full.nats.creds_file = Some("x".into());
         full.nats.user = Some("x".into());
+        full.nats.nkey_seed_file = Some("x".into());
         full.nats.password = Some("x".into());
         full.nats.token = Some("x".into());
         full.nats.tls_ca = Some("x".into());

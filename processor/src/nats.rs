@@ -30,6 +30,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
             .with_context(|| format!("reading nats.creds_file {}", path.display()))?,
         None => async_nats::ConnectOptions::new(),
     };
+    if let Some(path) = &nats.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("reading nats.nkey_seed_file {}", path.display()))?;
+        options = options.nkey(seed.trim().to_string());
+    }
     if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
