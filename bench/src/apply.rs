@@ -27,6 +27,10 @@ pub struct ApplyArgs {
     pub stores: usize,
     #[arg(long, default_value_t = 5_000)]
     pub skus: usize,
+    /// Synthetic keys written to the RocksDB store before the timed run (see `restart`), to
+    /// see how reads scale with the size of the state.
+    #[arg(long, default_value_t = 0)]
+    pub prefill_keys: u64,
     /// `state.sync` of the RocksDB store.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
@@ -176,6 +180,12 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::Builder::new().prefix("tally-bench-apply-").tempdir()?;
     let rocks = RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..RocksOptions::default() })?;
+    if args.prefill_keys > 0 {
+        let started = Instant::now();
+        crate::restart::fill_store(&rocks, args.prefill_keys)?;
+        println!("prefilled {} keys in {:.1} s", args.prefill_keys, started.elapsed().as_secs_f64());
+    }
+    let threads_before = crate::measure::threads_cpu_secs();
     let counting = Arc::new(Counting::new(rocks));
     let started = Instant::now();
     let split = run_batches(&retail, counting.as_ref(), &msgs, args.batch_max)?;
@@ -198,6 +208,9 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         per(scan_time),
         counting.scans.load(Ordering::Relaxed) as f64 / n as f64
     );
+    let threads = crate::measure::cpu_delta(&threads_before, &crate::measure::threads_cpu_secs());
+    let threads: Vec<String> = threads.iter().take(4).map(|(name, secs)| format!("{name} {secs:.1} s")).collect();
+    println!("  CPU meanwhile: {}", threads.join(", "));
     println!("  into_batch:          {:6.1} µs/msg", per(split.into_batch));
     println!(
         "  commit (write{}): {:6.1} µs/msg, {:.2} ms per batch, {:.1} ops/msg, {:.0} bytes/msg, {:.1} MiB per 1000 batches",

@@ -60,7 +60,7 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
     app::setup(&config).await?;
 
     let filled = Instant::now();
-    fill(&config, args.keys)?;
+    fill(&config.state.path, &fill_options(&config), args.keys)?;
     let (_, disk) = measure::dir_size(&config.state.path);
     println!(
         "restart: filled {} keys in {:.1} s; state on disk {:.0} MiB",
@@ -109,15 +109,21 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `keys` synthetic keys and drops the store without flushing its memtables.
-fn fill(config: &Config, keys: u64) -> anyhow::Result<()> {
-    let options = RocksOptions {
-        cache_bytes: config.state.cache_bytes,
-        write_buffer_bytes: config.state.write_buffer_bytes,
-        sync: false,
-    };
-    std::fs::create_dir_all(&config.state.path)?;
-    let store = RocksStore::open(&config.state.path, &options)?;
+/// The processor's RocksDB settings, without fsync (filling needs no durability).
+fn fill_options(config: &Config) -> RocksOptions {
+    RocksOptions { cache_bytes: config.state.cache_bytes, write_buffer_bytes: config.state.write_buffer_bytes, sync: false }
+}
+
+/// Writes `keys` synthetic keys into the store at `path` and drops it without flushing its
+/// memtables.
+pub fn fill(path: &std::path::Path, options: &RocksOptions, keys: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path)?;
+    let store = RocksStore::open(path, options)?;
+    fill_store(&store, keys)
+}
+
+/// Writes `keys` synthetic keys into `store`.
+pub fn fill_store(store: &dyn Store, keys: u64) -> anyhow::Result<()> {
     let first_day = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid day");
     let mut sku = SkuDay { sold_units: Decimal::from(17), restocked_units: Decimal::ONE, ..SkuDay::default() };
     sku.gross = Decimal::new(33_983, 2);
