@@ -6,6 +6,7 @@
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
 //! - `restart`: time from start to consuming with many keys in state.
 //! - `apply`: the per-message work without NATS, store reads counted and timed.
+//! - `tuned`: RocksDB with read-side options the profile suggests, for `apply --tuned`.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
 //! The criterion micro-benchmarks live in `benches/micro.rs`.
@@ -17,6 +18,7 @@ mod load;
 mod measure;
 mod restart;
 mod server;
+mod tuned;
 
 use clap::{Parser, Subcommand};
 
