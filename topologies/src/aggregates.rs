@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -68,7 +68,8 @@ pub struct SkuDay {
 /// A POS transaction awaiting its inventory movement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unmatched {
-    pub at: DateTime<FixedOffset>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub at: DateTime<Utc>,
     pub id: String,
 }
 
@@ -103,7 +104,9 @@ impl SkuDay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatestPrice {
     pub unit_price: Decimal,
-    pub at: DateTime<FixedOffset>,
+    /// Stored as an integer: state values are decoded on every touch, timestamps as text are not cheap.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub at: DateTime<Utc>,
 }
 
 /// The `seq` numbers seen for one register in one day, as sorted disjoint inclusive ranges,
@@ -216,6 +219,7 @@ impl SkuDay {
 
     /// Remembers a transaction that moved this key's expected units, newest first, bounded.
     pub fn note_unmatched(&mut self, id: &str, at: DateTime<FixedOffset>) {
+        let at = at.to_utc();
         if self.unmatched.iter().any(|u| u.id == id) {
             return;
         }

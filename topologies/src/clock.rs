@@ -23,13 +23,18 @@ const TIMERS_PER_SCAN: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreClock {
-    /// The store's event time.
+    /// The store's event time. (Times are stored as integers: this record is read and written
+    /// for every accepted record.)
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub watermark: DateTime<Utc>,
     /// Processing time of the last accepted record.
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub last_event_proc: DateTime<Utc>,
     /// Processing time up to which idle time already advanced the watermark.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub advanced_proc: Option<DateTime<Utc>>,
     /// The earliest timer of this store, if any, so most events need no timer scan.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub next_timer: Option<DateTime<Utc>>,
 }
 

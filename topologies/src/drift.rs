@@ -107,6 +107,7 @@ impl Phase {
 pub struct AlertState {
     pub phase: Phase,
     /// Event time since when the key is over threshold, in the current episode.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub over_since: Option<DateTime<Utc>>,
     /// The last revision sent; 0 before the first.
     pub revision: u32,

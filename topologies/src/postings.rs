@@ -42,6 +42,7 @@ pub struct PostingBook {
     pub seq: u32,
     pub final_sent: bool,
     /// Processing time of the first change not yet posted.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub dirty_since: Option<DateTime<Utc>>,
     pub transactions: i64,
     pub lines: i64,

@@ -280,11 +280,11 @@ impl Retail {
         for line in &tx.lines {
             let key = keys::price(&tx.store, &line.sku);
             let newer = match read::<LatestPrice>(txn, Cf::Aggregates, &key, "latest price")? {
-                Some(latest) => tx.occurred_at >= latest.at,
+                Some(latest) => tx.occurred_at.to_utc() >= latest.at,
                 None => true,
             };
             if newer {
-                let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at };
+                let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at.to_utc() };
                 txn.put(Cf::Aggregates, key, aggregates::encode(&price));
             }
         }
