@@ -1,6 +1,6 @@
 //! Security (issue 5, item 5), seen from outside: tally against a real nats-server that requires
-//! user/password, a token, an nkey-signed user JWT (creds file) or mutual TLS; the HTTP API's
-//! optional bearer token on /v1. With the right credentials tally becomes ready and counts a
+//! user/password, a token, an nkey-signed user JWT (creds file), a bare nkey seed or mutual
+//! TLS; the HTTP API's optional bearer token on /v1. With the right credentials tally becomes ready and counts a
 //! transaction; with wrong ones it never becomes ready and its log says why, and no secret
 //! (password, token, nkey seed, bearer token) ever appears in a log or an answer.
 
@@ -334,34 +334,42 @@ async fn nkey_creds_file() {
     assert_refused(refused, &["authorization"], &[&seed, &rogue_seed]).await;
 }
 
-// Proves (when supported): tally can use a server whose users are bare nkeys
-// (`authorization { users = [ { nkey: U… } ] }`, no operator, no JWT). nats.connect takes only
-// a creds file (JWT + seed), and a creds file cannot log in there: async-nats then sends the
-// JWT and its signature but no `nkey`, which such a server requires.
+// Proves: a server whose users are bare nkeys (`authorization { users = [ { nkey: U… } ] }`, no
+// operator, no JWT) accepts tally with the user's seed in `nats.nkey_seed_file`; another user's
+// seed is refused, said in the log, and neither seed is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gap: processor/src/nats.rs has no nkey seed option (async_nats::ConnectOptions::nkey), only creds_file"]
-async fn bare_nkey_user() {
+async fn bare_nkey_seed_file() {
     let user = nkeys::KeyPair::new_user();
-    let account = nkeys::KeyPair::new_account();
     let nats = NatsServer::start_with_config(&format!(
         "authorization {{ users = [ {{ nkey: {} }} ] }}",
         user.public_key()
     ));
-    let creds_path = nats.dir_for_files().join("tally.creds");
-    std::fs::write(&creds_path, jwt::creds(&jwt::user(&account, &user), &user))
-        .expect("write the creds file");
     let seed = user.seed().expect("seed");
+    let seed_path = nats.dir_for_files().join("tally.nk");
+    std::fs::write(&seed_path, format!("{seed}\n")).expect("write the seed file");
     let js = js_with(
         &nats.url(),
         async_nats::ConnectOptions::with_nkey(seed.clone()),
     )
     .await;
-    let creds_toml = format!(
-        "[nats]\ncreds_file = {}\n",
-        toml_str(&creds_path.display().to_string())
-    );
-    let tally = Tally::start(&nats.url(), &creds_toml).await;
+    let seed_toml = |path: &std::path::Path| {
+        format!(
+            "[nats]\nnkey_seed_file = {}\n",
+            toml_str(&path.display().to_string())
+        )
+    };
+    let tally = Tally::start(&nats.url(), &seed_toml(&seed_path)).await;
     assert_accepted(tally, &js, &[&seed]).await;
+
+    let stranger = nkeys::KeyPair::new_user();
+    let stranger_seed = stranger.seed().expect("seed");
+    let stranger_path = nats.dir_for_files().join("stranger.nk");
+    std::fs::write(&stranger_path, &stranger_seed).expect("write the seed file");
+    let refused = Tally::builder(&nats.url())
+        .toml(&seed_toml(&stranger_path))
+        .setup(false)
+        .prepare();
+    assert_refused(refused, &["authorization"], &[&seed, &stranger_seed]).await;
 }
 
 /// A CA and the certificates it signs, as PEM.
