@@ -1,8 +1,8 @@
 //! Security (issue 5, item 5), seen from outside: tally against a real nats-server that requires
 //! user/password, a token, an nkey-signed user JWT (creds file), a bare nkey seed or mutual
-//! TLS; the HTTP API's optional bearer token on /v1. With the right credentials tally becomes ready and counts a
-//! transaction; with wrong ones it never becomes ready and its log says why, and no secret
-//! (password, token, nkey seed, bearer token) ever appears in a log or an answer.
+//! TLS; the HTTP API's optional bearer token on /v1. With the right credentials tally becomes
+//! ready and counts a transaction; with wrong ones it never becomes ready and its log says why,
+//! and no secret (password, token, nkey seed, bearer token) ever appears in a log or an answer.
 
 use std::time::{Duration, Instant};
 
