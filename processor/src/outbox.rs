@@ -80,9 +80,13 @@ impl Publisher {
         // DLQ entries are independent and go out pipelined. Alerts and postings are awaited one
         // by one: a failed posting must not let the next one of its store overtake it.
         let mut pipelined = Vec::new();
+        let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
-            let entry: OutboxEntry = aggregates::decode(value)?;
+            let mut entry: OutboxEntry = aggregates::decode(value)?;
             let kind = kind_of(&entry.subject);
+            if kind == "dlq" {
+                fit_dlq_copy(&mut entry, max_payload);
+            }
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", entry.msg_id.as_str());
             for (name, value) in &entry.headers {
@@ -150,6 +154,24 @@ impl Publisher {
         telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
         Ok(())
     }
+}
+
+/// Room kept for the protocol line and headers besides the payload.
+const HEADER_ROOM_BYTES: usize = 4096;
+
+/// A rejected input that was just below the server's `max_payload` cannot be copied verbatim
+/// with the DLQ headers added: it would block the outbox for good. Its copy keeps the first
+/// bytes that fit and says so in `Tally-Payload-Truncated` (the original size in bytes).
+fn fit_dlq_copy(entry: &mut OutboxEntry, max_payload: usize) {
+    let headers: usize = entry.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let room = max_payload.saturating_sub(headers + HEADER_ROOM_BYTES);
+    if max_payload == 0 || entry.payload.len() <= room {
+        return;
+    }
+    let original = entry.payload.len();
+    entry.payload.truncate(room);
+    entry.headers.push(("Tally-Payload-Truncated".into(), original.to_string()));
+    warn!(msg_id = %entry.msg_id, original, kept = room, "Rejected input too large to copy whole to the DLQ; truncated.");
 }
 
 fn kind_of(subject: &str) -> &'static str {

@@ -404,7 +404,6 @@ async fn a_flood_of_bad_input_is_dead_lettered_while_valid_records_count() {
 // Proves: a rejected input just under nats-server's max_payload, which cannot be republished
 // verbatim with the DLQ headers added, does not stall the outputs that come after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "exposes a bug: the DLQ copy exceeds max_payload, stays first in the outbox and blocks every later output"]
 async fn a_rejected_message_at_max_payload_does_not_stall_outputs() {
     let nats = NatsServer::start_with_config("max_payload: 65536\n");
     let mut tally = Tally::start(&nats.url(), "[input]\nmax_message_bytes = 1048576\n").await;
@@ -445,15 +444,11 @@ async fn a_rejected_message_at_max_payload_does_not_stall_outputs() {
     );
     let edge = dlq
         .iter()
-        .find(|m| m.header("Tally-Source-Sequence") == Some(bad_seq.to_string().as_str()));
-    eprintln!(
-        "the max_payload record was {}",
-        if edge.is_some() {
-            "dead-lettered"
-        } else {
-            "not dead-lettered"
-        }
-    );
+        .find(|m| m.header("Tally-Source-Sequence") == Some(bad_seq.to_string().as_str()))
+        .expect("the max_payload record is dead-lettered too, truncated to fit");
+    assert_eq!(edge.header("Tally-Error"), Some("unknown_type"));
+    assert_eq!(edge.header("Tally-Payload-Truncated"), Some(bad.len().to_string().as_str()));
+    assert!(bad.starts_with(&edge.payload), "the copy keeps the first bytes of the input");
     let day = tally.day("0042", DAY).await;
     assert_eq!(DayTotals::from_http(&day), model.day("0042", DAY));
     assert!(tally.is_running(), "{}", tally.logs());
