@@ -11,6 +11,10 @@
 //!
 //! The criterion micro-benchmarks live in `benches/micro.rs`.
 
+/// The same allocator as the `tally` binary, so the in-process processor measures as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod apply;
 mod ceiling;
 mod e2e;

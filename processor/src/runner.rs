@@ -88,13 +88,18 @@ impl Runner {
             };
             self.health.set(Component::Nats, Ok(()));
             let mut batch = vec![first];
-            // Take whatever has already arrived, without waiting, up to the batch bound.
-            while batch.len() < self.config.input.batch_max {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
-                    _ => break,
+            // Take whatever has already arrived, without waiting, up to the batch bound. Outside
+            // tokio's cooperative budget (128 polls), which would otherwise end every batch at
+            // 128 messages whatever `batch_max` says, and multiply the commits.
+            tokio::task::unconstrained(async {
+                while batch.len() < self.config.input.batch_max {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        _ => break,
+                    }
                 }
-            }
+            })
+            .await;
             if self.process(batch, &mut next_delivery, &mut shutdown).await? == Delivery::Gap {
                 // Deliveries were lost on the way (a partition, a reconnect): acking past them
                 // would drop them for good, so read again right after the committed position.

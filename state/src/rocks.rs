@@ -51,20 +51,18 @@ impl RocksStore {
     /// family. Fails if another process has it open.
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self, StateError> {
         let cache = Cache::new_lru_cache(opts.cache_bytes);
-        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
-            opts.write_buffer_bytes,
-            false,
-            cache.clone(),
-        );
+        // Memtables get their own budget rather than a share of the block cache: charged to the
+        // cache they crowd out the blocks that point lookups need once state holds millions of keys.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager(opts.write_buffer_bytes, false);
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         // Most reads are point lookups of keys that may not exist yet (a new dedupe id, a new
         // sku-day): a bloom filter answers those without reading data blocks. Index and filter
-        // blocks live in the shared cache, so memory stays within `cache_bytes`.
+        // blocks stay with their open table files (bounded by `max_open_files`) instead of
+        // competing with data blocks in the cache, where evicting them made every get re-read
+        // them from disk at millions of keys.
         table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_compression_type(DBCompressionType::Lz4);
