@@ -39,18 +39,10 @@ impl Retail {
     /// Re-evaluates every drift key the record touched.
     pub(crate) fn evaluate_touched(&self, txn: &mut Overlay<'_>, step: &mut Step) -> Result<(), TopologyError> {
         let touched = std::mem::take(&mut step.touched);
-        let mut finalized_days: Vec<(NaiveDate, bool)> = Vec::new();
         for (day, sku_name) in touched {
-            let day_final = match finalized_days.iter().find(|(d, _)| *d == day) {
-                Some((_, is_final)) => *is_final,
-                None => {
-                    let is_final = postings::load_store_day(txn, &step.store, day)?.finalized;
-                    finalized_days.push((day, is_final));
-                    is_final
-                }
-            };
-            let key = keys::sku_day(&step.store, day, &sku_name);
-            let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { continue };
+            let day_final = self.store_day_mut(txn, step, day)?.finalized;
+            // Taken out of the cache while carry_out needs the step; put back below.
+            let Some(mut sku) = step.sku_days.remove(&(day, sku_name.clone())) else { continue };
             let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
             let thresholds = self.config().thresholds(&step.store);
             let over = figures.is_over(thresholds);
@@ -59,7 +51,7 @@ impl Retail {
                 sku.alert.evaluate(over, figures.drift_units, day_final, thresholds.settle, step.clock.watermark);
             outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
             self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
-            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            step.sku_days.insert((day, sku_name), sku);
         }
         Ok(())
     }
@@ -186,7 +178,7 @@ impl Retail {
                 cf: Cf::Aggregates,
                 detail: format!("store clock key: {e}"),
             })?;
-            let mut step = Step { store, clock: store_clock, now, touched: Default::default(), emitted: Emitted::default() };
+            let mut step = Step::new(store, store_clock, now);
             self.fire_due(txn, &mut step)?;
             clock::save(txn, &step.store, &step.clock);
             emitted.merge(step.emitted);

@@ -4,7 +4,7 @@
 //! write that the processor commits together with the stream position. It never waits, never
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -131,13 +131,40 @@ pub struct Retail {
     config: TopologyConfig,
 }
 
-/// The work of one accepted record on one store: its clock and the drift keys it touched.
+/// The work of one accepted record on one store: its clock, the drift keys it touched, and
+/// the store-days and sku-days it changed, decoded once and written back once at its end.
 pub(crate) struct Step {
     pub store: String,
     pub clock: StoreClock,
     pub now: DateTime<Utc>,
     pub touched: BTreeSet<(NaiveDate, String)>,
     pub emitted: Emitted,
+    pub store_days: BTreeMap<NaiveDate, StoreDay>,
+    pub sku_days: BTreeMap<(NaiveDate, String), SkuDay>,
+}
+
+impl Step {
+    pub fn new(store: String, clock: StoreClock, now: DateTime<Utc>) -> Step {
+        Step {
+            store,
+            clock,
+            now,
+            touched: BTreeSet::new(),
+            emitted: Emitted::default(),
+            store_days: BTreeMap::new(),
+            sku_days: BTreeMap::new(),
+        }
+    }
+
+    /// Writes back what the record changed.
+    pub fn flush(&mut self, txn: &mut Overlay<'_>) {
+        for (day, totals) in std::mem::take(&mut self.store_days) {
+            txn.put(Cf::Aggregates, keys::store_day(&self.store, day), aggregates::encode(&totals));
+        }
+        for ((day, sku), totals) in std::mem::take(&mut self.sku_days) {
+            txn.put(Cf::Aggregates, keys::sku_day(&self.store, day, &sku), aggregates::encode(&totals));
+        }
+    }
 }
 
 impl Retail {
@@ -205,7 +232,7 @@ impl Retail {
             }
             None => StoreClock::new(occurred, now),
         };
-        let mut step = Step { store, clock, now, touched: BTreeSet::new(), emitted: Emitted::default() };
+        let mut step = Step::new(store, clock, now);
         // Timers due before this record's time fire first: a key that stayed over threshold
         // for the settle time fires even if this very record brings it back under.
         self.fire_due(txn, &mut step)?;
@@ -223,6 +250,7 @@ impl Retail {
         txn.put(Cf::Dedupe, seen_key, aggregates::encode(&seen));
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
         self.evaluate_touched(txn, &mut step)?;
+        step.flush(txn);
         clock::save(txn, &step.store, &step.clock);
         Ok((Outcome::Accepted, step.emitted))
     }
@@ -308,9 +336,8 @@ impl Retail {
         let now = step.now;
         let store = step.store.clone();
         self.update_store_day(txn, step, tx.business_day, |day| day.apply_transaction(tx, sign))?;
-        let mut totals = postings::load_store_day(txn, &store, tx.business_day)?;
-        postings::mark_dirty(txn, &store, tx.business_day, &mut totals, now);
-        txn.put(Cf::Aggregates, keys::store_day(&store, tx.business_day), aggregates::encode(&totals));
+        let totals = self.store_day_mut(txn, step, tx.business_day)?;
+        postings::mark_dirty(txn, &store, tx.business_day, totals, now);
         for line in &tx.lines {
             let expects_movement = line.qty.is_sign_positive() || line.restock;
             let referenced = txn.get(Cf::Aggregates, &keys::reference(&store, &tx.id, &line.sku))?.is_some();
@@ -333,7 +360,7 @@ impl Retail {
             self.update_sku_day(txn, step, day, &line.sku, |sku| sku.apply_movement_qty(movement.reason, line.qty))?;
         }
         if let Some(reference) = &movement.reference {
-            self.match_reference(txn, &movement.store, reference, movement)?;
+            self.match_reference(txn, step, reference, movement)?;
         }
         Ok(())
     }
@@ -342,10 +369,11 @@ impl Retail {
     fn match_reference(
         &self,
         txn: &mut Overlay<'_>,
-        store: &str,
+        step: &mut Step,
         reference: &str,
         movement: &InventoryMovement,
     ) -> Result<(), TopologyError> {
+        let store = &movement.store;
         for line in &movement.lines {
             txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
         }
@@ -354,10 +382,10 @@ impl Retail {
             return Ok(());
         };
         for line in &movement.lines {
+            let cached = step.sku_days.contains_key(&(seen.business_day, line.sku.clone()));
             let key = keys::sku_day(store, seen.business_day, &line.sku);
-            if let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? {
-                sku.forget_unmatched(reference);
-                txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            if cached || txn.get(Cf::Aggregates, &key)?.is_some() {
+                self.sku_day_mut(txn, step, seen.business_day, &line.sku)?.forget_unmatched(reference);
             }
         }
         Ok(())
@@ -372,7 +400,7 @@ impl Retail {
         Ok(())
     }
 
-    /// Reads, changes and writes a store-day; a new one gets its finalization timer.
+    /// Changes a store-day (in the step's cache, written back at the record's end).
     pub(crate) fn update_store_day(
         &self,
         txn: &mut Overlay<'_>,
@@ -380,21 +408,34 @@ impl Retail {
         day: NaiveDate,
         change: impl FnOnce(&mut StoreDay),
     ) -> Result<(), TopologyError> {
-        let key = keys::store_day(&step.store, day);
-        let mut totals = match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
-            Some(totals) => totals,
-            None => {
-                let end = self.end_of_day(&step.store, day);
-                let store = step.store.clone();
-                clock::add_timer(txn, &mut step.clock, &store, end + self.config.max_open, &clock::Timer::Finalize { day });
-                let prune_at = end + self.config.retention.max(self.config.max_open + Duration::days(1));
-                clock::add_timer(txn, &mut step.clock, &store, prune_at, &clock::Timer::Prune { day });
-                StoreDay::default()
-            }
-        };
-        change(&mut totals);
-        txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
+        change(self.store_day_mut(txn, step, day)?);
         Ok(())
+    }
+
+    /// The store-day in the step's cache, read on first use; a new one gets its timers.
+    pub(crate) fn store_day_mut<'s>(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &'s mut Step,
+        day: NaiveDate,
+    ) -> Result<&'s mut StoreDay, TopologyError> {
+        if !step.store_days.contains_key(&day) {
+            let key = keys::store_day(&step.store, day);
+            let totals = match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
+                Some(totals) => totals,
+                None => {
+                    let end = self.end_of_day(&step.store, day);
+                    let store = step.store.clone();
+                    let finalize_at = end + self.config.max_open;
+                    clock::add_timer(txn, &mut step.clock, &store, finalize_at, &clock::Timer::Finalize { day });
+                    let prune_at = end + self.config.retention.max(self.config.max_open + Duration::days(1));
+                    clock::add_timer(txn, &mut step.clock, &store, prune_at, &clock::Timer::Prune { day });
+                    StoreDay::default()
+                }
+            };
+            step.store_days.insert(day, totals);
+        }
+        Ok(step.store_days.get_mut(&day).expect("inserted just above"))
     }
 
     fn update_sku_day(
@@ -405,12 +446,26 @@ impl Retail {
         sku: &str,
         change: impl FnOnce(&mut SkuDay),
     ) -> Result<(), TopologyError> {
-        let key = keys::sku_day(&step.store, day, sku);
-        let mut totals = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default();
-        change(&mut totals);
-        txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
+        change(self.sku_day_mut(txn, step, day, sku)?);
         step.touched.insert((day, sku.to_string()));
         Ok(())
+    }
+
+    /// The sku-day in the step's cache, read on first use.
+    pub(crate) fn sku_day_mut<'s>(
+        &self,
+        txn: &Overlay<'_>,
+        step: &'s mut Step,
+        day: NaiveDate,
+        sku: &str,
+    ) -> Result<&'s mut SkuDay, TopologyError> {
+        let cache_key = (day, sku.to_string());
+        if !step.sku_days.contains_key(&cache_key) {
+            let key = keys::sku_day(&step.store, day, sku);
+            let totals = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default();
+            step.sku_days.insert(cache_key.clone(), totals);
+        }
+        Ok(step.sku_days.get_mut(&cache_key).expect("inserted just above"))
     }
 
     /// The end of a business day: the next local midnight in the store's zone.
