@@ -77,8 +77,9 @@ impl Publisher {
         let mut done = WriteBatch::default();
         let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
         let mut first_error: Option<anyhow::Error> = None;
-        // DLQ entries are independent and go out pipelined. Alerts and postings are awaited one
-        // by one: a failed posting must not let the next one of its store overtake it.
+        // DLQ entries and alerts (which carry their revision) go out pipelined. Postings are
+        // awaited one by one: a failed posting must not let the next one of its store overtake
+        // it, since an ERP books them in stream order.
         let mut pipelined = Vec::new();
         let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
@@ -99,8 +100,8 @@ impl Publisher {
                     break;
                 }
             };
-            if kind == "dlq" {
-                pipelined.push((key.clone(), ack));
+            if kind != "posting" {
+                pipelined.push((key.clone(), kind, ack));
                 continue;
             }
             match ack.await {
@@ -114,11 +115,11 @@ impl Publisher {
                 }
             }
         }
-        for (key, ack) in pipelined {
+        for (key, kind, ack) in pipelined {
             match ack.await {
                 Ok(_) => {
                     done.delete(Cf::Outbox, key);
-                    *kinds.entry("dlq").or_default() += 1;
+                    *kinds.entry(kind).or_default() += 1;
                 }
                 // Others may be acked; keep their deletes and retry this one.
                 Err(err) => {
