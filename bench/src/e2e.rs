@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::load::{self, Mix};
 use crate::measure::{self, mib, ms, PositionPoller};
 use crate::ceiling;
-use crate::server::{free_port, LocalNats};
+use tally_processor::localnats::{free_port, LocalNats};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct E2eArgs {

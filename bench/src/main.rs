@@ -1,6 +1,5 @@
 //! `tally-bench`: tally measured side by side with the broker's own ceiling (issue 6).
 //!
-//! - `server`: a throwaway nats-server on a free port.
 //! - `load`: realistic input from tally's generator, preloaded or paced.
 //! - `ceiling`: (a), a bare JetStream pull consumer over the same stream.
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
@@ -21,7 +20,6 @@ mod e2e;
 mod load;
 mod measure;
 mod restart;
-mod server;
 mod tuned;
 
 use clap::{Parser, Subcommand};

@@ -26,7 +26,7 @@ use tally_topologies::model::MovementReason;
 
 use crate::load;
 use crate::measure::{self, mib, PositionPoller};
-use crate::server::{free_port, LocalNats};
+use tally_processor::localnats::{free_port, LocalNats};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RestartArgs {

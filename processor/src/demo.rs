@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use tokio::sync::watch;
 use crate::config::{Config, StoreConfig};
 use crate::gen::{self, Traffic};
 use crate::gencli::{until_shutdown, TrafficArgs};
+use crate::localnats::LocalNats;
 use crate::{app, telemetry};
 
 #[derive(Args, Debug)]
@@ -109,41 +109,6 @@ fn demo_config(args: &DemoArgs, nats_url: &str, temp: &std::path::Path) -> anyho
         config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
     }
     Ok(config)
-}
-
-/// A nats-server child process with JetStream, killed on drop.
-struct LocalNats {
-    child: Child,
-    url: String,
-}
-
-impl LocalNats {
-    fn start(dir: &std::path::Path) -> anyhow::Result<LocalNats> {
-        let binary = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        std::fs::create_dir_all(dir)?;
-        let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {binary:?}; run scripts/install-deps.sh, or pass --nats-url"))?;
-        let url = format!("nats://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "nats-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(LocalNats { child, url })
-    }
-}
-
-impl Drop for LocalNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The live per-store table, read from state.

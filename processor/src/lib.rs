@@ -14,6 +14,7 @@
 //! - [`gencli`]: the generator's command-line options, shared by `gen` and `demo`.
 //! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
 //! - [`inspect`]: reading the state offline.
+//! - [`localnats`]: a throwaway local nats-server, for the demo and the benchmark.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 
 pub mod alertmanager;
@@ -25,6 +26,7 @@ pub mod gencli;
 pub mod health;
 pub mod http;
 pub mod inspect;
+pub mod localnats;
 pub mod nats;
 pub mod outbox;
 pub mod runner;

@@ -1,5 +1,6 @@
 //! A throwaway nats-server with JetStream on a free port, its store in a directory the caller
-//! owns; killed on drop so that a failed run leaves no server behind.
+//! owns; killed on drop so that a failed run leaves no server behind. Used by `tally demo` and
+//! the benchmark.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +28,7 @@ impl LocalNats {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {binary:?}; run scripts/install-deps.sh or set NATS_SERVER_BIN"))?;
+            .with_context(|| format!("cannot start {binary:?}; run scripts/install-deps.sh, set NATS_SERVER_BIN, or pass --nats-url"))?;
         let mut server = LocalNats { child, url: format!("nats://127.0.0.1:{port}") };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
