@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, BATCH_MAX_LIMIT};
 
@@ -47,15 +47,32 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     if let (Some(cert), Some(key)) = (&nats.tls_cert, &nats.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
+    let tls = nats.tls_ca.is_some() || nats.tls_cert.is_some();
     let client = options
         .name("tally")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event.") })
+        .event_callback(move |event| async move { log_event(&event, tls) })
         .connect(nats.url.as_str())
         .await
         .with_context(|| format!("connecting to NATS at {}", nats.url))?;
     Ok(client)
+}
+
+/// Connection trouble is a warning; a client error with TLS configured gets a hint, since a
+/// refused handshake or certificate reaches the client only as an IO error.
+fn log_event(event: &async_nats::Event, tls: bool) {
+    match event {
+        async_nats::Event::ClientError(_) if tls => warn!(
+            %event,
+            "NATS client error. TLS is configured: a refused TLS handshake or certificate shows up as an \
+             IO error; check nats.tls_ca, nats.tls_cert and nats.tls_key against the server's tls block."
+        ),
+        async_nats::Event::ClientError(_) | async_nats::Event::ServerError(_) | async_nats::Event::Disconnected => {
+            warn!(%event, "NATS connection trouble.")
+        }
+        _ => info!(%event, "NATS connection event."),
+    }
 }
 
 /// The streams tally reads and writes: (name, subjects, is output).

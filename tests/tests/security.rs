@@ -490,9 +490,8 @@ async fn mutual_tls() {
     assert_refused(wrong_ca, &because, &[&client_secret]).await;
 }
 
-// Proves (when fixed): a TLS refusal is named as such in tally's log, not only as "IO error".
+// Proves a TLS refusal is named as such in tally's log, not only as "IO error".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "exposes a gap: a refused TLS handshake is logged only as `client error: nats: IO error`, then `request timed out`"]
 async fn a_refused_tls_handshake_is_explained_in_the_log() {
     let pki = Pki::new("tally test CA");
     let (server_cert, server_key) =
