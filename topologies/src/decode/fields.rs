@@ -190,12 +190,36 @@ impl<'v> Obj<'v> {
     }
 }
 
-/// A value where a decimal belongs: a decimal string or any number, held exactly.
+/// The largest magnitude tally accepts for any quantity or amount, and for a record's own
+/// products and sums: a quadrillion. No retail record comes near it, and it keeps every running
+/// total (sums of at most this much per record) far below Decimal's limit of 7.9e28, whose
+/// operators panic on overflow.
+pub const MAGNITUDE_MAX: Decimal = Decimal::from_parts(
+    (1_000_000_000_000_000u64 & 0xFFFF_FFFF) as u32,
+    (1_000_000_000_000_000u64 >> 32) as u32,
+    0,
+    false,
+    0,
+);
+
+/// A value where a decimal belongs: a decimal string or any number, held exactly, within
+/// [`MAGNITUDE_MAX`].
 pub fn decimal_of(value: &Value, path: &str) -> Result<Decimal, Rejection> {
     let parsed = match value {
         Value::Number(text) | Value::Str(text) => parse_decimal(text),
         _ => Err(NumberError::Syntax),
     };
+    if let Ok(d) = parsed {
+        if d.abs() > MAGNITUDE_MAX {
+            return Err(Rejection {
+                reason: RejectReason::Decimal,
+                detail: format!(
+                    "{path}: {} does not fit a decimal exactly within ±{MAGNITUDE_MAX}",
+                    value.describe()
+                ),
+            });
+        }
+    }
     parsed.map_err(|e| {
         let why = match e {
             NumberError::Syntax => "is not a decimal",

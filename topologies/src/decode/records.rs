@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 
-use super::fields::{schema, Obj};
+use super::fields::{schema, Obj, MAGNITUDE_MAX};
 use super::{DecodeContext, RejectReason, Rejection};
 use crate::model::{
     DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender,
@@ -197,6 +197,9 @@ fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result
         } else {
             (Decimal::ZERO, line.qty)
         };
+        if gross.abs() > MAGNITUDE_MAX || net.abs() > MAGNITUDE_MAX {
+            return Err(out_of_range(format!("lines[{i}]: gross {gross} or net {net}")));
+        }
         computed.push((
             line.sku.as_str(),
             [sold, returned, gross, line.discount, net, line.tax],
@@ -261,13 +264,16 @@ fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
 fn out_of_range(what: String) -> Rejection {
     Rejection::new(
         RejectReason::Decimal,
-        format!("{what} does not fit a decimal exactly"),
+        format!("{what} does not fit a decimal exactly within ±{MAGNITUDE_MAX}"),
     )
 }
 
-/// `a + b` when Decimal holds it exactly; `None` on overflow or rounding.
+/// `a + b` when Decimal holds it exactly within [`MAGNITUDE_MAX`]; `None` otherwise.
 fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
     let sum = a.checked_add(b)?;
+    if sum.abs() > MAGNITUDE_MAX {
+        return None;
+    }
     // Decimal rounds instead of failing when aligning the scales overflows the mantissa;
     // undoing the addition exposes that.
     (sum.checked_sub(a) == Some(b)).then_some(sum)

@@ -19,6 +19,8 @@ fn any_decimal() -> impl Strategy<Value = Decimal> {
         .prop_map(|(lo, mid, hi, negative, scale)| {
             Decimal::from_parts(lo, mid, hi, negative, scale)
         })
+        // Larger magnitudes are refused by design (fields::MAGNITUDE_MAX).
+        .prop_filter("within tally's magnitude bound", |d| d.abs() <= crate::decode::fields::MAGNITUDE_MAX)
 }
 
 /// A transaction of one line of qty 1 without discount, so that any unit price's gross and
