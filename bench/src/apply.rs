@@ -31,9 +31,6 @@ pub struct ApplyArgs {
     /// see how reads scale with the size of the state.
     #[arg(long, default_value_t = 0)]
     pub prefill_keys: u64,
-    /// Use the tuned RocksDB options of `tuned.rs` (bloom filters, …) instead of tally's.
-    #[arg(long)]
-    pub tuned: bool,
     /// Block cache size in MiB (tally's default `state.cache_bytes` is 128 MiB).
     #[arg(long, default_value_t = 128)]
     pub cache_mib: usize,
@@ -174,11 +171,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let msgs = generate(opts, n);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "tally-bench apply: {n} messages, batch {}, cache {} MiB, state.sync {}, RocksDB options {}",
-        args.batch_max,
-        args.cache_mib,
-        args.sync,
-        if args.tuned { "tuned (bench/src/tuned.rs)" } else { "tally's" }
+        "tally-bench apply: {n} messages, batch {}, cache {} MiB, state.sync {}",
+        args.batch_max, args.cache_mib, args.sync
     );
 
     let topology_config = config.topology();
@@ -192,11 +186,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::Builder::new().prefix("tally-bench-apply-").tempdir()?;
     let defaults = RocksOptions { cache_bytes: args.cache_mib << 20, ..RocksOptions::default() };
-    let rocks: Arc<dyn Store> = if args.tuned {
-        Arc::new(crate::tuned::TunedRocks::open(dir.path(), defaults.cache_bytes, defaults.write_buffer_bytes, args.sync)?)
-    } else {
-        Arc::new(RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?)
-    };
+    let rocks: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?);
     if args.prefill_keys > 0 {
         let started = Instant::now();
         crate::restart::fill_store(rocks.as_ref(), args.prefill_keys)?;

@@ -5,7 +5,6 @@
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
 //! - `restart`: time from start to consuming with many keys in state.
 //! - `apply`: the per-message work without NATS, store reads counted and timed.
-//! - `tuned`: RocksDB with read-side options the profile suggests, for `apply --tuned`.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
 //! The criterion micro-benchmarks live in `benches/micro.rs`.
@@ -20,7 +19,6 @@ mod e2e;
 mod load;
 mod measure;
 mod restart;
-mod tuned;
 
 use clap::{Parser, Subcommand};
 
