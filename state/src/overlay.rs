@@ -9,50 +9,50 @@ use crate::{Cf, Entries, StateError, Store, WriteBatch};
 /// Pending writes over a store: reads see them first, then the store.
 pub struct Overlay<'s> {
     store: &'s dyn Store,
-    /// `Some(value)` is a pending put, `None` a pending delete.
-    pending: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// Per column family (indexed like `Cf::ALL`), `Some(value)` is a pending put, `None` a
+    /// pending delete. One map per family lets a lookup borrow the key instead of copying it.
+    pending: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Cf::ALL.len()],
+}
+
+fn slot(cf: Cf) -> usize {
+    // `Cf::ALL` lists every family once, so the position exists.
+    Cf::ALL.iter().position(|c| *c == cf).expect("every Cf is in Cf::ALL")
 }
 
 impl<'s> Overlay<'s> {
     pub fn new(store: &'s dyn Store) -> Self {
-        Self {
-            store,
-            pending: BTreeMap::new(),
-        }
+        Self { store, pending: Default::default() }
     }
 
     /// The value under `key` as it will be after commit.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        match self.pending.get(&(cf, key.to_vec())) {
+        match self.pending[slot(cf)].get(key) {
             Some(pending) => Ok(pending.clone()),
             None => self.store.get(cf, key),
         }
     }
 
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.pending.insert((cf, key.into()), Some(value.into()));
+        self.pending[slot(cf)].insert(key.into(), Some(value.into()));
     }
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.pending.insert((cf, key.into()), None);
+        self.pending[slot(cf)].insert(key.into(), None);
     }
 
     /// Entries whose key starts with `prefix` as they will be after commit: pending puts
     /// included, pending deletes hidden, ascending key order, at most `limit`.
     pub fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        let pending: Vec<(&[u8], Option<&Vec<u8>>)> = self
-            .pending
-            .range((cf, prefix.to_vec())..)
-            .take_while(|((c, key), _)| *c == cf && key.starts_with(prefix))
-            .map(|((_, key), value)| (key.as_slice(), value.as_ref()))
+        let pending: Vec<(&[u8], Option<&Vec<u8>>)> = self.pending[slot(cf)]
+            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.as_slice(), value.as_ref()))
             .collect();
         // Each pending delete can hide at most one stored entry, so reading that many extra
         // entries guarantees `limit` survivors whenever the store holds them. A stored key past
         // the last one read is then greater than `limit` survivors and cannot be in the answer.
         let deletes = pending.iter().filter(|(_, value)| value.is_none()).count();
-        let stored = self
-            .store
-            .scan_prefix(cf, prefix, limit.saturating_add(deletes))?;
+        let stored = self.store.scan_prefix(cf, prefix, limit.saturating_add(deletes))?;
 
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
         for (key, value) in pending {
@@ -66,16 +66,18 @@ impl<'s> Overlay<'s> {
 
     /// Number of distinct keys with a pending put or delete.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.iter().map(BTreeMap::len).sum()
     }
 
     /// The pending writes as one batch, ordered by column family and key.
     pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::new();
-        for ((cf, key), value) in self.pending {
-            match value {
-                Some(value) => batch.put(cf, key, value),
-                None => batch.delete(cf, key),
+        for (cf, writes) in Cf::ALL.into_iter().zip(self.pending) {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.put(cf, key, value),
+                    None => batch.delete(cf, key),
+                }
             }
         }
         batch

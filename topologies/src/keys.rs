@@ -18,8 +18,11 @@ const TAG_REFERENCE: u8 = 5;
 pub const META_POSITION: &[u8] = b"position";
 pub const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
 
+/// `YYYY-MM-DD`, written directly: chrono's `format` re-parses its pattern on every call, and
+/// this runs for every key of every record.
 fn day_text(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
 }
 
 /// (store, business_day) → `StoreDay`.
