@@ -12,12 +12,7 @@ bash "$here/install-deps.sh"
 # shellcheck source=scripts/env.sh
 . "$here/env.sh"
 
-shared_target="${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}"
-if [ -d "$shared_target" ]; then
-    export CARGO_TARGET_DIR="$shared_target"
-else
-    unset CARGO_TARGET_DIR
-fi
+tally_use_shared_target
 
 # The dev profile, like the test suite: RocksDB's C++ build (the long part of a first build) is
 # then shared by both Quick start commands. The demo's default load is far below what even an

@@ -11,15 +11,7 @@ bash "$here/install-deps.sh"
 # shellcheck source=scripts/env.sh
 . "$here/env.sh"
 
-# Share a build dir between checkouts when one exists (saves the ~20 min RocksDB build);
-# otherwise cargo's default ./target.
-shared_target="${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}"
-if [ -d "$shared_target" ]; then
-    export CARGO_TARGET_DIR="$shared_target"
-    echo "test.sh: using CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >&2
-else
-    unset CARGO_TARGET_DIR
-fi
+tally_use_shared_target
 
 echo "test.sh: cargo build --workspace --bins" >&2
 cargo build --workspace --bins

@@ -148,10 +148,8 @@ impl Publisher {
             return Ok(());
         };
         let oldest = KeyReader::new(oldest_key).u64()?;
-        let next = match self.store.get(Cf::Meta, keys::META_OUTBOX_NEXT)? {
-            Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes.as_slice().try_into()?),
-            _ => oldest + 1,
-        };
+        let meta = tally_state::Overlay::new(self.store.as_ref());
+        let next = tally_topologies::topology::read_meta_u64(&meta, keys::META_OUTBOX_NEXT)?.unwrap_or(oldest + 1);
         telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
         Ok(())
     }

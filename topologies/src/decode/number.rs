@@ -22,22 +22,27 @@ const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
 /// 2^96 − 1 has 29 digits; a longer digit string cannot fit.
 const MANTISSA_DIGITS_MAX: usize = 29;
 
+/// Consumes an optional `-` or `+` at `pos`; true for `-`.
+fn take_sign(bytes: &[u8], pos: &mut usize) -> bool {
+    match bytes.get(*pos) {
+        Some(b'-') => {
+            *pos += 1;
+            true
+        }
+        Some(b'+') => {
+            *pos += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
 /// Parses `text` exactly. The scale of the text is kept (`"2.00"` has scale 2), except that
 /// an exponent is applied to it and a zero loses its sign.
 pub fn parse_decimal(text: &str) -> Result<Decimal, NumberError> {
     let bytes = text.as_bytes();
     let mut pos = 0;
-    let negative = match bytes.first() {
-        Some(b'-') => {
-            pos += 1;
-            true
-        }
-        Some(b'+') => {
-            pos += 1;
-            false
-        }
-        _ => false,
-    };
+    let negative = take_sign(bytes, &mut pos);
     let int_start = pos;
     while pos < bytes.len() && bytes[pos].is_ascii_digit() {
         pos += 1;
@@ -58,17 +63,7 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, NumberError> {
     let mut exponent: i64 = 0;
     if pos < bytes.len() && (bytes[pos] == b'e' || bytes[pos] == b'E') {
         pos += 1;
-        let exp_negative = match bytes.get(pos) {
-            Some(b'-') => {
-                pos += 1;
-                true
-            }
-            Some(b'+') => {
-                pos += 1;
-                false
-            }
-            _ => false,
-        };
+        let exp_negative = take_sign(bytes, &mut pos);
         let exp_start = pos;
         while pos < bytes.len() && bytes[pos].is_ascii_digit() {
             // Saturate: any exponent this large is out of range unless the mantissa is zero,
