@@ -63,7 +63,19 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let metrics = telemetry::install()?;
     let shutdown = app::shutdown_on_signals();
     let store = app::open_store(&config)?;
-    let processor = tokio::spawn(app::run_with_store(config.clone(), store.clone(), metrics, shutdown.clone()));
+    // The processor stops on ctrl-c, or when the demo is done: gracefully either way, so that it
+    // leaves NATS before the local server goes.
+    let (stop_processor, processor_stop) = watch::channel(false);
+    tokio::spawn({
+        let mut signals = shutdown.clone();
+        let stop = stop_processor.clone();
+        async move {
+            if signals.wait_for(|s| *s).await.is_ok() {
+                let _ = stop.send(true);
+            }
+        }
+    });
+    let processor = tokio::spawn(app::run_with_store(config.clone(), store.clone(), metrics, processor_stop));
 
     let client = async_nats::connect(nats_url.as_str()).await?;
     let js = async_nats::jetstream::new(client);
@@ -90,8 +102,12 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         summary.print().await;
     }
-    processor.abort();
-    let _ = processor.await;
+    let _ = stop_processor.send(true);
+    match processor.await {
+        Ok(Err(err)) => eprintln!("demo: the processor stopped with an error: {err:#}"),
+        Err(err) => eprintln!("demo: the processor panicked: {err}"),
+        Ok(Ok(())) => {}
+    }
     Ok(())
 }
 
