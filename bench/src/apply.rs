@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tally_processor::config::{Config, StoreConfig};
 use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
-use tally_state::{Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
+use tally_state::{CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::topology::{self, InputMessage, Retail};
 
@@ -34,6 +34,9 @@ pub struct ApplyArgs {
     /// Block cache size in MiB (tally's default `state.cache_bytes` is 128 MiB).
     #[arg(long, default_value_t = 128)]
     pub cache_mib: usize,
+    /// `state.value_cache_bytes` in MiB (tally's default is 64 MiB; 0 turns the cache off).
+    #[arg(long, default_value_t = 64)]
+    pub value_cache_mib: usize,
     /// `state.sync` of the RocksDB store.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
@@ -171,8 +174,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let msgs = generate(opts, n);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "tally-bench apply: {n} messages, batch {}, cache {} MiB, state.sync {}",
-        args.batch_max, args.cache_mib, args.sync
+        "tally-bench apply: {n} messages, batch {}, block cache {} MiB, value cache {} MiB, state.sync {}",
+        args.batch_max, args.cache_mib, args.value_cache_mib, args.sync
     );
 
     let topology_config = config.topology();
@@ -186,7 +189,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::Builder::new().prefix("tally-bench-apply-").tempdir()?;
     let defaults = RocksOptions { cache_bytes: args.cache_mib << 20, ..RocksOptions::default() };
-    let rocks: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?);
+    let rocks = RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?;
+    let rocks: Arc<dyn Store> = Arc::new(CachedStore::new(rocks, args.value_cache_mib << 20));
     if args.prefill_keys > 0 {
         let started = Instant::now();
         crate::restart::fill_store(rocks.as_ref(), args.prefill_keys)?;

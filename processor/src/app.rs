@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tally_state::{RocksOptions, RocksStore, Store};
+use tally_state::{CachedStore, RocksOptions, RocksStore, Store};
 use tally_topologies::topology::Retail;
 use tokio::sync::{watch, Notify};
 use tracing::info;
@@ -60,7 +60,8 @@ pub async fn run_with_store(
             }
         })
     };
-    let store: Arc<dyn Store> = store;
+    // Every reader and writer below shares the one cache, so it never disagrees with the state.
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, config.state.value_cache_bytes));
     let health = Arc::new(Health::default());
     let api = ApiState {
         store: Arc::clone(&store),

@@ -168,6 +168,10 @@ pub struct StateConfig {
     pub cache_bytes: usize,
     /// Memtable budget across column families. Default 67108864 (bytes, 64 MiB).
     pub write_buffer_bytes: usize,
+    /// Cache of recently read and written values in front of RocksDB, so hot keys
+    /// (a store's day, a popular sku's day) skip the memtable and block cache. 0 turns it off.
+    /// Default 67108864 (bytes, 64 MiB).
+    pub value_cache_bytes: usize,
     /// fsync every commit, so an acked input survives power loss, not only a crash. Default true.
     pub sync: bool,
     /// How long (event time, after the end of a business day) a day's totals and dedupe ids
@@ -181,6 +185,7 @@ impl Default for StateConfig {
             path: "./tally-data".into(),
             cache_bytes: 128 << 20,
             write_buffer_bytes: 64 << 20,
+            value_cache_bytes: 64 << 20,
             sync: true,
             retention: "35d".into(),
         }

@@ -7,11 +7,13 @@
 //! - [`error`]: [`StateError`], what can go wrong in any store.
 //! - [`key`]: order-preserving binary keys ([`KeyWriter`], [`KeyReader`]).
 //! - [`overlay`]: [`Overlay`], a read-your-writes transaction that ends as one batch.
+//! - [`cached`]: [`CachedStore`], a bounded cache of hot values in front of a store.
 //! - [`mem`]: [`MemStore`], in memory, for unit tests and simulations.
 //! - [`failing`]: [`FailingStore`], a wrapper that fails chosen writes for fault-injection tests.
 //! - [`rocks`]: [`RocksStore`], the durable store on RocksDB (feature `rocksdb`).
 
 pub mod batch;
+pub mod cached;
 pub mod cf;
 pub mod error;
 pub mod failing;
@@ -23,12 +25,13 @@ pub mod rocks;
 pub mod store;
 
 pub use batch::{Op, WriteBatch};
+pub use cached::CachedStore;
 pub use cf::Cf;
 pub use error::StateError;
 pub use failing::FailingStore;
 pub use key::{KeyError, KeyReader, KeyWriter};
 pub use mem::MemStore;
-pub use overlay::Overlay;
+pub use overlay::{Overlay, Writes};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksOptions, RocksStore};
 pub use store::{Entries, Store};

@@ -3,76 +3,56 @@
 //! not at all. The overlay never writes to the store itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::{Cf, Entries, StateError, Store, WriteBatch};
 
-/// Pending writes over a store: reads see them first, then the store.
-pub struct Overlay<'s> {
-    store: &'s dyn Store,
-    /// Per column family (indexed like `Cf::ALL`), `Some(value)` is a pending put, `None` a
-    /// pending delete. One map per family lets a lookup borrow the key instead of copying it.
-    pending: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Cf::ALL.len()],
+/// Puts (`Some`) and deletes (`None`) by column family (indexed like `Cf::ALL`) and key. One
+/// map per family lets a lookup borrow the key instead of copying it.
+#[derive(Default, Debug)]
+pub struct Writes {
+    by_cf: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Cf::ALL.len()],
 }
 
-fn slot(cf: Cf) -> usize {
-    // `Cf::ALL` lists every family once, so the position exists.
-    Cf::ALL.iter().position(|c| *c == cf).expect("every Cf is in Cf::ALL")
-}
-
-impl<'s> Overlay<'s> {
-    pub fn new(store: &'s dyn Store) -> Self {
-        Self { store, pending: Default::default() }
+impl Writes {
+    fn get(&self, cf: Cf, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.by_cf[cf.index()].get(key)
     }
 
-    /// The value under `key` as it will be after commit.
-    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        match self.pending[slot(cf)].get(key) {
-            Some(pending) => Ok(pending.clone()),
-            None => self.store.get(cf, key),
-        }
-    }
-
-    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.pending[slot(cf)].insert(key.into(), Some(value.into()));
-    }
-
-    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.pending[slot(cf)].insert(key.into(), None);
-    }
-
-    /// Entries whose key starts with `prefix` as they will be after commit: pending puts
-    /// included, pending deletes hidden, ascending key order, at most `limit`.
-    pub fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        let pending: Vec<(&[u8], Option<&Vec<u8>>)> = self.pending[slot(cf)]
+    /// Pending writes under `prefix`, ascending.
+    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
+        self.by_cf[cf.index()]
             .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
+            .take_while(move |(key, _)| key.starts_with(prefix))
             .map(|(key, value)| (key.as_slice(), value.as_ref()))
-            .collect();
-        // Each pending delete can hide at most one stored entry, so reading that many extra
-        // entries guarantees `limit` survivors whenever the store holds them. A stored key past
-        // the last one read is then greater than `limit` survivors and cannot be in the answer.
-        let deletes = pending.iter().filter(|(_, value)| value.is_none()).count();
-        let stored = self.store.scan_prefix(cf, prefix, limit.saturating_add(deletes))?;
-
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (key, value) in pending {
-            match value {
-                Some(value) => merged.insert(key.to_vec(), value.clone()),
-                None => merged.remove(key),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
     }
 
-    /// Number of distinct keys with a pending put or delete.
-    pub fn pending_len(&self) -> usize {
-        self.pending.iter().map(BTreeMap::len).sum()
+    /// Number of distinct keys with a put or delete.
+    pub fn len(&self) -> usize {
+        self.by_cf.iter().map(BTreeMap::len).sum()
     }
 
-    /// The pending writes as one batch, ordered by column family and key.
-    pub fn into_batch(self) -> WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The writes as one batch, ordered by column family and key, leaving them readable.
+    pub fn to_batch(&self) -> WriteBatch {
         let mut batch = WriteBatch::new();
-        for (cf, writes) in Cf::ALL.into_iter().zip(self.pending) {
+        for (cf, writes) in Cf::ALL.into_iter().zip(&self.by_cf) {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.put(cf, key.clone(), value.clone()),
+                    None => batch.delete(cf, key.clone()),
+                }
+            }
+        }
+        batch
+    }
+
+    fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (cf, writes) in Cf::ALL.into_iter().zip(self.by_cf) {
             for (key, value) in writes {
                 match value {
                     Some(value) => batch.put(cf, key, value),
@@ -81,6 +61,89 @@ impl<'s> Overlay<'s> {
             }
         }
         batch
+    }
+}
+
+/// Pending writes over a store: reads see them first, then the writes of an earlier batch
+/// still on their way to the store (if any), then the store.
+pub struct Overlay<'s> {
+    store: &'s dyn Store,
+    /// An earlier batch's writes, handed to the store but perhaps not landed yet. Reading
+    /// through them lets the next batch be applied while the earlier one commits.
+    below: Option<Arc<Writes>>,
+    pending: Writes,
+}
+
+impl<'s> Overlay<'s> {
+    pub fn new(store: &'s dyn Store) -> Self {
+        Self { store, below: None, pending: Writes::default() }
+    }
+
+    /// An overlay that reads `below` (an earlier batch's writes, committing meanwhile) as if
+    /// it were already in the store.
+    pub fn over_in_flight(store: &'s dyn Store, below: Arc<Writes>) -> Self {
+        Self { store, below: Some(below), pending: Writes::default() }
+    }
+
+    /// The value under `key` as it will be after commit.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let layers = std::iter::once(&self.pending).chain(self.below.as_deref());
+        for layer in layers {
+            if let Some(pending) = layer.get(cf, key) {
+                return Ok(pending.clone());
+            }
+        }
+        self.store.get(cf, key)
+    }
+
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.pending.by_cf[cf.index()].insert(key.into(), Some(value.into()));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.pending.by_cf[cf.index()].insert(key.into(), None);
+    }
+
+    /// Entries whose key starts with `prefix` as they will be after commit: pending puts
+    /// included, pending deletes hidden, ascending key order, at most `limit`.
+    pub fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        // Lowest layer first, so that later writes replace earlier ones in the merge.
+        let layers: Vec<Vec<(&[u8], Option<&Vec<u8>>)>> = self
+            .below
+            .as_deref()
+            .into_iter()
+            .chain(std::iter::once(&self.pending))
+            .map(|layer| layer.under(cf, prefix).collect())
+            .collect();
+        // Each pending delete can hide at most one stored entry, so reading that many extra
+        // entries guarantees `limit` survivors whenever the store holds them. A stored key past
+        // the last one read is then greater than `limit` survivors and cannot be in the answer.
+        let deletes = layers.iter().flatten().filter(|(_, value)| value.is_none()).count();
+        let stored = self.store.scan_prefix(cf, prefix, limit.saturating_add(deletes))?;
+
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (key, value) in layers.into_iter().flatten() {
+            match value {
+                Some(value) => merged.insert(key.to_vec(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// Number of distinct keys with a pending put or delete (not counting the layer below).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The pending writes as one batch, ordered by column family and key.
+    pub fn into_batch(self) -> WriteBatch {
+        self.pending.into_batch()
+    }
+
+    /// The pending writes, to be committed while a later overlay reads through them.
+    pub fn into_writes(self) -> Writes {
+        self.pending
     }
 }
 
@@ -228,6 +291,44 @@ mod tests {
                 let seen = tx.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
                 store.write(tx.into_batch()).unwrap();
                 prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
+            }
+
+            #[test]
+            fn reads_over_writes_in_flight_equal_reads_after_both_land(
+                stored in proptest::collection::vec((small_key(), any::<u8>()), 0..12),
+                earlier in proptest::collection::vec((small_key(), proptest::option::of(any::<u8>())), 0..12),
+                later in proptest::collection::vec((small_key(), proptest::option::of(any::<u8>())), 0..12),
+                prefix in small_key(),
+                limit in 0usize..8,
+            ) {
+                // Proves an overlay over an earlier batch still in flight reads (gets and scans)
+                // exactly what the store holds once the earlier batch and then its own have
+                // been written, for any keys, writes, prefix and limit.
+                let store = MemStore::new();
+                let mut batch = WriteBatch::new();
+                for (key, value) in stored {
+                    batch.put(Cf::Dedupe, key, vec![value]);
+                }
+                store.write(batch).unwrap();
+                let apply = |tx: &mut Overlay<'_>, ops: &[(Vec<u8>, Option<u8>)]| {
+                    for (key, value) in ops {
+                        match value {
+                            Some(value) => tx.put(Cf::Dedupe, key.clone(), vec![*value]),
+                            None => tx.delete(Cf::Dedupe, key.clone()),
+                        }
+                    }
+                };
+                let mut first = Overlay::new(&store);
+                apply(&mut first, &earlier);
+                let in_flight = Arc::new(first.into_writes());
+                let mut second = Overlay::over_in_flight(&store, Arc::clone(&in_flight));
+                apply(&mut second, &later);
+                let seen = second.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
+                let got = second.get(Cf::Dedupe, &prefix).unwrap();
+                store.write(in_flight.to_batch()).unwrap();
+                store.write(second.into_batch()).unwrap();
+                prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
+                prop_assert_eq!(got, store.get(Cf::Dedupe, &prefix).unwrap());
             }
         }
     }

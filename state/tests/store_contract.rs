@@ -1,6 +1,7 @@
 //! The behaviour every `Store` must share. Each case runs against `MemStore` and, with the
 //! `rocksdb` feature, against a `RocksStore` in a temporary directory, so the fast in-memory
-//! store used by unit tests cannot drift from the real one.
+//! store used by unit tests cannot drift from the real one; and each again behind a
+//! `CachedStore`.
 
 use tally_state::{Cf, Entries, FailingStore, KeyWriter, Overlay, StateError, Store, WriteBatch};
 
@@ -308,4 +309,15 @@ all_cases!(rocks, {
     let store =
         tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
     (store, dir)
+});
+
+// The cache in front of a store must not change what any reader sees.
+all_cases!(cached_mem, (tally_state::CachedStore::new(tally_state::MemStore::new(), 1 << 20), ()));
+
+#[cfg(feature = "rocksdb")]
+all_cases!(cached_rocks, {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
+    (tally_state::CachedStore::new(store, 1 << 20), dir)
 });

@@ -1,0 +1,241 @@
+//! [`CachedStore`]: a bounded cache of recently read and written values in front of a store.
+//!
+//! The processor is the only writer of its state, and it reads the same few hundred thousand
+//! keys over and over (a store's day totals on every record, a popular sku's day, the dedupe
+//! entry of a sale its inventory movement refers to). A RocksDB get walks the memtable skip
+//! list, which holds every version of a hot key since the last flush, and then the block
+//! cache; answering hot keys from memory takes most of that off every message.
+//!
+//! The cache holds only values that exist (misses are not remembered: the keys that miss are
+//! mostly new ids, read once). Scans go to the store. Every write goes through
+//! [`CachedStore::write`], which updates the cache once the store has the batch, so a read
+//! never sees a value the store does not hold.
+
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use quick_cache::{unsync, Equivalent, Weighter};
+
+use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
+
+/// Bytes charged per entry beyond its key and value: the cache's own bookkeeping.
+const ENTRY_OVERHEAD: u64 = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    cf: u8,
+    key: Vec<u8>,
+}
+
+/// A borrowed [`CacheKey`], so a lookup does not copy the key. Its derived `Hash` feeds the
+/// hasher the same sequence as `CacheKey`'s (a `u8`, then a byte slice with its length).
+#[derive(Hash)]
+struct Lookup<'a> {
+    cf: u8,
+    key: &'a [u8],
+}
+
+impl Equivalent<CacheKey> for Lookup<'_> {
+    fn equivalent(&self, other: &CacheKey) -> bool {
+        self.cf == other.cf && self.key == other.key.as_slice()
+    }
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<CacheKey, Vec<u8>> for ByBytes {
+    fn weight(&self, key: &CacheKey, value: &Vec<u8>) -> u64 {
+        (key.key.len() + value.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+struct Cached {
+    values: unsync::Cache<CacheKey, Vec<u8>, ByBytes>,
+    /// Counts writes. A reader that fetched a value from the store before a write landed must
+    /// not put it into the cache after that write updated it.
+    generation: u64,
+}
+
+/// A store with a bounded cache of values in front of it. Families that are only scanned
+/// (the outbox, timers) are not cached.
+pub struct CachedStore<S> {
+    inner: S,
+    cached: Option<Mutex<Cached>>,
+}
+
+fn is_cached(cf: Cf) -> bool {
+    matches!(cf, Cf::Aggregates | Cf::Dedupe | Cf::Voids | Cf::Meta)
+}
+
+impl<S: Store> CachedStore<S> {
+    /// Caches up to about `capacity_bytes` of keys and values; 0 turns the cache off.
+    pub fn new(inner: S, capacity_bytes: usize) -> Self {
+        let cached = (capacity_bytes > 0).then(|| {
+            let estimated_items = (capacity_bytes / 512).max(16);
+            Mutex::new(Cached {
+                values: unsync::Cache::with_weighter(estimated_items, capacity_bytes as u64, ByBytes),
+                generation: 0,
+            })
+        });
+        Self { inner, cached }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Bytes the cache holds now (keys, values and per-entry overhead).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cached.as_ref().map_or(0, |cached| lock(cached).values.weight())
+    }
+}
+
+fn lock(cached: &Mutex<Cached>) -> std::sync::MutexGuard<'_, Cached> {
+    // The cache holds no invariant a panicking reader could break halfway: use it as it is.
+    cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<S: Store> Store for CachedStore<S> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(cached) = self.cached.as_ref().filter(|_| is_cached(cf)) else {
+            return self.inner.get(cf, key);
+        };
+        let lookup = Lookup { cf: cf.index() as u8, key };
+        let generation = {
+            let guard = lock(cached);
+            if let Some(value) = guard.values.get(&lookup) {
+                return Ok(Some(value.clone()));
+            }
+            guard.generation
+        };
+        let value = self.inner.get(cf, key)?;
+        if let Some(value) = &value {
+            let mut guard = lock(cached);
+            if guard.generation == generation {
+                guard.values.insert(CacheKey { cf: lookup.cf, key: key.to_vec() }, value.clone());
+            }
+        }
+        Ok(value)
+    }
+
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.inner.scan_prefix(cf, prefix, limit)
+    }
+
+    fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.inner.scan_from(cf, start, limit)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let Some(cached) = &self.cached else { return self.inner.write(batch) };
+        let changes: Vec<Op> = batch.ops().filter(|op| is_cached(op.cf())).cloned().collect();
+        let result = self.inner.write(batch);
+        let mut guard = lock(cached);
+        guard.generation += 1;
+        for op in changes {
+            let key = CacheKey { cf: op.cf().index() as u8, key: op.key().to_vec() };
+            match (op, &result) {
+                (Op::Put { value, .. }, Ok(())) => guard.values.insert(key, value),
+                // A failed write may still have reached the disk (an fsync error after the
+                // write): forget the key so the next read asks the store.
+                _ => {
+                    guard.values.remove(&key);
+                }
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FailingStore, MemStore};
+    use std::sync::Arc;
+
+    fn put(cf: Cf, key: &[u8], value: &[u8]) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put(cf, key, value);
+        batch
+    }
+
+    #[test]
+    fn reads_what_was_written_last_through_it() {
+        // Proves a cached key reads its newest value after a put and reads as missing after a
+        // delete, and that the store behind it holds the same.
+        let inner = Arc::new(MemStore::new());
+        let store = CachedStore::new(Arc::clone(&inner), 1 << 20);
+        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"1".to_vec()));
+        store.write(put(Cf::Aggregates, b"k", b"2")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"2".to_vec()));
+        let mut delete = WriteBatch::new();
+        delete.delete(Cf::Aggregates, b"k".as_slice());
+        store.write(delete).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), None);
+        assert_eq!(inner.get(Cf::Aggregates, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn answers_hits_from_memory() {
+        // Proves a value read once is answered from the cache afterwards: a value planted in
+        // the store behind the cache's back is not seen, which is why every write must go
+        // through the cache.
+        let inner = Arc::new(MemStore::new());
+        inner.write(put(Cf::Dedupe, b"id", b"old")).unwrap();
+        let store = CachedStore::new(Arc::clone(&inner), 1 << 20);
+        assert_eq!(store.get(Cf::Dedupe, b"id").unwrap(), Some(b"old".to_vec()));
+        inner.write(put(Cf::Dedupe, b"id", b"behind")).unwrap();
+        assert_eq!(store.get(Cf::Dedupe, b"id").unwrap(), Some(b"old".to_vec()));
+        assert!(store.cached_bytes() > 0);
+    }
+
+    #[test]
+    fn families_are_separate_and_scans_see_the_store() {
+        // Proves the same key in two families is cached apart, and scans read the store.
+        let store = CachedStore::new(MemStore::new(), 1 << 20);
+        store.write(put(Cf::Aggregates, b"k", b"agg")).unwrap();
+        store.write(put(Cf::Meta, b"k", b"meta")).unwrap();
+        store.write(put(Cf::Outbox, b"k", b"out")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"agg".to_vec()));
+        assert_eq!(store.get(Cf::Meta, b"k").unwrap(), Some(b"meta".to_vec()));
+        assert_eq!(store.get(Cf::Outbox, b"k").unwrap(), Some(b"out".to_vec()));
+        assert_eq!(store.scan_prefix(Cf::Outbox, b"", 10).unwrap(), vec![(b"k".to_vec(), b"out".to_vec())]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_reads_on_the_store() {
+        // Proves a write the store refused changes nothing a reader sees: the key is read from
+        // the store again, which still holds the old value.
+        let store = CachedStore::new(FailingStore::new(MemStore::new()).fail_write_number(2), 1 << 20);
+        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
+        assert!(store.write(put(Cf::Aggregates, b"k", b"2")).is_err());
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn stays_within_its_budget() {
+        // Proves the cache evicts to stay near its byte budget while every value stays readable.
+        let store = CachedStore::new(MemStore::new(), 64 << 10);
+        for i in 0u32..2_000 {
+            store.write(put(Cf::Aggregates, &i.to_be_bytes(), &[7; 200])).unwrap();
+        }
+        assert!(store.cached_bytes() <= 64 << 10, "{} bytes cached", store.cached_bytes());
+        for i in 0u32..2_000 {
+            assert_eq!(store.get(Cf::Aggregates, &i.to_be_bytes()).unwrap(), Some(vec![7; 200]));
+        }
+    }
+
+    #[test]
+    fn zero_capacity_passes_through() {
+        // Proves a cache of 0 bytes holds nothing and reads every value from the store.
+        let inner = Arc::new(MemStore::new());
+        let store = CachedStore::new(Arc::clone(&inner), 0);
+        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
+        inner.write(put(Cf::Aggregates, b"k", b"2")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.cached_bytes(), 0);
+    }
+}
