@@ -5,6 +5,12 @@
 //! committed position, not the broker's ack floor, decides where reading resumes. A failed
 //! commit is retried in place with capped backoff, holding the batch and its acks, so the
 //! processor neither loses nor re-applies anything while the disk is away.
+//!
+//! Commits are pipelined: while batch k is written and fsynced on a blocking thread, batch k+1
+//! is applied over an overlay that reads k's writes as if they had landed. At most one batch
+//! is in flight; k+1's commit starts only once k's has finished (and k is acked), so writes
+//! land and acks leave in input order. If k's commit never succeeds, k+1 is never committed
+//! either, and neither is acked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use tally_state::{Overlay, Store, WriteBatch};
+use tally_state::{Overlay, Store, Writes};
 use tally_topologies::topology::{self, InputMessage, Retail};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
@@ -57,6 +63,7 @@ impl Runner {
         let mut messages = self.open_stream(&consumer, &mut shutdown).await?;
         // The consumer sequence of the next delivery. A new consumer starts at 1.
         let mut next_delivery = 1u64;
+        let mut in_flight = None;
         let idle_wait = self.config.fetch_wait().min(TICK_EVERY);
         while !*shutdown.borrow() {
             let first = tokio::select! {
@@ -68,7 +75,7 @@ impl Runner {
                         async_nats::connection::State::Connected => self.health.set(Component::Nats, Ok(())),
                         state => self.health.set(Component::Nats, Err(format!("NATS connection {state}"))),
                     }
-                    self.process(Vec::new(), &mut next_delivery, &mut shutdown).await?;
+                    self.process(Vec::new(), &mut next_delivery, &mut in_flight, &mut shutdown).await?;
                     continue;
                 }
                 _ = shutdown.changed() => break,
@@ -100,16 +107,18 @@ impl Runner {
                 }
             })
             .await;
-            if self.process(batch, &mut next_delivery, &mut shutdown).await? == Delivery::Gap {
+            if self.process(batch, &mut next_delivery, &mut in_flight, &mut shutdown).await? == Delivery::Gap {
                 // Deliveries were lost on the way (a partition, a reconnect): acking past them
                 // would drop them for good, so read again right after the committed position.
                 drop(messages);
+                finish(&mut in_flight).await?;
                 let Some(fresh) = self.consumer_at_position(js, &mut shutdown).await? else { break };
                 consumer = fresh;
                 messages = self.open_stream(&consumer, &mut shutdown).await?;
                 next_delivery = 1;
             }
         }
+        finish(&mut in_flight).await?;
         info!("Input loop stopped.");
         Ok(())
     }
@@ -162,16 +171,24 @@ impl Runner {
         }
     }
 
-    /// Applies, commits and acks one batch (possibly empty: then only the tick runs), in
-    /// delivery order and only up to the first gap in the consumer's delivery sequence.
-    /// Returns an error only for corrupt state.
+    /// Applies one batch (possibly empty: then only the tick runs), in delivery order and only
+    /// up to the first gap in the consumer's delivery sequence, then hands it to a commit task
+    /// that acks it once written. Returns an error only for corrupt state or a commit that
+    /// never succeeded before shutdown.
     async fn process(
         &self,
         batch: Vec<jetstream::Message>,
         next_delivery: &mut u64,
+        in_flight: &mut Option<InFlight>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<Delivery> {
-        let mut txn = Overlay::new(self.store.as_ref());
+        if in_flight.as_ref().is_some_and(|flight| flight.task.is_finished()) {
+            finish(in_flight).await?;
+        }
+        let mut txn = match in_flight {
+            Some(flight) => Overlay::over_in_flight(self.store.as_ref(), Arc::clone(&flight.writes)),
+            None => Overlay::new(self.store.as_ref()),
+        };
         let committed = topology::committed_position(&txn)?;
         let mut position = committed;
         let mut tally = BatchTally::default();
@@ -220,56 +237,101 @@ impl Runner {
         if position > committed {
             topology::set_position(&mut txn, position);
         }
-        if txn.pending_len() > 0 {
-            self.commit(txn.into_batch(), handled, position, shutdown).await?;
-            tally.emit();
-            self.outbox_notify.notify_one();
-        }
         if let Some(pending) = pending {
             telemetry::consumer_pending(pending);
         }
         // AckAll: acking the last handled message acks it and everything before it — never
         // past a gap, whose messages must be delivered again.
-        if let Some(last) = batch[..handled].last() {
-            if let Err(err) = last.ack().await {
-                // The commit holds; the server will redeliver and the position skips them.
-                warn!(error = %err, "Ack failed; redeliveries will be skipped by position.");
-            }
+        let last = batch[..handled].last().cloned();
+        // The earlier batch lands (and is acked) before this one is written.
+        finish(in_flight).await?;
+        if txn.pending_len() == 0 {
+            // Only redeliveries of committed input, or nothing at all.
+            ack(last).await;
+            return Ok(delivery);
         }
+        let writes = Arc::new(txn.into_writes());
+        let commit = Commit {
+            store: Arc::clone(&self.store),
+            health: Arc::clone(&self.health),
+            outbox_notify: Arc::clone(&self.outbox_notify),
+            writes: Arc::clone(&writes),
+            messages: handled,
+            position,
+            tally,
+            last,
+        };
+        let task = tokio::spawn(commit.run(shutdown.clone()));
+        *in_flight = Some(InFlight { writes, task });
         Ok(delivery)
     }
+}
 
-    /// Writes the batch, retrying with capped backoff while the store fails.
-    async fn commit(
-        &self,
-        batch: WriteBatch,
-        messages: usize,
-        position: u64,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+/// A batch being committed while the next one is applied.
+struct InFlight {
+    writes: Arc<Writes>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Waits for the batch in flight, if any, to be committed and acked.
+async fn finish(in_flight: &mut Option<InFlight>) -> anyhow::Result<()> {
+    match in_flight.take() {
+        Some(flight) => flight.task.await?,
+        None => Ok(()),
+    }
+}
+
+async fn ack(last: Option<jetstream::Message>) {
+    if let Some(last) = last {
+        if let Err(err) = last.ack().await {
+            // The commit holds; the server will redeliver and the position skips them.
+            warn!(error = %err, "Ack failed; redeliveries will be skipped by position.");
+        }
+    }
+}
+
+/// One batch's commit and what follows it: metrics, waking the outbox, the ack.
+struct Commit {
+    store: Arc<dyn Store>,
+    health: Arc<Health>,
+    outbox_notify: Arc<Notify>,
+    writes: Arc<Writes>,
+    messages: usize,
+    position: u64,
+    tally: BatchTally,
+    last: Option<jetstream::Message>,
+}
+
+impl Commit {
+    /// Writes the batch, retrying with capped backoff while the store fails, then acks it.
+    async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
             let store = Arc::clone(&self.store);
-            let attempt = batch.clone();
-            let result = tokio::task::spawn_blocking(move || store.write(attempt)).await?;
+            let writes = Arc::clone(&self.writes);
+            let result = tokio::task::spawn_blocking(move || store.write(writes.to_batch())).await?;
             match result {
                 Ok(()) => {
-                    telemetry::commit_done(started.elapsed().as_secs_f64(), messages, position);
+                    telemetry::commit_done(started.elapsed().as_secs_f64(), self.messages, self.position);
                     self.health.set(Component::Store, Ok(()));
-                    return Ok(());
+                    break;
                 }
                 Err(err) => {
                     telemetry::commit_failed();
-                    error!(error = %err, position, "Commit failed; input stays unacked, retrying.");
+                    error!(error = %err, position = self.position, "Commit failed; input stays unacked, retrying.");
                     self.health.set(Component::Store, Err(format!("commit failed: {err}")));
-                    if wait_or_shutdown(shutdown, backoff).await {
+                    if wait_or_shutdown(&mut shutdown, backoff).await {
                         anyhow::bail!("shut down while the state store was failing; batch not committed, not acked");
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
+        self.tally.emit();
+        self.outbox_notify.notify_one();
+        ack(self.last).await;
+        Ok(())
     }
 }
 

@@ -33,7 +33,15 @@ pub use nats::NatsServer;
 pub use process::{tally_bin, Tally, TallyBuilder};
 pub use wait::wait_until;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The workspace's root directory. Read at run time (cargo sets `CARGO_MANIFEST_DIR` for every
+/// test it runs), not compiled in: a test binary reused from a shared target directory was
+/// perhaps built in another checkout, which may be gone.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    manifest_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR"))).join("..")
+}
 
 /// The last `lines` lines of a log file, for failure messages; never fails.
 pub fn tail(path: &Path, lines: usize) -> String {

@@ -49,7 +49,7 @@ pub fn tally_bin() -> PathBuf {
 
 fn build_tally(profile_dir: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = crate::workspace_root();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace).args(["build", "-p", "tally-processor", "--bin", "tally"]);
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();

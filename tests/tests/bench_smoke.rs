@@ -21,7 +21,7 @@ fn bench_bin() -> PathBuf {
     if !bin.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "-p", "tally-bench"]);
+        cmd.current_dir(tally_tests::workspace_root()).args(["build", "-p", "tally-bench"]);
         if let Some(target_dir) = profile_dir.parent() {
             cmd.arg("--target-dir").arg(target_dir);
         }

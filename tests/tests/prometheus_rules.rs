@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+    tally_tests::workspace_root().join("deploy/prometheus")
 }
 
 /// Runs `promtool <args>` in deploy/prometheus/ and panics with its output unless it succeeds.

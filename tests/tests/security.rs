@@ -603,10 +603,7 @@ async fn http_bearer_token() {
 // config documents that default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_listens_on_loopback_by_default() {
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/tally.example.toml"
-    ))
+    let example = std::fs::read_to_string(tally_tests::workspace_root().join("deploy/tally.example.toml"))
     .expect("deploy/tally.example.toml exists");
     let listen: Vec<&str> = example
         .lines()
