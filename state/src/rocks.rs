@@ -72,6 +72,11 @@ impl RocksStore {
         // since the last flush. A whole-key bloom filter on the memtable answers them at once.
         cf_opts.set_memtable_prefix_bloom_ratio(0.05);
         cf_opts.set_memtable_whole_key_filtering(true);
+        // Each family's memtable is an eighth of the whole budget (8 MiB by default), not
+        // RocksDB's 64 MiB: every write and every memtable miss walks a skip list holding all
+        // versions since the last flush, and a smaller one is faster to walk (e2e: commit 12.6 →
+        // 9.9 ms per batch, for twice the compaction CPU on the other core), and faster to replay.
+        cf_opts.set_write_buffer_size((opts.write_buffer_bytes / 8).max(1 << 20));
 
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
