@@ -155,6 +155,19 @@ pub struct Seen {
     pub voided_by: Option<String>,
 }
 
+/// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
+/// decoding it. Its fields are `Seen`'s, in the same order, so it reads either encoding.
+#[derive(Debug, Deserialize)]
+pub struct SeenDay {
+    #[serde(rename = "fingerprint")]
+    _fingerprint: serde::de::IgnoredAny,
+    pub business_day: NaiveDate,
+    #[serde(rename = "transaction")]
+    _transaction: serde::de::IgnoredAny,
+    #[serde(rename = "voided_by")]
+    _voided_by: serde::de::IgnoredAny,
+}
+
 /// `Outbox` value: one output message waiting for JetStream's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {

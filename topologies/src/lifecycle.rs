@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, LatestPrice, SkuDay, StoreDay};
+use crate::aggregates::{self, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::drift::{self, Decision, DriftFigures};
 use crate::keys;
@@ -43,7 +43,7 @@ impl Retail {
             let day_final = self.store_day_mut(txn, step, day)?.finalized;
             // Taken out of the cache while carry_out needs the step; put back below.
             let Some(mut sku) = step.sku_days.remove(&(day, sku_name.clone())) else { continue };
-            let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
+            let figures = self.figures(txn, step, &sku_name, &sku)?;
             let thresholds = self.config().thresholds(&step.store);
             let over = figures.is_over(thresholds);
             let before = sku.alert.phase;
@@ -59,7 +59,7 @@ impl Retail {
     fn settle(&self, txn: &mut Overlay<'_>, step: &mut Step, day: NaiveDate, sku_name: &str) -> Result<(), TopologyError> {
         let key = keys::sku_day(&step.store, day, sku_name);
         let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { return Ok(()) };
-        let figures = self.figures(txn, &step.store, sku_name, &sku)?;
+        let figures = self.figures(txn, step, sku_name, &sku)?;
         let settle = self.config().thresholds(&step.store).settle;
         let before = sku.alert.phase;
         let decision = sku.alert.settle_due(figures.drift_units, step.clock.watermark, settle);
@@ -86,7 +86,7 @@ impl Retail {
         for (key, value) in rows {
             let mut sku: SkuDay = aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
             let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
-            let figures = self.figures(txn, &step.store, &sku_name, &sku)?;
+            let figures = self.figures(txn, step, &sku_name, &sku)?;
             let before = sku.alert.phase;
             let decision = sku.alert.finalize(figures.is_over(&thresholds), figures.drift_units);
             outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
@@ -146,8 +146,8 @@ impl Retail {
         Ok(())
     }
 
-    fn figures(&self, txn: &Overlay<'_>, store: &str, sku_name: &str, sku: &SkuDay) -> Result<DriftFigures, TopologyError> {
-        let price = read::<LatestPrice>(txn, Cf::Aggregates, &keys::price(store, sku_name), "latest price")?;
+    fn figures(&self, txn: &Overlay<'_>, step: &mut Step, sku_name: &str, sku: &SkuDay) -> Result<DriftFigures, TopologyError> {
+        let price = self.latest_price(txn, step, sku_name)?;
         Ok(DriftFigures::of(sku, price.map(|p| p.unit_price)))
     }
 

@@ -141,6 +141,9 @@ pub(crate) struct Step {
     pub emitted: Emitted,
     pub store_days: BTreeMap<NaiveDate, StoreDay>,
     pub sku_days: BTreeMap<(NaiveDate, String), SkuDay>,
+    /// Latest prices by sku, read once per record: a sale writes them and its drift
+    /// evaluation reads them again.
+    pub prices: HashMap<String, Option<LatestPrice>>,
 }
 
 impl Step {
@@ -153,6 +156,7 @@ impl Step {
             emitted: Emitted::default(),
             store_days: BTreeMap::new(),
             sku_days: BTreeMap::new(),
+            prices: HashMap::new(),
         }
     }
 
@@ -306,14 +310,14 @@ impl Retail {
         // A voided sale's price is still the latest price seen: drift values must not depend on
         // whether the void came first.
         for line in &tx.lines {
-            let key = keys::price(&tx.store, &line.sku);
-            let newer = match read::<LatestPrice>(txn, Cf::Aggregates, &key, "latest price")? {
+            let newer = match self.latest_price(txn, step, &line.sku)? {
                 Some(latest) => tx.occurred_at.to_utc() >= latest.at,
                 None => true,
             };
             if newer {
                 let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at.to_utc() };
-                txn.put(Cf::Aggregates, key, aggregates::encode(&price));
+                txn.put(Cf::Aggregates, keys::price(&tx.store, &line.sku), aggregates::encode(&price));
+                step.prices.insert(line.sku.clone(), Some(price));
             }
         }
         let void_key = keys::pending_void(&tx.store, &tx.id);
@@ -378,7 +382,7 @@ impl Retail {
             txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
         }
         retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
-        let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
+        let Some(seen) = read::<aggregates::SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
             return Ok(());
         };
         for line in &movement.lines {
@@ -466,6 +470,16 @@ impl Retail {
             step.sku_days.insert(cache_key.clone(), totals);
         }
         Ok(step.sku_days.get_mut(&cache_key).expect("inserted just above"))
+    }
+
+    /// The latest price of a sku in the step's store, read on first use.
+    pub(crate) fn latest_price(&self, txn: &Overlay<'_>, step: &mut Step, sku: &str) -> Result<Option<LatestPrice>, TopologyError> {
+        if let Some(price) = step.prices.get(sku) {
+            return Ok(price.clone());
+        }
+        let price = read::<LatestPrice>(txn, Cf::Aggregates, &keys::price(&step.store, sku), "latest price")?;
+        step.prices.insert(sku.to_string(), price.clone());
+        Ok(price)
     }
 
     /// The end of a business day: the next local midnight in the store's zone.

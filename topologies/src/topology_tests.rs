@@ -218,6 +218,11 @@ fn values_with_named_fields_from_earlier_versions_still_decode() {
     for id in ["T1", "T3"] {
         let seen = h.store.get(Cf::Dedupe, &crate::keys::seen("0042", id)).unwrap().unwrap();
         same_when_named::<Seen>(&seen);
+        // The business day alone is read from both forms too, skipping the transaction.
+        let named = rmp_serde::to_vec_named(&aggregates::decode::<Seen>(&seen).unwrap()).unwrap();
+        for bytes in [&seen, &named] {
+            assert_eq!(aggregates::decode::<aggregates::SeenDay>(bytes).unwrap().business_day, crate::test_support::day());
+        }
     }
     assert!(h.sku("SKU-1").sold_units > Decimal::ZERO, "the sku-day holds what was recorded");
 }
