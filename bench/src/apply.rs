@@ -90,6 +90,14 @@ impl<S: Store> Store for Counting<S> {
         entries
     }
 
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        let started = Instant::now();
+        let entries = self.inner.scan_prefix_from(cf, prefix, start, limit);
+        add_since(&self.scan_nanos, started);
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        entries
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         self.inner.write(batch)
     }

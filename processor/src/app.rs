@@ -88,7 +88,7 @@ pub async fn run_with_store(
         async move { publisher.run(shutdown).await }
     });
     let runner = Runner {
-        retail: Retail::new(config.topology()),
+        retail: Arc::new(Retail::new(config.topology())),
         config,
         store,
         health,

@@ -343,7 +343,7 @@ fn new_runner(config: &Config, store: Arc<dyn Store>, client: &async_nats::Clien
         client: client.clone(),
         config: config.clone(),
         store,
-        retail: Retail::new(config.topology()),
+        retail: Arc::new(Retail::new(config.topology())),
         health: Arc::new(Health::default()),
         outbox_notify: Arc::new(Notify::new()),
         last_tick: std::sync::Mutex::new(Instant::now()),

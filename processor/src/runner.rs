@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tally_state::{Overlay, Store, Writes};
-use tally_topologies::topology::{self, InputMessage, Retail};
+use tally_topologies::topology::{self, Decoded, InputMessage, Retail};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
@@ -31,7 +31,8 @@ use crate::telemetry::{self, BatchTally};
 pub struct Runner {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub retail: Retail,
+    /// Shared with the thread that decodes a batch ahead of its application.
+    pub retail: Arc<Retail>,
     pub health: Arc<Health>,
     /// Woken after each commit, so that new outputs leave at once.
     pub outbox_notify: Arc<Notify>,
@@ -196,7 +197,9 @@ impl Runner {
         let mut delivery = Delivery::InOrder;
         let mut handled = 0;
         let now = Utc::now();
+        let mut decoder = self.decoder(&batch);
         for message in &batch {
+            let ahead = decoder.next().await?;
             let info = match message.info() {
                 Ok(info) => info,
                 Err(err) => {
@@ -223,9 +226,9 @@ impl Runner {
                 debug!(seq, position, "Already committed; skipping a redelivery.");
                 continue;
             }
-            let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str());
-            let input = InputMessage { subject: message.subject.as_str(), content_type, payload: &message.payload, stream_seq: seq };
-            let applied = self.retail.apply(&mut txn, &input, now)?;
+            let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
+            let decoded = ahead.unwrap_or_else(|| self.retail.decode(input.subject, input.content_type, input.payload));
+            let applied = self.retail.apply_decoded(&mut txn, &input, decoded, now)?;
             tally.record(applied.source, applied.outcome, applied.emitted);
             position = seq;
         }
@@ -265,6 +268,55 @@ impl Runner {
         *in_flight = Some(InFlight { writes, task });
         Ok(delivery)
     }
+}
+
+/// Batches at least this large are decoded on a blocking thread, ahead of their application;
+/// smaller ones (light load) are decoded in line, sparing a thread hand-off per message.
+const DECODE_AHEAD_MIN: usize = 32;
+
+impl Runner {
+    /// Starts decoding `batch` on another thread when it is large enough to be worth it.
+    fn decoder(&self, batch: &[jetstream::Message]) -> Decoder {
+        if batch.len() < DECODE_AHEAD_MIN {
+            return Decoder::InLine;
+        }
+        let (decoded, receiver) = tokio::sync::mpsc::channel(batch.len());
+        let inputs: Vec<_> =
+            batch.iter().map(|m| (m.subject.clone(), content_type(m).map(str::to_string), m.payload.clone())).collect();
+        let retail = Arc::clone(&self.retail);
+        tokio::task::spawn_blocking(move || {
+            for (subject, content_type, payload) in inputs {
+                // A closed channel means the batch stopped early (a gap): nothing more to do.
+                if decoded.blocking_send(retail.decode(&subject, content_type.as_deref(), &payload)).is_err() {
+                    break;
+                }
+            }
+        });
+        Decoder::Ahead(receiver)
+    }
+}
+
+/// Where a batch's decoded messages come from, one per message in delivery order.
+enum Decoder {
+    InLine,
+    Ahead(tokio::sync::mpsc::Receiver<Decoded>),
+}
+
+impl Decoder {
+    /// The next message's decoding when it was done ahead, `None` when it is to be done in line.
+    async fn next(&mut self) -> anyhow::Result<Option<Decoded>> {
+        match self {
+            Decoder::InLine => Ok(None),
+            Decoder::Ahead(receiver) => match receiver.recv().await {
+                Some(decoded) => Ok(Some(decoded)),
+                None => anyhow::bail!("the decoding thread stopped before the end of the batch"),
+            },
+        }
+    }
+}
+
+fn content_type(message: &jetstream::Message) -> Option<&str> {
+    message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str())
 }
 
 /// A batch being committed while the next one is applied.

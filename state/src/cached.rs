@@ -128,6 +128,10 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.scan_from(cf, start, limit)
     }
 
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.inner.scan_prefix_from(cf, prefix, start, limit)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         let Some(cached) = &self.cached else { return self.inner.write(batch) };
         let changes: Vec<Op> = batch.ops().filter(|op| is_cached(op.cf())).cloned().collect();

@@ -68,6 +68,10 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.scan_from(cf, start, limit)
     }
 
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.inner.scan_prefix_from(cf, prefix, start, limit)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         let number = self.writes_attempted.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_write_number == Some(number) {

@@ -51,13 +51,23 @@ impl Store for MemStore {
     }
 
     fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan_prefix_from(cf, prefix, prefix, limit)
+    }
+
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
         let map = self.lock(cf);
-        let upper = match prefix_end(prefix) {
+        let lower = start.max(prefix);
+        let end = prefix_end(prefix);
+        if end.as_deref().is_some_and(|end| lower >= end) {
+            // Past the prefix: `range` would panic on a start beyond its end.
+            return Ok(Entries::new());
+        }
+        let upper = match end {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
         let range = map
-            .range::<[u8], _>((Bound::Included(prefix), upper.as_ref().map(Vec::as_slice)))
+            .range::<[u8], _>((Bound::Included(lower), upper.as_ref().map(Vec::as_slice)))
             .map(|(k, v)| (k.clone(), v.clone()));
         Ok(collect(range, limit))
     }

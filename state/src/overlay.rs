@@ -19,10 +19,10 @@ impl Writes {
         self.by_cf[cf.index()].get(key)
     }
 
-    /// Pending writes under `prefix`, ascending.
-    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
+    /// Pending writes under `prefix` from `start` on, ascending.
+    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
         self.by_cf[cf.index()]
-            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<[u8], _>((std::ops::Bound::Included(start.max(prefix)), std::ops::Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
             .map(|(key, value)| (key.as_slice(), value.as_ref()))
     }
@@ -107,19 +107,24 @@ impl<'s> Overlay<'s> {
     /// Entries whose key starts with `prefix` as they will be after commit: pending puts
     /// included, pending deletes hidden, ascending key order, at most `limit`.
     pub fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan_prefix_from(cf, prefix, prefix, limit)
+    }
+
+    /// `scan_prefix`, only for keys >= `start`.
+    pub fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
         // Lowest layer first, so that later writes replace earlier ones in the merge.
         let layers: Vec<Vec<(&[u8], Option<&Vec<u8>>)>> = self
             .below
             .as_deref()
             .into_iter()
             .chain(std::iter::once(&self.pending))
-            .map(|layer| layer.under(cf, prefix).collect())
+            .map(|layer| layer.under(cf, prefix, start).collect())
             .collect();
         // Each pending delete can hide at most one stored entry, so reading that many extra
         // entries guarantees `limit` survivors whenever the store holds them. A stored key past
         // the last one read is then greater than `limit` survivors and cannot be in the answer.
         let deletes = layers.iter().flatten().filter(|(_, value)| value.is_none()).count();
-        let stored = self.store.scan_prefix(cf, prefix, limit.saturating_add(deletes))?;
+        let stored = self.store.scan_prefix_from(cf, prefix, start, limit.saturating_add(deletes))?;
 
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
         for (key, value) in layers.into_iter().flatten() {
@@ -271,10 +276,11 @@ mod tests {
                 stored in proptest::collection::vec((small_key(), any::<u8>()), 0..12),
                 ops in proptest::collection::vec((small_key(), proptest::option::of(any::<u8>())), 0..12),
                 prefix in small_key(),
+                start in small_key(),
                 limit in 0usize..8,
             ) {
                 // Proves an overlay's scan shows exactly what the store shows once the overlay
-                // is committed, for any stored keys, pending writes, prefix and limit.
+                // is committed, for any stored keys, pending writes, prefix, start and limit.
                 let store = MemStore::new();
                 let mut batch = WriteBatch::new();
                 for (key, value) in stored {
@@ -289,8 +295,10 @@ mod tests {
                     }
                 }
                 let seen = tx.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
+                let seen_from = tx.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap();
                 store.write(tx.into_batch()).unwrap();
                 prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
+                prop_assert_eq!(seen_from, store.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap());
             }
 
             #[test]
@@ -299,6 +307,7 @@ mod tests {
                 earlier in proptest::collection::vec((small_key(), proptest::option::of(any::<u8>())), 0..12),
                 later in proptest::collection::vec((small_key(), proptest::option::of(any::<u8>())), 0..12),
                 prefix in small_key(),
+                start in small_key(),
                 limit in 0usize..8,
             ) {
                 // Proves an overlay over an earlier batch still in flight reads (gets and scans)
@@ -325,9 +334,11 @@ mod tests {
                 apply(&mut second, &later);
                 let seen = second.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
                 let got = second.get(Cf::Dedupe, &prefix).unwrap();
+                let seen_from = second.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap();
                 store.write(in_flight.to_batch()).unwrap();
                 store.write(second.into_batch()).unwrap();
                 prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
+                prop_assert_eq!(seen_from, store.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap());
                 prop_assert_eq!(got, store.get(Cf::Dedupe, &prefix).unwrap());
             }
         }

@@ -216,6 +216,10 @@ impl Store for RocksStore {
         self.scan(cf, start, None, limit)
     }
 
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan(cf, start.max(prefix), prefix_end(prefix), limit)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in batch {

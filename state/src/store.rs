@@ -21,6 +21,11 @@ pub trait Store: Send + Sync {
     /// Entries with key >= `start`, ascending, at most `limit` (used to drain an outbox in order).
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError>;
 
+    /// Entries whose key starts with `prefix` and is >= `start`, ascending, at most `limit`.
+    /// Starting past the front of a prefix skips what was deleted there, which a RocksDB
+    /// iterator would otherwise step over one deletion marker at a time.
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError>;
+
     /// Applies every operation of the batch atomically (all or nothing).
     fn write(&self, batch: WriteBatch) -> Result<(), StateError>;
 }
@@ -40,6 +45,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).scan_from(cf, start, limit)
     }
 
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        (**self).scan_prefix_from(cf, prefix, start, limit)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         (**self).write(batch)
     }
@@ -57,6 +66,10 @@ impl<S: Store + ?Sized> Store for &S {
 
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         (**self).scan_from(cf, start, limit)
+    }
+
+    fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
+        (**self).scan_prefix_from(cf, prefix, start, limit)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {

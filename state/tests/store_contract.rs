@@ -164,6 +164,19 @@ mod cases {
         assert_eq!(keys(got), vec![key("s1", 20, 1), key("s1", 20, 3)]);
     }
 
+    pub fn scan_prefix_from_starts_inside_the_prefix(store: &dyn Store) {
+        // Proves a prefix scan from a start key returns only keys of the prefix at or after the
+        // start, in order, up to the limit; a start before the prefix means the whole prefix and
+        // one past it means nothing.
+        put_all(store, Cf::Timers, &[b"a9", b"p1", b"p2", b"p3", b"q1"]);
+        let from = |start: &[u8], limit| keys(store.scan_prefix_from(Cf::Timers, b"p", start, limit).unwrap());
+        assert_eq!(from(b"p2", 10), owned(&[b"p2", b"p3"]));
+        assert_eq!(from(b"p15", 1), owned(&[b"p2"]));
+        assert_eq!(from(b"a", 10), owned(&[b"p1", b"p2", b"p3"]));
+        assert_eq!(from(b"q", 10), Vec::<Vec<u8>>::new());
+        assert_eq!(from(b"p4", 10), Vec::<Vec<u8>>::new());
+    }
+
     pub fn scan_from_drains_in_order(store: &dyn Store) {
         // Proves scan_from starts at the first key >= start, ascends, and honours the limit, as
         // draining an outbox page by page needs.
@@ -293,6 +306,7 @@ macro_rules! all_cases {
                 scan_prefix_empty_prefix_and_limit,
                 scan_prefix_finds_a_store_day,
                 scan_from_drains_in_order,
+                scan_prefix_from_starts_inside_the_prefix,
                 readers_never_see_half_a_batch,
                 overlay_commit_lands_as_read,
                 failed_write_applies_nothing,

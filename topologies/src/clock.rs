@@ -18,7 +18,9 @@ const TAG_CLOCK: u8 = 4;
 const TIMER_FINALIZE: u8 = 1;
 const TIMER_SETTLE: u8 = 2;
 const TIMER_PRUNE: u8 = 3;
-/// Timers read per scan while firing; more are read in further rounds.
+/// Timers read by the first scan while firing; each further round reads twice as many, up to
+/// `TIMERS_PER_SCAN`.
+const TIMERS_FIRST_PAGE: usize = 8;
 const TIMERS_PER_SCAN: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,13 +126,20 @@ pub fn add_timer(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str, due
 
 /// Removes and returns the store's timers due at or before its watermark, earliest first.
 pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> Result<Vec<(DateTime<Utc>, Timer)>, TopologyError> {
-    if clock.next_timer.is_none_or(|next| next > clock.watermark) {
+    let Some(next) = clock.next_timer.filter(|next| *next <= clock.watermark) else {
         return Ok(Vec::new());
-    }
+    };
     let prefix = KeyWriter::new().str(store).finish();
+    // No timer of the store is due before `next_timer` (`add_timer` lowers it, a scan sets it to
+    // the first timer left), so the scan starts there: past the deletion markers of the timers
+    // fired before, which RocksDB would otherwise step over on every scan until compaction.
+    let mut start = KeyWriter::new().str(store).i64(next.timestamp_millis()).finish();
+    // Usually one or two timers are due while hundreds wait (a settle timer per drifting key):
+    // read a few first, more only while all of them are due.
+    let mut page = TIMERS_FIRST_PAGE;
     let mut due = Vec::new();
     loop {
-        let entries = txn.scan_prefix(Cf::Timers, &prefix, TIMERS_PER_SCAN)?;
+        let entries = txn.scan_prefix_from(Cf::Timers, &prefix, &start, page)?;
         let mut rest = None;
         for (key, _) in &entries {
             let Some((at, timer)) = parse_timer_key(key) else {
@@ -143,17 +152,22 @@ pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> R
             txn.delete(Cf::Timers, key.clone());
             due.push((at, timer));
         }
-        if rest.is_some() || entries.len() < TIMERS_PER_SCAN {
+        if rest.is_some() || entries.len() < page {
             clock.next_timer = rest;
             return Ok(due);
         }
+        if let Some((last, _)) = entries.last() {
+            // The smallest key after the last one read.
+            start = [last.as_slice(), &[0]].concat();
+        }
+        page = (page * 2).min(TIMERS_PER_SCAN);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_state::MemStore;
+    use tally_state::{MemStore, Store};
 
     fn t(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -170,6 +184,41 @@ mod tests {
         assert_eq!(clock.watermark, t("2026-11-27T10:03:00Z"));
         clock.observe(t("2026-11-27T10:01:00Z"), t("2026-11-27T12:09:00Z"));
         assert_eq!(clock.watermark, t("2026-11-27T10:03:00Z"), "a late event never moves it back");
+    }
+
+    // Proves timers due in numbers beyond one page all fire, in order, across pages that start
+    // after the timers fired before, while those not yet due stay.
+    #[test]
+    fn many_due_timers_fire_across_pages() {
+        let store = MemStore::default();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let mut clock = StoreClock::new(t("2026-11-27T10:00:00Z"), t("2026-11-27T10:00:00Z"));
+        let mut txn = Overlay::new(&store);
+        let base = t("2026-11-27T10:00:00Z");
+        for i in 0..100 {
+            let timer = Timer::Settle { day, sku: format!("SKU-{i:03}") };
+            add_timer(&mut txn, &mut clock, "S1", base + Duration::seconds(i), &timer);
+        }
+        add_timer(&mut txn, &mut clock, "S2", base, &Timer::Finalize { day });
+        store.write(txn.into_batch()).unwrap();
+
+        let mut txn = Overlay::new(&store);
+        clock.watermark = base + Duration::seconds(9);
+        let first: Vec<_> = take_due(&mut txn, &mut clock, "S1").unwrap().into_iter().map(|(at, _)| at).collect();
+        assert_eq!(first, (0..10).map(|i| base + Duration::seconds(i)).collect::<Vec<_>>());
+        assert_eq!(clock.next_timer, Some(base + Duration::seconds(10)));
+        store.write(txn.into_batch()).unwrap();
+
+        let mut txn = Overlay::new(&store);
+        clock.watermark = base + Duration::seconds(89);
+        let second = take_due(&mut txn, &mut clock, "S1").unwrap();
+        assert_eq!(second.len(), 80);
+        assert!(second.windows(2).all(|pair| pair[0].0 < pair[1].0), "earliest first");
+        assert_eq!(second[0].0, base + Duration::seconds(10));
+        assert_eq!(clock.next_timer, Some(base + Duration::seconds(90)));
+        store.write(txn.into_batch()).unwrap();
+        let left = store.scan_prefix(Cf::Timers, b"", usize::MAX).unwrap();
+        assert_eq!(left.len(), 10 + 1, "ten of S1 not yet due and the one of S2");
     }
 
     // Proves timers come out in due order, only once due, and the next due time is kept.

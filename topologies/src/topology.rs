@@ -131,6 +131,13 @@ pub struct Retail {
     config: TopologyConfig,
 }
 
+/// A message decoded by [`Retail::decode`]: its record with the record's fingerprint, or why
+/// it is rejected.
+#[derive(Debug)]
+pub struct Decoded {
+    record: Result<(Event, u64), Rejection>,
+}
+
 /// The work of one accepted record on one store: its clock, the drift keys it touched, and
 /// the store-days and sku-days it changed, decoded once and written back once at its end.
 pub(crate) struct Step {
@@ -184,7 +191,12 @@ impl Retail {
     /// drift, posting bookkeeping; a rejection becomes a DLQ entry in the outbox. Only state
     /// errors fail; bad input never does.
     pub fn apply(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
-        let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
+        self.apply_decoded(txn, msg, self.decode(msg.subject, msg.content_type, msg.payload), now)
+    }
+
+    /// The part of `apply` that reads no state: decoding and validating the message and
+    /// fingerprinting its record. The processor runs it on another core, ahead of `apply_decoded`.
+    pub fn decode(&self, subject: &str, content_type: Option<&str>, payload: &[u8]) -> Decoded {
         let timezone_of = |store: &str| self.config.timezone(store);
         let ctx = DecodeContext {
             subject_prefix: &self.config.subject_prefix,
@@ -193,8 +205,18 @@ impl Retail {
             max_message_bytes: self.config.max_message_bytes,
             max_lines: self.config.max_lines,
         };
-        let (outcome, emitted) = match decode::decode(msg.subject, msg.content_type, msg.payload, &ctx) {
-            Ok((_, event)) => self.apply_event(txn, msg, event, now)?,
+        let record = decode::decode(subject, content_type, payload, &ctx).map(|(_, event)| {
+            let print = fingerprint(&event);
+            (event, print)
+        });
+        Decoded { record }
+    }
+
+    /// `apply` of a message already decoded by [`Retail::decode`].
+    pub fn apply_decoded(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, decoded: Decoded, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
+        let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
+        let (outcome, emitted) = match decoded.record {
+            Ok((event, print)) => self.apply_event(txn, msg, event, print, now)?,
             Err(rejection) => (self.reject(txn, msg, &rejection)?, Emitted::default()),
         };
         Ok(Applied { source, outcome, emitted })
@@ -205,11 +227,11 @@ impl Retail {
         txn: &mut Overlay<'_>,
         msg: &InputMessage<'_>,
         event: Event,
+        print: u64,
         now: DateTime<Utc>,
     ) -> Result<(Outcome, Emitted), TopologyError> {
         let store = event.store().to_string();
         let seen_key = keys::seen(&store, event.id());
-        let print = fingerprint(&event);
         if let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &seen_key, "dedupe entry")? {
             let outcome = if seen.fingerprint == print {
                 update_counters(txn, &store, event.business_day(), |day| day.duplicates += 1)?;
