@@ -35,11 +35,15 @@ impl Publisher {
     /// Drains the outbox until shutdown; what is left stays for the next start.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
+        // Where the next drain starts: the oldest entry not yet sent. Entries are appended with
+        // ever larger keys and deleted once sent; starting at the front of the family instead
+        // would step over the deletion marker of every entry sent since the last compaction.
+        let mut cursor = Vec::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            match self.drain_once().await {
+            match self.drain_once(&mut cursor).await {
                 Ok(0) => {
                     self.health.set(Component::Outbox, Ok(()));
                     backoff = Duration::from_millis(100);
@@ -67,9 +71,10 @@ impl Publisher {
         info!("Outbox publisher stopped.");
     }
 
-    /// Publishes the oldest outbox entries and deletes those acknowledged. Returns how many.
-    async fn drain_once(&self) -> anyhow::Result<usize> {
-        let entries = self.store.scan_from(Cf::Outbox, &[], DRAIN_BATCH)?;
+    /// Publishes the oldest outbox entries from `cursor` on, deletes those acknowledged and
+    /// moves `cursor` to the oldest one left. Returns how many were sent.
+    async fn drain_once(&self, cursor: &mut Vec<u8>) -> anyhow::Result<usize> {
+        let entries = self.store.scan_from(Cf::Outbox, cursor, DRAIN_BATCH)?;
         self.report_pending(entries.first().map(|(key, _)| key.as_slice()))?;
         if entries.is_empty() {
             return Ok(0);
@@ -81,6 +86,7 @@ impl Publisher {
         // awaited one by one: a failed posting must not let the next one of its store overtake
         // it, since an ERP books them in stream order.
         let mut pipelined = Vec::new();
+        let mut oldest_kept: Option<Vec<u8>> = None;
         let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
             let mut entry: OutboxEntry = aggregates::decode(value)?;
@@ -97,6 +103,7 @@ impl Publisher {
                 Ok(ack) => ack,
                 Err(err) => {
                     first_error = Some(err.into());
+                    keep_from(&mut oldest_kept, key);
                     break;
                 }
             };
@@ -111,6 +118,7 @@ impl Publisher {
                 }
                 Err(err) => {
                     first_error = Some(err.into());
+                    keep_from(&mut oldest_kept, key);
                     break;
                 }
             }
@@ -124,6 +132,7 @@ impl Publisher {
                 // Others may be acked; keep their deletes and retry this one.
                 Err(err) => {
                     first_error.get_or_insert(err.into());
+                    keep_from(&mut oldest_kept, &key);
                 }
             }
         }
@@ -132,6 +141,11 @@ impl Publisher {
             let store = Arc::clone(&self.store);
             tokio::task::spawn_blocking(move || store.write(done)).await??;
         }
+        *cursor = match oldest_kept {
+            Some(key) => key,
+            // All sent: the smallest key after the last one.
+            None => entries.last().map(|(key, _)| [key.as_slice(), &[0]].concat()).unwrap_or_default(),
+        };
         for (kind, n) in kinds {
             telemetry::outputs_published(kind, n);
         }
@@ -152,6 +166,13 @@ impl Publisher {
         let next = tally_topologies::topology::read_meta_u64(&meta, keys::META_OUTBOX_NEXT)?.unwrap_or(oldest + 1);
         telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
         Ok(())
+    }
+}
+
+/// Lowers `oldest` to `key` when `key` is older: an entry that stays in the outbox.
+fn keep_from(oldest: &mut Option<Vec<u8>>, key: &[u8]) {
+    if oldest.as_deref().is_none_or(|kept| key < kept) {
+        *oldest = Some(key.to_vec());
     }
 }
 

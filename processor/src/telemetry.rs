@@ -194,8 +194,13 @@ pub fn drift_keys(counts: &std::collections::BTreeMap<(String, &'static str), u6
     }
 }
 
-/// Recounts `tally_drift_keys` from state every `every` until shutdown. The count reads two
-/// small indexes (pending keys, latest alerts), not the aggregates.
+/// A recount may take at most this share of the time between recounts, so that a state with
+/// millions of alerts does not take a core away from the input loop.
+const DRIFT_KEYS_MAX_SHARE: u32 = 20;
+
+/// Recounts `tally_drift_keys` from state every `every` (longer when counting takes longer than
+/// a twentieth of that) until shutdown. The count reads two indexes (pending keys, latest
+/// alerts), not the aggregates.
 pub async fn drift_keys_loop(
     store: std::sync::Arc<dyn tally_state::Store>,
     every: std::time::Duration,
@@ -204,6 +209,7 @@ pub async fn drift_keys_loop(
     let mut known: std::collections::BTreeSet<String> = Default::default();
     loop {
         let reader = std::sync::Arc::clone(&store);
+        let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || tally_topologies::report::drift_key_counts(reader.as_ref())).await {
             Ok(Ok(counts)) => {
                 known.extend(counts.keys().map(|(store, _)| store.clone()));
@@ -212,8 +218,9 @@ pub async fn drift_keys_loop(
             Ok(Err(err)) => tracing::warn!(error = %err, "Counting drift keys failed."),
             Err(err) => tracing::warn!(error = %err, "Counting drift keys panicked."),
         }
+        let wait = every.max(started.elapsed() * DRIFT_KEYS_MAX_SHARE);
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }
