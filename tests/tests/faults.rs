@@ -377,8 +377,9 @@ async fn full_output_stream_holds_outputs_until_raised() {
 
 // Proves a full disk stops commits without acking: /readyz 503 with a `store` reason, the input
 // stays unacked and nothing of it is applied; once the disk is enlarged tally resumes by itself
-// and the totals are exact. The state lives on a small tmpfs that the test fills (needs root);
-// it is smaller than RocksDB's WAL preallocation (70 MiB), so the WAL really runs out of space.
+// and the totals are exact. The state lives on a small tmpfs that the test fills (needs root).
+// RocksDB writes its WAL into space it reserved beforehand (1.1 × a memtable, 8.8 MiB by
+// default), so after the disk is full the test keeps sending until a commit finds no room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_stops_acking_and_recovers() {
     let disk = match Tmpfs::mount("48m") {
@@ -399,8 +400,21 @@ async fn disk_full_stops_acking_and_recovers() {
     published.assert_totals(&tally, "before the disk filled up").await;
 
     let (_filler, filled) = disk.fill();
-    let more = traffic(&["0601", "0603"], "b", 100, 81);
-    published.send(&js, &more).await;
+    let mut rounds = 0;
+    loop {
+        let more = traffic(&["0601", "0603"], &format!("b{rounds}"), 100, 81 + rounds);
+        published.send(&js, &more).await;
+        let t = &tally;
+        let failing = wait_until(Duration::from_secs(5), move || async move {
+            matches!(t.try_http_get("/readyz").await, Ok((503, body)) if body["reasons"].get("store").is_some())
+        })
+        .await;
+        rounds += 1;
+        if failing {
+            break;
+        }
+        assert!(rounds < 60, "commits still succeed after {rounds} rounds of input on a full disk\n{}", tally.logs());
+    }
     let reasons = wait_unready(&tally, "store").await;
     let (stream, consumer) = (tally.input_stream(), tally.consumer());
     let stream_last = js.stream_info(&stream).await.state.last_sequence;
@@ -454,8 +468,8 @@ async fn disk_full_stops_acking_and_recovers() {
     published.assert_totals(&tally, "after the disk had space again").await;
     published.assert_dlq(&js).await;
     eprintln!(
-        "disk full ({} MiB filler): /readyz said {reasons}, {failures} failed commits, batch unacked; \
-         resumed {:.1}s after the disk was enlarged, totals exact",
+        "disk full ({} MiB filler, {rounds} rounds of input until a commit failed): /readyz said {reasons}, \
+         {failures} failed commits, batch unacked; resumed {:.1}s after the disk was enlarged, totals exact",
         filled >> 20,
         freed_at.elapsed().as_secs_f64()
     );
