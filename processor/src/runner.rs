@@ -10,7 +10,8 @@
 //! is applied over an overlay that reads k's writes as if they had landed. At most one batch
 //! is in flight; k+1's commit starts only once k's has finished (and k is acked), so writes
 //! land and acks leave in input order. If k's commit never succeeds, k+1 is never committed
-//! either, and neither is acked.
+//! either, and neither is acked. Messages that arrive while k commits join k+1, so that when
+//! the disk sets the pace, each fsync carries more messages instead of the latency growing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,7 +77,7 @@ impl Runner {
                         async_nats::connection::State::Connected => self.health.set(Component::Nats, Ok(())),
                         state => self.health.set(Component::Nats, Err(format!("NATS connection {state}"))),
                     }
-                    self.process(Vec::new(), &mut next_delivery, &mut in_flight, &mut shutdown).await?;
+                    self.process(Vec::new(), None, &mut next_delivery, &mut in_flight, &mut shutdown).await?;
                     continue;
                 }
                 _ = shutdown.changed() => break,
@@ -108,7 +109,7 @@ impl Runner {
                 }
             })
             .await;
-            if self.process(batch, &mut next_delivery, &mut in_flight, &mut shutdown).await? == Delivery::Gap {
+            if self.process(batch, Some(&mut messages), &mut next_delivery, &mut in_flight, &mut shutdown).await? == Delivery::Gap {
                 // Deliveries were lost on the way (a partition, a reconnect): acking past them
                 // would drop them for good, so read again right after the committed position.
                 drop(messages);
@@ -174,11 +175,13 @@ impl Runner {
 
     /// Applies one batch (possibly empty: then only the tick runs), in delivery order and only
     /// up to the first gap in the consumer's delivery sequence, then hands it to a commit task
-    /// that acks it once written. Returns an error only for corrupt state or a commit that
+    /// that acks it once written. Messages that arrive while the batch before is still being
+    /// written join this batch (from `messages`, up to `batch_max`). Returns an error only for corrupt state or a commit that
     /// never succeeded before shutdown.
     async fn process(
         &self,
         batch: Vec<jetstream::Message>,
+        mut messages: Option<&mut consumer::pull::Stream>,
         next_delivery: &mut u64,
         in_flight: &mut Option<InFlight>,
         shutdown: &mut watch::Receiver<bool>,
@@ -197,40 +200,51 @@ impl Runner {
         let mut delivery = Delivery::InOrder;
         let mut handled = 0;
         let now = Utc::now();
+        let mut batch = batch;
         let mut decoder = self.decoder(&batch);
-        for message in &batch {
-            let ahead = decoder.next().await?;
-            let info = match message.info() {
-                Ok(info) => info,
-                Err(err) => {
-                    warn!(error = %err, subject = %message.subject, "Message without JetStream metadata; skipped.");
-                    handled += 1;
+        let mut index = 0;
+        'apply: loop {
+            while index < batch.len() {
+                let message = &batch[index];
+                index += 1;
+                let ahead = decoder.next().await?;
+                let info = match message.info() {
+                    Ok(info) => info,
+                    Err(err) => {
+                        warn!(error = %err, subject = %message.subject, "Message without JetStream metadata; skipped.");
+                        handled += 1;
+                        continue;
+                    }
+                };
+                if info.consumer_sequence != *next_delivery {
+                    warn!(
+                        expected = *next_delivery,
+                        got = info.consumer_sequence,
+                        position,
+                        "Deliveries went missing; re-reading after the committed position."
+                    );
+                    delivery = Delivery::Gap;
+                    break 'apply;
+                }
+                *next_delivery += 1;
+                handled += 1;
+                pending = Some(info.pending);
+                let seq = info.stream_sequence;
+                if seq <= position {
+                    debug!(seq, position, "Already committed; skipping a redelivery.");
                     continue;
                 }
-            };
-            if info.consumer_sequence != *next_delivery {
-                warn!(
-                    expected = *next_delivery,
-                    got = info.consumer_sequence,
-                    position,
-                    "Deliveries went missing; re-reading after the committed position."
-                );
-                delivery = Delivery::Gap;
+                let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
+                let decoded = ahead.unwrap_or_else(|| self.retail.decode(input.subject, input.content_type, input.payload));
+                let applied = self.retail.apply_decoded(&mut txn, &input, decoded, now)?;
+                tally.record(applied.source, applied.outcome, applied.emitted);
+                position = seq;
+            }
+            // While the batch before is still being written, what has arrived meanwhile joins
+            // this one: one commit (and fsync) for more messages where the disk sets the pace.
+            if !self.join_arrivals(&mut batch, messages.as_deref_mut(), in_flight).await {
                 break;
             }
-            *next_delivery += 1;
-            handled += 1;
-            pending = Some(info.pending);
-            let seq = info.stream_sequence;
-            if seq <= position {
-                debug!(seq, position, "Already committed; skipping a redelivery.");
-                continue;
-            }
-            let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
-            let decoded = ahead.unwrap_or_else(|| self.retail.decode(input.subject, input.content_type, input.payload));
-            let applied = self.retail.apply_decoded(&mut txn, &input, decoded, now)?;
-            tally.record(applied.source, applied.outcome, applied.emitted);
-            position = seq;
         }
         let tick_due = self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
         if tick_due {
@@ -275,6 +289,29 @@ impl Runner {
 const DECODE_AHEAD_MIN: usize = 32;
 
 impl Runner {
+    /// Appends to `batch` the messages that have already arrived, up to `batch_max`, while the
+    /// batch before is still committing. Returns whether it added any.
+    async fn join_arrivals(
+        &self,
+        batch: &mut Vec<jetstream::Message>,
+        messages: Option<&mut consumer::pull::Stream>,
+        in_flight: &Option<InFlight>,
+    ) -> bool {
+        let (Some(messages), Some(flight)) = (messages, in_flight) else { return false };
+        let before = batch.len();
+        tokio::task::unconstrained(async {
+            while batch.len() < self.config.input.batch_max && !flight.task.is_finished() {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    // Nothing more yet; an error or the end is for the input loop to see next.
+                    _ => break,
+                }
+            }
+        })
+        .await;
+        batch.len() > before
+    }
+
     /// Starts decoding `batch` on another thread when it is large enough to be worth it.
     fn decoder(&self, batch: &[jetstream::Message]) -> Decoder {
         if batch.len() < DECODE_AHEAD_MIN {
@@ -284,6 +321,7 @@ impl Runner {
         let inputs: Vec<_> =
             batch.iter().map(|m| (m.subject.clone(), content_type(m).map(str::to_string), m.payload.clone())).collect();
         let retail = Arc::clone(&self.retail);
+        let count = inputs.len();
         tokio::task::spawn_blocking(move || {
             for (subject, content_type, payload) in inputs {
                 // A closed channel means the batch stopped early (a gap): nothing more to do.
@@ -292,25 +330,29 @@ impl Runner {
                 }
             }
         });
-        Decoder::Ahead(receiver)
+        Decoder::Ahead { receiver, remaining: count }
     }
 }
 
-/// Where a batch's decoded messages come from, one per message in delivery order.
+/// Where a batch's decoded messages come from, one per message in delivery order: decoded
+/// ahead for the messages the batch started with, in line for any that joined it later.
 enum Decoder {
     InLine,
-    Ahead(tokio::sync::mpsc::Receiver<Decoded>),
+    Ahead { receiver: tokio::sync::mpsc::Receiver<Decoded>, remaining: usize },
 }
 
 impl Decoder {
     /// The next message's decoding when it was done ahead, `None` when it is to be done in line.
     async fn next(&mut self) -> anyhow::Result<Option<Decoded>> {
         match self {
-            Decoder::InLine => Ok(None),
-            Decoder::Ahead(receiver) => match receiver.recv().await {
-                Some(decoded) => Ok(Some(decoded)),
-                None => anyhow::bail!("the decoding thread stopped before the end of the batch"),
-            },
+            Decoder::Ahead { receiver, remaining } if *remaining > 0 => {
+                *remaining -= 1;
+                match receiver.recv().await {
+                    Some(decoded) => Ok(Some(decoded)),
+                    None => anyhow::bail!("the decoding thread stopped before the end of the batch"),
+                }
+            }
+            _ => Ok(None),
         }
     }
 }
