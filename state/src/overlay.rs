@@ -270,6 +270,26 @@ mod tests {
             proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xFF)], 0..4)
         }
 
+        fn store_holding(stored: Vec<(Vec<u8>, u8)>) -> MemStore {
+            let store = MemStore::new();
+            let mut batch = WriteBatch::new();
+            for (key, value) in stored {
+                batch.put(Cf::Dedupe, key, vec![value]);
+            }
+            store.write(batch).unwrap();
+            store
+        }
+
+        /// Puts (`Some`) and deletes (`None`) into the overlay, in order.
+        fn apply(tx: &mut Overlay<'_>, ops: &[(Vec<u8>, Option<u8>)]) {
+            for (key, value) in ops {
+                match value {
+                    Some(value) => tx.put(Cf::Dedupe, key.clone(), vec![*value]),
+                    None => tx.delete(Cf::Dedupe, key.clone()),
+                }
+            }
+        }
+
         proptest! {
             #[test]
             fn scan_equals_scan_after_commit(
@@ -281,19 +301,9 @@ mod tests {
             ) {
                 // Proves an overlay's scan shows exactly what the store shows once the overlay
                 // is committed, for any stored keys, pending writes, prefix, start and limit.
-                let store = MemStore::new();
-                let mut batch = WriteBatch::new();
-                for (key, value) in stored {
-                    batch.put(Cf::Dedupe, key, vec![value]);
-                }
-                store.write(batch).unwrap();
+                let store = store_holding(stored);
                 let mut tx = Overlay::new(&store);
-                for (key, value) in ops {
-                    match value {
-                        Some(value) => tx.put(Cf::Dedupe, key, vec![value]),
-                        None => tx.delete(Cf::Dedupe, key),
-                    }
-                }
+                apply(&mut tx, &ops);
                 let seen = tx.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
                 let seen_from = tx.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap();
                 store.write(tx.into_batch()).unwrap();
@@ -313,20 +323,7 @@ mod tests {
                 // Proves an overlay over an earlier batch still in flight reads (gets and scans)
                 // exactly what the store holds once the earlier batch and then its own have
                 // been written, for any keys, writes, prefix and limit.
-                let store = MemStore::new();
-                let mut batch = WriteBatch::new();
-                for (key, value) in stored {
-                    batch.put(Cf::Dedupe, key, vec![value]);
-                }
-                store.write(batch).unwrap();
-                let apply = |tx: &mut Overlay<'_>, ops: &[(Vec<u8>, Option<u8>)]| {
-                    for (key, value) in ops {
-                        match value {
-                            Some(value) => tx.put(Cf::Dedupe, key.clone(), vec![*value]),
-                            None => tx.delete(Cf::Dedupe, key.clone()),
-                        }
-                    }
-                };
+                let store = store_holding(stored);
                 let mut first = Overlay::new(&store);
                 apply(&mut first, &earlier);
                 let in_flight = Arc::new(first.into_writes());
