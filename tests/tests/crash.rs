@@ -258,12 +258,27 @@ async fn wait_finished(tally: &Tally, js: &Js, dlq_expected: u64) {
 
 /// Publishes `inputs` in order, each awaiting its PubAck; returns their stream sequences.
 async fn publish(js: &Js, inputs: &[Input]) -> Vec<u64> {
+    publish_paced(js, inputs, Duration::ZERO).await
+}
+
+/// `publish` with a pause after each input, so that input keeps arriving for a while.
+async fn publish_paced(js: &Js, inputs: &[Input], pause: Duration) -> Vec<u64> {
     let mut seqs = Vec::with_capacity(inputs.len());
     for input in inputs {
         seqs.push(js.publish(&input.subject, input.payload.clone(), &[]).await);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     seqs
 }
+
+/// The pause between inputs published while tally runs towards a kill. tally applies and
+/// commits a burst of a few hundred inputs within milliseconds, so unpaced input is nearly
+/// always committed when the kill comes; paced, it arrives for the whole of the kill's delay
+/// (a millisecond or more each, as the timer rounds up), and kills land with batches being
+/// applied and committed.
+const KILL_PHASE_PAUSE: Duration = Duration::from_millis(1);
 
 /// The run without faults.
 async fn run_clean(inputs: &[Input]) -> (Snapshot, Vec<u64>) {
@@ -310,7 +325,7 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
         tally.spawn_run_no_wait();
         let publisher = chunks.next().map(|chunk| {
             let js = js.clone();
-            tokio::spawn(async move { publish(&js, &chunk).await })
+            tokio::spawn(async move { publish_paced(&js, &chunk, KILL_PHASE_PAUSE).await })
         });
         // Every third kill counts from the spawn, so it often lands in start-up and recovery;
         // the others count from the moment the HTTP server answers, so they land in
