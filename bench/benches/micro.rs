@@ -104,7 +104,7 @@ fn bench_apply(c: &mut Criterion) {
     let store = MemStore::new();
     for (i, chunk) in warm.chunks(BATCH).enumerate() {
         let write = apply_batch(&retail, &store, chunk, 1 + (i * BATCH) as u64);
-        store.write(write).expect("the in-memory store does not fail");
+        store.write(&write).expect("the in-memory store does not fail");
     }
     let mut group = c.benchmark_group("aggregate");
     group.throughput(Throughput::Elements(batch.len() as u64));
@@ -151,7 +151,7 @@ fn bench_commit(c: &mut Criterion) {
         let store = RocksStore::open(dir.path(), &RocksOptions { sync, ..RocksOptions::default() }).expect("opening RocksDB");
         let name = format!("write batch of {} messages ({} ops), sync {sync}", msgs.len(), write.len());
         group.bench_function(name, |b| {
-            b.iter_batched(|| write.clone(), |w| store.write(w).expect("RocksDB write"), BatchSize::SmallInput)
+            b.iter_batched(|| write.clone(), |w| store.write(&w).expect("RocksDB write"), BatchSize::SmallInput)
         });
     }
     group.finish();

@@ -98,7 +98,7 @@ impl<S: Store> Store for Counting<S> {
         entries
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         self.inner.write(batch)
     }
 }
@@ -150,7 +150,7 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
         split.bytes += batch.ops().map(|op| op.key().len() as u64 + op_value_len(op)).sum::<u64>();
         split.batches += 1;
         let started = Instant::now();
-        store.write(batch)?;
+        store.write(&batch)?;
         split.commit += started.elapsed();
     }
     Ok(split)

@@ -146,9 +146,9 @@ pub fn fill_store(store: &dyn Store, keys: u64) -> anyhow::Result<()> {
             batch.put(Cf::Dedupe, keys::seen(&store, &format!("T-{i:010}")), seen_value.clone());
         }
         if batch.len() as u64 >= FILL_BATCH {
-            store.write(std::mem::take(&mut batch))?;
+            store.write(&std::mem::take(&mut batch))?;
         }
     }
-    store.write(batch)?;
+    store.write(&batch)?;
     Ok(())
 }

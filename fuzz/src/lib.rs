@@ -296,7 +296,7 @@ fn run_topology(data: &[u8]) -> MemStore {
             .apply(&mut txn, &msg, now)
             .unwrap_or_else(|err| panic!("apply failed on an in-memory store: {err:?}"));
         store
-            .write(txn.into_batch())
+            .write(&txn.into_batch())
             .expect("MemStore writes cannot fail");
         now += Duration::minutes(1);
     }
@@ -307,7 +307,7 @@ fn run_topology(data: &[u8]) -> MemStore {
             .tick(&mut txn, now)
             .unwrap_or_else(|err| panic!("tick failed on an in-memory store: {err:?}"));
         store
-            .write(txn.into_batch())
+            .write(&txn.into_batch())
             .expect("MemStore writes cannot fail");
     }
     store

@@ -166,7 +166,7 @@ fn batches() -> Vec<Vec<Numbered>> {
 fn reference_state(retail: &Retail, batches: &[Vec<Numbered>]) -> BTreeMap<&'static str, Entries> {
     let store = MemStore::new();
     for (i, batch) in batches.iter().enumerate() {
-        store.write(apply_batch(retail, &store, batch, now_of(i))).expect("write");
+        store.write(&apply_batch(retail, &store, batch, now_of(i))).expect("write");
     }
     dump(&store)
 }
@@ -186,11 +186,11 @@ fn a_failed_commit_applies_nothing_and_its_retry_equals_no_failure() {
         for (i, batch) in batches.iter().enumerate() {
             let write = apply_batch(&retail, &store, batch, now_of(i));
             let before = dump(inner.as_ref());
-            match store.write(write.clone()) {
+            match store.write(&write.clone()) {
                 Ok(()) => {}
                 Err(StateError::Injected { .. }) => {
                     assert_eq!(dump(inner.as_ref()), before, "a failed commit (write {fail_at}) must apply nothing");
-                    store.write(write).expect("the retry succeeds");
+                    store.write(&write).expect("the retry succeeds");
                 }
                 Err(other) => panic!("unexpected store error {other:?}"),
             }
@@ -211,12 +211,12 @@ fn a_batch_re_applied_after_a_failed_commit_equals_no_failure() {
         let inner = Arc::new(MemStore::new());
         let store = FailingStore::new(Arc::clone(&inner)).fail_write_number(fail_at);
         for (i, batch) in batches.iter().enumerate() {
-            if store.write(apply_batch(&retail, &store, batch, now_of(i))).is_ok() {
+            if store.write(&apply_batch(&retail, &store, batch, now_of(i))).is_ok() {
                 continue;
             }
             let mut redelivered = if i > 0 { batches[i - 1].clone() } else { Vec::new() };
             redelivered.extend(batch.iter().cloned());
-            store.write(apply_batch(&retail, &store, &redelivered, now_of(i))).expect("the second attempt succeeds");
+            store.write(&apply_batch(&retail, &store, &redelivered, now_of(i))).expect("the second attempt succeeds");
         }
         assert_eq!(dump(inner.as_ref()), reference, "re-applying after failed write {fail_at} must equal no failure");
     }
@@ -334,7 +334,7 @@ fn expected_totals(messages: &[(String, Vec<u8>)]) -> Vec<Value> {
     let retail = Retail::new(Config::default().topology());
     let store = MemStore::new();
     let numbered: Vec<_> = messages.iter().cloned().enumerate().map(|(i, m)| (i as u64 + 1, m)).collect();
-    store.write(apply_batch(&retail, &store, &numbered, Utc::now())).expect("write");
+    store.write(&apply_batch(&retail, &store, &numbered, Utc::now())).expect("write");
     day_totals(&store)
 }
 
@@ -449,7 +449,7 @@ async fn a_failed_outbox_delete_re_sends_the_same_entry_once_stored() {
     let inner = Arc::new(MemStore::new());
     let retail = Retail::new(config.topology());
     let garbled = vec![(7u64, ("retail.pos.0042".to_string(), b"{garbled".to_vec()))];
-    inner.write(apply_batch(&retail, inner.as_ref(), &garbled, Utc::now())).expect("commit");
+    inner.write(&apply_batch(&retail, inner.as_ref(), &garbled, Utc::now())).expect("commit");
     assert_eq!(inner.scan_from(Cf::Outbox, &[], 10).unwrap().len(), 1, "one outbox entry");
 
     let mut wire = client.subscribe("retail.dlq.>").await.expect("subscribe");

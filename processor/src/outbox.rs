@@ -139,7 +139,7 @@ impl Publisher {
         let sent = done.len();
         if !done.is_empty() {
             let store = Arc::clone(&self.store);
-            tokio::task::spawn_blocking(move || store.write(done)).await??;
+            tokio::task::spawn_blocking(move || store.write(&done)).await??;
         }
         *cursor = match oldest_kept {
             Some(key) => key,

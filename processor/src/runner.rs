@@ -404,7 +404,7 @@ impl Commit {
             let started = Instant::now();
             let store = Arc::clone(&self.store);
             let writes = Arc::clone(&self.writes);
-            let result = tokio::task::spawn_blocking(move || store.write(writes.to_batch())).await?;
+            let result = tokio::task::spawn_blocking(move || store.write(writes.batch())).await?;
             match result {
                 Ok(()) => {
                     telemetry::commit_done(started.elapsed().as_secs_f64(), self.messages, self.position);

@@ -118,6 +118,6 @@ fn discard_outbox(store: &dyn Store) -> anyhow::Result<()> {
         for (key, _) in rows {
             batch.delete(Cf::Outbox, key);
         }
-        store.write(batch)?;
+        store.write(&batch)?;
     }
 }

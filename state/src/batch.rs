@@ -30,6 +30,14 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key, .. } => key,
         }
     }
+
+    /// The value a put stores; `None` for a delete.
+    pub fn value(&self) -> Option<&Vec<u8>> {
+        match self {
+            Op::Put { value, .. } => Some(value),
+            Op::Delete { .. } => None,
+        }
+    }
 }
 
 /// Puts and deletes in the order they were added; when two touch the same key, the later wins.
@@ -72,6 +80,10 @@ impl WriteBatch {
     /// The operations in the order they were added.
     pub fn ops(&self) -> impl ExactSizeIterator<Item = &Op> {
         self.ops.iter()
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Op] {
+        &self.ops
     }
 }
 

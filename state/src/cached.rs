@@ -157,24 +157,24 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.scan_prefix_from(cf, prefix, start, limit)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         if self.shards.is_empty() {
             return self.inner.write(batch);
         }
-        let changes: Vec<Op> = batch.ops().filter(|op| is_cached(op.cf())).cloned().collect();
         let result = self.inner.write(batch);
-        for op in changes {
+        for op in batch.ops().filter(|op| is_cached(op.cf())) {
             let lookup = Lookup { cf: op.cf().index() as u8, key: op.key() };
             let Some(shard) = self.shard(&lookup) else { break };
             let mut guard = lock(shard);
             guard.generation += 1;
-            let key = CacheKey { cf: lookup.cf, key: op.key().to_vec() };
             match (op, &result) {
-                (Op::Put { value, .. }, Ok(())) => guard.values.insert(key, value),
+                (Op::Put { key, value, .. }, Ok(())) => {
+                    guard.values.insert(CacheKey { cf: lookup.cf, key: key.clone() }, value.clone());
+                }
                 // A failed write may still have reached the disk (an fsync error after the
                 // write): forget the key so the next read asks the store.
                 _ => {
-                    guard.values.remove(&key);
+                    guard.values.remove(&lookup);
                 }
             }
         }
@@ -200,13 +200,13 @@ mod tests {
         // delete, and that the store behind it holds the same.
         let inner = Arc::new(MemStore::new());
         let store = CachedStore::new(Arc::clone(&inner), 1 << 20);
-        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
+        store.write(&put(Cf::Aggregates, b"k", b"1")).unwrap();
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"1".to_vec()));
-        store.write(put(Cf::Aggregates, b"k", b"2")).unwrap();
+        store.write(&put(Cf::Aggregates, b"k", b"2")).unwrap();
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"2".to_vec()));
         let mut delete = WriteBatch::new();
         delete.delete(Cf::Aggregates, b"k".as_slice());
-        store.write(delete).unwrap();
+        store.write(&delete).unwrap();
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), None);
         assert_eq!(inner.get(Cf::Aggregates, b"k").unwrap(), None);
     }
@@ -217,10 +217,10 @@ mod tests {
         // the store behind the cache's back is not seen, which is why every write must go
         // through the cache.
         let inner = Arc::new(MemStore::new());
-        inner.write(put(Cf::Dedupe, b"id", b"old")).unwrap();
+        inner.write(&put(Cf::Dedupe, b"id", b"old")).unwrap();
         let store = CachedStore::new(Arc::clone(&inner), 1 << 20);
         assert_eq!(store.get(Cf::Dedupe, b"id").unwrap(), Some(b"old".to_vec()));
-        inner.write(put(Cf::Dedupe, b"id", b"behind")).unwrap();
+        inner.write(&put(Cf::Dedupe, b"id", b"behind")).unwrap();
         assert_eq!(store.get(Cf::Dedupe, b"id").unwrap(), Some(b"old".to_vec()));
         assert!(store.cached_bytes() > 0);
     }
@@ -229,9 +229,9 @@ mod tests {
     fn families_are_separate_and_scans_see_the_store() {
         // Proves the same key in two families is cached apart, and scans read the store.
         let store = CachedStore::new(MemStore::new(), 1 << 20);
-        store.write(put(Cf::Aggregates, b"k", b"agg")).unwrap();
-        store.write(put(Cf::Meta, b"k", b"meta")).unwrap();
-        store.write(put(Cf::Outbox, b"k", b"out")).unwrap();
+        store.write(&put(Cf::Aggregates, b"k", b"agg")).unwrap();
+        store.write(&put(Cf::Meta, b"k", b"meta")).unwrap();
+        store.write(&put(Cf::Outbox, b"k", b"out")).unwrap();
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"agg".to_vec()));
         assert_eq!(store.get(Cf::Meta, b"k").unwrap(), Some(b"meta".to_vec()));
         assert_eq!(store.get(Cf::Outbox, b"k").unwrap(), Some(b"out".to_vec()));
@@ -243,8 +243,8 @@ mod tests {
         // Proves a write the store refused changes nothing a reader sees: the key is read from
         // the store again, which still holds the old value.
         let store = CachedStore::new(FailingStore::new(MemStore::new()).fail_write_number(2), 1 << 20);
-        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
-        assert!(store.write(put(Cf::Aggregates, b"k", b"2")).is_err());
+        store.write(&put(Cf::Aggregates, b"k", b"1")).unwrap();
+        assert!(store.write(&put(Cf::Aggregates, b"k", b"2")).is_err());
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"1".to_vec()));
     }
 
@@ -253,7 +253,7 @@ mod tests {
         // Proves the cache evicts to stay near its byte budget while every value stays readable.
         let store = CachedStore::new(MemStore::new(), 64 << 10);
         for i in 0u32..2_000 {
-            store.write(put(Cf::Aggregates, &i.to_be_bytes(), &[7; 200])).unwrap();
+            store.write(&put(Cf::Aggregates, &i.to_be_bytes(), &[7; 200])).unwrap();
         }
         assert!(store.cached_bytes() <= 64 << 10, "{} bytes cached", store.cached_bytes());
         for i in 0u32..2_000 {
@@ -266,8 +266,8 @@ mod tests {
         // Proves a cache of 0 bytes holds nothing and reads every value from the store.
         let inner = Arc::new(MemStore::new());
         let store = CachedStore::new(Arc::clone(&inner), 0);
-        store.write(put(Cf::Aggregates, b"k", b"1")).unwrap();
-        inner.write(put(Cf::Aggregates, b"k", b"2")).unwrap();
+        store.write(&put(Cf::Aggregates, b"k", b"1")).unwrap();
+        inner.write(&put(Cf::Aggregates, b"k", b"2")).unwrap();
         assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.cached_bytes(), 0);
     }
@@ -284,7 +284,7 @@ mod tests {
             for i in 0u32..20_000 {
                 batch.put(Cf::Aggregates, i.to_be_bytes().as_slice(), [round; 300].as_slice());
             }
-            store.write(batch).unwrap();
+            store.write(&batch).unwrap();
         }
         assert!(store.cached_bytes() <= budget as u64, "{} bytes cached", store.cached_bytes());
         assert!(store.cached_bytes() > 0);

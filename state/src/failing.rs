@@ -72,7 +72,7 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.scan_prefix_from(cf, prefix, start, limit)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         let number = self.writes_attempted.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_write_number == Some(number) {
             return Err(StateError::Injected {
@@ -104,10 +104,10 @@ mod tests {
     fn nth_write_fails_and_applies_nothing() {
         // Proves only the chosen write fails, with `Injected`, and none of its operations land.
         let store = FailingStore::new(MemStore::new()).fail_write_number(2);
-        store.write(batch(b"1")).unwrap();
-        let err = store.write(batch(b"2")).unwrap_err();
+        store.write(&batch(b"1")).unwrap();
+        let err = store.write(&batch(b"2")).unwrap_err();
         assert!(matches!(err, StateError::Injected { .. }), "{err:?}");
-        store.write(batch(b"3")).unwrap();
+        store.write(&batch(b"3")).unwrap();
         assert_eq!(store.get(Cf::Meta, b"2").unwrap(), None);
         assert_eq!(store.get(Cf::Outbox, b"2").unwrap(), None);
         assert_eq!(store.inner().len(Cf::Meta), 2);
@@ -119,15 +119,15 @@ mod tests {
         // Proves the shared switch fails all writes while on, applying nothing, and reads go on.
         let store = FailingStore::new(MemStore::new());
         let switch = store.fail_all_switch();
-        store.write(batch(b"a")).unwrap();
+        store.write(&batch(b"a")).unwrap();
         switch.store(true, Ordering::SeqCst);
         for key in [b"b", b"c"] {
-            let err = store.write(batch(key)).unwrap_err();
+            let err = store.write(&batch(key)).unwrap_err();
             assert!(matches!(err, StateError::Injected { .. }), "{err:?}");
         }
         assert_eq!(store.get(Cf::Meta, b"a").unwrap(), Some(b"v".to_vec()));
         switch.store(false, Ordering::SeqCst);
-        store.write(batch(b"d")).unwrap();
+        store.write(&batch(b"d")).unwrap();
         let keys: Vec<_> = store
             .scan_from(Cf::Meta, b"", usize::MAX)
             .unwrap()

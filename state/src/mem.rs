@@ -80,17 +80,17 @@ impl Store for MemStore {
         Ok(collect(range, limit))
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         // Take every lock, always in `Cf::ALL` order so two writers cannot deadlock, and hold
         // them all while applying: a reader sees each family either before or after the batch.
         let mut maps: Vec<MutexGuard<'_, Map>> = Cf::ALL.iter().map(|&cf| self.lock(cf)).collect();
-        for op in batch {
+        for op in batch.ops() {
             match op {
                 Op::Put { cf, key, value } => {
-                    maps[cf.index()].insert(key, value);
+                    maps[cf.index()].insert(key.clone(), value.clone());
                 }
                 Op::Delete { cf, key } => {
-                    maps[cf.index()].remove(&key);
+                    maps[cf.index()].remove(key);
                 }
             }
         }
@@ -112,7 +112,7 @@ mod tests {
         batch.put(Cf::Meta, b"k".as_slice(), b"2".as_slice());
         batch.put(Cf::Meta, b"gone".as_slice(), b"x".as_slice());
         batch.delete(Cf::Meta, b"gone".as_slice());
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         assert_eq!(store.get(Cf::Meta, b"k").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.get(Cf::Meta, b"gone").unwrap(), None);
         assert_eq!(store.len(Cf::Meta), 1);
@@ -125,7 +125,7 @@ mod tests {
         let mut batch = WriteBatch::new();
         batch.put(Cf::Aggregates, b"k".as_slice(), b"a".as_slice());
         batch.put(Cf::Outbox, b"k".as_slice(), b"o".as_slice());
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         assert_eq!(
             store.get(Cf::Aggregates, b"k").unwrap(),
             Some(b"a".to_vec())

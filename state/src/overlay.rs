@@ -5,18 +5,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Cf, Entries, StateError, Store, WriteBatch};
+use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
 
-/// Puts (`Some`) and deletes (`None`) by column family (indexed like `Cf::ALL`) and key. One
-/// map per family lets a lookup borrow the key instead of copying it.
+/// Puts (`Some`) and deletes (`None`) by column family (indexed like `Cf::ALL`) and key, while
+/// a batch is applied. One map per family lets a lookup borrow the key instead of copying it.
 #[derive(Default, Debug)]
-pub struct Writes {
+struct Pending {
     by_cf: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Cf::ALL.len()],
 }
 
-impl Writes {
-    fn get(&self, cf: Cf, key: &[u8]) -> Option<&Option<Vec<u8>>> {
-        self.by_cf[cf.index()].get(key)
+impl Pending {
+    fn get(&self, cf: Cf, key: &[u8]) -> Option<Option<&Vec<u8>>> {
+        self.by_cf[cf.index()].get(key).map(Option::as_ref)
     }
 
     /// Pending writes under `prefix` from `start` on, ascending.
@@ -27,32 +27,17 @@ impl Writes {
             .map(|(key, value)| (key.as_slice(), value.as_ref()))
     }
 
-    /// Number of distinct keys with a put or delete.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.by_cf.iter().map(BTreeMap::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The writes as one batch, ordered by column family and key, leaving them readable.
-    pub fn to_batch(&self) -> WriteBatch {
+    /// The writes as one batch, ordered by column family and key, each key once; and where
+    /// each family's operations start in it.
+    fn into_sorted_batch(self) -> (WriteBatch, [usize; Cf::ALL.len() + 1]) {
         let mut batch = WriteBatch::new();
-        for (cf, writes) in Cf::ALL.into_iter().zip(&self.by_cf) {
-            for (key, value) in writes {
-                match value {
-                    Some(value) => batch.put(cf, key.clone(), value.clone()),
-                    None => batch.delete(cf, key.clone()),
-                }
-            }
-        }
-        batch
-    }
-
-    fn into_batch(self) -> WriteBatch {
-        let mut batch = WriteBatch::new();
-        for (cf, writes) in Cf::ALL.into_iter().zip(self.by_cf) {
+        let mut starts = [0; Cf::ALL.len() + 1];
+        for (index, (cf, writes)) in Cf::ALL.into_iter().zip(self.by_cf).enumerate() {
+            starts[index] = batch.len();
             for (key, value) in writes {
                 match value {
                     Some(value) => batch.put(cf, key, value),
@@ -60,9 +45,56 @@ impl Writes {
                 }
             }
         }
-        batch
+        starts[Cf::ALL.len()] = batch.len();
+        (batch, starts)
     }
 }
+
+/// An applied batch's writes, sealed: the one `WriteBatch` the store is given, sorted by
+/// column family and key with each key once, so that a later overlay reads through it by
+/// binary search while the store writes it. Nothing is copied between applying a batch and
+/// handing it to the store.
+#[derive(Debug)]
+pub struct Writes {
+    batch: WriteBatch,
+    /// Where each family's operations start in `batch` (indexed like `Cf::ALL`), then its end.
+    starts: [usize; Cf::ALL.len() + 1],
+}
+
+impl Writes {
+    fn family(&self, cf: Cf) -> &[Op] {
+        &self.batch.as_slice()[self.starts[cf.index()]..self.starts[cf.index() + 1]]
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> Option<Option<&Vec<u8>>> {
+        let ops = self.family(cf);
+        ops.binary_search_by(|op| op.key().cmp(key)).ok().map(|index| ops[index].value())
+    }
+
+    /// The writes under `prefix` from `start` on, ascending.
+    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
+        let ops = self.family(cf);
+        let from = ops.partition_point(|op| op.key() < start.max(prefix));
+        ops[from..].iter().take_while(move |op| op.key().starts_with(prefix)).map(|op| (op.key(), op.value()))
+    }
+
+    /// Number of distinct keys with a put or delete.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// The writes as the store takes them: ordered by column family and key.
+    pub fn batch(&self) -> &WriteBatch {
+        &self.batch
+    }
+}
+
+/// A key with its pending value (`None`: deleted), borrowed from a layer of writes.
+type Entry<'w> = (&'w [u8], Option<&'w Vec<u8>>);
 
 /// Pending writes over a store: reads see them first, then the writes of an earlier batch
 /// still on their way to the store (if any), then the store.
@@ -71,27 +103,27 @@ pub struct Overlay<'s> {
     /// An earlier batch's writes, handed to the store but perhaps not landed yet. Reading
     /// through them lets the next batch be applied while the earlier one commits.
     below: Option<Arc<Writes>>,
-    pending: Writes,
+    pending: Pending,
 }
 
 impl<'s> Overlay<'s> {
     pub fn new(store: &'s dyn Store) -> Self {
-        Self { store, below: None, pending: Writes::default() }
+        Self { store, below: None, pending: Pending::default() }
     }
 
     /// An overlay that reads `below` (an earlier batch's writes, committing meanwhile) as if
     /// it were already in the store.
     pub fn over_in_flight(store: &'s dyn Store, below: Arc<Writes>) -> Self {
-        Self { store, below: Some(below), pending: Writes::default() }
+        Self { store, below: Some(below), pending: Pending::default() }
     }
 
     /// The value under `key` as it will be after commit.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let layers = std::iter::once(&self.pending).chain(self.below.as_deref());
-        for layer in layers {
-            if let Some(pending) = layer.get(cf, key) {
-                return Ok(pending.clone());
-            }
+        if let Some(pending) = self.pending.get(cf, key) {
+            return Ok(pending.cloned());
+        }
+        if let Some(in_flight) = self.below.as_deref().and_then(|below| below.get(cf, key)) {
+            return Ok(in_flight.cloned());
         }
         self.store.get(cf, key)
     }
@@ -113,13 +145,10 @@ impl<'s> Overlay<'s> {
     /// `scan_prefix`, only for keys >= `start`.
     pub fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
         // Lowest layer first, so that later writes replace earlier ones in the merge.
-        let layers: Vec<Vec<(&[u8], Option<&Vec<u8>>)>> = self
-            .below
-            .as_deref()
-            .into_iter()
-            .chain(std::iter::once(&self.pending))
-            .map(|layer| layer.under(cf, prefix, start).collect())
-            .collect();
+        let layers: [Vec<Entry<'_>>; 2] = [
+            self.below.as_deref().map(|below| below.under(cf, prefix, start).collect()).unwrap_or_default(),
+            self.pending.under(cf, prefix, start).collect(),
+        ];
         // Each pending delete can hide at most one stored entry, so reading that many extra
         // entries guarantees `limit` survivors whenever the store holds them. A stored key past
         // the last one read is then greater than `limit` survivors and cannot be in the answer.
@@ -143,12 +172,13 @@ impl<'s> Overlay<'s> {
 
     /// The pending writes as one batch, ordered by column family and key.
     pub fn into_batch(self) -> WriteBatch {
-        self.pending.into_batch()
+        self.pending.into_sorted_batch().0
     }
 
     /// The pending writes, to be committed while a later overlay reads through them.
     pub fn into_writes(self) -> Writes {
-        self.pending
+        let (batch, starts) = self.pending.into_sorted_batch();
+        Writes { batch, starts }
     }
 }
 
@@ -163,7 +193,7 @@ mod tests {
         for &(cf, key, value) in entries {
             batch.put(cf, key, value);
         }
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         store
     }
 
@@ -254,7 +284,7 @@ mod tests {
         let expected = tx.scan_prefix(Cf::Outbox, b"", usize::MAX).unwrap();
         let batch = tx.into_batch();
         assert_eq!(batch.len(), 3);
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         assert_eq!(
             store.scan_prefix(Cf::Outbox, b"", usize::MAX).unwrap(),
             expected
@@ -276,7 +306,7 @@ mod tests {
             for (key, value) in stored {
                 batch.put(Cf::Dedupe, key, vec![value]);
             }
-            store.write(batch).unwrap();
+            store.write(&batch).unwrap();
             store
         }
 
@@ -306,7 +336,7 @@ mod tests {
                 apply(&mut tx, &ops);
                 let seen = tx.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
                 let seen_from = tx.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap();
-                store.write(tx.into_batch()).unwrap();
+                store.write(&tx.into_batch()).unwrap();
                 prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
                 prop_assert_eq!(seen_from, store.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap());
             }
@@ -332,8 +362,8 @@ mod tests {
                 let seen = second.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap();
                 let got = second.get(Cf::Dedupe, &prefix).unwrap();
                 let seen_from = second.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap();
-                store.write(in_flight.to_batch()).unwrap();
-                store.write(second.into_batch()).unwrap();
+                store.write(in_flight.batch()).unwrap();
+                store.write(&second.into_batch()).unwrap();
                 prop_assert_eq!(seen, store.scan_prefix(Cf::Dedupe, &prefix, limit).unwrap());
                 prop_assert_eq!(seen_from, store.scan_prefix_from(Cf::Dedupe, &prefix, &start, limit).unwrap());
                 prop_assert_eq!(got, store.get(Cf::Dedupe, &prefix).unwrap());

@@ -225,12 +225,12 @@ impl Store for RocksStore {
         self.scan(cf, start.max(prefix), prefix_end(prefix), limit)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         let mut rocks_batch = rocksdb::WriteBatch::default();
-        for op in batch {
+        for op in batch.ops() {
             match op {
-                Op::Put { cf, key, value } => rocks_batch.put_cf(self.handle(cf)?, key, value),
-                Op::Delete { cf, key } => rocks_batch.delete_cf(self.handle(cf)?, key),
+                Op::Put { cf, key, value } => rocks_batch.put_cf(self.handle(*cf)?, key, value),
+                Op::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
             }
         }
         self.db

@@ -27,7 +27,7 @@ pub trait Store: Send + Sync {
     fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError>;
 
     /// Applies every operation of the batch atomically (all or nothing).
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError>;
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError>;
 }
 
 /// A shared store is a store, so wrappers such as `FailingStore<Arc<MemStore>>` leave the caller
@@ -49,7 +49,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).scan_prefix_from(cf, prefix, start, limit)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         (**self).write(batch)
     }
 }
@@ -72,7 +72,7 @@ impl<S: Store + ?Sized> Store for &S {
         (**self).scan_prefix_from(cf, prefix, start, limit)
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         (**self).write(batch)
     }
 }

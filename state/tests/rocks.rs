@@ -13,7 +13,7 @@ fn open(path: &Path) -> RocksStore {
 fn put(store: &dyn Store, cf: Cf, key: &[u8], value: &[u8]) {
     let mut batch = WriteBatch::new();
     batch.put(cf, key, value);
-    store.write(batch).unwrap();
+    store.write(&batch).unwrap();
 }
 
 #[test]
@@ -26,12 +26,12 @@ fn data_survives_reopen() {
         batch.put(cf, cf.name(), b"kept".as_slice());
         batch.put(cf, b"deleted".as_slice(), b"x".as_slice());
     }
-    store.write(batch).unwrap();
+    store.write(&batch).unwrap();
     let mut batch = WriteBatch::new();
     for cf in Cf::ALL {
         batch.delete(cf, b"deleted".as_slice());
     }
-    store.write(batch).unwrap();
+    store.write(&batch).unwrap();
     drop(store);
 
     let store = open(dir.path());
@@ -69,7 +69,7 @@ fn read_only_open_reads_and_refuses_writes() {
     assert_eq!(reader.scan_prefix(Cf::Meta, b"", 10).unwrap().len(), 1);
     let mut batch = WriteBatch::new();
     batch.put(Cf::Meta, b"seq".as_slice(), b"18".as_slice());
-    let err = reader.write(batch).unwrap_err();
+    let err = reader.write(&batch).unwrap_err();
     assert!(
         matches!(err, StateError::Rocks { op: "write", .. }),
         "{err:?}"
@@ -138,7 +138,7 @@ fn approximate_size_grows_with_data() {
     for n in 0u32..2_000 {
         batch.put(Cf::Dedupe, n.to_be_bytes(), vec![n as u8; 512]);
     }
-    store.write(batch).unwrap();
+    store.write(&batch).unwrap();
     let written = store.approximate_size_bytes().unwrap();
     assert!(
         written >= empty + 500_000,

@@ -10,7 +10,7 @@ fn put_all(store: &dyn Store, cf: Cf, keys: &[&[u8]]) {
     for key in keys {
         batch.put(cf, *key, [b"v".as_slice(), key].concat());
     }
-    store.write(batch).unwrap();
+    store.write(&batch).unwrap();
 }
 
 fn keys(entries: Entries) -> Vec<Vec<u8>> {
@@ -32,7 +32,7 @@ mod cases {
         let mut batch = WriteBatch::new();
         batch.delete(Cf::Meta, b"k".as_slice());
         batch.delete(Cf::Meta, b"never-there".as_slice());
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         assert_eq!(store.get(Cf::Meta, b"k").unwrap(), None);
     }
 
@@ -44,7 +44,7 @@ mod cases {
         batch.put(Cf::Aggregates, b"a".as_slice(), b"2".as_slice());
         batch.put(Cf::Aggregates, b"b".as_slice(), b"1".as_slice());
         batch.delete(Cf::Aggregates, b"b".as_slice());
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         assert_eq!(
             store.get(Cf::Aggregates, b"a").unwrap(),
             Some(b"2".to_vec())
@@ -55,7 +55,7 @@ mod cases {
     pub fn empty_batch_changes_nothing(store: &dyn Store) {
         // Proves an empty batch is accepted and leaves stored data alone.
         put_all(store, Cf::Timers, &[b"t"]);
-        store.write(WriteBatch::new()).unwrap();
+        store.write(&WriteBatch::new()).unwrap();
         assert_eq!(
             keys(store.scan_from(Cf::Timers, b"", usize::MAX).unwrap()),
             owned(&[b"t"])
@@ -156,7 +156,7 @@ mod cases {
         ] {
             batch.put(Cf::Aggregates, key(store_id, day, hour), vec![hour as u8]);
         }
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         let prefix = KeyWriter::new().str("s1").i64(20).finish();
         let got = store
             .scan_prefix(Cf::Aggregates, &prefix, usize::MAX)
@@ -185,7 +185,7 @@ mod cases {
         for n in [5, 1, 3, 2, 4] {
             batch.put(Cf::Outbox, seq(n), vec![n as u8]);
         }
-        store.write(batch).unwrap();
+        store.write(&batch).unwrap();
         let page = store.scan_from(Cf::Outbox, &seq(2), 2).unwrap();
         assert_eq!(page, vec![(seq(2), vec![2]), (seq(3), vec![3])]);
         let after = [seq(3), vec![0]].concat();
@@ -218,7 +218,7 @@ mod cases {
                     let mut batch = WriteBatch::new();
                     batch.put(Cf::Meta, b"a".as_slice(), round.to_be_bytes());
                     batch.put(Cf::Meta, b"b".as_slice(), round.to_be_bytes());
-                    store.write(batch).unwrap();
+                    store.write(&batch).unwrap();
                 }
             });
             while !writer.is_finished() {
@@ -242,7 +242,7 @@ mod cases {
             None,
             "overlay wrote early"
         );
-        store.write(tx.into_batch()).unwrap();
+        store.write(&tx.into_batch()).unwrap();
         assert_eq!(
             store.scan_prefix(Cf::Voids, b"p", usize::MAX).unwrap(),
             before
@@ -261,7 +261,7 @@ mod cases {
         batch.put(Cf::Outbox, b"lost".as_slice(), b"x".as_slice());
         batch.delete(Cf::Outbox, b"kept".as_slice());
         batch.put(Cf::Meta, b"seq".as_slice(), b"9".as_slice());
-        let err = failing.write(batch).unwrap_err();
+        let err = failing.write(&batch).unwrap_err();
         assert!(matches!(err, StateError::Injected { .. }), "{err:?}");
         assert_eq!(
             keys(store.scan_from(Cf::Outbox, b"", usize::MAX).unwrap()),

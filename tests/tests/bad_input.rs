@@ -55,7 +55,7 @@ async fn assert_outcome(
     dlq
 }
 
-fn detail_of<'a>(dlq: &'a [StoredMessage], seq: u64) -> &'a str {
+fn detail_of(dlq: &[StoredMessage], seq: u64) -> &str {
     let seq = seq.to_string();
     dlq.iter()
         .find(|m| m.header("Tally-Source-Sequence") == Some(seq.as_str()))

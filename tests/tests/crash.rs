@@ -273,12 +273,17 @@ async fn publish_paced(js: &Js, inputs: &[Input], pause: Duration) -> Vec<u64> {
     seqs
 }
 
-/// The pause between inputs published while tally runs towards a kill. tally applies and
-/// commits a burst of a few hundred inputs within milliseconds, so unpaced input is nearly
-/// always committed when the kill comes; paced, it arrives for the whole of the kill's delay
-/// (a millisecond or more each, as the timer rounds up), and kills land with batches being
+/// A kill comes up to this long after tally starts (or answers HTTP).
+const KILL_DELAY_MAX_MS: u64 = 300;
+
+/// The pause between inputs published while tally runs towards a kill: a chunk is spread over
+/// the whole window in which the kill may come. tally applies and commits a burst of a few
+/// hundred inputs within milliseconds, so unpaced input was nearly always committed when the
+/// kill came (1 kill of 100 with input uncommitted); paced, kills land with batches being
 /// applied and committed.
-const KILL_PHASE_PAUSE: Duration = Duration::from_millis(1);
+fn kill_phase_pause(chunk_len: usize) -> Duration {
+    Duration::from_millis(KILL_DELAY_MAX_MS / chunk_len.max(1) as u64).max(Duration::from_millis(1))
+}
 
 /// The run without faults.
 async fn run_clean(inputs: &[Input]) -> (Snapshot, Vec<u64>) {
@@ -325,7 +330,7 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
         tally.spawn_run_no_wait();
         let publisher = chunks.next().map(|chunk| {
             let js = js.clone();
-            tokio::spawn(async move { publish_paced(&js, &chunk, KILL_PHASE_PAUSE).await })
+            tokio::spawn(async move { publish_paced(&js, &chunk, kill_phase_pause(chunk.len())).await })
         });
         // Every third kill counts from the spawn, so it often lands in start-up and recovery;
         // the others count from the moment the HTTP server answers, so they land in
@@ -334,7 +339,7 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
             let up = &tally;
             wait_until(Duration::from_secs(10), move || async move { up.try_http_get("/healthz").await.is_ok() }).await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(KILL_DELAY_MAX_MS))).await;
         assert!(tally.is_running(), "tally exited by itself (seed {seed})\n{}", tally.logs());
         match tally.try_http_get("/metrics").await {
             Ok((200, Value::String(text))) => {

@@ -199,7 +199,7 @@ async fn json_and_msgpack_inputs_give_identical_totals() {
     let (_nats, tally, js) = start_all("").await;
     let mut model = Model::new();
     for store in ["J1", "M1"] {
-        let records = vec![
+        let records = [
             (pos_subject("retail", store), example_transaction(&format!("{store}-T1"), store, DAY)),
             (
                 pos_subject("retail", store),

@@ -200,14 +200,14 @@ mod tests {
             add_timer(&mut txn, &mut clock, "S1", base + Duration::seconds(i), &timer);
         }
         add_timer(&mut txn, &mut clock, "S2", base, &Timer::Finalize { day });
-        store.write(txn.into_batch()).unwrap();
+        store.write(&txn.into_batch()).unwrap();
 
         let mut txn = Overlay::new(&store);
         clock.watermark = base + Duration::seconds(9);
         let first: Vec<_> = take_due(&mut txn, &mut clock, "S1").unwrap().into_iter().map(|(at, _)| at).collect();
         assert_eq!(first, (0..10).map(|i| base + Duration::seconds(i)).collect::<Vec<_>>());
         assert_eq!(clock.next_timer, Some(base + Duration::seconds(10)));
-        store.write(txn.into_batch()).unwrap();
+        store.write(&txn.into_batch()).unwrap();
 
         let mut txn = Overlay::new(&store);
         clock.watermark = base + Duration::seconds(89);
@@ -216,7 +216,7 @@ mod tests {
         assert!(second.windows(2).all(|pair| pair[0].0 < pair[1].0), "earliest first");
         assert_eq!(second[0].0, base + Duration::seconds(10));
         assert_eq!(clock.next_timer, Some(base + Duration::seconds(90)));
-        store.write(txn.into_batch()).unwrap();
+        store.write(&txn.into_batch()).unwrap();
         let left = store.scan_prefix(Cf::Timers, b"", usize::MAX).unwrap();
         assert_eq!(left.len(), 10 + 1, "ten of S1 not yet due and the one of S2");
     }

@@ -134,14 +134,14 @@ mod tests {
             }
             let close = Utc.from_utc_datetime(&day.and_hms_opt(23, 0, 0).unwrap());
             retail.tick(&mut txn, close).unwrap();
-            store.write(txn.into_batch()).unwrap();
+            store.write(&txn.into_batch()).unwrap();
             // The publisher would have drained the outbox by now.
             let outbox = store.scan_from(Cf::Outbox, &[], usize::MAX).unwrap();
             let mut drained = tally_state::WriteBatch::default();
             for (key, _) in outbox {
                 drained.delete(Cf::Outbox, key);
             }
-            store.write(drained).unwrap();
+            store.write(&drained).unwrap();
             sizes_by_day.push(sizes(&store));
         }
         let (day20, day59) = (&sizes_by_day[20], &sizes_by_day[59]);

@@ -49,7 +49,7 @@ impl Harness {
         self.now += elapsed;
         let mut txn = Overlay::new(&self.store);
         let emitted = self.retail.tick(&mut txn, self.now).unwrap();
-        self.store.write(txn.into_batch()).unwrap();
+        self.store.write(&txn.into_batch()).unwrap();
         emitted
     }
 
@@ -58,7 +58,7 @@ impl Harness {
         let mut txn = Overlay::new(&self.store);
         let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
         let applied = self.retail.apply(&mut txn, &msg, self.now).unwrap();
-        self.store.write(txn.into_batch()).unwrap();
+        self.store.write(&txn.into_batch()).unwrap();
         applied.outcome
     }
 
@@ -89,7 +89,7 @@ impl Harness {
             let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
             outcomes.push(self.retail.apply(&mut txn, &msg, self.now).unwrap().outcome);
         }
-        self.store.write(txn.into_batch()).unwrap();
+        self.store.write(&txn.into_batch()).unwrap();
         outcomes
     }
 
