@@ -36,15 +36,23 @@ pub struct KeyWriter {
 
 impl KeyWriter {
     pub fn new() -> Self {
-        Self::default()
+        // Room for the usual key (a tag, a store, a day, a sku or an id), so that building one
+        // allocates once instead of growing byte by byte.
+        Self { buf: Vec::with_capacity(64) }
     }
 
     pub fn str(&mut self, s: &str) -> &mut Self {
-        for &byte in s.as_bytes() {
-            self.buf.push(byte);
-            if byte == ESCAPE {
-                self.buf.push(ESCAPED_ZERO);
+        let bytes = s.as_bytes();
+        // Text almost never holds a 0x00 byte: copy it whole, and escape only when it does.
+        if bytes.contains(&ESCAPE) {
+            for &byte in bytes {
+                self.buf.push(byte);
+                if byte == ESCAPE {
+                    self.buf.push(ESCAPED_ZERO);
+                }
             }
+        } else {
+            self.buf.extend_from_slice(bytes);
         }
         self.buf.extend_from_slice(&[ESCAPE, TERMINATOR]);
         self

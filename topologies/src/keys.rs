@@ -18,16 +18,28 @@ const TAG_REFERENCE: u8 = 5;
 pub const META_POSITION: &[u8] = b"position";
 pub const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
 
-/// `YYYY-MM-DD`, written directly: chrono's `format` re-parses its pattern on every call, and
-/// this runs for every key of every record.
-fn day_text(day: NaiveDate) -> String {
+/// Writes the day as the text `YYYY-MM-DD`, from a buffer on the stack: chrono's `format`
+/// re-parses its pattern on every call, and this runs for several keys of every record.
+fn day_component(key: &mut KeyWriter, day: NaiveDate) -> &mut KeyWriter {
     use chrono::Datelike;
-    format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
+    let year = day.year();
+    if !(0..=9999).contains(&year) {
+        return key.str(&format!("{:04}-{:02}-{:02}", year, day.month(), day.day()));
+    }
+    let mut text = *b"0000-00-00";
+    for (at, digits, n) in [(0, 4, year as u32), (5, 2, day.month()), (8, 2, day.day())] {
+        let mut n = n;
+        for place in (at..at + digits).rev() {
+            text[place] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+    key.str(std::str::from_utf8(&text).expect("ASCII digits and dashes"))
 }
 
 /// (store, business_day) → `StoreDay`.
 pub fn store_day(store: &str, day: NaiveDate) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_STORE_DAY).str(store).str(&day_text(day)).finish()
+    day_component(KeyWriter::new().tag(TAG_STORE_DAY).str(store), day).finish()
 }
 
 /// Every `StoreDay` of one store, in day order.
@@ -53,12 +65,12 @@ pub fn parse_store_day(key: &[u8]) -> Option<(String, NaiveDate)> {
 
 /// (store, business_day, sku) → `SkuDay`.
 pub fn sku_day(store: &str, day: NaiveDate, sku: &str) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_SKU_DAY).str(store).str(&day_text(day)).str(sku).finish()
+    day_component(KeyWriter::new().tag(TAG_SKU_DAY).str(store), day).str(sku).finish()
 }
 
 /// Every `SkuDay` of one store-day, in sku order.
 pub fn sku_day_prefix(store: &str, day: NaiveDate) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_SKU_DAY).str(store).str(&day_text(day)).finish()
+    day_component(KeyWriter::new().tag(TAG_SKU_DAY).str(store), day).finish()
 }
 
 /// Reads the sku back from a `sku_day` key.
@@ -106,6 +118,17 @@ pub fn outbox(seq: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves the day component is the same `YYYY-MM-DD` text that keys always held, so keys
+    // written by earlier versions are found, for four-digit years and beyond them.
+    #[test]
+    fn the_day_component_is_the_iso_date_text() {
+        for (y, m, d) in [(2026, 11, 27), (1, 1, 1), (0, 12, 31), (999, 9, 9), (9999, 12, 31), (10000, 1, 1), (-1, 6, 15)] {
+            let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let expected = KeyWriter::new().str(&format!("{:04}-{:02}-{:02}", y, m, d)).finish();
+            assert_eq!(day_component(&mut KeyWriter::new(), day).finish(), expected, "{y}-{m}-{d}");
+        }
+    }
 
     // Proves a store-day's sku records are exactly the keys under its prefix, and no other day's.
     #[test]
