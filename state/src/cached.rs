@@ -266,6 +266,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_value_replaces_a_cached_one() {
+        // Proves that an empty value, which commits do not cache, still hides the key's older
+        // cached value: the next read answers it from the store.
+        let store = CachedStore::new(MemStore::new(), 1 << 20);
+        store.write(&put(Cf::Aggregates, b"k", b"1")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"1".to_vec()));
+        store.write(&put(Cf::Aggregates, b"k", b"")).unwrap();
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
     fn zero_capacity_passes_through() {
         // Proves a cache of 0 bytes holds nothing and reads every value from the store.
         let inner = Arc::new(MemStore::new());
