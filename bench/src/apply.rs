@@ -74,14 +74,6 @@ impl<S: Store> Store for Counting<S> {
         value
     }
 
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        let started = Instant::now();
-        let entries = self.inner.scan_prefix(cf, prefix, limit);
-        add_since(&self.scan_nanos, started);
-        self.scans.fetch_add(1, Ordering::Relaxed);
-        entries
-    }
-
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         let started = Instant::now();
         let entries = self.inner.scan_from(cf, start, limit);

@@ -125,7 +125,8 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 impl<S: Store> Store for CachedStore<S> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         let lookup = Lookup { cf: cf.index() as u8, key };
-        let Some(shard) = self.shard(&lookup).filter(|_| is_cached(cf)) else {
+        // An uncached family, or the cache off: straight to the store, without hashing the key.
+        let Some(shard) = is_cached(cf).then(|| self.shard(&lookup)).flatten() else {
             return self.inner.get(cf, key);
         };
         let generation = {
@@ -143,10 +144,6 @@ impl<S: Store> Store for CachedStore<S> {
             }
         }
         Ok(value)
-    }
-
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        self.inner.scan_prefix(cf, prefix, limit)
     }
 
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {

@@ -60,10 +60,6 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.get(cf, key)
     }
 
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        self.inner.scan_prefix(cf, prefix, limit)
-    }
-
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         self.inner.scan_from(cf, start, limit)
     }

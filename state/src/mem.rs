@@ -50,10 +50,6 @@ impl Store for MemStore {
         Ok(self.lock(cf).get(key).cloned())
     }
 
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        self.scan_prefix_from(cf, prefix, prefix, limit)
-    }
-
     fn scan_prefix_from(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StateError> {
         let map = self.lock(cf);
         let lower = start.max(prefix);

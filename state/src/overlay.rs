@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
 
+/// A key with its pending value (`None`: deleted), borrowed from a layer of writes.
+type Entry<'w> = (&'w [u8], Option<&'w Vec<u8>>);
+
 /// Puts (`Some`) and deletes (`None`) by column family (indexed like `Cf::ALL`) and key, while
 /// a batch is applied. One map per family lets a lookup borrow the key instead of copying it.
 #[derive(Default, Debug)]
@@ -20,7 +23,7 @@ impl Pending {
     }
 
     /// Pending writes under `prefix` from `start` on, ascending.
-    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
+    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = Entry<'w>> + 'w {
         self.by_cf[cf.index()]
             .range::<[u8], _>((std::ops::Bound::Included(start.max(prefix)), std::ops::Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
@@ -31,9 +34,8 @@ impl Pending {
         self.by_cf.iter().map(BTreeMap::len).sum()
     }
 
-    /// The writes as one batch, ordered by column family and key, each key once; and where
-    /// each family's operations start in it.
-    fn into_sorted_batch(self) -> (WriteBatch, [usize; Cf::ALL.len() + 1]) {
+    /// The writes as one batch, ordered by column family and key, each key once.
+    fn seal(self) -> Writes {
         let mut batch = WriteBatch::new();
         let mut starts = [0; Cf::ALL.len() + 1];
         for (index, (cf, writes)) in Cf::ALL.into_iter().zip(self.by_cf).enumerate() {
@@ -46,7 +48,7 @@ impl Pending {
             }
         }
         starts[Cf::ALL.len()] = batch.len();
-        (batch, starts)
+        Writes { batch, starts }
     }
 }
 
@@ -72,19 +74,10 @@ impl Writes {
     }
 
     /// The writes under `prefix` from `start` on, ascending.
-    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = (&'w [u8], Option<&'w Vec<u8>>)> + 'w {
+    fn under<'w>(&'w self, cf: Cf, prefix: &'w [u8], start: &'w [u8]) -> impl Iterator<Item = Entry<'w>> + 'w {
         let ops = self.family(cf);
         let from = ops.partition_point(|op| op.key() < start.max(prefix));
         ops[from..].iter().take_while(move |op| op.key().starts_with(prefix)).map(|op| (op.key(), op.value()))
-    }
-
-    /// Number of distinct keys with a put or delete.
-    pub fn len(&self) -> usize {
-        self.batch.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
     }
 
     /// The writes as the store takes them: ordered by column family and key.
@@ -92,9 +85,6 @@ impl Writes {
         &self.batch
     }
 }
-
-/// A key with its pending value (`None`: deleted), borrowed from a layer of writes.
-type Entry<'w> = (&'w [u8], Option<&'w Vec<u8>>);
 
 /// Pending writes over a store: reads see them first, then the writes of an earlier batch
 /// still on their way to the store (if any), then the store.
@@ -172,13 +162,12 @@ impl<'s> Overlay<'s> {
 
     /// The pending writes as one batch, ordered by column family and key.
     pub fn into_batch(self) -> WriteBatch {
-        self.pending.into_sorted_batch().0
+        self.pending.seal().batch
     }
 
     /// The pending writes, to be committed while a later overlay reads through them.
     pub fn into_writes(self) -> Writes {
-        let (batch, starts) = self.pending.into_sorted_batch();
-        Writes { batch, starts }
+        self.pending.seal()
     }
 }
 

@@ -213,10 +213,6 @@ impl Store for RocksStore {
         self.db.get_cf(self.handle(cf)?, key).map_err(rocks("get"))
     }
 
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        self.scan(cf, prefix, prefix_end(prefix), limit)
-    }
-
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         self.scan(cf, start, None, limit)
     }

@@ -16,7 +16,9 @@ pub trait Store: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
 
     /// Entries whose key starts with `prefix`, in ascending key order, at most `limit`.
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError>;
+    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
+        self.scan_prefix_from(cf, prefix, prefix, limit)
+    }
 
     /// Entries with key >= `start`, ascending, at most `limit` (used to drain an outbox in order).
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError>;
@@ -37,10 +39,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).get(cf, key)
     }
 
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        (**self).scan_prefix(cf, prefix, limit)
-    }
-
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         (**self).scan_from(cf, start, limit)
     }
@@ -58,10 +56,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 impl<S: Store + ?Sized> Store for &S {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         (**self).get(cf, key)
-    }
-
-    fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
-        (**self).scan_prefix(cf, prefix, limit)
     }
 
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {

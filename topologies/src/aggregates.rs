@@ -3,8 +3,9 @@
 //!
 //! Values are MessagePack arrays of the fields in declaration order (written by this version),
 //! or maps of named fields (written by earlier ones, still read). A field is added at the end,
-//! with a default, so that values written before it still decode. Every amount is a `Decimal`; a reversal (post-void) applies the same arithmetic
-//! with the opposite sign, so a void followed by its transaction nets to exactly zero.
+//! with a default, so that values written before it still decode. Every amount is a `Decimal`;
+//! a reversal (post-void) applies the same arithmetic with the opposite sign, so a void
+//! followed by its transaction nets to exactly zero.
 
 use std::collections::BTreeMap;
 

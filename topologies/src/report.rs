@@ -137,14 +137,15 @@ pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Ve
     Ok(alerts)
 }
 
-/// Drift keys per (store, state) for the gauge: pending from its index, the others from the
-/// latest revision of each alert.
+/// An alert read only for its `state`: the rest is skipped, not built into a tree.
 #[derive(serde::Deserialize)]
 struct AlertStateOnly<'a> {
     #[serde(borrow)]
     state: Option<&'a str>,
 }
 
+/// Drift keys per (store, state) for the gauge: pending from its index, the others from the
+/// latest revision of each alert.
 pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<(String, &'static str), u64>, TopologyError> {
     let mut counts = std::collections::BTreeMap::new();
     for (key, _) in store.scan_prefix(Cf::Aggregates, &crate::outputs::pending_prefix(), usize::MAX)? {
@@ -153,7 +154,6 @@ pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<
         }
     }
     for (key, bytes) in store.scan_prefix(Cf::Aggregates, &crate::outputs::alerts_prefix(), usize::MAX)? {
-        // Only the state is read: the rest of each alert is skipped, not built into a tree.
         let (Some(id), Ok(alert)) = (crate::outputs::store_of_index_key(&key), serde_json::from_slice::<AlertStateOnly>(&bytes)) else {
             continue;
         };
