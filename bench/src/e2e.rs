@@ -115,15 +115,19 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
 
     // (a) The ceiling.
     let nats_cpu_before = measure::process_cpu_secs(nats.pid());
+    let own_cpu_before = measure::process_cpu_secs(std::process::id());
     let ceiling_elapsed = ceiling::measure(&js, INPUT_STREAM, args.batch_max, args.messages).await?;
     let ceiling_rate = rate(args.messages, ceiling_elapsed);
+    // What receiving and acking alone cost, on both sides: the share of the machine left for
+    // tally's own work at a given rate follows from it.
     println!(
-        "(a) ceiling, bare pull consumer (AckAll, batch {}): {:.0} msg/s ({} in {:.2} s; nats-server CPU {})",
+        "(a) ceiling, bare pull consumer (AckAll, batch {}): {:.0} msg/s ({} in {:.2} s; CPU: nats-server {}, consumer {})",
         args.batch_max,
         ceiling_rate,
         args.messages,
         ceiling_elapsed.as_secs_f64(),
-        cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid()))
+        cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid())),
+        cpu_text(own_cpu_before, measure::process_cpu_secs(std::process::id()))
     );
 
     // (b) tally end to end.

@@ -13,6 +13,7 @@
 //! either, and neither is acked. Messages that arrive while k commits join k+1, so that when
 //! the disk sets the pace, each fsync carries more messages instead of the latency growing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -317,42 +318,63 @@ impl Runner {
         if batch.len() < DECODE_AHEAD_MIN {
             return Decoder::InLine;
         }
-        let (decoded, receiver) = tokio::sync::mpsc::channel(batch.len());
         let inputs: Vec<_> =
             batch.iter().map(|m| (m.subject.clone(), content_type(m).map(str::to_string), m.payload.clone())).collect();
-        let retail = Arc::clone(&self.retail);
-        let count = inputs.len();
-        tokio::task::spawn_blocking(move || {
-            for (subject, content_type, payload) in inputs {
-                // A closed channel means the batch stopped early (a gap): nothing more to do.
-                if decoded.blocking_send(retail.decode(&subject, content_type.as_deref(), &payload)).is_err() {
-                    break;
-                }
-            }
-        });
-        Decoder::Ahead { receiver, remaining: count }
+        Decoder::ahead(Arc::clone(&self.retail), inputs)
     }
 }
 
-/// Where a batch's decoded messages come from, one per message in delivery order: decoded
-/// ahead for the messages the batch started with, in line for any that joined it later.
+/// A message's subject, content type and payload, as the decoding thread takes them.
+type RawInput = (async_nats::Subject, Option<String>, bytes::Bytes);
+
+/// Where a batch's decoded messages come from, one per message in delivery order.
+///
+/// Ahead: a helper thread and the applying task share the decoding, each message going to
+/// whichever claims it first (the helper, in order, from the front). The applying task never
+/// waits for a helper that has not got a core yet: with both cores busy (the commit, the
+/// broker), that wait was 8 % of (b)'s time, 2 ms at the start of each batch; it decodes the
+/// message itself instead, and waits only for one the helper is decoding at that moment.
 enum Decoder {
     InLine,
-    Ahead { receiver: tokio::sync::mpsc::Receiver<Decoded>, remaining: usize },
+    Ahead { receiver: tokio::sync::mpsc::Receiver<Decoded>, next: Arc<AtomicUsize>, count: usize, index: usize },
 }
 
 impl Decoder {
-    /// The next message's decoding when it was done ahead, `None` when it is to be done in line.
-    async fn next(&mut self) -> anyhow::Result<Option<Decoded>> {
-        match self {
-            Decoder::Ahead { receiver, remaining } if *remaining > 0 => {
-                *remaining -= 1;
-                match receiver.recv().await {
-                    Some(decoded) => Ok(Some(decoded)),
-                    None => anyhow::bail!("the decoding thread stopped before the end of the batch"),
-                }
+    /// Starts the helper thread on `inputs`.
+    fn ahead(retail: Arc<Retail>, inputs: Vec<RawInput>) -> Decoder {
+        let (decoded, receiver) = tokio::sync::mpsc::channel(inputs.len().max(1));
+        let count = inputs.len();
+        let next = Arc::new(AtomicUsize::new(0));
+        let claims = Arc::clone(&next);
+        tokio::task::spawn_blocking(move || loop {
+            let index = claims.fetch_add(1, Ordering::AcqRel);
+            let Some((subject, content_type, payload)) = inputs.get(index) else { break };
+            // A closed channel means the batch stopped early (a gap): nothing more to do.
+            if decoded.blocking_send(retail.decode(subject, content_type.as_deref(), payload)).is_err() {
+                break;
             }
-            _ => Ok(None),
+        });
+        Decoder::Ahead { receiver, next, count, index: 0 }
+    }
+
+    /// The next message's decoding when the helper did it, `None` when it is to be done in line
+    /// (by the caller).
+    async fn next(&mut self) -> anyhow::Result<Option<Decoded>> {
+        let Decoder::Ahead { receiver, next, count, index } = self else { return Ok(None) };
+        if *index >= *count {
+            // Joined the batch after its decoding started.
+            return Ok(None);
+        }
+        let mine = *index;
+        *index += 1;
+        if next.compare_exchange(mine, mine + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return Ok(None);
+        }
+        // The helper claimed it; it sends what it claimed in order, and every earlier one it
+        // claimed was received already.
+        match receiver.recv().await {
+            Some(decoded) => Ok(Some(decoded)),
+            None => anyhow::bail!("the decoding thread stopped before the end of the batch"),
         }
     }
 }
@@ -437,5 +459,64 @@ pub async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, wait: Durati
     tokio::select! {
         _ = tokio::time::sleep(wait) => *shutdown.borrow(),
         _ = shutdown.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gen::traffic::{GenOptions, Traffic};
+    use chrono::{TimeZone, Utc};
+    use tally_topologies::topology::TopologyConfig;
+
+    /// Generated messages (with a few undecodable ones) as the decoding thread takes them.
+    fn inputs() -> Vec<RawInput> {
+        let start = Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).single().unwrap_or_default();
+        let mut traffic = Traffic::new(GenOptions { stores: 4, skus_per_store: 50, ..GenOptions::default() }, start);
+        let mut messages = Vec::new();
+        for k in 0..400 {
+            messages.extend(traffic.next_basket(start + chrono::Duration::seconds(k)));
+        }
+        messages.extend(traffic.drain_all());
+        let mut inputs: Vec<RawInput> = messages
+            .into_iter()
+            .map(|m| (m.subject.into(), Some(m.content_type.to_string()), m.payload.into()))
+            .collect();
+        inputs.insert(7, ("retail.pos.transaction".into(), None, bytes::Bytes::from_static(b"{not json")));
+        inputs
+    }
+
+    // Proves the shared decoding yields, for every message in order, what decoding them one by
+    // one yields, whether the helper thread or the caller decoded each, and however the two
+    // interleave (the caller sometimes too slow for the helper, sometimes faster).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_decoding_yields_each_message_once_in_order() {
+        let retail = Arc::new(Retail::new(TopologyConfig::default()));
+        let inputs = inputs();
+        assert!(inputs.len() > 600, "{} inputs", inputs.len());
+        let expected: Vec<String> =
+            inputs.iter().map(|(s, c, p)| format!("{:?}", retail.decode(s, c.as_deref(), p))).collect();
+        for pause_every in [1, 3, 50, usize::MAX] {
+            let mut decoder = Decoder::ahead(Arc::clone(&retail), inputs.clone());
+            let (mut by_helper, mut in_line) = (0, 0);
+            for (index, (subject, content_type, payload)) in inputs.iter().enumerate() {
+                if index % pause_every == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let decoded = match decoder.next().await.unwrap() {
+                    Some(decoded) => {
+                        by_helper += 1;
+                        decoded
+                    }
+                    None => {
+                        in_line += 1;
+                        retail.decode(subject, content_type.as_deref(), payload)
+                    }
+                };
+                assert_eq!(format!("{decoded:?}"), expected[index], "message {index}, pausing every {pause_every}");
+            }
+            assert_eq!(by_helper + in_line, inputs.len());
+            assert!(decoder.next().await.unwrap().is_none(), "nothing past the batch");
+        }
     }
 }
