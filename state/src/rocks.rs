@@ -92,6 +92,14 @@ impl RocksStore {
         db_opts.set_max_open_files(1024);
         db_opts.set_skip_stats_update_on_db_open(true);
         db_opts.set_max_background_jobs(2);
+        // Compaction runs at the lowest CPU priority (nice 19), on the cores the input loop
+        // leaves idle, instead of taking its turn from the apply and the commit: e2e (b) at
+        // 1 M messages 15 630 → 16 834 msg/s, with compaction's CPU unchanged (20 s). Flushes
+        // keep their priority, and a compaction that falls behind slows writes (RocksDB's L0
+        // triggers), which frees the cores it needs. This is RocksDB's process-wide pool.
+        let mut env = rocksdb::Env::new().map_err(rocks("create env"))?;
+        env.lower_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
 
         // RocksDB refuses to open a database without naming every family it holds, so families
         // this version does not know (left by a newer one) are opened too, and left alone.
