@@ -26,14 +26,20 @@ pub struct StoreDay {
     pub transactions: i64,
     /// Their lines, after voids.
     pub lines: i64,
+    #[serde(with = "crate::stored_decimal::one")]
     pub gross: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub discount: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub net: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
+    #[serde(with = "crate::stored_decimal::map")]
     pub tenders: BTreeMap<String, Decimal>,
     /// Per register, the `seq` numbers seen this day.
     pub registers: BTreeMap<String, SeqSet>,
     /// Inventory units per movement reason, all skus together.
+    #[serde(with = "crate::stored_decimal::map")]
     pub inventory: BTreeMap<MovementReason, Decimal>,
     pub duplicates: u64,
     pub conflicts: u64,
@@ -49,15 +55,23 @@ pub struct StoreDay {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SkuDay {
+    #[serde(with = "crate::stored_decimal::one")]
     pub sold_units: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub returned_units: Decimal,
     /// Returned units with `restock: true`.
+    #[serde(with = "crate::stored_decimal::one")]
     pub restocked_units: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub gross: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub discount: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub net: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
     /// Signed stock deltas per movement reason.
+    #[serde(with = "crate::stored_decimal::map")]
     pub inventory: BTreeMap<MovementReason, Decimal>,
     /// The drift alert of this key.
     pub alert: AlertState,
@@ -105,6 +119,7 @@ impl SkuDay {
 /// The latest unit price of a sku in a store, by event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatestPrice {
+    #[serde(with = "crate::stored_decimal::one")]
     pub unit_price: Decimal,
     /// Stored as an integer: state values are decoded on every touch, timestamps as text are not cheap.
     #[serde(with = "chrono::serde::ts_microseconds")]

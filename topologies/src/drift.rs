@@ -112,6 +112,7 @@ pub struct AlertState {
     /// The last revision sent; 0 before the first.
     pub revision: u32,
     /// `drift_units` of the last revision sent, to tell a change after final.
+    #[serde(with = "crate::stored_decimal::option")]
     pub sent_drift_units: Option<Decimal>,
 }
 

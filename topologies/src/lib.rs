@@ -26,6 +26,7 @@ pub mod outputs;
 pub mod postings;
 pub mod report;
 pub mod retention;
+pub mod stored_decimal;
 pub mod topology;
 
 #[cfg(test)]

@@ -27,10 +27,15 @@ const SKUS_PER_POSTING_MAX: usize = 1_000_000;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PostedLine {
+    #[serde(with = "crate::stored_decimal::one")]
     pub qty: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub gross: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub discount: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub net: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
 }
 
@@ -46,8 +51,11 @@ pub struct PostingBook {
     pub dirty_since: Option<DateTime<Utc>>,
     pub transactions: i64,
     pub lines: i64,
+    #[serde(with = "crate::stored_decimal::one")]
     pub net: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
+    #[serde(with = "crate::stored_decimal::map")]
     pub tenders: BTreeMap<String, Decimal>,
 }
 
