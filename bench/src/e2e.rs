@@ -272,6 +272,17 @@ async fn tally_phase(
         ),
         _ => "peak RSS: unavailable (no /proc/self/status)".into(),
     });
+    // Where the memory is at the end, for the RSS target: RocksDB's parts and the value cache.
+    if let Ok(memory) = store.memory() {
+        details.push(format!(
+            "memory at the end: RSS {:.0} MiB; RocksDB block cache {:.0} MiB, memtables {:.0} MiB, index and filter blocks {:.0} MiB; {:.1} M keys (RocksDB's estimate)",
+            mib(measure::rss_bytes().unwrap_or(0)),
+            mib(memory.block_cache),
+            mib(memory.memtables),
+            mib(memory.table_readers),
+            memory.keys as f64 / 1e6
+        ));
+    }
     details.push(format!(
         "state on disk {:.1} MiB (du; apparent {:.1} MiB, RocksDB estimate {:.1} MiB incl. memtables)",
         mib(state_disk),

@@ -44,6 +44,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the `tally` binary does, so that (b)'s RSS is tally's.
+    tally_processor::memory::limit_malloc_arenas();
     match Cli::parse().command {
         Command::E2e(args) => e2e::run(args).await,
         Command::Restart(args) => restart::run(args).await,

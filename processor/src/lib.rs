@@ -27,6 +27,7 @@ pub mod health;
 pub mod http;
 pub mod inspect;
 pub mod localnats;
+pub mod memory;
 pub mod nats;
 pub mod outbox;
 pub mod runner;

@@ -107,6 +107,7 @@ enum InspectWhat {
 }
 
 fn main() -> std::process::ExitCode {
+    tally_processor::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     // The demo's live table owns the terminal; its logs stay at warnings unless RUST_LOG says.
     init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });

@@ -36,6 +36,19 @@ impl Default for RocksOptions {
     }
 }
 
+/// RocksDB's memory by use, in bytes, and its estimate of the keys it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RocksMemory {
+    /// Data blocks in the block cache.
+    pub block_cache: u64,
+    /// Memtables, active and immutable.
+    pub memtables: u64,
+    /// Index and filter blocks held with the open table files, outside the block cache.
+    pub table_readers: u64,
+    /// Keys of all families (RocksDB's estimate; overwritten keys may count more than once).
+    pub keys: u64,
+}
+
 /// A RocksDB database with one column family per [`Cf`].
 pub struct RocksStore {
     db: DB,
@@ -168,19 +181,30 @@ impl RocksStore {
     /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
     /// updates these properties in the background.
     pub fn approximate_size_bytes(&self) -> Result<u64, StateError> {
+        Ok(self.sum_property(properties::LIVE_SST_FILES_SIZE)? + self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?)
+    }
+
+    /// What RocksDB holds in memory now, and how many keys it holds (estimates).
+    pub fn memory(&self) -> Result<RocksMemory, StateError> {
+        // One cache serves every family, so one family's answer is the whole.
+        let block_cache = self
+            .db
+            .property_int_value_cf(self.handle(Cf::Aggregates)?, properties::BLOCK_CACHE_USAGE)
+            .map_err(rocks("read a property"))?;
+        Ok(RocksMemory {
+            block_cache: block_cache.unwrap_or(0),
+            memtables: self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?,
+            table_readers: self.sum_property(properties::ESTIMATE_TABLE_READERS_MEM)?,
+            keys: self.sum_property(properties::ESTIMATE_NUM_KEYS)?,
+        })
+    }
+
+    /// An integer property summed over every family.
+    fn sum_property(&self, property: &properties::PropName) -> Result<u64, StateError> {
         let mut total: u64 = 0;
         for cf in Cf::ALL {
-            let handle = self.handle(cf)?;
-            for property in [
-                properties::LIVE_SST_FILES_SIZE,
-                properties::CUR_SIZE_ALL_MEM_TABLES,
-            ] {
-                let bytes = self
-                    .db
-                    .property_int_value_cf(handle, property)
-                    .map_err(rocks("read size property"))?;
-                total = total.saturating_add(bytes.unwrap_or(0));
-            }
+            let value = self.db.property_int_value_cf(self.handle(cf)?, property).map_err(rocks("read a property"))?;
+            total = total.saturating_add(value.unwrap_or(0));
         }
         Ok(total)
     }
