@@ -150,6 +150,29 @@ fn approximate_size_grows_with_data() {
 }
 
 #[test]
+fn memory_report_counts_keys_memtables_and_cached_blocks() {
+    // Proves the memory report sees what was written (keys, memtable bytes), then the blocks
+    // and table readers that reading it back from SST files brings into memory.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = WriteBatch::new();
+    for n in 0u32..2_000 {
+        batch.put(Cf::Aggregates, n.to_be_bytes(), vec![n as u8; 512]);
+    }
+    store.write(&batch).unwrap();
+    let written = store.memory().unwrap();
+    assert!(written.keys >= 2_000, "{written:?}");
+    assert!(written.memtables >= 1_000_000, "{written:?}");
+    // A checkpoint flushes the memtables to table files; reads then go through the block cache.
+    store.checkpoint(&dir.path().join("cp")).unwrap();
+    for n in (0u32..2_000).step_by(7) {
+        assert!(store.get(Cf::Aggregates, &n.to_be_bytes()).unwrap().is_some());
+    }
+    let read = store.memory().unwrap();
+    assert!(read.block_cache > 0 && read.table_readers > 0, "{read:?}");
+}
+
+#[test]
 fn unknown_family_does_not_block_open() {
     // Proves a database holding a family this version does not know still opens, and that
     // family's data is left intact.
