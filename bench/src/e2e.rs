@@ -50,6 +50,10 @@ pub struct E2eArgs {
     /// `state.sync`: fsync every commit (tally's default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
+    /// `state.value_cache_bytes` in MiB (tally's default is 64; 0 turns the cache off): to see
+    /// what the value cache costs in memory and gains in speed.
+    #[arg(long, default_value_t = 64)]
+    pub value_cache_mib: usize,
     /// The generator's seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -176,6 +180,7 @@ fn processor_config(args: &E2eArgs, nats_url: &str, state: &Path, settle: &str, 
     config.nats.url = nats_url.to_string();
     config.state.path = state.to_path_buf();
     config.state.sync = args.sync;
+    config.state.value_cache_bytes = args.value_cache_mib << 20;
     config.http.listen = format!("127.0.0.1:{}", free_port()?);
     config.input.batch_max = args.batch_max;
     config.drift.settle = settle.to_string();
