@@ -277,7 +277,8 @@ async fn tally_phase(
         ),
         _ => "peak RSS: unavailable (no /proc/self/status)".into(),
     });
-    // Where the memory is at the end, for the RSS target: RocksDB's parts and the value cache.
+    // Where the memory is at the end, for the RSS target: RocksDB's parts (the value cache is
+    // bounded by `--value-cache-mib`).
     if let Ok(memory) = store.memory() {
         details.push(format!(
             "memory at the end: RSS {:.0} MiB; RocksDB block cache {:.0} MiB, memtables {:.0} MiB, index and filter blocks {:.0} MiB; {:.1} M keys (RocksDB's estimate)",

@@ -107,10 +107,13 @@ enum InspectWhat {
 }
 
 fn main() -> std::process::ExitCode {
-    tally_processor::memory::limit_malloc_arenas();
+    let arenas_limited = tally_processor::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     // The demo's live table owns the terminal; its logs stay at warnings unless RUST_LOG says.
     init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });
+    if !arenas_limited {
+        tracing::debug!("The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory.");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -9,14 +9,17 @@
 /// e2e with 2 M messages, 9.7–9.8 M keys, gave a peak RSS of 585 → 538 MiB and 542 → 493 MiB at
 /// the end, with (b)'s rate unchanged (14 993 and 14 825 msg/s).
 ///
-/// To be called at the start of `main`, before RocksDB runs.
-pub fn limit_malloc_arenas() {
+/// To be called at the start of `main`, before RocksDB runs (and so before logging is set up:
+/// the caller reports a refusal). Returns whether the limit is in place; other C libraries have
+/// no such setting and return false.
+pub fn limit_malloc_arenas() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive count.
-        let accepted = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-        if accepted == 0 {
-            tracing::debug!("The C library refused M_ARENA_MAX; its malloc keeps its own arena count.");
-        }
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
     }
 }

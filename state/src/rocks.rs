@@ -181,7 +181,8 @@ impl RocksStore {
     /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
     /// updates these properties in the background.
     pub fn approximate_size_bytes(&self) -> Result<u64, StateError> {
-        Ok(self.sum_property(properties::LIVE_SST_FILES_SIZE)? + self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?)
+        let files = self.sum_property(properties::LIVE_SST_FILES_SIZE)?;
+        Ok(files + self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?)
     }
 
     /// What RocksDB holds in memory now, and how many keys it holds (estimates).

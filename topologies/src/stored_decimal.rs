@@ -106,8 +106,27 @@ pub mod map {
         K: Deserialize<'de> + Ord,
         D: Deserializer<'de>,
     {
-        let stored = BTreeMap::<K, Stored>::deserialize(deserializer)?;
-        Ok(stored.into_iter().map(|(key, amount)| (key, amount.0)).collect())
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+
+    /// Reads the entries straight into the map of `Decimal`s: these maps are decoded on every
+    /// touch of a store-day or sku-day.
+    struct MapVisitor<K>(std::marker::PhantomData<K>);
+
+    impl<'de, K: Deserialize<'de> + Ord> Visitor<'de> for MapVisitor<K> {
+        type Value = BTreeMap<K, Decimal>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of decimals")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((key, amount)) = entries.next_entry::<K, Stored>()? {
+                map.insert(key, amount.0);
+            }
+            Ok(map)
+        }
     }
 }
 
