@@ -63,14 +63,14 @@ pub struct E2eArgs {
 }
 
 /// How long (b) may take per message before the run gives up, at least [`CATCH_UP_MIN`].
-const CATCH_UP_PER_MESSAGE: Duration = Duration::from_millis(5);
-const CATCH_UP_MIN: Duration = Duration::from_secs(60);
+pub(crate) const CATCH_UP_PER_MESSAGE: Duration = Duration::from_millis(5);
+pub(crate) const CATCH_UP_MIN: Duration = Duration::from_secs(60);
 /// How long a stopping processor may take to finish its batch.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the latency phase, how long alerts may take to leave the outbox.
 const OUTBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-const INPUT_STREAM: &str = "RETAIL_IN";
+pub(crate) const INPUT_STREAM: &str = "RETAIL_IN";
 
 pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
     if args.smoke {
@@ -164,10 +164,15 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
 }
 
 fn preload_options(args: &E2eArgs) -> GenOptions {
+    chain_options(args.stores, args.skus, args.seed)
+}
+
+/// The generated chain every phase and `process` consume: no malformed input, 0.5 % drift.
+pub fn chain_options(stores: usize, skus: usize, seed: u64) -> GenOptions {
     GenOptions {
-        stores: args.stores,
-        skus_per_store: args.skus,
-        seed: args.seed,
+        stores,
+        skus_per_store: skus,
+        seed,
         drift_share: 0.005,
         malformed_share: 0.0,
         return_share: 0.05,
@@ -176,14 +181,21 @@ fn preload_options(args: &E2eArgs) -> GenOptions {
 }
 
 fn processor_config(args: &E2eArgs, nats_url: &str, state: &Path, settle: &str, opts: &GenOptions) -> anyhow::Result<Config> {
+    let mut config = default_config(nats_url, state, opts)?;
+    config.state.sync = args.sync;
+    config.state.value_cache_bytes = args.value_cache_mib << 20;
+    config.input.batch_max = args.batch_max;
+    config.drift.settle = settle.to_string();
+    Ok(config)
+}
+
+/// tally's defaults, with this run's NATS, state directory, a free HTTP port and the
+/// generated stores' time zones.
+pub fn default_config(nats_url: &str, state: &Path, opts: &GenOptions) -> anyhow::Result<Config> {
     let mut config = Config::default();
     config.nats.url = nats_url.to_string();
     config.state.path = state.to_path_buf();
-    config.state.sync = args.sync;
-    config.state.value_cache_bytes = args.value_cache_mib << 20;
     config.http.listen = format!("127.0.0.1:{}", free_port()?);
-    config.input.batch_max = args.batch_max;
-    config.drift.settle = settle.to_string();
     // The generator's stores live in several zones; tally must agree on their business days.
     for (index, id) in gen::store_ids(opts).into_iter().enumerate() {
         let zone = gen::store_timezone(opts, index).name().to_string();

@@ -18,6 +18,7 @@ mod ceiling;
 mod e2e;
 mod load;
 mod measure;
+mod process;
 mod restart;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,10 @@ enum Command {
     /// Decode and apply generated messages over RocksDB and in memory, without NATS, with the
     /// time split into decode, apply (and its store reads) and commit.
     Apply(apply::ApplyArgs),
+    /// Run the `tally` binary as its own process, with default settings, over N preloaded
+    /// messages (2.2 M ≈ 10 M keys) and report its peak RSS. The last line is
+    /// `tally_peak_rss_mib: <x>`.
+    Process(process::ProcessArgs),
 }
 
 #[tokio::main]
@@ -52,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
         Command::E2e(args) => e2e::run(args).await,
         Command::Restart(args) => restart::run(args).await,
         Command::Apply(args) => apply::run(args),
+        Command::Process(args) => process::run(args).await,
     }
 }

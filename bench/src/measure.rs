@@ -86,7 +86,12 @@ impl Drop for PositionPoller {
 
 /// A `Vm…` line of /proc/self/status, in bytes.
 fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_bytes(Path::new("/proc/self/status"), field)
+}
+
+/// A `Vm…` line of a `/proc/<pid>/status` file, in bytes.
+fn status_bytes(path: &Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -99,6 +104,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 pub fn rss_bytes() -> Option<u64> {
     proc_status_bytes("VmRSS:")
+}
+
+/// Peak resident set size of another process since it started.
+pub fn process_peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(&Path::new("/proc").join(pid.to_string()).join("status"), "VmHWM:")
+}
+
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(&Path::new("/proc").join(pid.to_string()).join("status"), "VmRSS:")
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so a phase's peak excludes earlier phases.

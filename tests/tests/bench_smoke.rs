@@ -51,14 +51,14 @@ fn ratio_line_format() {
     assert_eq!(ratio_of("ratio: 0.83"), None);
 }
 
-// Proves `tally-bench e2e --smoke` runs all its phases, exits 0, and prints the ratio last.
-#[test]
-fn e2e_smoke_runs_and_prints_the_ratio_last() {
+/// Runs `tally-bench <args>` to its end and returns its stdout, failing the test on a
+/// non-zero exit or a run longer than [`SMOKE_TIMEOUT`].
+fn run_bench(args: &[&str]) -> String {
     let bin = bench_bin();
     let dir = tempfile::tempdir().expect("a temp dir for the run's output");
     let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = Command::new(&bin)
-        .args(["e2e", "--smoke"])
+        .args(args)
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
@@ -71,16 +71,44 @@ fn e2e_smoke_runs_and_prints_the_ratio_last() {
         if started.elapsed() > SMOKE_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("tally-bench e2e --smoke did not finish in {SMOKE_TIMEOUT:?}");
+            panic!("tally-bench {args:?} did not finish in {SMOKE_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    assert!(status.success(), "tally-bench e2e --smoke failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(status.success(), "tally-bench {args:?} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+fn last_line(stdout: &str) -> &str {
+    stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default()
+}
+
+// Proves `tally-bench e2e --smoke` runs all its phases, exits 0, and prints the ratio last.
+#[test]
+fn e2e_smoke_runs_and_prints_the_ratio_last() {
+    let stdout = run_bench(&["e2e", "--smoke"]);
+    let last = last_line(&stdout);
     assert!(ratio_of(last).is_some(), "the last line is not `e2e_vs_ceiling_ratio: <x.xx>`: {last:?}\nstdout:\n{stdout}");
     for phase in ["(a) ceiling", "(b) tally end to end", "publish→commit", "publish→alert"] {
         assert!(stdout.contains(phase), "the output lacks {phase:?}:\n{stdout}");
     }
+}
+
+// Proves `tally-bench process --smoke` runs the real `tally` binary over its preload until every
+// message is acked, stops it cleanly, and ends with the tally process's own peak RSS.
+#[test]
+fn process_smoke_runs_the_tally_binary_and_prints_its_peak_rss_last() {
+    let tally = tally_tests::process::tally_bin();
+    let tally = tally.to_str().expect("a UTF-8 path to tally");
+    let stdout = run_bench(&["process", "--smoke", "--tally-bin", tally]);
+    let last = last_line(&stdout);
+    let peak_mib: f64 = last
+        .strip_prefix("tally_peak_rss_mib: ")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("the last line is not `tally_peak_rss_mib: <x>`: {last:?}\nstdout:\n{stdout}"));
+    // Any running tally holds a RocksDB and a tokio runtime: a few MiB at the very least.
+    assert!(peak_mib >= 1.0, "a peak RSS of {peak_mib} MiB cannot be the tally process's:\n{stdout}");
+    assert!(stdout.contains("tally process: 3000 messages acked"), "not every message was acked:\n{stdout}");
 }

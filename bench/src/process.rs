@@ -1,0 +1,235 @@
+//! `tally-bench process`: the `tally` binary itself, as its own process with default settings,
+//! over a preloaded stream until it has acked every message. It measures what the RSS target
+//! is about (RSS ≤ 512 MiB at 10 M keys): the e2e run's (b) measures tally inside the bench
+//! process, whose peak includes the harness; this one reads the tally process's own VmHWM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use tally_processor::app;
+use tally_processor::gen::Traffic;
+use tally_processor::localnats::LocalNats;
+use tally_state::{Cf, Store};
+
+use crate::e2e::{chain_options, default_config, CATCH_UP_MIN, CATCH_UP_PER_MESSAGE, INPUT_STREAM, STOP_TIMEOUT};
+use crate::load;
+use crate::measure::{self, mib};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProcessArgs {
+    /// Input messages to preload; 2 200 000 leave about 10.3 M keys in state (2 000 000: 9.4 M).
+    #[arg(long, default_value_t = 2_200_000)]
+    pub messages: u64,
+    /// Stores of the generated chain.
+    #[arg(long, default_value_t = 400)]
+    pub stores: usize,
+    /// Active SKUs per store.
+    #[arg(long, default_value_t = 5_000)]
+    pub skus: usize,
+    /// Baskets per second of event time in the preload (as in `e2e`).
+    #[arg(long, default_value_t = 40.0)]
+    pub event_rate: f64,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The `tally` binary; by default the one next to this benchmark's executable (cargo
+    /// builds both into the same target directory).
+    #[arg(long, env = "TALLY_BIN")]
+    pub tally_bin: Option<PathBuf>,
+    /// A small, quick run for the test suite: at most 3 000 messages.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// How often the tally process's RSS and its consumer's ack floor are read.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How often progress is printed while tally catches up.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
+    if args.smoke {
+        args.messages = args.messages.min(3_000);
+    }
+    anyhow::ensure!(args.messages > 0, "--messages must be positive");
+    anyhow::ensure!(args.event_rate.is_finite() && args.event_rate > 0.0, "--event-rate must be positive");
+    let tally_bin = tally_binary(args.tally_bin.clone())?;
+
+    let temp = tempfile::Builder::new().prefix("tally-bench-process-").tempdir()?;
+    let nats = LocalNats::start(&temp.path().join("nats"))?;
+    let client = async_nats::connect(nats.url.as_str()).await.context("connecting to the bench's nats-server")?;
+    let js = jetstream::new(client);
+    let opts = chain_options(args.stores, args.skus, args.seed);
+    let config = default_config(&nats.url, &temp.path().join("state"), &opts)?;
+    println!(
+        "tally-bench process: {} messages, {} stores, {} SKUs, tally's default settings, {}",
+        args.messages,
+        args.stores,
+        args.skus,
+        tally_bin.display()
+    );
+    app::setup(&config).await.context("tally setup")?;
+    let span = load::preload_span(args.messages, args.event_rate);
+    let start = chrono::Utc::now() - span;
+    let mut traffic = Traffic::new(opts, start);
+    let preloaded = load::preload(&js, &mut traffic, start, args.event_rate, args.messages).await?;
+    drop(traffic);
+    println!("preload: {} messages ({})", preloaded.mix.messages, preloaded.mix.describe());
+
+    let config_path = temp.path().join("tally.toml");
+    std::fs::write(&config_path, toml::to_string(&config).context("writing tally's configuration as TOML")?)?;
+    let log_path = temp.path().join("tally.log");
+    let started = Instant::now();
+    let mut tally = Tally::spawn(&tally_bin, &config_path, &log_path)?;
+    let stream = js.get_stream(INPUT_STREAM).await?;
+    let timeout = (CATCH_UP_PER_MESSAGE * u32::try_from(args.messages).unwrap_or(u32::MAX)).max(CATCH_UP_MIN);
+    let mut last_progress = Instant::now();
+    loop {
+        if let Some(status) = tally.child.try_wait()? {
+            anyhow::bail!("tally exited with {status} before acking every message; its log:\n{}", log_tail(&log_path));
+        }
+        // A consumer tally has not created yet has no ack floor: 0 acked.
+        let acked = match stream.consumer_info(&config.input.consumer).await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(_) => 0,
+        };
+        if acked >= preloaded.last_seq {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "tally acked {acked} of {} messages in {timeout:?}", preloaded.last_seq);
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            eprintln!(
+                "  {acked} of {} acked after {:.0} s, RSS {:.0} MiB",
+                preloaded.last_seq,
+                started.elapsed().as_secs_f64(),
+                mib(measure::process_rss_bytes(tally.pid()).unwrap_or(0))
+            );
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    let elapsed = started.elapsed();
+    let pid = tally.pid();
+    let peak = measure::process_peak_rss_bytes(pid).context("reading the tally process's VmHWM")?;
+    let rss = measure::process_rss_bytes(pid).unwrap_or(0);
+    let cpu = measure::process_cpu_secs(pid).unwrap_or(0.0);
+    tally.stop()?;
+
+    let store = app::open_store(&config).context("opening tally's state after it stopped")?;
+    let keys = count_keys(store.as_ref())?;
+    let (_, state_disk) = measure::dir_size(&config.state.path);
+    println!(
+        "tally process: {} messages acked in {:.2} s ({:.0} msg/s, from spawn, start-up included), CPU {:.1} s",
+        preloaded.last_seq,
+        elapsed.as_secs_f64(),
+        preloaded.last_seq as f64 / elapsed.as_secs_f64(),
+        cpu
+    );
+    println!(
+        "    peak RSS {:.0} MiB (VmHWM of the tally process), RSS at the end {:.0} MiB; {} keys in state (counted), state on disk {:.1} MiB",
+        mib(peak),
+        mib(rss),
+        keys,
+        mib(state_disk)
+    );
+    println!("tally_peak_rss_mib: {:.0}", mib(peak));
+    Ok(())
+}
+
+/// Keys in every column family, counted by scanning: RocksDB's own estimate, right after an
+/// open, reads the statistics of only a few files and was off by 20× here.
+fn count_keys(store: &dyn Store) -> anyhow::Result<u64> {
+    const CHUNK: usize = 100_000;
+    let mut total = 0;
+    for cf in Cf::ALL {
+        let mut start = Vec::new();
+        loop {
+            let entries = store.scan_from(cf, &start, CHUNK)?;
+            total += entries.len() as u64;
+            let Some((last, _)) = entries.last().filter(|_| entries.len() == CHUNK) else { break };
+            // The smallest key after `last`.
+            start = last.clone();
+            start.push(0);
+        }
+    }
+    Ok(total)
+}
+
+/// `--tally-bin`, else `tally` in the directory of this executable.
+fn tally_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => std::env::current_exe()?.parent().context("this executable's directory")?.join("tally"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "{} does not exist: build it with `cargo build --release -p tally-processor` (or pass --tally-bin)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The `tally run` child process, stopped (SIGTERM, as a service manager would) on drop.
+struct Tally {
+    child: Child,
+}
+
+impl Tally {
+    fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<Tally> {
+        let log_file = std::fs::File::create(log)?;
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Tally { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        terminate(self.child.id());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::ensure!(status.success(), "tally exited with {status} on SIGTERM");
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "tally did not stop within {STOP_TIMEOUT:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    // SAFETY: kill only sends a signal to the child this benchmark started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// The last lines of tally's log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
