@@ -39,6 +39,10 @@ pub struct ProcessArgs {
     /// builds both into the same target directory).
     #[arg(long, env = "TALLY_BIN")]
     pub tally_bin: Option<PathBuf>,
+    /// Keep the run's directory (NATS store, tally's state, configuration and log) and print
+    /// where it is, to look into afterwards.
+    #[arg(long)]
+    pub keep: bool,
     /// A small, quick run for the test suite: at most 3 000 messages.
     #[arg(long)]
     pub smoke: bool,
@@ -86,6 +90,7 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
     let stream = js.get_stream(INPUT_STREAM).await?;
     let timeout = (CATCH_UP_PER_MESSAGE * u32::try_from(args.messages).unwrap_or(u32::MAX)).max(CATCH_UP_MIN);
     let mut last_progress = Instant::now();
+    let mut largest = Sample::default();
     loop {
         if let Some(status) = tally.child.try_wait()? {
             anyhow::bail!("tally exited with {status} before acking every message; its log:\n{}", log_tail(&log_path));
@@ -97,6 +102,10 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
         };
         if acked >= preloaded.last_seq {
             break;
+        }
+        let rss = measure::process_rss_bytes(tally.pid()).unwrap_or(0);
+        if rss > largest.rss {
+            largest = Sample { rss, parts: scrape_memory(&config.http.listen).unwrap_or_default() };
         }
         anyhow::ensure!(started.elapsed() < timeout, "tally acked {acked} of {} messages in {timeout:?}", preloaded.last_seq);
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -134,6 +143,11 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
         keys,
         mib(state_disk)
     );
+    println!("    {}", largest.describe());
+    if args.keep {
+        drop(nats);
+        println!("    kept: {} (tally's log: tally.log)", temp.keep().display());
+    }
     println!("tally_peak_rss_mib: {:.0}", mib(peak));
     Ok(())
 }
@@ -155,6 +169,52 @@ fn count_keys(store: &dyn Store) -> anyhow::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The largest RSS sampled, with tally's own account of its memory (`tally_memory_bytes`,
+/// refreshed every second) at that moment.
+#[derive(Default)]
+struct Sample {
+    rss: u64,
+    parts: Vec<(String, f64)>,
+}
+
+impl Sample {
+    fn describe(&self) -> String {
+        let accounted: f64 = self.parts.iter().filter(|(part, _)| part != "rss").map(|(_, bytes)| bytes).sum();
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(part, _)| part != "rss")
+            .map(|(part, bytes)| format!("{part} {:.0}", bytes / 1048576.0))
+            .collect();
+        format!(
+            "largest RSS sampled (every {} ms): {:.0} MiB; tally_memory_bytes then, in MiB: {}; the rest (allocators, buffers, code) {:.0}",
+            SAMPLE_EVERY.as_millis(),
+            mib(self.rss),
+            parts.join(", "),
+            (self.rss as f64 - accounted) / 1048576.0
+        )
+    }
+}
+
+/// The `tally_memory_bytes` gauges from tally's `/metrics`, by part.
+fn scrape_memory(listen: &str) -> Option<Vec<(String, f64)>> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(listen).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: tally\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let parts = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("tally_memory_bytes{part=\""))
+        .filter_map(|rest| {
+            let (part, value) = rest.split_once("\"} ")?;
+            Some((part.to_string(), value.trim().parse().ok()?))
+        })
+        .collect();
+    Some(parts)
 }
 
 /// `--tally-bin`, else `tally` in the directory of this executable.

@@ -61,7 +61,8 @@ pub async fn run_with_store(
         })
     };
     // Every reader and writer below shares the one cache, so it never disagrees with the state.
-    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, config.state.value_cache_bytes));
+    let cached = Arc::new(CachedStore::new(store, config.state.value_cache_bytes));
+    let store: Arc<dyn Store> = cached.clone();
     let health = Arc::new(Health::default());
     let api = ApiState {
         store: Arc::clone(&store),
@@ -75,6 +76,7 @@ pub async fn run_with_store(
     let js = async_nats::jetstream::new(client.clone());
     crate::nats::setup(&js, &config).await.context("checking streams (run `tally setup` to create them)")?;
 
+    tokio::spawn(crate::memory::memory_loop(cached, shutdown.clone()));
     tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
     if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(&store), &config.alertmanager)? {
         tokio::spawn(pusher.run(shutdown.clone()));

@@ -23,3 +23,41 @@ pub fn limit_malloc_arenas() -> bool {
         false
     }
 }
+
+/// Resident set size of this process, from /proc/self/status (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// How often `tally_memory_bytes` is refreshed: a few property reads and one small file read.
+pub const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets `tally_memory_bytes{part}` every [`MEMORY_EVERY`] until shutdown: the process's RSS and
+/// the parts of it that settings bound (RocksDB's block cache and memtables, its index and
+/// filter blocks, the value cache), so that an operator sees which budget the memory is in.
+pub async fn memory_loop(
+    cache: std::sync::Arc<tally_state::CachedStore<std::sync::Arc<tally_state::RocksStore>>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Some(rss) = resident_bytes() {
+            crate::telemetry::memory("rss", rss);
+        }
+        match cache.inner().memory() {
+            Ok(rocks) => {
+                crate::telemetry::memory("block_cache", rocks.block_cache);
+                crate::telemetry::memory("memtables", rocks.memtables);
+                crate::telemetry::memory("index_and_filters", rocks.table_readers);
+            }
+            Err(err) => tracing::warn!(error = %err, "Reading RocksDB's memory use failed."),
+        }
+        crate::telemetry::memory("value_cache", cache.cached_bytes());
+        tokio::select! {
+            _ = tokio::time::sleep(MEMORY_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

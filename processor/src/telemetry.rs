@@ -29,6 +29,7 @@ pub const WEBHOOK_DELIVERIES: &str = "tally_webhook_deliveries_total";
 pub const WEBHOOK_LAST_SUCCESS: &str = "tally_webhook_last_success_timestamp_seconds";
 pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_total";
 pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
+pub const MEMORY: &str = "tally_memory_bytes";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -71,6 +72,7 @@ fn describe() {
     counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
     describe_counter!(WEBHOOK_DELIVERIES, Unit::Count, "ERP webhook POST attempts, by outcome (delivered: 2xx; retried: 408, 429, 5xx, timeout or connection error; rejected: other 4xx, parked on the DLQ).");
     describe_gauge!(WEBHOOK_LAST_SUCCESS, Unit::Seconds, "Unix time of the last posting the ERP webhook delivered (2xx).");
+    describe_gauge!(MEMORY, Unit::Bytes, "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);
@@ -178,6 +180,11 @@ pub fn webhook_retried() {
 
 pub fn webhook_rejected() {
     counter!(WEBHOOK_DELIVERIES, "outcome" => "rejected").increment(1);
+}
+
+/// `tally_memory_bytes{part}`; the parts are the five of [`crate::memory::memory_loop`].
+pub fn memory(part: &'static str, bytes: u64) {
+    gauge!(MEMORY, "part" => part).set(bytes as f64);
 }
 
 pub fn ready(is_ready: bool) {

@@ -123,18 +123,38 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
 
 /// The latest revision of each alert, optionally only those in `state` (e.g. "firing").
 pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Vec<Value>, TopologyError> {
-    let rows = store.scan_prefix(Cf::Aggregates, &crate::outputs::alerts_prefix(), usize::MAX)?;
     let mut alerts = Vec::new();
-    for (_, bytes) in rows {
-        let Ok(alert) = serde_json::from_slice::<Value>(&bytes) else { continue };
+    for_each_under(store, &crate::outputs::alerts_prefix(), |_, bytes| {
+        let Ok(alert) = serde_json::from_slice::<Value>(bytes) else { return true };
         if state.is_none_or(|wanted| alert["state"] == wanted) {
             alerts.push(alert);
-            if alerts.len() >= limit {
-                break;
+        }
+        alerts.len() < limit
+    })?;
+    Ok(alerts)
+}
+
+/// Entries read per scan by [`for_each_under`].
+const SCAN_CHUNK: usize = 4096;
+
+/// Calls `visit` on every aggregate under `prefix`, in key order, until it returns false. Reads
+/// a few thousand entries at a time: a state with tens of thousands of alerts, each a JSON
+/// body of a kilobyte or more, is not held in memory at once (the gauge recount runs every
+/// few seconds).
+fn for_each_under(store: &dyn Store, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), TopologyError> {
+    let mut start = prefix.to_vec();
+    loop {
+        let rows = store.scan_prefix_from(Cf::Aggregates, prefix, &start, SCAN_CHUNK)?;
+        for (key, value) in &rows {
+            if !visit(key, value) {
+                return Ok(());
             }
         }
+        let Some((last, _)) = rows.last().filter(|_| rows.len() == SCAN_CHUNK) else { return Ok(()) };
+        // The smallest key after `last`.
+        start = last.clone();
+        start.push(0);
     }
-    Ok(alerts)
 }
 
 /// An alert read only for its `state`: the rest is skipped, not built into a tree.
@@ -148,22 +168,58 @@ struct AlertStateOnly<'a> {
 /// latest revision of each alert.
 pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<(String, &'static str), u64>, TopologyError> {
     let mut counts = std::collections::BTreeMap::new();
-    for (key, _) in store.scan_prefix(Cf::Aggregates, &crate::outputs::pending_prefix(), usize::MAX)? {
-        if let Some(id) = crate::outputs::store_of_index_key(&key) {
+    for_each_under(store, &crate::outputs::pending_prefix(), |key, _| {
+        if let Some(id) = crate::outputs::store_of_index_key(key) {
             *counts.entry((id, "pending")).or_default() += 1;
         }
-    }
-    for (key, bytes) in store.scan_prefix(Cf::Aggregates, &crate::outputs::alerts_prefix(), usize::MAX)? {
-        let (Some(id), Ok(alert)) = (crate::outputs::store_of_index_key(&key), serde_json::from_slice::<AlertStateOnly>(&bytes)) else {
-            continue;
+        true
+    })?;
+    for_each_under(store, &crate::outputs::alerts_prefix(), |key, bytes| {
+        let (Some(id), Ok(alert)) = (crate::outputs::store_of_index_key(key), serde_json::from_slice::<AlertStateOnly>(bytes)) else {
+            return true;
         };
         let state = match alert.state {
             Some("firing") => "firing",
             Some("resolved") => "resolved",
             Some("final") => "final",
-            _ => continue,
+            _ => return true,
         };
         *counts.entry((id, state)).or_default() += 1;
-    }
+        true
+    })?;
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::Phase;
+    use crate::outputs;
+    use tally_state::{MemStore, Overlay};
+
+    // Proves the counts and the alert list read every entry when they span several scan
+    // chunks, and that the list stops at its limit.
+    #[test]
+    fn counts_and_lists_read_past_a_scan_chunk() {
+        let store = MemStore::new();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let firing = SCAN_CHUNK + 3;
+        let mut txn = Overlay::new(&store);
+        for i in 0..firing {
+            outputs::remember_alert(&mut txn, "0042", day, &format!("sku-{i:05}"), &json!({"state": "firing"}));
+        }
+        outputs::remember_alert(&mut txn, "0042", day, "resolved-one", &json!({"state": "resolved"}));
+        for i in 0..2 * SCAN_CHUNK {
+            outputs::index_pending(&mut txn, "0007", day, &format!("sku-{i:05}"), Phase::Ok, Phase::Pending);
+        }
+        store.write(&txn.into_batch()).unwrap();
+
+        let counts = drift_key_counts(&store).unwrap();
+        assert_eq!(counts.get(&("0042".to_string(), "firing")), Some(&(firing as u64)));
+        assert_eq!(counts.get(&("0042".to_string(), "resolved")), Some(&1));
+        assert_eq!(counts.get(&("0007".to_string(), "pending")), Some(&(2 * SCAN_CHUNK as u64)));
+        assert_eq!(alerts(&store, Some("resolved"), usize::MAX).unwrap().len(), 1);
+        assert_eq!(alerts(&store, Some("firing"), usize::MAX).unwrap().len(), firing);
+        assert_eq!(alerts(&store, None, 10).unwrap().len(), 10);
+    }
 }
