@@ -17,6 +17,12 @@ use crate::topology::{read, Retail, Step, TopologyError};
 const TICK_SCAN_MAX: usize = 1_000_000;
 /// Sku-days finalized per store-day at most (a store's assortment).
 const SKUS_PER_DAY_MAX: usize = 1_000_000;
+/// Interval postings sent per tick at most; the others wait for the next tick (a second later
+/// while input flows). Every store that changed since its last posting comes due at about the
+/// same moment, each posting carries a line per changed sku, and a tick's postings are one
+/// batch: 400 store-days of 5 000 skus were a 75 MB batch, held several times over while it
+/// was applied and written, every `erp.interval`.
+pub const POSTINGS_PER_TICK_MAX: usize = 32;
 
 impl Retail {
     /// Fires the store's timers that its watermark has reached.
@@ -183,12 +189,17 @@ impl Retail {
             clock::save(txn, &step.store, &step.clock);
             emitted.merge(step.emitted);
         }
+        let mut posted = 0;
         for (store, day) in postings::dirty_days(txn, TICK_SCAN_MAX)? {
+            if posted == POSTINGS_PER_TICK_MAX {
+                break;
+            }
             let mut totals = postings::load_store_day(txn, &store, day)?;
             let Some(since) = totals.posting.dirty_since else { continue };
             if since + self.config().erp_interval > now {
                 continue;
             }
+            posted += 1;
             let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Interim };
             let posting = postings::next_posting(txn, &store, day, &mut totals, kind, &self.config().default_currency)?;
             txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));

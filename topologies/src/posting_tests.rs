@@ -52,6 +52,27 @@ fn of_day(postings: Vec<Published>, day: &str) -> Vec<Published> {
     postings.into_iter().filter(|p| p.body["business_day"] == day).collect()
 }
 
+// Proves a tick sends at most `POSTINGS_PER_TICK_MAX` interval postings, and that the store-days
+// it left for later are posted by the following ticks, each once.
+#[test]
+fn a_tick_posts_a_bounded_number_of_store_days_and_the_next_ticks_the_rest() {
+    use crate::lifecycle::POSTINGS_PER_TICK_MAX;
+    let mut h = harness();
+    let stores = POSTINGS_PER_TICK_MAX + 8;
+    for i in 0..stores {
+        let store = format!("{:04}", 100 + i);
+        h.record(&sale_at(&store, &format!("T{i}"), "2026-11-27T10:00:00Z", "A", "1", "10.00"));
+    }
+    let interim = |emitted: &crate::outputs::Emitted| emitted.postings.get("interim").copied().unwrap_or(0);
+    assert_eq!(interim(&h.tick_after(Duration::minutes(5))), POSTINGS_PER_TICK_MAX as u64);
+    assert_eq!(interim(&h.tick_after(Duration::seconds(1))), 8);
+    assert_eq!(interim(&h.tick_after(Duration::seconds(1))), 0, "every store-day was posted once");
+    for i in 0..stores {
+        let posted = h.postings(&format!("{:04}", 100 + i));
+        assert_eq!(kinds(&posted), ["interim"], "store {i}");
+    }
+}
+
 // Proves a transaction that arrives after its day's final posting yields exactly one
 // adjustment, in its own business day, after an interval tick, and touches no other day.
 #[test]
