@@ -75,3 +75,31 @@ async fn metrics_pass_promtool_and_name_the_contract_metrics() {
         }
     }
 }
+
+// Proves tally reports its memory by part: the process's RSS and the parts that `state.*`
+// settings bound, each once, the value cache within its budget (64 MiB by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_gauge_reports_every_part() {
+    let (_nats, tally, js) = start_all("").await;
+    js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    const PARTS: [&str; 5] = ["rss", "block_cache", "memtables", "index_and_filters", "value_cache"];
+    // The gauge is refreshed every second; after a commit the value cache holds something.
+    let tally_ref = &tally;
+    let reported = wait_until(DRAIN_TIMEOUT, move || async move {
+        let (_, text) = tally_ref.http_get_text("/metrics").await;
+        let samples = prom::parse(&text);
+        PARTS.iter().all(|part| prom::samples(&samples, "tally_memory_bytes").iter().any(|s| s.labels.get("part").map(String::as_str) == Some(*part)))
+            && prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]) > 0.0
+    })
+    .await;
+    let (_, text) = tally.http_get_text("/metrics").await;
+    assert!(reported, "tally_memory_bytes lacks a part, or the value cache reads 0 after a commit:\n{text}");
+    let samples = prom::parse(&text);
+    let memory = prom::samples(&samples, "tally_memory_bytes");
+    assert_eq!(memory.len(), PARTS.len(), "one sample per part, no other labels: {memory:?}");
+    let rss = prom::sum(&samples, "tally_memory_bytes", &[("part", "rss")]);
+    assert!(rss > (1 << 20) as f64, "a running tally's RSS is more than 1 MiB, got {rss}");
+    let cache = prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]);
+    assert!(cache <= (64u64 << 20) as f64, "the value cache stays within its default budget, got {cache}");
+}
