@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tally_processor::memory::status_bytes;
 use tally_state::{Overlay, Store};
 use tally_topologies::topology::committed_position;
 
@@ -87,14 +88,6 @@ impl Drop for PositionPoller {
 /// A `Vm…` line of /proc/self/status, in bytes.
 fn proc_status_bytes(field: &str) -> Option<u64> {
     status_bytes(Path::new("/proc/self/status"), field)
-}
-
-/// A `Vm…` line of a `/proc/<pid>/status` file, in bytes.
-fn status_bytes(path: &Path, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Peak resident set size of this process since start or the last [`reset_peak_rss`].

@@ -155,18 +155,12 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
 /// Keys in every column family, counted by scanning: RocksDB's own estimate, right after an
 /// open, reads the statistics of only a few files and was off by 20× here.
 fn count_keys(store: &dyn Store) -> anyhow::Result<u64> {
-    const CHUNK: usize = 100_000;
     let mut total = 0;
     for cf in Cf::ALL {
-        let mut start = Vec::new();
-        loop {
-            let entries = store.scan_from(cf, &start, CHUNK)?;
-            total += entries.len() as u64;
-            let Some((last, _)) = entries.last().filter(|_| entries.len() == CHUNK) else { break };
-            // The smallest key after `last`.
-            start = last.clone();
-            start.push(0);
-        }
+        tally_state::visit_prefix(store, cf, &[], 100_000, |_, _| {
+            total += 1;
+            true
+        })?;
     }
     Ok(total)
 }

@@ -26,8 +26,13 @@ pub fn limit_malloc_arenas() -> bool {
 
 /// Resident set size of this process, from /proc/self/status (Linux).
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    status_bytes(std::path::Path::new("/proc/self/status"), "VmRSS:")
+}
+
+/// A `Vm…` line (`field` with its colon) of a `/proc/<pid>/status` file, in bytes.
+pub fn status_bytes(path: &std::path::Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -34,4 +34,4 @@ pub use mem::MemStore;
 pub use overlay::{Overlay, Writes};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksMemory, RocksOptions, RocksStore};
-pub use store::{Entries, Store};
+pub use store::{visit_prefix, Entries, Store};

@@ -32,6 +32,32 @@ pub trait Store: Send + Sync {
     fn write(&self, batch: &WriteBatch) -> Result<(), StateError>;
 }
 
+/// Calls `visit` on every entry of `cf` under `prefix` (the whole family for an empty prefix),
+/// in key order, until it returns false. Reads `chunk` entries at a time, so that a long range
+/// is never held in memory at once.
+pub fn visit_prefix(
+    store: &dyn Store,
+    cf: Cf,
+    prefix: &[u8],
+    chunk: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), StateError> {
+    assert!(chunk > 0, "a scan chunk holds at least one entry");
+    let mut start = prefix.to_vec();
+    loop {
+        let rows = store.scan_prefix_from(cf, prefix, &start, chunk)?;
+        for (key, value) in &rows {
+            if !visit(key, value) {
+                return Ok(());
+            }
+        }
+        let Some((last, _)) = rows.last().filter(|_| rows.len() == chunk) else { return Ok(()) };
+        // The smallest key after `last`.
+        start = last.clone();
+        start.push(0);
+    }
+}
+
 /// A shared store is a store, so wrappers such as `FailingStore<Arc<MemStore>>` leave the caller
 /// a handle on the inner store.
 impl<S: Store + ?Sized> Store for Arc<S> {

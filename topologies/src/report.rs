@@ -137,24 +137,11 @@ pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Ve
 /// Entries read per scan by [`for_each_under`].
 const SCAN_CHUNK: usize = 4096;
 
-/// Calls `visit` on every aggregate under `prefix`, in key order, until it returns false. Reads
-/// a few thousand entries at a time: a state with tens of thousands of alerts, each a JSON
-/// body of a kilobyte or more, is not held in memory at once (the gauge recount runs every
-/// few seconds).
-fn for_each_under(store: &dyn Store, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), TopologyError> {
-    let mut start = prefix.to_vec();
-    loop {
-        let rows = store.scan_prefix_from(Cf::Aggregates, prefix, &start, SCAN_CHUNK)?;
-        for (key, value) in &rows {
-            if !visit(key, value) {
-                return Ok(());
-            }
-        }
-        let Some((last, _)) = rows.last().filter(|_| rows.len() == SCAN_CHUNK) else { return Ok(()) };
-        // The smallest key after `last`.
-        start = last.clone();
-        start.push(0);
-    }
+/// Calls `visit` on every aggregate under `prefix`, [`SCAN_CHUNK`] at a time: a state with tens
+/// of thousands of alerts, each a JSON body of a kilobyte or more, is not held in memory at
+/// once (the gauge recount runs every few seconds).
+fn for_each_under(store: &dyn Store, prefix: &[u8], visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), TopologyError> {
+    Ok(tally_state::visit_prefix(store, Cf::Aggregates, prefix, SCAN_CHUNK, visit)?)
 }
 
 /// An alert read only for its `state`: the rest is skipped, not built into a tree.
