@@ -35,13 +35,23 @@ apt_install() {
     if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
         die "need root or sudo to install $* (apt-get); install it yourself, then re-run."
     fi
+    # apt's own output (hundreds of lines) goes to a log, shown only when something fails.
+    local apt_log
+    apt_log="$(mktemp -t tally-apt.XXXXXX)"
     if [ "$apt_updated" -eq 0 ]; then
         log "apt-get update"
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$apt_log" 2>&1; then
+            tail -n 30 "$apt_log" >&2
+            die "apt-get update failed (full output: $apt_log)."
+        fi
         apt_updated=1
     fi
     log "apt-get install -y $*"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+    if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >"$apt_log" 2>&1; then
+        tail -n 30 "$apt_log" >&2
+        die "apt-get install $* failed (full output: $apt_log)."
+    fi
+    rm -f "$apt_log"
 }
 
 # --- a C++ compiler ---------------------------------------------------------------------------
@@ -54,22 +64,20 @@ else
 fi
 
 # --- libclang -----------------------------------------------------------------------------------
-have_libclang() {
-    if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
-        return 0
-    fi
-    if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
-        return 0
-    fi
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1
-}
+# scripts/detect-libclang.sh looks where bindgen (clang-sys) looks, for the file names it loads.
+# shellcheck source=scripts/detect-libclang.sh
+. "$here/detect-libclang.sh"
 
-if have_libclang; then
-    log "libclang: found"
+if found="$(tally_find_libclang)"; then
+    log "libclang: found ($found)"
+elif [ -n "${LIBCLANG_PATH:-}" ]; then
+    # bindgen searches only LIBCLANG_PATH when it is set: installing a package would not help.
+    die "LIBCLANG_PATH=$LIBCLANG_PATH holds no libclang (libclang.so, libclang-<n>.so or libclang.so.<n>); bindgen looks nowhere else when it is set. Point it at the directory that has one, or unset it."
 else
-    log "libclang: missing"
+    log "libclang: missing (bindgen loads libclang.so, libclang-<n>.so or libclang.so.<n>; libclang-cpp is a different library)"
     apt_install libclang-dev
-    have_libclang || die "libclang-dev was installed but libclang is still not found."
+    found="$(tally_find_libclang)" || die "libclang-dev was installed but no libclang shared library is where bindgen looks (see scripts/detect-libclang.sh)."
+    log "libclang: installed ($found)"
 fi
 
 # --- promtool -----------------------------------------------------------------------------------
@@ -84,7 +92,7 @@ fi
 # --- Alertmanager -------------------------------------------------------------------------------
 # The tests run /usr/bin/prometheus-alertmanager themselves (ALERTMANAGER_BIN overrides it). The
 # package's service stays as the system configures it; the tests never use it.
-if [ -x /usr/bin/prometheus-alertmanager ] || [ -n "${ALERTMANAGER_BIN:-}" ]; then
+if [ -x "${TALLY_SYSROOT:-}/usr/bin/prometheus-alertmanager" ] || [ -n "${ALERTMANAGER_BIN:-}" ]; then
     log "alertmanager: found (${ALERTMANAGER_BIN:-/usr/bin/prometheus-alertmanager})"
 else
     log "alertmanager: missing"

@@ -15,6 +15,7 @@
 //! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
 //! - [`inspect`]: reading the state offline.
 //! - [`localnats`]: a throwaway local nats-server, for the demo and the benchmark.
+//! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 
 pub mod alertmanager;
@@ -30,6 +31,7 @@ pub mod localnats;
 pub mod memory;
 pub mod nats;
 pub mod outbox;
+pub mod progress;
 pub mod runner;
 pub mod stateops;
 pub mod telemetry;
