@@ -108,7 +108,7 @@ elif [ -n "${LIBCLANG_PATH+set}" ]; then
 else
     # Name what is there, so that a machine with only libclang-cpp does not look contradictory.
     cpp="$(ls "${TALLY_SYSROOT:-}"/usr/lib/llvm-*/lib/libclang-cpp.so* 2>/dev/null | head -n1 || true)"
-    log "libclang: missing: RocksDB's build (bindgen) loads libclang.so, libclang-<n>.so or libclang.so.<n>${cpp:+; $cpp is libclang-cpp, a different library}"
+    log "libclang: missing (RocksDB's build loads it through bindgen as libclang.so, libclang-<n>.so or libclang.so.<n>${cpp:+; $cpp is libclang-cpp, a different library})"
     apt_install libclang-dev
     found="$(tally_find_libclang)" || die "libclang-dev was installed but no libclang shared library is where bindgen looks (see scripts/detect-libclang.sh)."
     log "libclang: installed ($found)"
