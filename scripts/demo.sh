@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 
-bash "$here/install-deps.sh"
+bash "$here/install-deps.sh" --no-packaging
 # shellcheck source=scripts/env.sh
 . "$here/env.sh"
 

@@ -31,6 +31,9 @@ enum Command {
     Run(ConfigArg),
     /// Create the streams and the consumer when absent, check them when present (idempotent).
     Setup(ConfigArg),
+    /// Check the configuration without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Start a local NATS, the traffic generator and the processor, with a live summary.
     Demo(demo::DemoArgs),
     /// Publish realistic POS and inventory traffic to a NATS server.
@@ -40,6 +43,14 @@ enum Command {
     /// Checkpoint, restore or rebuild the state directory.
     #[command(subcommand)]
     State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Read the file, apply the TALLY_* variables and validate, as `tally run` would at start;
+    /// connects to nothing and reads none of the files the configuration names. Exit status 0
+    /// when tally would accept it, 1 with the offending key otherwise.
+    Check(ConfigArg),
 }
 
 #[derive(Subcommand)]
@@ -141,6 +152,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config = Config::load(args.config.as_deref())?;
             app::setup(&config).await?;
             println!("Streams and consumer are in place.");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = Config::load(args.config.as_deref())?;
+            let source = match &args.config {
+                Some(path) => path.display().to_string(),
+                None => "the defaults and TALLY_* variables".into(),
+            };
+            // Only settings that cannot hold a secret (a NATS URL may carry a password).
+            println!(
+                "{source}: valid (state.path {}, http.listen {}).",
+                config.state.path.display(),
+                config.http.listen
+            );
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
