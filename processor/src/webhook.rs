@@ -164,7 +164,7 @@ impl Webhook {
         let mut found = Vec::new();
         for name in names {
             let Some(store) = name.strip_prefix(&prefix) else { continue };
-            let consumer: PullConsumer = stream.get_consumer(&name).await?;
+            let consumer: PullConsumer = stream.get_consumer(&name).await.map_err(|err| anyhow::anyhow!(err))?;
             match consumer.cached_info().config.deliver_policy {
                 consumer::DeliverPolicy::ByStartSequence { start_sequence } => {
                     found.push((store.to_string(), start_sequence, consumer))
@@ -269,7 +269,8 @@ impl Run {
                 Some(joined) = self.tasks.join_next() => self.on_event(joined).await,
                 _ = progress.tick() => self.progress_ack().await,
                 _ = sleep_until(wakeup) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                // The guard `wait_for` returns must not live on across the other branches' awaits.
+                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => return,
             }
         }
     }

@@ -401,6 +401,7 @@ impl<T> Schedule<T> {
     }
 
     /// Postings held from the main consumer.
+    #[cfg(test)]
     pub fn main_held(&self) -> usize {
         self.main_held
     }
