@@ -81,7 +81,7 @@ impl Drop for Erp {
 impl Erp {
     /// Serves on a free port; answers `script` in order, then `default`.
     async fn start(script: Vec<Reply>, default: Reply) -> Erp {
-        let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), ..Script::default() }));
         let app = axum::Router::new().route("/erp/postings", axum::routing::post(receive)).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
         let port = listener.local_addr().expect("the test ERP's address").port();
