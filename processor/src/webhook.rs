@@ -85,7 +85,8 @@ enum Delivery {
 
 /// What a background task reports to the loop.
 enum Event {
-    Delivered { store: String, seq: u64, posting_id: String, delivery: Delivery },
+    /// `acked`: the server confirmed the ack of a delivered or parked posting.
+    Delivered { store: String, seq: u64, posting_id: String, delivery: Delivery, acked: bool },
     Fetched { store: String, fetch: Fetch },
     Moved { store: String, from: u64, result: Result<PullConsumer, String> },
     Deleted { name: String, result: Result<(), String> },
@@ -311,8 +312,8 @@ impl Run {
                     let posting_id = posting_id(&held.message, seq);
                     let shared = Arc::clone(&self.shared);
                     self.tasks.spawn(async move {
-                        let delivery = deliver(&shared, &held, &posting_id, seq).await;
-                        Event::Delivered { store, seq, posting_id, delivery }
+                        let (delivery, acked) = deliver(&shared, &held, &posting_id, seq).await;
+                        Event::Delivered { store, seq, posting_id, delivery, acked }
                     });
                 }
                 Job::Fetch { store } => {
@@ -421,7 +422,9 @@ impl Run {
             Err(_) => return,
         };
         match event {
-            Event::Delivered { store, seq, posting_id, delivery } => self.delivered(&store, seq, &posting_id, delivery),
+            Event::Delivered { store, seq, posting_id, delivery, acked } => {
+                self.delivered(&store, seq, &posting_id, delivery, acked)
+            }
             Event::Fetched { store, fetch } => self.fetched(store, fetch).await,
             Event::Moved { store, from, result } => self.moved(store, from, result).await,
             Event::Deleted { name, result: Err(error) } => {
@@ -431,10 +434,10 @@ impl Run {
         }
     }
 
-    fn delivered(&mut self, store: &str, seq: u64, posting_id: &str, delivery: Delivery) {
+    fn delivered(&mut self, store: &str, seq: u64, posting_id: &str, delivery: Delivery, acked: bool) {
         match delivery {
             Delivery::Delivered | Delivery::Parked { .. } | Delivery::Gone => {
-                let held = self.schedule.finished(store, seq);
+                let held = self.schedule.finished(store, seq, acked);
                 self.release(&held);
                 let attempts = self.failing.remove(store).map_or(0, |(_, attempts, _)| attempts);
                 match delivery {
@@ -606,32 +609,32 @@ async fn ack_quietly(message: &jetstream::Message, kind: AckKind) {
     }
 }
 
-/// One attempt at one posting: POST it, park it when rejected, ack it when done.
-async fn deliver(shared: &Shared, held: &Held, posting_id: &str, seq: u64) -> Delivery {
-    let posting = match read_posting(shared, held, posting_id, seq).await {
-        Ok(Some(posting)) => posting,
-        Ok(None) => {
-            ack_quietly(&held.message, AckKind::Ack).await;
-            return Delivery::Gone;
-        }
-        Err(reason) => return Delivery::Retry { reason, attempted: false },
-    };
-    let delivery = match shared.erp.post(&posting).await {
-        Attempt::Delivered => Delivery::Delivered,
-        Attempt::Retry(reason) => return Delivery::Retry { reason, attempted: true },
-        Attempt::Rejected { status, detail } => match park(shared, &posting, &detail).await {
-            Ok(()) => Delivery::Parked { status, detail },
-            Err(err) => {
-                let reason = format!("HTTP {status}, and parking it on the DLQ failed: {err}");
-                return Delivery::Retry { reason, attempted: false };
-            }
+/// One attempt at one posting: POST it, park it when rejected, ack it when done. Returns what
+/// came of it and whether the server confirmed the ack.
+async fn deliver(shared: &Shared, held: &Held, posting_id: &str, seq: u64) -> (Delivery, bool) {
+    let delivery = match read_posting(shared, held, posting_id, seq).await {
+        Ok(Some(posting)) => match shared.erp.post(&posting).await {
+            Attempt::Delivered => Delivery::Delivered,
+            Attempt::Retry(reason) => return (Delivery::Retry { reason, attempted: true }, false),
+            Attempt::Rejected { status, detail } => match park(shared, &posting, &detail).await {
+                Ok(()) => Delivery::Parked { status, detail },
+                Err(err) => {
+                    let reason = format!("HTTP {status}, and parking it on the DLQ failed: {err}");
+                    return (Delivery::Retry { reason, attempted: false }, false);
+                }
+            },
         },
+        Ok(None) => Delivery::Gone,
+        Err(reason) => return (Delivery::Retry { reason, attempted: false }, false),
     };
-    if let Err(err) = held.message.double_ack().await {
-        // The server redelivers it after the ack wait; the schedule recognises it then.
-        warn!(error = %err, posting_id, stream_seq = seq, "Acking a completed posting failed.");
+    match held.message.double_ack().await {
+        Ok(()) => (delivery, true),
+        Err(err) => {
+            // The server may redeliver it after the ack wait; the schedule recognises it then.
+            warn!(error = %err, posting_id, stream_seq = seq, "Acking a completed posting failed.");
+            (delivery, false)
+        }
     }
-    delivery
 }
 
 /// The posting's bytes and headers: kept, or read again from the stream (`None` when gone).

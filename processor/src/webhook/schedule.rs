@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());
+/// Postings per store remembered as finished without a confirmed ack; the oldest are forgotten
+/// beyond (the server has long redelivered them, or had the ack after all).
+const UNACKED_MAX: usize = 1024;
 /// How long a store whose own consumer had nothing waits before asking it again.
 pub const FETCH_AGAIN: Duration = Duration::from_secs(1);
 /// The window is crowded when fewer than this many of its places are free: room for what
@@ -43,12 +46,14 @@ pub enum Source {
 pub enum Offered<T> {
     /// Held; it goes out in its turn.
     Held,
-    /// Held, though a later posting of its store is in flight: a redelivery that came after
-    /// the gate opened. It goes out next; the caller warns.
+    /// Held, though a later posting of its store was handed out already: a posting left unacked
+    /// by the last run that came back after the gate opened. It goes out next (out of order, but
+    /// never skipped); the caller warns.
     Late,
     /// Already held: the new delivery replaces it, and the older handle is returned.
     Again(T),
-    /// Delivered or parked earlier in this run (its ack was lost): ack it again, send nothing.
+    /// Delivered or parked earlier in this run, and its ack was not confirmed: ack it again,
+    /// send nothing.
     Done(T),
     /// The store's own consumer delivers it: ack it on the main consumer, send nothing.
     Moved(T),
@@ -113,13 +118,16 @@ struct StoreState<T> {
     backoff: Duration,
     /// The highest stream sequence of this store delivered or parked in this run.
     done_upto: u64,
+    /// Postings delivered or parked in this run whose ack the server did not confirm: the only
+    /// finished ones it may deliver again.
+    unacked: BTreeSet<u64>,
     own: Option<Own>,
     key: Option<Key>,
 }
 
 impl<T> StoreState<T> {
     fn new() -> Self {
-        StoreState { held: BTreeMap::new(), busy: None, retry_at: None, backoff: BACKOFF_MIN, done_upto: 0, own: None, key: None }
+        StoreState { held: BTreeMap::new(), busy: None, retry_at: None, backoff: BACKOFF_MIN, done_upto: 0, unacked: BTreeSet::new(), own: None, key: None }
     }
 
     /// Its place in the indexes, from its state.
@@ -216,7 +224,8 @@ impl<T> Schedule<T> {
             gate.seen.insert(seq);
         }
         let state = self.stores.entry(store.to_string()).or_insert_with(StoreState::new);
-        if seq <= state.done_upto {
+        // Kept after a match: the ack sent again may be lost as well.
+        if state.unacked.contains(&seq) {
             return Offered::Done(item);
         }
         if let Some(own) = state.own.as_mut().filter(|own| source == Source::Main && own.ready && seq >= own.from) {
@@ -226,7 +235,7 @@ impl<T> Schedule<T> {
         if let Some(entry) = state.held.get_mut(&seq) {
             return Offered::Again(std::mem::replace(&mut entry.item, item));
         }
-        let late = matches!(state.busy, Some(Busy::Delivering(busy)) if busy > seq);
+        let late = seq < state.done_upto || matches!(state.busy, Some(Busy::Delivering(busy)) if busy > seq);
         state.held.insert(seq, Entry { item, source });
         if source == Source::Main {
             self.main_held += 1;
@@ -275,11 +284,18 @@ impl<T> Schedule<T> {
         self.stores.get(store)?.held.get(&seq).map(|entry| &entry.item)
     }
 
-    /// The posting handed out by [`Job::Deliver`] was delivered or parked; returns its handle.
-    pub fn finished(&mut self, store: &str, seq: u64) -> T {
+    /// The posting handed out by [`Job::Deliver`] was delivered or parked, and its ack confirmed
+    /// by the server or not (`acked`); returns its handle.
+    pub fn finished(&mut self, store: &str, seq: u64, acked: bool) -> T {
         let state = self.delivered(store, seq);
         let entry = state.held.remove(&seq).expect("a posting being delivered is held");
         state.done_upto = state.done_upto.max(seq);
+        if !acked {
+            state.unacked.insert(seq);
+            if state.unacked.len() > UNACKED_MAX {
+                state.unacked.pop_first();
+            }
+        }
         state.backoff = BACKOFF_MIN;
         if entry.source == Source::Main {
             self.main_held -= 1;
