@@ -290,6 +290,7 @@ impl Run {
             Ok(messages) => {
                 self.messages = Some(messages);
                 self.reconnect_at = None;
+                self.nats_problem = None;
             }
             Err(err) => self.nats_failed(&format!("{err:#}")),
         }

@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
-use tally_tests::{prom, start_all, wait_for_messages, wait_until, Js, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
+use tally_tests::{
+    prom, start_all, wait_for_messages, wait_until, Js, NatsServer, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT,
+};
 
 const ERP_STREAM: &str = "RETAIL_ERP";
 const WEBHOOK_CONSUMER: &str = "tally-erp-webhook";
@@ -484,4 +486,45 @@ async fn a_store_filling_the_window_moves_aside() {
 async fn consumer_names(js: &Js) -> Vec<String> {
     use futures::TryStreamExt;
     js.stream(ERP_STREAM).await.consumer_names().try_collect().await.expect("list RETAIL_ERP's consumers")
+}
+
+// Proves: `tally setup` updates the webhook consumer of an earlier version (one posting at a
+// time: max_ack_pending 1) in place, keeping its position: the webhook then sends only the
+// postings that consumer had not acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_updates_an_earlier_versions_consumer_in_place() {
+    use async_nats::jetstream::{consumer, stream};
+    use futures::StreamExt;
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    let nats = NatsServer::start();
+    let js = Js::connect(&nats.url()).await;
+    let config = stream::Config { name: ERP_STREAM.into(), subjects: vec!["retail.erp.postings.*".into()], ..Default::default() };
+    let erp_stream = js.context.create_stream(config).await.expect("create RETAIL_ERP");
+    for seq in 1..=3 {
+        publish_posting(&js, "0042", seq).await;
+    }
+    let old = consumer::pull::Config {
+        durable_name: Some(WEBHOOK_CONSUMER.into()),
+        filter_subject: "retail.erp.postings.*".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(45),
+        max_ack_pending: 1,
+        ..Default::default()
+    };
+    let old = erp_stream.create_consumer(old).await.expect("the earlier version's consumer");
+    for _ in 0..2 {
+        let mut batch = old.fetch().max_messages(1).messages().await.expect("fetch");
+        let message = batch.next().await.expect("a posting").expect("a posting");
+        message.double_ack().await.expect("ack");
+    }
+
+    let mut tally = Tally::builder(&nats.url()).toml(&erp.toml()).prepare();
+    tally.setup_ok();
+    let info = erp_stream.consumer_info(WEBHOOK_CONSUMER).await.expect("the webhook's consumer");
+    assert_eq!(info.config.max_ack_pending, WINDOW as i64, "the window of per-store delivery");
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
+    assert_eq!(info.ack_floor.stream_sequence, 2, "the position is kept");
+    tally.spawn_run().await;
+    wait_webhook_drained(&js, &tally).await;
+    assert_eq!(keys(&erp.requests()), vec![format!("0042/{DAY}/0003")], "only the posting not acked before");
 }
