@@ -268,11 +268,20 @@ pub struct WebhookConfig {
     pub timeout: String,
     /// The durable consumer on `RETAIL_ERP` that feeds the webhook. Default `tally-erp-webhook`.
     pub consumer: String,
+    /// POSTs in flight at once, each for a different store: a store's postings always go one
+    /// at a time, in order, and a store whose posting fails waits alone. 1 to 256. Default 8.
+    pub concurrency: usize,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { url: String::new(), auth_header: None, timeout: "10s".into(), consumer: "tally-erp-webhook".into() }
+        WebhookConfig {
+            url: String::new(),
+            auth_header: None,
+            timeout: "10s".into(),
+            consumer: "tally-erp-webhook".into(),
+            concurrency: 8,
+        }
     }
 }
 
@@ -383,6 +392,9 @@ impl Config {
             }
             if webhook.auth_header.as_ref().is_some_and(|h| !h.contains(':')) {
                 return Err(invalid("erp.webhook.auth_header", "must read `Name: value`".into()));
+            }
+            if !(1..=WEBHOOK_CONCURRENCY_MAX).contains(&webhook.concurrency) {
+                return Err(invalid("erp.webhook.concurrency", format!("must be 1..={WEBHOOK_CONCURRENCY_MAX}")));
             }
         }
         if !self.alertmanager.url.is_empty() && !self.alertmanager.url.starts_with("http") {
@@ -514,6 +526,9 @@ fn chrono_duration(text: &str) -> chrono::Duration {
 
 /// A bound that keeps one commit's write batch and ack window modest.
 pub const BATCH_MAX_LIMIT: usize = 10_000;
+
+/// The most POSTs the ERP webhook may have in flight (`erp.webhook.concurrency`).
+pub const WEBHOOK_CONCURRENCY_MAX: usize = 256;
 
 fn is_valid_token(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

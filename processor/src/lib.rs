@@ -4,7 +4,8 @@
 //! - [`nats`]: connecting, and creating or checking streams and the consumer.
 //! - [`runner`]: the input loop: batch, apply, commit with the position, then ack.
 //! - [`outbox`]: publishing committed outputs, deleting them after their PubAck.
-//! - [`webhook`]: delivering ERP postings over HTTP, in order, parking rejected ones on the DLQ.
+//! - [`webhook`]: delivering ERP postings over HTTP, in order per store with stores side by side,
+//!   parking rejected ones on the DLQ.
 //! - [`health`]: readiness of each component, for `/readyz`.
 //! - [`alertmanager`]: pushing drift alerts to Prometheus Alertmanager's v2 API.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use tracing::{info, warn};
 
-use crate::config::{Config, BATCH_MAX_LIMIT};
+use crate::config::{Config, WebhookConfig, BATCH_MAX_LIMIT};
 
 /// Unacked messages the server lets the consumer have out at once.
 pub const ACK_PENDING_MAX: i64 = 20_000;
@@ -21,6 +21,20 @@ pub const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Output streams drop a re-publish with the same `Nats-Msg-Id` within this window; it covers
 /// a restart after a crash between publish and outbox delete (CONTRACT §1: at least 10 min).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(20 * 60);
+
+/// The stream of ERP postings, which the ERP webhook reads.
+pub const ERP_STREAM: &str = "RETAIL_ERP";
+
+/// The ERP webhook's window: the postings its consumer lets it hold unacked at once, over every
+/// store (the consumer's `max_ack_pending`). A held posting costs its headers, and its bytes
+/// while they fit the webhook's budget; a store that crowds the window moves to a consumer of
+/// its own (docs/configuration.md, "ERP webhook").
+pub const WEBHOOK_WINDOW: usize = 4096;
+
+/// How long the server waits for the webhook's ack before it redelivers a posting. The webhook
+/// progress-acks everything it holds three times per ack wait, so this matters only when the
+/// process is gone: its next start waits at most this long for what the last run held.
+pub const WEBHOOK_ACK_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let nats = &config.nats;
@@ -81,7 +95,7 @@ pub fn streams(config: &Config) -> Vec<(String, Vec<String>, bool)> {
     vec![
         (config.input.stream.clone(), vec![format!("{p}.pos.*"), format!("{p}.inventory.*")], false),
         ("RETAIL_ALERTS".into(), vec![format!("{p}.alerts.drift.*")], true),
-        ("RETAIL_ERP".into(), vec![format!("{p}.erp.postings.*")], true),
+        (ERP_STREAM.into(), vec![format!("{p}.erp.postings.*")], true),
         ("RETAIL_DLQ".into(), vec![format!("{p}.dlq.*")], true),
     ]
 }
@@ -100,7 +114,64 @@ pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<(
         }
         Err(err) => return Err(err).context("looking up the consumer"),
     }
+    if let Some(webhook) = &config.erp.webhook {
+        webhook_consumer(js, config, webhook).await?;
+    }
     Ok(())
+}
+
+/// The ERP webhook's consumer, created when absent. One made by an earlier version (which held
+/// one posting at a time: `max_ack_pending` 1) is updated in place, keeping its position.
+pub async fn webhook_consumer(
+    js: &jetstream::Context,
+    config: &Config,
+    webhook: &WebhookConfig,
+) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    let stream = js.get_stream(ERP_STREAM).await.with_context(|| format!("stream {ERP_STREAM} not found; run `tally setup`"))?;
+    let consumer = stream.create_consumer(webhook_consumer_config(config, webhook)).await.with_context(|| {
+        format!(
+            "creating or updating the ERP webhook's consumer {} on {ERP_STREAM}; if it was made by hand with another \
+             deliver or ack policy, delete it once its postings are delivered",
+            webhook.consumer
+        )
+    })?;
+    info!(consumer = %webhook.consumer, window = WEBHOOK_WINDOW, "ERP webhook consumer ready.");
+    Ok(consumer)
+}
+
+/// The ERP webhook's durable consumer on `RETAIL_ERP`: every store's postings, in stream order.
+pub fn webhook_consumer_config(config: &Config, webhook: &WebhookConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(webhook.consumer.clone()),
+        description: Some("tally: ERP postings to the HTTP webhook".into()),
+        filter_subject: format!("{}.erp.postings.*", config.input.subject_prefix),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: WEBHOOK_ACK_WAIT,
+        max_ack_pending: WEBHOOK_WINDOW as i64,
+        ..Default::default()
+    }
+}
+
+/// The consumer a store's postings move to when they crowd the webhook's window.
+pub fn webhook_store_consumer_name(webhook: &WebhookConfig, store: &str) -> String {
+    format!("{}-store-{store}", webhook.consumer)
+}
+
+/// A store's own consumer: its postings from stream sequence `from` on.
+pub fn webhook_store_consumer_config(config: &Config, webhook: &WebhookConfig, store: &str, from: u64) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(webhook_store_consumer_name(webhook, store)),
+        description: Some(format!("tally: ERP postings of store {store} to the HTTP webhook, off its crowded consumer")),
+        filter_subject: format!("{}.erp.postings.{store}", config.input.subject_prefix),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: WEBHOOK_ACK_WAIT,
+        // One posting out at a time: JetStream then cannot hand out a later posting of the store
+        // while an earlier one waits for its redelivery (after a crash).
+        max_ack_pending: 1,
+        ..Default::default()
+    }
 }
 
 async fn ensure_stream(js: &jetstream::Context, name: &str, subjects: &[String], is_output: bool) -> anyhow::Result<()> {

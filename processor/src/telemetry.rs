@@ -27,6 +27,7 @@ pub const ERP_POSTINGS_TOTAL: &str = "tally_erp_postings_total";
 pub const DRIFT_KEYS: &str = "tally_drift_keys";
 pub const WEBHOOK_DELIVERIES: &str = "tally_webhook_deliveries_total";
 pub const WEBHOOK_LAST_SUCCESS: &str = "tally_webhook_last_success_timestamp_seconds";
+pub const WEBHOOK_WAITING: &str = "tally_webhook_postings_waiting";
 pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_total";
 pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
 pub const MEMORY: &str = "tally_memory_bytes";
@@ -72,6 +73,7 @@ fn describe() {
     counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
     describe_counter!(WEBHOOK_DELIVERIES, Unit::Count, "ERP webhook POST attempts, by outcome (delivered: 2xx; retried: 408, 429, 5xx, timeout or connection error; rejected: other 4xx, parked on the DLQ).");
     describe_gauge!(WEBHOOK_LAST_SUCCESS, Unit::Seconds, "Unix time of the last posting the ERP webhook delivered (2xx).");
+    describe_gauge!(WEBHOOK_WAITING, Unit::Count, "ERP postings of a store the webhook has received and not yet delivered or parked, the one in flight included.");
     describe_gauge!(MEMORY, Unit::Bytes, "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
@@ -180,6 +182,11 @@ pub fn webhook_retried() {
 
 pub fn webhook_rejected() {
     counter!(WEBHOOK_DELIVERIES, "outcome" => "rejected").increment(1);
+}
+
+/// `tally_webhook_postings_waiting{store}`.
+pub fn webhook_waiting(store: &str, postings: u64) {
+    gauge!(WEBHOOK_WAITING, "store" => store.to_string()).set(postings as f64);
 }
 
 /// `tally_memory_bytes{part}`; the parts are the five of [`crate::memory::memory_loop`].

@@ -1,43 +1,59 @@
-//! The ERP webhook (CONTRACT §5, §6): POSTs every posting of `RETAIL_ERP`, in stream order, to
-//! the configured URL, and parks the postings the ERP rejects for good on `P.dlq.erp_rejected`.
+//! The ERP webhook (docs/configuration.md, "ERP webhook"): POSTs every posting of `RETAIL_ERP`
+//! to the configured URL, in stream order per store with stores side by side, and parks the
+//! postings the ERP rejects for good on `P.dlq.erp_rejected` (docs/wire-format.md).
 //!
-//! The stream is the durable queue: the webhook reads it through its own durable pull consumer
-//! with `max_ack_pending = 1` and acks a posting only once the ERP answered 2xx or the posting
-//! sits on the DLQ, so tally's state holds nothing of it and a restart resumes at the first
-//! posting not yet completed. A posting may reach the ERP more than once (a crash between the
-//! 2xx and the ack); its `Idempotency-Key` lets the ERP book it once.
+//! The stream is the durable queue. The webhook reads it through its own durable pull consumer,
+//! whose `max_ack_pending` is the window of postings held at once over all stores, and acks each
+//! posting once the ERP answered 2xx or the posting sits on the DLQ, out of order across stores;
+//! tally's state holds nothing of it. [`schedule`] decides what goes next, [`erp`] does one POST;
+//! this module does the I/O around them:
+//! - every held posting is progress-acked three times per ack wait, so that the server never
+//!   redelivers one held behind a failing posting of its store;
+//! - at start nothing goes out until the postings the last run left unacked are back (the
+//!   schedule's gate); at shutdown every held posting is handed back (nak), in stream order;
+//! - a held posting keeps its bytes while they fit [`PAYLOAD_BYTES_MAX`]; the others are read
+//!   again from the stream by sequence when their turn comes;
+//! - a store that crowds the window moves to a consumer of its own until it has caught up.
 //!
-//! It must never skip a posting, never send one out of order and never log the auth header.
+//! A posting may reach the ERP more than once (a crash between the 2xx and the ack); its
+//! `Idempotency-Key` lets the ERP book it once. It must never skip a posting, never send a
+//! store's posting before that store's earlier ones, and never log the auth header.
 
+mod erp;
+mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer, AckKind};
-use futures::StreamExt;
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{parse_duration, Config};
+use crate::config::{parse_duration, Config, WebhookConfig};
 use crate::health::{Component, Health};
-use crate::runner::wait_or_shutdown;
+use crate::nats::{self, ERP_STREAM, WEBHOOK_ACK_WAIT, WEBHOOK_WINDOW};
 use crate::telemetry;
+use erp::{Attempt, Erp, Posting};
+use schedule::{Fetched, Job, Offered, Schedule, Source, BACKOFF_MAX, BACKOFF_MIN};
 
-/// The stream of ERP postings (CONTRACT §1).
-pub const ERP_STREAM: &str = "RETAIL_ERP";
-/// The first wait after a failed attempt; doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());
-/// How long one pull request waits for the next posting before asking again.
+type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// Bytes of held postings kept in memory; postings beyond are read again when due.
+const PAYLOAD_BYTES_MAX: usize = 16 << 20;
+/// Postings asked for per pull request; the window bounds what the server hands out.
+const PULL_BATCH: usize = 256;
+/// How long one pull request waits for postings before the client asks again.
 const FETCH_WAIT: Duration = Duration::from_secs(5);
-/// Extra ack wait beyond one attempt and one backoff, so that a posting being retried (with a
-/// progress ack before each attempt) is never redelivered behind the webhook's back.
-const ACK_WAIT_MARGIN: Duration = Duration::from_secs(15);
-/// Characters of the ERP's answer kept in `Tally-Error-Detail`.
-const DETAIL_BODY_CHARS: usize = 200;
-/// Bytes of the ERP's answer read at most; enough for [`DETAIL_BODY_CHARS`] of any UTF-8.
-const DETAIL_BODY_BYTES: usize = 4 * DETAIL_BODY_CHARS;
+/// Beyond one ack wait, how long the gate waits for the postings the last run held.
+const GATE_MARGIN: Duration = Duration::from_secs(5);
+/// How long after a failed move to its own consumer a store may be moved again.
+const MOVE_AGAIN: Duration = Duration::from_secs(30);
+/// The largest `erp.webhook.concurrency` fits the window many times over.
+const _: () = assert!(crate::config::WEBHOOK_CONCURRENCY_MAX * 4 <= WEBHOOK_WINDOW);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -49,63 +65,53 @@ pub enum WebhookError {
     Client(#[source] reqwest::Error),
 }
 
-/// What one POST came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Attempt {
-    /// 2xx: the ERP has the posting.
+/// A posting the webhook holds: its JetStream delivery (to ack it) and whether its bytes are
+/// kept; without them the payload is empty and read again from the stream.
+#[derive(Clone)]
+struct Held {
+    message: jetstream::Message,
+    kept: bool,
+}
+
+/// What a delivery task came to.
+enum Delivery {
     Delivered,
-    /// 408, 429, 5xx, other non-final answers, timeouts, connection errors: send it again.
-    Retry(String),
-    /// Any other 4xx: the ERP will never take this posting.
-    Rejected { status: u16, detail: String },
+    Parked { status: u16, detail: String },
+    /// The stream's limits removed the posting before it could be sent.
+    Gone,
+    /// Send it again later.
+    Retry { reason: String, attempted: bool },
 }
 
-/// How an HTTP status ends an attempt, before the body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Delivered,
-    Retry,
-    Reject,
+/// What a background task reports to the loop.
+enum Event {
+    /// `acked`: the server confirmed the ack of a delivered or parked posting.
+    Delivered { store: String, seq: u64, posting_id: String, delivery: Delivery, acked: bool },
+    Fetched { store: String, fetch: Fetch },
+    Moved { store: String, from: u64, result: Result<PullConsumer, String> },
+    Deleted { name: String, result: Result<(), String> },
 }
 
-fn verdict(status: u16) -> Verdict {
-    match status {
-        200..=299 => Verdict::Delivered,
-        408 | 429 => Verdict::Retry,
-        400..=499 => Verdict::Reject,
-        // 5xx is the ERP's trouble; 1xx and 3xx (redirects are not followed) mean the URL needs
-        // an operator, and retrying keeps the posting and everything after it until then.
-        _ => Verdict::Retry,
-    }
+enum Fetch {
+    Posting(jetstream::Message),
+    Nothing(Option<String>),
+    Drained { upto: u64 },
 }
 
-/// How handling one posting ended.
-enum Handled {
-    /// Delivered or parked: ack it.
-    Done,
-    /// Shutdown came first: leave it for the next start.
-    Shutdown,
-}
-
-/// The posting being handled: what the POST and the DLQ entry need.
-struct Posting<'a> {
-    id: String,
-    content_type: String,
-    subject: &'a str,
-    stream_seq: u64,
-    payload: &'a bytes::Bytes,
+/// What the delivery tasks share.
+struct Shared {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    erp: Erp,
+    prefix: String,
 }
 
 pub struct Webhook {
     js: jetstream::Context,
     health: Arc<Health>,
-    http: reqwest::Client,
-    url: String,
-    /// Marked sensitive, so that no `Debug` of a request shows it.
-    auth: Option<(HeaderName, HeaderValue)>,
-    timeout: Duration,
-    consumer: String,
-    prefix: String,
+    erp: Erp,
+    config: Config,
+    webhook: WebhookConfig,
 }
 
 impl Webhook {
@@ -113,345 +119,585 @@ impl Webhook {
     pub fn from_config(config: &Config, js: jetstream::Context, health: Arc<Health>) -> Result<Option<Webhook>, WebhookError> {
         let Some(webhook) = &config.erp.webhook else { return Ok(None) };
         let timeout = parse_duration(&webhook.timeout).map_err(WebhookError::Timeout)?;
-        let auth = webhook.auth_header.as_deref().map(parse_auth_header).transpose()?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(timeout)
-            .build()
-            .map_err(WebhookError::Client)?;
-        Ok(Some(Webhook {
-            js,
-            health,
-            http,
-            url: webhook.url.clone(),
-            auth,
-            timeout,
-            consumer: webhook.consumer.clone(),
-            prefix: config.input.subject_prefix.clone(),
-        }))
+        let erp = Erp::new(&webhook.url, webhook.auth_header.as_deref(), timeout)?;
+        Ok(Some(Webhook { js, health, erp, config: config.clone(), webhook: webhook.clone() }))
     }
 
-    /// Delivers postings until shutdown. A posting in flight at shutdown is handed back to the
-    /// server (nak), so the next start sends it first.
+    /// Delivers postings until shutdown, then hands the held ones back to the server (nak), so
+    /// that the next start sends them first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         telemetry::webhook_started();
         let mut backoff = BACKOFF_MIN;
-        // The stream sequence of the last posting completed by this process: a redelivery of it
-        // (its ack was lost) is acked again, not sent again.
-        let mut last_done = 0u64;
-        'connect: while !*shutdown.borrow() {
-            let consumer = match self.consumer().await {
-                Ok(consumer) => consumer,
+        let start = loop {
+            match self.start().await {
+                Ok(start) => break start,
                 Err(err) => {
-                    self.nats_failed(&format!("{err:#}"), "Cannot set up the ERP webhook's consumer; retrying.");
-                    if wait_or_shutdown(&mut shutdown, backoff).await {
-                        break;
+                    let error = format!("{err:#}");
+                    warn!(error, "Cannot set up the ERP webhook's consumer; retrying.");
+                    self.health.set(Component::Webhook, Err(format!("ERP webhook cannot read {ERP_STREAM}: {error}")));
+                    if crate::runner::wait_or_shutdown(&mut shutdown, backoff).await {
+                        info!("ERP webhook stopped.");
+                        return;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            };
-            info!(consumer = %self.consumer, "ERP webhook consuming.");
-            loop {
-                let message = tokio::select! {
-                    next = next_message(&consumer) => next,
-                    _ = shutdown.wait_for(|stop| *stop) => break 'connect,
-                };
-                let message = match message {
-                    Ok(Some(message)) => message,
-                    Ok(None) => {
-                        self.health.set(Component::Webhook, Ok(()));
-                        continue;
-                    }
-                    Err(err) => {
-                        self.nats_failed(&err.to_string(), "Reading RETAIL_ERP for the ERP webhook failed; retrying.");
-                        if wait_or_shutdown(&mut shutdown, backoff).await {
-                            break 'connect;
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue 'connect;
-                    }
-                };
-                backoff = BACKOFF_MIN;
-                self.health.set(Component::Webhook, Ok(()));
-                let stream_seq = match message.info() {
-                    Ok(info) => info.stream_sequence,
-                    Err(err) => {
-                        // Only a JetStream delivery has metadata; anything else is not a posting.
-                        warn!(error = %err, subject = %message.subject, "Webhook message without JetStream metadata; skipped.");
-                        continue;
-                    }
-                };
-                if stream_seq > last_done {
-                    match self.handle(&message, stream_seq, &mut shutdown).await {
-                        Handled::Done => last_done = stream_seq,
-                        Handled::Shutdown => {
-                            if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
-                                warn!(error = %err, "Handing the posting in flight back failed; it is redelivered after the ack wait.");
-                            }
-                            break 'connect;
-                        }
-                    }
-                }
-                if let Err(err) = message.double_ack().await {
-                    // The server redelivers it after the ack wait; `last_done` skips it then.
-                    warn!(error = %err, stream_seq, "Acking a completed posting failed.");
                 }
             }
-        }
+        };
+        let mut run = Run::new(self, start);
+        run.serve(&mut shutdown).await;
+        run.hand_back().await;
         info!("ERP webhook stopped.");
     }
 
-    /// The durable consumer, created when absent; an existing one is used as it is.
-    async fn consumer(&self) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    async fn start(&self) -> anyhow::Result<Start> {
+        let main = nats::webhook_consumer(&self.js, &self.config, &self.webhook).await?;
+        let info = main.cached_info();
+        let (delivered_upto, pending) = (info.delivered.stream_sequence, info.num_ack_pending as u64);
         let stream = self.js.get_stream(ERP_STREAM).await?;
-        let config = consumer::pull::Config {
-            durable_name: Some(self.consumer.clone()),
-            description: Some("tally: ERP postings to the HTTP webhook".into()),
-            filter_subject: format!("{}.erp.postings.*", self.prefix),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.timeout + BACKOFF_MAX + ACK_WAIT_MARGIN,
-            // One posting out at a time: strict stream order, and a retried posting holds the rest.
-            max_ack_pending: 1,
-            ..Default::default()
+        let own = self.own_consumers(&stream).await?;
+        Ok(Start { main, stream, own, delivered_upto, pending })
+    }
+
+    /// The consumers of stores moved in an earlier run: (store, first sequence, consumer).
+    async fn own_consumers(&self, stream: &stream::Stream) -> anyhow::Result<Vec<(String, u64, PullConsumer)>> {
+        let prefix = nats::webhook_store_consumer_name(&self.webhook, "");
+        let names: Vec<String> = stream.consumer_names().try_collect().await?;
+        let mut found = Vec::new();
+        for name in names {
+            let Some(store) = name.strip_prefix(&prefix) else { continue };
+            let consumer: PullConsumer = stream.get_consumer(&name).await.map_err(|err| anyhow::anyhow!(err))?;
+            match consumer.cached_info().config.deliver_policy {
+                consumer::DeliverPolicy::ByStartSequence { start_sequence } => {
+                    found.push((store.to_string(), start_sequence, consumer))
+                }
+                _ => warn!(consumer = %name, "A consumer named like a store's own ERP webhook consumer does not start at a sequence; ignored."),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What the webhook found at start.
+struct Start {
+    main: PullConsumer,
+    stream: stream::Stream,
+    own: Vec<(String, u64, PullConsumer)>,
+    /// The main consumer's last delivered stream sequence and its unacked postings.
+    delivered_upto: u64,
+    pending: u64,
+}
+
+/// The webhook at work: the schedule and everything in flight.
+struct Run {
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    config: Config,
+    webhook: WebhookConfig,
+    main: PullConsumer,
+    messages: Option<consumer::pull::Stream>,
+    reconnect_at: Option<Instant>,
+    nats_backoff: Duration,
+    nats_problem: Option<String>,
+    schedule: Schedule<Held>,
+    own: HashMap<String, PullConsumer>,
+    /// Per moved store, the postings its own consumer still has, as of its last delivery.
+    own_pending: HashMap<String, u64>,
+    tasks: JoinSet<Event>,
+    /// Stores whose current posting failed: its id, the failed attempts, the last reason.
+    failing: BTreeMap<String, (String, u32, String)>,
+    kept_bytes: usize,
+    move_again_at: Option<Instant>,
+}
+
+impl Run {
+    fn new(hook: Webhook, start: Start) -> Run {
+        let Webhook { js, health, erp, config, webhook } = hook;
+        let prefix = config.input.subject_prefix.clone();
+        let shared = Arc::new(Shared { js, stream: start.stream, erp, prefix });
+        let mut schedule = Schedule::new(webhook.concurrency, WEBHOOK_WINDOW);
+        if start.pending > 0 {
+            info!(
+                pending = start.pending,
+                wait_max_secs = (WEBHOOK_ACK_WAIT + GATE_MARGIN).as_secs(),
+                "The last run left postings unacked; waiting until the server hands them back before sending anything."
+            );
+            let deadline = Instant::now() + WEBHOOK_ACK_WAIT + GATE_MARGIN;
+            schedule.close_gate(start.delivered_upto, start.pending, deadline.into_std());
+        }
+        let mut own = HashMap::new();
+        for (store, from, consumer) in start.own {
+            info!(store, from, "The store's postings come from its own consumer until it has caught up.");
+            schedule.restore_own(&store, from);
+            own.insert(store, consumer);
+        }
+        Run {
+            shared,
+            health,
+            config,
+            webhook,
+            main: start.main,
+            messages: None,
+            reconnect_at: None,
+            nats_backoff: BACKOFF_MIN,
+            nats_problem: None,
+            schedule,
+            own,
+            own_pending: HashMap::new(),
+            tasks: JoinSet::new(),
+            failing: BTreeMap::new(),
+            kept_bytes: 0,
+            move_again_at: None,
+        }
+    }
+
+    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        info!(consumer = %self.webhook.consumer, concurrency = self.webhook.concurrency, "ERP webhook consuming.");
+        let mut progress = tokio::time::interval(WEBHOOK_ACK_WAIT / 3);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.messages.is_none() && self.reconnect_at.is_none_or(|at| at <= Instant::now()) {
+                self.reconnect().await;
+            }
+            self.dispatch();
+            self.move_if_crowded();
+            self.report_health();
+            let wakeup = [self.schedule.next_wakeup().map(Instant::from_std), self.reconnect_at, self.move_again_at]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                message = next_message(&mut self.messages) => self.on_message(message).await,
+                Some(joined) = self.tasks.join_next() => self.on_event(joined).await,
+                _ = progress.tick() => self.progress_ack().await,
+                _ = sleep_until(wakeup) => {}
+                // The guard `wait_for` returns must not live on across the other branches' awaits.
+                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => return,
+            }
+        }
+    }
+
+    /// (Re)opens the main consumer's message stream; the consumer is created again when it
+    /// was deleted.
+    async fn reconnect(&mut self) {
+        let opened = async {
+            if self.reconnect_at.is_some() {
+                self.main = nats::webhook_consumer(&self.shared.js, &self.config, &self.webhook).await?;
+            }
+            let messages = self.main.stream().max_messages_per_batch(PULL_BATCH).expires(FETCH_WAIT).messages().await?;
+            anyhow::Ok(messages)
         };
-        Ok(stream.get_or_create_consumer(&self.consumer, config).await?)
+        match opened.await {
+            Ok(messages) => {
+                self.messages = Some(messages);
+                self.reconnect_at = None;
+                self.nats_problem = None;
+            }
+            Err(err) => self.nats_failed(&format!("{err:#}")),
+        }
     }
 
-    fn nats_failed(&self, error: &str, message: &'static str) {
-        warn!(error, "{message}");
-        self.health.set(Component::Webhook, Err(format!("ERP webhook cannot read {ERP_STREAM}: {error}")));
+    fn nats_failed(&mut self, error: &str) {
+        warn!(error, "Reading RETAIL_ERP for the ERP webhook failed; retrying.");
+        self.nats_problem = Some(format!("ERP webhook cannot read {ERP_STREAM}: {error}"));
+        self.messages = None;
+        self.reconnect_at = Some(Instant::now() + self.nats_backoff);
+        self.nats_backoff = (self.nats_backoff * 2).min(BACKOFF_MAX);
     }
 
-    /// POSTs one posting until the ERP answers 2xx or rejects it for good (then parks it).
-    async fn handle(&self, message: &jetstream::Message, stream_seq: u64, shutdown: &mut watch::Receiver<bool>) -> Handled {
-        let headers = message.headers.as_ref();
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
-        let id = header("Nats-Msg-Id").unwrap_or_else(|| {
-            // tally always sets it; something else published here. Still give the ERP a stable key.
-            warn!(stream_seq, subject = %message.subject, "Posting without Nats-Msg-Id; keyed by its stream sequence.");
-            format!("{ERP_STREAM}/{stream_seq}")
+    /// Starts every job the schedule allows now.
+    fn dispatch(&mut self) {
+        while let Some(job) = self.schedule.next(std::time::Instant::now()) {
+            match job {
+                Job::Deliver { store, seq } => {
+                    let held = self.schedule.item(&store, seq).expect("a posting handed out is held").clone();
+                    let posting_id = posting_id(&held.message, seq);
+                    let shared = Arc::clone(&self.shared);
+                    self.tasks.spawn(async move {
+                        let (delivery, acked) = deliver(&shared, &held, &posting_id, seq).await;
+                        Event::Delivered { store, seq, posting_id, delivery, acked }
+                    });
+                }
+                Job::Fetch { store } => {
+                    let consumer = self.own.get(&store).expect("a store fetching has its own consumer").clone();
+                    self.tasks.spawn(async move { Event::Fetched { fetch: fetch_own(&consumer).await, store } });
+                }
+            }
+        }
+    }
+
+    /// When the window is nearly full, moves the store holding the most of it to a consumer
+    /// of its own, so that the main consumer keeps handing out the other stores' postings.
+    fn move_if_crowded(&mut self) {
+        if self.move_again_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        self.move_again_at = None;
+        let Some((store, from)) = self.schedule.crowded() else { return };
+        info!(
+            store,
+            from,
+            waiting = self.schedule.waiting(&store),
+            window = WEBHOOK_WINDOW,
+            "The ERP webhook's window is nearly full; the store with the most postings waiting moves to a consumer of its own."
+        );
+        self.schedule.moving(&store, from);
+        let name = nats::webhook_store_consumer_name(&self.webhook, &store);
+        let config = nats::webhook_store_consumer_config(&self.config, &self.webhook, &store, from);
+        let stream = self.shared.stream.clone();
+        self.tasks.spawn(async move {
+            // A consumer of that name left by a hand-back whose delete failed starts elsewhere.
+            let result = match delete_consumer(&stream, &name).await {
+                Ok(()) => stream.create_consumer(config).await.map_err(|err| err.to_string()),
+                Err(err) => Err(err),
+            };
+            Event::Moved { store, from, result }
         });
-        let posting = Posting {
-            id,
-            content_type: header("Content-Type").unwrap_or_else(|| "application/json".into()),
-            subject: message.subject.as_str(),
-            stream_seq,
-            payload: &message.payload,
+    }
+
+    async fn on_message(&mut self, message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>) {
+        match message {
+            Some(Ok(message)) => {
+                self.nats_problem = None;
+                self.nats_backoff = BACKOFF_MIN;
+                self.take(message, Source::Main).await;
+            }
+            Some(Err(err)) => self.nats_failed(&err.to_string()),
+            None => self.nats_failed("the pull stream ended"),
+        }
+    }
+
+    /// Hands a delivered posting to the schedule.
+    async fn take(&mut self, message: jetstream::Message, source: Source) {
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(err) => {
+                // Only a JetStream delivery has metadata; anything else is not a posting.
+                warn!(error = %err, subject = %message.subject, "Webhook message without JetStream metadata; skipped.");
+                return;
+            }
         };
-        let mut backoff = BACKOFF_MIN;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            if attempt > 1 {
-                // Keeps the server from redelivering the posting while it is being retried.
-                if let Err(err) = message.ack_with(AckKind::Progress).await {
-                    warn!(error = %err, posting_id = %posting.id, "Progress ack failed.");
+        let store = store_of(&message.subject).to_string();
+        let len = message.payload.len();
+        let kept = self.kept_bytes + len <= PAYLOAD_BYTES_MAX;
+        let mut held = Held { message, kept };
+        if !kept {
+            held.message.message.payload = bytes::Bytes::new();
+        }
+        let acked = match self.schedule.offer(&store, seq, held, source) {
+            Offered::Held => None,
+            Offered::Late => {
+                warn!(store, stream_seq = seq, "A posting came back after a later posting of its store was handed out; sending it next.");
+                None
+            }
+            Offered::Again(older) => {
+                self.release(&older);
+                None
+            }
+            Offered::Done(again) | Offered::Moved(again) => Some(again),
+        };
+        match acked {
+            // Completed in this run, or delivered by the store's own consumer: ack, send nothing.
+            Some(again) => ack_quietly(&again.message, AckKind::Ack).await,
+            None if kept => self.kept_bytes += len,
+            None => {}
+        }
+        self.gauge(&store);
+    }
+
+    fn release(&mut self, held: &Held) {
+        if held.kept {
+            self.kept_bytes -= held.message.payload.len();
+        }
+    }
+
+    fn gauge(&self, store: &str) {
+        let own = self.own_pending.get(store).copied().unwrap_or(0);
+        telemetry::webhook_waiting(store, self.schedule.waiting(store) as u64 + own);
+    }
+
+    async fn on_event(&mut self, joined: Result<Event, JoinError>) {
+        let event = match joined {
+            Ok(event) => event,
+            // A panic is a bug: crash loudly rather than leave a store stuck.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => return,
+        };
+        match event {
+            Event::Delivered { store, seq, posting_id, delivery, acked } => {
+                self.delivered(&store, seq, &posting_id, delivery, acked)
+            }
+            Event::Fetched { store, fetch } => self.fetched(store, fetch).await,
+            Event::Moved { store, from, result } => self.moved(store, from, result).await,
+            Event::Deleted { name, result: Err(error) } => {
+                warn!(consumer = %name, error, "Deleting a store's own ERP webhook consumer failed; the next start resumes from it.")
+            }
+            Event::Deleted { .. } => {}
+        }
+    }
+
+    fn delivered(&mut self, store: &str, seq: u64, posting_id: &str, delivery: Delivery, acked: bool) {
+        match delivery {
+            Delivery::Delivered | Delivery::Parked { .. } | Delivery::Gone => {
+                let held = self.schedule.finished(store, seq, acked);
+                self.release(&held);
+                let attempts = self.failing.remove(store).map_or(0, |(_, attempts, _)| attempts);
+                match delivery {
+                    Delivery::Delivered => {
+                        telemetry::webhook_delivered(unix_now_seconds());
+                        if attempts > 0 {
+                            info!(posting_id, store, attempt = attempts + 1, "ERP took the posting after retries.");
+                        }
+                    }
+                    Delivery::Parked { status, detail } => {
+                        telemetry::webhook_rejected();
+                        error!(posting_id, store, status, detail = %detail, "ERP rejected the posting; parked on the DLQ.");
+                    }
+                    _ => error!(
+                        posting_id,
+                        store,
+                        stream_seq = seq,
+                        "The posting was removed from RETAIL_ERP (the stream's limits) before the webhook could send it."
+                    ),
                 }
             }
-            let outcome = tokio::select! {
-                outcome = self.post(&posting) => outcome,
-                _ = shutdown.wait_for(|stop| *stop) => return Handled::Shutdown,
-            };
-            match outcome {
-                Attempt::Delivered => {
-                    telemetry::webhook_delivered(unix_now_seconds());
-                    self.health.set(Component::Webhook, Ok(()));
-                    if attempt > 1 {
-                        info!(posting_id = %posting.id, attempt, "ERP took the posting after retries.");
-                    }
-                    return Handled::Done;
+            Delivery::Retry { reason, attempted } => {
+                let wait = self.schedule.failed(store, seq, std::time::Instant::now());
+                let entry = self.failing.entry(store.to_string()).or_insert_with(|| (posting_id.to_string(), 0, String::new()));
+                if entry.0 != posting_id {
+                    *entry = (posting_id.to_string(), 0, String::new());
                 }
-                Attempt::Rejected { status, detail } => {
-                    if !self.park(&posting, &detail, shutdown).await {
-                        return Handled::Shutdown;
-                    }
-                    telemetry::webhook_rejected();
-                    self.health.set(Component::Webhook, Ok(()));
-                    error!(posting_id = %posting.id, status, detail = %detail, "ERP rejected the posting; parked on the DLQ.");
-                    return Handled::Done;
-                }
-                Attempt::Retry(reason) => {
+                entry.1 += 1;
+                entry.2.clone_from(&reason);
+                if attempted {
                     telemetry::webhook_retried();
-                    warn!(
-                        posting_id = %posting.id, attempt, retry_in_ms = backoff.as_millis() as u64, reason = %reason,
-                        "ERP webhook attempt failed; retrying the same posting."
-                    );
-                    self.health.set(
-                        Component::Webhook,
-                        Err(format!("ERP webhook failing on posting {} (attempt {attempt}): {reason}", posting.id)),
-                    );
                 }
+                warn!(
+                    posting_id, store, attempt = entry.1, retry_in_ms = wait.as_millis() as u64, reason = %reason,
+                    "ERP webhook attempt failed; retrying the same posting."
+                );
             }
-            if wait_or_shutdown(shutdown, backoff).await {
-                return Handled::Shutdown;
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+        self.gauge(store);
     }
 
-    /// One POST of the posting's bytes, with the configured timeout.
-    async fn post(&self, posting: &Posting<'_>) -> Attempt {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, posting.content_type.as_str())
-            .header("Idempotency-Key", posting.id.as_str())
-            .body(posting.payload.clone());
-        if let Some((name, value)) = &self.auth {
-            request = request.header(name.clone(), value.clone());
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return Attempt::Retry(describe_http_error(&err)),
+    async fn fetched(&mut self, store: String, fetch: Fetch) {
+        let fetched = match fetch {
+            Fetch::Posting(message) => {
+                if let Ok(info) = message.info() {
+                    self.own_pending.insert(store.clone(), info.pending);
+                }
+                self.take(message, Source::Own).await;
+                Fetched::Posting
+            }
+            Fetch::Nothing(error) => {
+                if let Some(error) = error {
+                    warn!(store, error, "Fetching from the store's own ERP webhook consumer failed; retrying.");
+                }
+                Fetched::Nothing
+            }
+            Fetch::Drained { upto } => Fetched::Drained { upto },
         };
-        let status = response.status();
-        match verdict(status.as_u16()) {
-            Verdict::Delivered => Attempt::Delivered,
-            Verdict::Retry => Attempt::Retry(format!("HTTP {status}")),
-            Verdict::Reject => {
-                // The answer says why; read a bounded prefix of it (it may be huge or never end).
-                let mut body = Vec::new();
-                while body.len() < DETAIL_BODY_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                        Ok(None) | Err(_) => break,
-                    }
+        if self.schedule.fetch_done(&store, fetched, std::time::Instant::now()) {
+            self.own.remove(&store);
+            self.own_pending.remove(&store);
+            info!(store, "The store has caught up; its postings come from the webhook's consumer again.");
+            let name = nats::webhook_store_consumer_name(&self.webhook, &store);
+            let stream = self.shared.stream.clone();
+            self.tasks.spawn(async move { Event::Deleted { result: delete_consumer(&stream, &name).await, name } });
+        }
+        self.gauge(&store);
+    }
+
+    async fn moved(&mut self, store: String, from: u64, result: Result<PullConsumer, String>) {
+        match result {
+            Ok(consumer) => {
+                let handed_over = self.schedule.moved(&store);
+                for held in &handed_over {
+                    self.release(held);
+                    ack_quietly(&held.message, AckKind::Ack).await;
                 }
-                body.truncate(DETAIL_BODY_BYTES);
-                Attempt::Rejected { status: status.as_u16(), detail: error_detail(status, &body) }
+                info!(store, from, handed_over = handed_over.len(), "The store's postings now come from its own consumer.");
+                self.own_pending.insert(store.clone(), handed_over.len() as u64);
+                self.own.insert(store.clone(), consumer);
             }
+            Err(error) => {
+                warn!(store, from, error, "Creating the store's own ERP webhook consumer failed; it stays on the webhook's consumer.");
+                self.schedule.move_failed(&store);
+                self.move_again_at = Some(Instant::now() + MOVE_AGAIN);
+            }
+        }
+        self.gauge(&store);
+    }
+
+    /// Keeps the server from redelivering what the webhook holds.
+    async fn progress_ack(&self) {
+        let mut failed = 0usize;
+        for held in self.schedule.held() {
+            if held.message.ack_with(AckKind::Progress).await.is_err() {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            warn!(failed, "Progress acks failed; the server may redeliver those postings, which are then recognised.");
         }
     }
 
-    /// Puts the posting verbatim on `P.dlq.erp_rejected` and awaits the PubAck, retrying with
-    /// backoff. False when shutdown came first (the posting is then not acked either).
-    async fn park(&self, posting: &Posting<'_>, detail: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let subject = format!("{}.dlq.erp_rejected", self.prefix);
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("dlq/{}", posting.id));
-            headers.insert("Tally-Error", "erp_rejected");
-            headers.insert("Tally-Error-Detail", detail);
-            headers.insert("Tally-Source-Subject", posting.subject);
-            headers.insert("Tally-Source-Sequence", posting.stream_seq.to_string());
-            headers.insert("Content-Type", posting.content_type.as_str());
-            let published = async {
-                self.js.publish_with_headers(subject.clone(), headers, posting.payload.clone()).await?.await?;
-                anyhow::Ok(())
-            };
-            let result = tokio::select! {
-                result = published => result,
-                _ = shutdown.wait_for(|stop| *stop) => return false,
-            };
-            match result {
-                Ok(()) => return true,
-                Err(err) => {
-                    warn!(posting_id = %posting.id, error = %format!("{err:#}"), "Parking a rejected posting on the DLQ failed; retrying.");
-                    self.health.set(Component::Webhook, Err(format!("cannot park rejected posting {} on the DLQ: {err:#}", posting.id)));
-                    if wait_or_shutdown(shutdown, backoff).await {
-                        return false;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
+    /// `/readyz`: NATS trouble first, else the stores whose posting is failing.
+    fn report_health(&self) {
+        let state = match (&self.nats_problem, self.failing.iter().next()) {
+            (Some(problem), _) => Err(problem.clone()),
+            (None, Some((store, (posting_id, attempts, reason)))) => Err(format!(
+                "ERP webhook failing for {} store(s); store {store}, posting {posting_id} (attempt {attempts}): {reason}",
+                self.failing.len()
+            )),
+            (None, None) => Ok(()),
+        };
+        self.health.set(Component::Webhook, state);
+    }
+
+    /// At shutdown: stops the tasks (a POST in flight may have reached the ERP; it is sent again
+    /// under the same key) and hands every held posting back in stream order.
+    async fn hand_back(mut self) {
+        self.tasks.shutdown().await;
+        let held = self.schedule.take_all();
+        for posting in &held {
+            ack_quietly(&posting.message, AckKind::Nak(None)).await;
+        }
+        if !held.is_empty() {
+            info!(postings = held.len(), "Handed the held postings back to the server; the next start sends them first.");
         }
     }
 }
 
-/// The next posting, or `None` when the pull request expired with nothing new.
-async fn next_message(consumer: &consumer::Consumer<consumer::pull::Config>) -> Result<Option<jetstream::Message>, async_nats::Error> {
-    let mut batch = consumer.batch().max_messages(1).expires(FETCH_WAIT).messages().await?;
+/// The next message of the main consumer; never, while it is closed.
+async fn next_message(
+    messages: &mut Option<consumer::pull::Stream>,
+) -> Option<Result<jetstream::Message, consumer::pull::MessagesError>> {
+    match messages {
+        Some(messages) => messages.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(wakeup: Option<Instant>) {
+    match wakeup {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `P.erp.postings.<store>` → the store (the consumers' filters guarantee the shape).
+fn store_of(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or(subject)
+}
+
+/// The posting's id (`Nats-Msg-Id`, which tally always sets), else a stable key from its
+/// stream sequence.
+fn posting_id(message: &jetstream::Message, seq: u64) -> String {
+    match message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+        Some(id) => id.as_str().to_string(),
+        None => {
+            warn!(stream_seq = seq, subject = %message.subject, "Posting without Nats-Msg-Id; keyed by its stream sequence.");
+            format!("{ERP_STREAM}/{seq}")
+        }
+    }
+}
+
+async fn ack_quietly(message: &jetstream::Message, kind: AckKind) {
+    if let Err(err) = message.ack_with(kind).await {
+        // The server redelivers it after the ack wait, and it is recognised then.
+        warn!(error = %err, subject = %message.subject, "Acking a posting failed.");
+    }
+}
+
+/// One attempt at one posting: POST it, park it when rejected, ack it when done. Returns what
+/// came of it and whether the server confirmed the ack.
+async fn deliver(shared: &Shared, held: &Held, posting_id: &str, seq: u64) -> (Delivery, bool) {
+    let delivery = match read_posting(shared, held, posting_id, seq).await {
+        Ok(Some(posting)) => match shared.erp.post(&posting).await {
+            Attempt::Delivered => Delivery::Delivered,
+            Attempt::Retry(reason) => return (Delivery::Retry { reason, attempted: true }, false),
+            Attempt::Rejected { status, detail } => match park(shared, &posting, &detail).await {
+                Ok(()) => Delivery::Parked { status, detail },
+                Err(err) => {
+                    let reason = format!("HTTP {status}, and parking it on the DLQ failed: {err}");
+                    return (Delivery::Retry { reason, attempted: false }, false);
+                }
+            },
+        },
+        Ok(None) => Delivery::Gone,
+        Err(reason) => return (Delivery::Retry { reason, attempted: false }, false),
+    };
+    match held.message.double_ack().await {
+        Ok(()) => (delivery, true),
+        Err(err) => {
+            // The server may redeliver it after the ack wait; the schedule recognises it then.
+            warn!(error = %err, posting_id, stream_seq = seq, "Acking a completed posting failed.");
+            (delivery, false)
+        }
+    }
+}
+
+/// The posting's bytes and headers: kept, or read again from the stream (`None` when gone).
+async fn read_posting(shared: &Shared, held: &Held, posting_id: &str, seq: u64) -> Result<Option<Posting>, String> {
+    let (subject, headers, payload) = if held.kept {
+        let message = &held.message;
+        (message.subject.to_string(), message.headers.clone().unwrap_or_default(), message.payload.clone())
+    } else {
+        match shared.stream.get_raw_message(seq).await {
+            Ok(stored) => (stored.subject.to_string(), stored.headers, stored.payload),
+            Err(err) if matches!(err.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => return Ok(None),
+            Err(err) => return Err(format!("reading the posting from {ERP_STREAM} failed: {err}")),
+        }
+    };
+    let content_type = headers.get("Content-Type").map_or("application/json", |v| v.as_str()).to_string();
+    Ok(Some(Posting { id: posting_id.to_string(), content_type, subject, stream_seq: seq, payload }))
+}
+
+/// Puts the posting verbatim on `P.dlq.erp_rejected` and awaits the PubAck.
+async fn park(shared: &Shared, posting: &Posting, detail: &str) -> anyhow::Result<()> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("dlq/{}", posting.id));
+    headers.insert("Tally-Error", "erp_rejected");
+    headers.insert("Tally-Error-Detail", detail);
+    headers.insert("Tally-Source-Subject", posting.subject.as_str());
+    headers.insert("Tally-Source-Sequence", posting.stream_seq.to_string());
+    headers.insert("Content-Type", posting.content_type.as_str());
+    let subject = format!("{}.dlq.erp_rejected", shared.prefix);
+    shared.js.publish_with_headers(subject, headers, posting.payload.clone()).await?.await?;
+    Ok(())
+}
+
+/// The next posting of a store's own consumer, or whether it has delivered everything.
+async fn fetch_own(consumer: &PullConsumer) -> Fetch {
+    let error = match fetch_one(consumer).await {
+        Ok(Some(message)) => return Fetch::Posting(message),
+        Ok(None) => match consumer.get_info().await {
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {
+                return Fetch::Drained { upto: info.delivered.stream_sequence }
+            }
+            Ok(_) => None,
+            Err(err) => Some(err.to_string()),
+        },
+        Err(err) => Some(err.to_string()),
+    };
+    Fetch::Nothing(error)
+}
+
+/// One message, if the consumer has one right now.
+async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>, async_nats::Error> {
+    let mut batch = consumer.fetch().max_messages(1).messages().await?;
     batch.next().await.transpose()
 }
 
-/// `Name: value` → a header pair, the value marked sensitive.
-fn parse_auth_header(text: &str) -> Result<(HeaderName, HeaderValue), WebhookError> {
-    let (name, value) = text.split_once(':').ok_or(WebhookError::AuthHeader)?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| WebhookError::AuthHeader)?;
-    let mut value = HeaderValue::from_str(value.trim()).map_err(|_| WebhookError::AuthHeader)?;
-    value.set_sensitive(true);
-    Ok((name, value))
-}
-
-/// `Tally-Error-Detail`: the status and the start of the answer, on one line.
-fn error_detail(status: reqwest::StatusCode, body: &[u8]) -> String {
-    let body = String::from_utf8_lossy(body);
-    let body: String = body.chars().take(DETAIL_BODY_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {body}")
+async fn delete_consumer(stream: &stream::Stream, name: &str) -> Result<(), String> {
+    match stream.delete_consumer(name).await {
+        Ok(_) => Ok(()),
+        Err(err) if matches!(err.kind(), stream::ConsumerErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => Ok(()),
+        Err(err) => Err(err.to_string()),
     }
-}
-
-/// A transport error in words, without the URL (it may carry credentials).
-fn describe_http_error(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut text = kind.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn unix_now_seconds() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Proves which answers complete, retry or park a posting (CONTRACT §6: 4xx but 408/429 park).
-    #[test]
-    fn statuses_map_to_deliver_retry_or_reject() {
-        for status in [200, 201, 202, 204, 299] {
-            assert_eq!(verdict(status), Verdict::Delivered, "{status}");
-        }
-        for status in [408, 429, 500, 502, 503, 504, 599, 100, 301, 302, 304, 307] {
-            assert_eq!(verdict(status), Verdict::Retry, "{status}");
-        }
-        for status in [400, 401, 403, 404, 409, 413, 422, 499] {
-            assert_eq!(verdict(status), Verdict::Reject, "{status}");
-        }
-    }
-
-    // Proves the DLQ detail is one line, holds the status and at most 200 characters of the body.
-    #[test]
-    fn error_detail_is_one_bounded_line() {
-        let status = reqwest::StatusCode::BAD_REQUEST;
-        assert_eq!(error_detail(status, b""), "HTTP 400 Bad Request");
-        assert_eq!(error_detail(status, b"{\"error\":\n\"unknown sku\"}\r\n"), "HTTP 400 Bad Request: {\"error\": \"unknown sku\"}");
-        let long = "é".repeat(500);
-        let detail = error_detail(status, long.as_bytes());
-        assert_eq!(detail, format!("HTTP 400 Bad Request: {}", "é".repeat(200)));
-        assert!(!detail.contains(['\r', '\n']));
-    }
-
-    // Proves the auth header is split at its first colon and its value hidden from Debug output.
-    #[test]
-    fn auth_header_parses_and_stays_secret() {
-        let (name, value) = parse_auth_header("Authorization: Bearer a:b").expect("a valid header");
-        assert_eq!(name.as_str(), "authorization");
-        assert_eq!(value.to_str().ok(), Some("Bearer a:b"));
-        assert!(!format!("{value:?}").contains("Bearer"));
-        assert!(matches!(parse_auth_header("no colon"), Err(WebhookError::AuthHeader)));
-        assert!(matches!(parse_auth_header("Bad Name: x"), Err(WebhookError::AuthHeader)));
-        assert!(matches!(parse_auth_header("X-Key: a\nb"), Err(WebhookError::AuthHeader)));
-    }
 }

@@ -1,12 +1,14 @@
-//! The ERP webhook (CONTRACT §5, §6; issue 4 item 4): every posting of `RETAIL_ERP` POSTed in
-//! stream order with `Idempotency-Key`, retried until 2xx, or parked on `P.dlq.erp_rejected`.
+//! The ERP webhook (docs/configuration.md, "ERP webhook"; docs/wire-format.md): every posting of
+//! `RETAIL_ERP` POSTed with `Idempotency-Key`, in stream order per store with stores side by
+//! side, retried until 2xx, or parked on `P.dlq.erp_rejected`.
 //!
 //! Each test starts a small ERP: an HTTP server on a free port that records every request and
-//! answers from a script (one reply per request, then a default reply that the test can change).
+//! answers from a script (one reply per request, then a default reply that the test can change),
+//! except for the stores the test marks failing, whose postings it answers 503.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,7 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
-use tally_tests::{prom, start_all, wait_for_messages, wait_until, Js, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
+use tally_tests::{
+    prom, start_all, wait_for_messages, wait_until, Js, NatsServer, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT,
+};
 
 const ERP_STREAM: &str = "RETAIL_ERP";
 const WEBHOOK_CONSUMER: &str = "tally-erp-webhook";
@@ -47,12 +51,19 @@ impl Recorded {
     fn key(&self) -> &str {
         self.header("Idempotency-Key").unwrap_or("<none>")
     }
+
+    /// The store of the posting: its id reads `<store>/<day>/<seq>`.
+    fn store(&self) -> &str {
+        self.key().split('/').next().unwrap_or_default()
+    }
 }
 
 #[derive(Default)]
 struct Script {
     next: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Stores whose postings are answered 503, whatever the script says.
+    failing: BTreeSet<String>,
     requests: Vec<Recorded>,
 }
 
@@ -72,7 +83,7 @@ impl Drop for Erp {
 impl Erp {
     /// Serves on a free port; answers `script` in order, then `default`.
     async fn start(script: Vec<Reply>, default: Reply) -> Erp {
-        let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), ..Script::default() }));
         let app = axum::Router::new().route("/erp/postings", axum::routing::post(receive)).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
         let port = listener.local_addr().expect("the test ERP's address").port();
@@ -84,6 +95,16 @@ impl Erp {
 
     fn set_default(&self, reply: Reply) {
         self.script.lock().expect("script lock").default = Some(reply);
+    }
+
+    /// From now on, `store`'s postings are answered 503 (`failing`) or from the script.
+    fn set_store_failing(&self, store: &str, failing: bool) {
+        let mut script = self.script.lock().expect("script lock");
+        if failing {
+            script.failing.insert(store.to_string());
+        } else {
+            script.failing.remove(store);
+        }
     }
 
     fn requests(&self) -> Vec<Recorded> {
@@ -107,11 +128,16 @@ impl Erp {
 async fn receive(State(state): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
         let mut script = state.lock().expect("script lock");
-        let reply = match script.next.pop_front() {
-            Some(reply) => reply,
-            None => script.default.clone().unwrap_or(Reply::Ok),
+        let recorded = Recorded { headers, body, reply: Reply::Ok };
+        let reply = if script.failing.contains(recorded.store()) {
+            Reply::Unavailable
+        } else {
+            match script.next.pop_front() {
+                Some(reply) => reply,
+                None => script.default.clone().unwrap_or(Reply::Ok),
+            }
         };
-        script.requests.push(Recorded { headers, body, reply: reply.clone() });
+        script.requests.push(Recorded { reply: reply.clone(), ..recorded });
         reply
     };
     match reply {
@@ -273,4 +299,232 @@ async fn a_400_parks_the_posting_and_the_next_one_is_delivered() {
 
 fn keys(requests: &[Recorded]) -> Vec<&str> {
     requests.iter().map(Recorded::key).collect()
+}
+
+/// The stores of the per-store tests; the first one's endpoint fails.
+const STORES: [&str; 4] = ["0001", "0002", "0003", "0004"];
+const FAILING: &str = "0001";
+/// How long the failing store's endpoint answers 503 while the other stores post.
+const OUTAGE: Duration = Duration::from_secs(60);
+/// The webhook's window (its consumer's `max_ack_pending`), docs/configuration.md.
+const WINDOW: u64 = 4096;
+
+/// Publishes one transaction per store and waits until RETAIL_ERP holds one posting more per
+/// store: this round's interim postings (the tick runs every second).
+async fn post_round(js: &Js, stores: &[&str], round: usize) {
+    let start = js.message_count(ERP_STREAM).await;
+    for store in stores {
+        let id = format!("T-{store}-{round}");
+        js.publish_json(&pos_subject("retail", store), &example_transaction(&id, store, DAY)).await;
+    }
+    wait_for_messages(js, ERP_STREAM, start + stores.len() as u64).await;
+}
+
+/// Publishes a posting of `store` straight onto RETAIL_ERP, as tally's outbox does: the
+/// webhook's input, without waiting for tally's ticks.
+async fn publish_posting(js: &Js, store: &str, seq: u64) {
+    let id = format!("{store}/{DAY}/{seq:04}");
+    let body = serde_json::json!({"type": "erp.posting", "id": id, "store": store, "business_day": DAY, "seq": seq});
+    let headers = [("Nats-Msg-Id", id.as_str()), ("Content-Type", "application/json")];
+    js.publish(&format!("retail.erp.postings.{store}"), serde_json::to_vec(&body).expect("JSON encodes"), &headers).await;
+}
+
+/// The postings of `store`, in stream order.
+fn postings_of<'a>(postings: &'a [StoredMessage], store: &str) -> Vec<&'a StoredMessage> {
+    let subject = format!("retail.erp.postings.{store}");
+    postings.iter().filter(|p| p.subject == subject).collect()
+}
+
+/// How many of `postings` the ERP has booked (answered 2xx) at least once.
+fn booked_count(erp: &Erp, postings: &[&StoredMessage]) -> usize {
+    let booked: BTreeSet<String> = erp.booked().iter().map(|r| r.key().to_string()).collect();
+    postings.iter().filter(|p| booked.contains(posting_id(p))).count()
+}
+
+/// Waits until the ERP has booked every one of `postings`; panics with the picture otherwise.
+async fn wait_booked(erp: &Erp, postings: &[&StoredMessage], timeout: Duration, tally: &Tally, what: &str) {
+    let all = wait_until(timeout, move || async move { booked_count(erp, postings) == postings.len() }).await;
+    assert!(all, "{what}: {} of {} postings booked\n{}", booked_count(erp, postings), postings.len(), tally.logs());
+}
+
+/// Asserts that the ERP booked `store`'s postings in stream order, each at least once (a re-send
+/// comes right after its first booking) and with the posting's bytes.
+fn assert_store_booked_in_order(erp: &Erp, postings: &[StoredMessage], store: &str) {
+    let expected = postings_of(postings, store);
+    assert!(!expected.is_empty(), "store {store} has postings");
+    let booked: Vec<Recorded> = erp.booked().into_iter().filter(|r| r.store() == store).collect();
+    let mut order: Vec<&str> = booked.iter().map(Recorded::key).collect();
+    order.dedup();
+    let ids: Vec<&str> = expected.iter().map(|p| posting_id(p)).collect();
+    assert!(order == ids, "store {store}: booked {order:?}, expected every posting once in stream order {ids:?}");
+    for request in &booked {
+        let posting = expected.iter().find(|p| posting_id(p) == request.key()).expect("a known id");
+        assert!(request.body == posting.payload, "body of {} differs from RETAIL_ERP's message", request.key());
+    }
+}
+
+async fn waiting_gauge(tally: &Tally, store: &str) -> f64 {
+    let (_, metrics) = tally.http_get_text("/metrics").await;
+    prom::sum(&prom::parse(&metrics), "tally_webhook_postings_waiting", &[("store", store)])
+}
+
+// Proves: while one store's endpoint answers 503 for a minute, every posting of the other stores
+// reaches the ERP during that minute, in seq order per store, and only the failing store's first
+// posting is tried; once it recovers, its postings arrive in seq order, each booked (2xx) at
+// least once with its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_holds_up_only_itself() {
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    erp.set_store_failing(FAILING, true);
+    let (_nats, tally, js) = start_all(&erp.toml()).await;
+    let outage = Instant::now();
+    let mut round = 0;
+    while outage.elapsed() < OUTAGE {
+        post_round(&js, &STORES, round).await;
+        round += 1;
+    }
+    let postings = js.messages(ERP_STREAM).await;
+    let healthy: Vec<&StoredMessage> = postings.iter().filter(|p| !p.subject.ends_with(FAILING)).collect();
+    wait_booked(&erp, &healthy, DRAIN_TIMEOUT, &tally, "while one store fails, the others' postings arrive").await;
+    for store in &STORES[1..] {
+        assert_store_booked_in_order(&erp, &postings, store);
+    }
+    let failing_postings = postings_of(&postings, FAILING);
+    let first = posting_id(failing_postings[0]);
+    let tried: Vec<Recorded> = erp.requests().into_iter().filter(|r| r.store() == FAILING).collect();
+    assert!(tried.len() >= 2, "the failing store's posting is retried: {:?}", keys(&tried));
+    assert!(tried.iter().all(|r| r.key() == first), "only the failing store's first posting is tried: {:?}", keys(&tried));
+    assert!(tried.iter().all(|r| r.reply == Reply::Unavailable), "every try of it was answered 503");
+    let (status, body) = tally.http_get("/readyz").await;
+    assert_eq!(status, 503, "/readyz while a store fails: {body}");
+    assert!(body.to_string().contains(FAILING), "/readyz names the failing store: {body}");
+    let waiting = waiting_gauge(&tally, FAILING).await;
+    assert_eq!(waiting, failing_postings.len() as f64, "tally_webhook_postings_waiting of the failing store");
+
+    erp.set_store_failing(FAILING, false);
+    wait_webhook_drained(&js, &tally).await;
+    let postings = js.messages(ERP_STREAM).await;
+    assert_eq!(postings.len(), round * STORES.len(), "one posting per store and round");
+    for store in STORES {
+        assert_store_booked_in_order(&erp, &postings, store);
+    }
+    assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing is parked for 503s");
+    let tally_ref = &tally;
+    let emptied = wait_until(DRAIN_TIMEOUT, move || async move { waiting_gauge(tally_ref, FAILING).await == 0.0 }).await;
+    assert!(emptied, "tally_webhook_postings_waiting of the recovered store drops to 0");
+}
+
+// Proves: after a crash (SIGKILL) while a store's postings wait behind its failing one, the
+// restarted webhook sends them in seq order before the store's posting made after the restart,
+// although JetStream hands that newer posting out first (the older ones only after their ack
+// wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_store_fails_keeps_its_order() {
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    erp.set_store_failing(FAILING, true);
+    let (_nats, mut tally, js) = start_all(&erp.toml()).await;
+    for round in 0..3 {
+        post_round(&js, &[FAILING, "0002"], round).await;
+    }
+    let postings = js.messages(ERP_STREAM).await;
+    wait_booked(&erp, &postings_of(&postings, "0002"), DRAIN_TIMEOUT, &tally, "the healthy store").await;
+    let erp_ref = &erp;
+    let tried = wait_until(DRAIN_TIMEOUT, move || async move { erp_ref.requests().iter().any(|r| r.store() == FAILING) }).await;
+    assert!(tried, "the failing store was tried\n{}", tally.logs());
+    tally.kill();
+
+    // While tally is down, one more transaction of the store: the restarted tally posts it.
+    js.publish_json(&pos_subject("retail", FAILING), &example_transaction("T-late", FAILING, DAY)).await;
+    erp.set_store_failing(FAILING, false);
+    tally.spawn_run_no_wait();
+    wait_for_messages(&js, ERP_STREAM, postings.len() as u64 + 1).await;
+    // The killed run's postings come back within one ack wait (30 s) of its last progress ack.
+    let js_ref = &js;
+    let drained =
+        wait_until(DRAIN_TIMEOUT * 3, move || async move { js_ref.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await })
+            .await;
+    assert!(drained, "not drained: {}\n{}", js.consumer_summary(ERP_STREAM, WEBHOOK_CONSUMER).await, tally.logs());
+    let postings = js.messages(ERP_STREAM).await;
+    assert_eq!(postings_of(&postings, FAILING).len(), 4, "three postings before the crash, one after");
+    assert_store_booked_in_order(&erp, &postings, FAILING);
+    assert_store_booked_in_order(&erp, &postings, "0002");
+    assert!(tally.full_logs().contains("left postings unacked"), "the restart waited for them:\n{}", tally.logs());
+}
+
+// Proves: when a failing store's postings fill the webhook's window, the store's later postings
+// move to a consumer of its own and the other stores' postings still arrive; once the store
+// recovers, all its postings arrive in stream order and its own consumer is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_filling_the_window_moves_aside() {
+    const STUCK: &str = "0009";
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    erp.set_store_failing(STUCK, true);
+    let (_nats, tally, js) = start_all(&erp.toml()).await;
+    for seq in 1..=WINDOW + 100 {
+        publish_posting(&js, STUCK, seq).await;
+    }
+    for seq in 1..=5 {
+        publish_posting(&js, "0002", seq).await;
+    }
+    let postings = js.messages(ERP_STREAM).await;
+    wait_booked(&erp, &postings_of(&postings, "0002"), DRAIN_TIMEOUT, &tally, "behind a full window").await;
+    let own = format!("{WEBHOOK_CONSUMER}-store-{STUCK}");
+    assert!(consumer_names(&js).await.contains(&own), "{own} exists\n{}", tally.logs());
+    assert!(tally.full_logs().contains("moves to a consumer of its own"), "the move is logged:\n{}", tally.logs());
+
+    erp.set_store_failing(STUCK, false);
+    wait_booked(&erp, &postings_of(&postings, STUCK), DRAIN_TIMEOUT * 4, &tally, "the recovered store").await;
+    let js_ref = &js;
+    let own_ref = &own;
+    let deleted = wait_until(DRAIN_TIMEOUT, move || async move { !consumer_names(js_ref).await.contains(own_ref) }).await;
+    assert!(deleted, "{own} is deleted once the store caught up\n{}", tally.logs());
+    wait_webhook_drained(&js, &tally).await;
+    assert_store_booked_in_order(&erp, &postings, STUCK);
+    assert_store_booked_in_order(&erp, &postings, "0002");
+}
+
+async fn consumer_names(js: &Js) -> Vec<String> {
+    use futures::TryStreamExt;
+    js.stream(ERP_STREAM).await.consumer_names().try_collect().await.expect("list RETAIL_ERP's consumers")
+}
+
+// Proves: `tally setup` updates the webhook consumer of an earlier version (one posting at a
+// time: max_ack_pending 1) in place, keeping its position: the webhook then sends only the
+// postings that consumer had not acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_updates_an_earlier_versions_consumer_in_place() {
+    use async_nats::jetstream::{consumer, stream};
+    use futures::StreamExt;
+    let erp = Erp::start(Vec::new(), Reply::Ok).await;
+    let nats = NatsServer::start();
+    let js = Js::connect(&nats.url()).await;
+    let config = stream::Config { name: ERP_STREAM.into(), subjects: vec!["retail.erp.postings.*".into()], ..Default::default() };
+    let erp_stream = js.context.create_stream(config).await.expect("create RETAIL_ERP");
+    for seq in 1..=3 {
+        publish_posting(&js, "0042", seq).await;
+    }
+    let old = consumer::pull::Config {
+        durable_name: Some(WEBHOOK_CONSUMER.into()),
+        filter_subject: "retail.erp.postings.*".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(45),
+        max_ack_pending: 1,
+        ..Default::default()
+    };
+    let old = erp_stream.create_consumer(old).await.expect("the earlier version's consumer");
+    for _ in 0..2 {
+        let mut batch = old.fetch().max_messages(1).messages().await.expect("fetch");
+        let message = batch.next().await.expect("a posting").expect("a posting");
+        message.double_ack().await.expect("ack");
+    }
+
+    let mut tally = Tally::builder(&nats.url()).toml(&erp.toml()).prepare();
+    tally.setup_ok();
+    let info = erp_stream.consumer_info(WEBHOOK_CONSUMER).await.expect("the webhook's consumer");
+    assert_eq!(info.config.max_ack_pending, WINDOW as i64, "the window of per-store delivery");
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
+    assert_eq!(info.ack_floor.stream_sequence, 2, "the position is kept");
+    tally.spawn_run().await;
+    wait_webhook_drained(&js, &tally).await;
+    assert_eq!(keys(&erp.requests()), vec![format!("0042/{DAY}/0003")], "only the posting not acked before");
 }
