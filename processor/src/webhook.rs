@@ -51,7 +51,7 @@ pub enum WebhookError {
 
 /// What one POST came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Attempt {
+pub enum Attempt {
     /// 2xx: the ERP has the posting.
     Delivered,
     /// 408, 429, 5xx, other non-final answers, timeouts, connection errors: send it again.
@@ -99,11 +99,7 @@ struct Posting<'a> {
 pub struct Webhook {
     js: jetstream::Context,
     health: Arc<Health>,
-    http: reqwest::Client,
-    url: String,
-    /// Marked sensitive, so that no `Debug` of a request shows it.
-    auth: Option<(HeaderName, HeaderValue)>,
-    timeout: Duration,
+    erp: ErpClient,
     consumer: String,
     prefix: String,
 }
@@ -111,22 +107,11 @@ pub struct Webhook {
 impl Webhook {
     /// The webhook of `config.erp.webhook`, or `None` when none is configured.
     pub fn from_config(config: &Config, js: jetstream::Context, health: Arc<Health>) -> Result<Option<Webhook>, WebhookError> {
-        let Some(webhook) = &config.erp.webhook else { return Ok(None) };
-        let timeout = parse_duration(&webhook.timeout).map_err(WebhookError::Timeout)?;
-        let auth = webhook.auth_header.as_deref().map(parse_auth_header).transpose()?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(timeout)
-            .build()
-            .map_err(WebhookError::Client)?;
+        let (Some(webhook), Some(erp)) = (&config.erp.webhook, ErpClient::from_config(config)?) else { return Ok(None) };
         Ok(Some(Webhook {
             js,
             health,
-            http,
-            url: webhook.url.clone(),
-            auth,
-            timeout,
+            erp,
             consumer: webhook.consumer.clone(),
             prefix: config.input.subject_prefix.clone(),
         }))
@@ -212,7 +197,7 @@ impl Webhook {
             filter_subject: format!("{}.erp.postings.*", self.prefix),
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.timeout + BACKOFF_MAX + ACK_WAIT_MARGIN,
+            ack_wait: self.erp.timeout + BACKOFF_MAX + ACK_WAIT_MARGIN,
             // One posting out at a time: strict stream order, and a retried posting holds the rest.
             max_ack_pending: 1,
             ..Default::default()
@@ -252,7 +237,7 @@ impl Webhook {
                 }
             }
             let outcome = tokio::select! {
-                outcome = self.post(&posting) => outcome,
+                outcome = self.erp.post(&posting.id, &posting.content_type, posting.payload) => outcome,
                 _ = shutdown.wait_for(|stop| *stop) => return Handled::Shutdown,
             };
             match outcome {
@@ -292,41 +277,6 @@ impl Webhook {
         }
     }
 
-    /// One POST of the posting's bytes, with the configured timeout.
-    async fn post(&self, posting: &Posting<'_>) -> Attempt {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, posting.content_type.as_str())
-            .header("Idempotency-Key", posting.id.as_str())
-            .body(posting.payload.clone());
-        if let Some((name, value)) = &self.auth {
-            request = request.header(name.clone(), value.clone());
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return Attempt::Retry(describe_http_error(&err)),
-        };
-        let status = response.status();
-        match verdict(status.as_u16()) {
-            Verdict::Delivered => Attempt::Delivered,
-            Verdict::Retry => Attempt::Retry(format!("HTTP {status}")),
-            Verdict::Reject => {
-                // The answer says why; read a bounded prefix of it (it may be huge or never end).
-                let mut body = Vec::new();
-                while body.len() < DETAIL_BODY_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                body.truncate(DETAIL_BODY_BYTES);
-                Attempt::Rejected { status: status.as_u16(), detail: error_detail(status, &body) }
-            }
-        }
-    }
-
     /// Puts the posting verbatim on `P.dlq.erp_rejected` and awaits the PubAck, retrying with
     /// backoff. False when shutdown came first (the posting is then not acked either).
     async fn park(&self, posting: &Posting<'_>, detail: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
@@ -358,6 +308,68 @@ impl Webhook {
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+            }
+        }
+    }
+}
+
+/// The HTTP side of the webhook: one POST of one posting to the configured URL, with its
+/// timeout and auth header. `tally dlq replay` re-delivers parked postings through it too.
+pub struct ErpClient {
+    http: reqwest::Client,
+    url: String,
+    /// Marked sensitive, so that no `Debug` of a request shows it.
+    auth: Option<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+impl ErpClient {
+    /// The client of `config.erp.webhook`, or `None` when none is configured.
+    pub fn from_config(config: &Config) -> Result<Option<ErpClient>, WebhookError> {
+        let Some(webhook) = &config.erp.webhook else { return Ok(None) };
+        let timeout = parse_duration(&webhook.timeout).map_err(WebhookError::Timeout)?;
+        let auth = webhook.auth_header.as_deref().map(parse_auth_header).transpose()?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout)
+            .build()
+            .map_err(WebhookError::Client)?;
+        Ok(Some(ErpClient { http, url: webhook.url.clone(), auth, timeout }))
+    }
+
+    /// One POST of a posting's bytes, keyed by its id (`Idempotency-Key`), with the configured
+    /// timeout.
+    pub async fn post(&self, id: &str, content_type: &str, payload: &bytes::Bytes) -> Attempt {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, content_type)
+            .header("Idempotency-Key", id)
+            .body(payload.clone());
+        if let Some((name, value)) = &self.auth {
+            request = request.header(name.clone(), value.clone());
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => return Attempt::Retry(describe_http_error(&err)),
+        };
+        let status = response.status();
+        match verdict(status.as_u16()) {
+            Verdict::Delivered => Attempt::Delivered,
+            Verdict::Retry => Attempt::Retry(format!("HTTP {status}")),
+            Verdict::Reject => {
+                // The answer says why; read a bounded prefix of it (it may be huge or never end).
+                let mut body = Vec::new();
+                while body.len() < DETAIL_BODY_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                body.truncate(DETAIL_BODY_BYTES);
+                Attempt::Rejected { status: status.as_u16(), detail: error_detail(status, &body) }
             }
         }
     }
