@@ -21,7 +21,7 @@ const ERP_STREAM: &str = "RETAIL_ERP";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `tally dlq <args>` with the instance's config, to its end.
-async fn dlq(tally: &Tally, args: &[&str]) -> Output {
+async fn tally_dlq(tally: &Tally, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::from(tally.command("dlq"));
     command.args(args).kill_on_drop(true);
     match tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await {
@@ -32,8 +32,8 @@ async fn dlq(tally: &Tally, args: &[&str]) -> Output {
 }
 
 /// Runs `tally dlq <args>`, asserts it succeeded, and returns its stdout.
-async fn dlq_ok(tally: &Tally, args: &[&str]) -> String {
-    let output = dlq(tally, args).await;
+async fn tally_dlq_ok(tally: &Tally, args: &[&str]) -> String {
+    let output = tally_dlq(tally, args).await;
     assert!(output.status.success(), "`tally dlq {}` failed ({}):\n{}", args.join(" "), output.status, text(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -94,7 +94,7 @@ async fn replay_after_raising_max_lines_counts_the_record_once() {
     let mut model = Model::new();
     let (big, bytes, entry) = dead_letter_then_raise_the_limit(&mut tally, &js, &mut model).await;
 
-    let stdout = dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
+    let stdout = tally_dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
     assert!(stdout.contains("1 selected, 1 replayed (1 to the input stream, 0 to the ERP webhook), 0 skipped, 0 failed"), "{stdout}");
     assert!(stdout.contains("go back to the DLQ with a new source sequence"), "{stdout}");
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
@@ -112,7 +112,7 @@ async fn replay_after_raising_max_lines_counts_the_record_once() {
     assert!(replayed.headers.iter().all(|(name, _)| !name.to_string().starts_with("Tally-")), "{:?}", replayed.headers);
     assert_eq!(js.message_count(DLQ_STREAM).await, 1, "replay leaves the DLQ as it is");
 
-    let again = dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
+    let again = tally_dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
     assert!(again.contains("1 selected, 0 replayed (0 to the input stream, 0 to the ERP webhook), 1 skipped, 0 failed"), "{again}");
     assert!(again.contains("already replayed within the input stream's duplicate window"), "{again}");
     assert_eq!(js.message_count(INPUT_STREAM).await, input.len() as u64, "JetStream dropped the second replay");
@@ -141,7 +141,7 @@ async fn replay_after_the_duplicate_window_is_a_duplicate_not_a_double_count() {
     let mut model = Model::new();
     let (big, _, _) = dead_letter_then_raise_the_limit(&mut tally, &js, &mut model).await;
 
-    dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
+    tally_dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
     model.apply(&big);
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     assert_eq!(DayTotals::from_http(&tally.day("0042", DAY).await), model.day("0042", DAY));
@@ -149,7 +149,7 @@ async fn replay_after_the_duplicate_window_is_a_duplicate_not_a_double_count() {
     // Replays within the window are dropped; the first one after it goes through.
     let tally_ref = &tally;
     let through = wait_until(DRAIN_TIMEOUT, move || async move {
-        dlq_ok(tally_ref, &["replay", "--reason", "too_large"]).await.contains(" 1 replayed ")
+        tally_dlq_ok(tally_ref, &["replay", "--reason", "too_large"]).await.contains(" 1 replayed ")
     })
     .await;
     assert!(through, "no replay got through after the duplicate window");
@@ -200,13 +200,13 @@ async fn list_and_show_filter_a_mixed_dlq() {
     let (decode, schema, conflict) = (seq_of(first[0]), seq_of(first[1]), seq_of(first[2]));
     let (mismatch, binary) = (seq_of(mismatch_seq), seq_of(binary_seq));
 
-    let all = dlq_ok(&tally, &["list"]).await;
+    let all = tally_dlq_ok(&tally, &["list"]).await;
     assert_eq!(listed(&all), vec![decode, schema, conflict, mismatch, binary], "{all}");
     let schema_line = all.lines().find(|l| l.contains("schema")).expect("the schema line");
     assert!(schema_line.contains(&format!("retail.pos.0043 #{}", first[1])), "{schema_line}");
     let by = |args: &'static [&'static str]| {
         let tally = &tally;
-        async move { listed(&dlq_ok(tally, args).await) }
+        async move { listed(&tally_dlq_ok(tally, args).await) }
     };
     assert_eq!(by(&["list", "--reason", "decode"]).await, vec![decode, binary]);
     assert_eq!(by(&["list", "--reason", "decode", "--reason", "schema"]).await, vec![decode, schema, binary]);
@@ -216,10 +216,10 @@ async fn list_and_show_filter_a_mixed_dlq() {
     assert_eq!(by(&["list", "--since", "1h"]).await.len(), 5);
     assert_eq!(by(&["list", "--until", "1h"]).await, Vec::<u64>::new());
     let cut = cut.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    assert_eq!(listed(&dlq_ok(&tally, &["list", "--since", &cut]).await), vec![mismatch, binary]);
-    assert_eq!(listed(&dlq_ok(&tally, &["list", "--until", &cut]).await), vec![decode, schema, conflict]);
+    assert_eq!(listed(&tally_dlq_ok(&tally, &["list", "--since", &cut]).await), vec![mismatch, binary]);
+    assert_eq!(listed(&tally_dlq_ok(&tally, &["list", "--until", &cut]).await), vec![decode, schema, conflict]);
 
-    let json_lines = dlq_ok(&tally, &["list", "--json", "--reason", "schema"]).await;
+    let json_lines = tally_dlq_ok(&tally, &["list", "--json", "--reason", "schema"]).await;
     let entry: Value = serde_json::from_str(json_lines.trim()).expect("one JSON object");
     assert_eq!(entry["dlq_seq"], json!(schema));
     assert_eq!(entry["reason"], json!("schema"));
@@ -229,19 +229,21 @@ async fn list_and_show_filter_a_mixed_dlq() {
     assert_eq!(entry["msg_id"], json!(format!("dlq/{}", first[1])));
     assert!(entry["detail"].as_str().is_some_and(|d| d.contains("id")), "{entry}");
 
-    let shown = dlq_ok(&tally, &["show", &schema.to_string()]).await;
+    let shown = tally_dlq_ok(&tally, &["show", &schema.to_string()]).await;
     assert!(shown.starts_with(&format!("DLQ entry {schema} on retail.dlq.schema at ")), "{shown}");
     assert!(shown.contains("  Tally-Error: schema\n") && shown.contains("  Tally-Source-Subject: retail.pos.0043\n"), "{shown}");
-    assert!(shown.contains("bytes, JSON\n{\n  \"type\": \"pos.transaction\",\n"), "{shown}");
-    let shown = dlq_ok(&tally, &["show", &decode.to_string()]).await;
+    let (_, pretty) = shown.split_once(" bytes, JSON\n").expect("a JSON payload");
+    assert_eq!(serde_json::from_str::<Value>(pretty).ok(), Some(no_id.clone()), "{shown}");
+    assert!(pretty.starts_with("{\n  \"") && pretty.contains("\n  \"lines\": [\n    {\n      \""), "indented:\n{shown}");
+    let shown = tally_dlq_ok(&tally, &["show", &decode.to_string()]).await;
     assert!(shown.contains("text, not JSON; escaped\n{\\\"type\\\": \\\"pos.transaction\\\", \\\"id\\\": "), "{shown}");
-    let shown = dlq_ok(&tally, &["show", &binary.to_string()]).await;
+    let shown = tally_dlq_ok(&tally, &["show", &binary.to_string()]).await;
     assert!(shown.contains("3 bytes, binary; hex\n00000000  c1 01 02"), "{shown}");
-    let shown = dlq_ok(&tally, &["show", "--reason", "conflict"]).await;
+    let shown = tally_dlq_ok(&tally, &["show", "--reason", "conflict"]).await;
     assert!(shown.starts_with(&format!("DLQ entry {conflict} on retail.dlq.conflict")) && !shown.contains(&format!("DLQ entry {decode} ")), "{shown}");
-    let raw = dlq(&tally, &["show", "--raw", &decode.to_string()]).await;
+    let raw = tally_dlq(&tally, &["show", "--raw", &decode.to_string()]).await;
     assert!(raw.status.success() && raw.stdout == truncated_json, "{}", text(&raw));
-    let missing = dlq(&tally, &["show", "9999"]).await;
+    let missing = tally_dlq(&tally, &["show", "9999"]).await;
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("9999"), "{}", text(&missing));
 
     assert_eq!(js.message_count(DLQ_STREAM).await, 5, "reading leaves the DLQ as it is");
@@ -264,22 +266,22 @@ async fn dry_run_publishes_nothing_and_conflicts_are_skipped() {
     let (too_large, conflict) = (dlq[0].sequence, dlq[1].sequence);
     let input_before = js.message_count(INPUT_STREAM).await;
 
-    let stdout = dlq_ok(&tally, &["replay", "--dry-run", "--reason", "too_large", "--reason", "conflict"]).await;
+    let stdout = tally_dlq_ok(&tally, &["replay", "--dry-run", "--reason", "too_large", "--reason", "conflict"]).await;
     assert!(stdout.contains(&format!("publish to retail.pos.0042 as replay/{too_large}")), "{stdout}");
     let conflict_line = stdout.lines().find(|l| l.trim_start().starts_with(&conflict.to_string())).expect("the conflict's line");
     assert!(conflict_line.contains("skip: conflict"), "{stdout}");
     assert!(stdout.contains("Dry run: 2 selected, 1 would be replayed, 1 skipped; nothing was sent."), "{stdout}");
     assert_eq!(js.message_count(INPUT_STREAM).await, input_before, "a dry run publishes nothing");
 
-    let bare = dlq(&tally, &["replay"]).await;
+    let bare = tally_dlq(&tally, &["replay"]).await;
     assert!(!bare.status.success() && String::from_utf8_lossy(&bare.stderr).contains("--all"), "{}", text(&bare));
 
-    let skipped = dlq_ok(&tally, &["replay", &conflict.to_string()]).await;
+    let skipped = tally_dlq_ok(&tally, &["replay", &conflict.to_string()]).await;
     assert!(skipped.contains("1 selected, 0 replayed") && skipped.contains("skipped 1 (conflict: "), "{skipped}");
     assert_eq!(js.message_count(INPUT_STREAM).await, input_before, "a skipped conflict is not published");
 
     // Forced, the conflict is published, rejected again, and lands on the DLQ with a new source seq.
-    let forced = dlq_ok(&tally, &["replay", "--force", &conflict.to_string()]).await;
+    let forced = tally_dlq_ok(&tally, &["replay", "--force", &conflict.to_string()]).await;
     assert!(forced.contains("1 replayed (1 to the input stream"), "{forced}");
     let dlq = wait_for_messages(&js, DLQ_STREAM, 3).await;
     assert_eq!(dlq[2].header("Tally-Error"), Some("conflict"));
@@ -371,7 +373,7 @@ async fn parked_postings_are_redelivered_once_the_erp_accepts() {
     assert!(parked.iter().all(|m| m.header("Tally-Error") == Some("erp_rejected")), "{parked:?}");
     let postings = js.messages(ERP_STREAM).await;
 
-    let refused = dlq(&tally, &["replay", "--reason", "erp_rejected"]).await;
+    let refused = tally_dlq(&tally, &["replay", "--reason", "erp_rejected"]).await;
     let out = String::from_utf8_lossy(&refused.stdout);
     assert!(!refused.status.success(), "a replay the ERP rejects again fails:\n{}", text(&refused));
     assert!(out.contains("3 selected, 0 replayed") && out.contains("3 failed"), "{}", text(&refused));
@@ -379,14 +381,15 @@ async fn parked_postings_are_redelivered_once_the_erp_accepts() {
 
     // Three answers of at least 2.6 s each: the replay runs past the 5 s between plain lines.
     erp.accept_after(Duration::from_millis(2600));
-    let redelivered = dlq(&tally, &["replay", "--reason", "erp_rejected"]).await;
+    let redelivered = tally_dlq(&tally, &["replay", "--reason", "erp_rejected"]).await;
     assert!(redelivered.status.success(), "{}", text(&redelivered));
     let stdout = String::from_utf8_lossy(&redelivered.stdout);
     let stderr = String::from_utf8_lossy(&redelivered.stderr);
     assert!(stdout.contains("3 selected, 3 replayed (0 to the input stream, 3 to the ERP webhook), 0 skipped, 0 failed."), "{stdout}");
     assert!(stderr.lines().any(|l| l.starts_with("replay: ") && l.contains(" of 3 entries (")), "a plain progress line:\n{stderr}");
     assert!(stderr.lines().any(|l| l.starts_with("replay: 3 entries in ")), "the closing line:\n{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "no terminal control codes off a terminal:\n{stderr}");
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.contains("replay: ")).collect();
+    assert!(progress.iter().all(|l| l.starts_with("replay: ")), "no bar, no control codes off a terminal:\n{stderr}");
 
     let booked = erp.answered(200);
     let expected: Vec<(String, Bytes, String)> = postings

@@ -167,7 +167,7 @@ async fn scan(stream: &Stream, config: &Config, selection: &Selection, payloads:
         ack_policy: consumer::AckPolicy::None,
         headers_only: payloads == Payloads::No,
         inactive_threshold: INACTIVE_THRESHOLD,
-        mem_storage: true,
+        memory_storage: true,
         ..Default::default()
     };
     let mut reader = stream.create_consumer(config).await.context("creating an ephemeral consumer on the DLQ")?;
@@ -190,7 +190,7 @@ async fn read_all(
         return Ok(entries);
     }
     loop {
-        let mut batch = reader.fetch().max_messages(FETCH_MAX).messages().await.map_err(anyhow::Error::from_boxed)?;
+        let mut batch = reader.fetch().max_messages(FETCH_MAX).messages().await?;
         let mut received = 0;
         while let Some(message) = batch.next().await {
             let message = message.map_err(anyhow::Error::from_boxed)?;
@@ -223,7 +223,7 @@ fn entry_of(message: &jetstream::Message, seq: u64, time: DateTime<Utc>) -> Entr
     let mut size = message.payload.len();
     let mut headers_only = false;
     for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
-        if name.as_ref() == MSG_SIZE_HEADER {
+        if AsRef::<str>::as_ref(name) == MSG_SIZE_HEADER {
             headers_only = true;
             size = values.first().and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
             continue;

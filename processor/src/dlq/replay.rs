@@ -145,7 +145,7 @@ fn is_input_subject(subject: &str, prefix: &str) -> bool {
 fn replay_headers(entry: &Entry, input_stream: &str) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     for (name, values) in entry.headers.iter() {
-        let lower = name.as_ref().to_ascii_lowercase();
+        let lower = name.to_string().to_ascii_lowercase();
         if lower.starts_with("tally-") || lower.starts_with("nats-") {
             continue;
         }
