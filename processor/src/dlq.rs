@@ -209,8 +209,8 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
 async fn connect(config: &Config) -> anyhow::Result<async_nats::jetstream::Context> {
     let client = crate::nats::connect(config).await?;
     let js = async_nats::jetstream::new(client);
-    js.get_stream(DLQ_STREAM)
-        .await
-        .with_context(|| format!("looking up stream {DLQ_STREAM} at {} (run `tally setup` to create it)", config.nats.url))?;
+    js.get_stream(DLQ_STREAM).await.with_context(|| {
+        format!("looking up stream {DLQ_STREAM} at {} (run `tally setup` to create it)", config.nats.url)
+    })?;
     Ok(js)
 }

@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tally_tests::fixtures::{example_transaction, line, pos_subject, tender, transaction, DAY};
-use tally_tests::{wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
+use tally_tests::{
+    wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, StoredMessage, Tally, DLQ_STREAM, DRAIN_TIMEOUT,
+};
 
 const INPUT_STREAM: &str = "RETAIL_IN";
 const ERP_STREAM: &str = "RETAIL_ERP";
@@ -39,12 +41,19 @@ async fn tally_dlq_ok(tally: &Tally, args: &[&str]) -> String {
 }
 
 fn text(output: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// The DLQ sequence at the start of each line of a `list`.
 fn listed(stdout: &str) -> Vec<u64> {
-    stdout.lines().map(|l| l.split_whitespace().next().and_then(|seq| seq.parse().ok()).expect("a DLQ seq first")).collect()
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().and_then(|seq| seq.parse().ok()).expect("a DLQ seq first"))
+        .collect()
 }
 
 /// A transaction with three lines: over `input.max_lines = 2`.
@@ -56,7 +65,8 @@ fn three_lines(id: &str) -> Value {
 /// Rewrites `[input] max_lines` in the instance's config file: the operator's fix.
 fn set_max_lines(tally: &Tally, max_lines: i64) {
     let path = tally.config_path();
-    let mut config: toml::Table = std::fs::read_to_string(path).expect("read the config").parse().expect("config parses");
+    let mut config: toml::Table =
+        std::fs::read_to_string(path).expect("read the config").parse().expect("config parses");
     let input = config.entry("input").or_insert_with(|| toml::Value::Table(Default::default()));
     input.as_table_mut().expect("[input] is a table").insert("max_lines".into(), toml::Value::Integer(max_lines));
     std::fs::write(path, toml::to_string(&config).expect("config serialises")).expect("write the config");
@@ -64,7 +74,11 @@ fn set_max_lines(tally: &Tally, max_lines: i64) {
 
 /// Publishes a too-large transaction to a tally with `max_lines = 2`, waits until it is on the
 /// DLQ, then restarts tally with `max_lines = 1000`. Returns (record, its bytes, DLQ entry).
-async fn dead_letter_then_raise_the_limit(tally: &mut Tally, js: &Js, model: &mut Model) -> (Value, Vec<u8>, StoredMessage) {
+async fn dead_letter_then_raise_the_limit(
+    tally: &mut Tally,
+    js: &Js,
+    model: &mut Model,
+) -> (Value, Vec<u8>, StoredMessage) {
     let small = example_transaction("T-1", "0042", DAY);
     js.publish_json(&pos_subject("retail", "0042"), &small).await;
     model.apply(&small);
@@ -74,7 +88,11 @@ async fn dead_letter_then_raise_the_limit(tally: &mut Tally, js: &Js, model: &mu
     let dlq = wait_for_messages(js, DLQ_STREAM, 1).await;
     tally.wait_drained(js, DRAIN_TIMEOUT).await;
     assert_eq!(dlq[0].header("Tally-Error"), Some("too_large"), "{:?}", dlq[0].headers);
-    assert_eq!(DayTotals::from_http(&tally.day("0042", DAY).await), model.day("0042", DAY), "the big one is not counted");
+    assert_eq!(
+        DayTotals::from_http(&tally.day("0042", DAY).await),
+        model.day("0042", DAY),
+        "the big one is not counted"
+    );
 
     tally.stop_gracefully();
     set_max_lines(tally, 1000);
@@ -95,7 +113,10 @@ async fn replay_after_raising_max_lines_counts_the_record_once() {
     let (big, bytes, entry) = dead_letter_then_raise_the_limit(&mut tally, &js, &mut model).await;
 
     let stdout = tally_dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
-    assert!(stdout.contains("1 selected, 1 replayed (1 to the input stream, 0 to the ERP webhook), 0 skipped, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("1 selected, 1 replayed (1 to the input stream, 0 to the ERP webhook), 0 skipped, 0 failed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("go back to the DLQ with a new source sequence"), "{stdout}");
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     model.apply(&big);
@@ -113,7 +134,10 @@ async fn replay_after_raising_max_lines_counts_the_record_once() {
     assert_eq!(js.message_count(DLQ_STREAM).await, 1, "replay leaves the DLQ as it is");
 
     let again = tally_dlq_ok(&tally, &["replay", "--reason", "too_large"]).await;
-    assert!(again.contains("1 selected, 0 replayed (0 to the input stream, 0 to the ERP webhook), 1 skipped, 0 failed"), "{again}");
+    assert!(
+        again.contains("1 selected, 0 replayed (0 to the input stream, 0 to the ERP webhook), 1 skipped, 0 failed"),
+        "{again}"
+    );
     assert!(again.contains("already replayed within the input stream's duplicate window"), "{again}");
     assert_eq!(js.message_count(INPUT_STREAM).await, input.len() as u64, "JetStream dropped the second replay");
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
@@ -231,20 +255,34 @@ async fn list_and_show_filter_a_mixed_dlq() {
 
     let shown = tally_dlq_ok(&tally, &["show", &schema.to_string()]).await;
     assert!(shown.starts_with(&format!("DLQ entry {schema} on retail.dlq.schema at ")), "{shown}");
-    assert!(shown.contains("  Tally-Error: schema\n") && shown.contains("  Tally-Source-Subject: retail.pos.0043\n"), "{shown}");
+    assert!(
+        shown.contains("  Tally-Error: schema\n") && shown.contains("  Tally-Source-Subject: retail.pos.0043\n"),
+        "{shown}"
+    );
     let (_, pretty) = shown.split_once(" bytes, JSON\n").expect("a JSON payload");
     assert_eq!(serde_json::from_str::<Value>(pretty).ok(), Some(no_id.clone()), "{shown}");
-    assert!(pretty.starts_with("{\n  \"") && pretty.contains("\n  \"lines\": [\n    {\n      \""), "indented:\n{shown}");
+    assert!(
+        pretty.starts_with("{\n  \"") && pretty.contains("\n  \"lines\": [\n    {\n      \""),
+        "indented:\n{shown}"
+    );
     let shown = tally_dlq_ok(&tally, &["show", &decode.to_string()]).await;
     assert!(shown.contains("text, not JSON; escaped\n{\\\"type\\\": \\\"pos.transaction\\\", \\\"id\\\": "), "{shown}");
     let shown = tally_dlq_ok(&tally, &["show", &binary.to_string()]).await;
     assert!(shown.contains("3 bytes, binary; hex\n00000000  c1 01 02"), "{shown}");
     let shown = tally_dlq_ok(&tally, &["show", "--reason", "conflict"]).await;
-    assert!(shown.starts_with(&format!("DLQ entry {conflict} on retail.dlq.conflict")) && !shown.contains(&format!("DLQ entry {decode} ")), "{shown}");
+    assert!(
+        shown.starts_with(&format!("DLQ entry {conflict} on retail.dlq.conflict"))
+            && !shown.contains(&format!("DLQ entry {decode} ")),
+        "{shown}"
+    );
     let raw = tally_dlq(&tally, &["show", "--raw", &decode.to_string()]).await;
     assert!(raw.status.success() && raw.stdout == truncated_json, "{}", text(&raw));
     let missing = tally_dlq(&tally, &["show", "9999"]).await;
-    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("9999"), "{}", text(&missing));
+    assert!(
+        !missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("9999"),
+        "{}",
+        text(&missing)
+    );
 
     assert_eq!(js.message_count(DLQ_STREAM).await, 5, "reading leaves the DLQ as it is");
     assert_eq!(js.stream_info(DLQ_STREAM).await.state.consumer_count, 0, "no consumer left on the DLQ");
@@ -268,7 +306,8 @@ async fn dry_run_publishes_nothing_and_conflicts_are_skipped() {
 
     let stdout = tally_dlq_ok(&tally, &["replay", "--dry-run", "--reason", "too_large", "--reason", "conflict"]).await;
     assert!(stdout.contains(&format!("publish to retail.pos.0042 as replay/{too_large}")), "{stdout}");
-    let conflict_line = stdout.lines().find(|l| l.trim_start().starts_with(&conflict.to_string())).expect("the conflict's line");
+    let conflict_line =
+        stdout.lines().find(|l| l.trim_start().starts_with(&conflict.to_string())).expect("the conflict's line");
     assert!(conflict_line.contains("skip: conflict"), "{stdout}");
     assert!(stdout.contains("Dry run: 2 selected, 1 would be replayed, 1 skipped; nothing was sent."), "{stdout}");
     assert_eq!(js.message_count(INPUT_STREAM).await, input_before, "a dry run publishes nothing");
@@ -313,7 +352,8 @@ impl Drop for Erp {
 impl Erp {
     async fn start() -> Erp {
         let state = Arc::new(Mutex::new(ErpState::default()));
-        let app = axum::Router::new().route("/erp/postings", axum::routing::post(erp_receive)).with_state(Arc::clone(&state));
+        let app =
+            axum::Router::new().route("/erp/postings", axum::routing::post(erp_receive)).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
         let port = listener.local_addr().expect("the test ERP's address").port();
         let server = tokio::spawn(async move {
@@ -330,7 +370,8 @@ impl Erp {
 
     /// (Idempotency-Key, body, Content-Type) of the requests answered `status`.
     fn answered(&self, status: u16) -> Vec<(String, Bytes, String)> {
-        let header = |headers: &HeaderMap, name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let header =
+            |headers: &HeaderMap, name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let state = self.state.lock().expect("ERP lock");
         state
             .requests
@@ -377,7 +418,10 @@ async fn parked_postings_are_redelivered_once_the_erp_accepts() {
     let out = String::from_utf8_lossy(&refused.stdout);
     assert!(!refused.status.success(), "a replay the ERP rejects again fails:\n{}", text(&refused));
     assert!(out.contains("3 selected, 0 replayed") && out.contains("3 failed"), "{}", text(&refused));
-    assert!(out.contains(&format!("rejected posting {} again: HTTP 400", postings[0].header("Nats-Msg-Id").unwrap_or("?"))), "{out}");
+    assert!(
+        out.contains(&format!("rejected posting {} again: HTTP 400", postings[0].header("Nats-Msg-Id").unwrap_or("?"))),
+        "{out}"
+    );
 
     // Three answers of at least 2.6 s each: the replay runs past the 5 s between plain lines.
     erp.accept_after(Duration::from_millis(2600));
@@ -385,8 +429,14 @@ async fn parked_postings_are_redelivered_once_the_erp_accepts() {
     assert!(redelivered.status.success(), "{}", text(&redelivered));
     let stdout = String::from_utf8_lossy(&redelivered.stdout);
     let stderr = String::from_utf8_lossy(&redelivered.stderr);
-    assert!(stdout.contains("3 selected, 3 replayed (0 to the input stream, 3 to the ERP webhook), 0 skipped, 0 failed."), "{stdout}");
-    assert!(stderr.lines().any(|l| l.starts_with("replay: ") && l.contains(" of 3 entries (")), "a plain progress line:\n{stderr}");
+    assert!(
+        stdout.contains("3 selected, 3 replayed (0 to the input stream, 3 to the ERP webhook), 0 skipped, 0 failed."),
+        "{stdout}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("replay: ") && l.contains(" of 3 entries (")),
+        "a plain progress line:\n{stderr}"
+    );
     assert!(stderr.lines().any(|l| l.starts_with("replay: 3 entries in ")), "the closing line:\n{stderr}");
     let progress: Vec<&str> = stderr.lines().filter(|l| l.contains("replay: ")).collect();
     assert!(progress.iter().all(|l| l.starts_with("replay: ")), "no bar, no control codes off a terminal:\n{stderr}");

@@ -24,7 +24,9 @@ const MSG_SIZE_HEADER: &str = "Nats-Msg-Size";
 pub enum SelectionError {
     #[error("--reason {0:?}: a reason is one subject token (letters, digits, `_`, `-`), e.g. too_large")]
     Reason(String),
-    #[error("--{flag} {text:?}: neither an RFC 3339 time (2026-11-27T10:00:00Z) nor a duration back from now (90m, 2h, 3d)")]
+    #[error(
+        "--{flag} {text:?}: neither an RFC 3339 time (2026-11-27T10:00:00Z) nor a duration back from now (90m, 2h, 3d)"
+    )]
     Time { flag: &'static str, text: String },
     #[error("--since {since} is not before --until {until}: nothing can match")]
     EmptyRange { since: DateTime<Utc>, until: DateTime<Utc> },
@@ -74,7 +76,8 @@ impl Selection {
     /// Whether `entry` passes every filter (the sequences are chosen by the reader).
     pub fn matches(&self, entry: &Entry) -> bool {
         let reason_ok = self.reasons.is_empty() || self.reasons.iter().any(|r| r == entry.reason());
-        let store_ok = self.stores.is_empty() || entry.store().is_some_and(|s| self.stores.iter().any(|want| want == s));
+        let store_ok =
+            self.stores.is_empty() || entry.store().is_some_and(|s| self.stores.iter().any(|want| want == s));
         let since_ok = self.since.is_none_or(|since| entry.time >= since);
         let until_ok = self.until.is_none_or(|until| entry.time < until);
         reason_ok && store_ok && since_ok && until_ok
@@ -130,7 +133,8 @@ async fn by_seq(stream: &Stream, selection: &Selection) -> anyhow::Result<Vec<En
 
 /// One entry, with its payload, by its DLQ sequence.
 pub async fn get(stream: &Stream, seq: u64) -> anyhow::Result<Entry> {
-    let message = stream.get_raw_message(seq).await.with_context(|| format!("reading DLQ entry {seq} from {DLQ_STREAM}"))?;
+    let message =
+        stream.get_raw_message(seq).await.with_context(|| format!("reading DLQ entry {seq} from {DLQ_STREAM}"))?;
     Ok(Entry {
         seq,
         time: to_chrono(message.time.unix_timestamp_nanos()),
@@ -143,7 +147,12 @@ pub async fn get(stream: &Stream, seq: u64) -> anyhow::Result<Entry> {
 
 /// Reads the DLQ through an ephemeral consumer filtered on the reasons' subjects and starting
 /// at `--since`, up to the last message there was when it started.
-async fn scan(stream: &Stream, config: &Config, selection: &Selection, payloads: Payloads) -> anyhow::Result<Vec<Entry>> {
+async fn scan(
+    stream: &Stream,
+    config: &Config,
+    selection: &Selection,
+    payloads: Payloads,
+) -> anyhow::Result<Vec<Entry>> {
     let state = stream.cached_info().state.clone();
     if state.messages == 0 {
         return Ok(Vec::new());
@@ -275,7 +284,10 @@ mod tests {
         let at = |text: &str| parse_time("since", text, now());
         assert_eq!(at("2h"), Ok(DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().to_utc()));
         assert_eq!(at("90m"), Ok(DateTime::parse_from_rfc3339("2026-11-27T10:30:00Z").unwrap().to_utc()));
-        assert_eq!(at("2026-11-27T10:00:00-05:00"), Ok(DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z").unwrap().to_utc()));
+        assert_eq!(
+            at("2026-11-27T10:00:00-05:00"),
+            Ok(DateTime::parse_from_rfc3339("2026-11-27T15:00:00Z").unwrap().to_utc())
+        );
         assert!(matches!(at("yesterday"), Err(SelectionError::Time { flag: "since", .. })));
         assert!(matches!(at("2026-11-27"), Err(SelectionError::Time { .. })));
     }
@@ -283,9 +295,15 @@ mod tests {
     // Proves a reason must be one subject token, and an empty time range is refused.
     #[test]
     fn bad_filters_are_refused() {
-        assert_eq!(Selection::new(&filter(&["too_large", "a.b"], None, None), &[], now()), Err(SelectionError::Reason("a.b".into())));
+        assert_eq!(
+            Selection::new(&filter(&["too_large", "a.b"], None, None), &[], now()),
+            Err(SelectionError::Reason("a.b".into()))
+        );
         assert!(matches!(Selection::new(&filter(&["*"], None, None), &[], now()), Err(SelectionError::Reason(_))));
-        assert!(matches!(Selection::new(&filter(&[], Some("1h"), Some("2h")), &[], now()), Err(SelectionError::EmptyRange { .. })));
+        assert!(matches!(
+            Selection::new(&filter(&[], Some("1h"), Some("2h")), &[], now()),
+            Err(SelectionError::EmptyRange { .. })
+        ));
         assert!(Selection::new(&filter(&["erp_rejected"], Some("2h"), Some("1h")), &[], now()).is_ok());
     }
 

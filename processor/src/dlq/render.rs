@@ -77,7 +77,13 @@ pub fn show(entries: &[Entry], out: &mut impl Write) -> std::io::Result<()> {
         if i > 0 {
             writeln!(out)?;
         }
-        writeln!(out, "DLQ entry {} on {} at {}", entry.seq, entry.subject, entry.time.to_rfc3339_opts(SecondsFormat::Millis, true))?;
+        writeln!(
+            out,
+            "DLQ entry {} on {} at {}",
+            entry.seq,
+            entry.subject,
+            entry.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+        )?;
         let mut headers: Vec<(String, &str)> = entry
             .headers
             .iter()
@@ -200,11 +206,17 @@ fn hex_dump(bytes: &[u8]) -> String {
     let mut out = String::new();
     for (i, chunk) in bytes.chunks(HEX_WIDTH).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-        let ascii: String = chunk.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
+        let ascii: String =
+            chunk.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&format!("{:08x}  {:<width$}  |{ascii}|", i * HEX_WIDTH, hex.join(" "), width = HEX_WIDTH * 3 - 1));
+        out.push_str(&format!(
+            "{:08x}  {:<width$}  |{ascii}|",
+            i * HEX_WIDTH,
+            hex.join(" "),
+            width = HEX_WIDTH * 3 - 1
+        ));
     }
     out
 }
@@ -232,10 +244,16 @@ mod tests {
     fn payload_kinds() {
         assert_eq!(payload_text(b"{\"a\":1}", None).0, "JSON");
         let msgpack = [0x81, 0xa1, b'a', 0x01];
-        assert_eq!(payload_text(&msgpack, Some("application/msgpack")), ("MessagePack, shown as JSON-like text", "{\n  \"a\": 1\n}".into()));
+        assert_eq!(
+            payload_text(&msgpack, Some("application/msgpack")),
+            ("MessagePack, shown as JSON-like text", "{\n  \"a\": 1\n}".into())
+        );
         assert_eq!(payload_text(&msgpack, None).0, "MessagePack, shown as JSON-like text");
         assert_eq!(payload_text(b"{\"type\": \n", None), ("text, not JSON; escaped", "{\\\"type\\\": \\n".into()));
-        assert_eq!(payload_text(&[0xc1, 0x01, 0x02], None), ("binary; hex", format!("00000000  c1 01 02{}  |...|", " ".repeat(39))));
+        assert_eq!(
+            payload_text(&[0xc1, 0x01, 0x02], None),
+            ("binary; hex", format!("00000000  c1 01 02{}  |...|", " ".repeat(39)))
+        );
     }
 
     // Proves the listing's detail is cut at a character boundary and marked.

@@ -40,9 +40,13 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Plan {
     /// Publish the record to `subject` on the input stream.
-    Input { subject: String },
+    Input {
+        subject: String,
+    },
     /// POST the posting to the ERP webhook.
-    Erp { posting_id: String },
+    Erp {
+        posting_id: String,
+    },
     Skip(Skip),
 }
 
@@ -160,7 +164,12 @@ fn replay_headers(entry: &Entry, input_stream: &str) -> async_nats::HeaderMap {
 }
 
 /// Replays what `selection` picks (headers first, each payload read just before it is sent).
-pub async fn run(js: &jetstream::Context, config: &Config, selection: &Selection, options: Options) -> anyhow::Result<()> {
+pub async fn run(
+    js: &jetstream::Context,
+    config: &Config,
+    selection: &Selection,
+    options: Options,
+) -> anyhow::Result<()> {
     let started = Utc::now();
     let entries = read::select(js, config, selection, Payloads::No).await?;
     let erp = ErpClient::from_config(config)?;
@@ -207,11 +216,15 @@ async fn republish(js: &jetstream::Context, stream: &Stream, config: &Config, en
     let headers = replay_headers(&full, &config.input.stream);
     let mut backoff = BACKOFF_FIRST;
     for attempt in 1..=ATTEMPTS {
-        let published = async { js.publish_with_headers(subject.to_string(), headers.clone(), payload.clone()).await?.await };
+        let published =
+            async { js.publish_with_headers(subject.to_string(), headers.clone(), payload.clone()).await?.await };
         match published.await {
             Ok(ack) if ack.duplicate => return Outcome::Skipped(Skip::AlreadyReplayed),
             Ok(_) => return Outcome::ToInput,
-            Err(err) if attempt < ATTEMPTS && matches!(err.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) => {
+            Err(err)
+                if attempt < ATTEMPTS
+                    && matches!(err.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) =>
+            {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
@@ -238,7 +251,9 @@ async fn redeliver(erp: &ErpClient, stream: &Stream, entry: &Entry, posting_id: 
                 return Outcome::Failed(format!("the ERP rejected posting {posting_id} again: {detail}"));
             }
             Attempt::Retry(reason) if attempt == ATTEMPTS => {
-                return Outcome::Failed(format!("the ERP did not take posting {posting_id} in {ATTEMPTS} attempts: {reason}"));
+                return Outcome::Failed(format!(
+                    "the ERP did not take posting {posting_id} in {ATTEMPTS} attempts: {reason}"
+                ));
             }
             Attempt::Retry(_) => {
                 tokio::time::sleep(backoff).await;
@@ -265,10 +280,18 @@ fn print_dry_run(plans: &[(Entry, Plan)]) {
         };
         println!("{:>6}  {:<14}  {what}", entry.seq, entry.reason());
     }
-    println!("Dry run: {} selected, {would} would be replayed, {} skipped; nothing was sent.", plans.len(), plans.len() - would);
+    println!(
+        "Dry run: {} selected, {would} would be replayed, {} skipped; nothing was sent.",
+        plans.len(),
+        plans.len() - would
+    );
 }
 
-fn print_summary(summary: &Summary, started: chrono::DateTime<Utc>, out: &mut impl std::io::Write) -> std::io::Result<()> {
+fn print_summary(
+    summary: &Summary,
+    started: chrono::DateTime<Utc>,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let replayed = summary.to_input + summary.to_erp;
     writeln!(
         out,
@@ -317,7 +340,14 @@ mod tests {
         for (name, value) in headers {
             map.insert(*name, *value);
         }
-        Entry { seq: 17, time: Utc::now(), subject: format!("retail.dlq.{reason}"), headers: map, payload: None, size: 0 }
+        Entry {
+            seq: 17,
+            time: Utc::now(),
+            subject: format!("retail.dlq.{reason}"),
+            headers: map,
+            payload: None,
+            size: 0,
+        }
     }
 
     // Proves which entries are replayed where, and which are skipped, and that --force
@@ -335,8 +365,12 @@ mod tests {
         assert_eq!(plan(&entry("decode", &[]), "retail", true, true), Plan::Skip(Skip::NoSource));
         let foreign = [("Tally-Source-Subject", "other.pos.0042")];
         assert_eq!(plan(&entry("decode", &foreign), "retail", true, true), Plan::Skip(Skip::NotInput));
-        let parked = [("Tally-Source-Subject", "retail.erp.postings.0042"), ("Nats-Msg-Id", "dlq/0042/2026-11-27/0001")];
-        assert_eq!(plan(&entry("erp_rejected", &parked), "retail", true, false), Plan::Erp { posting_id: "0042/2026-11-27/0001".into() });
+        let parked =
+            [("Tally-Source-Subject", "retail.erp.postings.0042"), ("Nats-Msg-Id", "dlq/0042/2026-11-27/0001")];
+        assert_eq!(
+            plan(&entry("erp_rejected", &parked), "retail", true, false),
+            Plan::Erp { posting_id: "0042/2026-11-27/0001".into() }
+        );
         assert_eq!(plan(&entry("erp_rejected", &parked), "retail", false, false), Plan::Skip(Skip::NoWebhook));
     }
 
@@ -387,7 +421,12 @@ mod tests {
         let mut out = Vec::new();
         print_summary(&summary, Utc::now(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("Replay: 5 selected, 3 replayed (2 to the input stream, 1 to the ERP webhook), 1 skipped, 1 failed.\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "Replay: 5 selected, 3 replayed (2 to the input stream, 1 to the ERP webhook), 1 skipped, 1 failed.\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("  skipped 1 (conflict: "), "{text}");
         assert!(text.contains("DLQ seq 12\n"), "{text}");
         assert!(text.contains("  failed: DLQ seq 15: the ERP rejected posting p again: HTTP 400\n"), "{text}");
