@@ -33,7 +33,8 @@ pub const DLQ_STREAM: &str = "RETAIL_DLQ";
 /// stream and the ERP webhook), then what to do.
 #[derive(Args)]
 pub struct DlqArgs {
-    /// The TOML configuration file; without it, defaults and TALLY_* variables apply.
+    /// The TOML configuration file, for the NATS connection, the subject prefix, the input stream
+    /// and the ERP webhook; without it, defaults and TALLY_* variables apply.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
