@@ -18,11 +18,13 @@
 //! - [`localnats`]: a throwaway local nats-server, for the demo and the benchmark.
 //! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
+//! - [`dlq`]: `tally dlq list|show|replay`: reading the dead-letter queue, replaying it.
 
 pub mod alertmanager;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod dlq;
 pub mod gen;
 pub mod gencli;
 pub mod health;

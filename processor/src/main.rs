@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tally_processor::config::Config;
-use tally_processor::{app, demo, gencli, inspect, stateops, telemetry};
+use tally_processor::{app, demo, dlq, gencli, inspect, stateops, telemetry};
 
 /// The per-message work allocates many small, short-lived values (decoded records, state
 /// values); mimalloc serves those markedly faster than the system allocator.
@@ -43,6 +43,8 @@ enum Command {
     /// Checkpoint, restore or rebuild the state directory.
     #[command(subcommand)]
     State(StateCommand),
+    /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
+    Dlq(dlq::DlqArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,8 +122,9 @@ enum InspectWhat {
 fn main() -> std::process::ExitCode {
     let arenas_limited = tally_processor::memory::limit_malloc_arenas();
     let cli = Cli::parse();
-    // The demo's live table owns the terminal; its logs stay at warnings unless RUST_LOG says.
-    init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });
+    // The demo's live table owns the terminal, and `dlq` prints results: their logs stay at
+    // warnings unless RUST_LOG says.
+    init_logging(if matches!(cli.command, Command::Demo(_) | Command::Dlq(_)) { "warn" } else { "info" });
     if !arenas_limited {
         tracing::debug!("The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory.");
     }
@@ -198,6 +201,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
             Ok(())
         }
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Inspect(args) => {
             let value = match args.what {
                 InspectWhat::Summary => inspect::summary(&args.state)?,

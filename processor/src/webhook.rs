@@ -19,7 +19,7 @@
 //! `Idempotency-Key` lets the ERP book it once. It must never skip a posting, never send a
 //! store's posting before that store's earlier ones, and never log the auth header.
 
-mod erp;
+pub mod erp;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +33,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{parse_duration, Config, WebhookConfig};
+use crate::config::{Config, WebhookConfig};
 use crate::health::{Component, Health};
 use crate::nats::{self, ERP_STREAM, WEBHOOK_ACK_WAIT, WEBHOOK_WINDOW};
 use crate::telemetry;
@@ -118,8 +118,7 @@ impl Webhook {
     /// The webhook of `config.erp.webhook`, or `None` when none is configured.
     pub fn from_config(config: &Config, js: jetstream::Context, health: Arc<Health>) -> Result<Option<Webhook>, WebhookError> {
         let Some(webhook) = &config.erp.webhook else { return Ok(None) };
-        let timeout = parse_duration(&webhook.timeout).map_err(WebhookError::Timeout)?;
-        let erp = Erp::new(&webhook.url, webhook.auth_header.as_deref(), timeout)?;
+        let erp = Erp::from_webhook(webhook)?;
         Ok(Some(Webhook { js, health, erp, config: config.clone(), webhook: webhook.clone() }))
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 
 use super::WebhookError;
+use crate::config::{parse_duration, Config, WebhookConfig};
 
 /// Characters of the ERP's answer kept in `Tally-Error-Detail`.
 const DETAIL_BODY_CHARS: usize = 200;
@@ -61,6 +62,16 @@ pub struct Erp {
 }
 
 impl Erp {
+    /// The endpoint of `[erp.webhook]`, or `None` when none is configured.
+    pub fn from_config(config: &Config) -> Result<Option<Erp>, WebhookError> {
+        config.erp.webhook.as_ref().map(Erp::from_webhook).transpose()
+    }
+
+    pub fn from_webhook(webhook: &WebhookConfig) -> Result<Erp, WebhookError> {
+        let timeout = parse_duration(&webhook.timeout).map_err(WebhookError::Timeout)?;
+        Erp::new(&webhook.url, webhook.auth_header.as_deref(), timeout)
+    }
+
     pub fn new(url: &str, auth_header: Option<&str>, timeout: Duration) -> Result<Erp, WebhookError> {
         let auth = auth_header.map(parse_auth_header).transpose()?;
         let http = reqwest::Client::builder()
