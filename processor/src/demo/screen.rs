@@ -1,0 +1,366 @@
+//! What the demo shows, as text: the live screen, the one-line report for a pipe or a log, and
+//! the final summary. Pure functions of a [`Snapshot`] or a [`Summary`], so they are tested
+//! without a terminal, a server or a clock; `terminal` puts the lines on the screen.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+/// One store-day of the per-store table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreRow {
+    pub store: String,
+    pub day: Option<NaiveDate>,
+    pub transactions: i64,
+    pub net: Decimal,
+    pub tax: Decimal,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    /// Sku-days whose |drift| is at least `drift.min_units` (mostly normal inventory lag).
+    pub lagging: usize,
+    /// Over threshold, settling.
+    pub pending: usize,
+    /// Firing or final.
+    pub firing: usize,
+    /// Postings sent so far (the last posting seq).
+    pub postings: u32,
+}
+
+/// One drift alert revision as it went out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertLine {
+    pub store: String,
+    pub day: String,
+    pub sku: String,
+    pub state: String,
+    pub severity: String,
+    pub revision: u64,
+    pub drift_units: String,
+    pub drift_value: String,
+}
+
+/// One ERP posting as it went out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostingLine {
+    pub id: String,
+    pub kind: String,
+    pub transactions: i64,
+    pub net: String,
+}
+
+/// Everything one frame shows, read at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub elapsed: Duration,
+    /// The run's `--duration`, when it has one.
+    pub duration: Option<Duration>,
+    /// Input messages the generator had acknowledged by JetStream, and per second.
+    pub published: u64,
+    pub published_rate: f64,
+    /// The committed input stream sequence, and per second.
+    pub committed: u64,
+    pub committed_rate: f64,
+    pub outbox: usize,
+    /// Every store-day, in any order; the screen sorts by net.
+    pub stores: Vec<StoreRow>,
+    /// The latest alert revisions and postings, oldest first.
+    pub alerts: Vec<AlertLine>,
+    pub postings: Vec<PostingLine>,
+    pub alerts_by_state: BTreeMap<String, u64>,
+    pub postings_by_kind: BTreeMap<String, u64>,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// `http.listen`, for the footer.
+    pub http: String,
+    pub subject_prefix: String,
+}
+
+/// Lines the screen always takes besides the table rows, alerts and postings.
+const FIXED_LINES: usize = 17;
+/// Alerts and postings shown at most each; the store table takes the rest of the height.
+const FEED_MAX: usize = 6;
+/// Store rows shown at least, even on a short terminal.
+const ROWS_MIN: usize = 3;
+
+/// The live screen for a terminal of `height` × `width`: at most `height` lines, each cut to
+/// `width`. The store table gets what the other parts leave (at least 3 rows).
+pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
+    let room = height.saturating_sub(FIXED_LINES);
+    let feed = (room / 4).clamp(1, FEED_MAX);
+    let rows = room.saturating_sub(2 * feed).max(ROWS_MIN);
+    let mut out = Vec::new();
+    out.push(format!(
+        "tally demo · {}{} · ctrl-c stops it and prints a summary",
+        clock(s.elapsed),
+        s.duration.map(|d| format!(" of {}", clock(d))).unwrap_or_default()
+    ));
+    out.push(format!(
+        "input: {} published ({:.0}/s) · {} committed ({:.0}/s) · outbox {} · dead-lettered {}",
+        s.published,
+        s.published_rate,
+        s.committed,
+        s.committed_rate,
+        s.outbox,
+        total(&s.dead_letters_by_reason)
+    ));
+    out.push(String::new());
+    store_table(&mut out, s, rows);
+    out.push(String::new());
+    out.push(format!("DRIFT ALERTS  {} revisions{}", total(&s.alerts_by_state), by(&s.alerts_by_state)));
+    feed_lines(&mut out, &s.alerts, feed, "(none yet: a key alerts after drift.settle of event time)", alert_line);
+    out.push(format!("ERP POSTINGS  {} sent{}", total(&s.postings_by_kind), by(&s.postings_by_kind)));
+    feed_lines(&mut out, &s.postings, feed, "(none yet: interim postings go out every erp.interval)", posting_line);
+    out.push(format!(
+        "DEAD-LETTERED {}{}",
+        total(&s.dead_letters_by_reason),
+        by(&s.dead_letters_by_reason)
+    ));
+    out.push(String::new());
+    out.push(format!(
+        "look: http://{0}/v1/alerts · http://{0}/metrics · nats sub '{1}.alerts.drift.>'",
+        s.http, s.subject_prefix
+    ));
+    out.truncate(height);
+    out.into_iter().map(|line| cut(line, width)).collect()
+}
+
+/// One plain line per refresh, for a pipe or a log: no escapes, no table.
+pub fn line(s: &Snapshot) -> String {
+    format!(
+        "demo {}: published {} ({:.0}/s), committed {} ({:.0}/s), outbox {}; alerts {}{}; postings {}{}; dead-lettered {}{}",
+        clock(s.elapsed),
+        s.published,
+        s.published_rate,
+        s.committed,
+        s.committed_rate,
+        s.outbox,
+        total(&s.alerts_by_state),
+        by(&s.alerts_by_state),
+        total(&s.postings_by_kind),
+        by(&s.postings_by_kind),
+        total(&s.dead_letters_by_reason),
+        by(&s.dead_letters_by_reason)
+    )
+}
+
+fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
+    let mut sorted: Vec<&StoreRow> = s.stores.iter().collect();
+    sorted.sort_by(|a, b| b.net.cmp(&a.net).then_with(|| a.store.cmp(&b.store)));
+    out.push(format!(
+        "STORES  top {} of {} store-days by net sales",
+        rows.min(sorted.len()),
+        sorted.len()
+    ));
+    out.push(format!(
+        "{:<6} {:<10} {:>6} {:>12} {:>10} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
+        "store", "day", "txns", "net", "tax", "dupes", "confl", "lagging", "pending", "firing", "postings"
+    ));
+    for row in sorted.iter().take(rows) {
+        out.push(format!(
+            "{:<6} {:<10} {:>6} {:>12} {:>10} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
+            row.store,
+            row.day.map(|d| d.to_string()).unwrap_or_default(),
+            row.transactions,
+            row.net.round_dp(2),
+            row.tax.round_dp(2),
+            row.duplicates,
+            row.conflicts,
+            row.lagging,
+            row.pending,
+            row.firing,
+            row.postings
+        ));
+    }
+    let transactions: i64 = s.stores.iter().map(|r| r.transactions).sum();
+    let net: Decimal = s.stores.iter().map(|r| r.net).sum();
+    let pending: usize = s.stores.iter().map(|r| r.pending).sum();
+    let firing: usize = s.stores.iter().map(|r| r.firing).sum();
+    out.push(format!(
+        "all: {transactions} transactions, net {}; drift keys {pending} pending (settling), {firing} firing or final",
+        net.round_dp(2)
+    ));
+    out.push("(lagging: sku-days with |drift| >= drift.min_units, most of it normal inventory lag)".into());
+}
+
+fn feed_lines<T>(out: &mut Vec<String>, items: &[T], max: usize, empty: &str, show: fn(&T) -> String) {
+    if items.is_empty() {
+        out.push(format!("  {empty}"));
+    }
+    let skip = items.len().saturating_sub(max);
+    out.extend(items.iter().skip(skip).map(|item| format!("  {}", show(item))));
+}
+
+fn alert_line(a: &AlertLine) -> String {
+    format!(
+        "{:<8} {:<8} store {} {} sku {:<8} drift {:>4} units ({}) rev {}",
+        a.state, a.severity, a.store, a.day, a.sku, a.drift_units, a.drift_value, a.revision
+    )
+}
+
+fn posting_line(p: &PostingLine) -> String {
+    format!("{:<22} {:<10} {:>4} txns  net {:>10}", p.id, p.kind, p.transactions, p.net)
+}
+
+/// The sum of a count map.
+pub fn total(counts: &BTreeMap<String, u64>) -> u64 {
+    counts.values().sum()
+}
+
+/// `: firing 3, resolved 1`, or nothing for an empty map.
+fn by(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    format!(": {}", parts.join(", "))
+}
+
+/// `1:05` (minutes:seconds), `1:02:05` past an hour.
+fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs / 3600 {
+        0 => format!("{}:{:02}", secs / 60, secs % 60),
+        hours => format!("{hours}:{:02}:{:02}", secs / 60 % 60, secs % 60),
+    }
+}
+
+/// `line` cut to `width` characters (not bytes: the screen has `·` and `—`).
+fn cut(line: String, width: usize) -> String {
+    match line.char_indices().nth(width) {
+        Some((at, _)) => line[..at].to_string(),
+        None => line,
+    }
+}
+
+/// What the demo did, read when it is over: the state for what was counted, the output streams
+/// for what went out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub baskets: u64,
+    pub generated: u64,
+    pub malformed: u64,
+    pub drift_injected: u64,
+    /// Input messages on the input stream, and the committed position.
+    pub input_messages: u64,
+    pub committed: u64,
+    pub transactions: i64,
+    pub lines: i64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub stores: usize,
+    pub days: Vec<NaiveDate>,
+    pub alerts_by_state: BTreeMap<String, u64>,
+    pub alert_ids: usize,
+    pub postings_by_kind: BTreeMap<String, u64>,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// Outputs committed but not yet published when the processor stopped.
+    pub outbox: usize,
+    pub next: LookNext,
+}
+
+/// Where to look next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LookNext {
+    pub http: String,
+    pub nats_url: String,
+    /// Whether the NATS server and the state outlive the demo (`--nats-url`, `--state`).
+    pub nats_kept: bool,
+    pub state: Option<PathBuf>,
+    pub subject_prefix: String,
+    pub alerts_stream: String,
+    pub erp_stream: String,
+    pub dlq_stream: String,
+    /// A store-day to show as the example URL: the one with the most transactions.
+    pub example: Option<(String, NaiveDate)>,
+}
+
+/// The summary printed after the screen is left (and at the end of plain output).
+pub fn summary(s: &Summary) -> Vec<String> {
+    let n = &s.next;
+    let days: Vec<String> = s.days.iter().map(NaiveDate::to_string).collect();
+    let mut out = vec![
+        format!(
+            "tally demo {} after {}.",
+            if s.interrupted { "stopped (ctrl-c)" } else { "done" },
+            clock(s.elapsed)
+        ),
+        String::new(),
+        format!(
+            "Counted        {} transactions, {} lines, in {} stores over {} business days ({})",
+            s.transactions,
+            s.lines,
+            s.stores,
+            days.len(),
+            days.join(", ")
+        ),
+        format!(
+            "               from {} input messages (committed up to stream sequence {}); {} duplicates skipped, {} conflicts",
+            s.input_messages, s.committed, s.duplicates, s.conflicts
+        ),
+        format!(
+            "Alerted        {} drift alert revisions of {} alerts on {}{}",
+            total(&s.alerts_by_state),
+            s.alert_ids,
+            n.alerts_stream,
+            by(&s.alerts_by_state)
+        ),
+        format!("Posted         {} ERP postings on {}{}", total(&s.postings_by_kind), n.erp_stream, by(&s.postings_by_kind)),
+        format!(
+            "Dead-lettered  {} input messages on {}{}",
+            total(&s.dead_letters_by_reason),
+            n.dlq_stream,
+            by(&s.dead_letters_by_reason)
+        ),
+        format!(
+            "Generated      {} baskets, {} messages ({} malformed on purpose, {} sales with injected drift)",
+            s.baskets, s.generated, s.malformed, s.drift_injected
+        ),
+    ];
+    if s.outbox > 0 {
+        out.push(format!("               {} outputs were still in the outbox; tally publishes them when it starts again", s.outbox));
+    }
+    out.push(String::new());
+    look_next(&mut out, s);
+    out
+}
+
+fn look_next(out: &mut Vec<String>, s: &Summary) {
+    let n = &s.next;
+    out.push(
+        match (n.nats_kept, n.state.is_some()) {
+            (true, true) => "Look next (the streams and the state are kept; the HTTP API answers while tally runs on them):",
+            (true, false) => "Look next (the streams are kept; the HTTP API answers while a demo runs; --state DIR keeps the state too):",
+            (false, true) => "Look next (the state is kept; the HTTP API answers while a demo runs; --nats-url keeps the streams too):",
+            (false, false) => "Look next, while a demo runs (this one's temporary server and state are gone; pass --nats-url and \
+                               --state DIR to keep them):",
+        }
+        .to_string(),
+    );
+    let (store, day) = n.example.clone().unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
+    let server = if n.nats_url == "nats://127.0.0.1:4222" { String::new() } else { format!(" -s {}", n.nats_url) };
+    let state = n.state.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "DIR".into());
+    let items = [
+        (format!("curl http://{}/v1/stores/{store}/days/{day}", n.http), "one store-day's reconciliation"),
+        (format!("curl 'http://{}/v1/alerts?state=firing'", n.http), "the latest revision of each firing alert"),
+        (format!("curl http://{}/metrics", n.http), "Prometheus metrics"),
+        (format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix), "alerts as they fire (NATS CLI)"),
+        (format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix), "ERP postings as they go out"),
+        (format!("nats{server} stream view {}", n.dlq_stream), "dead-lettered input, verbatim, with its reason"),
+        (format!("tally inspect --state {state} day {store} {day}"), "the same reconciliation, offline"),
+    ];
+    let width = items.iter().map(|(cmd, _)| cmd.chars().count()).max().unwrap_or(0);
+    for (cmd, what) in items {
+        let mut line = String::new();
+        let _ = write!(line, "  {cmd:<width$}  {what}");
+        out.push(line);
+    }
+}
+
+#[cfg(test)]
+#[path = "screen_tests.rs"]
+mod tests;
