@@ -13,20 +13,25 @@ use tally_tests::{free_port, tally_bin, Js, NatsServer, StoredMessage, DLQ_STREA
 /// The demo runs 15 s, then waits for the processor to catch up (30 s at most) and stops it.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// `(total, breakdown)` of a summary line such as
+/// The paragraph of the summary that starts with `heading`, its wrapped lines joined.
+fn paragraph(summary: &str, heading: &str) -> String {
+    let mut lines = summary.lines().skip_while(|line| !line.starts_with(heading));
+    let first = lines.next().unwrap_or_else(|| panic!("no paragraph {heading:?} in the summary:\n{summary}"));
+    let rest = lines.take_while(|line| line.starts_with("               "));
+    std::iter::once(first).chain(rest).flat_map(str::split_whitespace).collect::<Vec<_>>().join(" ")
+}
+
+/// `(total, breakdown)` of a summary paragraph such as
 /// `Posted         40 ERP postings on RETAIL_ERP: final 2, interim 38`.
 fn figures(summary: &str, heading: &str) -> (u64, BTreeMap<String, u64>) {
-    let line = summary
-        .lines()
-        .find(|line| line.starts_with(heading))
-        .unwrap_or_else(|| panic!("no line starting with {heading:?} in the summary:\n{summary}"));
-    let rest = line[heading.len()..].trim_start();
-    let total = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no total in {line:?}"));
+    let text = paragraph(summary, heading);
+    let rest = text[heading.len()..].trim_start();
+    let total = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no total in {text:?}"));
     let mut breakdown = BTreeMap::new();
     if let Some((_, parts)) = rest.split_once(": ") {
         for part in parts.split(", ") {
-            let (name, n) = part.rsplit_once(' ').unwrap_or_else(|| panic!("{part:?} in {line:?}"));
-            breakdown.insert(name.to_string(), n.parse().unwrap_or_else(|_| panic!("{n:?} in {line:?}")));
+            let (name, n) = part.rsplit_once(' ').unwrap_or_else(|| panic!("{part:?} in {text:?}"));
+            breakdown.insert(name.to_string(), n.parse().unwrap_or_else(|_| panic!("{n:?} in {text:?}")));
         }
     }
     (total, breakdown)
@@ -39,6 +44,15 @@ fn number_before(line: &str, word: &str) -> u64 {
     at.and_then(|i| i.checked_sub(1))
         .and_then(|i| words[i].trim_start_matches('(').parse().ok())
         .unwrap_or_else(|| panic!("no number before {word:?} in {line:?}"))
+}
+
+/// The number right after `word` in `line` (`sequence 2800);` → 2800).
+fn number_after(line: &str, word: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == word);
+    at.and_then(|i| words.get(i + 1))
+        .and_then(|w| w.trim_end_matches([',', ';', ')']).parse().ok())
+        .unwrap_or_else(|| panic!("no number after {word:?} in {line:?}"))
 }
 
 /// Messages counted by `key` (a field of the JSON payload).
@@ -103,9 +117,9 @@ async fn piped_demo_prints_plain_lines_and_a_summary_that_agrees_with_the_stream
     assert!(!postings.is_empty() && !dead.is_empty(), "a 15 s demo posts and dead-letters:\n{summary}");
 
     let input = js.stream_info("RETAIL_IN").await.state;
-    let from = summary.lines().find(|l| l.contains("input messages (committed")).expect("the input line");
-    assert_eq!(number_before(from, "input"), input.messages, "{from}");
-    assert_eq!(number_before(from, "sequence"), input.last_sequence, "caught up before the summary: {from}");
+    let counted = paragraph(summary, "Counted");
+    assert_eq!(number_before(&counted, "input"), input.messages, "{counted}");
+    assert_eq!(number_after(&counted, "sequence"), input.last_sequence, "caught up before the summary: {counted}");
 
     let days = inspect(state.path(), &["summary"])["store_days"].as_array().cloned().unwrap_or_default();
     let (mut transactions, mut lines) = (0, 0);
@@ -115,9 +129,8 @@ async fn piped_demo_prints_plain_lines_and_a_summary_that_agrees_with_the_stream
         transactions += report["pos"]["transactions"].as_i64().expect("pos.transactions");
         lines += report["pos"]["lines"].as_i64().expect("pos.lines");
     }
-    let counted = summary.lines().find(|l| l.starts_with("Counted")).expect("the Counted line");
     assert!(transactions > 0, "a 15 s demo counts transactions:\n{summary}");
-    assert_eq!(number_before(counted, "transactions") as i64, transactions, "{counted}");
-    assert_eq!(number_before(counted, "lines") as i64, lines, "{counted}");
-    assert_eq!(number_before(counted, "stores"), 4, "{counted}");
+    assert_eq!(number_before(&counted, "transactions") as i64, transactions, "{counted}");
+    assert_eq!(number_before(&counted, "lines") as i64, lines, "{counted}");
+    assert_eq!(number_before(&counted, "stores"), 4, "{counted}");
 }

@@ -60,9 +60,17 @@ pub struct Launch {
     config: Option<String>,
     files: Vec<(String, Vec<u8>)>,
     own_group: bool,
+    port: Option<u16>,
 }
 
 impl Launch {
+    /// Listen on `port` when it is free (a free port otherwise): the demo takes NATS's default
+    /// 4222 when it can, so `nats` and `tally gen` find it without a URL.
+    pub fn prefer_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Keep the server's files under `dir` (created when absent) instead of a temp dir.
     pub fn dir(mut self, dir: &Path) -> Self {
         self.dir = Some(dir.to_path_buf());
@@ -111,7 +119,11 @@ impl Launch {
             std::fs::write(&path, contents).map_err(|source| LaunchError::Files { path, source })?;
         }
         let config = self.config.map(|extra| extra.replace("{dir}", &dir.display().to_string()));
-        let port = free_port().map_err(LaunchError::Port)?;
+        let preferred = self.port.filter(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok());
+        let port = match preferred {
+            Some(port) => port,
+            None => free_port().map_err(LaunchError::Port)?,
+        };
         let mut server = LocalNats { port, home, config, own_group: self.own_group, child: None };
         server.spawn()?;
         Ok(server)

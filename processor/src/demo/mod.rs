@@ -75,7 +75,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         None => {
             // In its own process group, so the ctrl-c that stops the demo does not take the
             // server away before the processor has stopped and the summary is read.
-            let server = LocalNats::launch().dir(&temp.path().join("nats")).own_process_group().start();
+            let server = LocalNats::launch().dir(&temp.path().join("nats")).prefer_port(4222).own_process_group().start();
             let server = server.context("starting a local nats-server (or pass --nats-url)")?;
             (server.url(), Some(server))
         }
@@ -94,6 +94,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
 
     let js = async_nats::jetstream::new(client);
     let mut traffic = Traffic::new(args.traffic.options(), chrono::Utc::now());
+    let duration = run_options.duration;
     let (progress_tx, progress) = watch::channel(GenStats::default());
     let generator = tokio::spawn({
         let (js, shutdown) = (js.clone(), shutdown.clone());
@@ -112,9 +113,8 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         feed,
         js: js.clone(),
         config: &config,
-        progress,
         started: Instant::now(),
-        duration: run_options.duration,
+        duration,
         last: (Instant::now(), 0, 0),
     };
     let screen = if terminal { Some(AltScreen::enter()?) } else { None };
@@ -128,7 +128,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         next: look_next(&args, &config, &nats_url),
         ..Summary::default()
     };
-    let stats = generated.as_ref().map(|stats| stats.clone()).unwrap_or_else(|_| live.progress.borrow().clone());
+    let stats = generated.as_ref().map(|stats| stats.clone()).unwrap_or_else(|_| progress.borrow().clone());
     (summary.baskets, summary.generated) = (stats.baskets, stats.messages);
     (summary.malformed, summary.drift_injected) = (stats.malformed, stats.drift_injected);
     let read = read::counted(store.as_ref(), &mut summary);
@@ -216,7 +216,6 @@ struct Live<'a> {
     feed: Feed,
     js: async_nats::jetstream::Context,
     config: &'a Config,
-    progress: watch::Receiver<GenStats>,
     started: Instant,
     duration: Option<Duration>,
     /// When the last snapshot was taken, with the published and committed counts then.
@@ -240,7 +239,7 @@ impl Live<'_> {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
-            let snapshot = match self.snapshot() {
+            let snapshot = match self.snapshot().await {
                 Ok(snapshot) => snapshot,
                 Err(err) => {
                     tracing::warn!("Cannot read the state for the demo's screen: {err:#}");
@@ -261,15 +260,19 @@ impl Live<'_> {
             }
             if generator.is_finished() {
                 let since = *generator_done.get_or_insert_with(Instant::now);
-                if self.caught_up(&snapshot).await || since.elapsed() >= CATCH_UP_TIMEOUT {
+                let caught_up = snapshot.committed >= snapshot.published && snapshot.outbox == 0;
+                if caught_up || since.elapsed() >= CATCH_UP_TIMEOUT {
                     return;
                 }
             }
         }
     }
 
-    fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
-        let published = self.progress.borrow().published;
+    async fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        // The input stream's last sequence: what the generator (or anyone) published, and what
+        // the committed position reaches when tally has caught up.
+        let mut input = self.js.get_stream(&self.config.input.stream).await?;
+        let published = input.info().await?.state.last_sequence;
         let committed = read::position(self.store.as_ref())?;
         let (then, published_then, committed_then) = self.last;
         let secs = then.elapsed().as_secs_f64().max(0.001);
@@ -284,19 +287,11 @@ impl Live<'_> {
             outbox: read::outbox(self.store.as_ref())?,
             stores: read::store_rows(self.store.as_ref(), self.config.drift.min_units)?,
             http: self.config.http.listen.clone(),
+            nats_url: self.config.nats.url.clone(),
             subject_prefix: self.config.input.subject_prefix.clone(),
             ..Snapshot::default()
         };
         self.feed.fill(&mut snapshot);
         Ok(snapshot)
-    }
-
-    /// Every input message committed and every output published.
-    async fn caught_up(&self, snapshot: &Snapshot) -> bool {
-        let last = match self.js.get_stream(&self.config.input.stream).await {
-            Ok(mut stream) => stream.info().await.map(|info| info.state.last_sequence),
-            Err(_) => return false,
-        };
-        last.is_ok_and(|last| snapshot.committed >= last) && snapshot.outbox == 0
     }
 }

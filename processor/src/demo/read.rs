@@ -41,7 +41,6 @@ pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<S
             day: Some(day),
             transactions: totals.transactions,
             net: totals.net,
-            tax: totals.tax,
             duplicates: totals.duplicates,
             conflicts: totals.conflicts,
             postings: totals.posting.seq,

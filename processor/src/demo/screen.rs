@@ -17,7 +17,6 @@ pub struct StoreRow {
     pub day: Option<NaiveDate>,
     pub transactions: i64,
     pub net: Decimal,
-    pub tax: Decimal,
     pub duplicates: u64,
     pub conflicts: u64,
     /// Sku-days whose |drift| is at least `drift.min_units` (mostly normal inventory lag).
@@ -58,7 +57,7 @@ pub struct Snapshot {
     pub elapsed: Duration,
     /// The run's `--duration`, when it has one.
     pub duration: Option<Duration>,
-    /// Input messages the generator had acknowledged by JetStream, and per second.
+    /// Input messages on the input stream (its last sequence), and per second.
     pub published: u64,
     pub published_rate: f64,
     /// The committed input stream sequence, and per second.
@@ -73,13 +72,14 @@ pub struct Snapshot {
     pub alerts_by_state: BTreeMap<String, u64>,
     pub postings_by_kind: BTreeMap<String, u64>,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
-    /// `http.listen`, for the footer.
+    /// `http.listen` and `nats.url`, for the footer.
     pub http: String,
+    pub nats_url: String,
     pub subject_prefix: String,
 }
 
 /// Lines the screen always takes besides the table rows, alerts and postings.
-const FIXED_LINES: usize = 17;
+const FIXED_LINES: usize = 14;
 /// Alerts and postings shown at most each; the store table takes the rest of the height.
 const FEED_MAX: usize = 6;
 /// Store rows shown at least, even on a short terminal.
@@ -98,13 +98,8 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
         s.duration.map(|d| format!(" of {}", clock(d))).unwrap_or_default()
     ));
     out.push(format!(
-        "input: {} published ({:.0}/s) · {} committed ({:.0}/s) · outbox {} · dead-lettered {}",
-        s.published,
-        s.published_rate,
-        s.committed,
-        s.committed_rate,
-        s.outbox,
-        total(&s.dead_letters_by_reason)
+        "input: {} published ({:.0}/s) · {} committed ({:.0}/s) · outbox {}",
+        s.published, s.published_rate, s.committed, s.committed_rate, s.outbox
     ));
     out.push(String::new());
     store_table(&mut out, s, rows);
@@ -119,10 +114,8 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
         by(&s.dead_letters_by_reason)
     ));
     out.push(String::new());
-    out.push(format!(
-        "look: http://{0}/v1/alerts · http://{0}/metrics · nats sub '{1}.alerts.drift.>'",
-        s.http, s.subject_prefix
-    ));
+    out.push(format!("open: http://{0}/v1/alerts · http://{0}/metrics", s.http));
+    out.push(format!("      nats{} sub '{}.alerts.drift.>'  (alerts as they go out)", server_flag(&s.nats_url), s.subject_prefix));
     out.truncate(height);
     out.into_iter().map(|line| cut(line, width)).collect()
 }
@@ -155,17 +148,16 @@ fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
         sorted.len()
     ));
     out.push(format!(
-        "{:<6} {:<10} {:>6} {:>12} {:>10} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
-        "store", "day", "txns", "net", "tax", "dupes", "confl", "lagging", "pending", "firing", "postings"
+        "{:<5} {:<10} {:>6} {:>11} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
+        "store", "day", "txns", "net", "dupes", "confl", "lagging", "pending", "firing", "postings"
     ));
     for row in sorted.iter().take(rows) {
         out.push(format!(
-            "{:<6} {:<10} {:>6} {:>12} {:>10} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
+            "{:<5} {:<10} {:>6} {:>11} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
             row.store,
             row.day.map(|d| d.to_string()).unwrap_or_default(),
             row.transactions,
             row.net.round_dp(2),
-            row.tax.round_dp(2),
             row.duplicates,
             row.conflicts,
             row.lagging,
@@ -179,10 +171,10 @@ fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
     let pending: usize = s.stores.iter().map(|r| r.pending).sum();
     let firing: usize = s.stores.iter().map(|r| r.firing).sum();
     out.push(format!(
-        "all: {transactions} transactions, net {}; drift keys {pending} pending (settling), {firing} firing or final",
+        "all: {transactions} transactions, net {} · drift keys: {pending} pending, {firing} firing or final",
         net.round_dp(2)
     ));
-    out.push("(lagging: sku-days with |drift| >= drift.min_units, most of it normal inventory lag)".into());
+    out.push("lagging: sku-days with |drift| >= drift.min_units, mostly normal inventory lag".into());
 }
 
 fn feed_lines<T>(out: &mut Vec<String>, items: &[T], max: usize, empty: &str, show: fn(&T) -> String) {
@@ -195,7 +187,7 @@ fn feed_lines<T>(out: &mut Vec<String>, items: &[T], max: usize, empty: &str, sh
 
 fn alert_line(a: &AlertLine) -> String {
     format!(
-        "{:<8} {:<8} store {} {} sku {:<8} drift {:>4} units ({}) rev {}",
+        "{:<8} {:<8} {} {} sku {:<7} drift {:>4} ({}) rev {}",
         a.state, a.severity, a.store, a.day, a.sku, a.drift_units, a.drift_value, a.revision
     )
 }
@@ -279,85 +271,124 @@ pub struct LookNext {
     pub example: Option<(String, NaiveDate)>,
 }
 
+/// Summary lines are wrapped at this width (a command stays whole).
+const SUMMARY_WIDTH: usize = 80;
+/// Where a summary paragraph's text starts, after its heading.
+const INDENT: usize = 15;
+
 /// The summary printed after the screen is left (and at the end of plain output).
 pub fn summary(s: &Summary) -> Vec<String> {
     let n = &s.next;
-    let days: Vec<String> = s.days.iter().map(NaiveDate::to_string).collect();
+    let days = match (s.days.first(), s.days.last()) {
+        (Some(first), Some(last)) if first != last => format!(" ({first} to {last})"),
+        (Some(day), _) => format!(" ({day})"),
+        _ => String::new(),
+    };
     let mut out = vec![
-        format!(
-            "tally demo {} after {}.",
-            if s.interrupted { "stopped (ctrl-c)" } else { "done" },
-            clock(s.elapsed)
-        ),
+        format!("tally demo {} after {}.", if s.interrupted { "stopped (ctrl-c)" } else { "done" }, clock(s.elapsed)),
         String::new(),
-        format!(
-            "Counted        {} transactions, {} lines, in {} stores over {} business days ({})",
-            s.transactions,
-            s.lines,
-            s.stores,
-            days.len(),
-            days.join(", ")
-        ),
-        format!(
-            "               from {} input messages (committed up to stream sequence {}); {} duplicates skipped, {} conflicts",
-            s.input_messages, s.committed, s.duplicates, s.conflicts
-        ),
-        format!(
-            "Alerted        {} drift alert revisions of {} alerts on {}{}",
-            total(&s.alerts_by_state),
-            s.alert_ids,
-            n.alerts_stream,
-            by(&s.alerts_by_state)
-        ),
-        format!("Posted         {} ERP postings on {}{}", total(&s.postings_by_kind), n.erp_stream, by(&s.postings_by_kind)),
-        format!(
-            "Dead-lettered  {} input messages on {}{}",
-            total(&s.dead_letters_by_reason),
-            n.dlq_stream,
-            by(&s.dead_letters_by_reason)
-        ),
-        format!(
-            "Generated      {} baskets, {} messages ({} malformed on purpose, {} sales with injected drift)",
-            s.baskets, s.generated, s.malformed, s.drift_injected
-        ),
     ];
+    let mut counted = format!(
+        "{} transactions, {} lines, {} stores, {} business days{days}, from {} input messages \
+         (committed up to stream sequence {}); {} duplicates skipped, {} conflicts.",
+        s.transactions,
+        s.lines,
+        s.stores,
+        s.days.len(),
+        s.input_messages,
+        s.committed,
+        s.duplicates,
+        s.conflicts
+    );
     if s.outbox > 0 {
-        out.push(format!("               {} outputs were still in the outbox; tally publishes them when it starts again", s.outbox));
+        counted.push_str(&format!(" {} outputs were still in the outbox; tally publishes them when it starts again.", s.outbox));
     }
+    paragraph(&mut out, "Counted", &counted);
+    let alerted = format!(
+        "{} revisions of {} drift alerts on {}{}",
+        total(&s.alerts_by_state),
+        s.alert_ids,
+        n.alerts_stream,
+        by(&s.alerts_by_state)
+    );
+    paragraph(&mut out, "Alerted", &alerted);
+    let posted = format!("{} ERP postings on {}{}", total(&s.postings_by_kind), n.erp_stream, by(&s.postings_by_kind));
+    paragraph(&mut out, "Posted", &posted);
+    let dead = format!(
+        "{} input messages on {}{}",
+        total(&s.dead_letters_by_reason),
+        n.dlq_stream,
+        by(&s.dead_letters_by_reason)
+    );
+    paragraph(&mut out, "Dead-lettered", &dead);
+    let generated = format!(
+        "{} baskets, {} messages ({} malformed on purpose, {} sales with injected drift)",
+        s.baskets, s.generated, s.malformed, s.drift_injected
+    );
+    paragraph(&mut out, "Generated", &generated);
     out.push(String::new());
     look_next(&mut out, s);
     out
 }
 
+/// `heading` and `text`, the text wrapped at [`SUMMARY_WIDTH`] and indented to [`INDENT`].
+fn paragraph(out: &mut Vec<String>, heading: &str, text: &str) {
+    let mut line = format!("{heading:<INDENT$}");
+    let mut empty = true;
+    for word in text.split(' ') {
+        if !empty && line.chars().count() + 1 + word.chars().count() > SUMMARY_WIDTH {
+            out.push(std::mem::replace(&mut line, " ".repeat(INDENT)));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push(line);
+}
+
 fn look_next(out: &mut Vec<String>, s: &Summary) {
     let n = &s.next;
-    out.push(
-        match (n.nats_kept, n.state.is_some()) {
-            (true, true) => "Look next (the streams and the state are kept; the HTTP API answers while tally runs on them):",
-            (true, false) => "Look next (the streams are kept; the HTTP API answers while a demo runs; --state DIR keeps the state too):",
-            (false, true) => "Look next (the state is kept; the HTTP API answers while a demo runs; --nats-url keeps the streams too):",
-            (false, false) => "Look next, while a demo runs (this one's temporary server and state are gone; pass --nats-url and \
-                               --state DIR to keep them):",
-        }
-        .to_string(),
-    );
+    out.push(if n.nats_kept && n.state.is_some() {
+        "Look next (the HTTP API answers while tally runs on this state):".to_string()
+    } else {
+        "Look next, while a demo runs:".to_string()
+    });
     let (store, day) = n.example.clone().unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
-    let server = if n.nats_url == "nats://127.0.0.1:4222" { String::new() } else { format!(" -s {}", n.nats_url) };
+    let server = server_flag(&n.nats_url);
     let state = n.state.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "DIR".into());
     let items = [
-        (format!("curl http://{}/v1/stores/{store}/days/{day}", n.http), "one store-day's reconciliation"),
-        (format!("curl 'http://{}/v1/alerts?state=firing'", n.http), "the latest revision of each firing alert"),
+        (format!("curl http://{}/v1/stores/{store}/days/{day}", n.http), "a store-day's reconciliation"),
+        (format!("curl 'http://{}/v1/alerts?state=firing'", n.http), "the firing alerts"),
         (format!("curl http://{}/metrics", n.http), "Prometheus metrics"),
-        (format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix), "alerts as they fire (NATS CLI)"),
-        (format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix), "ERP postings as they go out"),
-        (format!("nats{server} stream view {}", n.dlq_stream), "dead-lettered input, verbatim, with its reason"),
-        (format!("tally inspect --state {state} day {store} {day}"), "the same reconciliation, offline"),
+        (format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix), "alerts as they go out"),
+        (format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix), "postings as they go out"),
+        (format!("nats{server} stream view {}", n.dlq_stream), "dead letters and why"),
+        (format!("tally inspect --state {state} day {store} {day}"), "the reconciliation, offline"),
     ];
     let width = items.iter().map(|(cmd, _)| cmd.chars().count()).max().unwrap_or(0);
     for (cmd, what) in items {
         let mut line = String::new();
-        let _ = write!(line, "  {cmd:<width$}  {what}");
+        let _ = write!(line, "  {cmd:<width$}  # {what}");
         out.push(line);
+    }
+    match (n.nats_kept, n.state.is_some()) {
+        (true, true) => {}
+        (true, false) => out.push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
+        (false, true) => out.push("(The state is kept; --nats-url URL keeps the streams too.)".into()),
+        (false, false) => {
+            out.push("(This demo's nats-server and state were temporary; --nats-url URL and --state DIR keep them.)".into())
+        }
+    }
+}
+
+/// ` -s <url>` for the NATS CLI, or nothing for its default server.
+fn server_flag(url: &str) -> String {
+    match url {
+        "" | "nats://127.0.0.1:4222" | "nats://localhost:4222" => String::new(),
+        url => format!(" -s {url}"),
     }
 }
 
