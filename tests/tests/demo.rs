@@ -114,7 +114,10 @@ async fn piped_demo_prints_plain_lines_and_a_summary_that_agrees_with_the_stream
     assert_eq!(figures(summary, "Alerted"), (alerts.len() as u64, by_field(&alerts, "state")), "{summary}");
     assert_eq!(figures(summary, "Posted"), (postings.len() as u64, by_field(&postings, "kind")), "{summary}");
     assert_eq!(figures(summary, "Dead-lettered"), (dead.len() as u64, dlq_reasons), "{summary}");
-    assert!(!postings.is_empty() && !dead.is_empty(), "a 15 s demo posts and dead-letters:\n{summary}");
+    assert!(
+        !alerts.is_empty() && !postings.is_empty() && !dead.is_empty(),
+        "a 15 s demo at 120x alerts, posts and dead-letters:\n{summary}"
+    );
 
     let input = js.stream_info("RETAIL_IN").await.state;
     let counted = paragraph(summary, "Counted");

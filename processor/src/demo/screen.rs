@@ -379,7 +379,7 @@ fn look_next(out: &mut Vec<String>, s: &Summary) {
         (true, false) => out.push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
         (false, true) => out.push("(The state is kept; --nats-url URL keeps the streams too.)".into()),
         (false, false) => {
-            out.push("(This demo's nats-server and state were temporary; --nats-url URL and --state DIR keep them.)".into())
+            out.push("(Temporary server and state: --nats-url URL and --state DIR keep them.)".into())
         }
     }
 }
