@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 /// A TCP port on 127.0.0.1 that was free a moment ago. The OS hands out ephemeral ports in
 /// rotation, so two callers asking at the same time get different ones.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps. The exit status, or `None` when the
@@ -33,7 +35,9 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 pub fn send_signal(child: &Child, signal: libc::c_int) {
     // A pid is at most 2^22 on Linux, so it always fits in pid_t; a failed conversion would
     // name no process, and then there is nothing to signal.
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped child,
     // so it cannot have been recycled for another process.
     unsafe {

@@ -83,7 +83,10 @@ impl Window<'_> {
             .js
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.into())
             .await
-            .map_err(|source| RunError::Publish { subject: msg.subject.clone(), source })?;
+            .map_err(|source| RunError::Publish {
+                subject: msg.subject.clone(),
+                source,
+            })?;
         self.pending.push_back(ack.into_future());
         Ok(())
     }

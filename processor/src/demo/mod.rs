@@ -75,13 +75,21 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         None => {
             // In its own process group, so the ctrl-c that stops the demo does not take the
             // server away before the processor has stopped and the summary is read.
-            let server = LocalNats::launch().dir(&temp.path().join("nats")).prefer_port(4222).own_process_group().start();
+            let server = LocalNats::launch()
+                .dir(&temp.path().join("nats"))
+                .prefer_port(4222)
+                .own_process_group()
+                .start();
             let server = server.context("starting a local nats-server (or pass --nats-url)")?;
             (server.url(), Some(server))
         }
     };
     let config = demo_config(&args, &nats_url, temp.path())?;
-    eprintln!("demo: NATS {nats_url}, state {}, HTTP http://{}", config.state.path.display(), config.http.listen);
+    eprintln!(
+        "demo: NATS {nats_url}, state {}, HTTP http://{}",
+        config.state.path.display(),
+        config.http.listen
+    );
     app::setup(&config).await?;
 
     let metrics = telemetry::install()?;
@@ -102,12 +110,23 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
             let on_progress = |stats: &GenStats| {
                 let _ = progress_tx.send(stats.clone());
             };
-            tally_traffic::run(&js, &mut traffic, &run_options, until_shutdown(shutdown), on_progress).await
+            tally_traffic::run(
+                &js,
+                &mut traffic,
+                &run_options,
+                until_shutdown(shutdown),
+                on_progress,
+            )
+            .await
         }
     });
 
     let terminal = std::io::stdout().is_terminal();
-    let refresh = Duration::from_secs(args.refresh_secs.unwrap_or(if terminal { 1 } else { 5 }).max(1));
+    let refresh = Duration::from_secs(
+        args.refresh_secs
+            .unwrap_or(if terminal { 1 } else { 5 })
+            .max(1),
+    );
     let mut live = Live {
         store: store.clone() as Arc<dyn Store>,
         feed,
@@ -117,8 +136,19 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         duration,
         last: (Instant::now(), 0, 0),
     };
-    let screen = if terminal { Some(AltScreen::enter()?) } else { None };
-    live.show(screen.as_ref(), &generator, &processor.task, shutdown.clone(), refresh).await;
+    let screen = if terminal {
+        Some(AltScreen::enter()?)
+    } else {
+        None
+    };
+    live.show(
+        screen.as_ref(),
+        &generator,
+        &processor.task,
+        shutdown.clone(),
+        refresh,
+    )
+    .await;
 
     let generated = generator.await.context("generator panicked")?;
     let stopped = processor.stop().await;
@@ -128,7 +158,10 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         next: look_next(&args, &config, &nats_url),
         ..Summary::default()
     };
-    let stats = generated.as_ref().map(|stats| stats.clone()).unwrap_or_else(|_| progress.borrow().clone());
+    let stats = generated
+        .as_ref()
+        .map(|stats| stats.clone())
+        .unwrap_or_else(|_| progress.borrow().clone());
     (summary.baskets, summary.generated) = (stats.baskets, stats.messages);
     (summary.malformed, summary.drift_injected) = (stats.malformed, stats.drift_injected);
     let read = read::counted(store.as_ref(), &mut summary);
@@ -153,8 +186,16 @@ fn demo_config(args: &DemoArgs, nats_url: &str, temp: &std::path::Path) -> anyho
     config.erp.interval = "10s".into();
     let options = args.traffic.options();
     for (index, id) in tally_traffic::store_ids(&options).into_iter().enumerate() {
-        let zone = tally_traffic::store_timezone(&options, index).name().to_string();
-        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
+        let zone = tally_traffic::store_timezone(&options, index)
+            .name()
+            .to_string();
+        config.stores.insert(
+            id,
+            StoreConfig {
+                timezone: Some(zone),
+                drift: None,
+            },
+        );
     }
     Ok(config)
 }
@@ -200,13 +241,21 @@ impl Processor {
                 }
             }
         });
-        let task = tokio::spawn(app::run_with_store(config.clone(), store.clone(), metrics, stopped));
+        let task = tokio::spawn(app::run_with_store(
+            config.clone(),
+            store.clone(),
+            metrics,
+            stopped,
+        ));
         Processor { task, stop }
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.context("the processor panicked")?.context("the processor stopped with an error")
+        self.task
+            .await
+            .context("the processor panicked")?
+            .context("the processor stopped with an error")
     }
 }
 

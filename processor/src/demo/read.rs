@@ -35,7 +35,9 @@ pub fn outbox(store: &dyn Store) -> anyhow::Result<usize> {
 pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<StoreRow>> {
     let mut rows = Vec::new();
     for (store_id, day) in report::store_days(store, SCAN_MAX)? {
-        let Some(totals) = report::store_day_totals(store, &store_id, day)? else { continue };
+        let Some(totals) = report::store_day_totals(store, &store_id, day)? else {
+            continue;
+        };
         let mut row = StoreRow {
             store: store_id,
             day: Some(day),
@@ -46,7 +48,11 @@ pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<S
             postings: totals.posting.seq,
             ..StoreRow::default()
         };
-        for (_, value) in store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&row.store, day), SKUS_MAX)? {
+        for (_, value) in store.scan_prefix(
+            Cf::Aggregates,
+            &keys::sku_day_prefix(&row.store, day),
+            SKUS_MAX,
+        )? {
             let sku: SkuDay = aggregates::decode(&value)?;
             if sku.drift_units().abs() >= min_units {
                 row.lagging += 1;
@@ -69,12 +75,17 @@ pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
     let mut days = BTreeSet::new();
     let mut busiest: Option<(i64, String, chrono::NaiveDate)> = None;
     for (store_id, day) in report::store_days(store, SCAN_MAX)? {
-        let Some(totals) = report::store_day_totals(store, &store_id, day)? else { continue };
+        let Some(totals) = report::store_day_totals(store, &store_id, day)? else {
+            continue;
+        };
         summary.transactions += totals.transactions;
         summary.lines += totals.lines;
         summary.duplicates += totals.duplicates;
         summary.conflicts += totals.conflicts;
-        if busiest.as_ref().is_none_or(|(most, _, _)| totals.transactions > *most) {
+        if busiest
+            .as_ref()
+            .is_none_or(|(most, _, _)| totals.transactions > *most)
+        {
             busiest = Some((totals.transactions, store_id.clone(), day));
         }
         stores.insert(store_id);
@@ -90,8 +101,18 @@ pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
 
 /// Fills what went out, from the output streams: alert revisions by state (and distinct alert
 /// ids), postings by kind, dead letters by reason; and the input stream's message count.
-pub async fn sent(js: &jetstream::Context, input_stream: &str, summary: &mut Summary) -> anyhow::Result<()> {
-    summary.input_messages = js.get_stream(input_stream).await?.get_info().await?.state.messages;
+pub async fn sent(
+    js: &jetstream::Context,
+    input_stream: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    summary.input_messages = js
+        .get_stream(input_stream)
+        .await?
+        .get_info()
+        .await?
+        .state
+        .messages;
     let mut alert_ids = HashSet::new();
     for (headers, _, payload) in &messages(js, &summary.next.alerts_stream).await? {
         let alert: Alert = decode(headers.as_ref(), payload).unwrap_or_default();
@@ -105,7 +126,9 @@ pub async fn sent(js: &jetstream::Context, input_stream: &str, summary: &mut Sum
     }
     let mut reasons = BTreeMap::new();
     for (_, subject, _) in &messages(js, &summary.next.dlq_stream).await? {
-        *reasons.entry(subject.rsplit('.').next().unwrap_or_default().to_string()).or_default() += 1;
+        *reasons
+            .entry(subject.rsplit('.').next().unwrap_or_default().to_string())
+            .or_default() += 1;
     }
     summary.dead_letters_by_reason = reasons;
     Ok(())
@@ -131,7 +154,11 @@ async fn messages(
             }
             // A gap (a deleted message) is no error when reading everything.
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {}
-            Err(err) => return Err(anyhow::Error::new(err).context(format!("reading message {seq} of {name}"))),
+            Err(err) => {
+                return Err(
+                    anyhow::Error::new(err).context(format!("reading message {seq} of {name}"))
+                )
+            }
         }
     }
     Ok(out)

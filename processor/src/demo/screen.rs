@@ -95,7 +95,9 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
     out.push(format!(
         "tally demo · {}{} · ctrl-c stops it and prints a summary",
         clock(s.elapsed),
-        s.duration.map(|d| format!(" of {}", clock(d))).unwrap_or_default()
+        s.duration
+            .map(|d| format!(" of {}", clock(d)))
+            .unwrap_or_default()
     ));
     out.push(format!(
         "input: {} published ({:.0}/s) · {} committed ({:.0}/s) · outbox {}",
@@ -104,18 +106,45 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
     out.push(String::new());
     store_table(&mut out, s, rows);
     out.push(String::new());
-    out.push(format!("DRIFT ALERTS  {} revisions{}", total(&s.alerts_by_state), by(&s.alerts_by_state)));
-    feed_lines(&mut out, &s.alerts, feed, "(none yet: a key alerts after drift.settle of event time)", alert_line);
-    out.push(format!("ERP POSTINGS  {} sent{}", total(&s.postings_by_kind), by(&s.postings_by_kind)));
-    feed_lines(&mut out, &s.postings, feed, "(none yet: interim postings go out every erp.interval)", posting_line);
+    out.push(format!(
+        "DRIFT ALERTS  {} revisions{}",
+        total(&s.alerts_by_state),
+        by(&s.alerts_by_state)
+    ));
+    feed_lines(
+        &mut out,
+        &s.alerts,
+        feed,
+        "(none yet: a key alerts after drift.settle of event time)",
+        alert_line,
+    );
+    out.push(format!(
+        "ERP POSTINGS  {} sent{}",
+        total(&s.postings_by_kind),
+        by(&s.postings_by_kind)
+    ));
+    feed_lines(
+        &mut out,
+        &s.postings,
+        feed,
+        "(none yet: interim postings go out every erp.interval)",
+        posting_line,
+    );
     out.push(format!(
         "DEAD-LETTERED {}{}",
         total(&s.dead_letters_by_reason),
         by(&s.dead_letters_by_reason)
     ));
     out.push(String::new());
-    out.push(format!("open: http://{0}/v1/alerts · http://{0}/metrics", s.http));
-    out.push(format!("      nats{} sub '{}.alerts.drift.>'  (alerts as they go out)", server_flag(&s.nats_url), s.subject_prefix));
+    out.push(format!(
+        "open: http://{0}/v1/alerts · http://{0}/metrics",
+        s.http
+    ));
+    out.push(format!(
+        "      nats{} sub '{}.alerts.drift.>'  (alerts as they go out)",
+        server_flag(&s.nats_url),
+        s.subject_prefix
+    ));
     out.truncate(height);
     out.into_iter().map(|line| cut(line, width)).collect()
 }
@@ -174,15 +203,28 @@ fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
         "all: {transactions} transactions, net {} · drift keys: {pending} pending, {firing} firing or final",
         net.round_dp(2)
     ));
-    out.push("lagging: sku-days with |drift| >= drift.min_units, mostly normal inventory lag".into());
+    out.push(
+        "lagging: sku-days with |drift| >= drift.min_units, mostly normal inventory lag".into(),
+    );
 }
 
-fn feed_lines<T>(out: &mut Vec<String>, items: &[T], max: usize, empty: &str, show: fn(&T) -> String) {
+fn feed_lines<T>(
+    out: &mut Vec<String>,
+    items: &[T],
+    max: usize,
+    empty: &str,
+    show: fn(&T) -> String,
+) {
     if items.is_empty() {
         out.push(format!("  {empty}"));
     }
     let skip = items.len().saturating_sub(max);
-    out.extend(items.iter().skip(skip).map(|item| format!("  {}", show(item))));
+    out.extend(
+        items
+            .iter()
+            .skip(skip)
+            .map(|item| format!("  {}", show(item))),
+    );
 }
 
 fn alert_line(a: &AlertLine) -> String {
@@ -193,7 +235,10 @@ fn alert_line(a: &AlertLine) -> String {
 }
 
 fn posting_line(p: &PostingLine) -> String {
-    format!("{:<22} {:<10} {:>4} txns  net {:>10}", p.id, p.kind, p.transactions, p.net)
+    format!(
+        "{:<22} {:<10} {:>4} txns  net {:>10}",
+        p.id, p.kind, p.transactions, p.net
+    )
 }
 
 /// The sum of a count map.
@@ -206,7 +251,10 @@ fn by(counts: &BTreeMap<String, u64>) -> String {
     if counts.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = counts.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
     format!(": {}", parts.join(", "))
 }
 
@@ -285,7 +333,15 @@ pub fn summary(s: &Summary) -> Vec<String> {
         _ => String::new(),
     };
     let mut out = vec![
-        format!("tally demo {} after {}.", if s.interrupted { "stopped (ctrl-c)" } else { "done" }, clock(s.elapsed)),
+        format!(
+            "tally demo {} after {}.",
+            if s.interrupted {
+                "stopped (ctrl-c)"
+            } else {
+                "done"
+            },
+            clock(s.elapsed)
+        ),
         String::new(),
     ];
     let mut counted = format!(
@@ -301,7 +357,10 @@ pub fn summary(s: &Summary) -> Vec<String> {
         s.conflicts
     );
     if s.outbox > 0 {
-        counted.push_str(&format!(" {} outputs were still in the outbox; tally publishes them when it starts again.", s.outbox));
+        counted.push_str(&format!(
+            " {} outputs were still in the outbox; tally publishes them when it starts again.",
+            s.outbox
+        ));
     }
     paragraph(&mut out, "Counted", &counted);
     let alerted = format!(
@@ -312,7 +371,12 @@ pub fn summary(s: &Summary) -> Vec<String> {
         by(&s.alerts_by_state)
     );
     paragraph(&mut out, "Alerted", &alerted);
-    let posted = format!("{} ERP postings on {}{}", total(&s.postings_by_kind), n.erp_stream, by(&s.postings_by_kind));
+    let posted = format!(
+        "{} ERP postings on {}{}",
+        total(&s.postings_by_kind),
+        n.erp_stream,
+        by(&s.postings_by_kind)
+    );
     paragraph(&mut out, "Posted", &posted);
     let dead = format!(
         "{} input messages on {}{}",
@@ -356,19 +420,51 @@ fn look_next(out: &mut Vec<String>, s: &Summary) {
     } else {
         "Look next, while a demo runs:".to_string()
     });
-    let (store, day) = n.example.clone().unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
+    let (store, day) = n
+        .example
+        .clone()
+        .unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
     let server = server_flag(&n.nats_url);
-    let state = n.state.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "DIR".into());
+    let state = n
+        .state
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "DIR".into());
     let items = [
-        (format!("curl http://{}/v1/stores/{store}/days/{day}", n.http), "a store-day's reconciliation"),
-        (format!("curl 'http://{}/v1/alerts?state=firing'", n.http), "the firing alerts"),
-        (format!("curl http://{}/metrics", n.http), "Prometheus metrics"),
-        (format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix), "alerts as they go out"),
-        (format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix), "postings as they go out"),
-        (format!("nats{server} stream view {}", n.dlq_stream), "dead letters and why"),
-        (format!("tally inspect --state {state} day {store} {day}"), "the reconciliation, offline"),
+        (
+            format!("curl http://{}/v1/stores/{store}/days/{day}", n.http),
+            "a store-day's reconciliation",
+        ),
+        (
+            format!("curl 'http://{}/v1/alerts?state=firing'", n.http),
+            "the firing alerts",
+        ),
+        (
+            format!("curl http://{}/metrics", n.http),
+            "Prometheus metrics",
+        ),
+        (
+            format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix),
+            "alerts as they go out",
+        ),
+        (
+            format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix),
+            "postings as they go out",
+        ),
+        (
+            format!("nats{server} stream view {}", n.dlq_stream),
+            "dead letters and why",
+        ),
+        (
+            format!("tally inspect --state {state} day {store} {day}"),
+            "the reconciliation, offline",
+        ),
     ];
-    let width = items.iter().map(|(cmd, _)| cmd.chars().count()).max().unwrap_or(0);
+    let width = items
+        .iter()
+        .map(|(cmd, _)| cmd.chars().count())
+        .max()
+        .unwrap_or(0);
     for (cmd, what) in items {
         let mut line = String::new();
         let _ = write!(line, "  {cmd:<width$}  # {what}");
@@ -376,11 +472,13 @@ fn look_next(out: &mut Vec<String>, s: &Summary) {
     }
     match (n.nats_kept, n.state.is_some()) {
         (true, true) => {}
-        (true, false) => out.push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
-        (false, true) => out.push("(The state is kept; --nats-url URL keeps the streams too.)".into()),
-        (false, false) => {
-            out.push("(Temporary server and state: --nats-url URL and --state DIR keep them.)".into())
+        (true, false) => out
+            .push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
+        (false, true) => {
+            out.push("(The state is kept; --nats-url URL keeps the streams too.)".into())
         }
+        (false, false) => out
+            .push("(Temporary server and state: --nats-url URL and --state DIR keep them.)".into()),
     }
 }
 
