@@ -8,12 +8,14 @@
 //! - `feed`: alerts, postings and dead letters as they are published (core subscriptions).
 //! - `read`: the state, for the store table and what was counted; the output streams, for
 //!   what went out.
-//! - `screen`: the screen, the plain line and the summary, as pure functions of what was read.
+//! - `screen`: the live screen and the plain line, as pure functions of what was read.
+//! - `summary`: the closing summary and where to look next, a pure function too.
 //! - `terminal`: the alternate screen, restored however the demo ends.
 
 mod feed;
 mod read;
 pub mod screen;
+pub mod summary;
 mod terminal;
 
 use std::io::IsTerminal;
@@ -29,7 +31,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::feed::Feed;
-use self::screen::{LookNext, Snapshot, Summary};
+use self::screen::Snapshot;
+use self::summary::{LookNext, Summary};
 use self::terminal::AltScreen;
 use crate::config::{Config, StoreConfig};
 use crate::gencli::{until_shutdown, TrafficArgs};
@@ -167,7 +170,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let read = read::counted(store.as_ref(), &mut summary);
     let sent = read::sent(&js, &config.input.stream, &mut summary).await;
     drop(screen);
-    for line in screen::summary(&summary) {
+    for line in summary::summary(&summary) {
         println!("{line}");
     }
     generated.context("the generator stopped")?;

@@ -14,7 +14,8 @@ use tally_topologies::drift::Phase;
 use tally_topologies::{keys, report, topology};
 
 use super::feed::{decode, Alert, Posting};
-use super::screen::{StoreRow, Summary};
+use super::screen::StoreRow;
+use super::summary::Summary;
 
 /// Store-days and outbox entries read at most (a demo has a few dozen store-days).
 const SCAN_MAX: usize = 100_000;

@@ -1,4 +1,4 @@
-//! The demo's text, checked as a new user reads it: what each part must show, that the screen
+//! The demo's text (the screen, the plain line and the summary), checked as a new user reads it: what each part must show, that the screen
 //! fits the terminal it is drawn on, and that none of it carries terminal escapes.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::*;
+use crate::demo::summary::{summary, LookNext, Summary};
 
 fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 27).unwrap_or_default()
