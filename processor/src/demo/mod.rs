@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use tally_state::{RocksStore, Store};
-use tally_traffic::{GenStats, LocalNats, Traffic};
+use tally_traffic::{GenStats, LocalNats, RunError, RunOptions, Traffic};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -104,25 +104,8 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let processor = Processor::start(&config, &store, metrics, &shutdown);
 
     let js = async_nats::jetstream::new(client);
-    let mut traffic = Traffic::new(args.traffic.options(), chrono::Utc::now());
     let duration = run_options.duration;
-    let (progress_tx, progress) = watch::channel(GenStats::default());
-    let generator = tokio::spawn({
-        let (js, shutdown) = (js.clone(), shutdown.clone());
-        async move {
-            let on_progress = |stats: &GenStats| {
-                let _ = progress_tx.send(stats.clone());
-            };
-            tally_traffic::run(
-                &js,
-                &mut traffic,
-                &run_options,
-                until_shutdown(shutdown),
-                on_progress,
-            )
-            .await
-        }
-    });
+    let (generator, progress) = spawn_generator(&js, &args.traffic, run_options, &shutdown);
 
     let terminal = std::io::stdout().is_terminal();
     let refresh = Duration::from_secs(
@@ -177,6 +160,29 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     stopped?;
     read.context("reading the state for the summary")?;
     sent.context("reading the output streams for the summary")
+}
+
+/// The generator, publishing until done or ctrl-c; its stats as they grow.
+fn spawn_generator(
+    js: &async_nats::jetstream::Context,
+    args: &TrafficArgs,
+    run_options: RunOptions,
+    shutdown: &watch::Receiver<bool>,
+) -> (
+    JoinHandle<Result<GenStats, RunError>>,
+    watch::Receiver<GenStats>,
+) {
+    let mut traffic = Traffic::new(args.options(), chrono::Utc::now());
+    let (progress_tx, progress) = watch::channel(GenStats::default());
+    let (js, shutdown) = (js.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        let on_progress = |stats: &GenStats| {
+            let _ = progress_tx.send(stats.clone());
+        };
+        let until = until_shutdown(shutdown);
+        tally_traffic::run(&js, &mut traffic, &run_options, until, on_progress).await
+    });
+    (task, progress)
 }
 
 fn demo_config(args: &DemoArgs, nats_url: &str, temp: &std::path::Path) -> anyhow::Result<Config> {
@@ -280,7 +286,7 @@ impl Live<'_> {
     async fn show(
         &mut self,
         screen: Option<&AltScreen>,
-        generator: &JoinHandle<Result<GenStats, tally_traffic::RunError>>,
+        generator: &JoinHandle<Result<GenStats, RunError>>,
         processor: &JoinHandle<anyhow::Result<()>>,
         mut shutdown: watch::Receiver<bool>,
         every: Duration,
