@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo (README Quick start): installs what is missing, then runs `tally demo`, which starts a
-# local nats-server in a temp dir, creates the streams, generates multi-store traffic and shows a
-# live per-store summary. Extra arguments go to `tally demo` (see `tally demo --help`),
-# e.g. `./scripts/demo.sh --duration 60s`.
+# local nats-server in a temp dir, creates the streams, generates multi-store traffic, shows
+# stores, alerts, postings and throughput on one screen redrawn in place, and ends with a summary
+# and where to look next (docs/demo.md). Extra arguments go to `tally demo`
+# (`./scripts/demo.sh --help` lists them), e.g. `./scripts/demo.sh --duration 60s`.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use chrono::{TimeZone as _, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tally_processor::config::{Config, StoreConfig};
-use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
+use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 use tally_state::{MemStore, Overlay, RocksOptions, RocksStore, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::keys;

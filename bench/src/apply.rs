@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tally_processor::config::{Config, StoreConfig};
-use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
+use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 use tally_state::{CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::topology::{self, InputMessage, Retail};

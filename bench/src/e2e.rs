@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tally_processor::config::{Config, StoreConfig, BATCH_MAX_LIMIT};
-use tally_processor::gen::{self, GenOptions, Traffic};
+use tally_traffic::{self as gen, GenOptions, Traffic};
 use tally_processor::{app, telemetry};
 use tally_state::{Cf, RocksStore, Store};
 use tokio::sync::watch;
@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 use crate::load::{self, Mix};
 use crate::measure::{self, mib, ms, PositionPoller};
 use crate::ceiling;
-use tally_processor::localnats::{free_port, LocalNats};
+use tally_traffic::process::free_port;
+use tally_traffic::LocalNats;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct E2eArgs {
@@ -84,7 +85,7 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
     let temp = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
     let nats = LocalNats::start(&temp.path().join("nats"))?;
     let metrics = telemetry::install()?;
-    let client = async_nats::connect(nats.url.as_str()).await.context("connecting to the bench's nats-server")?;
+    let client = async_nats::connect(nats.url().as_str()).await.context("connecting to the bench's nats-server")?;
     let js = jetstream::new(client.clone());
     let opts = preload_options(&args);
     println!(
@@ -98,7 +99,7 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
     );
 
     // Streams and tally's consumer, exactly as `tally setup` makes them.
-    let config = processor_config(&args, &nats.url, &temp.path().join("state-e2e"), "15m", &opts)?;
+    let config = processor_config(&args, &nats.url(), &temp.path().join("state-e2e"), "15m", &opts)?;
     app::setup(&config).await.context("tally setup")?;
 
     // Preload.
@@ -118,7 +119,7 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
     anyhow::ensure!(preloaded.last_seq == args.messages, "the stream's last sequence is {}, expected {}", preloaded.last_seq, args.messages);
 
     // (a) The ceiling.
-    let nats_cpu_before = measure::process_cpu_secs(nats.pid());
+    let nats_cpu_before = nats.pid().and_then(measure::process_cpu_secs);
     let own_cpu_before = measure::process_cpu_secs(std::process::id());
     let ceiling_elapsed = ceiling::measure(&js, INPUT_STREAM, args.batch_max, args.messages).await?;
     let ceiling_rate = rate(args.messages, ceiling_elapsed);
@@ -130,7 +131,7 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
         ceiling_rate,
         args.messages,
         ceiling_elapsed.as_secs_f64(),
-        cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid())),
+        cpu_text(nats_cpu_before, nats.pid().and_then(measure::process_cpu_secs)),
         cpu_text(own_cpu_before, measure::process_cpu_secs(std::process::id()))
     );
 
@@ -153,7 +154,7 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
         js.delete_stream(stream).await.with_context(|| format!("deleting stream {stream} before the latency phase"))?;
     }
     let latency_rate = args.latency_rate.unwrap_or(tally_rate / 2.0).max(1.0);
-    let latency = latency_phase(&args, &client, &metrics, &nats.url, &temp.path().join("state-latency"), latency_rate).await?;
+    let latency = latency_phase(&args, &client, &metrics, &nats.url(), &temp.path().join("state-latency"), latency_rate).await?;
     for line in &latency {
         println!("{line}");
     }
@@ -248,7 +249,7 @@ async fn tally_phase(
     let peak_reset = measure::reset_peak_rss();
     let rss_before = measure::rss_bytes();
     let threads_before = measure::threads_cpu_secs();
-    let nats_cpu_before = measure::process_cpu_secs(nats.pid());
+    let nats_cpu_before = nats.pid().and_then(measure::process_cpu_secs);
     let metrics_before = metrics.render();
 
     let started = Instant::now();
@@ -275,7 +276,7 @@ async fn tally_phase(
 
     let peak = measure::peak_rss_bytes();
     let threads = measure::cpu_delta(&threads_before, &measure::threads_cpu_secs());
-    let nats_cpu = cpu_text(nats_cpu_before, measure::process_cpu_secs(nats.pid()));
+    let nats_cpu = cpu_text(nats_cpu_before, nats.pid().and_then(measure::process_cpu_secs));
     let metrics_after = metrics.render();
     let (state_apparent, state_disk) = measure::dir_size(&config.state.path);
     let outbox = store.scan_from(Cf::Outbox, &[], 1_000_000)?.len();

@@ -12,7 +12,7 @@ use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
-use tally_processor::gen::{Traffic, WireMessage};
+use tally_traffic::{Traffic, WireMessage};
 
 /// PubAcks awaited together at most while preloading; enough to keep the server busy, few
 /// enough that the client's outgoing buffer stays bounded.

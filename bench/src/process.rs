@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use tally_processor::app;
-use tally_processor::gen::Traffic;
-use tally_processor::localnats::LocalNats;
+use tally_traffic::{LocalNats, Traffic};
 use tally_state::{Cf, Store};
 
 use crate::e2e::{chain_options, default_config, CATCH_UP_MIN, CATCH_UP_PER_MESSAGE, INPUT_STREAM, STOP_TIMEOUT};
@@ -63,10 +62,10 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
 
     let temp = tempfile::Builder::new().prefix("tally-bench-process-").tempdir()?;
     let nats = LocalNats::start(&temp.path().join("nats"))?;
-    let client = async_nats::connect(nats.url.as_str()).await.context("connecting to the bench's nats-server")?;
+    let client = async_nats::connect(nats.url().as_str()).await.context("connecting to the bench's nats-server")?;
     let js = jetstream::new(client);
     let opts = chain_options(args.stores, args.skus, args.seed);
-    let config = default_config(&nats.url, &temp.path().join("state"), &opts)?;
+    let config = default_config(&nats.url(), &temp.path().join("state"), &opts)?;
     println!(
         "tally-bench process: {} messages, {} stores, {} SKUs, tally's default settings, {}",
         args.messages,

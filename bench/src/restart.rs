@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use tally_processor::app;
 use tally_processor::config::Config;
-use tally_processor::gen::{GenOptions, Traffic};
+use tally_traffic::{GenOptions, Traffic};
 use tally_processor::telemetry;
 use tally_state::{Cf, RocksOptions, RocksStore, Store, WriteBatch};
 use tally_topologies::aggregates::{self, SkuDay};
@@ -26,7 +26,8 @@ use tally_topologies::model::MovementReason;
 
 use crate::load;
 use crate::measure::{self, mib, PositionPoller};
-use tally_processor::localnats::{free_port, LocalNats};
+use tally_traffic::process::free_port;
+use tally_traffic::LocalNats;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RestartArgs {
@@ -53,7 +54,7 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
     let nats = LocalNats::start(&temp.path().join("nats"))?;
     let metrics = telemetry::install()?;
     let mut config = Config::default();
-    config.nats.url = nats.url.clone();
+    config.nats.url = nats.url();
     config.state.path = temp.path().join("state");
     config.state.sync = args.sync;
     config.http.listen = format!("127.0.0.1:{}", free_port()?);
@@ -69,7 +70,7 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
         mib(disk)
     );
 
-    let client = async_nats::connect(nats.url.as_str()).await?;
+    let client = async_nats::connect(nats.url().as_str()).await?;
     let js = jetstream::new(client);
     let opts = GenOptions { stores: STORES, skus_per_store: SKUS, malformed_share: 0.0, ..GenOptions::default() };
     let start = chrono::Utc::now();
@@ -137,12 +138,12 @@ pub fn fill_store(store: &dyn Store, keys: u64) -> anyhow::Result<()> {
         // Seven in ten keys are sku-days, walking stores, then skus, then days.
         if i % 10 < 7 {
             let n = i / 10 * 7 + i % 10;
-            let store = tally_processor::gen::store_id((n % STORES as u64) as usize);
+            let store = tally_traffic::store_id((n % STORES as u64) as usize);
             let sku_code = (100_000 + (n / STORES as u64) % SKUS as u64).to_string();
             let day = first_day + chrono::Duration::days((n / (STORES * SKUS) as u64) as i64);
             batch.put(Cf::Aggregates, keys::sku_day(&store, day, &sku_code), sku_value.clone());
         } else {
-            let store = tally_processor::gen::store_id((i % STORES as u64) as usize);
+            let store = tally_traffic::store_id((i % STORES as u64) as usize);
             batch.put(Cf::Dedupe, keys::seen(&store, &format!("T-{i:010}")), seen_value.clone());
         }
         if batch.len() as u64 >= FILL_BATCH {

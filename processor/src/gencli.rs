@@ -7,7 +7,7 @@ use clap::Args;
 use tokio::sync::watch;
 
 use crate::config::parse_duration;
-use crate::gen::{self, GenOptions, GenStats, RunOptions, Traffic};
+use tally_traffic::{GenOptions, GenStats, RunOptions, Traffic};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrafficArgs {
@@ -79,7 +79,7 @@ impl TrafficArgs {
 pub async fn run(js: &jetstream::Context, args: &TrafficArgs, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let run = args.run_options()?;
     let mut traffic = Traffic::new(args.options(), chrono::Utc::now());
-    let stats = gen::run(js, &mut traffic, &run, until_shutdown(shutdown), |stats: &GenStats| {
+    let stats = tally_traffic::run(js, &mut traffic, &run, until_shutdown(shutdown), |stats: &GenStats| {
         eprintln!(
             "gen: {} baskets, {} messages published, {} malformed, {} drift injected",
             stats.baskets, stats.published, stats.malformed, stats.drift_injected

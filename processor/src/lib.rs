@@ -11,11 +11,10 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
 //! - [`telemetry`]: every metric's name, description and emission.
 //! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
-//! - [`gen`]: realistic retail traffic for `tally gen` and `tally demo`.
-//! - [`gencli`]: the generator's command-line options, shared by `gen` and `demo`.
-//! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
+//! - [`gencli`]: the command-line face of the traffic generator (the `tally-traffic` crate),
+//!   shared by `gen` and `demo`.
+//! - [`demo`]: a local NATS, the generator and the processor, with a live screen and a summary.
 //! - [`inspect`]: reading the state offline.
-//! - [`localnats`]: a throwaway local nats-server, for the demo and the benchmark.
 //! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 //! - [`dlq`]: `tally dlq list|show|replay`: reading the dead-letter queue, replaying it.
@@ -25,12 +24,10 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod dlq;
-pub mod gen;
 pub mod gencli;
 pub mod health;
 pub mod http;
 pub mod inspect;
-pub mod localnats;
 pub mod memory;
 pub mod nats;
 pub mod outbox;

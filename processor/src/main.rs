@@ -34,7 +34,12 @@ enum Command {
     /// Check the configuration without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Start a local NATS, the traffic generator and the processor, with a live summary.
+    /// Start a local NATS, the traffic generator and the processor, and watch them work.
+    ///
+    /// On a terminal: one screen redrawn in place (the busiest store-days, drift alerts as they
+    /// fire and resolve, ERP postings as they go out, throughput); piped: one plain line per
+    /// refresh. At the end (--duration, --count or ctrl-c): a summary of what was counted,
+    /// alerted, posted and dead-lettered, and the URLs and subjects to look at next.
     Demo(demo::DemoArgs),
     /// Publish realistic POS and inventory traffic to a NATS server.
     Gen(GenArgs),

@@ -465,7 +465,7 @@ pub async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, wait: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gen::traffic::{GenOptions, Traffic};
+    use tally_traffic::{GenOptions, Traffic};
     use chrono::{TimeZone, Utc};
     use tally_topologies::topology::TopologyConfig;
 

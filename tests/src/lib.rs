@@ -2,7 +2,8 @@
 //! the wire, exactly as a user's publishers, alerting pipeline and dashboards would.
 //!
 //! - [`alertmanager`]: a throwaway Prometheus Alertmanager on a free port, killed on drop.
-//! - [`nats`]: a throwaway `nats-server -js` on a free port with a temp store dir, killed on drop.
+//! - [`nats`]: a throwaway `nats-server -js` on a free port with a temp store dir, killed on drop
+//!   (the shared launcher of the `tally-traffic` crate).
 //! - [`process`]: the `tally` binary ([`tally_bin`]) and a running instance ([`Tally`]) with its
 //!   own config, state dir and HTTP port.
 //! - [`js`]: JetStream helpers: publish JSON / MessagePack / raw payloads and await the PubAck,
@@ -45,22 +46,13 @@ pub fn workspace_root() -> PathBuf {
 
 /// The last `lines` lines of a log file, for failure messages; never fails.
 pub fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            all[start..].join("\n")
-        }
-        Err(err) => format!("<cannot read {}: {err}>", path.display()),
-    }
+    tally_traffic::process::log_tail(path, lines)
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. The OS hands out ephemeral ports in
 /// rotation, so two tests asking at the same time get different ones.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr of a bound listener").port()
+    tally_traffic::process::free_port().expect("bind 127.0.0.1:0")
 }
 
 /// The DLQ stream of CONTRACT §6.

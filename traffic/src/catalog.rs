@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use rust_decimal::Decimal;
 
-use super::traffic::GenOptions;
+use crate::options::GenOptions;
 
 /// Time zones handed out to stores round-robin: mostly US, some Europe, like a mid-size chain.
 const ZONES: [Tz; 8] = [

@@ -8,9 +8,9 @@ use rand::Rng;
 use rust_decimal::Decimal;
 
 use super::{Traffic, RECENT_MAX};
-use crate::gen::basket::{self, Line, Recent, Stamp};
-use crate::gen::close::TxnTotals;
-use crate::gen::wire::WireMessage;
+use crate::basket::{self, Line, Recent, Stamp};
+use crate::close::TxnTotals;
+use crate::wire::WireMessage;
 
 /// A post-void comes this many seconds after its transaction (a supervisor walking over).
 const VOID_DELAY_SECS: std::ops::RangeInclusive<i64> = 60..=1_800;

@@ -10,8 +10,8 @@ use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
-use super::catalog::{Catalog, StoreProfile};
-use super::wire::{local_time, money, units};
+use crate::catalog::{Catalog, StoreProfile};
+use crate::wire::{local_time, money, units};
 
 /// Lines per basket 1..=8, weights chosen for a mean of ~3.2.
 const LINE_COUNT_WEIGHTS: [f64; 8] = [0.22, 0.22, 0.18, 0.13, 0.10, 0.07, 0.05, 0.03];

@@ -6,15 +6,15 @@ use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use futures::FutureExt as _;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::traffic::{GenStats, Traffic};
-use super::wire::WireMessage;
+use crate::options::GenStats;
+use crate::traffic::Traffic;
+use crate::wire::WireMessage;
 
 /// Publishes awaiting their PubAck at most; beyond it the oldest ack is awaited first.
 const IN_FLIGHT_MAX: usize = 256;
@@ -22,6 +22,23 @@ const IN_FLIGHT_MAX: usize = 256;
 /// far above 1/TICK still hold.
 const TICK: Duration = Duration::from_millis(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("rate must be a positive number of baskets/s, not {0}")]
+    Rate(f64),
+    #[error("speedup must be a positive number, not {0}")]
+    Speedup(f64),
+    #[error("publishing to {subject}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: PublishError,
+    },
+    #[error("waiting for a JetStream PubAck")]
+    Ack(#[source] PublishError),
+}
 
 /// How long and how fast to run.
 #[derive(Debug, Clone)]
@@ -56,7 +73,7 @@ struct Window<'a> {
 }
 
 impl Window<'_> {
-    async fn send(&mut self, msg: WireMessage) -> anyhow::Result<()> {
+    async fn send(&mut self, msg: WireMessage) -> Result<(), RunError> {
         if self.pending.len() >= IN_FLIGHT_MAX {
             self.settle_one().await?;
         }
@@ -66,19 +83,22 @@ impl Window<'_> {
             .js
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.into())
             .await
-            .with_context(|| format!("publishing to {}", msg.subject))?;
+            .map_err(|source| RunError::Publish {
+                subject: msg.subject.clone(),
+                source,
+            })?;
         self.pending.push_back(ack.into_future());
         Ok(())
     }
 
     /// Counts the acks that have already arrived, without waiting, so progress stays current
     /// at low rates where the window rarely fills.
-    fn reap(&mut self) -> anyhow::Result<()> {
+    fn reap(&mut self) -> Result<(), RunError> {
         while let Some(front) = self.pending.front_mut() {
             match front.as_mut().now_or_never() {
                 Some(result) => {
                     self.pending.pop_front();
-                    result.context("waiting for a JetStream PubAck")?;
+                    result.map_err(RunError::Ack)?;
                     self.acked += 1;
                 }
                 None => break,
@@ -87,15 +107,15 @@ impl Window<'_> {
         Ok(())
     }
 
-    async fn settle_one(&mut self) -> anyhow::Result<()> {
+    async fn settle_one(&mut self) -> Result<(), RunError> {
         if let Some(ack) = self.pending.pop_front() {
-            ack.await.context("waiting for a JetStream PubAck")?;
+            ack.await.map_err(RunError::Ack)?;
             self.acked += 1;
         }
         Ok(())
     }
 
-    async fn send_all(&mut self, msgs: Vec<WireMessage>) -> anyhow::Result<()> {
+    async fn send_all(&mut self, msgs: Vec<WireMessage>) -> Result<(), RunError> {
         for msg in msgs {
             self.send(msg).await?;
         }
@@ -126,15 +146,13 @@ pub async fn run(
     run: &RunOptions,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&GenStats),
-) -> anyhow::Result<GenStats> {
-    ensure!(
-        run.rate.is_finite() && run.rate > 0.0,
-        "rate must be a positive number of baskets/s"
-    );
-    ensure!(
-        run.speedup.is_finite() && run.speedup > 0.0,
-        "speedup must be positive"
-    );
+) -> Result<GenStats, RunError> {
+    if !(run.rate.is_finite() && run.rate > 0.0) {
+        return Err(RunError::Rate(run.rate));
+    }
+    if !(run.speedup.is_finite() && run.speedup > 0.0) {
+        return Err(RunError::Speedup(run.speedup));
+    }
     let base = traffic.now();
     let started = Instant::now();
     let mut tick = tokio::time::interval(TICK);

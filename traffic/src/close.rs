@@ -8,9 +8,9 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::catalog::{mix, unit, StoreProfile};
-use super::traffic::GenOptions;
-use super::wire::{encode, local_time, money, WireMessage};
+use crate::catalog::{mix, unit, StoreProfile};
+use crate::options::GenOptions;
+use crate::wire::{encode, local_time, money, WireMessage};
 
 /// What one transaction adds to its day's totals.
 #[derive(Debug, Clone)]
