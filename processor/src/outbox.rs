@@ -9,18 +9,19 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tally_state::{Cf, KeyReader, Store, WriteBatch};
-use tally_topologies::aggregates::{self, OutboxEntry};
+use tally_topologies::aggregates::{self, OutboxEntry, OutputKind};
 use tally_topologies::keys;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::health::{Component, Health};
-use crate::runner::wait_or_shutdown;
+use crate::backoff::Backoff;
 use crate::telemetry;
 
 /// Outputs sent before their acks are awaited together.
 const DRAIN_BATCH: usize = 256;
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Waits between failed drains: 100 ms doubling to 5 s.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// How often the publisher looks even when nobody woke it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -34,7 +35,7 @@ pub struct Publisher {
 impl Publisher {
     /// Drains the outbox until shutdown; what is left stays for the next start.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
         // Where the next drain starts: the oldest entry not yet sent. Entries are appended with
         // ever larger keys and deleted once sent; starting at the front of the family instead
         // would step over the deletion marker of every entry sent since the last compaction.
@@ -46,7 +47,7 @@ impl Publisher {
             match self.drain_once(&mut cursor).await {
                 Ok(0) => {
                     self.health.set(Component::Outbox, Ok(()));
-                    backoff = Duration::from_millis(100);
+                    backoff.succeeded();
                     tokio::select! {
                         _ = self.notify.notified() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
@@ -55,16 +56,15 @@ impl Publisher {
                 }
                 Ok(_) => {
                     self.health.set(Component::Outbox, Ok(()));
-                    backoff = Duration::from_millis(100);
+                    backoff.succeeded();
                 }
                 Err(err) => {
                     telemetry::publish_failed();
                     warn!(error = %format!("{err:#}"), "Publishing outputs failed; they stay in the outbox, retrying.");
                     self.health.set(Component::Outbox, Err(format!("publishing outputs failed: {err:#}")));
-                    if wait_or_shutdown(&mut shutdown, backoff).await {
+                    if backoff.wait_or_shutdown(&mut shutdown).await {
                         break;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -80,7 +80,7 @@ impl Publisher {
             return Ok(0);
         }
         let mut done = WriteBatch::default();
-        let mut kinds: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        let mut kinds: std::collections::BTreeMap<OutputKind, usize> = Default::default();
         let mut first_error: Option<anyhow::Error> = None;
         // DLQ entries and alerts (which carry their revision) go out pipelined. Postings are
         // awaited one by one: a failed posting must not let the next one of its store overtake
@@ -90,8 +90,8 @@ impl Publisher {
         let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
             let mut entry: OutboxEntry = aggregates::decode(value)?;
-            let kind = kind_of(&entry.subject);
-            if kind == "dlq" {
+            let kind = entry.kind();
+            if kind == OutputKind::Dlq {
                 fit_dlq_copy(&mut entry, max_payload);
             }
             let mut headers = async_nats::HeaderMap::new();
@@ -107,7 +107,7 @@ impl Publisher {
                     break;
                 }
             };
-            if kind != "posting" {
+            if kind != OutputKind::Posting {
                 pipelined.push((key.clone(), kind, ack));
                 continue;
             }
@@ -147,7 +147,7 @@ impl Publisher {
             None => entries.last().map(|(key, _)| [key.as_slice(), &[0]].concat()).unwrap_or_default(),
         };
         for (kind, n) in kinds {
-            telemetry::outputs_published(kind, n);
+            telemetry::outputs_published(kind.as_str(), n);
         }
         match first_error {
             Some(err) => Err(err),
@@ -194,12 +194,3 @@ fn fit_dlq_copy(entry: &mut OutboxEntry, max_payload: usize) {
     warn!(msg_id = %entry.msg_id, original, kept = room, "Rejected input too large to copy whole to the DLQ; truncated.");
 }
 
-fn kind_of(subject: &str) -> &'static str {
-    if subject.contains(".dlq.") {
-        "dlq"
-    } else if subject.contains(".alerts.") {
-        "alert"
-    } else {
-        "posting"
-    }
-}

@@ -25,6 +25,7 @@ use tally_topologies::topology::{self, Decoded, InputMessage, Retail};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{Component, Health};
 use crate::telemetry::{self, BatchTally};
@@ -44,7 +45,10 @@ pub struct Runner {
     pub client: async_nats::Client,
 }
 
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Waits while NATS cannot set up or open the input consumer: 200 ms doubling to 1 s.
+const NATS_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
+/// Waits between failed commits: 100 ms doubling to 5 s.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Whether a batch's deliveries were contiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,7 @@ impl Runner {
         js: &jetstream::Context,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<Option<consumer::Consumer<consumer::pull::Config>>> {
+        let mut backoff = Backoff::new(NATS_RETRY.0, NATS_RETRY.1);
         loop {
             let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
             match crate::nats::consumer_at(js, &self.config, position).await {
@@ -140,7 +145,7 @@ impl Runner {
                 Err(err) => {
                     self.health.set(Component::Nats, Err(format!("{err:#}")));
                     warn!(error = %format!("{err:#}"), "Cannot set up the input consumer; retrying.");
-                    if wait_or_shutdown(shutdown, Duration::from_secs(1)).await {
+                    if backoff.wait_or_shutdown(shutdown).await {
                         return Ok(None);
                     }
                 }
@@ -153,6 +158,7 @@ impl Runner {
         consumer: &consumer::Consumer<consumer::pull::Config>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<consumer::pull::Stream> {
+        let mut backoff = Backoff::new(NATS_RETRY.0, NATS_RETRY.1);
         loop {
             match consumer
                 .stream()
@@ -166,7 +172,7 @@ impl Runner {
                 Err(err) => {
                     self.health.set(Component::Nats, Err(err.to_string()));
                     warn!(error = %err, "Cannot open the input stream; retrying.");
-                    if wait_or_shutdown(shutdown, Duration::from_secs(1)).await {
+                    if backoff.wait_or_shutdown(shutdown).await {
                         anyhow::bail!("shut down while waiting for NATS");
                     }
                 }
@@ -421,7 +427,7 @@ struct Commit {
 impl Commit {
     /// Writes the batch, retrying with capped backoff while the store fails, then acks it.
     async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
         loop {
             let started = Instant::now();
             let store = Arc::clone(&self.store);
@@ -437,10 +443,9 @@ impl Commit {
                     telemetry::commit_failed();
                     error!(error = %err, position = self.position, "Commit failed; input stays unacked, retrying.");
                     self.health.set(Component::Store, Err(format!("commit failed: {err}")));
-                    if wait_or_shutdown(&mut shutdown, backoff).await {
+                    if backoff.wait_or_shutdown(&mut shutdown).await {
                         anyhow::bail!("shut down while the state store was failing; batch not committed, not acked");
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -448,17 +453,6 @@ impl Commit {
         self.outbox_notify.notify_one();
         ack(self.last).await;
         Ok(())
-    }
-}
-
-/// Sleeps, or returns true early when shutdown is requested.
-pub async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, wait: Duration) -> bool {
-    if *shutdown.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
     }
 }
 

@@ -33,6 +33,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, WebhookConfig};
 use crate::health::{Component, Health};
 use crate::nats::{self, ERP_STREAM, WEBHOOK_ACK_WAIT, WEBHOOK_WINDOW};
@@ -126,7 +127,7 @@ impl Webhook {
     /// that the next start sends them first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         telemetry::webhook_started();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let start = loop {
             match self.start().await {
                 Ok(start) => break start,
@@ -134,11 +135,10 @@ impl Webhook {
                     let error = format!("{err:#}");
                     warn!(error, "Cannot set up the ERP webhook's consumer; retrying.");
                     self.health.set(Component::Webhook, Err(format!("ERP webhook cannot read {ERP_STREAM}: {error}")));
-                    if crate::runner::wait_or_shutdown(&mut shutdown, backoff).await {
+                    if backoff.wait_or_shutdown(&mut shutdown).await {
                         info!("ERP webhook stopped.");
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         };
@@ -195,7 +195,7 @@ struct Run {
     main: PullConsumer,
     messages: Option<consumer::pull::Stream>,
     reconnect_at: Option<Instant>,
-    nats_backoff: Duration,
+    nats_backoff: Backoff,
     nats_problem: Option<String>,
     schedule: Schedule<Held>,
     own: HashMap<String, PullConsumer>,
@@ -237,7 +237,7 @@ impl Run {
             main: start.main,
             messages: None,
             reconnect_at: None,
-            nats_backoff: BACKOFF_MIN,
+            nats_backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             nats_problem: None,
             schedule,
             own,
@@ -299,8 +299,7 @@ impl Run {
         warn!(error, "Reading RETAIL_ERP for the ERP webhook failed; retrying.");
         self.nats_problem = Some(format!("ERP webhook cannot read {ERP_STREAM}: {error}"));
         self.messages = None;
-        self.reconnect_at = Some(Instant::now() + self.nats_backoff);
-        self.nats_backoff = (self.nats_backoff * 2).min(BACKOFF_MAX);
+        self.reconnect_at = Some(Instant::now() + self.nats_backoff.failed());
     }
 
     /// Starts every job the schedule allows now.
@@ -357,7 +356,7 @@ impl Run {
         match message {
             Some(Ok(message)) => {
                 self.nats_problem = None;
-                self.nats_backoff = BACKOFF_MIN;
+                self.nats_backoff.succeeded();
                 self.take(message, Source::Main).await;
             }
             Some(Err(err)) => self.nats_failed(&err.to_string()),

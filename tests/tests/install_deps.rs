@@ -201,13 +201,16 @@ impl FakeMachine {
                 root = self.root().display(),
             ),
         );
-        // cargo records its arguments; `install cargo-deb` puts a cargo-deb into ~/.cargo/bin.
+        // cargo answers `fmt --version` and `clippy --version` (the components are there, unless
+        // `bin/no-lint` exists); anything else it records, and `install cargo-deb` puts a
+        // cargo-deb into ~/.cargo/bin.
         self.stub(
             "cargo",
             &format!(
-                "echo \"$*\" >> '{log}'\nmkdir -p \"$HOME/.cargo/bin\"\nprintf '#!/bin/sh\\necho cargo-deb {pin}\\n' > \"$HOME/.cargo/bin/cargo-deb\"\nchmod 755 \"$HOME/.cargo/bin/cargo-deb\"",
+                "case \"$1\" in fmt|clippy) [ -e '{no_lint}' ] && exit 1; echo \"$1 1.91.0\"; exit 0 ;; esac\necho \"$*\" >> '{log}'\nmkdir -p \"$HOME/.cargo/bin\"\nprintf '#!/bin/sh\\necho cargo-deb {pin}\\n' > \"$HOME/.cargo/bin/cargo-deb\"\nchmod 755 \"$HOME/.cargo/bin/cargo-deb\"",
                 log = self.cargo_log().display(),
                 pin = cargo_deb_pin(),
+                no_lint = self.dir.path().join("bin/no-lint").display(),
             ),
         );
         put(&self.root(), "usr/bin/prometheus-alertmanager", b"#!/bin/sh\n");
@@ -306,4 +309,27 @@ fn install_deps_installs_the_pinned_cargo_deb_when_missing() {
     ] {
         assert!(stderr.contains(&expected), "the output should say {expected:?}; it was:\n{stderr}");
     }
+}
+
+// Proves: without rustfmt and clippy (scripts/lint.sh needs them), install-deps.sh adds them with
+// `rustup component add`; without rustup it stops and says what to install.
+#[test]
+fn install_deps_adds_rustfmt_and_clippy_when_missing() {
+    let machine = FakeMachine::new();
+    machine.with_every_tool();
+    put(&machine.root(), "usr/lib/llvm-14/lib/libclang.so.1", ELF64_HEADER);
+    fs::write(machine.dir.path().join("bin/no-lint"), "").unwrap();
+
+    let out = machine.install_deps();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "no rustup: it cannot install them and must fail:\n{stderr}");
+    assert!(stderr.contains("install the rustfmt and clippy components"), "{stderr}");
+
+    let rustup_log = machine.dir.path().join("rustup.log");
+    machine.stub("rustup", &format!("echo \"$*\" >> '{}'", rustup_log.display()));
+    let out = machine.install_deps();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "install-deps.sh failed:\n{stderr}");
+    assert_eq!(FakeMachine::log_lines(&rustup_log), ["component add rustfmt clippy"]);
+    assert!(stderr.contains("installed: rustfmt clippy (rustup)."), "{stderr}");
 }

@@ -184,6 +184,26 @@ pub struct SeenDay {
     _voided_by: serde::de::IgnoredAny,
 }
 
+/// What an output is (docs/wire-format.md, "Outputs" and "The dead-letter queue"); the
+/// publisher acks, counts and sizes each kind its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OutputKind {
+    Alert,
+    Posting,
+    Dlq,
+}
+
+impl OutputKind {
+    /// The `kind` label of `tally_outputs_published_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Alert => "alert",
+            OutputKind::Posting => "posting",
+            OutputKind::Dlq => "dlq",
+        }
+    }
+}
+
 /// `Outbox` value: one output message waiting for JetStream's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -192,6 +212,28 @@ pub struct OutboxEntry {
     pub headers: Vec<(String, String)>,
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// Always set by this version. `None` only in entries an earlier version left in the outbox
+    /// (they had no kind); [`OutboxEntry::kind`] then reads it from the subject.
+    #[serde(default)]
+    pub kind: Option<OutputKind>,
+}
+
+impl OutboxEntry {
+    pub fn kind(&self) -> OutputKind {
+        self.kind.unwrap_or_else(|| legacy_kind(&self.subject))
+    }
+}
+
+/// The kind of an entry from before kinds were stored, by the subject families of
+/// docs/wire-format.md ("Subjects and streams").
+fn legacy_kind(subject: &str) -> OutputKind {
+    if subject.contains(".dlq.") {
+        OutputKind::Dlq
+    } else if subject.contains(".alerts.") {
+        OutputKind::Alert
+    } else {
+        OutputKind::Posting
+    }
 }
 
 impl StoreDay {
@@ -328,7 +370,25 @@ mod tests {
             msg_id: "dlq/7".into(),
             headers: vec![("Tally-Error".into(), "decode".into())],
             payload: vec![0, 159, 255, b'{'],
+            kind: Some(OutputKind::Dlq),
         };
         assert_eq!(decode::<OutboxEntry>(&encode(&entry)).unwrap(), entry);
+    }
+
+    // Proves an entry left in the outbox by a version without kinds still decodes, its kind
+    // read from its subject, so an upgrade publishes what the old version had queued.
+    #[test]
+    fn outbox_entry_of_an_earlier_version_gets_its_kind_from_the_subject() {
+        #[derive(Serialize)]
+        struct Earlier<'a>(&'a str, &'a str, Vec<(String, String)>, serde_bytes::ByteBuf);
+        let old = |subject| encode(&Earlier(subject, "x/1", vec![], serde_bytes::ByteBuf::from(vec![1u8])));
+        for (subject, kind) in [
+            ("retail.dlq.decode", OutputKind::Dlq),
+            ("retail.alerts.drift.0042", OutputKind::Alert),
+            ("retail.erp.postings.0042", OutputKind::Posting),
+        ] {
+            let entry = decode::<OutboxEntry>(&old(subject)).unwrap();
+            assert_eq!((entry.kind, entry.kind()), (None, kind), "{subject}");
+        }
     }
 }

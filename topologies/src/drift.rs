@@ -9,7 +9,6 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::aggregates::SkuDay;
 
@@ -206,7 +205,35 @@ pub fn alert_id(store: &str, day: chrono::NaiveDate, sku: &str) -> String {
     format!("drift/{store}/{}/{sku}", day.format("%Y-%m-%d"))
 }
 
-/// The alert message of CONTRACT §4. Times are shown in the store's zone.
+/// A drift alert revision as published on `P.alerts.drift.<store>`, kept for `/v1/alerts` and
+/// pushed to Alertmanager (docs/wire-format.md, "Drift alert"). Figures are exact decimal text.
+/// Fields are in alphabetical order, the order in which earlier versions wrote them, so that a
+/// revision's bytes do not change across an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftAlert {
+    pub business_day: String,
+    pub drift_ratio: String,
+    pub drift_units: String,
+    pub drift_value: String,
+    pub evaluated_at: String,
+    pub expected_units: String,
+    pub id: String,
+    pub over_since: Option<String>,
+    pub recorded_units: String,
+    pub revision: u32,
+    pub severity: String,
+    pub sku: String,
+    /// `pending` is never published; `firing`, `resolved` or `final`.
+    pub state: String,
+    pub store: String,
+    /// Always `drift.alert`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub unmatched: Vec<String>,
+}
+
+/// The alert message of docs/wire-format.md, "Drift alert". Times are shown in the store's zone.
 #[allow(clippy::too_many_arguments)]
 pub fn alert_message(
     store: &str,
@@ -218,24 +245,24 @@ pub fn alert_message(
     evaluated_at: DateTime<Utc>,
     zone: Tz,
     unmatched: &[String],
-) -> Value {
+) -> DriftAlert {
     let local = |t: DateTime<Utc>| t.with_timezone(&zone).fixed_offset().to_rfc3339();
-    json!({
-        "type": "drift.alert",
-        "id": alert_id(store, day, sku),
-        "revision": revision.revision,
-        "state": revision.state.as_str(),
-        "severity": figures.severity(thresholds),
-        "store": store,
-        "sku": sku,
-        "business_day": day.format("%Y-%m-%d").to_string(),
-        "expected_units": figures.expected_units.normalize().to_string(),
-        "recorded_units": figures.recorded_units.normalize().to_string(),
-        "drift_units": figures.drift_units.normalize().to_string(),
-        "drift_value": figures.drift_value.to_string(),
-        "drift_ratio": figures.drift_ratio.to_string(),
-        "over_since": revision.over_since.map(local),
-        "evaluated_at": local(evaluated_at),
-        "unmatched": unmatched,
-    })
+    DriftAlert {
+        kind: "drift.alert".into(),
+        id: alert_id(store, day, sku),
+        revision: revision.revision,
+        state: revision.state.as_str().into(),
+        severity: figures.severity(thresholds).into(),
+        store: store.into(),
+        sku: sku.into(),
+        business_day: day.format("%Y-%m-%d").to_string(),
+        expected_units: figures.expected_units.normalize().to_string(),
+        recorded_units: figures.recorded_units.normalize().to_string(),
+        drift_units: figures.drift_units.normalize().to_string(),
+        drift_value: figures.drift_value.to_string(),
+        drift_ratio: figures.drift_ratio.to_string(),
+        over_since: revision.over_since.map(local),
+        evaluated_at: local(evaluated_at),
+        unmatched: unmatched.to_vec(),
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`clock`]: per-store event time (watermark) and the timers that fire from it.
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
 //! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
+//! - [`posting_body`]: the ERP posting as it goes out, typed.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
@@ -23,6 +24,7 @@ pub mod keys;
 mod lifecycle;
 pub mod model;
 pub mod outputs;
+pub mod posting_body;
 pub mod postings;
 pub mod report;
 pub mod retention;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::aggregates::{self, OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::drift::{self, Decision, DriftFigures};
 use crate::keys;
@@ -146,7 +146,7 @@ impl Retail {
         );
         let id = drift::alert_id(&step.store, day, sku_name);
         let subject = format!("{}.alerts.drift.{}", self.config().subject_prefix, step.store);
-        outputs::enqueue_value(txn, self.config().output_format, subject, format!("{id}/{}", revision.revision), &body)?;
+        outputs::enqueue_value(txn, self.config().output_format, OutputKind::Alert, subject, format!("{id}/{}", revision.revision), &body)?;
         outputs::remember_alert(txn, &step.store, day, sku_name, &body);
         *step.emitted.alerts.entry(revision.state.as_str()).or_default() += 1;
         Ok(())
@@ -165,7 +165,7 @@ impl Retail {
         emitted: &mut Emitted,
     ) -> Result<(), TopologyError> {
         let subject = format!("{}.erp.postings.{store}", self.config().subject_prefix);
-        outputs::enqueue_value(txn, self.config().output_format, subject, posting.id.clone(), &posting.body)?;
+        outputs::enqueue_value(txn, self.config().output_format, OutputKind::Posting, subject, posting.id.clone(), &posting.body)?;
         *emitted.postings.entry(posting.kind.as_str()).or_default() += 1;
         Ok(())
     }

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use serde_json::Value;
+use serde::Serialize;
 use tally_state::key::KeyWriter;
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, OutboxEntry};
-use crate::drift::Phase;
+use crate::aggregates::{self, OutboxEntry, OutputKind};
+use crate::drift::{DriftAlert, Phase};
 use crate::keys;
 use crate::topology::TopologyError;
 
@@ -35,9 +35,9 @@ impl OutputFormat {
         }
     }
 
-    pub fn encode(self, value: &Value) -> Vec<u8> {
+    pub fn encode(self, value: &impl Serialize) -> Vec<u8> {
         match self {
-            // Serializing a JSON value to memory cannot fail.
+            // Outputs are maps of strings, numbers and lists: serializing them to memory cannot fail.
             OutputFormat::Json => serde_json::to_vec(value).expect("serializing JSON to memory cannot fail"),
             OutputFormat::Msgpack => {
                 rmp_serde::to_vec_named(value).expect("serializing MessagePack to memory cannot fail")
@@ -76,19 +76,21 @@ pub fn enqueue(txn: &mut Overlay<'_>, entry: &OutboxEntry) -> Result<(), Topolog
     Ok(())
 }
 
-/// Enqueues a JSON-shaped output in the configured format.
+/// Enqueues an output in the configured format.
 pub fn enqueue_value(
     txn: &mut Overlay<'_>,
     format: OutputFormat,
+    kind: OutputKind,
     subject: String,
     msg_id: String,
-    body: &Value,
+    body: &impl Serialize,
 ) -> Result<(), TopologyError> {
     let entry = OutboxEntry {
         subject,
         msg_id,
         headers: vec![("Content-Type".into(), format.content_type().into())],
         payload: format.encode(body),
+        kind: Some(kind),
     };
     enqueue(txn, &entry)
 }
@@ -102,9 +104,9 @@ pub fn alerts_prefix() -> Vec<u8> {
 }
 
 /// Keeps the latest revision of each alert, for `/v1/alerts` and Alertmanager.
-pub fn remember_alert(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, sku: &str, body: &Value) {
-    // Serializing a JSON value to memory cannot fail.
-    let bytes = serde_json::to_vec(body).expect("serializing JSON to memory cannot fail");
+pub fn remember_alert(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, sku: &str, alert: &DriftAlert) {
+    // An alert is strings, numbers and lists: serializing it to memory cannot fail.
+    let bytes = serde_json::to_vec(alert).expect("serializing JSON to memory cannot fail");
     txn.put(Cf::Aggregates, alert_latest_key(store, day, sku), bytes);
 }
 

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tally_state::key::KeyWriter;
 use tally_state::{Cf, Overlay};
 
 use crate::aggregates::{self, SkuDay, StoreDay};
 use crate::keys;
+use crate::posting_body::{Audit, Control, Cumulative, MissingSeqs, PostingBody, PostingLine, TenderDelta};
 use crate::topology::{read, TopologyError};
 
 const TAG_DIRTY: u8 = 7;
@@ -81,7 +81,7 @@ impl Kind {
 pub struct Posting {
     pub id: String,
     pub kind: Kind,
-    pub body: Value,
+    pub body: PostingBody,
 }
 
 pub fn posting_id(store: &str, day: NaiveDate, seq: u32) -> String {
@@ -132,7 +132,7 @@ pub fn next_posting(
     for (kind, amount) in &totals.tenders {
         let posted = book.tenders.entry(kind.clone()).or_default();
         if *amount != *posted {
-            tenders.push(json!({"type": kind, "amount": (*amount - *posted).to_string()}));
+            tenders.push(TenderDelta { tender: kind.clone(), amount: (*amount - *posted).to_string() });
             *posted = *amount;
         }
     }
@@ -146,12 +146,12 @@ pub fn next_posting(
         return Ok(None);
     }
     book.seq += 1;
-    let control = json!({
-        "transactions": totals.transactions - book.transactions,
-        "lines": totals.lines - book.lines,
-        "net": (totals.net - book.net).to_string(),
-        "tax": (totals.tax - book.tax).to_string(),
-    });
+    let control = Control {
+        transactions: totals.transactions - book.transactions,
+        lines: totals.lines - book.lines,
+        net: (totals.net - book.net).to_string(),
+        tax: (totals.tax - book.tax).to_string(),
+    };
     book.transactions = totals.transactions;
     book.lines = totals.lines;
     book.net = totals.net;
@@ -160,30 +160,29 @@ pub fn next_posting(
         book.final_sent = true;
     }
     let id = posting_id(store, day, book.seq);
-    let audit = if kind == Kind::Final { audit(totals) } else { Value::Null };
-    let body = json!({
-        "type": "erp.posting",
-        "id": id,
-        "store": store,
-        "business_day": day.format("%Y-%m-%d").to_string(),
-        "seq": totals.posting.seq,
-        "kind": kind.as_str(),
-        "currency": totals.currency.as_deref().unwrap_or(default_currency),
-        "lines": lines,
-        "tenders": tenders,
-        "control": control,
-        "cumulative": {
-            "transactions": totals.transactions,
-            "net": totals.net.to_string(),
-            "tax": totals.tax.to_string(),
+    let body = PostingBody {
+        record_type: "erp.posting".into(),
+        id: id.clone(),
+        store: store.into(),
+        business_day: day.format("%Y-%m-%d").to_string(),
+        seq: totals.posting.seq,
+        kind: kind.as_str().into(),
+        currency: totals.currency.as_deref().unwrap_or(default_currency).into(),
+        lines,
+        tenders,
+        control,
+        cumulative: Cumulative {
+            transactions: totals.transactions,
+            net: totals.net.to_string(),
+            tax: totals.tax.to_string(),
         },
-        "audit": audit,
-    });
+        audit: (kind == Kind::Final).then(|| audit(totals)),
+    };
     Ok(Some(Posting { id, kind, body }))
 }
 
 /// The per-sku deltas since the last posting; marks them posted.
-fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<Value>, TopologyError> {
+fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<PostingLine>, TopologyError> {
     let rows = txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store, day), SKUS_PER_POSTING_MAX)?;
     let mut lines = Vec::new();
     for (key, value) in rows {
@@ -200,14 +199,14 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
             continue;
         }
         let name = keys::parse_sku_day_sku(&key).unwrap_or_default();
-        lines.push(json!({
-            "sku": name,
-            "qty": (current.qty - sku.posted.qty).normalize().to_string(),
-            "gross": (current.gross - sku.posted.gross).to_string(),
-            "discount": (current.discount - sku.posted.discount).to_string(),
-            "net": (current.net - sku.posted.net).to_string(),
-            "tax": (current.tax - sku.posted.tax).to_string(),
-        }));
+        lines.push(PostingLine {
+            sku: name,
+            qty: (current.qty - sku.posted.qty).normalize().to_string(),
+            gross: (current.gross - sku.posted.gross).to_string(),
+            discount: (current.discount - sku.posted.discount).to_string(),
+            net: (current.net - sku.posted.net).to_string(),
+            tax: (current.tax - sku.posted.tax).to_string(),
+        });
         sku.posted = current;
         txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
     }
@@ -215,34 +214,24 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
 }
 
 /// The final posting's comparison with the POS's own day-close (POS minus computed).
-pub fn audit(totals: &StoreDay) -> Value {
-    let missing: Vec<Value> = totals
+pub fn audit(totals: &StoreDay) -> Audit {
+    let missing_register_seqs = totals
         .registers
         .iter()
         .filter_map(|(register, seqs)| {
             let gaps = seqs.missing(MISSING_SEQS_MAX);
-            (!gaps.is_empty()).then(|| json!({"register": register, "seqs": gaps}))
+            (!gaps.is_empty()).then(|| MissingSeqs { register: register.clone(), seqs: gaps })
         })
         .collect();
-    match &totals.day_close {
-        Some(close) => json!({
-            "pos_transaction_count": close.transaction_count,
-            "pos_net_sales": close.net_sales.to_string(),
-            "pos_tax": close.tax.to_string(),
-            "difference_transactions": close.transaction_count as i64 - totals.transactions,
-            "difference_net": (close.net_sales - totals.net).to_string(),
-            "difference_tax": (close.tax - totals.tax).to_string(),
-            "missing_register_seqs": missing,
-        }),
-        None => json!({
-            "pos_transaction_count": null,
-            "pos_net_sales": null,
-            "pos_tax": null,
-            "difference_transactions": null,
-            "difference_net": null,
-            "difference_tax": null,
-            "missing_register_seqs": missing,
-        }),
+    let close = totals.day_close.as_ref();
+    Audit {
+        pos_transaction_count: close.map(|close| close.transaction_count),
+        pos_net_sales: close.map(|close| close.net_sales.to_string()),
+        pos_tax: close.map(|close| close.tax.to_string()),
+        difference_transactions: close.map(|close| close.transaction_count as i64 - totals.transactions),
+        difference_net: close.map(|close| (close.net_sales - totals.net).to_string()),
+        difference_tax: close.map(|close| (close.tax - totals.tax).to_string()),
+        missing_register_seqs,
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use tally_state::{Cf, Store};
 
 use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::drift::DriftAlert;
 use crate::keys;
 use crate::topology::TopologyError;
 
@@ -106,7 +107,7 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
             "last_seq": totals.posting.seq,
             "final": totals.posting.final_sent,
         },
-        "audit": if totals.finalized { crate::postings::audit(totals) } else { Value::Null },
+        "audit": totals.finalized.then(|| crate::postings::audit(totals)),
         "duplicates": totals.duplicates,
         "conflicts": totals.conflicts,
     })
@@ -122,16 +123,26 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
 }
 
 /// The latest revision of each alert, optionally only those in `state` (e.g. "firing").
-pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Vec<Value>, TopologyError> {
+pub fn alerts(store: &dyn Store, state: Option<&str>, limit: usize) -> Result<Vec<DriftAlert>, TopologyError> {
     let mut alerts = Vec::new();
+    let mut corrupt = None;
     for_each_under(store, &crate::outputs::alerts_prefix(), |_, bytes| {
-        let Ok(alert) = serde_json::from_slice::<Value>(bytes) else { return true };
-        if state.is_none_or(|wanted| alert["state"] == wanted) {
+        let alert = match serde_json::from_slice::<DriftAlert>(bytes) {
+            Ok(alert) => alert,
+            Err(err) => {
+                corrupt = Some(err);
+                return false;
+            }
+        };
+        if state.is_none_or(|wanted| alert.state == wanted) {
             alerts.push(alert);
         }
         alerts.len() < limit
     })?;
-    Ok(alerts)
+    match corrupt {
+        Some(err) => Err(TopologyError::CorruptJson { what: "drift alert", source: err }),
+        None => Ok(alerts),
+    }
 }
 
 /// Entries read per scan by [`for_each_under`].
@@ -184,6 +195,26 @@ mod tests {
     use crate::outputs;
     use tally_state::{MemStore, Overlay};
 
+    fn alert(state: &str) -> DriftAlert {
+        serde_json::from_value(json!({
+            "type": "drift.alert", "id": "drift/0042/2026-11-27/x", "revision": 1, "state": state,
+            "severity": "warning", "store": "0042", "sku": "x", "business_day": "2026-11-27",
+            "expected_units": "2", "recorded_units": "0", "drift_units": "2", "drift_value": "9.98",
+            "drift_ratio": "1", "over_since": null, "evaluated_at": "2026-11-27T10:00:00-05:00",
+            "unmatched": []
+        }))
+        .expect("a complete alert")
+    }
+
+    // Proves an alert stored by an earlier version (its fields written by a JSON map, in
+    // alphabetical order) reads back and is written again byte for byte.
+    #[test]
+    fn alerts_keep_their_bytes() {
+        let earlier = serde_json::to_vec(&serde_json::to_value(alert("firing")).unwrap()).unwrap();
+        let typed: DriftAlert = serde_json::from_slice(&earlier).unwrap();
+        assert_eq!(serde_json::to_vec(&typed).unwrap(), earlier);
+    }
+
     // Proves the counts and the alert list read every entry when they span several scan
     // chunks, and that the list stops at its limit.
     #[test]
@@ -193,9 +224,9 @@ mod tests {
         let firing = SCAN_CHUNK + 3;
         let mut txn = Overlay::new(&store);
         for i in 0..firing {
-            outputs::remember_alert(&mut txn, "0042", day, &format!("sku-{i:05}"), &json!({"state": "firing"}));
+            outputs::remember_alert(&mut txn, "0042", day, &format!("sku-{i:05}"), &alert("firing"));
         }
-        outputs::remember_alert(&mut txn, "0042", day, "resolved-one", &json!({"state": "resolved"}));
+        outputs::remember_alert(&mut txn, "0042", day, "resolved-one", &alert("resolved"));
         for i in 0..2 * SCAN_CHUNK {
             outputs::index_pending(&mut txn, "0007", day, &format!("sku-{i:05}"), Phase::Ok, Phase::Pending);
         }

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay, StateError};
 
-use crate::aggregates::{self, LatestPrice, OutboxEntry, Seen, SkuDay, StoreDay};
+use crate::aggregates::{self, LatestPrice, OutboxEntry, OutputKind, Seen, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::decode::{self, DecodeContext, RejectReason, Rejection};
 use crate::drift::DriftThresholds;
@@ -124,6 +124,12 @@ pub enum TopologyError {
         what: &'static str,
         #[source]
         source: rmp_serde::decode::Error,
+    },
+    #[error("stored {what} could not be decoded; the state is corrupt or from another version")]
+    CorruptJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -296,6 +302,7 @@ impl Retail {
                 ("Content-Type".into(), content_type),
             ],
             payload: msg.payload.to_vec(),
+            kind: Some(OutputKind::Dlq),
         };
         outputs::enqueue(txn, &entry)?;
         Ok(Outcome::Rejected(rejection.reason))

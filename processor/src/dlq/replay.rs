@@ -22,11 +22,13 @@ use super::read::{self, Payloads, Selection};
 use super::{Entry, DLQ_STREAM};
 use crate::config::Config;
 use crate::progress::Progress;
+use crate::backoff::Backoff;
 use crate::webhook::erp::{Attempt, Erp, Posting};
 
 /// Attempts per entry for errors that may pass (a publish timeout, an ERP answering 5xx).
 const ATTEMPTS: u32 = 3;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_LAST: Duration = Duration::from_secs(8);
 /// Skipped or failed DLQ sequences listed per cause in the summary; the rest are counted.
 const SEQS_SHOWN: usize = 20;
 
@@ -214,7 +216,7 @@ async fn republish(js: &jetstream::Context, stream: &Stream, config: &Config, en
     };
     let payload = full.payload.clone().unwrap_or_default();
     let headers = replay_headers(&full, &config.input.stream);
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_LAST);
     for attempt in 1..=ATTEMPTS {
         let published =
             async { js.publish_with_headers(subject.to_string(), headers.clone(), payload.clone()).await?.await };
@@ -225,8 +227,7 @@ async fn republish(js: &jetstream::Context, stream: &Stream, config: &Config, en
                 if attempt < ATTEMPTS
                     && matches!(err.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) =>
             {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                tokio::time::sleep(backoff.failed()).await;
             }
             Err(err) => return Outcome::Failed(format!("publishing to {subject} on {}: {err}", config.input.stream)),
         }
@@ -248,7 +249,7 @@ async fn redeliver(erp: &Erp, stream: &Stream, entry: &Entry, posting_id: &str) 
         stream_seq: full.seq,
         payload: full.payload.clone().unwrap_or_default(),
     };
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_LAST);
     for attempt in 1..=ATTEMPTS {
         match erp.post(&posting).await {
             Attempt::Delivered => return Outcome::ToErp,
@@ -261,8 +262,7 @@ async fn redeliver(erp: &Erp, stream: &Stream, entry: &Entry, posting_id: &str) 
                 ));
             }
             Attempt::Retry(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                tokio::time::sleep(backoff.failed()).await;
             }
         }
     }

@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// The first wait after a failed attempt; doubles per failure of the same store up to
 /// [`BACKOFF_MAX`], and starts again at the store's next success.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -115,7 +117,7 @@ struct StoreState<T> {
     held: BTreeMap<u64, Entry<T>>,
     busy: Option<Busy>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     /// The highest stream sequence of this store delivered or parked in this run.
     done_upto: u64,
     /// Postings delivered or parked in this run whose ack the server did not confirm: the only
@@ -127,7 +129,7 @@ struct StoreState<T> {
 
 impl<T> StoreState<T> {
     fn new() -> Self {
-        StoreState { held: BTreeMap::new(), busy: None, retry_at: None, backoff: BACKOFF_MIN, done_upto: 0, unacked: BTreeSet::new(), own: None, key: None }
+        StoreState { held: BTreeMap::new(), busy: None, retry_at: None, backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX), done_upto: 0, unacked: BTreeSet::new(), own: None, key: None }
     }
 
     /// Its place in the indexes, from its state.
@@ -296,7 +298,7 @@ impl<T> Schedule<T> {
                 state.unacked.pop_first();
             }
         }
-        state.backoff = BACKOFF_MIN;
+        state.backoff.succeeded();
         if entry.source == Source::Main {
             self.main_held -= 1;
         }
@@ -308,8 +310,7 @@ impl<T> Schedule<T> {
     /// Returns how long.
     pub fn failed(&mut self, store: &str, seq: u64, now: Instant) -> Duration {
         let state = self.delivered(store, seq);
-        let wait = state.backoff;
-        state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+        let wait = state.backoff.failed();
         state.retry_at = Some(now + wait);
         self.reindex(store);
         wait
