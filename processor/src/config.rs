@@ -595,14 +595,18 @@ impl Config {
     }
 }
 
-/// `1h30m`, `15m`, `250ms`: the largest units that add up to `duration` exactly.
+/// `1h30m`, `15m`, `30h`, `2d`, `250ms`: a duration for people, in the largest units that add
+/// up to it exactly (days only when whole).
 pub fn format_duration(duration: Duration) -> String {
     if duration.subsec_millis() != 0 {
         return format!("{}ms", duration.as_millis());
     }
     let mut left = duration.as_secs();
+    if left > 0 && left % 86_400 == 0 {
+        return format!("{}d", left / 86_400);
+    }
     let mut text = String::new();
-    for (unit, seconds) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+    for (unit, seconds) in [("h", 3600), ("m", 60), ("s", 1)] {
         if left >= seconds {
             text.push_str(&format!("{}{unit}", left / seconds));
             left %= seconds;
@@ -899,7 +903,11 @@ mod tests {
         let custom = Config::from_parts("t", text, &[]).unwrap().final_posting_timing();
         assert!(custom.contains("= 46m30s of processing time"), "{custom}");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(format_duration(Duration::from_secs(30 * 3600)), "1d6h");
+        assert_eq!(format_duration(Duration::from_secs(30 * 3600)), "30h");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
+        for (text, shown) in [("90s", "1m30s"), ("5400", "1h30m"), ("131401s", "36h30m1s"), ("0s", "0s"), ("15m", "15m")] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), shown);
+        }
     }
 
     // Proves bad values get a message naming the key.

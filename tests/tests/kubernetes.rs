@@ -212,4 +212,12 @@ fn configmap_and_statefulset_make_a_valid_tally_configuration() {
     let headless = stateful_set["spec"]["serviceName"].as_str().expect("serviceName");
     let services = yaml_documents(&manifests_dir().join("service.yaml"));
     assert!(services.iter().any(|s| s["metadata"]["name"] == headless && s["spec"]["clusterIP"] == "None"), "{headless} is headless");
+
+    // The ServiceMonitor selects exactly one Service, and scrapes its port by name.
+    let monitor = resource("servicemonitor.yaml", "ServiceMonitor");
+    let wanted = monitor["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels");
+    let selected: Vec<&Value> =
+        services.iter().filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v)).collect();
+    assert_eq!(selected.len(), 1, "the ServiceMonitor selects one Service: {selected:?}");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], selected[0]["spec"]["ports"][0]["name"]);
 }

@@ -135,9 +135,10 @@ pub(super) fn is_service_link(name: &str) -> bool {
     let is_protocol = |token: &str| matches!(token, "tcp" | "udp" | "sctp");
     let is_number = |token: &str| !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
     match tokens.as_slice() {
+        // Also `…_port_<n>_<protocol>_port`.
         [.., _, "port"] => true,
         [.., _, "port", number, protocol] => is_number(number) && is_protocol(protocol),
-        [.., _, "port", number, protocol, "addr" | "port" | "proto"] => is_number(number) && is_protocol(protocol),
+        [.., _, "port", number, protocol, "addr" | "proto"] => is_number(number) && is_protocol(protocol),
         _ => false,
     }
 }
