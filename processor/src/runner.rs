@@ -292,37 +292,32 @@ impl Runner {
 
 impl Runner {
     /// Logs what became of one input record, with its `id`, `store` and stream sequence `seq`
-    /// (docs/operations.md): dead-lettered at INFO, duplicates at DEBUG, accepted at TRACE. The
-    /// id is read from the payload again only for a line that is written, so a level that is
-    /// off costs nothing per message; the topology itself stays silent.
+    /// (docs/configuration.md#logs): dead-lettered at INFO, duplicates at DEBUG, accepted at
+    /// TRACE. The id is read from the payload again only for a line that is written, so a level
+    /// that is off costs nothing per message; the topology itself stays silent.
     fn log_outcome(&self, input: &InputMessage<'_>, outcome: Outcome) {
         let seq = input.stream_seq;
+        let identify = || self.retail.identify(input);
         match outcome {
-            Outcome::Rejected(RejectReason::Conflict) => {
-                if tracing::enabled!(Level::INFO) {
-                    let (id, store) = self.retail.identify(input);
-                    info!(id, store, seq, reason = "conflict", "Record reuses the id of an accepted record with other content; dead-lettered.");
-                }
+            Outcome::Rejected(RejectReason::Conflict) if tracing::enabled!(Level::INFO) => {
+                let (id, store) = identify();
+                let reason = "conflict";
+                info!(id, store, seq, reason, "Conflicting record; dead-lettered.");
             }
-            Outcome::Rejected(reason) => {
-                if tracing::enabled!(Level::INFO) {
-                    let (id, store) = self.retail.identify(input);
-                    let reason = reason.as_str();
-                    info!(id, store, seq, reason, "Record dead-lettered; the DLQ message's Tally-Error-Detail says why.");
-                }
+            Outcome::Rejected(reason) if tracing::enabled!(Level::INFO) => {
+                let (id, store) = identify();
+                let reason = reason.as_str();
+                info!(id, store, seq, reason, "Record dead-lettered.");
             }
-            Outcome::Duplicate => {
-                if tracing::enabled!(Level::DEBUG) {
-                    let (id, store) = self.retail.identify(input);
-                    debug!(id, store, seq, "Duplicate record (same id, same content); skipped.");
-                }
+            Outcome::Duplicate if tracing::enabled!(Level::DEBUG) => {
+                let (id, store) = identify();
+                debug!(id, store, seq, "Duplicate record; skipped.");
             }
-            Outcome::Accepted => {
-                if tracing::enabled!(Level::TRACE) {
-                    let (id, store) = self.retail.identify(input);
-                    trace!(id, store, seq, "Record accepted.");
-                }
+            Outcome::Accepted if tracing::enabled!(Level::TRACE) => {
+                let (id, store) = identify();
+                trace!(id, store, seq, "Record accepted.");
             }
+            _ => {}
         }
     }
 }

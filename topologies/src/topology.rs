@@ -217,8 +217,12 @@ impl Retail {
     /// callers ask only when they write such a line.
     pub fn identify(&self, msg: &InputMessage<'_>) -> (String, String) {
         let id = decode::record_id(msg.content_type, msg.payload, self.config.max_message_bytes);
-        let store = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(_, store)| store);
-        (id.unwrap_or_default(), store.unwrap_or_default().to_string())
+        let store = decode::parse_input_subject(&self.config.subject_prefix, msg.subject)
+            .map(|(_, store)| store);
+        (
+            id.unwrap_or_default(),
+            store.unwrap_or_default().to_string(),
+        )
     }
 
     /// `apply` of a message already decoded by [`Retail::decode`].

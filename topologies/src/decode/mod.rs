@@ -197,7 +197,11 @@ pub fn decode(
 /// of a JSON object or MessagePack map of at most `max_message_bytes`. For log lines about a
 /// record that was refused or skipped, where [`decode`] gave no event; never a reason to
 /// accept anything.
-pub fn record_id(content_type: Option<&str>, payload: &[u8], max_message_bytes: usize) -> Option<String> {
+pub fn record_id(
+    content_type: Option<&str>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Option<String> {
     if payload.len() > max_message_bytes {
         return None;
     }
