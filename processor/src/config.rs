@@ -28,11 +28,7 @@ use tally_topologies::topology::TopologyConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, #[source] source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -75,13 +71,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let mut stores = BTreeMap::new();
-        stores.insert(
-            "default".to_string(),
-            StoreConfig {
-                timezone: Some("UTC".into()),
-                drift: None,
-            },
-        );
+        stores.insert("default".to_string(), StoreConfig { timezone: Some("UTC".into()), drift: None });
         Config {
             nats: NatsConfig::default(),
             input: InputConfig::default(),
@@ -198,9 +188,7 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig {
-            format: "json".into(),
-        }
+        OutputConfig { format: "json".into() }
     }
 }
 
@@ -348,10 +336,7 @@ pub struct AlertmanagerConfig {
 
 impl Default for AlertmanagerConfig {
     fn default() -> Self {
-        AlertmanagerConfig {
-            url: String::new(),
-            resend_interval: "1m".into(),
-        }
+        AlertmanagerConfig { url: String::new(), resend_interval: "1m".into() }
     }
 }
 
@@ -384,11 +369,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:9464".into(),
-            bearer_token: None,
-            bearer_token_file: None,
-        }
+        HttpConfig { listen: "127.0.0.1:9464".into(), bearer_token: None, bearer_token_file: None }
     }
 }
 
@@ -405,10 +386,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            level: "info".into(),
-        }
+        LogConfig { format: "text".into(), level: "info".into() }
     }
 }
 
@@ -429,43 +407,26 @@ pub struct StoreConfig {
 impl Config {
     /// Reads the file (if any), applies the environment, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("TALLY_"))
-            .collect();
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TALLY_")).collect();
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?,
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
             None => String::new(),
         };
-        let name = path
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(none)".into());
+        let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into());
         Config::from_parts(&name, &text, &vars)
     }
 
     /// The part of `load` that reads no environment, for tests: file text plus `TALLY_*`
     /// variables (and the secret files that `*_file` keys name).
-    pub fn from_parts(
-        name: &str,
-        text: &str,
-        vars: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: name.into(),
-            message: e.to_string(),
-        })?;
+    pub fn from_parts(name: &str, text: &str, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         let ignored_env = env::apply(&mut table, vars)?;
         // Parsed again from text, so that an error quotes the offending line and key.
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
-            path: name.into(),
-            message: e.to_string(),
-        })?;
-        let mut config: Config = toml::from_str(&merged).map_err(|e| ConfigError::Parse {
-            path: name.into(),
-            message: e.to_string(),
-        })?;
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
+        let mut config: Config =
+            toml::from_str(&merged).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         secrets::resolve(&mut config)?;
         config.validate()?;
         config.ignored_env = ignored_env;
@@ -473,10 +434,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            key: key.into(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
         for (key, value) in [
             ("input.fetch_wait", &self.input.fetch_wait),
             ("drift.settle", &self.drift.settle),
@@ -484,10 +442,7 @@ impl Config {
             ("erp.interval", &self.erp.interval),
             ("erp.close_grace", &self.erp.close_grace),
             ("erp.max_open", &self.erp.max_open),
-            (
-                "alertmanager.resend_interval",
-                &self.alertmanager.resend_interval,
-            ),
+            ("alertmanager.resend_interval", &self.alertmanager.resend_interval),
             ("state.retention", &self.state.retention),
         ] {
             parse_duration(value).map_err(|m| invalid(key, m))?;
@@ -495,92 +450,41 @@ impl Config {
         if let Some(webhook) = &self.erp.webhook {
             parse_duration(&webhook.timeout).map_err(|m| invalid("erp.webhook.timeout", m))?;
             if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
-                return Err(invalid(
-                    "erp.webhook.url",
-                    format!("{:?} is not an http(s) URL", webhook.url),
-                ));
+                return Err(invalid("erp.webhook.url", format!("{:?} is not an http(s) URL", webhook.url)));
             }
-            if webhook
-                .auth_header
-                .as_ref()
-                .is_some_and(|h| !h.contains(':'))
-            {
-                return Err(invalid(
-                    "erp.webhook.auth_header",
-                    "must read `Name: value`".into(),
-                ));
+            if webhook.auth_header.as_ref().is_some_and(|h| !h.contains(':')) {
+                return Err(invalid("erp.webhook.auth_header", "must read `Name: value`".into()));
             }
         }
         if !self.alertmanager.url.is_empty() && !self.alertmanager.url.starts_with("http") {
-            return Err(invalid(
-                "alertmanager.url",
-                format!("{:?} is not an http(s) URL", self.alertmanager.url),
-            ));
+            return Err(invalid("alertmanager.url", format!("{:?} is not an http(s) URL", self.alertmanager.url)));
         }
         if !matches!(self.output.format.as_str(), "json" | "msgpack") {
-            return Err(invalid(
-                "output.format",
-                format!(
-                    "{:?} is neither \"json\" nor \"msgpack\"",
-                    self.output.format
-                ),
-            ));
+            return Err(invalid("output.format", format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format)));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid(
-                "log.format",
-                format!("{:?} is neither \"text\" nor \"json\"", self.log.format),
-            ));
+            return Err(invalid("log.format", format!("{:?} is neither \"text\" nor \"json\"", self.log.format)));
         }
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "{:?} is not one of {}",
-                    self.log.level,
-                    LOG_LEVELS.join(", ")
-                ),
-            ));
+            return Err(invalid("log.level", format!("{:?} is not one of {}", self.log.level, LOG_LEVELS.join(", "))));
         }
-        SocketAddr::from_str(&self.http.listen).map_err(|e| {
-            invalid(
-                "http.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:9464: {e}",
-                    self.http.listen
-                ),
-            )
-        })?;
+        SocketAddr::from_str(&self.http.listen)
+            .map_err(|e| invalid("http.listen", format!("{:?} is not an address like 127.0.0.1:9464: {e}", self.http.listen)))?;
         if self.input.batch_max == 0 || self.input.batch_max > BATCH_MAX_LIMIT {
-            return Err(invalid(
-                "input.batch_max",
-                format!("must be 1..={BATCH_MAX_LIMIT}"),
-            ));
+            return Err(invalid("input.batch_max", format!("must be 1..={BATCH_MAX_LIMIT}")));
         }
         if !is_valid_token(&self.input.subject_prefix) {
-            return Err(invalid(
-                "input.subject_prefix",
-                "must be one subject token of letters, digits, _ or -".into(),
-            ));
+            return Err(invalid("input.subject_prefix", "must be one subject token of letters, digits, _ or -".into()));
         }
         for (id, store) in &self.stores {
             if id != "default" && !is_valid_store_id(id) {
-                return Err(invalid(
-                    &format!("stores.{id}"),
-                    "a store id is 1-64 of A-Z a-z 0-9 _ -".into(),
-                ));
+                return Err(invalid(&format!("stores.{id}"), "a store id is 1-64 of A-Z a-z 0-9 _ -".into()));
             }
             if let Some(zone) = &store.timezone {
-                Tz::from_str(zone).map_err(|_| {
-                    invalid(
-                        &format!("stores.{id}.timezone"),
-                        format!("{zone:?} is not an IANA time zone"),
-                    )
-                })?;
+                Tz::from_str(zone).map_err(|_| invalid(&format!("stores.{id}.timezone"), format!("{zone:?} is not an IANA time zone")))?;
             }
             if let Some(settle) = store.drift.as_ref().and_then(|d| d.settle.as_ref()) {
-                parse_duration(settle)
-                    .map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
+                parse_duration(settle).map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
             }
         }
         Ok(())
@@ -591,14 +495,12 @@ impl Config {
     }
 
     pub fn http_listen(&self) -> SocketAddr {
-        SocketAddr::from_str(&self.http.listen)
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
+        SocketAddr::from_str(&self.http.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
     }
 
     /// What the pure topology needs; the config was validated, so zones parse.
     pub fn topology(&self) -> TopologyConfig {
-        let zone =
-            |store: &StoreConfig| store.timezone.as_deref().and_then(|z| Tz::from_str(z).ok());
+        let zone = |store: &StoreConfig| store.timezone.as_deref().and_then(|z| Tz::from_str(z).ok());
         let default_timezone = self.stores.get("default").and_then(zone).unwrap_or(Tz::UTC);
         let store_timezones = self
             .stores
@@ -626,11 +528,7 @@ impl Config {
             erp_interval: chrono_duration(&self.erp.interval),
             close_grace: chrono_duration(&self.erp.close_grace),
             max_open: chrono_duration(&self.erp.max_open),
-            output_format: if self.output.format == "msgpack" {
-                OutputFormat::Msgpack
-            } else {
-                OutputFormat::Json
-            },
+            output_format: if self.output.format == "msgpack" { OutputFormat::Msgpack } else { OutputFormat::Json },
             retention: chrono_duration(&self.state.retention),
         }
     }
@@ -640,10 +538,7 @@ impl Config {
         let base = &self.drift;
         let default = self.stores.get("default").and_then(|s| s.drift.as_ref());
         let pick = |get: fn(&DriftOverride) -> Option<Decimal>, global: Decimal| {
-            store
-                .and_then(get)
-                .or_else(|| default.and_then(get))
-                .unwrap_or(global)
+            store.and_then(get).or_else(|| default.and_then(get)).unwrap_or(global)
         };
         let settle = store
             .and_then(|d| d.settle.clone())
@@ -660,10 +555,7 @@ impl Config {
 
     /// Every key a config file may hold, as `section.key` (stores shown for `"<id>"`).
     pub fn documented_keys() -> Vec<String> {
-        let mut keys: Vec<String> = env::key_paths()
-            .into_iter()
-            .map(|(path, _)| path.join("."))
-            .collect();
+        let mut keys: Vec<String> = env::key_paths().into_iter().map(|(path, _)| path.join(".")).collect();
         keys.push("stores.timezone".into());
         keys
     }
@@ -685,11 +577,8 @@ impl Config {
         full.nats.tls_key = sample_path();
         full.http.bearer_token = sample();
         full.http.bearer_token_file = sample_path();
-        full.erp.webhook = Some(WebhookConfig {
-            auth_header: sample(),
-            auth_header_file: sample_path(),
-            ..WebhookConfig::default()
-        });
+        full.erp.webhook =
+            Some(WebhookConfig { auth_header: sample(), auth_header_file: sample_path(), ..WebhookConfig::default() });
         full
     }
 
@@ -736,32 +625,22 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// A validated duration as chrono's type, which the topology uses.
 fn chrono_duration(text: &str) -> chrono::Duration {
-    parse_duration(text)
-        .ok()
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .unwrap_or_default()
+    parse_duration(text).ok().and_then(|d| chrono::Duration::from_std(d).ok()).unwrap_or_default()
 }
 
 /// A bound that keeps one commit's write batch and ack window modest.
 pub const BATCH_MAX_LIMIT: usize = 10_000;
 
 fn is_valid_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// `250ms`, `30s`, `15m`, `30h`, `2d`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 30h"))?;
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 30h"))?;
     let seconds = |n: u64| Duration::from_secs(n);
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
@@ -769,9 +648,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(seconds(number * 60)),
         "h" => Ok(seconds(number * 3600)),
         "d" => Ok(seconds(number * 86_400)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-        )),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
     }
 }
 
@@ -791,25 +668,17 @@ mod tests {
     // Proves every key the code accepts is documented in the example file, so they cannot drift.
     #[test]
     fn example_file_documents_every_key() {
-        let lines: Vec<String> = EXAMPLE
-            .lines()
-            .map(|l| l.trim_start_matches('#').trim().to_string())
-            .collect();
+        let lines: Vec<String> = EXAMPLE.lines().map(|l| l.trim_start_matches('#').trim().to_string()).collect();
         for key in Config::documented_keys() {
             let name = key.rsplit('.').next().unwrap();
-            assert!(
-                lines.iter().any(|l| l.starts_with(&format!("{name} ="))),
-                "{key} is not in deploy/tally.example.toml"
-            );
+            assert!(lines.iter().any(|l| l.starts_with(&format!("{name} ="))), "{key} is not in deploy/tally.example.toml");
         }
     }
 
     // Proves unknown keys are rejected with their name.
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_parts("t", "[nats]\nurll = \"x\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_parts("t", "[nats]\nurll = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("urll"), "{err}");
     }
 
@@ -817,10 +686,7 @@ mod tests {
     #[test]
     fn env_overrides_file() {
         let vars = vec![
-            (
-                "TALLY_NATS_URL".to_string(),
-                "nats://10.0.0.1:4222".to_string(),
-            ),
+            ("TALLY_NATS_URL".to_string(), "nats://10.0.0.1:4222".to_string()),
             ("TALLY_INPUT_BATCH_MAX".to_string(), "64".to_string()),
             ("TALLY_ERP_CLOSE_GRACE".to_string(), "1m".to_string()),
             ("TALLY_STATE_SYNC".to_string(), "false".to_string()),
@@ -847,25 +713,15 @@ mod tests {
             "TALLY_ERP_WEBHOOK",
             "TALLY_ERP_WEBHOOK_URLX",
         ] {
-            let err = Config::from_parts("t", "", &vars(&[(var, "x")]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(&format!("environment variable {var}:")),
-                "{var}: {err}"
-            );
+            let err = Config::from_parts("t", "", &vars(&[(var, "x")])).unwrap_err().to_string();
+            assert!(err.contains(&format!("environment variable {var}:")), "{var}: {err}");
         }
-        let err = Config::from_parts("t", "", &vars(&[("TALLY_INPUT_BATCH_MAX", "many")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_parts("t", "", &vars(&[("TALLY_INPUT_BATCH_MAX", "many")])).unwrap_err().to_string();
         assert!(err.contains("TALLY_INPUT_BATCH_MAX"), "{err}");
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     /// What Kubernetes sets in every pod of a namespace with a Service `tally` (port 9464, named
@@ -908,17 +764,9 @@ mod tests {
             "TALLY_STORES_SERVICE_PORT",
             "TALLY_ERP_GATEWAY_SERVICE_HOST",
         ];
-        let given: Vec<(String, String)> = links
-            .iter()
-            .map(|k| (k.to_string(), "1".to_string()))
-            .collect();
+        let given: Vec<(String, String)> = links.iter().map(|k| (k.to_string(), "1".to_string())).collect();
         let config = Config::from_parts("t", "", &given).unwrap();
-        assert_eq!(
-            config.ignored_env.len(),
-            links.len(),
-            "{:?}",
-            config.ignored_env
-        );
+        assert_eq!(config.ignored_env.len(), links.len(), "{:?}", config.ignored_env);
     }
 
     // Proves every key of every section can be set from the environment, nested tables and new
@@ -926,30 +774,14 @@ mod tests {
     #[test]
     fn every_key_is_settable_from_the_environment() {
         let paths = env::key_paths();
-        for section in [
-            "nats",
-            "input",
-            "output",
-            "state",
-            "drift",
-            "erp",
-            "http",
-            "alertmanager",
-            "log",
-        ] {
-            assert!(
-                paths.iter().any(|(p, _)| p[0] == section),
-                "no keys of [{section}]"
-            );
+        for section in ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log"] {
+            assert!(paths.iter().any(|(p, _)| p[0] == section), "no keys of [{section}]");
         }
         let mut names = std::collections::BTreeSet::new();
         for (path, sample) in &paths {
             let var = env::var_name(path);
             assert!(names.insert(var.clone()), "{var} names two keys");
-            assert!(
-                !env::is_service_link(&var["TALLY_".len()..].to_ascii_lowercase()),
-                "{var}"
-            );
+            assert!(!env::is_service_link(&var["TALLY_".len()..].to_ascii_lowercase()), "{var}");
             assert!(!path[0].contains('_'), "section {} has a `_`", path[0]);
             let value = match sample {
                 toml::Value::Integer(_) => toml::Value::Integer(7),
@@ -965,9 +797,7 @@ mod tests {
             assert!(ignored.is_empty(), "{var} was ignored");
             let mut at = &toml::Value::Table(table);
             for name in path {
-                at = at
-                    .get(name)
-                    .unwrap_or_else(|| panic!("{var} did not set {}", path.join(".")));
+                at = at.get(name).unwrap_or_else(|| panic!("{var} did not set {}", path.join(".")));
             }
             assert_eq!(at, &value, "{var}");
         }
@@ -981,16 +811,9 @@ mod tests {
             ("TALLY_ERP_WEBHOOK_AUTH_HEADER", "Authorization: Bearer abc"),
             ("TALLY_ERP_WEBHOOK_TIMEOUT", "3s"),
         ]);
-        let webhook = Config::from_parts("t", "", &given)
-            .unwrap()
-            .erp
-            .webhook
-            .unwrap();
+        let webhook = Config::from_parts("t", "", &given).unwrap().erp.webhook.unwrap();
         assert_eq!(webhook.url, "https://erp.example.com/p");
-        assert_eq!(
-            webhook.auth_header.as_deref(),
-            Some("Authorization: Bearer abc")
-        );
+        assert_eq!(webhook.auth_header.as_deref(), Some("Authorization: Bearer abc"));
         assert_eq!(webhook.timeout, "3s");
         assert_eq!(webhook.consumer, "tally-erp-webhook");
     }
@@ -1005,19 +828,11 @@ mod tests {
             ("TALLY_STORES_0042_DRIFT_MIN_UNITS", "5"),
             ("TALLY_STORES_north_7_DRIFT_SETTLE", "1m"),
         ]);
-        let topology = Config::from_parts("t", "[stores.\"0042\"]\ntimezone = \"UTC\"\n", &given)
-            .unwrap()
-            .topology();
+        let topology = Config::from_parts("t", "[stores.\"0042\"]\ntimezone = \"UTC\"\n", &given).unwrap().topology();
         assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(
-            topology.store_timezones["0042"],
-            chrono_tz::America::New_York
-        );
+        assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);
         assert_eq!(topology.thresholds("0042").min_units, Decimal::from(5));
-        assert_eq!(
-            topology.thresholds("north_7").settle,
-            chrono::Duration::minutes(1)
-        );
+        assert_eq!(topology.thresholds("north_7").settle, chrono::Duration::minutes(1));
     }
 
     /// A file in a temp dir holding `text`.
@@ -1037,18 +852,12 @@ mod tests {
         let bearer = secret_file(&dir, "bearer", "bearer-3");
         let header = secret_file(&dir, "header", "X-Key: hdr-4\n");
         let text = format!("[nats]\npassword_file = {password:?}\n[erp.webhook]\nurl = \"http://erp:1/\"\nauth_header_file = {header:?}\n");
-        let given = vars(&[
-            ("TALLY_NATS_TOKEN_FILE", &token),
-            ("TALLY_HTTP_BEARER_TOKEN_FILE", &bearer),
-        ]);
+        let given = vars(&[("TALLY_NATS_TOKEN_FILE", &token), ("TALLY_HTTP_BEARER_TOKEN_FILE", &bearer)]);
         let config = Config::from_parts("t", &text, &given).unwrap();
         assert_eq!(config.nats.password.as_deref(), Some("pw-1"));
         assert_eq!(config.nats.token.as_deref(), Some("tok-2"));
         assert_eq!(config.http.bearer_token.as_deref(), Some("bearer-3"));
-        assert_eq!(
-            config.erp.webhook.unwrap().auth_header.as_deref(),
-            Some("X-Key: hdr-4")
-        );
+        assert_eq!(config.erp.webhook.unwrap().auth_header.as_deref(), Some("X-Key: hdr-4"));
     }
 
     // Proves a secret given twice, an unreadable or empty secret file are errors that name the
@@ -1061,74 +870,38 @@ mod tests {
         let missing = dir.path().join("missing").display().to_string();
         let both = format!("[nats]\npassword = \"pw-Secret-77\"\npassword_file = {password:?}\n");
         let err = Config::from_parts("t", &both, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("nats.password and nats.password_file"),
-            "{err}"
-        );
+        assert!(err.contains("nats.password and nats.password_file"), "{err}");
         let err = Config::from_parts(
             "t",
             "",
-            &vars(&[
-                ("TALLY_NATS_PASSWORD", "pw-Secret-77"),
-                ("TALLY_NATS_PASSWORD_FILE", &password),
-            ]),
+            &vars(&[("TALLY_NATS_PASSWORD", "pw-Secret-77"), ("TALLY_NATS_PASSWORD_FILE", &password)]),
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("nats.password and nats.password_file"),
-            "{err}"
-        );
+        assert!(err.contains("nats.password and nats.password_file"), "{err}");
         assert!(!err.contains("pw-Secret-77"), "{err}");
         let err = format!(
             "{:#}",
             anyhow::Error::from(
-                Config::from_parts(
-                    "t",
-                    "",
-                    &vars(&[("TALLY_HTTP_BEARER_TOKEN_FILE", &missing)])
-                )
-                .unwrap_err()
+                Config::from_parts("t", "", &vars(&[("TALLY_HTTP_BEARER_TOKEN_FILE", &missing)])).unwrap_err()
             )
         );
-        assert!(
-            err.contains("http.bearer_token_file") && err.contains(&missing),
-            "{err}"
-        );
-        let err = Config::from_parts("t", "", &vars(&[("TALLY_NATS_TOKEN_FILE", &empty)]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("nats.token_file") && err.contains("empty"),
-            "{err}"
-        );
+        assert!(err.contains("http.bearer_token_file") && err.contains(&missing), "{err}");
+        let err = Config::from_parts("t", "", &vars(&[("TALLY_NATS_TOKEN_FILE", &empty)])).unwrap_err().to_string();
+        assert!(err.contains("nats.token_file") && err.contains("empty"), "{err}");
         let header = secret_file(&dir, "header", "no colon pw-Secret-77");
-        let text =
-            format!("[erp.webhook]\nurl = \"http://erp:1/\"\nauth_header_file = {header:?}\n");
+        let text = format!("[erp.webhook]\nurl = \"http://erp:1/\"\nauth_header_file = {header:?}\n");
         let err = Config::from_parts("t", &text, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("erp.webhook.auth_header") && !err.contains("pw-Secret-77"),
-            "{err}"
-        );
+        assert!(err.contains("erp.webhook.auth_header") && !err.contains("pw-Secret-77"), "{err}");
     }
 
     // Proves `[log]` is read and checked, from the file and the environment.
     #[test]
     fn log_settings() {
-        let config = Config::from_parts(
-            "t",
-            "[log]\nformat = \"json\"\n",
-            &vars(&[("TALLY_LOG_LEVEL", "debug")]),
-        )
-        .unwrap();
-        assert_eq!(
-            (config.log.format.as_str(), config.log.level.as_str()),
-            ("json", "debug")
-        );
-        for (text, key) in [
-            ("[log]\nformat = \"xml\"\n", "log.format"),
-            ("[log]\nlevel = \"loud\"\n", "log.level"),
-        ] {
+        let config =
+            Config::from_parts("t", "[log]\nformat = \"json\"\n", &vars(&[("TALLY_LOG_LEVEL", "debug")])).unwrap();
+        assert_eq!((config.log.format.as_str(), config.log.level.as_str()), ("json", "debug"));
+        for (text, key) in [("[log]\nformat = \"xml\"\n", "log.format"), ("[log]\nlevel = \"loud\"\n", "log.level")] {
             let err = Config::from_parts("t", text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
@@ -1139,27 +912,17 @@ mod tests {
     #[test]
     fn final_posting_timing_adds_the_idle_timeout() {
         let default = Config::default().final_posting_timing();
-        assert!(
-            default.contains("erp.close_grace (10m)")
-                && default.contains("drift.idle_timeout (5m)"),
-            "{default}"
-        );
+        assert!(default.contains("erp.close_grace (10m)") && default.contains("drift.idle_timeout (5m)"), "{default}");
         assert!(default.contains("= 15m of processing time"), "{default}");
         let text = "[erp]\nclose_grace = \"45m\"\n[drift]\nidle_timeout = \"90s\"\n";
-        let custom = Config::from_parts("t", text, &[])
-            .unwrap()
-            .final_posting_timing();
+        let custom = Config::from_parts("t", text, &[]).unwrap().final_posting_timing();
         assert!(custom.contains("= 46m30s of processing time"), "{custom}");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(30 * 3600)), "30h");
         assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
-        for (text, shown) in [
-            ("90s", "1m30s"),
-            ("5400", "1h30m"),
-            ("131401s", "36h30m1s"),
-            ("0s", "0s"),
-            ("15m", "15m"),
-        ] {
+        for (text, shown) in
+            [("90s", "1m30s"), ("5400", "1h30m"), ("131401s", "36h30m1s"), ("0s", "0s"), ("15m", "15m")]
+        {
             assert_eq!(format_duration(parse_duration(text).unwrap()), shown);
         }
     }
@@ -1168,10 +931,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         for (text, key) in [
-            (
-                "[stores.\"0042\"]\ntimezone = \"Mars/Base\"\n",
-                "stores.0042.timezone",
-            ),
+            ("[stores.\"0042\"]\ntimezone = \"Mars/Base\"\n", "stores.0042.timezone"),
             ("[drift]\nsettle = \"15 fortnights\"\n", "drift.settle"),
             ("[output]\nformat = \"xml\"\n", "output.format"),
             ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
@@ -1188,10 +948,7 @@ mod tests {
         let text = "[stores.default]\ntimezone = \"Europe/Berlin\"\n[stores.\"0042\"]\ntimezone = \"America/New_York\"\n";
         let topology = Config::from_parts("t", text, &[]).unwrap().topology();
         assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(
-            topology.store_timezones["0042"],
-            chrono_tz::America::New_York
-        );
+        assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);
     }
 
     // Proves per-store drift overrides replace only the keys they name.

@@ -11,9 +11,7 @@ use crate::config::LogConfig;
 /// Sets up the process's log. Call once, before anything logs.
 pub fn init(log: &LogConfig) {
     let (filter, bad_rust_log) = filter(&log.level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log.format == "json" {
         builder.json().flatten_event(true).init();
     } else {

@@ -140,15 +140,9 @@ impl Job {
             Command::Run(args) => (args, Configured::Run),
             Command::Setup(args) => (args, Configured::Setup),
             Command::Check(args) => (args, Configured::Check),
-            Command::State(StateCommand::Checkpoint { config, dir }) => {
-                (config, Configured::Checkpoint(dir))
-            }
-            Command::State(StateCommand::Restore { config, from }) => {
-                (config, Configured::Restore(from))
-            }
-            Command::State(StateCommand::Rebuild { config, into }) => {
-                (config, Configured::Rebuild(into))
-            }
+            Command::State(StateCommand::Checkpoint { config, dir }) => (config, Configured::Checkpoint(dir)),
+            Command::State(StateCommand::Restore { config, from }) => (config, Configured::Restore(from)),
+            Command::State(StateCommand::Rebuild { config, into }) => (config, Configured::Rebuild(into)),
             Command::Demo(args) => return Ok(Job::Plain(Plain::Demo(args))),
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
             Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
@@ -179,24 +173,14 @@ fn main() -> std::process::ExitCode {
         }
         // The demo's live table owns the terminal; its logs stay at warnings unless RUST_LOG says.
         Job::Plain(command) => {
-            let level = if matches!(command, Plain::Demo(_)) {
-                "warn"
-            } else {
-                "info"
-            };
-            logging::init(&LogConfig {
-                level: level.into(),
-                ..LogConfig::default()
-            });
+            let level = if matches!(command, Plain::Demo(_)) { "warn" } else { "info" };
+            logging::init(&LogConfig { level: level.into(), ..LogConfig::default() });
         }
     }
     if !arenas_limited {
         tracing::debug!("The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory.");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -238,10 +222,7 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
         }
         Configured::Checkpoint(dir) => {
             let position = stateops::checkpoint(&config, &dir)?;
-            println!(
-                "Checkpoint written to {} (committed stream sequence {position}).",
-                dir.display()
-            );
+            println!("Checkpoint written to {} (committed stream sequence {position}).", dir.display());
             Ok(())
         }
         Configured::Restore(from) => {
@@ -255,10 +236,7 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
         }
         Configured::Rebuild(into) => {
             let position = stateops::rebuild(&config, &into, telemetry::install()?).await?;
-            println!(
-                "Rebuilt state into {} up to stream sequence {position}.",
-                into.display()
-            );
+            println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
             Ok(())
         }
     }

@@ -10,10 +10,7 @@ use tally_tests::{DayTotals, Js, NatsServer, Tally, DRAIN_TIMEOUT};
 fn failed_setup_stderr(tally: &Tally) -> String {
     let out = tally.setup();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "setup must refuse this config; stderr:\n{stderr}"
-    );
+    assert!(!out.status.success(), "setup must refuse this config; stderr:\n{stderr}");
     stderr
 }
 
@@ -21,37 +18,22 @@ fn failed_setup_stderr(tally: &Tally) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_keys_are_rejected_by_name() {
     let nats = NatsServer::start();
-    let tally = Tally::builder(&nats.url())
-        .toml("[input]\nbatch_maxx = 10\n")
-        .prepare();
+    let tally = Tally::builder(&nats.url()).toml("[input]\nbatch_maxx = 10\n").prepare();
     let stderr = failed_setup_stderr(&tally);
-    assert!(
-        stderr.contains("batch_maxx"),
-        "the error names the key; stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("batch_maxx"), "the error names the key; stderr:\n{stderr}");
 
-    let tally = Tally::builder(&nats.url())
-        .toml("[natss]\nurl = \"nats://127.0.0.1:4222\"\n")
-        .prepare();
+    let tally = Tally::builder(&nats.url()).toml("[natss]\nurl = \"nats://127.0.0.1:4222\"\n").prepare();
     let stderr = failed_setup_stderr(&tally);
-    assert!(
-        stderr.contains("natss"),
-        "the error names the section; stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("natss"), "the error names the section; stderr:\n{stderr}");
 }
 
 // Proves: a bad value is refused with a message that names the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_values_are_refused_with_the_key_name() {
     let nats = NatsServer::start();
-    let tally = Tally::builder(&nats.url())
-        .toml("[output]\nformat = \"xml\"\n")
-        .prepare();
+    let tally = Tally::builder(&nats.url()).toml("[output]\nformat = \"xml\"\n").prepare();
     let stderr = failed_setup_stderr(&tally);
-    assert!(
-        stderr.contains("format"),
-        "the error names output.format; stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("format"), "the error names output.format; stderr:\n{stderr}");
 }
 
 // Proves: TALLY_<SECTION>_<KEY> overrides the file: a config pointing at a dead NATS works when
@@ -60,21 +42,11 @@ async fn bad_values_are_refused_with_the_key_name() {
 async fn environment_overrides_the_file() {
     let nats = NatsServer::start();
     let dead = format!("nats://127.0.0.1:{}", tally_tests::free_port());
-    let tally = Tally::builder(&dead)
-        .env("TALLY_NATS_URL", &nats.url())
-        .start()
-        .await;
+    let tally = Tally::builder(&dead).env("TALLY_NATS_URL", &nats.url()).start().await;
     let js = Js::connect(&nats.url()).await;
-    js.publish_json(
-        &pos_subject("retail", "0042"),
-        &example_transaction("T-1", "0042", DAY),
-    )
-    .await;
+    js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
-    assert_eq!(
-        DayTotals::from_http(&tally.day("0042", DAY).await).transactions,
-        1
-    );
+    assert_eq!(DayTotals::from_http(&tally.day("0042", DAY).await).transactions, 1);
 }
 
 /// What Kubernetes puts into every pod of a namespace with a Service `tally` (port 9464 named
@@ -98,9 +70,7 @@ const POD_VARIABLES: [(&str, &str); 14] = [
 
 /// The log lines of `text` that say which variables were ignored.
 fn ignored_lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|line| line.contains("Ignoring environment variables"))
-        .collect()
+    text.lines().filter(|line| line.contains("Ignoring environment variables")).collect()
 }
 
 // Proves: in a pod-like environment full of TALLY_SERVICE_* / TALLY_PORT_* variables (also those
@@ -116,43 +86,24 @@ async fn pod_environment_variables_are_ignored_but_typos_are_not() {
     }
     let tally = builder.start().await;
     let js = Js::connect(&nats.url()).await;
-    js.publish_json(
-        &pos_subject("retail", "0042"),
-        &example_transaction("T-pod", "0042", DAY),
-    )
-    .await;
+    js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-pod", "0042", DAY)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
-    assert_eq!(
-        DayTotals::from_http(&tally.day("0042", DAY).await).transactions,
-        1
-    );
+    assert_eq!(DayTotals::from_http(&tally.day("0042", DAY).await).transactions, 1);
     let log = tally.stderr_text();
     let lines = ignored_lines(&log);
-    assert_eq!(
-        lines.len(),
-        1,
-        "one line names the ignored variables:\n{log}"
-    );
+    assert_eq!(lines.len(), 1, "one line names the ignored variables:\n{log}");
     assert!(lines[0].contains("INFO"), "{}", lines[0]);
     for (key, _) in POD_VARIABLES {
         assert!(lines[0].contains(key), "{key} is not named: {}", lines[0]);
     }
 
-    let typo = Tally::builder(&nats.url())
-        .env("TALLY_SERVICE_HOST", "10.96.0.12")
-        .env("TALLY_NATS_URLX", "nats://x:1");
+    let typo = Tally::builder(&nats.url()).env("TALLY_SERVICE_HOST", "10.96.0.12").env("TALLY_NATS_URLX", "nats://x:1");
     let typo = typo.prepare();
     let stderr = failed_setup_stderr(&typo);
-    assert!(
-        stderr.contains("TALLY_NATS_URLX"),
-        "setup names the variable; stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("TALLY_NATS_URLX"), "setup names the variable; stderr:\n{stderr}");
     let run = typo.run_to_end("run", Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && stderr.contains("TALLY_NATS_URLX"),
-        "run names the variable; stderr:\n{stderr}"
-    );
+    assert!(!run.status.success() && stderr.contains("TALLY_NATS_URLX"), "run names the variable; stderr:\n{stderr}");
 }
 
 /// A file in `dir` holding `text`; its path.
@@ -174,41 +125,28 @@ async fn secrets_from_files_and_the_environment() {
     let nats = NatsServer::start_with_config(&format!(
         "authorization {{ users = [ {{ user: tally, password: \"{password}\" }} ] }}"
     ));
-    let client =
-        async_nats::ConnectOptions::with_user_and_password("tally".into(), password.into())
-            .connect(nats.url())
-            .await
-            .expect("the test connects with the password");
-    let js = Js {
-        client: client.clone(),
-        context: async_nats::jetstream::new(client),
-    };
+    let client = async_nats::ConnectOptions::with_user_and_password("tally".into(), password.into())
+        .connect(nats.url())
+        .await
+        .expect("the test connects with the password");
+    let js = Js { client: client.clone(), context: async_nats::jetstream::new(client) };
     let dir = tempfile::tempdir().expect("a temp dir");
     let password_file = write_file(&dir, "nats-password", &format!("{password}\n"));
     let bearer_file = write_file(&dir, "http-bearer-token", bearer);
     let user = "[nats]\nuser = \"tally\"\n";
     let ways = [
         Tally::builder(&nats.url()).toml(&format!("{user}password_file = {password_file:?}\n")),
-        Tally::builder(&nats.url())
-            .toml(user)
-            .env("TALLY_NATS_PASSWORD_FILE", &password_file),
-        Tally::builder(&nats.url())
-            .toml(user)
-            .env("TALLY_NATS_PASSWORD", password),
+        Tally::builder(&nats.url()).toml(user).env("TALLY_NATS_PASSWORD_FILE", &password_file),
+        Tally::builder(&nats.url()).toml(user).env("TALLY_NATS_PASSWORD", password),
     ];
     for (n, way) in ways.into_iter().enumerate() {
         // Each instance has its own state and consumer, and reads the input from the start.
         let consumer = format!("tally-{n}");
-        let way = way
-            .toml(&format!("[input]\nconsumer = {consumer:?}\n"))
-            .env("TALLY_HTTP_BEARER_TOKEN_FILE", &bearer_file);
+        let way =
+            way.toml(&format!("[input]\nconsumer = {consumer:?}\n")).env("TALLY_HTTP_BEARER_TOKEN_FILE", &bearer_file);
         let tally = way.start().await;
         if n == 0 {
-            js.publish_json(
-                &pos_subject("retail", "0042"),
-                &example_transaction("T-secret", "0042", DAY),
-            )
-            .await;
+            js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-secret", "0042", DAY)).await;
         }
         tally.wait_drained(&js, DRAIN_TIMEOUT).await;
         let path = format!("/v1/stores/0042/days/{DAY}");
@@ -220,32 +158,19 @@ async fn secrets_from_files_and_the_environment() {
             .send()
             .await
             .expect("GET with the bearer token");
-        assert_eq!(
-            answer.status().as_u16(),
-            200,
-            "way {n}: /v1 with the bearer token"
-        );
+        assert_eq!(answer.status().as_u16(), 200, "way {n}: /v1 with the bearer token");
         let day: serde_json::Value = answer.json().await.expect("a JSON day");
         assert_eq!(DayTotals::from_http(&day).transactions, 1, "way {n}: {day}");
         let log = tally.full_logs();
         for secret in [password, bearer] {
-            assert!(
-                !log.contains(secret),
-                "way {n}: the log shows a secret:\n{log}"
-            );
+            assert!(!log.contains(secret), "way {n}: the log shows a secret:\n{log}");
         }
     }
 
     let missing = dir.path().join("missing").display().to_string();
-    let broken = Tally::builder(&nats.url())
-        .toml(user)
-        .env("TALLY_NATS_PASSWORD_FILE", &missing)
-        .prepare();
+    let broken = Tally::builder(&nats.url()).toml(user).env("TALLY_NATS_PASSWORD_FILE", &missing).prepare();
     let stderr = failed_setup_stderr(&broken);
-    assert!(
-        stderr.contains("nats.password_file") && stderr.contains(&missing),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("nats.password_file") && stderr.contains(&missing), "stderr:\n{stderr}");
 }
 
 // Proves: `tally setup` and `tally check` say that a quiet store's final posting goes out
@@ -259,29 +184,13 @@ async fn setup_and_check_say_when_final_postings_go_out() {
     let setup = tally.setup_ok();
     let stdout = String::from_utf8_lossy(&setup.stdout);
     let expected = "drift.idle_timeout (2m) + close_grace = 22m of processing time";
-    assert!(
-        stdout.contains("erp.close_grace (20m)") && stdout.contains(expected),
-        "setup's stdout:\n{stdout}"
-    );
+    assert!(stdout.contains("erp.close_grace (20m)") && stdout.contains(expected), "setup's stdout:\n{stdout}");
 
     let dead = format!("nats://127.0.0.1:{}", tally_tests::free_port());
-    let offline = Tally::builder(&dead)
-        .toml(timing)
-        .env("TALLY_SERVICE_HOST", "10.96.0.12")
-        .prepare();
+    let offline = Tally::builder(&dead).toml(timing).env("TALLY_SERVICE_HOST", "10.96.0.12").prepare();
     let check = offline.run_to_end("check", Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "check: {stdout}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(
-        stdout.contains("The configuration is valid.") && stdout.contains(expected),
-        "check's stdout:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("TALLY_SERVICE_HOST"),
-        "check names what it ignored:\n{stdout}"
-    );
+    assert!(check.status.success(), "check: {stdout}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(stdout.contains("The configuration is valid.") && stdout.contains(expected), "check's stdout:\n{stdout}");
+    assert!(stdout.contains("TALLY_SERVICE_HOST"), "check names what it ignored:\n{stdout}");
 }

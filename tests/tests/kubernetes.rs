@@ -35,12 +35,7 @@ fn python(args: &[&str]) -> Output {
 fn yaml_documents(path: &Path) -> Vec<Value> {
     let script = "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))";
     let out = python(&["-c", script, &path.display().to_string()]);
-    assert!(
-        out.status.success(),
-        "cannot read {} as YAML: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cannot read {} as YAML: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("python's json.dumps gives JSON")
 }
 
@@ -58,22 +53,11 @@ fn manifests() -> Vec<PathBuf> {
     listed.sort();
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .expect("deploy/kubernetes exists")
-        .map(|entry| {
-            entry
-                .expect("a directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("a directory entry").file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
         .collect();
     present.sort();
-    assert_eq!(
-        listed,
-        present,
-        "kustomization.yaml's resources and the files in {}",
-        dir.display()
-    );
+    assert_eq!(listed, present, "kustomization.yaml's resources and the files in {}", dir.display());
     listed.iter().map(|name| dir.join(name)).collect()
 }
 
@@ -94,16 +78,9 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     for version in KUBERNETES_VERSIONS {
         let out = validate(version, &files);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "Kubernetes {version}:\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "Kubernetes {version}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
         let ok = text.lines().filter(|line| line.starts_with("OK ")).count();
-        assert_eq!(
-            ok, resources,
-            "every resource validated for Kubernetes {version}:\n{text}"
-        );
+        assert_eq!(ok, resources, "every resource validated for Kubernetes {version}:\n{text}");
         assert!(text.contains("ServiceMonitor/tally"), "{text}");
     }
 }
@@ -115,37 +92,19 @@ fn manifests_validate_against_the_kubernetes_schemas() {
 fn validator_rejects_broken_manifests() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let breakages = [
-        (
-            "statefulset.yaml",
-            "path: /readyz",
-            "pathh: /readyz",
-            "StatefulSet/tally",
-        ),
+        ("statefulset.yaml", "path: /readyz", "pathh: /readyz", "StatefulSet/tally"),
         ("service.yaml", "port: 9464", "port: nine", "Service/tally"),
-        (
-            "servicemonitor.yaml",
-            "interval: 30s",
-            "intervall: 30s",
-            "ServiceMonitor/tally",
-        ),
+        ("servicemonitor.yaml", "interval: 30s", "intervall: 30s", "ServiceMonitor/tally"),
     ];
     for (file, from, to, resource) in breakages {
-        let original =
-            std::fs::read_to_string(manifests_dir().join(file)).expect("read a manifest");
-        assert!(
-            original.contains(from),
-            "{file} no longer contains {from:?}"
-        );
+        let original = std::fs::read_to_string(manifests_dir().join(file)).expect("read a manifest");
+        assert!(original.contains(from), "{file} no longer contains {from:?}");
         let broken = dir.path().join(file);
         std::fs::write(&broken, original.replacen(from, to, 1)).expect("write the broken copy");
         let out = validate(KUBERNETES_VERSIONS[1], &[broken]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{file} with {to:?} passed:\n{text}");
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("ERROR") && l.contains(resource)),
-            "{file}:\n{text}"
-        );
+        assert!(text.lines().any(|l| l.starts_with("ERROR") && l.contains(resource)), "{file}:\n{text}");
     }
 }
 
@@ -158,9 +117,7 @@ fn resource(file: &str, kind: &str) -> Value {
 }
 
 fn str_of<'a>(value: &'a Value, what: &str) -> &'a str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {value}"))
+    value.as_str().unwrap_or_else(|| panic!("{what} is not a string: {value}"))
 }
 
 /// The volume mount of `container` that mounts the volume whose definition has `source` (e.g.
@@ -188,84 +145,43 @@ fn configmap_and_statefulset_make_a_valid_tally_configuration() {
     let secret = resource("secret.example.yaml", "Secret");
     let stateful_set = resource("statefulset.yaml", "StatefulSet");
     let pod = &stateful_set["spec"]["template"]["spec"];
-    let toml_text = str_of(
-        &config_map["data"]["tally.toml"],
-        "the ConfigMap's tally.toml",
-    );
-    let config: toml::Table = toml_text
-        .parse()
-        .expect("the ConfigMap's tally.toml is TOML");
-    let listen = config["http"]["listen"]
-        .as_str()
-        .expect("http.listen is set");
+    let toml_text = str_of(&config_map["data"]["tally.toml"], "the ConfigMap's tally.toml");
+    let config: toml::Table = toml_text.parse().expect("the ConfigMap's tally.toml is TOML");
+    let listen = config["http"]["listen"].as_str().expect("http.listen is set");
     let state_path = config["state"]["path"].as_str().expect("state.path is set");
 
     let dir = tempfile::tempdir().expect("a temp dir");
     let secrets_dir = dir.path().join("secrets");
     std::fs::create_dir(&secrets_dir).expect("create the secrets dir");
-    for (key, value) in secret["stringData"]
-        .as_object()
-        .expect("the Secret has stringData")
-    {
+    for (key, value) in secret["stringData"].as_object().expect("the Secret has stringData") {
         std::fs::write(secrets_dir.join(key), str_of(value, key)).expect("write a secret file");
     }
     let config_file = dir.path().join("tally.toml");
     std::fs::write(&config_file, toml_text).expect("write tally.toml");
 
-    let containers = pod["initContainers"]
-        .as_array()
-        .into_iter()
-        .chain(pod["containers"].as_array())
-        .flatten();
+    let containers = pod["initContainers"].as_array().into_iter().chain(pod["containers"].as_array()).flatten();
     let mut checked = 0;
     for container in containers {
         let name = str_of(&container["name"], "a container name");
-        let config_mount = mount_path(
-            pod,
-            container,
-            "configMap",
-            "name",
-            str_of(&config_map["metadata"]["name"], "name"),
-        );
-        let secret_mount = mount_path(
-            pod,
-            container,
-            "secret",
-            "secretName",
-            str_of(&secret["metadata"]["name"], "name"),
-        );
-        let command: Vec<&str> = container["command"]
-            .as_array()
-            .expect("a command")
-            .iter()
-            .map(|a| str_of(a, "arg"))
-            .collect();
+        let config_mount =
+            mount_path(pod, container, "configMap", "name", str_of(&config_map["metadata"]["name"], "name"));
+        let secret_mount =
+            mount_path(pod, container, "secret", "secretName", str_of(&secret["metadata"]["name"], "name"));
+        let command: Vec<&str> =
+            container["command"].as_array().expect("a command").iter().map(|a| str_of(a, "arg")).collect();
         assert_eq!(command[0], "tally", "{name}: {command:?}");
-        let at = command
-            .iter()
-            .position(|a| *a == "--config")
-            .expect("--config is given");
-        assert_eq!(
-            command[at + 1],
-            format!("{config_mount}/tally.toml"),
-            "{name}: --config is the ConfigMap's file"
-        );
+        let at = command.iter().position(|a| *a == "--config").expect("--config is given");
+        assert_eq!(command[at + 1], format!("{config_mount}/tally.toml"), "{name}: --config is the ConfigMap's file");
 
         let mut check = Command::new(tally_bin());
-        check
-            .args(["check", "--config"])
-            .arg(&config_file)
-            .env_remove("RUST_LOG");
+        check.args(["check", "--config"]).arg(&config_file).env_remove("RUST_LOG");
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TALLY_") {
                 check.env_remove(key);
             }
         }
         for variable in container["env"].as_array().into_iter().flatten() {
-            let value = str_of(
-                &variable["value"],
-                "an env value (valueFrom is not checked here)",
-            );
+            let value = str_of(&variable["value"], "an env value (valueFrom is not checked here)");
             let local = match value.strip_prefix(&format!("{secret_mount}/")) {
                 Some(key) => secrets_dir.join(key).display().to_string(),
                 None => value.to_string(),
@@ -279,31 +195,21 @@ fn configmap_and_statefulset_make_a_valid_tally_configuration() {
             "{name}: tally check refused it:\n{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(
-            stdout.contains("The configuration is valid."),
-            "{name}: {stdout}"
-        );
+        assert!(stdout.contains("The configuration is valid."), "{name}: {stdout}");
         checked += 1;
     }
     assert_eq!(checked, 2, "the setup and the tally container");
 
-    let tally = pod["containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == "tally"))
-        .expect("container tally");
+    let tally =
+        pod["containers"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == "tally")).expect("container tally");
     let state_mount = tally["volumeMounts"]
         .as_array()
         .and_then(|ms| {
-            ms.iter().find(|m| {
-                m["name"] == stateful_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
-            })
+            ms.iter().find(|m| m["name"] == stateful_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"])
         })
         .expect("the PVC is mounted");
     assert!(
-        state_path.starts_with(&format!(
-            "{}/",
-            str_of(&state_mount["mountPath"], "mountPath")
-        )),
+        state_path.starts_with(&format!("{}/", str_of(&state_mount["mountPath"], "mountPath"))),
         "state.path {state_path} is on the PVC"
     );
     let port = &tally["ports"][0];
@@ -313,47 +219,25 @@ fn configmap_and_statefulset_make_a_valid_tally_configuration() {
         "http.listen is the container port on all interfaces"
     );
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-        assert_eq!(
-            tally[probe]["httpGet"]["port"], port["name"],
-            "{probe} uses the HTTP port"
-        );
+        assert_eq!(tally[probe]["httpGet"]["port"], port["name"], "{probe} uses the HTTP port");
     }
     assert_eq!(tally["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(tally["livenessProbe"]["httpGet"]["path"], "/healthz");
     for service in yaml_documents(&manifests_dir().join("service.yaml")) {
-        assert_eq!(
-            service["spec"]["ports"][0]["targetPort"], port["name"],
-            "{}",
-            service["metadata"]["name"]
-        );
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], port["name"], "{}", service["metadata"]["name"]);
     }
-    let headless = stateful_set["spec"]["serviceName"]
-        .as_str()
-        .expect("serviceName");
+    let headless = stateful_set["spec"]["serviceName"].as_str().expect("serviceName");
     let services = yaml_documents(&manifests_dir().join("service.yaml"));
     assert!(
-        services
-            .iter()
-            .any(|s| s["metadata"]["name"] == headless && s["spec"]["clusterIP"] == "None"),
+        services.iter().any(|s| s["metadata"]["name"] == headless && s["spec"]["clusterIP"] == "None"),
         "{headless} is headless"
     );
 
     // The ServiceMonitor selects exactly one Service, and scrapes its port by name.
     let monitor = resource("servicemonitor.yaml", "ServiceMonitor");
-    let wanted = monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .expect("matchLabels");
-    let selected: Vec<&Value> = services
-        .iter()
-        .filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v))
-        .collect();
-    assert_eq!(
-        selected.len(),
-        1,
-        "the ServiceMonitor selects one Service: {selected:?}"
-    );
-    assert_eq!(
-        monitor["spec"]["endpoints"][0]["port"],
-        selected[0]["spec"]["ports"][0]["name"]
-    );
+    let wanted = monitor["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels");
+    let selected: Vec<&Value> =
+        services.iter().filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v)).collect();
+    assert_eq!(selected.len(), 1, "the ServiceMonitor selects one Service: {selected:?}");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], selected[0]["spec"]["ports"][0]["name"]);
 }

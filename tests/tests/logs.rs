@@ -8,12 +8,9 @@ use tally_tests::{start_all, wait_for_messages, TallyBuilder, DLQ_STREAM, DRAIN_
 
 /// The line of `lines` with `message` starting `start` and field `key` equal to `value`.
 fn line_with<'a>(lines: &'a [Value], start: &str, key: &str, value: &Value) -> Option<&'a Value> {
-    lines.iter().find(|line| {
-        line["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with(start))
-            && line.get(key) == Some(value)
-    })
+    lines
+        .iter()
+        .find(|line| line["message"].as_str().is_some_and(|m| m.starts_with(start)) && line.get(key) == Some(value))
 }
 
 // Proves: with log.format = "json", every line tally writes to stderr parses as a JSON object
@@ -35,66 +32,32 @@ async fn json_log_lines_name_the_record() {
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     wait_for_messages(&js, DLQ_STREAM, 2).await;
     let status = tally.stop_gracefully();
-    assert!(
-        status.success(),
-        "tally run exited with {status}\n{}",
-        tally.logs()
-    );
+    assert!(status.success(), "tally run exited with {status}\n{}", tally.logs());
 
     let text = tally.stderr_text();
     let lines: Vec<Value> = text
         .lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{text}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{text}")))
         .collect();
-    assert!(
-        lines.len() > 3,
-        "expected tally's start-up lines too:\n{text}"
-    );
+    assert!(lines.len() > 3, "expected tally's start-up lines too:\n{text}");
     for line in &lines {
         for key in ["timestamp", "level", "message"] {
             assert!(line.get(key).is_some(), "no {key} in {line}");
         }
     }
-    let conflict = line_with(
-        &lines,
-        "Conflicting record",
-        "seq",
-        &Value::from(conflict_seq),
-    )
-    .unwrap_or_else(|| panic!("no line about the conflict (seq {conflict_seq}):\n{text}"));
-    let broken_line = line_with(
-        &lines,
-        "Record dead-lettered",
-        "seq",
-        &Value::from(broken_seq),
-    )
-    .unwrap_or_else(|| {
-        panic!("no line about the dead-lettered record (seq {broken_seq}):\n{text}")
-    });
-    for (line, id, reason) in [
-        (conflict, "T-log-1", "conflict"),
-        (broken_line, "T-log-bad", "schema"),
-    ] {
+    let conflict = line_with(&lines, "Conflicting record", "seq", &Value::from(conflict_seq))
+        .unwrap_or_else(|| panic!("no line about the conflict (seq {conflict_seq}):\n{text}"));
+    let broken_line = line_with(&lines, "Record dead-lettered", "seq", &Value::from(broken_seq))
+        .unwrap_or_else(|| panic!("no line about the dead-lettered record (seq {broken_seq}):\n{text}"));
+    for (line, id, reason) in [(conflict, "T-log-1", "conflict"), (broken_line, "T-log-bad", "schema")] {
         assert_eq!(line["id"], id, "{line}");
         assert_eq!(line["store"], "0042", "{line}");
         assert_eq!(line["reason"], reason, "{line}");
         assert_eq!(line["level"], "INFO", "{line}");
     }
     // Duplicates are at DEBUG, which the harness's RUST_LOG=info hides: none is written.
-    assert!(
-        line_with(
-            &lines,
-            "Duplicate record",
-            "seq",
-            &Value::from(duplicate_seq)
-        )
-        .is_none(),
-        "{text}"
-    );
+    assert!(line_with(&lines, "Duplicate record", "seq", &Value::from(duplicate_seq)).is_none(), "{text}");
 }
 
 // Proves: with RUST_LOG raising the runner to DEBUG (RUST_LOG wins over log.level), a duplicate
@@ -115,23 +78,11 @@ async fn duplicates_are_logged_at_debug() {
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     tally.stop_gracefully();
     let text = tally.stderr_text();
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    let line = line_with(
-        &lines,
-        "Duplicate record",
-        "seq",
-        &Value::from(duplicate_seq),
-    )
-    .unwrap_or_else(|| panic!("no line about the duplicate (seq {duplicate_seq}):\n{text}"));
+    let lines: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let line = line_with(&lines, "Duplicate record", "seq", &Value::from(duplicate_seq))
+        .unwrap_or_else(|| panic!("no line about the duplicate (seq {duplicate_seq}):\n{text}"));
     assert_eq!(
-        (
-            line["id"].as_str(),
-            line["store"].as_str(),
-            line["level"].as_str()
-        ),
+        (line["id"].as_str(), line["store"].as_str(), line["level"].as_str()),
         (Some("T-dup-1"), Some("0042"), Some("DEBUG"))
     );
 }

@@ -15,10 +15,7 @@ use super::{Config, ConfigError, StoreConfig};
 pub(super) fn key_paths() -> Vec<(Vec<String>, toml::Value)> {
     let mut paths = Vec::new();
     if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(Config::every_key()) {
-        for (section, body) in sections
-            .into_iter()
-            .filter(|(section, _)| section != "stores")
-        {
+        for (section, body) in sections.into_iter().filter(|(section, _)| section != "stores") {
             collect(vec![section], body, &mut paths);
         }
     }
@@ -27,15 +24,12 @@ pub(super) fn key_paths() -> Vec<(Vec<String>, toml::Value)> {
 
 /// The keys of one store's table (`timezone`, `drift.min_units`, …) as paths.
 fn store_key_paths() -> Vec<Vec<String>> {
-    let store = StoreConfig {
-        timezone: Some("UTC".into()),
-        drift: Some(Default::default()),
-    };
+    let store = StoreConfig { timezone: Some("UTC".into()), drift: Some(Default::default()) };
     let mut paths = Vec::new();
     if let Ok(toml::Value::Table(mut table)) = toml::Value::try_from(store) {
         // Every override is optional, so the sample's drift table is empty: list `[drift]`'s keys.
-        let drift = toml::Value::try_from(super::DriftConfig::default())
-            .unwrap_or(toml::Value::Table(Default::default()));
+        let drift =
+            toml::Value::try_from(super::DriftConfig::default()).unwrap_or(toml::Value::Table(Default::default()));
         if let toml::Value::Table(mut drift) = drift {
             // `idle_timeout` is a property of the whole process, not of a store.
             drift.remove("idle_timeout");
@@ -68,10 +62,7 @@ pub(super) fn var_name(path: &[String]) -> String {
 
 /// Applies `vars` (all beginning `TALLY_`) to the file's `table`; returns the names of those
 /// that are not tally's, to be logged by the caller.
-pub(super) fn apply(
-    table: &mut toml::Table,
-    vars: &[(String, String)],
-) -> Result<Vec<String>, ConfigError> {
+pub(super) fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<Vec<String>, ConfigError> {
     let keys = key_paths();
     let mut ignored = Vec::new();
     for (var, value) in vars {
@@ -90,10 +81,7 @@ fn apply_one(
     var: &str,
     value: &str,
 ) -> Result<bool, ConfigError> {
-    let env_error = |message: String| ConfigError::Env {
-        var: var.into(),
-        message,
-    };
+    let env_error = |message: String| ConfigError::Env { var: var.into(), message };
     let Some(rest) = var.strip_prefix("TALLY_") else {
         return Ok(false);
     };
@@ -104,11 +92,7 @@ fn apply_one(
     }
     // Section names hold no `_`, so the first token decides whose variable it is.
     let section = name.split('_').next().unwrap_or_default();
-    let sections: Vec<&str> = keys
-        .iter()
-        .map(|(path, _)| path[0].as_str())
-        .chain(["stores"])
-        .collect();
+    let sections: Vec<&str> = keys.iter().map(|(path, _)| path[0].as_str()).chain(["stores"]).collect();
     if !sections.contains(&section) {
         return Ok(false);
     }
@@ -123,25 +107,14 @@ fn apply_one(
     }
     if name == section {
         let upper = section.to_ascii_uppercase();
-        return Err(env_error(format!(
-            "names the section [{section}] but no key; expected TALLY_{upper}_<KEY>"
-        )));
+        return Err(env_error(format!("names the section [{section}] but no key; expected TALLY_{upper}_<KEY>")));
     }
     let expected: Vec<String> = if section == "stores" {
-        vec![
-            "TALLY_STORES_<ID>_TIMEZONE".into(),
-            "TALLY_STORES_<ID>_DRIFT_<KEY>".into(),
-        ]
+        vec!["TALLY_STORES_<ID>_TIMEZONE".into(), "TALLY_STORES_<ID>_DRIFT_<KEY>".into()]
     } else {
-        keys.iter()
-            .filter(|(path, _)| path[0] == section)
-            .map(|(path, _)| var_name(path))
-            .collect()
+        keys.iter().filter(|(path, _)| path[0] == section).map(|(path, _)| var_name(path)).collect()
     };
-    Err(env_error(format!(
-        "[{section}] has no such key; expected one of {}",
-        expected.join(", ")
-    )))
+    Err(env_error(format!("[{section}] has no such key; expected one of {}", expected.join(", "))))
 }
 
 /// `TALLY_STORES_<ID>_<KEY>` (without `TALLY_`): the path in `[stores]` and the value. The id is
@@ -151,14 +124,8 @@ fn store_key(rest: &str, value: &str) -> Option<(Vec<String>, toml::Value)> {
     let lower = after.to_ascii_lowercase();
     store_key_paths().into_iter().find_map(|key| {
         let suffix = format!("_{}", key.join("_"));
-        let id = after
-            .get(..lower.strip_suffix(&suffix)?.len())
-            .filter(|id| !id.is_empty())?;
-        let id = if id.eq_ignore_ascii_case("default") {
-            "default"
-        } else {
-            id
-        };
+        let id = after.get(..lower.strip_suffix(&suffix)?.len()).filter(|id| !id.is_empty())?;
+        let id = if id.eq_ignore_ascii_case("default") { "default" } else { id };
         let mut path = vec!["stores".to_string(), id.to_string()];
         path.extend(key);
         Some((path, toml::Value::String(value.to_string())))
@@ -169,10 +136,7 @@ fn store_key(rest: &str, value: &str) -> Option<(Vec<String>, toml::Value)> {
 /// a Service `<svc>`: `<svc>_service_host`, `<svc>_service_port`, `<svc>_service_port_<port
 /// name>`, `<svc>_port`, `<svc>_port_<n>_<protocol>` and that with `_addr`, `_port` or `_proto`.
 pub(super) fn is_service_link(name: &str) -> bool {
-    if name.ends_with("_service_host")
-        || name.ends_with("_service_port")
-        || name.contains("_service_port_")
-    {
+    if name.ends_with("_service_host") || name.ends_with("_service_port") || name.contains("_service_port_") {
         return true;
     }
     let tokens: Vec<&str> = name.split('_').collect();
@@ -182,9 +146,7 @@ pub(super) fn is_service_link(name: &str) -> bool {
         // Also `…_port_<n>_<protocol>_port`.
         [.., _, "port"] => true,
         [.., _, "port", number, protocol] => is_number(number) && is_protocol(protocol),
-        [.., _, "port", number, protocol, "addr" | "proto"] => {
-            is_number(number) && is_protocol(protocol)
-        }
+        [.., _, "port", number, protocol, "addr" | "proto"] => is_number(number) && is_protocol(protocol),
         _ => false,
     }
 }
@@ -192,16 +154,12 @@ pub(super) fn is_service_link(name: &str) -> bool {
 /// `value` read with the type of the key's default: a whole number, a boolean or a string.
 fn typed(sample: &toml::Value, value: &str) -> Result<toml::Value, String> {
     Ok(match sample {
-        toml::Value::Integer(_) => toml::Value::Integer(
-            value
-                .parse()
-                .map_err(|_| format!("{value:?} is not a whole number"))?,
-        ),
-        toml::Value::Boolean(_) => toml::Value::Boolean(
-            value
-                .parse()
-                .map_err(|_| format!("{value:?} is not true or false"))?,
-        ),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(value.parse().map_err(|_| format!("{value:?} is not a whole number"))?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(value.parse().map_err(|_| format!("{value:?} is not true or false"))?)
+        }
         _ => toml::Value::String(value.to_string()),
     })
 }
