@@ -607,7 +607,7 @@ pub fn format_duration(duration: Duration) -> String {
         return format!("{}ms", duration.as_millis());
     }
     let mut left = duration.as_secs();
-    if left > 0 && left % 86_400 == 0 {
+    if left > 0 && left.is_multiple_of(86_400) {
         return format!("{}d", left / 86_400);
     }
     let mut text = String::new();

@@ -113,7 +113,7 @@ enum InspectWhat {
 /// A command, with the configuration it reads loaded first: the log's format and level are
 /// part of it, so logging starts only once it is read.
 enum Job {
-    Configured(Config, Configured),
+    Configured(Box<Config>, Configured),
     Plain(Plain),
 }
 
@@ -147,7 +147,7 @@ impl Job {
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
             Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
         };
-        Ok(Job::Configured(Config::load(args.config.as_deref())?, what))
+        Ok(Job::Configured(Box::new(Config::load(args.config.as_deref())?), what))
     }
 }
 
@@ -188,7 +188,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match job {
-        Job::Configured(config, what) => runtime.block_on(configured(config, what)),
+        Job::Configured(config, what) => runtime.block_on(configured(*config, what)),
         Job::Plain(command) => runtime.block_on(plain(command)),
     };
     match result {
