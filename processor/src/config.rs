@@ -3,6 +3,12 @@
 //! Every field is documented here, where it is declared, with its default and unit; the example
 //! file `deploy/tally.example.toml` is checked against these declarations by a test. Unknown
 //! keys are rejected by name, bad values with a sentence that names the key.
+//!
+//! - `env`: the `TALLY_*` variables, and which of them are not tally's (docs/configuration.md).
+//! - `secrets`: secrets read from the files that `*_file` keys name.
+
+mod env;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +35,14 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("config key {key}: {message}")]
     Invalid { key: String, message: String },
+    /// A `*_file` key names a file that cannot be read; the secret itself is never quoted.
+    #[error("config key {key}: cannot read {path}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,8 +57,15 @@ pub struct Config {
     pub http: HttpConfig,
     /// Optional push of drift alerts to Prometheus Alertmanager.
     pub alertmanager: AlertmanagerConfig,
+    /// How tally writes its log (stderr).
+    pub log: LogConfig,
     /// Per-store settings; `default` applies to every store without its own table.
     pub stores: BTreeMap<String, StoreConfig>,
+    /// `TALLY_*` variables that name no section of this configuration (Kubernetes sets
+    /// `TALLY_SERVICE_HOST`, `TALLY_PORT_…` for a Service named `tally`): ignored, and left for
+    /// the caller to log once logging is set up. Not a key of the file.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Default for Config {
@@ -60,7 +81,9 @@ impl Default for Config {
             erp: ErpConfig::default(),
             http: HttpConfig::default(),
             alertmanager: AlertmanagerConfig::default(),
+            log: LogConfig::default(),
             stores,
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -83,9 +106,17 @@ pub struct NatsConfig {
     /// Password for user/password auth. Never logged. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file holding `password` (trailing line breaks removed), e.g. a mounted Kubernetes
+    /// Secret; setting both is an error. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// Token auth. Never logged. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A file holding `token` (trailing line breaks removed); setting both is an error.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) to verify the server; setting it requires TLS. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
@@ -105,7 +136,9 @@ impl Default for NatsConfig {
             nkey_seed_file: None,
             user: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -206,7 +239,9 @@ pub struct DriftConfig {
     /// How long (event time) a key must stay over threshold before it fires. Default `15m`.
     pub settle: String,
     /// A store with no records for this long (processing time) has its event time advanced by
-    /// processing time, so that it still settles and finalizes. Default `5m`.
+    /// processing time, so that it still settles and finalizes. Until then a quiet store's
+    /// event time stands still: its pending settles and its day's final posting
+    /// (`erp.close_grace` after the day-close) wait this long on top. Default `5m`.
     pub idle_timeout: String,
 }
 
@@ -244,7 +279,11 @@ pub struct DriftOverride {
 pub struct ErpConfig {
     /// Processing time between interim postings of a day with changes. Default `5m`.
     pub interval: String,
-    /// Wait after a day-close before the final posting. Default `10m`.
+    /// Wait after a day-close before the final posting, in the store's event time: records
+    /// that arrive meanwhile still count in it. A store that sends nothing after its day-close
+    /// (the usual end of a day) has event time only once `drift.idle_timeout` passed, so its
+    /// final posting goes out `drift.idle_timeout` + `close_grace` of processing time after the
+    /// day-close (15 minutes by default; `tally setup` says it). Default `10m`.
     pub close_grace: String,
     /// Finalize a day without day-close this long after its end. Default `30h`.
     pub max_open: String,
@@ -264,6 +303,10 @@ pub struct WebhookConfig {
     /// logged. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_header: Option<String>,
+    /// A file holding `auth_header` (trailing line breaks removed); setting both is an error.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_header_file: Option<PathBuf>,
     /// Time allowed for one POST before it is retried. Default `10s`.
     pub timeout: String,
     /// The durable consumer on `RETAIL_ERP` that feeds the webhook. Default `tally-erp-webhook`.
@@ -278,6 +321,7 @@ impl Default for WebhookConfig {
         WebhookConfig {
             url: String::new(),
             auth_header: None,
+            auth_header_file: None,
             timeout: "10s".into(),
             consumer: "tally-erp-webhook".into(),
             concurrency: 8,
@@ -321,13 +365,37 @@ pub struct HttpConfig {
     /// open for scrapers and probes). Never logged. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<String>,
+    /// A file holding `bearer_token` (trailing line breaks removed); setting both is an error.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into(), bearer_token: None }
+        HttpConfig { listen: "127.0.0.1:9464".into(), bearer_token: None, bearer_token_file: None }
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (a line for people) or `json` (one JSON object per line, fields at the top level,
+    /// for log shippers). Default `text`.
+    pub format: String,
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`. `RUST_LOG`, when set, wins over it
+    /// (and can filter by module). Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// The values of `log.level`.
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -339,9 +407,6 @@ pub struct StoreConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftOverride>,
 }
-
-/// Sections that `TALLY_<SECTION>_<KEY>` may override (stores are tables: file only).
-const ENV_SECTIONS: [&str; 8] = ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager"];
 
 impl Config {
     /// Reads the file (if any), applies the environment, and validates.
@@ -356,18 +421,19 @@ impl Config {
         Config::from_parts(&name, &text, &vars)
     }
 
-    /// The pure part of `load`, for tests: file text plus `TALLY_*` variables.
+    /// The part of `load` that reads no environment, for tests: file text plus `TALLY_*`
+    /// variables (and the secret files that `*_file` keys name).
     pub fn from_parts(name: &str, text: &str, vars: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
-        for (var, value) in vars {
-            apply_env(&mut table, var, value)?;
-        }
+        let ignored_env = env::apply(&mut table, vars)?;
         // Parsed again from text, so that an error quotes the offending line and key.
         let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
-        let config: Config =
+        let mut config: Config =
             toml::from_str(&merged).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
+        secrets::resolve(&mut config)?;
         config.validate()?;
+        config.ignored_env = ignored_env;
         Ok(config)
     }
 
@@ -402,6 +468,12 @@ impl Config {
         }
         if !matches!(self.output.format.as_str(), "json" | "msgpack") {
             return Err(invalid("output.format", format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format)));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", format!("{:?} is neither \"text\" nor \"json\"", self.log.format)));
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            return Err(invalid("log.level", format!("{:?} is not one of {}", self.log.level, LOG_LEVELS.join(", "))));
         }
         SocketAddr::from_str(&self.http.listen)
             .map_err(|e| invalid("http.listen", format!("{:?} is not an address like 127.0.0.1:9464: {e}", self.http.listen)))?;
@@ -490,33 +562,72 @@ impl Config {
 
     /// Every key a config file may hold, as `section.key` (stores shown for `"<id>"`).
     pub fn documented_keys() -> Vec<String> {
-        let mut full = Config::default();
-        full.nats.creds_file = Some("x".into());
-        full.nats.user = Some("x".into());
-        full.nats.nkey_seed_file = Some("x".into());
-        full.nats.password = Some("x".into());
-        full.nats.token = Some("x".into());
-        full.nats.tls_ca = Some("x".into());
-        full.nats.tls_cert = Some("x".into());
-        full.nats.tls_key = Some("x".into());
-        full.http.bearer_token = Some("x".into());
-        full.erp.webhook = Some(WebhookConfig { auth_header: Some("x".into()), ..WebhookConfig::default() });
-        let mut keys = Vec::new();
-        if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&full) {
-            for (section, body) in table {
-                if let toml::Value::Table(body) = body {
-                    for (key, value) in body.iter().filter(|_| section != "stores") {
-                        match value {
-                            toml::Value::Table(sub) => keys.extend(sub.keys().map(|k| format!("{section}.{key}.{k}"))),
-                            _ => keys.push(format!("{section}.{key}")),
-                        }
-                    }
-                }
-            }
-        }
+        let mut keys: Vec<String> = env::key_paths().into_iter().map(|(path, _)| path.join(".")).collect();
         keys.push("stores.timezone".into());
         keys
     }
+
+    /// The defaults with every optional key set to a sample, so that its key and type show.
+    fn every_key() -> Config {
+        let mut full = Config::default();
+        let sample = || Some("x".to_string());
+        let sample_path = || Some(PathBuf::from("x"));
+        full.nats.creds_file = sample_path();
+        full.nats.user = sample();
+        full.nats.nkey_seed_file = sample_path();
+        full.nats.password = sample();
+        full.nats.password_file = sample_path();
+        full.nats.token = sample();
+        full.nats.token_file = sample_path();
+        full.nats.tls_ca = sample_path();
+        full.nats.tls_cert = sample_path();
+        full.nats.tls_key = sample_path();
+        full.http.bearer_token = sample();
+        full.http.bearer_token_file = sample_path();
+        full.erp.webhook =
+            Some(WebhookConfig { auth_header: sample(), auth_header_file: sample_path(), ..WebhookConfig::default() });
+        full
+    }
+
+    /// When a day's final posting goes out, in words, for `tally setup` and `tally check`: a
+    /// quiet store's event time stands still for `drift.idle_timeout` (docs/configuration.md).
+    pub fn final_posting_timing(&self) -> String {
+        let grace = parse_duration(&self.erp.close_grace).unwrap_or_default();
+        let idle = parse_duration(&self.drift.idle_timeout).unwrap_or_default();
+        let max_open = parse_duration(&self.erp.max_open).unwrap_or_default();
+        format!(
+            "A day's final posting goes out erp.close_grace ({}) of event time after its day-close; a store that \
+             goes quiet after its day-close reaches that after drift.idle_timeout ({}) + close_grace = {} of \
+             processing time. A day without a day-close is finalized erp.max_open ({}) of event time after it ends.",
+            format_duration(grace),
+            format_duration(idle),
+            format_duration(idle + grace),
+            format_duration(max_open),
+        )
+    }
+}
+
+/// `1h30m`, `15m`, `30h`, `2d`, `250ms`: a duration for people, in the largest units that add
+/// up to it exactly (days only when whole).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() != 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    let mut left = duration.as_secs();
+    if left > 0 && left.is_multiple_of(86_400) {
+        return format!("{}d", left / 86_400);
+    }
+    let mut text = String::new();
+    for (unit, seconds) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= seconds {
+            text.push_str(&format!("{}{unit}", left / seconds));
+            left %= seconds;
+        }
+    }
+    if text.is_empty() {
+        text.push_str("0s");
+    }
+    text
 }
 
 /// A validated duration as chrono's type, which the topology uses.
@@ -532,37 +643,6 @@ pub const WEBHOOK_CONCURRENCY_MAX: usize = 256;
 
 fn is_valid_token(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// `TALLY_ERP_CLOSE_GRACE=…` sets `[erp] close_grace`, typed like the key's default.
-fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
-    let env_error = |message: String| ConfigError::Env { var: var.into(), message };
-    let rest = var.trim_start_matches("TALLY_").to_ascii_lowercase();
-    let Some(section) = ENV_SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
-        return Err(env_error(format!("unknown section; expected TALLY_<{}>_<KEY>", ENV_SECTIONS.join("|").to_uppercase())));
-    };
-    let key = &rest[section.len() + 1..];
-    let full_key = format!("{section}.{key}");
-    if !Config::documented_keys().contains(&full_key) {
-        return Err(env_error(format!("unknown key {full_key}")));
-    }
-    let defaults = toml::Value::try_from(Config::default()).map_err(|e| env_error(e.to_string()))?;
-    let typed = match defaults.get(section).and_then(|s| s.get(key)) {
-        Some(toml::Value::Integer(_)) => {
-            toml::Value::Integer(value.parse().map_err(|_| env_error(format!("{value:?} is not a whole number")))?)
-        }
-        Some(toml::Value::Boolean(_)) => {
-            toml::Value::Boolean(value.parse().map_err(|_| env_error(format!("{value:?} is not true or false")))?)
-        }
-        _ => toml::Value::String(value.to_string()),
-    };
-    let section_table = table
-        .entry(section.to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| env_error(format!("[{section}] in the file is not a table")))?;
-    section_table.insert(key.to_string(), typed);
-    Ok(())
 }
 
 /// `250ms`, `30s`, `15m`, `30h`, `2d`; a bare number is seconds.
@@ -628,13 +708,233 @@ mod tests {
         assert!(!config.state.sync);
     }
 
-    // Proves unknown environment keys and badly typed values are errors that name the variable.
+    // Proves unknown keys of known sections, a bare section and badly typed values are errors
+    // that name the variable, including the sections whose names begin alike.
     #[test]
     fn bad_env_is_named() {
-        let err = Config::from_parts("t", "", &[("TALLY_NATS_URLX".into(), "x".into())]).unwrap_err().to_string();
-        assert!(err.contains("TALLY_NATS_URLX"), "{err}");
-        let err = Config::from_parts("t", "", &[("TALLY_INPUT_BATCH_MAX".into(), "many".into())]).unwrap_err().to_string();
+        for var in [
+            "TALLY_NATS_URLX",
+            "TALLY_STATE_PATHS",
+            "TALLY_STORES_0042_TIMEZON",
+            "TALLY_STORES_0042",
+            "TALLY_ERP",
+            "TALLY_LOG",
+            "TALLY_LOG_FORMATX",
+            "TALLY_ERP_WEBHOOK",
+            "TALLY_ERP_WEBHOOK_URLX",
+        ] {
+            let err = Config::from_parts("t", "", &vars(&[(var, "x")])).unwrap_err().to_string();
+            assert!(err.contains(&format!("environment variable {var}:")), "{var}: {err}");
+        }
+        let err = Config::from_parts("t", "", &vars(&[("TALLY_INPUT_BATCH_MAX", "many")])).unwrap_err().to_string();
         assert!(err.contains("TALLY_INPUT_BATCH_MAX"), "{err}");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// What Kubernetes sets in every pod of a namespace with a Service `tally` (port 9464, named
+    /// `http`), and one the test harness and the benchmark use.
+    const POD_VARIABLES: [(&str, &str); 9] = [
+        ("TALLY_SERVICE_HOST", "10.96.0.12"),
+        ("TALLY_SERVICE_PORT", "9464"),
+        ("TALLY_SERVICE_PORT_HTTP", "9464"),
+        ("TALLY_PORT", "tcp://10.96.0.12:9464"),
+        ("TALLY_PORT_9464_TCP", "tcp://10.96.0.12:9464"),
+        ("TALLY_PORT_9464_TCP_ADDR", "10.96.0.12"),
+        ("TALLY_PORT_9464_TCP_PORT", "9464"),
+        ("TALLY_PORT_9464_TCP_PROTO", "tcp"),
+        ("TALLY_BIN", "/usr/bin/tally"),
+    ];
+
+    // Proves variables whose first token names no section are ignored and handed back (sorted)
+    // for the log, while tally's own variables beside them still apply.
+    #[test]
+    fn stray_variables_are_ignored_and_reported() {
+        let mut given = vars(&POD_VARIABLES);
+        given.push(("TALLY_NATS_URL".into(), "nats://10.0.0.1:4222".into()));
+        let config = Config::from_parts("t", "", &given).unwrap();
+        assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
+        let mut expected: Vec<String> = POD_VARIABLES.iter().map(|(k, _)| k.to_string()).collect();
+        expected.sort();
+        assert_eq!(config.ignored_env, expected);
+    }
+
+    // Proves the variables of Services named `tally-nats`, `tally-state`, `tally-stores` are
+    // ignored even though their first token names a section (no key has a service-link name).
+    #[test]
+    fn service_links_of_sections_are_ignored() {
+        let links = [
+            "TALLY_NATS_SERVICE_HOST",
+            "TALLY_NATS_SERVICE_PORT_CLIENT",
+            "TALLY_NATS_PORT",
+            "TALLY_NATS_PORT_4222_TCP_ADDR",
+            "TALLY_STATE_PORT_80_TCP",
+            "TALLY_STORES_SERVICE_PORT",
+            "TALLY_ERP_GATEWAY_SERVICE_HOST",
+        ];
+        let given: Vec<(String, String)> = links.iter().map(|k| (k.to_string(), "1".to_string())).collect();
+        let config = Config::from_parts("t", "", &given).unwrap();
+        assert_eq!(config.ignored_env.len(), links.len(), "{:?}", config.ignored_env);
+    }
+
+    // Proves every key of every section can be set from the environment, nested tables and new
+    // sections included, and that no key's variable looks like one Kubernetes sets.
+    #[test]
+    fn every_key_is_settable_from_the_environment() {
+        let paths = env::key_paths();
+        for section in ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log"] {
+            assert!(paths.iter().any(|(p, _)| p[0] == section), "no keys of [{section}]");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (path, sample) in &paths {
+            let var = env::var_name(path);
+            assert!(names.insert(var.clone()), "{var} names two keys");
+            assert!(!env::is_service_link(&var["TALLY_".len()..].to_ascii_lowercase()), "{var}");
+            assert!(!path[0].contains('_'), "section {} has a `_`", path[0]);
+            let value = match sample {
+                toml::Value::Integer(_) => toml::Value::Integer(7),
+                toml::Value::Boolean(b) => toml::Value::Boolean(!b),
+                _ => toml::Value::String("v".into()),
+            };
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let mut table = toml::Table::new();
+            let ignored = env::apply(&mut table, &[(var.clone(), text)]).unwrap();
+            assert!(ignored.is_empty(), "{var} was ignored");
+            let mut at = &toml::Value::Table(table);
+            for name in path {
+                at = at.get(name).unwrap_or_else(|| panic!("{var} did not set {}", path.join(".")));
+            }
+            assert_eq!(at, &value, "{var}");
+        }
+    }
+
+    // Proves `[erp.webhook]` can be given entirely from the environment.
+    #[test]
+    fn webhook_from_the_environment() {
+        let given = vars(&[
+            ("TALLY_ERP_WEBHOOK_URL", "https://erp.example.com/p"),
+            ("TALLY_ERP_WEBHOOK_AUTH_HEADER", "Authorization: Bearer abc"),
+            ("TALLY_ERP_WEBHOOK_TIMEOUT", "3s"),
+        ]);
+        let webhook = Config::from_parts("t", "", &given).unwrap().erp.webhook.unwrap();
+        assert_eq!(webhook.url, "https://erp.example.com/p");
+        assert_eq!(webhook.auth_header.as_deref(), Some("Authorization: Bearer abc"));
+        assert_eq!(webhook.timeout, "3s");
+        assert_eq!(webhook.consumer, "tally-erp-webhook");
+    }
+
+    // Proves per-store tables can be set from the environment, with ids as written (underscores
+    // included) and DEFAULT meaning `[stores.default]`.
+    #[test]
+    fn stores_from_the_environment() {
+        let given = vars(&[
+            ("TALLY_STORES_DEFAULT_TIMEZONE", "Europe/Berlin"),
+            ("TALLY_STORES_0042_TIMEZONE", "America/New_York"),
+            ("TALLY_STORES_0042_DRIFT_MIN_UNITS", "5"),
+            ("TALLY_STORES_north_7_DRIFT_SETTLE", "1m"),
+        ]);
+        let topology = Config::from_parts("t", "[stores.\"0042\"]\ntimezone = \"UTC\"\n", &given).unwrap().topology();
+        assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);
+        assert_eq!(topology.thresholds("0042").min_units, Decimal::from(5));
+        assert_eq!(topology.thresholds("north_7").settle, chrono::Duration::minutes(1));
+    }
+
+    /// A file in a temp dir holding `text`.
+    fn secret_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    // Proves each secret can come from its `*_file` key, given in the file or the environment,
+    // with the trailing line break removed.
+    #[test]
+    fn secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = secret_file(&dir, "password", "pw-1\n");
+        let token = secret_file(&dir, "token", "tok-2\r\n");
+        let bearer = secret_file(&dir, "bearer", "bearer-3");
+        let header = secret_file(&dir, "header", "X-Key: hdr-4\n");
+        let text = format!("[nats]\npassword_file = {password:?}\n[erp.webhook]\nurl = \"http://erp:1/\"\nauth_header_file = {header:?}\n");
+        let given = vars(&[("TALLY_NATS_TOKEN_FILE", &token), ("TALLY_HTTP_BEARER_TOKEN_FILE", &bearer)]);
+        let config = Config::from_parts("t", &text, &given).unwrap();
+        assert_eq!(config.nats.password.as_deref(), Some("pw-1"));
+        assert_eq!(config.nats.token.as_deref(), Some("tok-2"));
+        assert_eq!(config.http.bearer_token.as_deref(), Some("bearer-3"));
+        assert_eq!(config.erp.webhook.unwrap().auth_header.as_deref(), Some("X-Key: hdr-4"));
+    }
+
+    // Proves a secret given twice, an unreadable or empty secret file are errors that name the
+    // keys and the path, and that no error quotes a secret.
+    #[test]
+    fn bad_secret_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = secret_file(&dir, "password", "pw-Secret-77\n");
+        let empty = secret_file(&dir, "empty", "\n");
+        let missing = dir.path().join("missing").display().to_string();
+        let both = format!("[nats]\npassword = \"pw-Secret-77\"\npassword_file = {password:?}\n");
+        let err = Config::from_parts("t", &both, &[]).unwrap_err().to_string();
+        assert!(err.contains("nats.password and nats.password_file"), "{err}");
+        let err = Config::from_parts(
+            "t",
+            "",
+            &vars(&[("TALLY_NATS_PASSWORD", "pw-Secret-77"), ("TALLY_NATS_PASSWORD_FILE", &password)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats.password and nats.password_file"), "{err}");
+        assert!(!err.contains("pw-Secret-77"), "{err}");
+        let err = format!(
+            "{:#}",
+            anyhow::Error::from(
+                Config::from_parts("t", "", &vars(&[("TALLY_HTTP_BEARER_TOKEN_FILE", &missing)])).unwrap_err()
+            )
+        );
+        assert!(err.contains("http.bearer_token_file") && err.contains(&missing), "{err}");
+        let err = Config::from_parts("t", "", &vars(&[("TALLY_NATS_TOKEN_FILE", &empty)])).unwrap_err().to_string();
+        assert!(err.contains("nats.token_file") && err.contains("empty"), "{err}");
+        let header = secret_file(&dir, "header", "no colon pw-Secret-77");
+        let text = format!("[erp.webhook]\nurl = \"http://erp:1/\"\nauth_header_file = {header:?}\n");
+        let err = Config::from_parts("t", &text, &[]).unwrap_err().to_string();
+        assert!(err.contains("erp.webhook.auth_header") && !err.contains("pw-Secret-77"), "{err}");
+    }
+
+    // Proves `[log]` is read and checked, from the file and the environment.
+    #[test]
+    fn log_settings() {
+        let config =
+            Config::from_parts("t", "[log]\nformat = \"json\"\n", &vars(&[("TALLY_LOG_LEVEL", "debug")])).unwrap();
+        assert_eq!((config.log.format.as_str(), config.log.level.as_str()), ("json", "debug"));
+        for (text, key) in [("[log]\nformat = \"xml\"\n", "log.format"), ("[log]\nlevel = \"loud\"\n", "log.level")] {
+            let err = Config::from_parts("t", text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    // Proves the summary `tally setup` prints adds idle_timeout to close_grace, with the values
+    // configured.
+    #[test]
+    fn final_posting_timing_adds_the_idle_timeout() {
+        let default = Config::default().final_posting_timing();
+        assert!(default.contains("erp.close_grace (10m)") && default.contains("drift.idle_timeout (5m)"), "{default}");
+        assert!(default.contains("= 15m of processing time"), "{default}");
+        let text = "[erp]\nclose_grace = \"45m\"\n[drift]\nidle_timeout = \"90s\"\n";
+        let custom = Config::from_parts("t", text, &[]).unwrap().final_posting_timing();
+        assert!(custom.contains("= 46m30s of processing time"), "{custom}");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(30 * 3600)), "30h");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
+        for (text, shown) in
+            [("90s", "1m30s"), ("5400", "1h30m"), ("131401s", "36h30m1s"), ("0s", "0s"), ("15m", "15m")]
+        {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), shown);
+        }
     }
 
     // Proves bad values get a message naming the key.

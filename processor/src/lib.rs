@@ -9,6 +9,7 @@
 //! - [`health`]: readiness of each component, for `/readyz`.
 //! - [`alertmanager`]: pushing drift alerts to Prometheus Alertmanager's v2 API.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
+//! - [`logging`]: text or JSON log lines on stderr (`[log]`, `RUST_LOG`).
 //! - [`telemetry`]: every metric's name, description and emission.
 //! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
 //! - [`gencli`]: the command-line face of the traffic generator (the `tally-traffic` crate),
@@ -30,6 +31,7 @@ pub mod gencli;
 pub mod health;
 pub mod http;
 pub mod inspect;
+pub mod logging;
 pub mod memory;
 pub mod nats;
 pub mod outbox;

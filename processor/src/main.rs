@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tally_processor::config::Config;
-use tally_processor::{app, demo, dlq, gencli, inspect, stateops, telemetry};
+use tally_processor::config::{Config, ConfigError, LogConfig};
+use tally_processor::{app, demo, dlq, gencli, inspect, logging, stateops, telemetry};
 
 /// The per-message work allocates many small, short-lived values (decoded records, state
 /// values); mimalloc serves those markedly faster than the system allocator.
@@ -17,7 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// It consumes POS transactions and inventory movements from NATS JetStream, keeps exact
 /// running totals per store, SKU and business day in an embedded RocksDB, and dead-letters bad
 /// input with its reason. Configuration: a TOML file (see deploy/tally.example.toml), every key
-/// overridable by TALLY_<SECTION>_<KEY> (e.g. TALLY_NATS_URL). Logging: RUST_LOG (default info).
+/// overridable by TALLY_<SECTION>_<KEY> (e.g. TALLY_NATS_URL). Logging: [log] format and level
+/// (text or json, default info); RUST_LOG, when set, wins over log.level.
 #[derive(Parser)]
 #[command(name = "tally", version, about, long_about)]
 struct Cli {
@@ -31,9 +32,9 @@ enum Command {
     Run(ConfigArg),
     /// Create the streams and the consumer when absent, check them when present (idempotent).
     Setup(ConfigArg),
-    /// Check the configuration without starting anything.
-    #[command(subcommand)]
-    Config(ConfigCommand),
+    /// Check the configuration (file, TALLY_* variables, secret files) without connecting to
+    /// anything, and say when final postings go out.
+    Check(ConfigArg),
     /// Start a local NATS, the traffic generator and the processor, and watch them work.
     ///
     /// On a terminal: one screen redrawn in place (the busiest store-days, drift alerts as they
@@ -50,14 +51,6 @@ enum Command {
     State(StateCommand),
     /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
     Dlq(dlq::DlqArgs),
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Read the file, apply the TALLY_* variables and validate, as `tally run` would at start;
-    /// connects to nothing and reads none of the files the configuration names. Exit status 0
-    /// when tally would accept it, 1 with the offending key otherwise.
-    Check(ConfigArg),
 }
 
 #[derive(Subcommand)]
@@ -124,12 +117,81 @@ enum InspectWhat {
     },
 }
 
+/// A command, with the configuration it reads loaded first: the log's format and level are
+/// part of it, so logging starts only once it is read.
+enum Job {
+    Configured(Box<Config>, Configured),
+    Plain(Plain),
+}
+
+/// The commands that read no configuration before they start (`dlq` reads it itself: its
+/// `--config` is global to its subcommands).
+enum Plain {
+    Demo(demo::DemoArgs),
+    Dlq(dlq::DlqArgs),
+    Gen(GenArgs),
+    Inspect(InspectArgs),
+}
+
+/// The commands that read the configuration.
+enum Configured {
+    Run,
+    Setup,
+    /// The file checked, if any.
+    Check(Option<PathBuf>),
+    Checkpoint(PathBuf),
+    Restore(PathBuf),
+    Rebuild(PathBuf),
+}
+
+impl Job {
+    fn new(command: Command) -> Result<Job, ConfigError> {
+        let (args, what) = match command {
+            Command::Run(args) => (args, Configured::Run),
+            Command::Setup(args) => (args, Configured::Setup),
+            Command::Check(args) => {
+                let file = args.config.clone();
+                (args, Configured::Check(file))
+            }
+            Command::State(StateCommand::Checkpoint { config, dir }) => (config, Configured::Checkpoint(dir)),
+            Command::State(StateCommand::Restore { config, from }) => (config, Configured::Restore(from)),
+            Command::State(StateCommand::Rebuild { config, into }) => (config, Configured::Rebuild(into)),
+            Command::Demo(args) => return Ok(Job::Plain(Plain::Demo(args))),
+            Command::Dlq(args) => return Ok(Job::Plain(Plain::Dlq(args))),
+            Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
+            Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
+        };
+        Ok(Job::Configured(Box::new(Config::load(args.config.as_deref())?), what))
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let arenas_limited = tally_processor::memory::limit_malloc_arenas();
     let cli = Cli::parse();
-    // The demo's live table owns the terminal, and `dlq` prints results: their logs stay at
-    // warnings unless RUST_LOG says.
-    init_logging(if matches!(cli.command, Command::Demo(_) | Command::Dlq(_)) { "warn" } else { "info" });
+    let job = match Job::new(cli.command) {
+        Ok(job) => job,
+        Err(err) => {
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match &job {
+        Job::Configured(config, _) => {
+            logging::init(&config.log);
+            if !config.ignored_env.is_empty() {
+                tracing::info!(
+                    variables = %config.ignored_env.join(", "),
+                    "Ignoring environment variables that name no tally setting (Kubernetes sets such for a Service named tally)."
+                );
+            }
+        }
+        // The demo's live table owns the terminal, and `dlq` prints results: their logs stay at
+        // warnings unless RUST_LOG says.
+        Job::Plain(command) => {
+            let level = if matches!(command, Plain::Demo(_) | Plain::Dlq(_)) { "warn" } else { "info" };
+            logging::init(&LogConfig { level: level.into(), ..LogConfig::default() });
+        }
+    }
     if !arenas_limited {
         tracing::debug!("The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory.");
     }
@@ -140,7 +202,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = match job {
+        Job::Configured(config, what) => runtime.block_on(configured(*config, what)),
+        Job::Plain(command) => runtime.block_on(plain(command)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -149,49 +215,41 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Run(args) => {
-            let config = Config::load(args.config.as_deref())?;
+async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
+    match what {
+        Configured::Run => {
             let metrics = telemetry::install()?;
             app::run(config, metrics, app::shutdown_on_signals()).await
         }
-        Command::Setup(args) => {
-            let config = Config::load(args.config.as_deref())?;
+        Configured::Setup => {
             app::setup(&config).await?;
             println!("Streams and consumer are in place.");
+            println!("{}", config.final_posting_timing());
             Ok(())
         }
-        Command::Config(ConfigCommand::Check(args)) => {
-            let config = Config::load(args.config.as_deref())?;
-            let source = match &args.config {
+        Configured::Check(file) => {
+            let source = match file {
                 Some(path) => path.display().to_string(),
                 None => "the defaults and TALLY_* variables".into(),
             };
             // Only settings that cannot hold a secret (a NATS URL may carry a password).
             println!(
-                "{source}: valid (state.path {}, http.listen {}).",
+                "The configuration is valid: {source} (state.path {}, http.listen {}).",
                 config.state.path.display(),
                 config.http.listen
             );
+            println!("{}", config.final_posting_timing());
+            if !config.ignored_env.is_empty() {
+                println!("Ignored (not tally's): {}.", config.ignored_env.join(", "));
+            }
             Ok(())
         }
-        Command::Demo(args) => demo::run(args).await,
-        Command::Gen(args) => {
-            let client = async_nats::connect(args.nats_url.as_str())
-                .await
-                .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
-            let js = async_nats::jetstream::new(client);
-            gencli::run(&js, &args.traffic, app::shutdown_on_signals()).await
-        }
-        Command::State(StateCommand::Checkpoint { config, dir }) => {
-            let config = Config::load(config.config.as_deref())?;
+        Configured::Checkpoint(dir) => {
             let position = stateops::checkpoint(&config, &dir)?;
             println!("Checkpoint written to {} (committed stream sequence {position}).", dir.display());
             Ok(())
         }
-        Command::State(StateCommand::Restore { config, from }) => {
-            let config = Config::load(config.config.as_deref())?;
+        Configured::Restore(from) => {
             let position = stateops::restore(&config, &from)?;
             println!(
                 "Restored {} into {}; tally run resumes after stream sequence {position}.",
@@ -200,14 +258,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::State(StateCommand::Rebuild { config, into }) => {
-            let config = Config::load(config.config.as_deref())?;
+        Configured::Rebuild(into) => {
             let position = stateops::rebuild(&config, &into, telemetry::install()?).await?;
             println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
             Ok(())
         }
-        Command::Dlq(args) => dlq::run(args).await,
-        Command::Inspect(args) => {
+    }
+}
+
+async fn plain(command: Plain) -> anyhow::Result<()> {
+    match command {
+        Plain::Demo(args) => demo::run(args).await,
+        Plain::Dlq(args) => dlq::run(args).await,
+        Plain::Gen(args) => {
+            let client = async_nats::connect(args.nats_url.as_str())
+                .await
+                .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+            let js = async_nats::jetstream::new(client);
+            gencli::run(&js, &args.traffic, app::shutdown_on_signals()).await
+        }
+        Plain::Inspect(args) => {
             let value = match args.what {
                 InspectWhat::Summary => inspect::summary(&args.state)?,
                 InspectWhat::Day { store, day } => inspect::day(&args.state, &store, &day)?,
@@ -216,10 +286,4 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -21,9 +21,10 @@ use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tally_state::{Overlay, Store, Writes};
-use tally_topologies::topology::{self, Decoded, InputMessage, Retail};
+use tally_topologies::decode::RejectReason;
+use tally_topologies::topology::{self, Decoded, InputMessage, Outcome, Retail};
 use tokio::sync::{watch, Notify};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn, Level};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -237,13 +238,17 @@ impl Runner {
                 handled += 1;
                 pending = Some(info.pending);
                 let seq = info.stream_sequence;
+                let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
                 if seq <= position {
-                    debug!(seq, position, "Already committed; skipping a redelivery.");
+                    if tracing::enabled!(Level::DEBUG) {
+                        let (id, store) = self.retail.identify(&input);
+                        debug!(id, store, seq, position, "Already committed; skipping a redelivery.");
+                    }
                     continue;
                 }
-                let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
                 let decoded = ahead.unwrap_or_else(|| self.retail.decode(input.subject, input.content_type, input.payload));
                 let applied = self.retail.apply_decoded(&mut txn, &input, decoded, now)?;
+                self.log_outcome(&input, applied.outcome);
                 tally.record(applied.source, applied.outcome, applied.emitted);
                 position = seq;
             }
@@ -288,6 +293,38 @@ impl Runner {
         let task = tokio::spawn(commit.run(shutdown.clone()));
         *in_flight = Some(InFlight { writes, task });
         Ok(delivery)
+    }
+}
+
+impl Runner {
+    /// Logs what became of one input record, with its `id`, `store` and stream sequence `seq`
+    /// (docs/configuration.md#logs): dead-lettered at INFO, duplicates at DEBUG, accepted at
+    /// TRACE. The id is read from the payload again only for a line that is written, so a level
+    /// that is off costs nothing per message; the topology itself stays silent.
+    fn log_outcome(&self, input: &InputMessage<'_>, outcome: Outcome) {
+        let seq = input.stream_seq;
+        let identify = || self.retail.identify(input);
+        match outcome {
+            Outcome::Rejected(RejectReason::Conflict) if tracing::enabled!(Level::INFO) => {
+                let (id, store) = identify();
+                let reason = "conflict";
+                info!(id, store, seq, reason, "Conflicting record; dead-lettered.");
+            }
+            Outcome::Rejected(reason) if tracing::enabled!(Level::INFO) => {
+                let (id, store) = identify();
+                let reason = reason.as_str();
+                info!(id, store, seq, reason, "Record dead-lettered.");
+            }
+            Outcome::Duplicate if tracing::enabled!(Level::DEBUG) => {
+                let (id, store) = identify();
+                debug!(id, store, seq, "Duplicate record; skipped.");
+            }
+            Outcome::Accepted if tracing::enabled!(Level::TRACE) => {
+                let (id, store) = identify();
+                trace!(id, store, seq, "Record accepted.");
+            }
+            _ => {}
+        }
     }
 }
 

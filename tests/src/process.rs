@@ -325,6 +325,11 @@ impl Tally {
         format!("{}\n{}", read(self.stdout_log()), read(self.stderr_log()))
     }
 
+    /// Everything the current run wrote to stderr so far (its log), for tests that parse it.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.stderr_log()).unwrap_or_default()).into_owned()
+    }
+
     /// The tail of the current run's stdout and stderr, for failure messages.
     pub fn logs(&self) -> String {
         format!(

@@ -189,6 +189,8 @@ impl FakeMachine {
         self.stub("cargo-deb", &format!("echo 'cargo-deb {}'", cargo_deb_pin()));
         self.stub("dpkg-shlibdeps", "exit 0");
         self.stub("systemd-analyze", "exit 0");
+        // python3 answers the kubernetes-validate version check: the pinned one is there.
+        self.stub("python3", "exit 0");
         // Not root: the script would use sudo; the stub runs the command as it is.
         self.stub("sudo", "exec \"$@\"");
         // apt-get records its arguments; `install … libclang-dev` "installs" what the Debian

@@ -76,7 +76,7 @@ fn packaged_config_is_the_example_with_the_state_directory() {
     assert!(committed.lines().any(|line| line == format!("path = \"{STATE_DIR}\"")), "state.path is {STATE_DIR}");
 }
 
-// Proves: `tally config check` accepts a valid configuration without connecting to NATS (the
+// Proves: `tally check` accepts a valid configuration without connecting to NATS (the
 // configured server does not exist, and a connect would wait for it), and refuses an invalid
 // one naming the key.
 #[test]
@@ -87,16 +87,16 @@ fn config_check_validates_without_connecting() {
     let dead_url = format!("url = \"nats://127.0.0.1:{}\"", tally_tests::free_port());
     fs::write(&good, example.replacen("url = \"nats://127.0.0.1:4222\"", &dead_url, 1)).unwrap();
     let mut command = tally(&tally_bin());
-    command.args(["config", "check", "--config"]).arg(&good);
+    command.args(["check", "--config"]).arg(&good);
     let out = run_within(command, Duration::from_secs(30));
-    assert_ok(&out, "tally config check of the example");
-    assert!(text(&out).contains("valid (state.path ./tally-data"), "{}", text(&out));
+    assert_ok(&out, "tally check of the example");
+    assert!(text(&out).contains("(state.path ./tally-data,"), "{}", text(&out));
 
     let bad = dir.path().join("bad.toml");
     assert!(example.contains("format = \"json\""), "the example sets output.format");
     fs::write(&bad, example.replacen("format = \"json\"", "format = \"xml\"", 1)).unwrap();
     let mut command = tally(&tally_bin());
-    command.args(["config", "check", "--config"]).arg(&bad);
+    command.args(["check", "--config"]).arg(&bad);
     let out = run_within(command, Duration::from_secs(30));
     assert!(!out.status.success(), "an invalid output.format passed:\n{}", text(&out));
     assert!(text(&out).contains("output.format"), "the error names the key:\n{}", text(&out));
@@ -217,10 +217,10 @@ fn deb_installs_into_a_scratch_root_and_its_unit_verifies() {
     }
     assert!(!unit.lines().any(|line| line.starts_with("ExecReload=")), "tally cannot reload: no ExecReload");
     let mut check = tally(&binary);
-    check.args(["config", "check", "--config"]).arg(root.join(CONFIG.trim_start_matches('/')));
+    check.args(["check", "--config"]).arg(root.join(CONFIG.trim_start_matches('/')));
     let out = run_within(check, Duration::from_secs(30));
-    assert_ok(&out, "tally config check of the installed configuration");
-    assert!(text(&out).contains(&format!("valid (state.path {STATE_DIR},")), "{}", text(&out));
+    assert_ok(&out, "tally check of the installed configuration");
+    assert!(text(&out).contains(&format!("(state.path {STATE_DIR},")), "{}", text(&out));
 
     // verify exits 0 on warnings (an unknown key, a bad value): any output is a failure too.
     add_host_units(&root);

@@ -218,6 +218,19 @@ impl Retail {
         Decoded { record }
     }
 
+    /// The record id and store of a message, as far as they can be read (the store from the
+    /// subject), for log lines about it; empty when unreadable. Reads the payload again, so
+    /// callers ask only when they write such a line.
+    pub fn identify(&self, msg: &InputMessage<'_>) -> (String, String) {
+        let id = decode::record_id(msg.content_type, msg.payload, self.config.max_message_bytes);
+        let store = decode::parse_input_subject(&self.config.subject_prefix, msg.subject)
+            .map(|(_, store)| store);
+        (
+            id.unwrap_or_default(),
+            store.unwrap_or_default().to_string(),
+        )
+    }
+
     /// `apply` of a message already decoded by [`Retail::decode`].
     pub fn apply_decoded(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, decoded: Decoded, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);

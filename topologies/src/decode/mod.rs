@@ -193,6 +193,29 @@ pub fn decode(
     Ok((source, event))
 }
 
+/// The record id a message names, as far as it can be read: the string `id` at the top level
+/// of a JSON object or MessagePack map of at most `max_message_bytes`. For log lines about a
+/// record that was refused or skipped, where [`decode`] gave no event; never a reason to
+/// accept anything.
+pub fn record_id(
+    content_type: Option<&str>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Option<String> {
+    if payload.len() > max_message_bytes {
+        return None;
+    }
+    let parsed = if is_json(content_type, payload) {
+        json::parse(payload)
+    } else {
+        msgpack::parse(payload)
+    };
+    match parsed.ok()?.get("id")? {
+        Value::Str(id) => Some(id.clone()),
+        _ => None,
+    }
+}
+
 fn is_json(content_type: Option<&str>, payload: &[u8]) -> bool {
     let media = content_type
         .and_then(|ct| ct.split(';').next())

@@ -342,3 +342,27 @@ fn deep_nesting_is_rejected() {
         RejectReason::Decode
     );
 }
+
+// Proves `record_id` reads the id of a refused record from either format, and gives none for
+// what has no string id or is over the size limit.
+#[test]
+fn record_id_of_refused_records() {
+    let doc = json!({"type": "pos.transaction", "id": "T-9", "store": "0042", "lines": "broken"});
+    let text = doc.to_string();
+    assert_eq!(
+        record_id(None, text.as_bytes(), 1024).as_deref(),
+        Some("T-9")
+    );
+    assert_eq!(
+        record_id(
+            Some("application/msgpack"),
+            &rmp_serde::to_vec_named(&doc).unwrap(),
+            1024
+        )
+        .as_deref(),
+        Some("T-9")
+    );
+    assert_eq!(record_id(None, text.as_bytes(), 10), None);
+    assert_eq!(record_id(None, b"{not json", 1024), None);
+    assert_eq!(record_id(None, br#"{"id": 7}"#, 1024), None);
+}
