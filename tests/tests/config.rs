@@ -191,6 +191,6 @@ async fn setup_and_check_say_when_final_postings_go_out() {
     let check = offline.run_to_end("check", Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "check: {stdout}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(stdout.contains("The configuration is valid.") && stdout.contains(expected), "check's stdout:\n{stdout}");
+    assert!(stdout.contains("The configuration is valid: ") && stdout.contains(expected), "check's stdout:\n{stdout}");
     assert!(stdout.contains("TALLY_SERVICE_HOST"), "check names what it ignored:\n{stdout}");
 }

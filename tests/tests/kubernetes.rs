@@ -195,7 +195,7 @@ fn configmap_and_statefulset_make_a_valid_tally_configuration() {
             "{name}: tally check refused it:\n{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("The configuration is valid."), "{name}: {stdout}");
+        assert!(stdout.contains("The configuration is valid: "), "{name}: {stdout}");
         checked += 1;
     }
     assert_eq!(checked, 2, "the setup and the tally container");
