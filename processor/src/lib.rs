@@ -9,13 +9,15 @@
 //! - [`alertmanager`]: pushing drift alerts to Prometheus Alertmanager's v2 API.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
 //! - [`telemetry`]: every metric's name, description and emission.
-//! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
+//! - [`app`]: wiring for `tally run` (outputs, HTTP, input loop), the input loop alone for a
+//!   rebuild, and `tally setup`; signal handling.
 //! - [`gen`]: realistic retail traffic for `tally gen` and `tally demo`.
 //! - [`gencli`]: the generator's command-line options, shared by `gen` and `demo`.
 //! - [`demo`]: a local NATS, the generator and the processor, with a live summary.
 //! - [`inspect`]: reading the state offline.
 //! - [`localnats`]: a throwaway local nats-server, for the demo and the benchmark.
 //! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
+//! - [`reconcile`]: reading the output streams back into a rebuilt or restored state.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 
 pub mod alertmanager;
@@ -32,6 +34,7 @@ pub mod memory;
 pub mod nats;
 pub mod outbox;
 pub mod progress;
+pub mod reconcile;
 pub mod runner;
 pub mod stateops;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tally_processor::config::Config;
-use tally_processor::{app, demo, gencli, inspect, stateops, telemetry};
+use tally_processor::{app, config, demo, gencli, inspect, progress, stateops, telemetry};
 
 /// The per-message work allocates many small, short-lived values (decoded records, state
 /// values); mimalloc serves those markedly faster than the system allocator.
@@ -38,8 +38,17 @@ enum Command {
     /// Read the state directory offline and print JSON.
     Inspect(InspectArgs),
     /// Checkpoint, restore or rebuild the state directory.
+    State(StateArgs),
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// How often a progress line is printed when stderr is not a terminal (logs, CI), e.g. 5s,
+    /// 1m; 0s prints one at every update. On a terminal a progress bar redraws in place instead.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s")]
+    progress_every: String,
     #[command(subcommand)]
-    State(StateCommand),
+    command: StateCommand,
 }
 
 #[derive(Subcommand)]
@@ -59,7 +68,11 @@ enum StateCommand {
         from: PathBuf,
     },
     /// Rebuild state from the input stream into a fresh directory, with its own consumer,
-    /// until caught up; the outputs it recomputes are dropped (they were sent already).
+    /// until caught up. It publishes nothing and calls nothing (no outbox, Alertmanager, ERP
+    /// webhook or HTTP): the outputs it recomputes are dropped, and its ERP posting books and
+    /// alert revisions are set from what RETAIL_ERP and RETAIL_ALERTS hold. Stop the live
+    /// instance before running tally on the rebuilt directory: that first run reads the output
+    /// streams again, so that it continues from what the live instance sent last.
     Rebuild {
         #[command(flatten)]
         config: ConfigArg,
@@ -151,28 +164,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let js = async_nats::jetstream::new(client);
             gencli::run(&js, &args.traffic, app::shutdown_on_signals()).await
         }
-        Command::State(StateCommand::Checkpoint { config, dir }) => {
-            let config = Config::load(config.config.as_deref())?;
-            let position = stateops::checkpoint(&config, &dir)?;
-            println!("Checkpoint written to {} (committed stream sequence {position}).", dir.display());
-            Ok(())
-        }
-        Command::State(StateCommand::Restore { config, from }) => {
-            let config = Config::load(config.config.as_deref())?;
-            let position = stateops::restore(&config, &from)?;
-            println!(
-                "Restored {} into {}; tally run resumes after stream sequence {position}.",
-                from.display(),
-                config.state.path.display()
-            );
-            Ok(())
-        }
-        Command::State(StateCommand::Rebuild { config, into }) => {
-            let config = Config::load(config.config.as_deref())?;
-            let position = stateops::rebuild(&config, &into, telemetry::install()?).await?;
-            println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
-            Ok(())
-        }
+        Command::State(args) => state(args).await,
         Command::Inspect(args) => {
             let value = match args.what {
                 InspectWhat::Summary => inspect::summary(&args.state)?,
@@ -182,6 +174,42 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn state(args: StateArgs) -> anyhow::Result<()> {
+    let every = config::parse_duration(&args.progress_every)
+        .map_err(|err| anyhow::anyhow!("--progress-every {:?}: {err}", args.progress_every))?;
+    progress::set_plain_every(every);
+    match args.command {
+        StateCommand::Checkpoint { config, dir } => {
+            let config = Config::load(config.config.as_deref())?;
+            let done = stateops::checkpoint(&config, &dir)?;
+            println!("Checkpoint written to {} (committed stream sequence {}).", dir.display(), done.position);
+        }
+        StateCommand::Restore { config, from } => {
+            let config = Config::load(config.config.as_deref())?;
+            let done = stateops::restore(&config, &from)?;
+            println!(
+                "Restored {} into {}; tally run resumes after stream sequence {}, after reading the output \
+                 streams to learn what was published since the checkpoint.",
+                from.display(),
+                config.state.path.display(),
+                done.position
+            );
+        }
+        StateCommand::Rebuild { config, into } => {
+            let config = Config::load(config.config.as_deref())?;
+            let done = stateops::rebuild(&config, &into).await?;
+            println!("Rebuilt state into {} up to stream sequence {}.", into.display(), done.position);
+            println!("Outputs: {}.", done.reconciled);
+            println!(
+                "Stop the live instance before pointing state.path at {}: its first run reads the output streams \
+                 again and continues from the last posting and alert revision the live instance sent.",
+                into.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(default_level: &str) {
