@@ -55,7 +55,8 @@ impl Progress {
                 (false, false) => "{prefix}: {spinner} {human_pos} {msg} {per_sec}",
             };
             // The templates above are fixed and valid; a bad one would be a programmer error.
-            let style = ProgressStyle::with_template(template).expect("progress template is valid").progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template(template).expect("progress template is valid").progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(what.to_string());
             if unit != "bytes" {
@@ -122,7 +123,8 @@ impl Progress {
         match self.total {
             Some(total) if total > 0 => {
                 let percent = self.done.saturating_mul(100) / total;
-                let eta = eta_secs(self.done, total, seconds).map(|s| format!("{s} s")).unwrap_or_else(|| "unknown".into());
+                let eta =
+                    eta_secs(self.done, total, seconds).map(|s| format!("{s} s")).unwrap_or_else(|| "unknown".into());
                 let done = self.count(self.done);
                 format!("{}: {done} of {} ({percent} %), {per_sec}, ETA {eta}", self.what, self.amount(total))
             }

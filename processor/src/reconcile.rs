@@ -33,7 +33,7 @@ const ALERTS_STREAM: &str = "RETAIL_ALERTS";
 /// How long a stream being read back may keep its next message before the read gives up.
 const READ_WAIT: Duration = Duration::from_secs(30);
 /// Store-days reconciled per write batch; a day's sku-days go into the same batch.
-const DAYS_PER_BATCH: usize = 64;
+const DAYS_PER_BATCH: usize = 16;
 /// Store-days a state holds at most (stores × retained days); a guard against a runaway scan.
 const STORE_DAYS_MAX: usize = 10_000_000;
 /// Store-days named in a warning at most; the count says how many there are.
@@ -83,7 +83,11 @@ impl std::fmt::Display for Summary {
             if days.is_empty() { "none".to_string() } else { days.join(", ") }
         )?;
         if self.outbox_postings_dropped > 0 {
-            write!(f, "; {} postings dropped from the outbox (their content goes into the next postings)", self.outbox_postings_dropped)?;
+            write!(
+                f,
+                "; {} postings dropped from the outbox (their content goes into the next postings)",
+                self.outbox_postings_dropped
+            )?;
         }
         Ok(())
     }
@@ -101,7 +105,11 @@ fn outcome_name(outcome: BookOutcome) -> &'static str {
 
 /// Reconciles the state when it is marked for it (a rebuilt or restored state); `None` when it
 /// is not. `tally run` calls this before it starts publishing.
-pub async fn if_marked(store: &dyn Store, js: &jetstream::Context, config: &Config) -> Result<Option<Summary>, ReconcileError> {
+pub async fn if_marked(
+    store: &dyn Store,
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<Option<Summary>, ReconcileError> {
     if !reconcile::is_marked(&Overlay::new(store))? {
         return Ok(None);
     }
@@ -129,7 +137,8 @@ pub async fn run(
         let mut txn = Overlay::new(store);
         for (store_id, day) in chunk {
             let got = received.days.get(&(store_id.clone(), *day));
-            let Some(outcome) = reconcile::reconcile_day(&mut txn, store_id, *day, got, received.postings_complete, now)?
+            let Some(outcome) =
+                reconcile::reconcile_day(&mut txn, store_id, *day, got, received.postings_complete, now)?
             else {
                 continue;
             };
@@ -193,7 +202,10 @@ async fn read_back(
     })
     .await?;
     if summary.unreadable > 0 {
-        warn!(count = summary.unreadable, "Messages on the output subjects that are not tally's postings or alerts; ignored.");
+        warn!(
+            count = summary.unreadable,
+            "Messages on the output subjects that are not tally's postings or alerts; ignored."
+        );
     }
     Ok(received)
 }
@@ -213,7 +225,11 @@ struct Ordered {
     complete: bool,
 }
 
-async fn open_ordered(js: &jetstream::Context, stream: &'static str, filter: String) -> Result<Ordered, ReconcileError> {
+async fn open_ordered(
+    js: &jetstream::Context,
+    stream: &'static str,
+    filter: String,
+) -> Result<Ordered, ReconcileError> {
     let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
     let state = handle.get_info().await.map_err(|e| read_error(stream)(e.into()))?.state;
     let complete = state.first_sequence <= 1 && state.deleted_count.unwrap_or(0) == 0;
@@ -238,7 +254,8 @@ async fn read_all(
     let Some(consumer) = ordered.consumer.take().filter(|_| ordered.pending > 0) else { return Ok(()) };
     let mut messages = consumer.messages().await.map_err(|e| read_error(stream)(e.into()))?;
     loop {
-        let next = tokio::time::timeout(READ_WAIT, messages.next()).await.map_err(|_| ReconcileError::Stalled { stream })?;
+        let next =
+            tokio::time::timeout(READ_WAIT, messages.next()).await.map_err(|_| ReconcileError::Stalled { stream })?;
         let Some(message) = next else { return Ok(()) };
         let message = message.map_err(|e| read_error(stream)(e.into()))?;
         each(&message);
@@ -258,16 +275,18 @@ fn drop_outbox_postings(store: &dyn Store, prefix: &str) -> Result<u64, Reconcil
     let subject_prefix = format!("{prefix}.erp.postings.");
     let mut doomed = Vec::new();
     let mut corrupt = None;
-    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| match aggregates::decode::<OutboxEntry>(value) {
-        Ok(entry) => {
-            if entry.subject.starts_with(&subject_prefix) {
-                doomed.push(key.to_vec());
+    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| {
+        match aggregates::decode::<OutboxEntry>(value) {
+            Ok(entry) => {
+                if entry.subject.starts_with(&subject_prefix) {
+                    doomed.push(key.to_vec());
+                }
+                true
             }
-            true
-        }
-        Err(source) => {
-            corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
-            false
+            Err(source) => {
+                corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
+                false
+            }
         }
     })?;
     if let Some(err) = corrupt {

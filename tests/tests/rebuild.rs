@@ -41,7 +41,8 @@ struct Erp {
 impl Erp {
     async fn start() -> Erp {
         let requests: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
-        let app = axum::Router::new().route("/postings", axum::routing::post(receive)).with_state(Arc::clone(&requests));
+        let app =
+            axum::Router::new().route("/postings", axum::routing::post(receive)).with_state(Arc::clone(&requests));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
         let port = listener.local_addr().expect("the test ERP's address").port();
         let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("the test ERP serves") });
@@ -59,7 +60,11 @@ impl Drop for Erp {
     }
 }
 
-async fn receive(State(requests): State<Arc<Mutex<Vec<(String, Bytes)>>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(requests): State<Arc<Mutex<Vec<(String, Bytes)>>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let key = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).unwrap_or("<none>").to_string();
     requests.lock().expect("requests lock").push((key, body));
     StatusCode::OK
@@ -82,7 +87,9 @@ impl Tap {
         let mut subscriptions = Vec::new();
         for pattern in ["alerts.>", "erp.>", "dlq.>"] {
             let subject = format!("{PREFIX}.{pattern}");
-            subscriptions.push(js.client.subscribe(subject.clone()).await.unwrap_or_else(|e| panic!("subscribe {subject}: {e}")));
+            subscriptions.push(
+                js.client.subscribe(subject.clone()).await.unwrap_or_else(|e| panic!("subscribe {subject}: {e}")),
+            );
         }
         js.client.flush().await.expect("flush the subscriptions");
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -214,7 +221,8 @@ async fn wait_quiet(live: &Tally, js: &Js, am: &Alertmanager) {
     live.wait_drained(js, SETTLE_TIMEOUT).await;
     let quiet = wait_until(SETTLE_TIMEOUT, move || async move {
         let (_, alerts) = live.http_get("/v1/alerts").await;
-        let revisions: u64 = alerts["alerts"].as_array().map(|a| a.iter().filter_map(|x| x["revision"].as_u64()).sum()).unwrap_or(0);
+        let revisions: u64 =
+            alerts["alerts"].as_array().map(|a| a.iter().filter_map(|x| x["revision"].as_u64()).sum()).unwrap_or(0);
         js.message_count(ALERTS_STREAM).await == revisions
             && metric(live, "tally_outbox_pending_messages").await == Some(0.0)
             && js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await
@@ -239,7 +247,8 @@ fn rebuild(config: &Path, into: &Path) -> (String, String) {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run tally state rebuild");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "tally state rebuild failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -285,7 +294,8 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
     // A day of traffic in four parts, each posted as an interim posting; a broken record for
     // the DLQ; the day-close, and the next day's first records, which finalize day 1.
     let mut model = Model::new();
-    let traffic1: Vec<Vec<(String, Value)>> = STORES.iter().enumerate().map(|(i, s)| day_traffic(s, day1, "A", 120, 11 + i as u64)).collect();
+    let traffic1: Vec<Vec<(String, Value)>> =
+        STORES.iter().enumerate().map(|(i, s)| day_traffic(s, day1, "A", 120, 11 + i as u64)).collect();
     for part in 0..4 {
         for records in &traffic1 {
             publish(&js, &mut model, &records[part * 30..(part + 1) * 30]).await;
@@ -295,7 +305,8 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
     js.publish(&pos_subject(PREFIX, STORES[0]), "{\"type\": \"pos.transaction\", broken", &[]).await;
     let closes: Vec<_> = STORES.iter().map(|s| day_close(s, day1)).collect();
     publish(&js, &mut model, &closes).await;
-    let traffic2: Vec<Vec<(String, Value)>> = STORES.iter().enumerate().map(|(i, s)| day_traffic(s, day2, "B", 60, 21 + i as u64)).collect();
+    let traffic2: Vec<Vec<(String, Value)>> =
+        STORES.iter().enumerate().map(|(i, s)| day_traffic(s, day2, "B", 60, 21 + i as u64)).collect();
     for records in &traffic2 {
         publish(&js, &mut model, &records[..30]).await;
     }
@@ -325,21 +336,35 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
         progress.lines().any(|l| l.starts_with("rebuild: ") && l.contains(" messages (") && l.contains("/s, ETA ")),
         "a progress line with rate and ETA: {progress}"
     );
-    let summary = progress.lines().find(|l| l.starts_with("rebuild: ") && l.contains(" messages in ")).unwrap_or_default();
+    let summary =
+        progress.lines().find(|l| l.starts_with("rebuild: ") && l.contains(" messages in ")).unwrap_or_default();
     assert!(summary.ends_with("/s)"), "the rebuild's closing line: {progress}");
     for store in STORES {
         for day in [day1, day2] {
             let live_day = live.day(store, &day.to_string()).await;
-            assert_eq!(inspect_day(&rebuilt, store, day), live_day, "{store}/{day}: the rebuilt report equals the live one");
+            assert_eq!(
+                inspect_day(&rebuilt, store, day),
+                live_day,
+                "{store}/{day}: the rebuilt report equals the live one"
+            );
         }
     }
 
     // Switch: the live instance stops, tally runs on the rebuilt state; a late sale of day 1
     // and more of day 2 arrive.
     live.stop_gracefully();
-    let mut switched = Tally::builder(&nats.url()).toml(&toml).toml(&format!("[state]\npath = {:?}\n", rebuilt.display().to_string())).prepare();
+    let mut switched = Tally::builder(&nats.url())
+        .toml(&toml)
+        .toml(&format!("[state]\npath = {:?}\n", rebuilt.display().to_string()))
+        .prepare();
     switched.spawn_run().await;
-    let late = transaction("L-1", STORES[0], &day1.to_string(), vec![line(1, "100001", "2", "5.00")], vec![tender("cash", "10.00")]);
+    let late = transaction(
+        "L-1",
+        STORES[0],
+        &day1.to_string(),
+        vec![line(1, "100001", "2", "5.00")],
+        vec![tender("cash", "10.00")],
+    );
     let mut after = vec![(pos_subject(PREFIX, STORES[0]), late)];
     for records in &traffic2 {
         after.extend_from_slice(&records[30..]);
@@ -347,7 +372,8 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
     publish(&js, &mut model, &after).await;
     switched.wait_drained(&js, SETTLE_TIMEOUT).await;
     wait_postings_complete(&js, &model, &[day1, day2], &switched).await;
-    let erp_done = wait_until(SETTLE_TIMEOUT, || async { js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await }).await;
+    let erp_done =
+        wait_until(SETTLE_TIMEOUT, || async { js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await }).await;
     assert!(erp_done, "the webhook delivered every posting\n{}", switched.logs());
 
     // No id was ever published with two contents (the wire saw every attempt), each store-day's
@@ -357,7 +383,8 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
     for store in STORES {
         let kinds = outputs.kinds(store, &day1.to_string());
         assert_eq!(kinds.iter().filter(|k| *k == "final").count(), 1, "{store}: one final posting: {kinds:?}");
-        let continued = outputs.postings[&(store.to_string(), day2.to_string())].len() > before.postings[&(store.to_string(), day2.to_string())].len();
+        let continued = outputs.postings[&(store.to_string(), day2.to_string())].len()
+            > before.postings[&(store.to_string(), day2.to_string())].len();
         assert!(continued, "{store}: day 2 was posted on after the switch");
     }
     assert_eq!(outputs.kinds(STORES[0], &day1.to_string()).last().map(String::as_str), Some("adjustment"));
@@ -371,7 +398,11 @@ async fn a_rebuild_publishes_nothing_and_continues_the_live_postings() {
         .collect();
     let requests = erp.requests();
     for (key, body) in &requests {
-        assert_eq!(stream.get(key), Some(body), "the ERP got {key} with other bytes than RETAIL_ERP holds, or not from it");
+        assert_eq!(
+            stream.get(key),
+            Some(body),
+            "the ERP got {key} with other bytes than RETAIL_ERP holds, or not from it"
+        );
     }
     let booked: std::collections::BTreeSet<&String> = requests.iter().map(|(key, _)| key).collect();
     assert_eq!(booked, stream.keys().collect(), "the ERP holds every posting of RETAIL_ERP");
