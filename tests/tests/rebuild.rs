@@ -31,16 +31,19 @@ const WEBHOOK_CONSUMER: &str = "tally-erp-webhook";
 /// How long the live instance may take to send everything it owes.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The requests the test ERP received: (Idempotency-Key, body), in arrival order.
+type Requests = Arc<Mutex<Vec<(String, Bytes)>>>;
+
 /// The ERP: answers 200 to every posting and records (Idempotency-Key, body).
 struct Erp {
     url: String,
-    requests: Arc<Mutex<Vec<(String, Bytes)>>>,
+    requests: Requests,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Erp {
     async fn start() -> Erp {
-        let requests: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+        let requests: Requests = Arc::default();
         let app =
             axum::Router::new().route("/postings", axum::routing::post(receive)).with_state(Arc::clone(&requests));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
@@ -60,11 +63,7 @@ impl Drop for Erp {
     }
 }
 
-async fn receive(
-    State(requests): State<Arc<Mutex<Vec<(String, Bytes)>>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn receive(State(requests): State<Requests>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let key = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).unwrap_or("<none>").to_string();
     requests.lock().expect("requests lock").push((key, body));
     StatusCode::OK
