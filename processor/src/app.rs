@@ -1,5 +1,7 @@
-//! Wiring: open the state, connect to NATS, then run the input loop, the outbox publisher and
-//! the HTTP API side by side until shutdown.
+//! Wiring: open the state, connect to NATS, then run the input loop, the outputs (outbox
+//! publisher, Alertmanager pusher, ERP webhook) and the HTTP API side by side until shutdown.
+//! `consume_only` is the input loop without the rest, for `tally state rebuild`: it starts
+//! nothing that sends outputs out of the process.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::http::{self, ApiState};
 use crate::outbox::Publisher;
-use crate::runner::Runner;
+use crate::runner::{Runner, Tick};
 
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<RocksStore>> {
     let options = RocksOptions {
@@ -42,7 +44,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle, outer: watch::Receiv
     run_with_store(config, store, metrics, outer).await
 }
 
-/// `run` on a store opened by the caller (the demo reads it for its summary meanwhile).
+/// `run` on a store opened by the caller (the demo reads it for its summary meanwhile): the
+/// HTTP API, the outputs and the input loop, side by side.
 pub async fn run_with_store(
     config: Config,
     store: Arc<RocksStore>,
@@ -51,15 +54,7 @@ pub async fn run_with_store(
 ) -> anyhow::Result<()> {
     // An inner signal, so that a fatal error in the input loop also stops the other tasks.
     let (stop, shutdown) = watch::channel(false);
-    let forward = {
-        let stop = stop.clone();
-        let mut outer = outer;
-        tokio::spawn(async move {
-            if outer.wait_for(|s| *s).await.is_ok() {
-                let _ = stop.send(true);
-            }
-        })
-    };
+    let forward = forward_shutdown(outer, stop.clone());
     // Every reader and writer below shares the one cache, so it never disagrees with the state.
     let cached = Arc::new(CachedStore::new(store, config.state.value_cache_bytes));
     let store: Arc<dyn Store> = cached.clone();
@@ -75,40 +70,20 @@ pub async fn run_with_store(
     let client = crate::nats::connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     crate::nats::setup(&js, &config).await.context("checking streams (run `tally setup` to create them)")?;
+    // A rebuilt or restored state learns what was published before it publishes anything.
+    crate::reconcile::if_marked(store.as_ref(), &js, &config)
+        .await
+        .context("reconciling this rebuilt or restored state with the output streams")?;
 
     tokio::spawn(crate::memory::memory_loop(cached, shutdown.clone()));
     tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
-    if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(&store), &config.alertmanager)? {
-        tokio::spawn(pusher.run(shutdown.clone()));
-    }
-    let webhook_task = crate::webhook::Webhook::from_config(&config, js.clone(), Arc::clone(&health))?
-        .map(|webhook| tokio::spawn(webhook.run(shutdown.clone())));
-    let notify = Arc::new(Notify::new());
-    let publisher = Publisher { store: Arc::clone(&store), js: js.clone(), health: Arc::clone(&health), notify: Arc::clone(&notify) };
-    let publisher_task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { publisher.run(shutdown).await }
-    });
-    let runner = Runner {
-        retail: Arc::new(Retail::new(config.topology())),
-        config,
-        store,
-        health,
-        outbox_notify: notify,
-        // The first batch ticks at once, so a process that restarts often still posts.
-        last_tick: std::sync::Mutex::new(
-            std::time::Instant::now().checked_sub(std::time::Duration::from_secs(60)).unwrap_or_else(std::time::Instant::now),
-        ),
-        client: client.clone(),
-    };
+    let outputs = Outputs::spawn(&config, &store, &js, &health, &shutdown)?;
+    let runner = runner(config, store, health, Arc::clone(&outputs.notify), client.clone(), Tick::Live);
     let result = runner.run(&js, shutdown.clone()).await;
     let _ = stop.send(true);
     forward.abort();
     // The input loop is done (shutdown or a fatal error): let the others finish too.
-    publisher_task.await.context("outbox publisher panicked")?;
-    if let Some(task) = webhook_task {
-        task.await.context("ERP webhook panicked")?;
-    }
+    outputs.join().await?;
     if http_task.is_finished() {
         http_task.await.context("HTTP server panicked")??;
     } else {
@@ -117,6 +92,98 @@ pub async fn run_with_store(
     client.flush().await.ok();
     info!("tally stopped.");
     result
+}
+
+/// The input loop alone: consume, apply, commit, ack, on event time only (no processing-time
+/// tick). Nothing else runs: no outbox publisher, no Alertmanager pusher, no ERP webhook, no
+/// HTTP server, so whatever the topology emits stays in the state's outbox and nothing leaves
+/// the process. `tally state rebuild` runs this.
+pub async fn consume_only(
+    config: Config,
+    store: Arc<RocksStore>,
+    client: async_nats::Client,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, config.state.value_cache_bytes));
+    let js = async_nats::jetstream::new(client.clone());
+    // Nobody waits on this: there is no publisher to wake.
+    let notify = Arc::new(Notify::new());
+    let runner = runner(config, store, Arc::new(Health::default()), notify, client, Tick::Never);
+    runner.run(&js, shutdown).await
+}
+
+fn runner(
+    config: Config,
+    store: Arc<dyn Store>,
+    health: Arc<Health>,
+    outbox_notify: Arc<Notify>,
+    client: async_nats::Client,
+    tick: Tick,
+) -> Runner {
+    Runner {
+        retail: Arc::new(Retail::new(config.topology())),
+        config,
+        store,
+        health,
+        outbox_notify,
+        // The first batch ticks at once, so a process that restarts often still posts.
+        last_tick: std::sync::Mutex::new(
+            std::time::Instant::now().checked_sub(std::time::Duration::from_secs(60)).unwrap_or_else(std::time::Instant::now),
+        ),
+        client,
+        tick,
+    }
+}
+
+/// Everything that sends outputs out of the process: the outbox publisher (to NATS), the
+/// Alertmanager pusher and the ERP webhook (HTTP). Only `tally run` starts them.
+struct Outputs {
+    /// Woken after each commit, so that new outputs leave at once.
+    notify: Arc<Notify>,
+    publisher: tokio::task::JoinHandle<()>,
+    webhook: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Outputs {
+    fn spawn(
+        config: &Config,
+        store: &Arc<dyn Store>,
+        js: &async_nats::jetstream::Context,
+        health: &Arc<Health>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Outputs> {
+        if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(store), &config.alertmanager)? {
+            tokio::spawn(pusher.run(shutdown.clone()));
+        }
+        let webhook = crate::webhook::Webhook::from_config(config, js.clone(), Arc::clone(health))?
+            .map(|webhook| tokio::spawn(webhook.run(shutdown.clone())));
+        let notify = Arc::new(Notify::new());
+        let publisher =
+            Publisher { store: Arc::clone(store), js: js.clone(), health: Arc::clone(health), notify: Arc::clone(&notify) };
+        let publisher = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { publisher.run(shutdown).await }
+        });
+        Ok(Outputs { notify, publisher, webhook })
+    }
+
+    /// Waits for the publisher and the webhook to finish after shutdown.
+    async fn join(self) -> anyhow::Result<()> {
+        self.publisher.await.context("outbox publisher panicked")?;
+        if let Some(task) = self.webhook {
+            task.await.context("ERP webhook panicked")?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns `stop` true when `outer` does.
+fn forward_shutdown(mut outer: watch::Receiver<bool>, stop: watch::Sender<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if outer.wait_for(|s| *s).await.is_ok() {
+            let _ = stop.send(true);
+        }
+    })
 }
 
 /// A watch channel that turns true on ctrl-c or SIGTERM.

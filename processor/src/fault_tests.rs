@@ -347,6 +347,7 @@ fn new_runner(config: &Config, store: Arc<dyn Store>, client: &async_nats::Clien
         health: Arc::new(Health::default()),
         outbox_notify: Arc::new(Notify::new()),
         last_tick: std::sync::Mutex::new(Instant::now()),
+        tick: crate::runner::Tick::Live,
     })
 }
 

@@ -11,13 +11,15 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the `/v1` API.
 //! - [`logging`]: text or JSON log lines on stderr (`[log]`, `RUST_LOG`).
 //! - [`telemetry`]: every metric's name, description and emission.
-//! - [`app`]: wiring for `tally run` and `tally setup`; signal handling.
+//! - [`app`]: wiring for `tally run` (outputs, HTTP, input loop), the input loop alone for a
+//!   rebuild, and `tally setup`; signal handling.
 //! - [`gencli`]: the command-line face of the traffic generator (the `tally-traffic` crate),
 //!   shared by `gen` and `demo`.
 //! - [`demo`]: a local NATS, the generator and the processor, with a live screen and a summary.
 //! - [`inspect`]: reading the state offline.
 //! - [`backoff`]: how every retry loop waits before trying again.
 //! - [`progress`]: progress bars (terminal) or periodic lines (logs) for long work.
+//! - [`reconcile`]: reading the output streams back into a rebuilt or restored state.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 //! - [`dlq`]: `tally dlq list|show|replay`: reading the dead-letter queue, replaying it.
 
@@ -36,6 +38,7 @@ pub mod memory;
 pub mod nats;
 pub mod outbox;
 pub mod progress;
+pub mod reconcile;
 pub mod runner;
 pub mod stateops;
 pub mod telemetry;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tally_processor::config::{Config, ConfigError, LogConfig};
-use tally_processor::{app, demo, dlq, gencli, inspect, logging, stateops, telemetry};
+use tally_processor::config::{self, Config, LogConfig};
+use tally_processor::{app, demo, dlq, gencli, inspect, logging, progress, stateops, telemetry};
 
 /// The per-message work allocates many small, short-lived values (decoded records, state
 /// values); mimalloc serves those markedly faster than the system allocator.
@@ -47,10 +47,19 @@ enum Command {
     /// Read the state directory offline and print JSON.
     Inspect(InspectArgs),
     /// Checkpoint, restore or rebuild the state directory.
-    #[command(subcommand)]
-    State(StateCommand),
+    State(StateArgs),
     /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
     Dlq(dlq::DlqArgs),
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// How often a progress line is printed when stderr is not a terminal (logs, CI), e.g. 5s,
+    /// 1m; 0s prints one at every update. On a terminal a progress bar redraws in place instead.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s")]
+    progress_every: String,
+    #[command(subcommand)]
+    command: StateCommand,
 }
 
 #[derive(Subcommand)]
@@ -70,7 +79,11 @@ enum StateCommand {
         from: PathBuf,
     },
     /// Rebuild state from the input stream into a fresh directory, with its own consumer,
-    /// until caught up; the outputs it recomputes are dropped (they were sent already).
+    /// until caught up. It publishes nothing and calls nothing (no outbox, Alertmanager, ERP
+    /// webhook or HTTP): the outputs it recomputes are dropped, and its ERP posting books and
+    /// alert revisions are set from what RETAIL_ERP and RETAIL_ALERTS hold. Stop the live
+    /// instance before running tally on the rebuilt directory: that first run reads the output
+    /// streams again, so that it continues from what the live instance sent last.
     Rebuild {
         #[command(flatten)]
         config: ConfigArg,
@@ -145,7 +158,7 @@ enum Configured {
 }
 
 impl Job {
-    fn new(command: Command) -> Result<Job, ConfigError> {
+    fn new(command: Command) -> anyhow::Result<Job> {
         let (args, what) = match command {
             Command::Run(args) => (args, Configured::Run),
             Command::Setup(args) => (args, Configured::Setup),
@@ -153,9 +166,16 @@ impl Job {
                 let file = args.config.clone();
                 (args, Configured::Check(file))
             }
-            Command::State(StateCommand::Checkpoint { config, dir }) => (config, Configured::Checkpoint(dir)),
-            Command::State(StateCommand::Restore { config, from }) => (config, Configured::Restore(from)),
-            Command::State(StateCommand::Rebuild { config, into }) => (config, Configured::Rebuild(into)),
+            Command::State(StateArgs { progress_every, command }) => {
+                let every = config::parse_duration(&progress_every)
+                    .map_err(|err| anyhow::anyhow!("--progress-every {progress_every:?}: {err}"))?;
+                progress::set_plain_every(every);
+                match command {
+                    StateCommand::Checkpoint { config, dir } => (config, Configured::Checkpoint(dir)),
+                    StateCommand::Restore { config, from } => (config, Configured::Restore(from)),
+                    StateCommand::Rebuild { config, into } => (config, Configured::Rebuild(into)),
+                }
+            }
             Command::Demo(args) => return Ok(Job::Plain(Plain::Demo(args))),
             Command::Dlq(args) => return Ok(Job::Plain(Plain::Dlq(args))),
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
@@ -171,7 +191,7 @@ fn main() -> std::process::ExitCode {
     let job = match Job::new(cli.command) {
         Ok(job) => job,
         Err(err) => {
-            eprintln!("error: {:#}", anyhow::Error::from(err));
+            eprintln!("error: {err:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -245,22 +265,30 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
             Ok(())
         }
         Configured::Checkpoint(dir) => {
-            let position = stateops::checkpoint(&config, &dir)?;
-            println!("Checkpoint written to {} (committed stream sequence {position}).", dir.display());
+            let done = stateops::checkpoint(&config, &dir)?;
+            println!("Checkpoint written to {} (committed stream sequence {}).", dir.display(), done.position);
             Ok(())
         }
         Configured::Restore(from) => {
-            let position = stateops::restore(&config, &from)?;
+            let done = stateops::restore(&config, &from)?;
             println!(
-                "Restored {} into {}; tally run resumes after stream sequence {position}.",
+                "Restored {} into {}; tally run resumes after stream sequence {}, after reading the output \
+                 streams to learn what was published since the checkpoint.",
                 from.display(),
-                config.state.path.display()
+                config.state.path.display(),
+                done.position
             );
             Ok(())
         }
         Configured::Rebuild(into) => {
-            let position = stateops::rebuild(&config, &into, telemetry::install()?).await?;
-            println!("Rebuilt state into {} up to stream sequence {position}.", into.display());
+            let done = stateops::rebuild(&config, &into).await?;
+            println!("Rebuilt state into {} up to stream sequence {}.", into.display(), done.position);
+            println!("Outputs: {}.", done.reconciled);
+            println!(
+                "Stop the live instance before pointing state.path at {}: its first run reads the output streams \
+                 again and continues from the last posting and alert revision the live instance sent.",
+                into.display()
+            );
             Ok(())
         }
     }

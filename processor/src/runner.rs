@@ -44,6 +44,19 @@ pub struct Runner {
     pub last_tick: std::sync::Mutex<Instant>,
     /// The NATS connection, whose state clears a stale stream error while idle.
     pub client: async_nats::Client,
+    /// Whether the processing-time tick runs.
+    pub tick: Tick,
+}
+
+/// The processing-time tick: it advances idle stores' watermarks by processing time and sends
+/// interim and adjustment postings every `erp.interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Every second, as `tally run` does.
+    Live,
+    /// Never: a rebuild replays the stream on event time alone, so that what it computes does
+    /// not depend on how fast it reads (docs/operations.md, rebuilding state).
+    Never,
 }
 
 /// Waits while NATS cannot set up or open the input consumer: 200 ms doubling to 1 s.
@@ -258,7 +271,8 @@ impl Runner {
                 break;
             }
         }
-        let tick_due = self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
+        let tick_due =
+            self.tick == Tick::Live && self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
         if tick_due {
             tally.record_emitted(self.retail.tick(&mut txn, now)?);
             *self.last_tick.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();

@@ -1,5 +1,6 @@
 //! State operations: a checkpoint taken while tally runs restores into a fresh directory and
-//! resumes exactly after its position; a rebuild from the stream reproduces the live totals.
+//! resumes exactly after its position; a rebuild from the stream reproduces the live totals;
+//! each shows its progress as plain lines when stderr is not a terminal.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,22 +11,24 @@ use tally_tests::{tally_bin, DayTotals, Js, Model, NatsServer, Tally};
 
 const DAY: &str = "2026-11-27";
 
-/// Runs `tally state <op> --config <config> <dir>` and returns its stdout; panics on failure.
-fn state_op(op: &str, config: &Path, dir: &Path) -> String {
+/// Runs `tally state <op> --config <config> <dir>` with stderr a pipe (not a terminal) and a
+/// progress line at every update; returns its stdout and stderr; panics on failure.
+fn state_op(op: &str, config: &Path, dir: &Path) -> (String, String) {
     let out = Command::new(tally_bin())
-        .args(["state", op, "--config"])
+        .args(["state", op, "--progress-every", "0s", "--config"])
         .arg(config)
         .arg(dir)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run tally state");
-    assert!(
-        out.status.success(),
-        "tally state {op} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "tally state {op} failed: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The line of `stderr` that starts with `<op>: ` and contains `part`, if any.
+fn progress_line<'a>(stderr: &'a str, op: &str, part: &str) -> Option<&'a str> {
+    stderr.lines().find(|line| line.starts_with(&format!("{op}: ")) && line.contains(part))
 }
 
 async fn publish(js: &Js, model: &mut Model, records: Vec<(String, serde_json::Value)>) {
@@ -36,7 +39,8 @@ async fn publish(js: &Js, model: &mut Model, records: Vec<(String, serde_json::V
 }
 
 // Proves a live checkpoint restores into a fresh state that resumes after its position with
-// nothing lost or counted twice, and a rebuild from the stream gives the same totals.
+// nothing lost or counted twice, and a rebuild from the stream gives the same totals; and that
+// off a terminal each operation prints progress lines with a rate and ETA and a closing summary.
 #[tokio::test(flavor = "multi_thread")]
 async fn checkpoint_restore_and_rebuild() {
     let nats = NatsServer::start();
@@ -48,8 +52,10 @@ async fn checkpoint_restore_and_rebuild() {
 
     let work = tempfile::tempdir().unwrap();
     let checkpoint = work.path().join("checkpoint");
-    let said = state_op("checkpoint", live.config_path(), &checkpoint);
+    let (said, progress) = state_op("checkpoint", live.config_path(), &checkpoint);
     assert!(said.contains("Checkpoint written"), "{said}");
+    let summary = progress_line(&progress, "checkpoint", " in ").unwrap_or_default();
+    assert!(summary.contains("B/s); ") && summary.contains(" hard-linked, "), "checkpoint's closing line: {progress}");
 
     // More traffic after the checkpoint, then the live instance goes away.
     publish(&js, &mut model, traffic("retail", "0042", DAY, "B", 100, 12)).await;
@@ -60,7 +66,12 @@ async fn checkpoint_restore_and_rebuild() {
 
     // Restored into a fresh state dir, tally re-reads what came after the checkpoint.
     let mut restored = Tally::builder(&nats.url()).prepare();
-    state_op("restore", restored.config_path(), &checkpoint);
+    let (_, progress) = state_op("restore", restored.config_path(), &checkpoint);
+    // Not a terminal: plain lines with the share done, the rate and the time left, then the summary.
+    let line = progress_line(&progress, "restore", " %), ").unwrap_or_default();
+    assert!(line.contains("B of ") && line.contains("B/s, ETA "), "a progress line of restore: {progress}");
+    let summary = progress_line(&progress, "restore", " in ").unwrap_or_default();
+    assert!(summary.contains("B/s); ") && summary.ends_with(" files"), "restore's closing line: {progress}");
     restored.spawn_run().await;
     restored.wait_drained(&js, Duration::from_secs(30)).await;
     let restored_totals = DayTotals::from_http(&restored.day("0042", DAY).await).normalized();
@@ -68,8 +79,12 @@ async fn checkpoint_restore_and_rebuild() {
 
     // A rebuild from the stream into a new directory, next to the running instance.
     let rebuilt_dir = work.path().join("rebuilt");
-    let said = state_op("rebuild", restored.config_path(), &rebuilt_dir);
+    let (said, progress) = state_op("rebuild", restored.config_path(), &rebuilt_dir);
     assert!(said.contains("Rebuilt state"), "{said}");
+    let line = progress_line(&progress, "rebuild", " messages (").unwrap_or_default();
+    assert!(line.contains("/s, ETA "), "a progress line of rebuild: {progress}");
+    let summary = progress_line(&progress, "rebuild", " messages in ").unwrap_or_default();
+    assert!(summary.ends_with("/s)"), "rebuild's closing line, e.g. `rebuild: 5712 messages in 3.1 s (1842/s)`: {progress}");
     let inspected = Command::new(tally_bin())
         .args(["inspect", "--state"])
         .arg(&rebuilt_dir)

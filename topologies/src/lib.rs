@@ -13,6 +13,7 @@
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
+//! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`report`]: the day's reconciliation, read back from state.
 
 pub mod aggregates;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod outputs;
 pub mod posting_body;
 pub mod postings;
+pub mod reconcile;
 pub mod report;
 pub mod retention;
 pub mod stored_decimal;
@@ -35,6 +37,8 @@ pub mod topology;
 mod drift_tests;
 #[cfg(test)]
 mod posting_tests;
+#[cfg(test)]
+mod reconcile_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

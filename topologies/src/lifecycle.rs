@@ -102,7 +102,10 @@ impl Retail {
         // The posting reads and updates sku-days too, so it runs after the drift pass is stored.
         totals = postings::load_store_day(txn, &step.store, day)?;
         let dirty_since = totals.posting.dirty_since;
-        let posting = postings::next_posting(txn, &step.store, day, &mut totals, Kind::Final, &self.config().default_currency)?;
+        // The ERP may hold a final posting this state did not make (a rebuilt state whose book
+        // was reconciled with the postings stream): then what is left is an adjustment.
+        let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Final };
+        let posting = postings::next_posting(txn, &step.store, day, &mut totals, kind, &self.config().default_currency)?;
         totals.finalized = true;
         txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
         if let Some(posting) = posting {
@@ -200,7 +203,13 @@ impl Retail {
                 continue;
             }
             posted += 1;
-            let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Interim };
+            // A day finalized without its final posting on the ERP's side (a reconciled book,
+            // see `reconcile`) still owes the ERP one.
+            let kind = match (totals.posting.final_sent, totals.finalized) {
+                (true, _) => Kind::Adjustment,
+                (false, true) => Kind::Final,
+                (false, false) => Kind::Interim,
+            };
             let posting = postings::next_posting(txn, &store, day, &mut totals, kind, &self.config().default_currency)?;
             txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));
             if let Some(posting) = posting {

@@ -188,13 +188,7 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
     for (key, value) in rows {
         let mut sku: SkuDay =
             aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
-        let current = PostedLine {
-            qty: sku.sold_units - sku.returned_units,
-            gross: sku.gross,
-            discount: sku.discount,
-            net: sku.net,
-            tax: sku.tax,
-        };
+        let current = postable(&sku);
         if current == sku.posted {
             continue;
         }
@@ -211,6 +205,17 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
         txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
     }
     Ok(lines)
+}
+
+/// What a sku-day's postings must add up to: its current totals in the posted line's terms.
+pub fn postable(sku: &SkuDay) -> PostedLine {
+    PostedLine {
+        qty: sku.sold_units - sku.returned_units,
+        gross: sku.gross,
+        discount: sku.discount,
+        net: sku.net,
+        tax: sku.tax,
+    }
 }
 
 /// The final posting's comparison with the POS's own day-close (POS minus computed).

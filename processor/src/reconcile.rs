@@ -1,0 +1,308 @@
+//! Reading the output streams back into a state that did not publish its own outputs, before it
+//! publishes anything: after `tally state rebuild`, and on the first `tally run` of a rebuilt or
+//! restored state (docs/operations.md, rebuilding state).
+//!
+//! The ERP holds what `RETAIL_ERP` holds, and alert consumers what `RETAIL_ALERTS` holds; such a
+//! state's posting books and alert revisions are its own guesses. This module reads both streams
+//! through ordered consumers (nothing is left on the server), hands what it read to the
+//! topology's reconciliation (`tally_topologies::reconcile`), one store-day at a time, and drops
+//! the ERP postings a restored outbox still holds: the books now say what the ERP has, and the
+//! next posting carries whatever those postings would have.
+//!
+//! It never publishes and never acks; it writes only the state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use chrono::Utc;
+use futures::StreamExt;
+use tally_state::{Cf, Overlay, StateError, Store, WriteBatch};
+use tally_topologies::aggregates::{self, OutboxEntry};
+use tally_topologies::reconcile::{self, BookOutcome, Received, ReceivedAlert, ReceivedPosting};
+use tally_topologies::report;
+use tally_topologies::topology::TopologyError;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::progress::Progress;
+
+/// The streams read back (docs/wire-format.md).
+const POSTINGS_STREAM: &str = crate::nats::ERP_STREAM;
+const ALERTS_STREAM: &str = "RETAIL_ALERTS";
+/// How long a stream being read back may keep its next message before the read gives up.
+const READ_WAIT: Duration = Duration::from_secs(30);
+/// Store-days reconciled per write batch; a day's sku-days go into the same batch.
+const DAYS_PER_BATCH: usize = 16;
+/// Store-days a state holds at most (stores × retained days); a guard against a runaway scan.
+const STORE_DAYS_MAX: usize = 10_000_000;
+/// Store-days named in a warning at most; the count says how many there are.
+const DAYS_NAMED_MAX: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading stream {stream} back")]
+    Read {
+        stream: &'static str,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("stream {stream} did not deliver its next message within {READ_WAIT:?}")]
+    Stalled { stream: &'static str },
+    #[error("reconciling the state")]
+    Topology(#[from] TopologyError),
+    #[error("reconciling the state")]
+    State(#[from] StateError),
+}
+
+fn read_error(stream: &'static str) -> impl FnOnce(async_nats::Error) -> ReconcileError {
+    move |source| ReconcileError::Read { stream, source }
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub postings_read: u64,
+    pub alerts_read: u64,
+    /// Messages on the output subjects that are not tally's postings or alerts.
+    pub unreadable: u64,
+    /// Store-days by how their book came out.
+    pub days: BTreeMap<&'static str, u64>,
+    /// ERP postings dropped from the outbox (a restored checkpoint's).
+    pub outbox_postings_dropped: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days: Vec<String> = self.days.iter().map(|(outcome, n)| format!("{n} {outcome}")).collect();
+        write!(
+            f,
+            "read {} postings and {} alert revisions back; store-day posting books: {}",
+            self.postings_read,
+            self.alerts_read,
+            if days.is_empty() { "none".to_string() } else { days.join(", ") }
+        )?;
+        if self.outbox_postings_dropped > 0 {
+            write!(
+                f,
+                "; {} postings dropped from the outbox (their content goes into the next postings)",
+                self.outbox_postings_dropped
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn outcome_name(outcome: BookOutcome) -> &'static str {
+    match outcome {
+        BookOutcome::Matched => "matched",
+        BookOutcome::Reset => "reset",
+        BookOutcome::Partial => "partial",
+        BookOutcome::Unverified => "unverified",
+        BookOutcome::Unposted => "unposted",
+    }
+}
+
+/// Reconciles the state when it is marked for it (a rebuilt or restored state); `None` when it
+/// is not. `tally run` calls this before it starts publishing.
+pub async fn if_marked(
+    store: &dyn Store,
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<Option<Summary>, ReconcileError> {
+    if !reconcile::is_marked(&Overlay::new(store))? {
+        return Ok(None);
+    }
+    info!("This state was rebuilt or restored: setting its posting books and alert revisions from the output streams before publishing.");
+    let summary = run(store, js, config, None).await?;
+    info!(%summary, "Reconciled with the output streams.");
+    Ok(Some(summary))
+}
+
+/// Reads the output streams back and reconciles every store-day with them, then clears the
+/// state's mark. Shows progress when given a display.
+pub async fn run(
+    store: &dyn Store,
+    js: &jetstream::Context,
+    config: &Config,
+    mut progress: Option<&mut Progress>,
+) -> Result<Summary, ReconcileError> {
+    let mut summary = Summary::default();
+    let received = read_back(js, config, &mut summary, progress.as_deref_mut()).await?;
+    summary.outbox_postings_dropped = drop_outbox_postings(store, &config.input.subject_prefix)?;
+    let days = report::store_days(store, STORE_DAYS_MAX)?;
+    let now = Utc::now();
+    let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for chunk in days.chunks(DAYS_PER_BATCH) {
+        let mut txn = Overlay::new(store);
+        for (store_id, day) in chunk {
+            let got = received.days.get(&(store_id.clone(), *day));
+            let Some(outcome) =
+                reconcile::reconcile_day(&mut txn, store_id, *day, got, received.postings_complete, now)?
+            else {
+                continue;
+            };
+            *summary.days.entry(outcome_name(outcome)).or_default() += 1;
+            if matches!(outcome, BookOutcome::Partial | BookOutcome::Unverified) {
+                doubtful.entry(outcome_name(outcome)).or_default().push(format!("{store_id}/{day}"));
+            }
+        }
+        store.write(&txn.into_batch())?;
+    }
+    let mut txn = Overlay::new(store);
+    reconcile::clear_mark(&mut txn);
+    store.write(&txn.into_batch())?;
+    warn_doubtful(&doubtful);
+    Ok(summary)
+}
+
+/// Store-days whose book could not be checked in full: the postings stream lost messages.
+fn warn_doubtful(doubtful: &BTreeMap<&'static str, Vec<String>>) {
+    for (outcome, days) in doubtful {
+        let named: Vec<&String> = days.iter().take(DAYS_NAMED_MAX).collect();
+        warn!(
+            outcome,
+            days = days.len(),
+            examples = ?named,
+            "RETAIL_ERP no longer holds every posting of these store-days (retention): their next posting \
+             continues after the last seq there, but its deltas may not complete what the ERP received."
+        );
+    }
+}
+
+/// Reads every posting and alert revision the output streams hold.
+async fn read_back(
+    js: &jetstream::Context,
+    config: &Config,
+    summary: &mut Summary,
+    mut progress: Option<&mut Progress>,
+) -> Result<Received, ReconcileError> {
+    let prefix = &config.input.subject_prefix;
+    let mut received = Received::default();
+    let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>")).await?;
+    let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>")).await?;
+    received.postings_complete = postings.complete;
+    if let Some(progress) = progress.as_deref_mut() {
+        progress.set_total(postings.pending + alerts.pending);
+    }
+    read_all(postings, &mut progress, |message| match decode::<ReceivedPosting>(message) {
+        Some(posting) => {
+            received.add_posting(posting);
+            summary.postings_read += 1;
+        }
+        None => summary.unreadable += 1,
+    })
+    .await?;
+    read_all(alerts, &mut progress, |message| match decode::<ReceivedAlert>(message) {
+        Some(alert) => {
+            received.add_alert(alert);
+            summary.alerts_read += 1;
+        }
+        None => summary.unreadable += 1,
+    })
+    .await?;
+    if summary.unreadable > 0 {
+        warn!(
+            count = summary.unreadable,
+            "Messages on the output subjects that are not tally's postings or alerts; ignored."
+        );
+    }
+    Ok(received)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(message: &jetstream::Message) -> Option<T> {
+    let content_type = message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str());
+    reconcile::read_output(content_type, &message.payload).ok()
+}
+
+/// A stream being read back from its first message.
+struct Ordered {
+    stream: &'static str,
+    consumer: Option<consumer::Consumer<consumer::pull::OrderedConfig>>,
+    /// Messages to read.
+    pending: u64,
+    /// Whether the stream still holds every message ever published to it.
+    complete: bool,
+}
+
+async fn open_ordered(
+    js: &jetstream::Context,
+    stream: &'static str,
+    filter: String,
+) -> Result<Ordered, ReconcileError> {
+    let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
+    let state = handle.get_info().await.map_err(|e| read_error(stream)(e.into()))?.state;
+    let complete = state.first_sequence <= 1 && state.deleted_count.unwrap_or(0) == 0;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy: consumer::DeliverPolicy::All,
+        description: Some("tally: reading outputs back".into()),
+        ..Default::default()
+    };
+    let consumer = handle.create_consumer(config).await.map_err(|e| read_error(stream)(e.into()))?;
+    let pending = consumer.cached_info().num_pending;
+    Ok(Ordered { stream, consumer: Some(consumer), pending, complete })
+}
+
+/// Hands every message of `ordered` to `each`, until none is pending.
+async fn read_all(
+    mut ordered: Ordered,
+    progress: &mut Option<&mut Progress>,
+    mut each: impl FnMut(&jetstream::Message),
+) -> Result<(), ReconcileError> {
+    let stream = ordered.stream;
+    let Some(consumer) = ordered.consumer.take().filter(|_| ordered.pending > 0) else { return Ok(()) };
+    let mut messages = consumer.messages().await.map_err(|e| read_error(stream)(e.into()))?;
+    loop {
+        let next =
+            tokio::time::timeout(READ_WAIT, messages.next()).await.map_err(|_| ReconcileError::Stalled { stream })?;
+        let Some(message) = next else { return Ok(()) };
+        let message = message.map_err(|e| read_error(stream)(e.into()))?;
+        each(&message);
+        if let Some(progress) = progress.as_deref_mut() {
+            progress.add(1);
+        }
+        if message.info().map_err(read_error(stream))?.pending == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Deletes the ERP postings waiting in the outbox; returns how many. A restored checkpoint's
+/// outbox may hold postings the ERP never got: the reconciled books make the next posting carry
+/// their content, under a seq of its own.
+fn drop_outbox_postings(store: &dyn Store, prefix: &str) -> Result<u64, ReconcileError> {
+    let subject_prefix = format!("{prefix}.erp.postings.");
+    let mut doomed = Vec::new();
+    let mut corrupt = None;
+    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| {
+        match aggregates::decode::<OutboxEntry>(value) {
+            Ok(entry) => {
+                if entry.subject.starts_with(&subject_prefix) {
+                    doomed.push(key.to_vec());
+                }
+                true
+            }
+            Err(source) => {
+                corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
+                false
+            }
+        }
+    })?;
+    if let Some(err) = corrupt {
+        return Err(err.into());
+    }
+    for keys in doomed.chunks(4096) {
+        let mut batch = WriteBatch::default();
+        keys.iter().for_each(|key| batch.delete(Cf::Outbox, key.clone()));
+        store.write(&batch)?;
+    }
+    Ok(doomed.len() as u64)
+}
+
+/// Marks a state so that its first `tally run` reconciles it before publishing.
+pub fn mark(store: &dyn Store) -> Result<(), StateError> {
+    let mut txn = Overlay::new(store);
+    reconcile::mark(&mut txn);
+    store.write(&txn.into_batch())
+}
