@@ -77,7 +77,8 @@ pub async fn run_with_store(
     crate::nats::setup(&js, &config).await.context("checking streams (run `tally setup` to create them)")?;
 
     tokio::spawn(crate::memory::memory_loop(cached, shutdown.clone()));
-    tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
+    let idle_timeout = config.topology().idle_timeout;
+    tokio::spawn(crate::telemetry::state_gauges_loop(Arc::clone(&store), std::time::Duration::from_secs(5), idle_timeout, shutdown.clone()));
     if let Some(pusher) = crate::alertmanager::Pusher::from_config(Arc::clone(&store), &config.alertmanager)? {
         tokio::spawn(pusher.run(shutdown.clone()));
     }
