@@ -1,6 +1,7 @@
 //! A throwaway Prometheus server (Debian package `prometheus`) on a free port, with its own temp
 //! TSDB dir and a generated config that scrapes the given targets every second; killed on drop.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -229,4 +230,77 @@ impl Drop for Prometheus {
             eprintln!("{}", self.logs());
         }
     }
+}
+
+/// The metrics reference of docs/http-api.md: each metric of its table with the label names
+/// its `labels` column lists (the values in parentheses left out).
+pub fn documented_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let path = crate::workspace_root().join("docs/http-api.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    let mut metrics = BTreeMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [_, name, _kind, labels, ..] = cells.as_slice() else {
+            continue;
+        };
+        let Some(name) = name
+            .strip_prefix("`tally_")
+            .and_then(|n| n.strip_suffix('`'))
+        else {
+            continue;
+        };
+        metrics.insert(
+            format!("tally_{name}"),
+            backticked(&without_parentheses(labels)),
+        );
+    }
+    assert!(
+        metrics.len() >= 20,
+        "expected the metrics table of {}, found {metrics:?}",
+        path.display()
+    );
+    metrics
+}
+
+/// The tally metrics an expression (or a file of them) names: every `tally_…` word not part of
+/// a recording rule's name (`job:tally_…:rate5m`), a histogram's `_bucket`, `_sum` and `_count`
+/// series named by their histogram.
+pub fn metrics_named(
+    text: &str,
+    documented: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeSet<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    text.split(|c: char| !word(c))
+        .filter(|w| w.starts_with("tally_") && !w.contains(':'))
+        .map(|w| {
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                w.strip_suffix(suffix)
+                    .filter(|b| documented.contains_key(*b))
+            });
+            base.unwrap_or(w).to_string()
+        })
+        .collect()
+}
+
+fn without_parentheses(text: &str) -> String {
+    let mut depth = 0usize;
+    text.chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect()
+}
+
+fn backticked(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }

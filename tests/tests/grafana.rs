@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::Value;
 use tally_tests::fixtures::{example_transaction, pos_subject};
-use tally_tests::prometheus::Answer;
+use tally_tests::prometheus::{documented_metrics, metrics_named, Answer};
 use tally_tests::{start_all, tail, tally_bin, Prometheus};
 
 /// What the test puts for Grafana's `$__rate_interval`. Grafana would compute 4 s from the 1 s
@@ -372,6 +372,8 @@ async fn every_panel_query_parses_and_returns_data() {
         values.len() - 1
     );
 
+    assert_labels_documented(&prometheus).await;
+
     // Negative control: the same check on a query whose metric does not exist fails it.
     let first = &targets[0];
     let metric = first
@@ -484,4 +486,55 @@ async fn evaluate_targets(
         }
     }
     missing
+}
+
+// Proves every tally metric the dashboard names (queries, variables and descriptions) is in the
+// metrics reference of docs/http-api.md.
+#[test]
+fn every_metric_the_dashboard_names_is_documented() {
+    let documented = documented_metrics();
+    let named = metrics_named(&dashboard().to_string(), &documented);
+    assert!(
+        named.len() >= 20,
+        "expected the dashboard's twenty-odd metrics, found {named:?}"
+    );
+    let undocumented: Vec<&String> = named
+        .iter()
+        .filter(|m| !documented.contains_key(*m))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "deploy/grafana/tally.json names metrics missing from docs/http-api.md: {undocumented:?}"
+    );
+}
+
+/// Every tally series Prometheus scraped is a documented metric carrying only the labels
+/// docs/http-api.md lists for it (bounded ones: a store at most), besides the target's `job`
+/// and `instance` and a histogram's `le`.
+async fn assert_labels_documented(prometheus: &Prometheus) {
+    let documented = documented_metrics();
+    let Answer::Samples(series) = prometheus.query(r#"{__name__=~"tally_.+"}"#).await else {
+        panic!("Prometheus refuses the query of every tally series");
+    };
+    assert!(
+        series.len() >= 20,
+        "expected tally's series, found {series:?}"
+    );
+    for (labels, _) in &series {
+        let labels = labels.as_object().expect("a series' labels");
+        let name = labels["__name__"].as_str().expect("a metric name");
+        let metric = metrics_named(name, &documented)
+            .pop_first()
+            .expect("a tally metric");
+        let allowed = documented
+            .get(&metric)
+            .unwrap_or_else(|| panic!("{name} is exported but not in docs/http-api.md"));
+        for label in labels.keys() {
+            assert!(
+                ["__name__", "job", "instance", "le"].contains(&label.as_str())
+                    || allowed.contains(label),
+                "{name} carries label {label}, which docs/http-api.md does not list: {labels:?}"
+            );
+        }
+    }
 }
