@@ -76,7 +76,13 @@ pub async fn run_with_store(
         .context("reconciling this rebuilt or restored state with the output streams")?;
 
     tokio::spawn(crate::memory::memory_loop(cached, shutdown.clone()));
-    tokio::spawn(crate::telemetry::drift_keys_loop(Arc::clone(&store), std::time::Duration::from_secs(5), shutdown.clone()));
+    let idle_timeout = config.topology().idle_timeout;
+    tokio::spawn(crate::telemetry::state_gauges_loop(
+        Arc::clone(&store),
+        std::time::Duration::from_secs(5),
+        idle_timeout,
+        shutdown.clone(),
+    ));
     let outputs = Outputs::spawn(&config, &store, &js, &health, &shutdown)?;
     let runner = runner(config, store, health, Arc::clone(&outputs.notify), client.clone(), Tick::Live);
     let result = runner.run(&js, shutdown.clone()).await;

@@ -31,6 +31,7 @@ pub const WEBHOOK_WAITING: &str = "tally_webhook_postings_waiting";
 pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_total";
 pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
 pub const MEMORY: &str = "tally_memory_bytes";
+pub const FINAL_POSTINGS_OVERDUE: &str = "tally_erp_final_postings_overdue";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -68,9 +69,13 @@ fn describe() {
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
     describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment).");
     describe_histogram!(POSTING_DELAY, Unit::Seconds, "Processing time from the first committed change a posting carries to the posting's emission.");
+    describe_gauge!(FINAL_POSTINGS_OVERDUE, Unit::Count, "Business days per store without a final posting although their finalization (day-close + erp.close_grace, or end of day + erp.max_open, in event time) plus drift.idle_timeout has passed by the wall clock: the store's event time lags.");
     describe_gauge!(DRIFT_KEYS, Unit::Count, "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final).");
     describe_counter!(ALERTMANAGER_PUSH_FAILURES, Unit::Count, "Pushes of drift alerts to Alertmanager that failed and are being retried.");
     counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
+    // Failure counters read 0 until the first failure, rather than "no data" on a dashboard.
+    counter!(COMMIT_FAILURES).absolute(0);
+    counter!(PUBLISH_FAILURES).absolute(0);
     describe_counter!(WEBHOOK_DELIVERIES, Unit::Count, "ERP webhook POST attempts, by outcome (delivered: 2xx; retried: 408, 429, 5xx, timeout or connection error; rejected: other 4xx, parked on the DLQ).");
     describe_gauge!(WEBHOOK_LAST_SUCCESS, Unit::Seconds, "Unix time of the last posting the ERP webhook delivered (2xx).");
     describe_gauge!(WEBHOOK_WAITING, Unit::Count, "ERP postings of a store the webhook has received and not yet delivered or parked, the one in flight included.");
@@ -208,31 +213,49 @@ pub fn drift_keys(counts: &std::collections::BTreeMap<(String, &'static str), u6
     }
 }
 
+/// Sets `tally_erp_final_postings_overdue{store}` from a full count (every store with a clock).
+pub fn final_postings_overdue(counts: &std::collections::BTreeMap<String, u64>) {
+    for (store, n) in counts {
+        gauge!(FINAL_POSTINGS_OVERDUE, "store" => store.clone()).set(*n as f64);
+    }
+}
+
 /// A recount may take at most this share of the time between recounts, so that a state with
 /// millions of alerts does not take a core away from the input loop.
-const DRIFT_KEYS_MAX_SHARE: u32 = 20;
+const STATE_GAUGES_MAX_SHARE: u32 = 20;
 
-/// Recounts `tally_drift_keys` from state every `every` (longer when counting takes longer than
-/// a twentieth of that) until shutdown. The count reads two indexes (pending keys, latest
-/// alerts), not the aggregates.
-pub async fn drift_keys_loop(
+/// Recounts the gauges read from state, `tally_drift_keys` and
+/// `tally_erp_final_postings_overdue`, every `every` (longer when counting takes longer than a
+/// twentieth of that) until shutdown. The drift count reads two indexes (pending keys, latest
+/// alerts), not the aggregates; the overdue count reads the store clocks and the timers due by
+/// now minus `idle_timeout` (an idle store's event time runs that far behind the wall clock).
+pub async fn state_gauges_loop(
     store: std::sync::Arc<dyn tally_state::Store>,
     every: std::time::Duration,
+    idle_timeout: chrono::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    use tally_topologies::report;
     let mut known: std::collections::BTreeSet<String> = Default::default();
     loop {
         let reader = std::sync::Arc::clone(&store);
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || tally_topologies::report::drift_key_counts(reader.as_ref())).await {
-            Ok(Ok(counts)) => {
-                known.extend(counts.keys().map(|(store, _)| store.clone()));
-                drift_keys(&counts, &known.iter().cloned().collect::<Vec<_>>());
+        let cutoff = chrono::Utc::now() - idle_timeout;
+        let counted = tokio::task::spawn_blocking(move || {
+            let drift = report::drift_key_counts(reader.as_ref())?;
+            let overdue = report::final_postings_overdue(reader.as_ref(), cutoff)?;
+            Ok::<_, tally_topologies::topology::TopologyError>((drift, overdue))
+        });
+        match counted.await {
+            Ok(Ok((drift, overdue))) => {
+                known.extend(drift.keys().map(|(store, _)| store.clone()));
+                drift_keys(&drift, &known.iter().cloned().collect::<Vec<_>>());
+                final_postings_overdue(&overdue);
             }
-            Ok(Err(err)) => tracing::warn!(error = %err, "Counting drift keys failed."),
-            Err(err) => tracing::warn!(error = %err, "Counting drift keys panicked."),
+            Ok(Err(err)) => tracing::warn!(error = %err, "Counting drift keys and overdue final postings failed."),
+            Err(err) => tracing::warn!(error = %err, "Counting drift keys and overdue final postings panicked."),
         }
-        let wait = every.max(started.elapsed() * DRIFT_KEYS_MAX_SHARE);
+        let wait = every.max(started.elapsed() * STATE_GAUGES_MAX_SHARE);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,

@@ -43,12 +43,17 @@ impl Alertmanager {
     /// Starts Alertmanager on `127.0.0.1:<port>` and waits until `/-/ready` answers 200.
     /// Panics (with its log) when it cannot.
     pub async fn start_on(port: u16) -> Alertmanager {
+        Alertmanager::start_with_config(port, CONFIG).await
+    }
+
+    /// [`Alertmanager::start_on`] with the given configuration file's text.
+    pub async fn start_with_config(port: u16, config_text: &str) -> Alertmanager {
         let dir = tempfile::Builder::new()
             .prefix("tally-test-am-")
             .tempdir()
             .expect("create a temp dir for Alertmanager");
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, CONFIG).expect("write the Alertmanager config");
+        std::fs::write(&config, config_text).expect("write the Alertmanager config");
         let log = std::fs::File::create(dir.path().join("alertmanager.log"))
             .expect("create the Alertmanager log");
         let log_err = log.try_clone().expect("clone the log file handle");
@@ -142,6 +147,24 @@ impl Alertmanager {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `POST /api/v2/alerts` of `alerts` (a JSON array), as Prometheus or tally sends them.
+    pub async fn post_alerts(&self, alerts: &serde_json::Value) {
+        let url = format!("{}/api/v2/alerts", self.url());
+        let response = self
+            .http
+            .post(&url)
+            .json(alerts)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST {url}: {err}\n{}", self.logs()));
+        assert!(
+            response.status().is_success(),
+            "POST {url}: {}\n{}",
+            response.status(),
+            self.logs()
+        );
     }
 
     /// `GET /api/v2/alerts`: the alerts Alertmanager holds and has not seen resolved.

@@ -12,6 +12,7 @@
 //!   normalised [`DayTotals`] that both the model and the HTTP answer turn into.
 //! - [`fixtures`]: builders for the contract's input records.
 //! - [`prom`]: a small parser for the Prometheus text format.
+//! - [`prometheus`]: a throwaway Prometheus server scraping given targets, and its query API.
 //! - [`wait`]: [`wait_until`], polling with a deadline instead of sleeping.
 //! - [`crash`]: output-stream invariants, posting sums and a wire tap for crash and fault tests.
 //!
@@ -25,6 +26,7 @@ pub mod model;
 pub mod nats;
 pub mod process;
 pub mod prom;
+pub mod prometheus;
 pub mod wait;
 
 pub use alertmanager::Alertmanager;
@@ -32,6 +34,7 @@ pub use js::{Js, StoredMessage};
 pub use model::{DayTotals, Model, SkuTotals};
 pub use nats::NatsServer;
 pub use process::{tally_bin, Tally, TallyBuilder};
+pub use prometheus::Prometheus;
 pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
 use tally_tests::prom::{self, check_with_promtool};
-use tally_tests::{start_all, wait_for_messages, wait_until, DLQ_STREAM, DRAIN_TIMEOUT};
+use tally_tests::{start_all, wait_for_messages, wait_until, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
 
 const REQUIRED: [&str; 6] = [
     "tally_events_total",
@@ -102,4 +102,70 @@ async fn memory_gauge_reports_every_part() {
     assert!(rss > (1 << 20) as f64, "a running tally's RSS is more than 1 MiB, got {rss}");
     let cache = prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]);
     assert!(cache <= (64u64 << 20) as f64, "the value cache stays within its default budget, got {cache}");
+}
+
+/// Waits until `tally_erp_final_postings_overdue` reads `expected` for each store, as one
+/// sample per store; false (and the last /metrics) when it does not within `DRAIN_TIMEOUT`.
+async fn overdue_reaches(tally: &Tally, expected: &[(&str, f64)]) -> (bool, String) {
+    let settled = wait_until(DRAIN_TIMEOUT, move || async move {
+        let (_, text) = tally.http_get_text("/metrics").await;
+        let samples = prom::parse(&text);
+        expected.iter().all(|(store, value)| {
+            let of_store: Vec<_> = prom::samples(&samples, "tally_erp_final_postings_overdue")
+                .into_iter()
+                .filter(|s| s.labels.get("store").map(String::as_str) == Some(*store))
+                .collect();
+            of_store.len() == 1 && of_store[0].value == *value
+        })
+    })
+    .await;
+    (settled, tally.http_get_text("/metrics").await.1)
+}
+
+// Proves tally_erp_final_postings_overdue moves with the store's event time: a store whose only
+// day is three days old counts one day overdue while a store that keeps up counts none, and the
+// count falls to 0 once a newer record of the lagging store finalizes that day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_postings_overdue_gauge_rises_and_falls() {
+    let (_nats, tally, js) = start_all("").await;
+    let today = chrono::Utc::now().date_naive();
+    let day = |ago: i64| {
+        (today - chrono::Duration::days(ago))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    // Records occur at noon: day-3's finalization (end of day + erp.max_open 30 h) is due at
+    // 06:00 yesterday, long past; yesterday's is due at 06:00 tomorrow.
+    let (old, recent) = (day(3), day(1));
+    js.publish_json(
+        &pos_subject("retail", "0900"),
+        &example_transaction("OLD-1", "0900", &old),
+    )
+    .await;
+    js.publish_json(
+        &pos_subject("retail", "0901"),
+        &example_transaction("NEW-1", "0901", &recent),
+    )
+    .await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    let (settled, text) = overdue_reaches(&tally, &[("0900", 1.0), ("0901", 0.0)]).await;
+    assert!(
+        settled,
+        "store 0900's day {old} must count overdue, 0901 none:\n{text}"
+    );
+    assert_eq!(tally.day("0900", &old).await["postings"]["final"], false);
+
+    // A record of yesterday moves 0900's event time past day-3's deadline: the day finalizes.
+    js.publish_json(
+        &pos_subject("retail", "0900"),
+        &example_transaction("NEW-2", "0900", &recent),
+    )
+    .await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    let (settled, text) = overdue_reaches(&tally, &[("0900", 0.0), ("0901", 0.0)]).await;
+    assert!(
+        settled,
+        "store 0900's overdue count must fall to 0 once {old} finalizes:\n{text}"
+    );
+    assert_eq!(tally.day("0900", &old).await["postings"]["final"], true);
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use tally_tests::prometheus::{documented_metrics, metrics_named};
+
 fn deploy_dir() -> PathBuf {
     tally_tests::workspace_root().join("deploy/prometheus")
 }
@@ -77,4 +79,28 @@ fn every_alert_has_a_unit_test() {
             "alert {alert} needs a firing and a silent case in tally-rules.test.yml, has {tested}"
         );
     }
+}
+
+// Proves every tally metric the rules name is in the metrics reference of docs/http-api.md (the
+// grafana test shows each is exported by a real tally); a made-up name is caught.
+#[test]
+fn every_metric_the_rules_name_is_documented() {
+    let documented = documented_metrics();
+    let rules = std::fs::read_to_string(deploy_dir().join("tally-rules.yml"))
+        .expect("read deploy/prometheus/tally-rules.yml");
+    let named = metrics_named(&rules, &documented);
+    assert!(
+        named.len() >= 10,
+        "expected the rules' ten-odd metrics, found {named:?}"
+    );
+    let undocumented: Vec<&String> = named
+        .iter()
+        .filter(|m| !documented.contains_key(*m))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "tally-rules.yml names metrics missing from docs/http-api.md: {undocumented:?}"
+    );
+    let made_up = metrics_named("rate(tally_no_such_total[5m])", &documented);
+    assert!(!documented.contains_key(made_up.first().expect("one metric named")));
 }

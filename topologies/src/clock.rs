@@ -6,10 +6,12 @@
 //! in the `Timers` column family, committed with the batch that set them, and fire when the
 //! watermark reaches them — never from the wall clock directly, so replays fire identically.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tally_state::key::{KeyReader, KeyWriter};
-use tally_state::{Cf, Overlay};
+use tally_state::{Cf, Overlay, Store};
 
 use crate::aggregates;
 use crate::topology::{read, TopologyError};
@@ -161,6 +163,48 @@ pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> R
             start = [last.as_slice(), &[0]].concat();
         }
         page = (page * 2).min(TIMERS_PER_SCAN);
+    }
+}
+
+/// The store of a `clock_key`.
+pub fn parse_clock_key(key: &[u8]) -> Option<String> {
+    let mut reader = KeyReader::new(key);
+    if reader.tag().ok()? != TAG_CLOCK {
+        return None;
+    }
+    reader.str().ok()
+}
+
+/// The days whose `Finalize` timer is due at or before `cutoff` but has not fired, because the
+/// store's watermark has not reached it. The scan starts at the clock's `next_timer` (no timer
+/// of the store is due before it), so a store whose timers all lie after `cutoff` costs no
+/// read, and one that is behind reads only its timers due by `cutoff`.
+pub fn finalize_days_due_by(
+    store: &dyn Store,
+    store_id: &str,
+    clock: &StoreClock,
+    cutoff: DateTime<Utc>,
+) -> Result<BTreeSet<NaiveDate>, TopologyError> {
+    let mut days = BTreeSet::new();
+    let Some(next) = clock.next_timer.filter(|next| *next <= cutoff) else { return Ok(days) };
+    let prefix = KeyWriter::new().str(store_id).finish();
+    let mut start = KeyWriter::new().str(store_id).i64(next.timestamp_millis()).finish();
+    loop {
+        let entries = store.scan_prefix_from(Cf::Timers, &prefix, &start, TIMERS_PER_SCAN)?;
+        for (key, _) in &entries {
+            let Some((at, timer)) = parse_timer_key(key) else {
+                return Err(tally_state::StateError::Corrupt { cf: Cf::Timers, detail: format!("bad timer key {key:?}") }.into());
+            };
+            if at > cutoff {
+                return Ok(days);
+            }
+            if let Timer::Finalize { day } = timer {
+                days.insert(day);
+            }
+        }
+        let Some((last, _)) = entries.last().filter(|_| entries.len() == TIMERS_PER_SCAN) else { return Ok(days) };
+        // The smallest key after the last one read.
+        start = [last.as_slice(), &[0]].concat();
     }
 }
 

@@ -2,12 +2,15 @@
 //!
 //! Built from state alone, so it answers the same offline as online. Decimals leave as strings.
 
-use chrono::NaiveDate;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use tally_state::{Cf, Store};
 
 use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::clock::{self, StoreClock};
 use crate::drift::DriftAlert;
 use crate::keys;
 use crate::topology::TopologyError;
@@ -188,6 +191,39 @@ pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<
     Ok(counts)
 }
 
+/// Final postings overdue per store, for the gauge: the store-days not finalized whose
+/// finalization (their day-close plus `erp.close_grace`, or the end of the day plus
+/// `erp.max_open`, in event time) came due by `cutoff` without firing, because the store's
+/// watermark lags. Every store with a clock is listed, 0 when none is overdue. Reads the store
+/// clocks (one per store), each store's timers due by `cutoff` (none while its watermark keeps
+/// up) and the totals of the days those name.
+pub fn final_postings_overdue(store: &dyn Store, cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>, TopologyError> {
+    let mut clocks = Vec::new();
+    let mut corrupt = None;
+    for_each_under(store, &clock::all_clocks_prefix(), |key, bytes| {
+        match (clock::parse_clock_key(key), aggregates::decode::<StoreClock>(bytes)) {
+            (Some(id), Ok(store_clock)) => clocks.push((id, store_clock)),
+            (_, Err(source)) => corrupt = Some(source),
+            (None, Ok(_)) => {}
+        }
+        corrupt.is_none()
+    })?;
+    if let Some(source) = corrupt {
+        return Err(TopologyError::Corrupt { what: "store clock", source });
+    }
+    let mut overdue = BTreeMap::new();
+    for (id, store_clock) in clocks {
+        let mut n = 0;
+        for day in clock::finalize_days_due_by(store, &id, &store_clock, cutoff)? {
+            if store_day_totals(store, &id, day)?.is_some_and(|totals| !totals.finalized) {
+                n += 1;
+            }
+        }
+        overdue.insert(id, n);
+    }
+    Ok(overdue)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +249,42 @@ mod tests {
         let earlier = serde_json::to_vec(&serde_json::to_value(alert("firing")).unwrap()).unwrap();
         let typed: DriftAlert = serde_json::from_slice(&earlier).unwrap();
         assert_eq!(serde_json::to_vec(&typed).unwrap(), earlier);
+    }
+
+    // Proves a final posting counts as overdue only for a day not finalized whose finalization
+    // (day-close plus close_grace, or end of day plus max_open) is due by the cutoff but not
+    // reached by the store's watermark, once per day, and that every store is listed.
+    #[test]
+    fn final_postings_overdue_counts_unfinalized_days_past_their_deadline() {
+        use crate::test_support::{day_close_at, sale_at, Harness};
+        let mut h = Harness::new();
+        // L: one sale on the 27th, then silence; its day finalizes at 29T06:00 (max_open 30h).
+        h.record(&sale_at("L", "L-1", "2026-11-27T12:00:00Z", "A", "1", "1.00"));
+        // C: a day-close at 20:00; finalization due 20:10, the watermark stays at 20:00.
+        h.record(&sale_at("C", "C-1", "2026-11-27T12:00:00Z", "A", "1", "1.00"));
+        h.record(&day_close_at("C", "2026-11-27", "2026-11-27T20:00:00Z", 1, "1.00", "0"));
+        // F: finalized after its day-close; its max_open timer (29T06:00) is still stored.
+        h.record(&sale_at("F", "F-1", "2026-11-27T12:00:00Z", "A", "1", "1.00"));
+        h.record(&day_close_at("F", "2026-11-27", "2026-11-27T22:00:00Z", 1, "1.00", "0"));
+        h.record(&sale_at("F", "F-2", "2026-11-27T23:00:00Z", "A", "1", "1.00"));
+        // K: keeps up; a sale on the 29th at 07:00 fires the 27th's finalization.
+        h.record(&sale_at("K", "K-1", "2026-11-27T12:00:00Z", "A", "1", "1.00"));
+        h.record(&sale_at("K", "K-2", "2026-11-29T07:00:00Z", "A", "1", "1.00"));
+        let day27 = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        assert!(h.store_day_of("F", day27).unwrap().finalized);
+        assert!(h.store_day_of("K", day27).unwrap().finalized);
+        assert!(!h.store_day_of("L", day27).unwrap().finalized);
+
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let counts = |cutoff: &str| -> Vec<(String, u64)> {
+            final_postings_overdue(&h.store, at(cutoff)).unwrap().into_iter().collect()
+        };
+        let expect = |pairs: [(&str, u64); 4]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(store, n)| (store.to_string(), *n)).collect()
+        };
+        assert_eq!(counts("2026-11-27T20:09:00Z"), expect([("C", 0), ("F", 0), ("K", 0), ("L", 0)]));
+        assert_eq!(counts("2026-11-27T21:00:00Z"), expect([("C", 1), ("F", 0), ("K", 0), ("L", 0)]));
+        assert_eq!(counts("2026-11-29T12:00:00Z"), expect([("C", 1), ("F", 0), ("K", 0), ("L", 1)]));
     }
 
     // Proves the counts and the alert list read every entry when they span several scan
