@@ -1,6 +1,6 @@
 //! `tally-bench apply`: tally's per-message work without NATS, to see where (b)'s time goes.
 //! The same generated messages are decoded alone, then applied batch by batch over RocksDB
-//! exactly as the runner does (one overlay per batch, `Retail::apply`, position, one write),
+//! exactly as the runner does (one overlay per batch, `Retail::apply_batch`, one write),
 //! with every store read counted and timed, and finally applied over the in-memory store for
 //! contrast. Figures are per input message. The last line, `apply_us_per_msg`, is the CPU time
 //! the applying thread spent per message over RocksDB (decode, apply, commit): tally's own work
@@ -15,7 +15,7 @@ use tally_processor::config::{Config, StoreConfig};
 use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
 use tally_state::{CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
-use tally_topologies::topology::{self, InputMessage, Retail};
+use tally_topologies::topology::{InputMessage, Retail, Tick};
 
 use crate::measure::mib;
 
@@ -130,12 +130,14 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
         let now = Utc::now();
         let started = Instant::now();
         let mut txn = Overlay::new(store);
-        for msg in chunk {
-            seq += 1;
-            let input = InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: seq };
-            retail.apply(&mut txn, &input, now)?;
-        }
-        topology::set_position(&mut txn, seq);
+        let inputs: Vec<InputMessage<'_>> = chunk
+            .iter()
+            .map(|msg| {
+                seq += 1;
+                InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: seq }
+            })
+            .collect();
+        retail.apply_batch(&mut txn, &inputs, now, Tick::Skip)?;
         split.apply += started.elapsed();
         let started = Instant::now();
         let batch = txn.into_batch();

@@ -21,7 +21,7 @@ use tally_processor::gen::{self, GenOptions, Traffic, WireMessage};
 use tally_state::{Cf, MemStore, Overlay, Store};
 use tally_topologies::aggregates::{self, OutboxEntry};
 use tally_topologies::report;
-use tally_topologies::topology::{self, InputMessage, Retail};
+use tally_topologies::topology::{InputMessage, Retail, Tick};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
@@ -60,20 +60,14 @@ fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
     out
 }
 
-/// Applies one batch as the runner does (committed input skipped, tick, position) and commits it.
+/// Applies one batch as the runner does (`Retail::apply_batch`, with the tick) and commits it.
 fn apply(retail: &Retail, store: &MemStore, batch: &[(u64, &WireMessage)], now: DateTime<Utc>) -> anyhow::Result<()> {
     let mut txn = Overlay::new(store);
-    let committed = topology::committed_position(&txn)?;
-    let mut position = committed;
-    for (seq, msg) in batch {
-        let input = InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: *seq };
-        retail.apply(&mut txn, &input, now)?;
-        position = *seq;
-    }
-    retail.tick(&mut txn, now)?;
-    if position > committed {
-        topology::set_position(&mut txn, position);
-    }
+    let inputs: Vec<InputMessage<'_>> = batch
+        .iter()
+        .map(|(seq, msg)| InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: *seq })
+        .collect();
+    retail.apply_batch(&mut txn, &inputs, now, Tick::Run)?;
     store.write(&txn.into_batch())?;
     Ok(())
 }
