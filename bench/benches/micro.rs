@@ -13,7 +13,7 @@ use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 use tally_state::{MemStore, Overlay, RocksOptions, RocksStore, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::keys;
-use tally_topologies::topology::{self, InputMessage, Retail};
+use tally_topologies::topology::{InputMessage, Retail, Tick};
 
 /// Messages per measured iteration (and per commit, tally's default `input.batch_max`).
 const BATCH: usize = 500;
@@ -88,11 +88,8 @@ fn chrono_tz_utc() -> chrono_tz::Tz {
 fn apply_batch(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], first_seq: u64) -> WriteBatch {
     let now = Utc::now();
     let mut txn = Overlay::new(store);
-    for (i, msg) in msgs.iter().enumerate() {
-        let seq = first_seq + i as u64;
-        retail.apply(&mut txn, &input(msg, seq), now).expect("the in-memory store does not fail");
-        topology::set_position(&mut txn, seq);
-    }
+    let inputs: Vec<InputMessage<'_>> = msgs.iter().enumerate().map(|(i, msg)| input(msg, first_seq + i as u64)).collect();
+    retail.apply_batch(&mut txn, &inputs, now, Tick::Skip).expect("the in-memory store does not fail");
     txn.into_batch()
 }
 

@@ -5,6 +5,7 @@
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
 //! - `restart`: time from start to consuming with many keys in state.
 //! - `apply`: the per-message work without NATS, store reads counted and timed.
+//! - `replay`: the topology's outputs over a fixed generated input, to compare two builds.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
 //! The criterion micro-benchmarks live in `benches/micro.rs`.
@@ -19,6 +20,7 @@ mod e2e;
 mod load;
 mod measure;
 mod process;
+mod replay;
 mod restart;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +47,9 @@ enum Command {
     /// messages (2.2 M ≈ 10 M keys) and report its peak RSS. The last line is
     /// `tally_peak_rss_mib: <x>`.
     Process(process::ProcessArgs),
+    /// Apply a fixed generated input on a fake clock and write every output, day report and
+    /// alert into a directory, to compare two builds byte for byte.
+    Replay(replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -58,5 +63,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Restart(args) => restart::run(args).await,
         Command::Apply(args) => apply::run(args),
         Command::Process(args) => process::run(args).await,
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -156,6 +156,18 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     stat_cpu(&Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, secs)| secs)
 }
 
+/// CPU seconds the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`, nanosecond resolution):
+/// what one core spent on the work it ran, whatever else the machine was doing meanwhile.
+pub fn thread_cpu_secs() -> f64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the pointer it is given, which is valid.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return 0.0;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
 /// CPU seconds of this process's live threads, summed by thread name with digits dropped
 /// (`rocksdb:low0` and `rocksdb:low1` count together). Threads that ended are not counted.
 pub fn threads_cpu_secs() -> BTreeMap<String, f64> {

@@ -16,7 +16,7 @@ use tally_topologies::clock::StoreClock;
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::fingerprint::fingerprint;
 use tally_topologies::model::Event;
-use tally_topologies::topology::{InputMessage, Retail, TopologyConfig};
+use tally_topologies::topology::{InputMessage, Retail, Tick, TopologyConfig};
 
 /// The payload limit the checks decode under; fuzz inputs are far smaller, so the size check
 /// is exercised through [`Flags::max_message_bytes`] instead.
@@ -224,7 +224,7 @@ pub const MESSAGE_SEPARATOR: &[u8] = b"\n~~\n";
 pub const MESSAGES_MAX: usize = 8;
 
 /// Up to [`MESSAGES_MAX`] messages (split on [`MESSAGE_SEPARATOR`], each with its own
-/// [`Flags`] byte) through `Retail::apply` over a fresh in-memory store, then ticks that
+/// [`Flags`] byte) through `Retail::apply_batch`, one batch each, over a fresh in-memory store, then ticks that
 /// finalize and prune the days: nothing panics, nothing fails, and every output's headers are
 /// one bounded line, as NATS requires.
 pub fn check_apply_input(data: &[u8]) {
@@ -291,26 +291,31 @@ fn run_topology(data: &[u8]) -> MemStore {
             payload,
             stream_seq: i as u64 + 1,
         };
-        let mut txn = Overlay::new(&store);
-        retail
-            .apply(&mut txn, &msg, now)
-            .unwrap_or_else(|err| panic!("apply failed on an in-memory store: {err:?}"));
-        store
-            .write(&txn.into_batch())
-            .expect("MemStore writes cannot fail");
+        apply_batch(&store, &retail, &[msg], now, Tick::Skip);
         now += Duration::minutes(1);
     }
     for elapsed in [Duration::hours(2), Duration::days(3), Duration::days(60)] {
         now += elapsed;
-        let mut txn = Overlay::new(&store);
-        retail
-            .tick(&mut txn, now)
-            .unwrap_or_else(|err| panic!("tick failed on an in-memory store: {err:?}"));
-        store
-            .write(&txn.into_batch())
-            .expect("MemStore writes cannot fail");
+        apply_batch(&store, &retail, &[], now, Tick::Run);
     }
     store
+}
+
+/// One batch through `Retail::apply_batch`, as the run loop applies it, committed.
+fn apply_batch(
+    store: &MemStore,
+    retail: &Retail,
+    messages: &[InputMessage<'_>],
+    now: DateTime<Utc>,
+    tick: Tick,
+) {
+    let mut txn = Overlay::new(store);
+    retail
+        .apply_batch(&mut txn, messages, now, tick)
+        .unwrap_or_else(|err| panic!("a batch failed on an in-memory store: {err:?}"));
+    store
+        .write(&txn.into_batch())
+        .expect("MemStore writes cannot fail");
 }
 
 fn split_messages(data: &[u8]) -> Vec<&[u8]> {

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tally_state::{Cf, Entries, FailingStore, MemStore, Overlay, StateError, Store, WriteBatch};
 use tally_topologies::report;
-use tally_topologies::topology::{self, InputMessage, Retail, TopologyConfig};
+use tally_topologies::topology::{self, InputMessage, Retail, Tick, TopologyConfig};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
@@ -130,24 +130,15 @@ fn now_of(i: usize) -> DateTime<Utc> {
 /// One input message as the run loop sees it: stream sequence, subject, payload.
 type Numbered = (u64, (String, Vec<u8>));
 
-/// What the run loop does with one batch: apply each message not yet committed, tick, set the
-/// position; the result is the one write that commits it all.
+/// One batch as the run loop applies it (`Retail::apply_batch`, with the tick); the result is
+/// the one write that commits it all.
 fn apply_batch(retail: &Retail, store: &dyn Store, batch: &[Numbered], now: DateTime<Utc>) -> WriteBatch {
     let mut txn = Overlay::new(store);
-    let committed = topology::committed_position(&txn).expect("position");
-    let mut position = committed;
-    for (seq, (subject, payload)) in batch {
-        if *seq <= position {
-            continue;
-        }
-        let input = InputMessage { subject, content_type: None, payload, stream_seq: *seq };
-        retail.apply(&mut txn, &input, now).expect("apply");
-        position = *seq;
-    }
-    retail.tick(&mut txn, now).expect("tick");
-    if position > committed {
-        topology::set_position(&mut txn, position);
-    }
+    let inputs: Vec<InputMessage<'_>> = batch
+        .iter()
+        .map(|(seq, (subject, payload))| InputMessage { subject, content_type: None, payload, stream_seq: *seq })
+        .collect();
+    retail.apply_batch(&mut txn, &inputs, now, Tick::Run).expect("apply");
     txn.into_batch()
 }
 

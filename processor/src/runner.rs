@@ -214,13 +214,11 @@ impl Runner {
             Some(flight) => Overlay::over_in_flight(self.store.as_ref(), Arc::clone(&flight.writes)),
             None => Overlay::new(self.store.as_ref()),
         };
-        let committed = topology::committed_position(&txn)?;
-        let mut position = committed;
-        let mut tally = BatchTally::default();
+        let now = Utc::now();
+        let mut applying = self.retail.batch(&mut txn, now)?;
         let mut pending = None;
         let mut delivery = Delivery::InOrder;
         let mut handled = 0;
-        let now = Utc::now();
         let mut batch = batch;
         let mut decoder = self.decoder(&batch);
         let mut index = 0;
@@ -241,7 +239,7 @@ impl Runner {
                     warn!(
                         expected = *next_delivery,
                         got = info.consumer_sequence,
-                        position,
+                        position = applying.position(),
                         "Deliveries went missing; re-reading after the committed position."
                     );
                     delivery = Delivery::Gap;
@@ -251,19 +249,16 @@ impl Runner {
                 handled += 1;
                 pending = Some(info.pending);
                 let seq = info.stream_sequence;
+                let position = applying.position();
                 let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
-                if seq <= position {
-                    if tracing::enabled!(Level::DEBUG) {
+                match applying.push(&input, ahead)? {
+                    Some(applied) => self.log_outcome(&input, applied.outcome),
+                    None if tracing::enabled!(Level::DEBUG) => {
                         let (id, store) = self.retail.identify(&input);
                         debug!(id, store, seq, position, "Already committed; skipping a redelivery.");
                     }
-                    continue;
+                    None => {}
                 }
-                let decoded = ahead.unwrap_or_else(|| self.retail.decode(input.subject, input.content_type, input.payload));
-                let applied = self.retail.apply_decoded(&mut txn, &input, decoded, now)?;
-                self.log_outcome(&input, applied.outcome);
-                tally.record(applied.source, applied.outcome, applied.emitted);
-                position = seq;
             }
             // While the batch before is still being written, what has arrived meanwhile joins
             // this one: one commit (and fsync) for more messages where the disk sets the pace.
@@ -273,13 +268,16 @@ impl Runner {
         }
         let tick_due =
             self.tick == Tick::Live && self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
-        if tick_due {
-            tally.record_emitted(self.retail.tick(&mut txn, now)?);
+        let result = applying.finish(if tick_due { topology::Tick::Run } else { topology::Tick::Skip })?;
+        let mut tally = BatchTally::default();
+        for applied in result.applied.into_iter().flatten() {
+            tally.record(applied.source, applied.outcome, applied.emitted);
+        }
+        if let Some(emitted) = result.tick {
+            tally.record_emitted(emitted);
             *self.last_tick.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
-        if position > committed {
-            topology::set_position(&mut txn, position);
-        }
+        let position = result.position;
         if let Some(pending) = pending {
             telemetry::consumer_pending(pending);
         }

@@ -42,7 +42,11 @@ pub struct DriftFigures {
     pub recorded_units: Decimal,
     pub drift_units: Decimal,
     pub drift_value: Decimal,
+    /// `|drift_units| / base`, rounded to 4 places: what alerts publish (docs/wire-format.md).
+    /// Thresholds never compare it: they compare the exact quotient (see `is_over`).
     pub drift_ratio: Decimal,
+    /// The ratio's denominator: max(|expected|, |recorded|, 1).
+    base: Decimal,
 }
 
 /// Decimal places kept of `drift_ratio`, which is a quotient and may not terminate.
@@ -60,12 +64,23 @@ impl DriftFigures {
             expected_units,
             recorded_units,
             drift_units,
+            base,
         }
     }
 
+    /// Over threshold, on the exact figures: the ratio test is `|drift_units| ≥ min_ratio × base`
+    /// (the quotient cross-multiplied; `base` is positive), not the published ratio, which is
+    /// rounded (0.09996 publishes as 0.1 but is under a `min_ratio` of 0.10).
     pub fn is_over(&self, t: &DriftThresholds) -> bool {
-        self.drift_units.abs() >= t.min_units
-            && (self.drift_ratio >= t.min_ratio || self.drift_value.abs() >= t.min_value)
+        self.drift_units.abs() >= t.min_units && (self.ratio_at_least(t.min_ratio) || self.drift_value.abs() >= t.min_value)
+    }
+
+    fn ratio_at_least(&self, min_ratio: Decimal) -> bool {
+        match min_ratio.checked_mul(self.base) {
+            Some(bound) => self.drift_units.abs() >= bound,
+            // Beyond Decimal's range: larger than any |drift_units| when positive.
+            None => min_ratio.is_sign_negative(),
+        }
     }
 
     pub fn severity(&self, t: &DriftThresholds) -> &'static str {

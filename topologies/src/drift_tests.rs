@@ -1,5 +1,5 @@
 //! Drift detector tests (CONTRACT §4, issue 3 item 7): the alert lifecycle on event time, driven
-//! through `Retail::apply` and `Retail::tick` over the in-memory store with a fake processing
+//! through `Retail::apply_batch` over the in-memory store with a fake processing
 //! clock, reading the alerts back from the outbox as the publisher would send them.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tally_state::{Cf, Store};
 
-use crate::drift::{DriftThresholds, Phase};
+use crate::aggregates::SkuDay;
+use crate::drift::{DriftFigures, DriftThresholds, Phase};
+use crate::model::MovementReason;
 use crate::test_support::{day_close_at, movement_at, sale_at, void_at, Harness, Published};
 use crate::topology::{Outcome, TopologyConfig};
 
@@ -454,6 +456,32 @@ fn ratio_or_value_puts_a_key_over_threshold() {
         .map(|a| (s(&a.body, "sku"), s(&a.body, "drift_value"), s(&a.body, "drift_ratio")))
         .collect();
     assert_eq!(fired, vec![("B".into(), "120.00".into(), "0.2".into()), ("C".into(), "2.00".into(), "0.6667".into())]);
+}
+
+// Proves the ratio threshold compares the exact quotient, not the published (rounded) ratio:
+// 2.499 of 25 units is 0.09996, published as 0.1, and under a min_ratio of 0.10; 2.5 of 25 is
+// exactly 0.10, and over.
+#[test]
+fn a_ratio_just_under_the_threshold_is_under_though_it_publishes_as_the_threshold() {
+    let thresholds = DriftThresholds { min_ratio: dec("0.10"), min_value: dec("1000000"), ..DriftThresholds::default() };
+    let mut sku = SkuDay { sold_units: dec("25"), ..SkuDay::default() };
+    sku.apply_movement_qty(MovementReason::Sale, dec("-22.501"));
+    let figures = DriftFigures::of(&sku, Some(dec("1.00")));
+    assert_eq!(figures.drift_ratio.to_string(), "0.1", "what an alert would publish");
+    assert!(!figures.is_over(&thresholds), "0.09996 is under 0.10");
+
+    let mut config = config();
+    config.drift_overrides.insert("0046".into(), thresholds);
+    let mut h = Harness::with(config);
+    let t = |hms: &str| format!("2026-11-27T{hms}Z");
+    for (sku, decrement) in [("UNDER", "-22.501"), ("AT", "-22.5")] {
+        h.record(&sale_at("0046", &format!("T{sku}"), &t("10:00:00"), sku, "25", "1.00"));
+        h.record(&movement_at("0046", &format!("M{sku}"), &t("10:01:00"), "sale", Some(&format!("T{sku}")), &[(sku, decrement)]));
+    }
+    nudge(&mut h, "0046", &t("10:30:00"));
+    let fired: Vec<(String, String)> =
+        h.alerts("0046").iter().map(|a| (s(&a.body, "sku"), s(&a.body, "drift_ratio"))).collect();
+    assert_eq!(fired, vec![("AT".to_string(), "0.1".to_string())]);
 }
 
 // Proves a change after the day is final sends a new `final` revision at once (no settle), or

@@ -175,7 +175,7 @@ impl Retail {
 
     /// The processing-time tick: advances idle stores' watermarks (firing their timers) and
     /// sends interim or adjustment postings for days with changes older than `erp.interval`.
-    pub fn tick(&self, txn: &mut Overlay<'_>, now: DateTime<Utc>) -> Result<Emitted, TopologyError> {
+    pub(crate) fn tick(&self, txn: &mut Overlay<'_>, now: DateTime<Utc>) -> Result<Emitted, TopologyError> {
         let mut emitted = Emitted::default();
         for (key, value) in txn.scan_prefix(Cf::Aggregates, &clock::all_clocks_prefix(), TICK_SCAN_MAX)? {
             let mut store_clock: StoreClock =

@@ -1,6 +1,6 @@
 //! ERP posting tests (CONTRACT §5, issue 4 item 6): postings are gapless deltas whose sum is the
 //! day's totals, one final with its audit, adjustments for anything late. Driven through
-//! `Retail::apply` and `Retail::tick` on a fake processing clock; postings read from the outbox.
+//! `Retail::apply_batch` on a fake processing clock; postings read from the outbox.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -96,7 +96,7 @@ mod tests {
     use serde_json::json;
     use tally_state::{Cf, MemStore, Overlay, Store};
 
-    use crate::topology::{InputMessage, Retail, TopologyConfig};
+    use crate::topology::{InputMessage, Retail, Tick, TopologyConfig};
 
     /// Keys held per column family.
     fn sizes(store: &MemStore) -> Vec<usize> {
@@ -129,11 +129,11 @@ mod tests {
                     seq += 1;
                     let payload = record.to_string();
                     let msg = InputMessage { subject, content_type: None, payload: payload.as_bytes(), stream_seq: seq };
-                    retail.apply(&mut txn, &msg, at).unwrap();
+                    retail.apply_batch(&mut txn, &[msg], at, Tick::Skip).unwrap();
                 }
             }
             let close = Utc.from_utc_datetime(&day.and_hms_opt(23, 0, 0).unwrap());
-            retail.tick(&mut txn, close).unwrap();
+            retail.apply_batch(&mut txn, &[], close, Tick::Run).unwrap();
             store.write(&txn.into_batch()).unwrap();
             // The publisher would have drained the outbox by now.
             let outbox = store.scan_from(Cf::Outbox, &[], usize::MAX).unwrap();

@@ -2,7 +2,7 @@
 //! the in-memory store on a fake processing-time clock, builders for the contract's records with
 //! explicit event times, and readers for state and for the outbox.
 //!
-//! It only drives the public surface of the topology (`Retail::apply`, `Retail::tick`) and reads
+//! It only drives the public surface of the topology (`Retail::apply_batch`) and reads
 //! back what a processor would commit, so a test here sees what an operator would see.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -13,7 +13,7 @@ use crate::aggregates::{self, OutboxEntry, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::keys;
 use crate::outputs::Emitted;
-use crate::topology::{InputMessage, Outcome, Retail, TopologyConfig};
+use crate::topology::{BatchResult, InputMessage, Outcome, Retail, Tick, TopologyConfig};
 
 /// The business day most tests work in.
 pub fn day() -> NaiveDate {
@@ -47,19 +47,22 @@ impl Harness {
     /// Runs the processing-time tick after moving the fake clock forward.
     pub fn tick_after(&mut self, elapsed: Duration) -> Emitted {
         self.now += elapsed;
-        let mut txn = Overlay::new(&self.store);
-        let emitted = self.retail.tick(&mut txn, self.now).unwrap();
-        self.store.write(&txn.into_batch()).unwrap();
-        emitted
+        self.commit(&[], Tick::Run).tick.expect("the tick ran")
     }
 
     pub fn send(&mut self, subject: &str, payload: &[u8]) -> Outcome {
         self.seq += 1;
-        let mut txn = Overlay::new(&self.store);
         let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
-        let applied = self.retail.apply(&mut txn, &msg, self.now).unwrap();
+        let result = self.commit(&[msg], Tick::Skip);
+        result.applied[0].as_ref().expect("a new sequence is applied").outcome
+    }
+
+    /// One batch through `Retail::apply_batch`, as the run loop applies it, committed.
+    fn commit(&self, messages: &[InputMessage<'_>], tick: Tick) -> BatchResult {
+        let mut txn = Overlay::new(&self.store);
+        let result = self.retail.apply_batch(&mut txn, messages, self.now, tick).unwrap();
         self.store.write(&txn.into_batch()).unwrap();
-        applied.outcome
+        result
     }
 
     /// Sends a record of store 0042 on its POS subject.
@@ -82,15 +85,13 @@ impl Harness {
     pub fn record_batch(&mut self, values: &[Value]) -> Vec<Outcome> {
         let payloads: Vec<(String, Vec<u8>)> =
             values.iter().map(|v| (subject_of(v), v.to_string().into_bytes())).collect();
-        let mut txn = Overlay::new(&self.store);
-        let mut outcomes = Vec::new();
+        let mut messages = Vec::new();
         for (subject, payload) in &payloads {
             self.seq += 1;
-            let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
-            outcomes.push(self.retail.apply(&mut txn, &msg, self.now).unwrap().outcome);
+            messages.push(InputMessage { subject, content_type: None, payload, stream_seq: self.seq });
         }
-        self.store.write(&txn.into_batch()).unwrap();
-        outcomes
+        let result = self.commit(&messages, Tick::Skip);
+        result.applied.into_iter().map(|applied| applied.expect("new sequences are applied").outcome).collect()
     }
 
     /// Store 0042's totals of `day()`.

@@ -184,6 +184,77 @@ impl Step {
     }
 }
 
+/// Whether a batch ends with the processing-time tick (idle stores, interim postings). The run
+/// loop runs it about once a second of processing time, not with every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    Run,
+    Skip,
+}
+
+/// What became of one batch.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Per message, in order: what became of it, or `None` for a message at or below the
+    /// committed position (a redelivery of input already committed), which changes nothing.
+    pub applied: Vec<Option<Applied>>,
+    /// What the tick emitted, when it ran.
+    pub tick: Option<Emitted>,
+    /// The committed position before the batch.
+    pub committed: u64,
+    /// The position the batch commits: the stream sequence of its last new message, or
+    /// `committed` when it held none.
+    pub position: u64,
+}
+
+/// A batch being applied: the topology's unit of work. It skips what the committed position
+/// already covers, applies each new message (dedupe, voids, aggregates, drift, postings, the
+/// timers its store's event time reached), runs the tick when asked and sets the position, all
+/// into one overlay that the caller commits as one write (docs/operations.md, "The guarantees").
+///
+/// Messages are pushed one at a time so that the run loop can decode them ahead on another
+/// thread and let arrivals join the batch while the one before commits; everything else calls
+/// [`Retail::apply_batch`], which is this over a slice.
+pub struct Batch<'r, 't, 's> {
+    retail: &'r Retail,
+    txn: &'t mut Overlay<'s>,
+    now: DateTime<Utc>,
+    result: BatchResult,
+}
+
+impl Batch<'_, '_, '_> {
+    /// The position so far: the committed one, or the last message applied.
+    pub fn position(&self) -> u64 {
+        self.result.position
+    }
+
+    /// Applies one message, decoding it here unless `decoded` holds its [`Retail::decode`]; a
+    /// message the position already covers is skipped (`None`). Only state errors fail; bad
+    /// input never does.
+    pub fn push(&mut self, msg: &InputMessage<'_>, decoded: Option<Decoded>) -> Result<Option<&Applied>, TopologyError> {
+        if msg.stream_seq <= self.result.position {
+            self.result.applied.push(None);
+            return Ok(None);
+        }
+        let decoded = decoded.unwrap_or_else(|| self.retail.decode(msg.subject, msg.content_type, msg.payload));
+        let applied = self.retail.apply_decoded(self.txn, msg, decoded, self.now)?;
+        self.result.position = msg.stream_seq;
+        self.result.applied.push(Some(applied));
+        Ok(self.result.applied.last().and_then(Option::as_ref))
+    }
+
+    /// Ends the batch: the tick when asked, then the position.
+    pub fn finish(mut self, tick: Tick) -> Result<BatchResult, TopologyError> {
+        if tick == Tick::Run {
+            self.result.tick = Some(self.retail.tick(self.txn, self.now)?);
+        }
+        if self.result.position > self.result.committed {
+            set_position(self.txn, self.result.position);
+        }
+        Ok(self.result)
+    }
+}
+
 impl Retail {
     pub fn new(config: TopologyConfig) -> Self {
         Retail { config }
@@ -193,15 +264,31 @@ impl Retail {
         &self.config
     }
 
-    /// Applies one input message at processing time `now`: decode, dedupe, voids, aggregates,
-    /// drift, posting bookkeeping; a rejection becomes a DLQ entry in the outbox. Only state
-    /// errors fail; bad input never does.
-    pub fn apply(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
-        self.apply_decoded(txn, msg, self.decode(msg.subject, msg.content_type, msg.payload), now)
+    /// Starts a batch over `txn` at processing time `now`, after the position `txn` reads as
+    /// committed.
+    pub fn batch<'r, 't, 's>(&'r self, txn: &'t mut Overlay<'s>, now: DateTime<Utc>) -> Result<Batch<'r, 't, 's>, TopologyError> {
+        let committed = committed_position(txn)?;
+        Ok(Batch { retail: self, txn, now, result: BatchResult { committed, position: committed, ..BatchResult::default() } })
+    }
+
+    /// Applies a batch of messages at processing time `now` into `txn` (see [`Batch`]): what the
+    /// run loop, the fault tests, the benchmarks and the fuzz targets all run.
+    pub fn apply_batch(
+        &self,
+        txn: &mut Overlay<'_>,
+        messages: &[InputMessage<'_>],
+        now: DateTime<Utc>,
+        tick: Tick,
+    ) -> Result<BatchResult, TopologyError> {
+        let mut batch = self.batch(txn, now)?;
+        for msg in messages {
+            batch.push(msg, None)?;
+        }
+        batch.finish(tick)
     }
 
     /// The part of `apply` that reads no state: decoding and validating the message and
-    /// fingerprinting its record. The processor runs it on another core, ahead of `apply_decoded`.
+    /// fingerprinting its record. The processor runs it on another core, ahead of [`Batch::push`].
     pub fn decode(&self, subject: &str, content_type: Option<&str>, payload: &[u8]) -> Decoded {
         let timezone_of = |store: &str| self.config.timezone(store);
         let ctx = DecodeContext {
@@ -231,8 +318,9 @@ impl Retail {
         )
     }
 
-    /// `apply` of a message already decoded by [`Retail::decode`].
-    pub fn apply_decoded(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, decoded: Decoded, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
+    /// Applies one decoded input message at processing time `now`: dedupe, voids, aggregates,
+    /// drift, posting bookkeeping; a rejection becomes a DLQ entry in the outbox.
+    fn apply_decoded(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, decoded: Decoded, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
         let (outcome, emitted) = match decoded.record {
             Ok((event, print)) => self.apply_event(txn, msg, event, print, now)?,
