@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets (fuzz/seeds/<target>/): the contract's example
-records (CONTRACT §3) in JSON and MessagePack, each behind the flags byte that
+records (docs/wire-format.md, "Input records") in JSON and MessagePack, each behind the flags byte that
 tally_fuzz::Flags reads, plus a few stored values for decode_state. Run it from anywhere; the
 output is committed, so this only needs re-running when the records change."""
 import json

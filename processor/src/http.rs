@@ -1,4 +1,4 @@
-//! The HTTP API of CONTRACT §8: metrics, health, readiness and the day's reconciliation.
+//! The HTTP API of docs/http-api.md: metrics, health, readiness and the day's reconciliation.
 //! Read-only: it never changes state.
 
 use std::net::SocketAddr;

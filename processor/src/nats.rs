@@ -1,5 +1,5 @@
 //! NATS: connecting with the configured auth, and creating or checking the streams and the
-//! consumer of CONTRACT §1. `setup` is idempotent: a stream that exists is used as it is (the
+//! consumer of docs/wire-format.md, "Subjects and streams". `setup` is idempotent: a stream that exists is used as it is (the
 //! user may have chosen replicas, retention or placement) and only checked for its subjects.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ const _: () = assert!(BATCH_MAX_LIMIT as i64 <= ACK_PENDING_MAX);
 pub const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// Output streams drop a re-publish with the same `Nats-Msg-Id` within this window; it covers
-/// a restart after a crash between publish and outbox delete (CONTRACT §1: at least 10 min).
+/// a restart after a crash between publish and outbox delete (docs/wire-format.md, "Subjects and streams": at least 10 min).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(20 * 60);
 
 /// The stream of ERP postings, which the ERP webhook reads.

@@ -1,5 +1,5 @@
 //! The outbox publisher: sends committed outputs to JetStream in outbox order and deletes each
-//! only after its PubAck (CONTRACT §7, "outputs are never lost").
+//! only after its PubAck (docs/operations.md, "The guarantees", "outputs are never lost").
 //!
 //! A crash between the PubAck and the delete re-sends the same bytes under the same
 //! `Nats-Msg-Id` after restart; the output stream's duplicate window drops it.

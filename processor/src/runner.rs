@@ -1,7 +1,7 @@
 //! The run loop: read a batch from the input consumer, apply it to the topology, commit state,
 //! outbox and stream position in one write, then ack.
 //!
-//! The order is the guarantee (CONTRACT §7): nothing is acked before it is committed, and the
+//! The order is the guarantee (docs/operations.md, "The guarantees"): nothing is acked before it is committed, and the
 //! committed position, not the broker's ack floor, decides where reading resumes. A failed
 //! commit is retried in place with capped backoff, holding the batch and its acks, so the
 //! processor neither loses nor re-applies anything while the disk is away.

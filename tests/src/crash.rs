@@ -1,5 +1,5 @@
 //! What the crash and fault tests compare: the outputs tally left in its three output streams,
-//! read back and checked for the properties CONTRACT §7 promises, and a wire tap that sees every
+//! read back and checked for the properties docs/operations.md, "The guarantees" promises, and a wire tap that sees every
 //! publish, also those JetStream's duplicate window drops.
 //!
 //! - [`Outputs`]: postings, alerts and DLQ entries of one run, with their invariants checked
@@ -49,7 +49,7 @@ pub async fn metric(tally: &Tally, name: &str) -> Option<f64> {
     }
 }
 
-/// The sums of all postings of one store-day, in the contract's shape (CONTRACT §5).
+/// The sums of all postings of one store-day, in the contract's shape (docs/wire-format.md, "ERP posting").
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PostingSums {
     pub transactions: i64,

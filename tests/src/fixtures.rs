@@ -1,4 +1,4 @@
-//! Builders for the contract's input records (CONTRACT §3) and deterministic traffic.
+//! Builders for the contract's input records (docs/wire-format.md, "Input records") and deterministic traffic.
 //!
 //! Decimals are written as JSON strings, as most publishers send them; tests that need other
 //! encodings build the record with `serde_json::json!` or re-encode it (`js::to_msgpack`).
@@ -52,7 +52,7 @@ pub fn transaction(id: &str, store: &str, day: &str, lines: Vec<Value>, tenders:
     })
 }
 
-/// The contract's example transaction (§3.1), for `store`/`day` and with `id`: gross 34.98,
+/// The example transaction of docs/wire-format.md ("POS transaction"), for `store`/`day` and with `id`: gross 34.98,
 /// discount 2.00, net 32.98, tax 2.48, card 35.46; sku 100234 sold 2, sku 100987 returned and
 /// restocked 1.
 pub fn example_transaction(id: &str, store: &str, day: &str) -> Value {

@@ -8,7 +8,7 @@
 //!   own config, state dir and HTTP port.
 //! - [`js`]: JetStream helpers: publish JSON / MessagePack / raw payloads and await the PubAck,
 //!   read every message of a stream with its headers, wait until the consumer has drained.
-//! - [`model`]: an independent reference model of the day totals (CONTRACT §3, §8) and the
+//! - [`model`]: an independent reference model of the day totals (docs/wire-format.md, "Input records"; docs/http-api.md) and the
 //!   normalised [`DayTotals`] that both the model and the HTTP answer turn into.
 //! - [`fixtures`]: builders for the contract's input records.
 //! - [`prom`]: a small parser for the Prometheus text format.
@@ -58,7 +58,7 @@ pub fn free_port() -> u16 {
     tally_traffic::process::free_port().expect("bind 127.0.0.1:0")
 }
 
-/// The DLQ stream of CONTRACT §6.
+/// The DLQ stream of docs/wire-format.md, "The dead-letter queue".
 pub const DLQ_STREAM: &str = "RETAIL_DLQ";
 
 /// How long tests wait for tally to work through what they published.
@@ -89,7 +89,7 @@ pub async fn wait_for_messages(js: &Js, name: &str, count: u64) -> Vec<StoredMes
 }
 
 /// Asserts that `dlq` holds exactly one entry for input `source_seq`, with every header of
-/// CONTRACT §6 and the payload verbatim; returns it.
+/// docs/wire-format.md, "The dead-letter queue" and the payload verbatim; returns it.
 pub fn assert_dlq_entry<'a>(
     dlq: &'a [StoredMessage],
     prefix: &str,

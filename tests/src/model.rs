@@ -1,5 +1,5 @@
-//! The expected answer, computed independently of tally from the contract's rules (CONTRACT §3
-//! and the day endpoint of §8), and the normalised shape both sides are compared in.
+//! The expected answer, computed independently of tally from the documented rules (docs/wire-format.md, "Input records"
+//! and docs/http-api.md, the day endpoint), and the normalised shape both sides are compared in.
 //!
 //! [`DayTotals`] holds decimals as `rust_decimal::Decimal`, whose equality is numeric ("2.00" ==
 //! "2"), and drops entries whose figures are all zero: after a void, a tender type or sku with
@@ -189,7 +189,7 @@ impl Model {
         Model::default()
     }
 
-    /// Applies one published record (a JSON object per CONTRACT §3).
+    /// Applies one published record (a JSON object per docs/wire-format.md, "Input records").
     pub fn apply(&mut self, record: &Value) {
         let store = record["store"].as_str().expect("model: record has a store").to_string();
         let id = record["id"].as_str().expect("model: record has an id").to_string();
@@ -258,7 +258,7 @@ impl Model {
     }
 }
 
-/// The effect of one accepted transaction on its day, per CONTRACT §3.1: `gross = qty ×
+/// The effect of one accepted transaction on its day, per docs/wire-format.md, "POS transaction": `gross = qty ×
 /// unit_price`, `net = gross − discount`, `tax` apart; `qty > 0` sold, `qty < 0` returned and,
 /// with `restock` (default true), restocked.
 fn transaction_delta(record: &Value) -> DayTotals {

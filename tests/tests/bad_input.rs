@@ -1,5 +1,5 @@
 //! Bad input at scale (issue 5, item 3), seen from outside: oversized messages, absurd values,
-//! huge records and deep nesting go to the DLQ with their reason (CONTRACT §6), and none of them
+//! huge records and deep nesting go to the DLQ with their reason (docs/wire-format.md, "The dead-letter queue"), and none of them
 //! crashes tally or stalls its consumer: valid records published after them still count, exactly.
 
 use std::time::{Duration, Instant};
@@ -204,7 +204,7 @@ async fn huge_records_and_deep_nesting_do_not_stall_the_consumer() {
         expected.push((reason, pos.clone(), payload, seq));
     }
 
-    // Unknown fields are ignored (CONTRACT §2), however large.
+    // Unknown fields are ignored (docs/wire-format.md, "Encoding of input"), however large.
     let mut with_note = example_transaction("T-note", "0042", DAY);
     with_note["note"] = json!("n".repeat(1 << 20));
     publish_valid(&js, &mut model, &pos, &with_note).await;

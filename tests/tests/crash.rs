@@ -1,4 +1,4 @@
-//! Effectively once under SIGKILL (CONTRACT §7): a business day of several stores is processed
+//! Effectively once under SIGKILL (docs/operations.md, "The guarantees"): a business day of several stores is processed
 //! once without faults and once while tally is killed with SIGKILL at random moments (during
 //! start-up, during commits, while outputs are in flight, during finalization) and restarted
 //! each time. Aggregates, final drift alerts, posting sums and DLQ entries must come out equal,

@@ -1,4 +1,4 @@
-//! Decoding (CONTRACT §2–3) and the dead-letter queue (§6), seen from outside.
+//! Decoding (docs/wire-format.md, "Encoding of input" and "Input records") and the dead-letter queue (docs/wire-format.md, "The dead-letter queue"), seen from outside.
 
 use serde_json::json;
 use tally_tests::fixtures::{self, example_transaction, inventory_subject, movement, pos_subject, DAY};

@@ -1,4 +1,4 @@
-//! Idempotency on `id` (duplicates, conflicts) and post-voids in both orders (CONTRACT §3.1).
+//! Idempotency on `id` (duplicates, conflicts) and post-voids in both orders (docs/wire-format.md, "POS transaction").
 
 use serde_json::json;
 use tally_tests::fixtures::{self, example_transaction, inventory_subject, movement, pos_subject, DAY};

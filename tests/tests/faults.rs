@@ -1,4 +1,4 @@
-//! Backpressure under NATS and disk faults (CONTRACT §7): tally stops acking what it cannot
+//! Backpressure under NATS and disk faults (docs/operations.md, "The guarantees"): tally stops acking what it cannot
 //! commit, keeps outputs it cannot publish, says so on `/readyz` and in metrics, and resumes by
 //! itself with nothing lost and nothing counted twice.
 //!

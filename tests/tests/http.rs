@@ -1,4 +1,4 @@
-//! The HTTP API (CONTRACT §8): health, readiness and the day's reconciliation.
+//! The HTTP API (docs/http-api.md): health, readiness and the day's reconciliation.
 
 use serde_json::Value;
 use tally_tests::fixtures::{example_transaction, inventory_subject, movement, pos_subject, DAY};

@@ -1,4 +1,4 @@
-//! /metrics (CONTRACT §8): valid Prometheus text that names the contract's metrics.
+//! /metrics (docs/http-api.md): valid Prometheus text that names the contract's metrics.
 
 use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
 use tally_tests::prom::{self, check_with_promtool};

@@ -1,4 +1,4 @@
-//! Effectively once across restarts (CONTRACT §7): graceful stops, kill -9 mid-stream, and a
+//! Effectively once across restarts (docs/operations.md, "The guarantees"): graceful stops, kill -9 mid-stream, and a
 //! NATS restart under a running processor.
 
 use std::time::Duration;

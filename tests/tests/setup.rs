@@ -1,4 +1,4 @@
-//! `tally setup` (CONTRACT §1, §8): creates what is absent, accepts what users pre-created, and
+//! `tally setup` (docs/wire-format.md, "Subjects and streams"; docs/operations.md): creates what is absent, accepts what users pre-created, and
 //! is idempotent.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tally_tests::{wait_for_messages, DayTotals, Js, NatsServer, Tally, DRAIN_TIM
 
 const OUTPUT_STREAMS: [&str; 3] = ["RETAIL_ALERTS", "RETAIL_ERP", "RETAIL_DLQ"];
 
-// Proves: setup creates the four streams (subjects per §1, output duplicate window ≥ 10 min) and
+// Proves: setup creates the four streams (subjects per docs/wire-format.md, output duplicate window ≥ 10 min) and
 // the durable pull consumer, and a second run changes nothing and keeps the messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_twice_is_idempotent() {
@@ -18,7 +18,7 @@ async fn setup_twice_is_idempotent() {
     tally.setup_ok();
     let js = Js::connect(&nats.url()).await;
 
-    // Every subject of §1 lands in its stream.
+    // Every documented subject lands in its stream.
     for (subject, stream_name) in [
         ("retail.pos.0042", "RETAIL_IN"),
         ("retail.inventory.0042", "RETAIL_IN"),

@@ -96,7 +96,7 @@ pub const UNMATCHED_KEEP: usize = 100;
 pub const UNMATCHED_SHOWN: usize = 20;
 
 impl SkuDay {
-    /// What the POS says left the shelf: sold − returned with restock (CONTRACT §4).
+    /// What the POS says left the shelf: sold − returned with restock (docs/wire-format.md, "Drift alert").
     pub fn expected_units(&self) -> Decimal {
         self.sold_units - self.restocked_units
     }
@@ -350,7 +350,7 @@ mod tests {
         }
     }
 
-    // Proves expected and recorded units follow CONTRACT §4 and ignore non-POS movements.
+    // Proves expected and recorded units follow docs/wire-format.md, "Drift alert" and ignore non-POS movements.
     #[test]
     fn drift_counts_only_pos_caused_movements() {
         let mut sku = SkuDay { sold_units: Decimal::from(5), restocked_units: Decimal::from(1), ..Default::default() };

@@ -1,4 +1,4 @@
-//! Drift detection (CONTRACT §4): per (store, business_day, sku), whether what the POS sold and
+//! Drift detection (docs/wire-format.md, "Drift alert"): per (store, business_day, sku), whether what the POS sold and
 //! what inventory recorded disagree, and the alert lifecycle that follows from it.
 //!
 //! Everything here runs on event time (the store's watermark), never on the wall clock, so a
@@ -215,7 +215,7 @@ impl AlertState {
     }
 }
 
-/// The alert id of CONTRACT §4.
+/// The alert id of docs/wire-format.md, "Drift alert".
 pub fn alert_id(store: &str, day: chrono::NaiveDate, sku: &str) -> String {
     format!("drift/{store}/{}/{sku}", day.format("%Y-%m-%d"))
 }

@@ -1,4 +1,4 @@
-//! Drift detector tests (CONTRACT §4, issue 3 item 7): the alert lifecycle on event time, driven
+//! Drift detector tests (docs/wire-format.md, "Drift alert", issue 3 item 7): the alert lifecycle on event time, driven
 //! through `Retail::apply_batch` over the in-memory store with a fake processing
 //! clock, reading the alerts back from the outbox as the publisher would send them.
 

@@ -1,4 +1,4 @@
-//! A stable fingerprint of a record's content, for the idempotency rule of CONTRACT §3.1: the
+//! A stable fingerprint of a record's content, for the idempotency rule of docs/wire-format.md, "POS transaction": the
 //! same id with the same content is a duplicate, with other content a conflict.
 //!
 //! "Same content" is about values, not bytes: `"2.00"` and `2`, JSON and MessagePack, field

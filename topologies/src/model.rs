@@ -1,4 +1,4 @@
-//! The input records of CONTRACT §3, as typed values after decoding.
+//! The input records of docs/wire-format.md, "Input records", as typed values after decoding.
 //!
 //! Every amount and quantity is a `Decimal`; timestamps keep the offset they were sent with.
 //! These types are also what tally stores for transactions it may later have to reverse (a
@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// Where an input came from: the two input subject families of CONTRACT §1.
+/// Where an input came from: the two input subject families of docs/wire-format.md, "Subjects and streams".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Source {
     Pos,
@@ -76,7 +76,7 @@ impl Event {
     }
 }
 
-/// CONTRACT §3.1. `business_day` and `currency` are already resolved from their defaults.
+/// docs/wire-format.md, "POS transaction". `business_day` and `currency` are already resolved from their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PosTransaction {
     pub id: String,
@@ -125,7 +125,7 @@ pub struct Tender {
     pub amount: Decimal,
 }
 
-/// CONTRACT §3.2.
+/// docs/wire-format.md, "Inventory movement".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryMovement {
     pub id: String,
@@ -195,7 +195,7 @@ impl MovementReason {
     }
 }
 
-/// CONTRACT §3.3: the POS's own totals for a business day.
+/// docs/wire-format.md, "Day close": the POS's own totals for a business day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayClose {
     pub id: String,

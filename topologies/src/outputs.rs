@@ -1,5 +1,5 @@
 //! Output messages into the durable outbox: DLQ entries, drift alerts and ERP postings, each
-//! with the subject, `Nats-Msg-Id` and headers of CONTRACT §1, §4–6.
+//! with the subject, `Nats-Msg-Id` and headers of docs/wire-format.md, "Subjects and streams", "Outputs" and "The dead-letter queue".
 //!
 //! An output is enqueued in the same write batch as the state change it reflects; the
 //! processor's publisher sends it and deletes it after JetStream's acknowledgement.

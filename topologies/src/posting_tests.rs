@@ -1,4 +1,4 @@
-//! ERP posting tests (CONTRACT §5, issue 4 item 6): postings are gapless deltas whose sum is the
+//! ERP posting tests (docs/wire-format.md, "ERP posting", issue 4 item 6): postings are gapless deltas whose sum is the
 //! day's totals, one final with its audit, adjustments for anything late. Driven through
 //! `Retail::apply_batch` on a fake processing clock; postings read from the outbox.
 
@@ -252,7 +252,7 @@ fn plan() -> impl Strategy<Value = Plan> {
         .prop_map(|(day, minute, lines, tenders, register, sent, voids, void_next_day, dup)| Plan {
             day,
             minute,
-            // Discount and tax are signed like the quantity (CONTRACT §3.1).
+            // Discount and tax are signed like the quantity (docs/wire-format.md, "POS transaction").
             lines: lines.into_iter().map(|(sku, qty, p, disc, tax, restock)| (sku, qty, p, disc * qty.signum(), tax * qty.signum(), restock)).collect(),
             tenders,
             register,

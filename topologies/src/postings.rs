@@ -1,4 +1,4 @@
-//! ERP posting summaries (CONTRACT §5): per (store, business_day), a gapless sequence of delta
+//! ERP posting summaries (docs/wire-format.md, "ERP posting"): per (store, business_day), a gapless sequence of delta
 //! postings whose sum equals the day's totals.
 //!
 //! Deltas are not accumulated event by event. Each sku-day and store-day keeps what was already

@@ -1,4 +1,4 @@
-//! The day's reconciliation as the HTTP API and `tally inspect` show it (CONTRACT §8).
+//! The day's reconciliation as the HTTP API and `tally inspect` show it (docs/http-api.md).
 //!
 //! Built from state alone, so it answers the same offline as online. Decimals leave as strings.
 

@@ -9,7 +9,7 @@
 //!
 //! Only the aggregates use this. Input records (`model`) keep their text form: their encoding
 //! is what `fingerprint` hashes, and a stored fingerprint must keep matching its redelivery.
-//! Outputs are built as JSON values with amounts as text (CONTRACT §4) and are not touched.
+//! Outputs are built as JSON values with amounts as text (docs/wire-format.md, "Drift alert") and are not touched.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -388,7 +388,7 @@ impl Retail {
         Ok((Outcome::Accepted, step.emitted))
     }
 
-    /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (CONTRACT §6).
+    /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (docs/wire-format.md, "The dead-letter queue").
     fn reject(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, rejection: &Rejection) -> Result<Outcome, TopologyError> {
         let reason = rejection.reason.as_str();
         let content_type = msg.content_type.map(str::to_string).unwrap_or_else(|| sniff_content_type(msg.payload).into());

@@ -1,5 +1,5 @@
 //! What a shopper buys and how the POS and the inventory platform write it down: basket lines,
-//! discounts, tax, tenders, and the JSON records of CONTRACT §3. Pure functions over the caller's
+//! discounts, tax, tenders, and the JSON records of docs/wire-format.md, "Input records". Pure functions over the caller's
 //! random generator; the orchestration (ids, lags, drift, voids) lives in `traffic`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -170,7 +170,7 @@ fn header(kind: &str, id: &str, s: &Stamp<'_>) -> Map<String, Value> {
     m
 }
 
-/// A `pos.transaction` with lines (CONTRACT §3.1).
+/// A `pos.transaction` with lines (docs/wire-format.md, "POS transaction").
 #[allow(clippy::too_many_arguments)]
 pub(super) fn transaction_json(
     s: &Stamp<'_>,
@@ -226,7 +226,7 @@ pub(super) fn void_json(s: &Stamp<'_>, id: &str, register: &str, voided: &str) -
     Value::Object(m)
 }
 
-/// An `inventory.movement` (CONTRACT §3.2); `lines` are (sku index, signed stock delta).
+/// An `inventory.movement` (docs/wire-format.md, "Inventory movement"); `lines` are (sku index, signed stock delta).
 pub(super) fn movement_json(
     s: &Stamp<'_>,
     id: &str,

@@ -1,5 +1,5 @@
 //! Unit tests of the generator's pure core, checked against an independent reading of the
-//! contract (CONTRACT §2–3) rather than against the generator's own structures.
+//! contract (docs/wire-format.md, "Encoding of input" and "Input records") rather than against the generator's own structures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;

@@ -86,7 +86,7 @@ impl Malformed {
         Malformed::StoreMismatch,
     ];
 
-    /// The DLQ reason (CONTRACT §6) tally should give this message.
+    /// The DLQ reason (docs/wire-format.md, "The dead-letter queue") tally should give this message.
     pub fn reason(self) -> &'static str {
         match self {
             Malformed::Decimal => "decimal",

@@ -1,5 +1,5 @@
-//! Input decoding (CONTRACT §1–3): the bytes of one NATS message become a typed [`Event`], or
-//! a [`Rejection`] whose reason names the DLQ subject (CONTRACT §6).
+//! Input decoding (docs/wire-format.md): the bytes of one NATS message become a typed [`Event`], or
+//! a [`Rejection`] whose reason names the DLQ subject (docs/wire-format.md, "The dead-letter queue").
 //!
 //! Pure and total: no I/O, no clock, no panics on any input. Amounts never pass through a
 //! binary float. Checks run in this order, and the first failure is the reason:
@@ -50,7 +50,7 @@ pub struct DecodeContext<'a> {
     pub max_lines: usize,
 }
 
-/// Why an input was refused; each is a DLQ subject suffix (CONTRACT §6).
+/// Why an input was refused; each is a DLQ subject suffix (docs/wire-format.md, "The dead-letter queue").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     /// Not a JSON object or MessagePack map with string keys.
@@ -240,7 +240,7 @@ pub fn parse_input_subject<'s>(prefix: &str, subject: &'s str) -> Option<(Source
     is_valid_store_id(store).then_some((source, store))
 }
 
-/// A store id is a token of `[A-Za-z0-9_-]{1,64}` (CONTRACT §1).
+/// A store id is a token of `[A-Za-z0-9_-]{1,64}` (docs/wire-format.md, "Subjects and streams").
 pub fn is_valid_store_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()

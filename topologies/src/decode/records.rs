@@ -1,4 +1,4 @@
-//! The three input records of CONTRACT §3, from a map whose `type` and `store` are checked.
+//! The three input records of docs/wire-format.md, "Input records", from a map whose `type` and `store` are checked.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use crate::model::{
     DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender,
 };
 
-/// CONTRACT §3.1. A record carries either lines (a sale or return) or `voids` (a post-void,
+/// docs/wire-format.md, "POS transaction". A record carries either lines (a sale or return) or `voids` (a post-void,
 /// which carries no lines); tenders are kept on both as sent.
 pub fn transaction(
     obj: &Obj,
@@ -79,7 +79,7 @@ fn pos_line(obj: &Obj) -> Result<PosLine, Rejection> {
     })
 }
 
-/// CONTRACT §3.2. A line's `qty` may be zero (a count that found nothing to change).
+/// docs/wire-format.md, "Inventory movement". A line's `qty` may be zero (a count that found nothing to change).
 pub fn movement(
     obj: &Obj,
     store: String,
@@ -121,7 +121,7 @@ pub fn movement(
     })
 }
 
-/// CONTRACT §3.3.
+/// docs/wire-format.md, "Day close".
 pub fn day_close(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<DayClose, Rejection> {
     let id = obj.req_str("id")?;
     let (occurred_at, business_day) = when(obj, &store, ctx)?;
@@ -170,7 +170,7 @@ fn tenders(obj: &Obj, ctx: &DecodeContext) -> Result<Vec<Tender>, Rejection> {
 /// The largest mantissa `Decimal` holds: 2^96 − 1.
 const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
 
-/// A record whose own arithmetic in the aggregates (CONTRACT §3.1: `gross = qty × unit_price`,
+/// A record whose own arithmetic in the aggregates (docs/wire-format.md, "POS transaction": `gross = qty × unit_price`,
 /// `net = gross − discount`, and their sums per record, per sku and per tender type) would
 /// overflow or round is refused as `decimal`. Each value may parse exactly and still be near
 /// Decimal's limit; accepting it would crash the processor on that message at every restart
