@@ -9,11 +9,11 @@ use std::hint::black_box;
 use chrono::{TimeZone as _, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tally_processor::config::{Config, StoreConfig};
-use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 use tally_state::{MemStore, Overlay, RocksOptions, RocksStore, Store, WriteBatch};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::keys;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
+use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 
 /// Messages per measured iteration (and per commit, tally's default `input.batch_max`).
 const BATCH: usize = 500;
@@ -21,7 +21,15 @@ const BATCH: usize = 500;
 const WARM: usize = 20_000;
 
 fn options(msgpack_share: f64) -> GenOptions {
-    GenOptions { stores: 400, skus_per_store: 5_000, malformed_share: 0.0, drift_share: 0.005, return_share: 0.05, msgpack_share, ..GenOptions::default() }
+    GenOptions {
+        stores: 400,
+        skus_per_store: 5_000,
+        malformed_share: 0.0,
+        drift_share: 0.005,
+        return_share: 0.05,
+        msgpack_share,
+        ..GenOptions::default()
+    }
 }
 
 /// `n` messages of the realistic mix, event time advancing 25 ms per basket.
@@ -88,7 +96,8 @@ fn chrono_tz_utc() -> chrono_tz::Tz {
 fn apply_batch(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], first_seq: u64) -> WriteBatch {
     let now = Utc::now();
     let mut txn = Overlay::new(store);
-    let inputs: Vec<InputMessage<'_>> = msgs.iter().enumerate().map(|(i, msg)| input(msg, first_seq + i as u64)).collect();
+    let inputs: Vec<InputMessage<'_>> =
+        msgs.iter().enumerate().map(|(i, msg)| input(msg, first_seq + i as u64)).collect();
     retail.apply_batch(&mut txn, &inputs, now, Tick::Skip).expect("the in-memory store does not fail");
     txn.into_batch()
 }
@@ -145,7 +154,8 @@ fn bench_commit(c: &mut Criterion) {
     group.throughput(Throughput::Elements(msgs.len() as u64));
     for sync in [true, false] {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = RocksStore::open(dir.path(), &RocksOptions { sync, ..RocksOptions::default() }).expect("opening RocksDB");
+        let store =
+            RocksStore::open(dir.path(), &RocksOptions { sync, ..RocksOptions::default() }).expect("opening RocksDB");
         let name = format!("write batch of {} messages ({} ops), sync {sync}", msgs.len(), write.len());
         group.bench_function(name, |b| {
             b.iter_batched(|| write.clone(), |w| store.write(&w).expect("RocksDB write"), BatchSize::SmallInput)

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tally_processor::config::{Config, StoreConfig};
-use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
-use tally_state::{CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch};
+use tally_state::{
+    CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch,
+};
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::topology::{InputMessage, Retail, Tick};
+use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 
 use crate::measure::mib;
 
@@ -134,7 +136,12 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
             .iter()
             .map(|msg| {
                 seq += 1;
-                InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: seq }
+                InputMessage {
+                    subject: &msg.subject,
+                    content_type: Some(msg.content_type),
+                    payload: &msg.payload,
+                    stream_seq: seq,
+                }
             })
             .collect();
         retail.apply_batch(&mut txn, &inputs, now, Tick::Skip)?;
@@ -184,7 +191,13 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     let topology_config = config.topology();
     let timezone_of = |store: &str| topology_config.timezone(store);
-    let ctx = DecodeContext { subject_prefix: "retail", default_currency: "USD", timezone_of: &timezone_of, max_message_bytes: 1 << 20, max_lines: 1000 };
+    let ctx = DecodeContext {
+        subject_prefix: "retail",
+        default_currency: "USD",
+        timezone_of: &timezone_of,
+        max_message_bytes: 1 << 20,
+        max_lines: 1000,
+    };
     let started = Instant::now();
     for msg in &msgs {
         let _ = std::hint::black_box(decode::decode(&msg.subject, Some(msg.content_type), &msg.payload, &ctx));

@@ -11,15 +11,15 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tally_processor::config::{Config, StoreConfig, BATCH_MAX_LIMIT};
-use tally_traffic::{self as gen, GenOptions, Traffic};
 use tally_processor::{app, telemetry};
 use tally_state::{Cf, RocksStore, Store};
+use tally_traffic::{self as gen, GenOptions, Traffic};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ceiling;
 use crate::load::{self, Mix};
 use crate::measure::{self, mib, ms, PositionPoller};
-use crate::ceiling;
 use tally_traffic::process::free_port;
 use tally_traffic::LocalNats;
 
@@ -116,7 +116,12 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
         mib(stream_bytes),
         rate(preloaded.mix.messages, preloaded.elapsed)
     );
-    anyhow::ensure!(preloaded.last_seq == args.messages, "the stream's last sequence is {}, expected {}", preloaded.last_seq, args.messages);
+    anyhow::ensure!(
+        preloaded.last_seq == args.messages,
+        "the stream's last sequence is {}, expected {}",
+        preloaded.last_seq,
+        args.messages
+    );
 
     // (a) The ceiling.
     let nats_cpu_before = nats.pid().and_then(measure::process_cpu_secs);
@@ -154,7 +159,8 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
         js.delete_stream(stream).await.with_context(|| format!("deleting stream {stream} before the latency phase"))?;
     }
     let latency_rate = args.latency_rate.unwrap_or(tally_rate / 2.0).max(1.0);
-    let latency = latency_phase(&args, &client, &metrics, &nats.url(), &temp.path().join("state-latency"), latency_rate).await?;
+    let latency =
+        latency_phase(&args, &client, &metrics, &nats.url(), &temp.path().join("state-latency"), latency_rate).await?;
     for line in &latency {
         println!("{line}");
     }
@@ -181,7 +187,13 @@ pub fn chain_options(stores: usize, skus: usize, seed: u64) -> GenOptions {
     }
 }
 
-fn processor_config(args: &E2eArgs, nats_url: &str, state: &Path, settle: &str, opts: &GenOptions) -> anyhow::Result<Config> {
+fn processor_config(
+    args: &E2eArgs,
+    nats_url: &str,
+    state: &Path,
+    settle: &str,
+    opts: &GenOptions,
+) -> anyhow::Result<Config> {
     let mut config = default_config(nats_url, state, opts)?;
     config.state.sync = args.sync;
     config.state.value_cache_bytes = args.value_cache_mib << 20;
@@ -376,7 +388,12 @@ async fn latency_phase(
     let mut traffic = Traffic::new(opts, chrono::Utc::now());
     let paced = load::publish_paced(&js, &mut traffic, rate, Duration::from_secs(args.latency_secs)).await?;
     let caught_up = poller.wait_for(paced.last_seq, CATCH_UP_MIN).await;
-    anyhow::ensure!(caught_up, "tally committed {} of {} messages of the latency phase", poller.latest(), paced.last_seq);
+    anyhow::ensure!(
+        caught_up,
+        "tally committed {} of {} messages of the latency phase",
+        poller.latest(),
+        paced.last_seq
+    );
     let drain_deadline = Instant::now() + OUTBOX_DRAIN_TIMEOUT;
     while !store.scan_from(Cf::Outbox, &[], 1)?.is_empty() && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -395,8 +412,10 @@ async fn latency_phase(
     let alerts = std::mem::take(&mut *alerts.lock().unwrap_or_else(|e| e.into_inner()));
     let (mut firing, mut unmatched_alerts, mut by_other_records) = (0, 0, 0);
     let mut alert: Vec<Duration> = Vec::new();
-    let mut revisions: Vec<(Alert, Instant)> =
-        alerts.iter().filter_map(|(arrived, payload)| Some((serde_json::from_slice::<Alert>(payload).ok()?, *arrived))).collect();
+    let mut revisions: Vec<(Alert, Instant)> = alerts
+        .iter()
+        .filter_map(|(arrived, payload)| Some((serde_json::from_slice::<Alert>(payload).ok()?, *arrived)))
+        .collect();
     revisions.sort_by(|(a, _), (b, _)| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
     let mut before: Option<&Alert> = None;
     for (parsed, arrived) in &revisions {
@@ -440,7 +459,9 @@ fn latency_lines(
     alert: &[Duration],
     counts: &AlertCounts,
 ) -> Vec<String> {
-    let p = |v: &[Duration], q: f64| measure::percentile(v, q).map(|d| format!("{:.1} ms", ms(d))).unwrap_or_else(|| "n/a".into());
+    let p = |v: &[Duration], q: f64| {
+        measure::percentile(v, q).map(|d| format!("{:.1} ms", ms(d))).unwrap_or_else(|| "n/a".into())
+    };
     vec![
         format!(
             "(c) latency at {rate:.0} msg/s ({}) for {:.1} s, drift.settle 0s: {} messages ({})",

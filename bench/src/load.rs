@@ -194,7 +194,12 @@ fn record_id(msg: &WireMessage) -> Option<String> {
 }
 
 /// Publishes `traffic` at `rate` messages per second for `duration`, event time = wall time.
-pub async fn publish_paced(js: &Context, traffic: &mut Traffic, rate: f64, duration: Duration) -> anyhow::Result<Paced> {
+pub async fn publish_paced(
+    js: &Context,
+    traffic: &mut Traffic,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Paced> {
     let started = Instant::now();
     let mut window = Window::new(js, PACED_IN_FLIGHT_MAX, true);
     let mut mix = Mix::default();

@@ -56,7 +56,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     // As the `tally` binary does, so that (b)'s RSS is tally's.
     if !tally_processor::memory::limit_malloc_arenas() {
-        eprintln!("tally-bench: the C library's malloc keeps its own arena count; RSS figures may be higher than tally's");
+        eprintln!(
+            "tally-bench: the C library's malloc keeps its own arena count; RSS figures may be higher than tally's"
+        );
     }
     match Cli::parse().command {
         Command::E2e(args) => e2e::run(args).await,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use tally_processor::app;
-use tally_traffic::{LocalNats, Traffic};
 use tally_state::{Cf, Store};
+use tally_traffic::{LocalNats, Traffic};
 
 use crate::e2e::{chain_options, default_config, CATCH_UP_MIN, CATCH_UP_PER_MESSAGE, INPUT_STREAM, STOP_TIMEOUT};
 use crate::load;
@@ -106,7 +106,11 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
         if rss > largest.rss {
             largest = Sample { rss, parts: scrape_memory(&config.http.listen).unwrap_or_default() };
         }
-        anyhow::ensure!(started.elapsed() < timeout, "tally acked {acked} of {} messages in {timeout:?}", preloaded.last_seq);
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "tally acked {acked} of {} messages in {timeout:?}",
+            preloaded.last_seq
+        );
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             eprintln!(

@@ -17,11 +17,11 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
 use tally_processor::config::{Config, StoreConfig};
-use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 use tally_state::{Cf, MemStore, Overlay, Store};
 use tally_topologies::aggregates::{self, OutboxEntry};
 use tally_topologies::report;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
+use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
@@ -65,7 +65,12 @@ fn apply(retail: &Retail, store: &MemStore, batch: &[(u64, &WireMessage)], now: 
     let mut txn = Overlay::new(store);
     let inputs: Vec<InputMessage<'_>> = batch
         .iter()
-        .map(|(seq, msg)| InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: *seq })
+        .map(|(seq, msg)| InputMessage {
+            subject: &msg.subject,
+            content_type: Some(msg.content_type),
+            payload: &msg.payload,
+            stream_seq: *seq,
+        })
         .collect();
     retail.apply_batch(&mut txn, &inputs, now, Tick::Run)?;
     store.write(&txn.into_batch())?;

@@ -17,12 +17,12 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use tally_processor::app;
 use tally_processor::config::Config;
-use tally_traffic::{GenOptions, Traffic};
 use tally_processor::telemetry;
 use tally_state::{Cf, RocksOptions, RocksStore, Store, WriteBatch};
 use tally_topologies::aggregates::{self, SkuDay};
 use tally_topologies::keys;
 use tally_topologies::model::MovementReason;
+use tally_traffic::{GenOptions, Traffic};
 
 use crate::load;
 use crate::measure::{self, mib, PositionPoller};
@@ -98,7 +98,11 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(30), task).await.context("the processor did not stop")???;
 
-    println!("restart: open state {:.3} s, first commit {:.3} s after start", opened.as_secs_f64(), first_commit.as_secs_f64());
+    println!(
+        "restart: open state {:.3} s, first commit {:.3} s after start",
+        opened.as_secs_f64(),
+        first_commit.as_secs_f64()
+    );
     println!(
         "restart: {} messages committed {:.2} s after start; peak RSS {:.0} MiB (whole bench process; {:.0} MiB before the start)",
         preloaded.last_seq,
@@ -112,7 +116,11 @@ pub async fn run(args: RestartArgs) -> anyhow::Result<()> {
 
 /// The processor's RocksDB settings, without fsync (filling needs no durability).
 fn fill_options(config: &Config) -> RocksOptions {
-    RocksOptions { cache_bytes: config.state.cache_bytes, write_buffer_bytes: config.state.write_buffer_bytes, sync: false }
+    RocksOptions {
+        cache_bytes: config.state.cache_bytes,
+        write_buffer_bytes: config.state.write_buffer_bytes,
+        sync: false,
+    }
 }
 
 /// Writes `keys` synthetic keys into the store at `path` and drops it without flushing its

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tally_topologies::drift::DriftAlert;
 use tally_state::Store;
+use tally_topologies::drift::DriftAlert;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -187,12 +187,7 @@ fn am_alert(alert: &DriftAlert, severity: &str, starts_at: DateTime<Utc>, ends_a
     annotations.insert("revision".to_string(), alert.revision.to_string());
     annotations.insert("alert_id".to_string(), alert.id.clone());
     annotations.insert("unmatched".to_string(), alert.unmatched.join(", "));
-    AmAlert {
-        labels,
-        annotations,
-        starts_at: rfc3339(starts_at),
-        ends_at: rfc3339(ends_at),
-    }
+    AmAlert { labels, annotations, starts_at: rfc3339(starts_at), ends_at: rfc3339(ends_at) }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -230,26 +225,13 @@ impl Pusher {
         let base = reqwest::Url::parse(config.url.trim())
             .map_err(|err| anyhow::anyhow!("alertmanager.url is not a URL: {err}"))?;
         let endpoint = base
-            .join(&format!(
-                "{}/api/v2/alerts",
-                base.path().trim_end_matches('/')
-            ))
+            .join(&format!("{}/api/v2/alerts", base.path().trim_end_matches('/')))
             .map_err(|err| anyhow::anyhow!("alertmanager.url: {err}"))?;
         let resend = crate::config::parse_duration(&config.resend_interval)
             .map_err(|err| anyhow::anyhow!("alertmanager.resend_interval: {err}"))?;
-        anyhow::ensure!(
-            !resend.is_zero(),
-            "alertmanager.resend_interval must be more than 0"
-        );
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
-        Ok(Some(Pusher {
-            store,
-            endpoint,
-            resend,
-            client,
-        }))
+        anyhow::ensure!(!resend.is_zero(), "alertmanager.resend_interval must be more than 0");
+        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        Ok(Some(Pusher { store, endpoint, resend, client }))
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -290,18 +272,13 @@ impl Pusher {
     /// Reads the alerts and pushes them when something changed or `resend_due`; remembers what
     /// Alertmanager accepted. Returns how many Alertmanager alerts were sent, `None` when no
     /// push was needed.
-    pub async fn push_once(
-        &self,
-        memory: &mut Memory,
-        resend_due: bool,
-    ) -> Result<Option<usize>, PushError> {
+    pub async fn push_once(&self, memory: &mut Memory, resend_due: bool) -> Result<Option<usize>, PushError> {
         let reader = Arc::clone(&self.store);
-        let revisions = tokio::task::spawn_blocking(move || {
-            tally_topologies::report::alerts(reader.as_ref(), None, usize::MAX)
-        })
-        .await
-        .map_err(|err| PushError::State(err.to_string()))?
-        .map_err(|err| PushError::State(err.to_string()))?;
+        let revisions =
+            tokio::task::spawn_blocking(move || tally_topologies::report::alerts(reader.as_ref(), None, usize::MAX))
+                .await
+                .map_err(|err| PushError::State(err.to_string()))?
+                .map_err(|err| PushError::State(err.to_string()))?;
         let push = build(&revisions, memory, Utc::now(), self.resend);
         if push.alerts.is_empty() || !(resend_due || push.changes(memory)) {
             return Ok(None);
@@ -328,10 +305,7 @@ impl Pusher {
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
-        Err(PushError::Status {
-            status: status.as_u16(),
-            body: body.chars().take(ERROR_BODY_CHARS).collect(),
-        })
+        Err(PushError::Status { status: status.as_u16(), body: body.chars().take(ERROR_BODY_CHARS).collect() })
     }
 }
 
@@ -341,17 +315,17 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn alert(state: &str, revision: u64, day: &str, drift: &str, severity: &str) -> DriftAlert {
-        serde_json::from_value(json!({"type": "drift.alert", "id": format!("drift/0042/{day}/100234"), "revision": revision,
+        serde_json::from_value(
+            json!({"type": "drift.alert", "id": format!("drift/0042/{day}/100234"), "revision": revision,
                "state": state, "severity": severity, "store": "0042", "sku": "100234", "business_day": day,
                "expected_units": "12", "recorded_units": "9", "drift_units": drift, "drift_value": "59.97",
                "drift_ratio": "0.25", "over_since": format!("{day}T10:30:00-05:00"),
-               "evaluated_at": format!("{day}T10:45:12-05:00"), "unmatched": ["T1", "T2"]}))
+               "evaluated_at": format!("{day}T10:45:12-05:00"), "unmatched": ["T1", "T2"]}),
+        )
         .expect("a complete alert")
     }
 
@@ -362,12 +336,7 @@ mod tests {
     #[test]
     fn firing_is_active_with_labels_and_annotations() {
         let memory = Memory::default();
-        let push = build(
-            &[alert("firing", 2, "2026-11-27", "3", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        );
+        let push = build(&[alert("firing", 2, "2026-11-27", "3", "warning")], &memory, now(), RESEND);
         assert_eq!(push.alerts.len(), 1);
         let a = &push.alerts[0];
         assert_eq!(a.labels["alertname"], ALERT_NAME);
@@ -381,29 +350,13 @@ mod tests {
         assert_eq!(a.annotations["unmatched"], "T1, T2");
         assert_eq!(a.annotations["alert_id"], "drift/0042/2026-11-27/100234");
         assert_eq!(a.annotations["revision"], "2");
-        assert!(
-            a.annotations["summary"].contains("drift 3 units"),
-            "{}",
-            a.annotations["summary"]
-        );
-        assert_eq!(
-            a.starts_at, "2026-11-27T12:00:00.000Z",
-            "over_since 15:30Z is after now: clamped to now"
-        );
+        assert!(a.annotations["summary"].contains("drift 3 units"), "{}", a.annotations["summary"]);
+        assert_eq!(a.starts_at, "2026-11-27T12:00:00.000Z", "over_since 15:30Z is after now: clamped to now");
         assert_eq!(a.ends_at, "2026-11-27T12:03:00.000Z");
         let mut memory = memory;
         memory.accepted(push);
-        let again = build(
-            &[alert("firing", 2, "2026-11-27", "3", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        );
-        assert_eq!(
-            again.alerts.len(),
-            1,
-            "active alerts are re-sent every time"
-        );
+        let again = build(&[alert("firing", 2, "2026-11-27", "3", "warning")], &memory, now(), RESEND);
+        assert_eq!(again.alerts.len(), 1, "active alerts are re-sent every time");
     }
 
     // Proves a resolved revision is sent once per process, under both severities, with
@@ -414,11 +367,7 @@ mod tests {
         let revisions = [alert("resolved", 3, "2026-11-26", "0", "warning")];
         let push = build(&revisions, &memory, now(), RESEND);
         assert_eq!(push.alerts.len(), 2);
-        let severities: HashSet<&str> = push
-            .alerts
-            .iter()
-            .map(|a| a.labels["severity"].as_str())
-            .collect();
+        let severities: HashSet<&str> = push.alerts.iter().map(|a| a.labels["severity"].as_str()).collect();
         assert_eq!(severities, HashSet::from(["warning", "critical"]));
         for a in &push.alerts {
             assert_eq!(a.starts_at, "2026-11-26T15:30:00.000Z");
@@ -444,35 +393,14 @@ mod tests {
     #[test]
     fn final_is_active_only_while_recent_with_drift() {
         let memory = Memory::default();
-        let recent = build(
-            &[alert("final", 4, "2026-11-25", "3", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        );
+        let recent = build(&[alert("final", 4, "2026-11-25", "3", "warning")], &memory, now(), RESEND);
         assert_eq!(recent.alerts.len(), 1);
         assert_eq!(recent.alerts[0].ends_at, "2026-11-27T12:03:00.000Z");
-        let old = build(
-            &[alert("final", 4, "2026-11-20", "3", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        );
+        let old = build(&[alert("final", 4, "2026-11-20", "3", "warning")], &memory, now(), RESEND);
         assert_eq!(old.alerts.len(), 2, "sent once as resolved");
-        assert!(old
-            .alerts
-            .iter()
-            .all(|a| a.ends_at == "2026-11-20T15:45:12.000Z"));
-        let zero = build(
-            &[alert("final", 4, "2026-11-27", "0", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        );
-        assert!(zero
-            .alerts
-            .iter()
-            .all(|a| a.ends_at.as_str() <= "2026-11-27T12:00:00.000Z"));
+        assert!(old.alerts.iter().all(|a| a.ends_at == "2026-11-20T15:45:12.000Z"));
+        let zero = build(&[alert("final", 4, "2026-11-27", "0", "warning")], &memory, now(), RESEND);
+        assert!(zero.alerts.iter().all(|a| a.ends_at.as_str() <= "2026-11-27T12:00:00.000Z"));
     }
 
     // Proves a push is due on a new revision or a new resolve, and not when nothing changed.
@@ -497,18 +425,8 @@ mod tests {
     #[test]
     fn severity_change_resolves_the_old_label_set() {
         let mut memory = Memory::default();
-        memory.accepted(build(
-            &[alert("firing", 1, "2026-11-27", "3", "warning")],
-            &memory,
-            now(),
-            RESEND,
-        ));
-        let push = build(
-            &[alert("firing", 2, "2026-11-27", "30", "critical")],
-            &memory,
-            now(),
-            RESEND,
-        );
+        memory.accepted(build(&[alert("firing", 1, "2026-11-27", "3", "warning")], &memory, now(), RESEND));
+        let push = build(&[alert("firing", 2, "2026-11-27", "30", "critical")], &memory, now(), RESEND);
         assert_eq!(push.alerts.len(), 2);
         assert_eq!(push.alerts[0].labels["severity"], "critical");
         assert_eq!(push.alerts[0].ends_at, "2026-11-27T12:03:00.000Z");
@@ -521,10 +439,7 @@ mod tests {
     fn redacted_url_has_no_credentials() {
         let url = reqwest::Url::parse("https://user:s3cret@am.example:9093/api/v2/alerts").unwrap();
         let shown = redacted(&url);
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("user"),
-            "{shown}"
-        );
+        assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
         assert_eq!(shown, "https://am.example:9093/api/v2/alerts");
     }
 
@@ -533,23 +448,12 @@ mod tests {
     fn endpoint_keeps_the_base_path() {
         let store: Arc<dyn Store> = Arc::new(tally_state::MemStore::default());
         for (base, want) in [
-            (
-                "http://127.0.0.1:9093",
-                "http://127.0.0.1:9093/api/v2/alerts",
-            ),
-            (
-                "http://127.0.0.1:9093/",
-                "http://127.0.0.1:9093/api/v2/alerts",
-            ),
+            ("http://127.0.0.1:9093", "http://127.0.0.1:9093/api/v2/alerts"),
+            ("http://127.0.0.1:9093/", "http://127.0.0.1:9093/api/v2/alerts"),
             ("http://h/am/", "http://h/am/api/v2/alerts"),
         ] {
-            let config = crate::config::AlertmanagerConfig {
-                url: base.into(),
-                resend_interval: "1m".into(),
-            };
-            let pusher = Pusher::from_config(Arc::clone(&store), &config)
-                .unwrap()
-                .unwrap();
+            let config = crate::config::AlertmanagerConfig { url: base.into(), resend_interval: "1m".into() };
+            let pusher = Pusher::from_config(Arc::clone(&store), &config).unwrap().unwrap();
             assert_eq!(pusher.endpoint.as_str(), want);
         }
         let off = crate::config::AlertmanagerConfig::default();

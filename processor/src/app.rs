@@ -134,7 +134,9 @@ fn runner(
         outbox_notify,
         // The first batch ticks at once, so a process that restarts often still posts.
         last_tick: std::sync::Mutex::new(
-            std::time::Instant::now().checked_sub(std::time::Duration::from_secs(60)).unwrap_or_else(std::time::Instant::now),
+            std::time::Instant::now()
+                .checked_sub(std::time::Duration::from_secs(60))
+                .unwrap_or_else(std::time::Instant::now),
         ),
         client,
         tick,
@@ -164,8 +166,12 @@ impl Outputs {
         let webhook = crate::webhook::Webhook::from_config(config, js.clone(), Arc::clone(health))?
             .map(|webhook| tokio::spawn(webhook.run(shutdown.clone())));
         let notify = Arc::new(Notify::new());
-        let publisher =
-            Publisher { store: Arc::clone(store), js: js.clone(), health: Arc::clone(health), notify: Arc::clone(&notify) };
+        let publisher = Publisher {
+            store: Arc::clone(store),
+            js: js.clone(),
+            health: Arc::clone(health),
+            notify: Arc::clone(&notify),
+        };
         let publisher = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { publisher.run(shutdown).await }

@@ -94,7 +94,9 @@ mod tests {
     async fn shutdown_cuts_the_wait_short() {
         let (tx, mut rx) = watch::channel(false);
         assert!(!wait_or_shutdown(&mut rx, 10 * MS).await);
-        let waiting = tokio::spawn(async move { Backoff::new(Duration::from_secs(3600), Duration::MAX).wait_or_shutdown(&mut rx).await });
+        let waiting = tokio::spawn(async move {
+            Backoff::new(Duration::from_secs(3600), Duration::MAX).wait_or_shutdown(&mut rx).await
+        });
         tx.send(true).expect("the waiting task holds the receiver");
         assert!(waiting.await.expect("the wait does not panic"));
     }

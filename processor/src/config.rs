@@ -28,7 +28,11 @@ use tally_topologies::topology::TopologyConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -428,7 +432,8 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         let ignored_env = env::apply(&mut table, vars)?;
         // Parsed again from text, so that an error quotes the offending line and key.
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
+        let merged =
+            toml::to_string(&table).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         let mut config: Config =
             toml::from_str(&merged).map_err(|e| ConfigError::Parse { path: name.into(), message: e.to_string() })?;
         secrets::resolve(&mut config)?;
@@ -467,7 +472,10 @@ impl Config {
             return Err(invalid("alertmanager.url", format!("{:?} is not an http(s) URL", self.alertmanager.url)));
         }
         if !matches!(self.output.format.as_str(), "json" | "msgpack") {
-            return Err(invalid("output.format", format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format)));
+            return Err(invalid(
+                "output.format",
+                format!("{:?} is neither \"json\" nor \"msgpack\"", self.output.format),
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", format!("{:?} is neither \"text\" nor \"json\"", self.log.format)));
@@ -475,8 +483,9 @@ impl Config {
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             return Err(invalid("log.level", format!("{:?} is not one of {}", self.log.level, LOG_LEVELS.join(", "))));
         }
-        SocketAddr::from_str(&self.http.listen)
-            .map_err(|e| invalid("http.listen", format!("{:?} is not an address like 127.0.0.1:9464: {e}", self.http.listen)))?;
+        SocketAddr::from_str(&self.http.listen).map_err(|e| {
+            invalid("http.listen", format!("{:?} is not an address like 127.0.0.1:9464: {e}", self.http.listen))
+        })?;
         if self.input.batch_max == 0 || self.input.batch_max > BATCH_MAX_LIMIT {
             return Err(invalid("input.batch_max", format!("must be 1..={BATCH_MAX_LIMIT}")));
         }
@@ -488,7 +497,9 @@ impl Config {
                 return Err(invalid(&format!("stores.{id}"), "a store id is 1-64 of A-Z a-z 0-9 _ -".into()));
             }
             if let Some(zone) = &store.timezone {
-                Tz::from_str(zone).map_err(|_| invalid(&format!("stores.{id}.timezone"), format!("{zone:?} is not an IANA time zone")))?;
+                Tz::from_str(zone).map_err(|_| {
+                    invalid(&format!("stores.{id}.timezone"), format!("{zone:?} is not an IANA time zone"))
+                })?;
             }
             if let Some(settle) = store.drift.as_ref().and_then(|d| d.settle.as_ref()) {
                 parse_duration(settle).map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
@@ -681,7 +692,10 @@ mod tests {
         let lines: Vec<String> = EXAMPLE.lines().map(|l| l.trim_start_matches('#').trim().to_string()).collect();
         for key in Config::documented_keys() {
             let name = key.rsplit('.').next().unwrap();
-            assert!(lines.iter().any(|l| l.starts_with(&format!("{name} ="))), "{key} is not in deploy/tally.example.toml");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("{name} ="))),
+                "{key} is not in deploy/tally.example.toml"
+            );
         }
     }
 
@@ -955,7 +969,8 @@ mod tests {
     // Proves per-store time zones reach the topology and the default applies elsewhere.
     #[test]
     fn store_timezones_reach_the_topology() {
-        let text = "[stores.default]\ntimezone = \"Europe/Berlin\"\n[stores.\"0042\"]\ntimezone = \"America/New_York\"\n";
+        let text =
+            "[stores.default]\ntimezone = \"Europe/Berlin\"\n[stores.\"0042\"]\ntimezone = \"America/New_York\"\n";
         let topology = Config::from_parts("t", text, &[]).unwrap().topology();
         assert_eq!(topology.default_timezone, chrono_tz::Europe::Berlin);
         assert_eq!(topology.store_timezones["0042"], chrono_tz::America::New_York);

@@ -89,8 +89,9 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 async fn readyz(State(state): State<ApiState>) -> Response {
     match state.health.check() {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(problems) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reasons": problems})))
-            .into_response(),
+        Err(problems) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reasons": problems}))).into_response()
+        }
     }
 }
 
@@ -124,7 +125,8 @@ async fn alerts(State(state): State<ApiState>, Query(query): Query<AlertsQuery>)
         }
     }
     let store = Arc::clone(&state.store);
-    let result = tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), query.state.as_deref(), ALERTS_MAX)).await;
+    let result =
+        tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), query.state.as_deref(), ALERTS_MAX)).await;
     match result {
         Ok(Ok(alerts)) => Json(json!({"alerts": alerts})).into_response(),
         Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),

@@ -36,8 +36,8 @@ pub fn summary(path: &Path) -> anyhow::Result<serde_json::Value> {
 
 /// One store-day's reconciliation, as `/v1/stores/<store>/days/<day>` shows it.
 pub fn day(path: &Path, store_id: &str, day: &str) -> anyhow::Result<serde_json::Value> {
-    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").with_context(|| format!("{day:?} is not a day like 2026-11-27"))?;
+    let day =
+        NaiveDate::parse_from_str(day, "%Y-%m-%d").with_context(|| format!("{day:?} is not a day like 2026-11-27"))?;
     let store = open(path)?;
-    report::day_report(&store, store_id, day)?
-        .with_context(|| format!("no data for store {store_id:?} on {day}"))
+    report::day_report(&store, store_id, day)?.with_context(|| format!("no data for store {store_id:?} on {day}"))
 }

@@ -213,7 +213,9 @@ fn main() -> std::process::ExitCode {
         }
     }
     if !arenas_limited {
-        tracing::debug!("The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory.");
+        tracing::debug!(
+            "The C library's malloc keeps its own arena count (no M_ARENA_MAX here); RocksDB may hold more memory."
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -45,8 +45,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         None => async_nats::ConnectOptions::new(),
     };
     if let Some(path) = &nats.nkey_seed_file {
-        let seed = std::fs::read_to_string(path)
-            .with_context(|| format!("reading nats.nkey_seed_file {}", path.display()))?;
+        let seed =
+            std::fs::read_to_string(path).with_context(|| format!("reading nats.nkey_seed_file {}", path.display()))?;
         options = options.nkey(seed.trim().to_string());
     }
     if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
@@ -127,7 +127,8 @@ pub async fn webhook_consumer(
     config: &Config,
     webhook: &WebhookConfig,
 ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-    let stream = js.get_stream(ERP_STREAM).await.with_context(|| format!("stream {ERP_STREAM} not found; run `tally setup`"))?;
+    let stream =
+        js.get_stream(ERP_STREAM).await.with_context(|| format!("stream {ERP_STREAM} not found; run `tally setup`"))?;
     let consumer = stream.create_consumer(webhook_consumer_config(config, webhook)).await.with_context(|| {
         format!(
             "creating or updating the ERP webhook's consumer {} on {ERP_STREAM}; if it was made by hand with another \
@@ -159,10 +160,17 @@ pub fn webhook_store_consumer_name(webhook: &WebhookConfig, store: &str) -> Stri
 }
 
 /// A store's own consumer: its postings from stream sequence `from` on.
-pub fn webhook_store_consumer_config(config: &Config, webhook: &WebhookConfig, store: &str, from: u64) -> consumer::pull::Config {
+pub fn webhook_store_consumer_config(
+    config: &Config,
+    webhook: &WebhookConfig,
+    store: &str,
+    from: u64,
+) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(webhook_store_consumer_name(webhook, store)),
-        description: Some(format!("tally: ERP postings of store {store} to the HTTP webhook, off its crowded consumer")),
+        description: Some(format!(
+            "tally: ERP postings of store {store} to the HTTP webhook, off its crowded consumer"
+        )),
         filter_subject: format!("{}.erp.postings.{store}", config.input.subject_prefix),
         deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
         ack_policy: consumer::AckPolicy::Explicit,
@@ -174,14 +182,22 @@ pub fn webhook_store_consumer_config(config: &Config, webhook: &WebhookConfig, s
     }
 }
 
-async fn ensure_stream(js: &jetstream::Context, name: &str, subjects: &[String], is_output: bool) -> anyhow::Result<()> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &[String],
+    is_output: bool,
+) -> anyhow::Result<()> {
     match js.get_stream(name).await {
         Ok(mut existing) => {
             let info = existing.info().await?;
             let missing: Vec<&String> =
                 subjects.iter().filter(|s| !info.config.subjects.iter().any(|have| subject_covers(have, s))).collect();
             if !missing.is_empty() {
-                bail!("stream {name} exists but does not cover subjects {missing:?} (it has {:?})", info.config.subjects);
+                bail!(
+                    "stream {name} exists but does not cover subjects {missing:?} (it has {:?})",
+                    info.config.subjects
+                );
             }
             info!(stream = name, "Stream exists; using it as it is.");
         }
@@ -226,9 +242,10 @@ pub async fn consumer_at(
     config: &Config,
     position: u64,
 ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-    let stream = js.get_stream(&config.input.stream).await.with_context(|| {
-        format!("input stream {} not found; run `tally setup` first", config.input.stream)
-    })?;
+    let stream = js
+        .get_stream(&config.input.stream)
+        .await
+        .with_context(|| format!("input stream {} not found; run `tally setup` first", config.input.stream))?;
     match stream.delete_consumer(&config.input.consumer).await {
         Ok(_) => {}
         Err(err) if is_consumer_not_found(&err) => {}

@@ -14,8 +14,8 @@ use tally_topologies::keys;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::health::{Component, Health};
 use crate::backoff::Backoff;
+use crate::health::{Component, Health};
 use crate::telemetry;
 
 /// Outputs sent before their acks are awaited together.
@@ -193,4 +193,3 @@ fn fit_dlq_copy(entry: &mut OutboxEntry, max_payload: usize) {
     entry.headers.push(("Tally-Payload-Truncated".into(), original.to_string()));
     warn!(msg_id = %entry.msg_id, original, kept = room, "Rejected input too large to copy whole to the DLQ; truncated.");
 }
-

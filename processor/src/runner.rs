@@ -128,7 +128,9 @@ impl Runner {
                 }
             })
             .await;
-            if self.process(batch, Some(&mut messages), &mut next_delivery, &mut in_flight, &mut shutdown).await? == Delivery::Gap {
+            if self.process(batch, Some(&mut messages), &mut next_delivery, &mut in_flight, &mut shutdown).await?
+                == Delivery::Gap
+            {
                 // Deliveries were lost on the way (a partition, a reconnect): acking past them
                 // would drop them for good, so read again right after the committed position.
                 drop(messages);
@@ -250,7 +252,12 @@ impl Runner {
                 pending = Some(info.pending);
                 let seq = info.stream_sequence;
                 let position = applying.position();
-                let input = InputMessage { subject: message.subject.as_str(), content_type: content_type(message), payload: &message.payload, stream_seq: seq };
+                let input = InputMessage {
+                    subject: message.subject.as_str(),
+                    content_type: content_type(message),
+                    payload: &message.payload,
+                    stream_seq: seq,
+                };
                 match applying.push(&input, ahead)? {
                     Some(applied) => self.log_outcome(&input, applied.outcome),
                     None if tracing::enabled!(Level::DEBUG) => {
@@ -508,9 +515,9 @@ impl Commit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_traffic::{GenOptions, Traffic};
     use chrono::{TimeZone, Utc};
     use tally_topologies::topology::TopologyConfig;
+    use tally_traffic::{GenOptions, Traffic};
 
     /// Generated messages (with a few undecodable ones) as the decoding thread takes them.
     fn inputs() -> Vec<RawInput> {

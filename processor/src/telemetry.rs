@@ -54,32 +54,80 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
-    describe_counter!(EVENTS_TOTAL, Unit::Count, "Input messages processed, by source (pos, inventory, unknown) and outcome (accepted, duplicate, rejected).");
-    describe_gauge!(CONSUMER_PENDING, Unit::Count, "Messages in the input stream not yet delivered to tally's consumer.");
-    describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Time to commit one batch (aggregates, dedupe ids, outbox and position) to RocksDB.");
+    describe_counter!(
+        EVENTS_TOTAL,
+        Unit::Count,
+        "Input messages processed, by source (pos, inventory, unknown) and outcome (accepted, duplicate, rejected)."
+    );
+    describe_gauge!(
+        CONSUMER_PENDING,
+        Unit::Count,
+        "Messages in the input stream not yet delivered to tally's consumer."
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Time to commit one batch (aggregates, dedupe ids, outbox and position) to RocksDB."
+    );
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Input messages per committed batch.");
     describe_gauge!(OUTBOX_PENDING, Unit::Count, "Output messages committed but not yet acknowledged by JetStream.");
-    describe_counter!(OUTPUTS_PUBLISHED, Unit::Count, "Output messages acknowledged by JetStream, by kind (dlq, alert, posting).");
+    describe_counter!(
+        OUTPUTS_PUBLISHED,
+        Unit::Count,
+        "Output messages acknowledged by JetStream, by kind (dlq, alert, posting)."
+    );
     describe_counter!(DLQ_TOTAL, Unit::Count, "Input messages rejected to the dead-letter queue, by reason.");
     describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; the version label says which tally runs.");
     describe_gauge!(READY, Unit::Count, "1 while tally is consuming, 0 while NATS or the state store is unavailable.");
-    describe_counter!(COMMIT_FAILURES, Unit::Count, "Batch commits that failed and are being retried; input stays unacked.");
-    describe_counter!(PUBLISH_FAILURES, Unit::Count, "Output publishes that failed and are being retried from the outbox.");
+    describe_counter!(
+        COMMIT_FAILURES,
+        Unit::Count,
+        "Batch commits that failed and are being retried; input stays unacked."
+    );
+    describe_counter!(
+        PUBLISH_FAILURES,
+        Unit::Count,
+        "Output publishes that failed and are being retried from the outbox."
+    );
     describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
     describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment).");
-    describe_histogram!(POSTING_DELAY, Unit::Seconds, "Processing time from the first committed change a posting carries to the posting's emission.");
+    describe_histogram!(
+        POSTING_DELAY,
+        Unit::Seconds,
+        "Processing time from the first committed change a posting carries to the posting's emission."
+    );
     describe_gauge!(FINAL_POSTINGS_OVERDUE, Unit::Count, "Business days per store without a final posting although their finalization (day-close + erp.close_grace, or end of day + erp.max_open, in event time) plus drift.idle_timeout has passed by the wall clock: the store's event time lags.");
-    describe_gauge!(DRIFT_KEYS, Unit::Count, "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final).");
-    describe_counter!(ALERTMANAGER_PUSH_FAILURES, Unit::Count, "Pushes of drift alerts to Alertmanager that failed and are being retried.");
+    describe_gauge!(
+        DRIFT_KEYS,
+        Unit::Count,
+        "Drift keys (store, day, sku) per store by state (pending, firing, resolved, final)."
+    );
+    describe_counter!(
+        ALERTMANAGER_PUSH_FAILURES,
+        Unit::Count,
+        "Pushes of drift alerts to Alertmanager that failed and are being retried."
+    );
     counter!(ALERTMANAGER_PUSH_FAILURES).absolute(0);
     // Failure counters read 0 until the first failure, rather than "no data" on a dashboard.
     counter!(COMMIT_FAILURES).absolute(0);
     counter!(PUBLISH_FAILURES).absolute(0);
     describe_counter!(WEBHOOK_DELIVERIES, Unit::Count, "ERP webhook POST attempts, by outcome (delivered: 2xx; retried: 408, 429, 5xx, timeout or connection error; rejected: other 4xx, parked on the DLQ).");
-    describe_gauge!(WEBHOOK_LAST_SUCCESS, Unit::Seconds, "Unix time of the last posting the ERP webhook delivered (2xx).");
-    describe_gauge!(WEBHOOK_WAITING, Unit::Count, "ERP postings of a store the webhook has received and not yet delivered or parked, the one in flight included.");
-    describe_gauge!(MEMORY, Unit::Bytes, "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache.");
+    describe_gauge!(
+        WEBHOOK_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last posting the ERP webhook delivered (2xx)."
+    );
+    describe_gauge!(
+        WEBHOOK_WAITING,
+        Unit::Count,
+        "ERP postings of a store the webhook has received and not yet delivered or parked, the one in flight included."
+    );
+    describe_gauge!(
+        MEMORY,
+        Unit::Bytes,
+        "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);

@@ -77,20 +77,42 @@ struct Held {
 /// What a delivery task came to.
 enum Delivery {
     Delivered,
-    Parked { status: u16, detail: String },
+    Parked {
+        status: u16,
+        detail: String,
+    },
     /// The stream's limits removed the posting before it could be sent.
     Gone,
     /// Send it again later.
-    Retry { reason: String, attempted: bool },
+    Retry {
+        reason: String,
+        attempted: bool,
+    },
 }
 
 /// What a background task reports to the loop.
 enum Event {
     /// `acked`: the server confirmed the ack of a delivered or parked posting.
-    Delivered { store: String, seq: u64, posting_id: String, delivery: Delivery, acked: bool },
-    Fetched { store: String, fetch: Fetch },
-    Moved { store: String, from: u64, result: Result<PullConsumer, String> },
-    Deleted { name: String, result: Result<(), String> },
+    Delivered {
+        store: String,
+        seq: u64,
+        posting_id: String,
+        delivery: Delivery,
+        acked: bool,
+    },
+    Fetched {
+        store: String,
+        fetch: Fetch,
+    },
+    Moved {
+        store: String,
+        from: u64,
+        result: Result<PullConsumer, String>,
+    },
+    Deleted {
+        name: String,
+        result: Result<(), String>,
+    },
 }
 
 enum Fetch {
@@ -117,7 +139,11 @@ pub struct Webhook {
 
 impl Webhook {
     /// The webhook of `config.erp.webhook`, or `None` when none is configured.
-    pub fn from_config(config: &Config, js: jetstream::Context, health: Arc<Health>) -> Result<Option<Webhook>, WebhookError> {
+    pub fn from_config(
+        config: &Config,
+        js: jetstream::Context,
+        health: Arc<Health>,
+    ) -> Result<Option<Webhook>, WebhookError> {
         let Some(webhook) = &config.erp.webhook else { return Ok(None) };
         let erp = Erp::from_webhook(webhook)?;
         Ok(Some(Webhook { js, health, erp, config: config.clone(), webhook: webhook.clone() }))
@@ -169,7 +195,9 @@ impl Webhook {
                 consumer::DeliverPolicy::ByStartSequence { start_sequence } => {
                     found.push((store.to_string(), start_sequence, consumer))
                 }
-                _ => warn!(consumer = %name, "A consumer named like a store's own ERP webhook consumer does not start at a sequence; ignored."),
+                _ => {
+                    warn!(consumer = %name, "A consumer named like a store's own ERP webhook consumer does not start at a sequence; ignored.")
+                }
             }
         }
         Ok(found)
@@ -384,7 +412,11 @@ impl Run {
         let acked = match self.schedule.offer(&store, seq, held, source) {
             Offered::Held => None,
             Offered::Late => {
-                warn!(store, stream_seq = seq, "A posting came back after a later posting of its store was handed out; sending it next.");
+                warn!(
+                    store,
+                    stream_seq = seq,
+                    "A posting came back after a later posting of its store was handed out; sending it next."
+                );
                 None
             }
             Offered::Again(older) => {
@@ -460,7 +492,8 @@ impl Run {
             }
             Delivery::Retry { reason, attempted } => {
                 let wait = self.schedule.failed(store, seq, std::time::Instant::now());
-                let entry = self.failing.entry(store.to_string()).or_insert_with(|| (posting_id.to_string(), 0, String::new()));
+                let entry =
+                    self.failing.entry(store.to_string()).or_insert_with(|| (posting_id.to_string(), 0, String::new()));
                 if entry.0 != posting_id {
                     *entry = (posting_id.to_string(), 0, String::new());
                 }
@@ -514,12 +547,22 @@ impl Run {
                     self.release(held);
                     ack_quietly(&held.message, AckKind::Ack).await;
                 }
-                info!(store, from, handed_over = handed_over.len(), "The store's postings now come from its own consumer.");
+                info!(
+                    store,
+                    from,
+                    handed_over = handed_over.len(),
+                    "The store's postings now come from its own consumer."
+                );
                 self.own_pending.insert(store.clone(), handed_over.len() as u64);
                 self.own.insert(store.clone(), consumer);
             }
             Err(error) => {
-                warn!(store, from, error, "Creating the store's own ERP webhook consumer failed; it stays on the webhook's consumer.");
+                warn!(
+                    store,
+                    from,
+                    error,
+                    "Creating the store's own ERP webhook consumer failed; it stays on the webhook's consumer."
+                );
                 self.schedule.move_failed(&store);
                 self.move_again_at = Some(Instant::now() + MOVE_AGAIN);
             }
@@ -562,7 +605,10 @@ impl Run {
             ack_quietly(&posting.message, AckKind::Nak(None)).await;
         }
         if !held.is_empty() {
-            info!(postings = held.len(), "Handed the held postings back to the server; the next start sends them first.");
+            info!(
+                postings = held.len(),
+                "Handed the held postings back to the server; the next start sends them first."
+            );
         }
     }
 }
@@ -691,7 +737,9 @@ async fn fetch_one(consumer: &PullConsumer) -> Result<Option<jetstream::Message>
 async fn delete_consumer(stream: &stream::Stream, name: &str) -> Result<(), String> {
     match stream.delete_consumer(name).await {
         Ok(_) => Ok(()),
-        Err(err) if matches!(err.kind(), stream::ConsumerErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => Ok(()),
+        Err(err) if matches!(err.kind(), stream::ConsumerErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {
+            Ok(())
+        }
         Err(err) => Err(err.to_string()),
     }
 }

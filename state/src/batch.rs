@@ -5,15 +5,8 @@ use crate::Cf;
 /// One change in a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put {
-        cf: Cf,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        cf: Cf,
-        key: Vec<u8>,
-    },
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: Cf, key: Vec<u8> },
 }
 
 impl Op {
@@ -53,19 +46,12 @@ impl WriteBatch {
 
     /// Stores `value` under `key`, replacing any earlier value.
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put {
-            cf,
-            key: key.into(),
-            value: value.into(),
-        });
+        self.ops.push(Op::Put { cf, key: key.into(), value: value.into() });
     }
 
     /// Removes `key`; deleting a missing key is not an error.
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete {
-            cf,
-            key: key.into(),
-        });
+        self.ops.push(Op::Delete { cf, key: key.into() });
     }
 
     /// Number of operations, counting repeated keys each time.
@@ -110,14 +96,7 @@ mod tests {
         batch.put(Cf::Outbox, vec![9], vec![8]);
         assert_eq!(batch.len(), 3);
         let keys: Vec<_> = batch.ops().map(|op| (op.cf(), op.key().to_vec())).collect();
-        assert_eq!(
-            keys,
-            vec![
-                (Cf::Meta, b"a".to_vec()),
-                (Cf::Meta, b"a".to_vec()),
-                (Cf::Outbox, vec![9])
-            ]
-        );
+        assert_eq!(keys, vec![(Cf::Meta, b"a".to_vec()), (Cf::Meta, b"a".to_vec()), (Cf::Outbox, vec![9])]);
         assert!(matches!(batch.ops().nth(1), Some(Op::Delete { .. })));
     }
 }

@@ -21,14 +21,7 @@ pub enum Cf {
 
 impl Cf {
     /// Every column family, in declaration order.
-    pub const ALL: [Cf; 6] = [
-        Cf::Aggregates,
-        Cf::Dedupe,
-        Cf::Voids,
-        Cf::Outbox,
-        Cf::Meta,
-        Cf::Timers,
-    ];
+    pub const ALL: [Cf; 6] = [Cf::Aggregates, Cf::Dedupe, Cf::Voids, Cf::Outbox, Cf::Meta, Cf::Timers];
 
     /// The name under which the family is stored on disk. Never change one: existing data
     /// would become unreachable.

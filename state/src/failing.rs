@@ -71,14 +71,10 @@ impl<S: Store> Store for FailingStore<S> {
     fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
         let number = self.writes_attempted.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_write_number == Some(number) {
-            return Err(StateError::Injected {
-                what: format!("write number {number}"),
-            });
+            return Err(StateError::Injected { what: format!("write number {number}") });
         }
         if self.fail_all.load(Ordering::SeqCst) {
-            return Err(StateError::Injected {
-                what: format!("write number {number} while all writes fail"),
-            });
+            return Err(StateError::Injected { what: format!("write number {number} while all writes fail") });
         }
         self.inner.write(batch)
     }
@@ -124,12 +120,7 @@ mod tests {
         assert_eq!(store.get(Cf::Meta, b"a").unwrap(), Some(b"v".to_vec()));
         switch.store(false, Ordering::SeqCst);
         store.write(&batch(b"d")).unwrap();
-        let keys: Vec<_> = store
-            .scan_from(Cf::Meta, b"", usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys: Vec<_> = store.scan_from(Cf::Meta, b"", usize::MAX).unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"d".to_vec()]);
     }
 }

@@ -102,12 +102,7 @@ impl<'k> KeyReader<'k> {
             match self.byte("str", start)? {
                 ESCAPED_ZERO => bytes.push(ESCAPE),
                 TERMINATOR => break,
-                other => {
-                    return Err(KeyError::BadEscape {
-                        byte: other,
-                        at: self.at - 1,
-                    })
-                }
+                other => return Err(KeyError::BadEscape { byte: other, at: self.at - 1 }),
             }
         }
         String::from_utf8(bytes).map_err(|_| KeyError::NotUtf8 { at: start })
@@ -137,10 +132,7 @@ impl<'k> KeyReader<'k> {
     }
 
     fn byte(&mut self, what: &'static str, start: usize) -> Result<u8, KeyError> {
-        let byte = *self
-            .key
-            .get(self.at)
-            .ok_or(KeyError::Truncated { what, at: start })?;
+        let byte = *self.key.get(self.at).ok_or(KeyError::Truncated { what, at: start })?;
         self.at += 1;
         Ok(byte)
     }
@@ -165,47 +157,20 @@ mod tests {
     #[test]
     fn known_encodings() {
         // Proves the byte layout is the documented one, so stored keys stay readable.
-        assert_eq!(
-            KeyWriter::new().str("a\0").finish(),
-            vec![b'a', 0, 0xFF, 0, 1]
-        );
-        assert_eq!(
-            KeyWriter::new().i64(-1).finish(),
-            vec![0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
-        );
-        assert_eq!(
-            KeyWriter::new().i64(0).finish(),
-            vec![0x80, 0, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            KeyWriter::new().tag(7).u64(1).finish(),
-            vec![7, 0, 0, 0, 0, 0, 0, 0, 1]
-        );
+        assert_eq!(KeyWriter::new().str("a\0").finish(), vec![b'a', 0, 0xFF, 0, 1]);
+        assert_eq!(KeyWriter::new().i64(-1).finish(), vec![0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(KeyWriter::new().i64(0).finish(), vec![0x80, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(KeyWriter::new().tag(7).u64(1).finish(), vec![7, 0, 0, 0, 0, 0, 0, 0, 1]);
     }
 
     #[test]
     fn malformed_keys_are_errors() {
         // Proves a reader reports truncation, bad escapes and bad UTF-8 instead of guessing.
-        assert_eq!(
-            KeyReader::new(b"ab").str(),
-            Err(KeyError::Truncated { what: "str", at: 0 })
-        );
-        assert_eq!(
-            KeyReader::new(&[b'a', 0, 7]).str(),
-            Err(KeyError::BadEscape { byte: 7, at: 2 })
-        );
-        assert_eq!(
-            KeyReader::new(&[0xC3, 0, 1]).str(),
-            Err(KeyError::NotUtf8 { at: 0 })
-        );
-        assert_eq!(
-            KeyReader::new(&[1, 2, 3]).u64(),
-            Err(KeyError::Truncated { what: "u64", at: 0 })
-        );
-        assert_eq!(
-            KeyReader::new(&[]).tag(),
-            Err(KeyError::Truncated { what: "tag", at: 0 })
-        );
+        assert_eq!(KeyReader::new(b"ab").str(), Err(KeyError::Truncated { what: "str", at: 0 }));
+        assert_eq!(KeyReader::new(&[b'a', 0, 7]).str(), Err(KeyError::BadEscape { byte: 7, at: 2 }));
+        assert_eq!(KeyReader::new(&[0xC3, 0, 1]).str(), Err(KeyError::NotUtf8 { at: 0 }));
+        assert_eq!(KeyReader::new(&[1, 2, 3]).u64(), Err(KeyError::Truncated { what: "u64", at: 0 }));
+        assert_eq!(KeyReader::new(&[]).tag(), Err(KeyError::Truncated { what: "tag", at: 0 }));
     }
 
     #[test]

@@ -35,9 +35,7 @@ impl MemStore {
         // A poisoned lock means a thread panicked while holding it, which none of the short
         // critical sections below can do short of a bug; crash loudly rather than serve state
         // that may be half written.
-        self.maps[cf.index()]
-            .lock()
-            .expect("MemStore lock poisoned by a panic in another thread")
+        self.maps[cf.index()].lock().expect("MemStore lock poisoned by a panic in another thread")
     }
 }
 
@@ -70,9 +68,8 @@ impl Store for MemStore {
 
     fn scan_from(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Entries, StateError> {
         let map = self.lock(cf);
-        let range = map
-            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
-            .map(|(k, v)| (k.clone(), v.clone()));
+        let range =
+            map.range::<[u8], _>((Bound::Included(start), Bound::Unbounded)).map(|(k, v)| (k.clone(), v.clone()));
         Ok(collect(range, limit))
     }
 
@@ -122,10 +119,7 @@ mod tests {
         batch.put(Cf::Aggregates, b"k".as_slice(), b"a".as_slice());
         batch.put(Cf::Outbox, b"k".as_slice(), b"o".as_slice());
         store.write(&batch).unwrap();
-        assert_eq!(
-            store.get(Cf::Aggregates, b"k").unwrap(),
-            Some(b"a".to_vec())
-        );
+        assert_eq!(store.get(Cf::Aggregates, b"k").unwrap(), Some(b"a".to_vec()));
         assert_eq!(store.get(Cf::Outbox, b"k").unwrap(), Some(b"o".to_vec()));
         assert_eq!(store.get(Cf::Dedupe, b"k").unwrap(), None);
         assert!(!store.is_empty());

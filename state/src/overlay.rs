@@ -187,10 +187,7 @@ mod tests {
     }
 
     fn pairs(entries: &[(&[u8], &[u8])]) -> Entries {
-        entries
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect()
+        entries.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
     }
 
     #[test]
@@ -235,10 +232,7 @@ mod tests {
         tx.put(Cf::Aggregates, b"q0".as_slice(), b"nq".as_slice());
         tx.put(Cf::Dedupe, b"p4".as_slice(), b"other".as_slice());
         let got = tx.scan_prefix(Cf::Aggregates, b"p", usize::MAX).unwrap();
-        assert_eq!(
-            got,
-            pairs(&[(b"p1", b"s1"), (b"p2", b"n2"), (b"p5", b"n5")])
-        );
+        assert_eq!(got, pairs(&[(b"p1", b"s1"), (b"p2", b"n2"), (b"p5", b"n5")]));
     }
 
     #[test]
@@ -274,10 +268,7 @@ mod tests {
         let batch = tx.into_batch();
         assert_eq!(batch.len(), 3);
         store.write(&batch).unwrap();
-        assert_eq!(
-            store.scan_prefix(Cf::Outbox, b"", usize::MAX).unwrap(),
-            expected
-        );
+        assert_eq!(store.scan_prefix(Cf::Outbox, b"", usize::MAX).unwrap(), expected);
         assert_eq!(store.get(Cf::Meta, b"seq").unwrap(), Some(b"7".to_vec()));
     }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::properties;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    Options, ReadOptions, WriteBufferManager, WriteOptions, DB,
 };
 
 use crate::store::prefix_end;
@@ -28,11 +28,7 @@ pub struct RocksOptions {
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        Self {
-            cache_bytes: 128 << 20,
-            write_buffer_bytes: 64 << 20,
-            sync: true,
-        }
+        Self { cache_bytes: 128 << 20, write_buffer_bytes: 64 << 20, sync: true }
     }
 }
 
@@ -119,19 +115,13 @@ impl RocksStore {
         // A new database lists no families and fails here; any other failure resurfaces in the
         // open below, with its cause.
         let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
-        let unknown = existing
-            .into_iter()
-            .filter(|name| !Cf::ALL.iter().any(|cf| cf.name() == name));
+        let unknown = existing.into_iter().filter(|name| !Cf::ALL.iter().any(|cf| cf.name() == name));
         let names = Cf::ALL
             .iter()
             .map(|cf| cf.name().to_owned())
             .chain(unknown)
-            .chain(std::iter::once(
-                rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned(),
-            ));
-        let descriptors: Vec<_> = names
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
-            .collect();
+            .chain(std::iter::once(rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned()));
+        let descriptors: Vec<_> = names.map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone())).collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors).map_err(rocks("open"))?;
         Self::with_db(db, opts.sync)
@@ -141,14 +131,9 @@ impl RocksStore {
     pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
         // RocksDB would create the directory of a mistyped path; an inspector must not.
         let current = path.join("CURRENT");
-        std::fs::metadata(&current).map_err(|source| StateError::Io {
-            op: "find database",
-            path: current,
-            source,
-        })?;
+        std::fs::metadata(&current).map_err(|source| StateError::Io { op: "find database", path: current, source })?;
         let names = Cf::ALL.iter().map(|cf| cf.name());
-        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false)
-            .map_err(rocks("open read-only"))?;
+        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false).map_err(rocks("open read-only"))?;
         Self::with_db(db, false)
     }
 
@@ -173,9 +158,7 @@ impl RocksStore {
                 source,
             })?;
         }
-        Checkpoint::new(&self.db)
-            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
-            .map_err(rocks("checkpoint"))
+        Checkpoint::new(&self.db).and_then(|checkpoint| checkpoint.create_checkpoint(dir)).map_err(rocks("checkpoint"))
     }
 
     /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
@@ -211,19 +194,11 @@ impl RocksStore {
     }
 
     fn handle(&self, cf: Cf) -> Result<&ColumnFamily, StateError> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or(StateError::MissingColumnFamily { name: cf.name() })
+        self.db.cf_handle(cf.name()).ok_or(StateError::MissingColumnFamily { name: cf.name() })
     }
 
     /// Up to `limit` entries from `start` onwards, stopping before `end` when given.
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<Entries, StateError> {
+    fn scan(&self, cf: Cf, start: &[u8], end: Option<Vec<u8>>, limit: usize) -> Result<Entries, StateError> {
         let mut read_options = ReadOptions::default();
         if let Some(end) = end {
             read_options.set_iterate_upper_bound(end);
@@ -232,11 +207,7 @@ impl RocksStore {
         self.db
             .iterator_cf_opt(self.handle(cf)?, read_options, mode)
             .take(limit)
-            .map(|entry| {
-                entry
-                    .map(|(key, value)| (key.into_vec(), value.into_vec()))
-                    .map_err(rocks("scan"))
-            })
+            .map(|entry| entry.map(|(key, value)| (key.into_vec(), value.into_vec())).map_err(rocks("scan")))
             .collect()
     }
 }
@@ -262,8 +233,6 @@ impl Store for RocksStore {
                 Op::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
             }
         }
-        self.db
-            .write_opt(rocks_batch, &self.write_options)
-            .map_err(rocks("write"))
+        self.db.write_opt(rocks_batch, &self.write_options).map_err(rocks("write"))
     }
 }

@@ -80,7 +80,10 @@ fn a_full_cache_holds_about_its_budget_in_heap() {
     let cache_heap = live() - before - store_alone;
     let charged = cached.cached_bytes() as i64;
 
-    println!("budget {BUDGET}, charged {charged}, heap {cache_heap} ({:.2} of charged)", cache_heap as f64 / charged as f64);
+    println!(
+        "budget {BUDGET}, charged {charged}, heap {cache_heap} ({:.2} of charged)",
+        cache_heap as f64 / charged as f64
+    );
     assert!(charged > (BUDGET as i64) * 3 / 4, "the cache charges itself only {charged} of {BUDGET} bytes");
     assert!(charged <= BUDGET as i64);
     assert!(

@@ -36,11 +36,7 @@ fn data_survives_reopen() {
 
     let store = open(dir.path());
     for cf in Cf::ALL {
-        assert_eq!(
-            store.get(cf, cf.name().as_bytes()).unwrap(),
-            Some(b"kept".to_vec()),
-            "{cf}"
-        );
+        assert_eq!(store.get(cf, cf.name().as_bytes()).unwrap(), Some(b"kept".to_vec()), "{cf}");
         assert_eq!(store.get(cf, b"deleted").unwrap(), None, "{cf}");
     }
 }
@@ -50,13 +46,8 @@ fn second_writer_is_refused() {
     // Proves two read-write opens of one database cannot coexist, and the error names the step.
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    let err = RocksStore::open(dir.path(), &RocksOptions::default())
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, StateError::Rocks { op: "open", .. }),
-        "{err:?}"
-    );
+    let err = RocksStore::open(dir.path(), &RocksOptions::default()).err().unwrap();
+    assert!(matches!(err, StateError::Rocks { op: "open", .. }), "{err:?}");
 }
 
 #[test]
@@ -70,33 +61,16 @@ fn read_only_open_reads_and_refuses_writes() {
     let mut batch = WriteBatch::new();
     batch.put(Cf::Meta, b"seq".as_slice(), b"18".as_slice());
     let err = reader.write(&batch).unwrap_err();
-    assert!(
-        matches!(err, StateError::Rocks { op: "write", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, StateError::Rocks { op: "write", .. }), "{err:?}");
 }
 
 #[test]
 fn read_only_open_of_missing_database_fails() {
     // Proves inspecting a path with no database is an error, not an empty store.
     let dir = tempfile::tempdir().unwrap();
-    let err = RocksStore::open_read_only(&dir.path().join("absent"))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            err,
-            StateError::Io {
-                op: "find database",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(
-        !dir.path().join("absent").exists(),
-        "inspection created a directory"
-    );
+    let err = RocksStore::open_read_only(&dir.path().join("absent")).err().unwrap();
+    assert!(matches!(err, StateError::Io { op: "find database", .. }), "{err:?}");
+    assert!(!dir.path().join("absent").exists(), "inspection created a directory");
 }
 
 #[test]
@@ -110,22 +84,10 @@ fn checkpoint_is_a_frozen_openable_copy() {
     put(&store, Cf::Aggregates, b"after", b"2");
 
     let restored = open(&copy);
-    assert_eq!(
-        restored.get(Cf::Aggregates, b"before").unwrap(),
-        Some(b"1".to_vec())
-    );
+    assert_eq!(restored.get(Cf::Aggregates, b"before").unwrap(), Some(b"1".to_vec()));
     assert_eq!(restored.get(Cf::Aggregates, b"after").unwrap(), None);
     let err = store.checkpoint(&copy).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StateError::Rocks {
-                op: "checkpoint",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StateError::Rocks { op: "checkpoint", .. }), "{err:?}");
 }
 
 #[test]
@@ -140,10 +102,7 @@ fn approximate_size_grows_with_data() {
     }
     store.write(&batch).unwrap();
     let written = store.approximate_size_bytes().unwrap();
-    assert!(
-        written >= empty + 500_000,
-        "empty {empty} bytes, written {written} bytes"
-    );
+    assert!(written >= empty + 500_000, "empty {empty} bytes, written {written} bytes");
     // A checkpoint flushes the memtables, so the data now counts as SST files.
     store.checkpoint(&dir.path().join("cp")).unwrap();
     assert!(store.approximate_size_bytes().unwrap() > empty);
@@ -183,8 +142,7 @@ fn unknown_family_does_not_block_open() {
         opts.create_missing_column_families(true);
         let names = Cf::ALL.iter().map(|cf| cf.name()).chain(["future"]);
         let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
-        db.put_cf(db.cf_handle("future").unwrap(), b"k", b"v")
-            .unwrap();
+        db.put_cf(db.cf_handle("future").unwrap(), b"k", b"v").unwrap();
     }
     let store = open(dir.path());
     put(&store, Cf::Meta, b"seq", b"1");
@@ -195,8 +153,5 @@ fn unknown_family_does_not_block_open() {
         Cf::ALL.iter().map(|cf| cf.name()).chain(["future"]),
     )
     .unwrap();
-    assert_eq!(
-        db.get_cf(db.cf_handle("future").unwrap(), b"k").unwrap(),
-        Some(b"v".to_vec())
-    );
+    assert_eq!(db.get_cf(db.cf_handle("future").unwrap(), b"k").unwrap(), Some(b"v".to_vec()));
 }

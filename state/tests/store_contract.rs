@@ -45,10 +45,7 @@ mod cases {
         batch.put(Cf::Aggregates, b"b".as_slice(), b"1".as_slice());
         batch.delete(Cf::Aggregates, b"b".as_slice());
         store.write(&batch).unwrap();
-        assert_eq!(
-            store.get(Cf::Aggregates, b"a").unwrap(),
-            Some(b"2".to_vec())
-        );
+        assert_eq!(store.get(Cf::Aggregates, b"a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.get(Cf::Aggregates, b"b").unwrap(), None);
     }
 
@@ -56,10 +53,7 @@ mod cases {
         // Proves an empty batch is accepted and leaves stored data alone.
         put_all(store, Cf::Timers, &[b"t"]);
         store.write(&WriteBatch::new()).unwrap();
-        assert_eq!(
-            keys(store.scan_from(Cf::Timers, b"", usize::MAX).unwrap()),
-            owned(&[b"t"])
-        );
+        assert_eq!(keys(store.scan_from(Cf::Timers, b"", usize::MAX).unwrap()), owned(&[b"t"]));
     }
 
     pub fn families_are_separate(store: &dyn Store) {
@@ -67,29 +61,15 @@ mod cases {
         put_all(store, Cf::Voids, &[b"x1", b"x2"]);
         for cf in Cf::ALL {
             let expected = if cf == Cf::Voids { 2 } else { 0 };
-            assert_eq!(
-                store.scan_prefix(cf, b"x", usize::MAX).unwrap().len(),
-                expected,
-                "{cf}"
-            );
-            assert_eq!(
-                store.get(cf, b"x1").unwrap().is_some(),
-                cf == Cf::Voids,
-                "{cf}"
-            );
+            assert_eq!(store.scan_prefix(cf, b"x", usize::MAX).unwrap().len(), expected, "{cf}");
+            assert_eq!(store.get(cf, b"x1").unwrap().is_some(), cf == Cf::Voids, "{cf}");
         }
     }
 
     pub fn scan_prefix_stops_at_prefix_boundary(store: &dyn Store) {
         // Proves prefix [1,2] returns its keys in order and not [1], [1,3] or [0,9].
-        put_all(
-            store,
-            Cf::Aggregates,
-            &[&[0, 9], &[1], &[1, 2, 0xFF], &[1, 2], &[1, 2, 0], &[1, 3]],
-        );
-        let got = store
-            .scan_prefix(Cf::Aggregates, &[1, 2], usize::MAX)
-            .unwrap();
+        put_all(store, Cf::Aggregates, &[&[0, 9], &[1], &[1, 2, 0xFF], &[1, 2], &[1, 2, 0], &[1, 3]]);
+        let got = store.scan_prefix(Cf::Aggregates, &[1, 2], usize::MAX).unwrap();
         assert_eq!(got[0], (vec![1, 2], vec![b'v', 1, 2]));
         assert_eq!(keys(got), owned(&[&[1, 2], &[1, 2, 0], &[1, 2, 0xFF]]));
     }
@@ -112,30 +92,17 @@ mod cases {
                 &[0xFF, 0xFF, 1],
             ],
         );
-        let got = store
-            .scan_prefix(Cf::Dedupe, &[1, 0xFF], usize::MAX)
-            .unwrap();
-        assert_eq!(
-            keys(got),
-            owned(&[&[1, 0xFF], &[1, 0xFF, 0], &[1, 0xFF, 0xFF, 5]])
-        );
-        let got = store
-            .scan_prefix(Cf::Dedupe, &[0xFF, 0xFF], usize::MAX)
-            .unwrap();
+        let got = store.scan_prefix(Cf::Dedupe, &[1, 0xFF], usize::MAX).unwrap();
+        assert_eq!(keys(got), owned(&[&[1, 0xFF], &[1, 0xFF, 0], &[1, 0xFF, 0xFF, 5]]));
+        let got = store.scan_prefix(Cf::Dedupe, &[0xFF, 0xFF], usize::MAX).unwrap();
         assert_eq!(keys(got), owned(&[&[0xFF, 0xFF], &[0xFF, 0xFF, 1]]));
     }
 
     pub fn scan_prefix_empty_prefix_and_limit(store: &dyn Store) {
         // Proves the empty prefix scans the whole family and the limit keeps the smallest keys.
         put_all(store, Cf::Meta, &[b"c", b"a", b"b"]);
-        assert_eq!(
-            keys(store.scan_prefix(Cf::Meta, b"", usize::MAX).unwrap()),
-            owned(&[b"a", b"b", b"c"])
-        );
-        assert_eq!(
-            keys(store.scan_prefix(Cf::Meta, b"", 2).unwrap()),
-            owned(&[b"a", b"b"])
-        );
+        assert_eq!(keys(store.scan_prefix(Cf::Meta, b"", usize::MAX).unwrap()), owned(&[b"a", b"b", b"c"]));
+        assert_eq!(keys(store.scan_prefix(Cf::Meta, b"", 2).unwrap()), owned(&[b"a", b"b"]));
         assert!(store.scan_prefix(Cf::Meta, b"", 0).unwrap().is_empty());
         assert!(store.scan_prefix(Cf::Meta, b"z", 10).unwrap().is_empty());
     }
@@ -143,24 +110,14 @@ mod cases {
     pub fn scan_prefix_finds_a_store_day(store: &dyn Store) {
         // Proves a prefix built from the leading key components selects exactly that store-day,
         // in hour order, even when another store's name extends this one's.
-        let key = |store_id: &str, day: i64, hour: u64| {
-            KeyWriter::new().str(store_id).i64(day).u64(hour).finish()
-        };
+        let key = |store_id: &str, day: i64, hour: u64| KeyWriter::new().str(store_id).i64(day).u64(hour).finish();
         let mut batch = WriteBatch::new();
-        for (store_id, day, hour) in [
-            ("s1", 20, 3),
-            ("s1", 20, 1),
-            ("s1", 21, 0),
-            ("s1", 19, 9),
-            ("s10", 20, 2),
-        ] {
+        for (store_id, day, hour) in [("s1", 20, 3), ("s1", 20, 1), ("s1", 21, 0), ("s1", 19, 9), ("s10", 20, 2)] {
             batch.put(Cf::Aggregates, key(store_id, day, hour), vec![hour as u8]);
         }
         store.write(&batch).unwrap();
         let prefix = KeyWriter::new().str("s1").i64(20).finish();
-        let got = store
-            .scan_prefix(Cf::Aggregates, &prefix, usize::MAX)
-            .unwrap();
+        let got = store.scan_prefix(Cf::Aggregates, &prefix, usize::MAX).unwrap();
         assert_eq!(keys(got), vec![key("s1", 20, 1), key("s1", 20, 3)]);
     }
 
@@ -189,10 +146,7 @@ mod cases {
         let page = store.scan_from(Cf::Outbox, &seq(2), 2).unwrap();
         assert_eq!(page, vec![(seq(2), vec![2]), (seq(3), vec![3])]);
         let after = [seq(3), vec![0]].concat();
-        assert_eq!(
-            keys(store.scan_from(Cf::Outbox, &after, 10).unwrap()),
-            vec![seq(4), seq(5)]
-        );
+        assert_eq!(keys(store.scan_from(Cf::Outbox, &after, 10).unwrap()), vec![seq(4), seq(5)]);
         assert!(store.scan_from(Cf::Outbox, &seq(6), 10).unwrap().is_empty());
         assert!(store.scan_from(Cf::Outbox, &seq(1), 0).unwrap().is_empty());
     }
@@ -237,20 +191,10 @@ mod cases {
         tx.put(Cf::Meta, b"seq".as_slice(), 42u64.to_be_bytes());
         let before = tx.scan_prefix(Cf::Voids, b"p", usize::MAX).unwrap();
         assert_eq!(keys(before.clone()), owned(&[b"p1", b"p3", b"p4"]));
-        assert_eq!(
-            store.get(Cf::Voids, b"p4").unwrap(),
-            None,
-            "overlay wrote early"
-        );
+        assert_eq!(store.get(Cf::Voids, b"p4").unwrap(), None, "overlay wrote early");
         store.write(&tx.into_batch()).unwrap();
-        assert_eq!(
-            store.scan_prefix(Cf::Voids, b"p", usize::MAX).unwrap(),
-            before
-        );
-        assert_eq!(
-            store.get(Cf::Meta, b"seq").unwrap(),
-            Some(42u64.to_be_bytes().to_vec())
-        );
+        assert_eq!(store.scan_prefix(Cf::Voids, b"p", usize::MAX).unwrap(), before);
+        assert_eq!(store.get(Cf::Meta, b"seq").unwrap(), Some(42u64.to_be_bytes().to_vec()));
     }
 
     pub fn failed_write_applies_nothing(store: &dyn Store) {
@@ -263,10 +207,7 @@ mod cases {
         batch.put(Cf::Meta, b"seq".as_slice(), b"9".as_slice());
         let err = failing.write(&batch).unwrap_err();
         assert!(matches!(err, StateError::Injected { .. }), "{err:?}");
-        assert_eq!(
-            keys(store.scan_from(Cf::Outbox, b"", usize::MAX).unwrap()),
-            owned(&[b"kept"])
-        );
+        assert_eq!(keys(store.scan_from(Cf::Outbox, b"", usize::MAX).unwrap()), owned(&[b"kept"]));
         assert_eq!(store.get(Cf::Meta, b"seq").unwrap(), None);
     }
 }
@@ -320,8 +261,7 @@ all_cases!(mem, (tally_state::MemStore::new(), ()));
 #[cfg(feature = "rocksdb")]
 all_cases!(rocks, {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
+    let store = tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
     (store, dir)
 });
 
@@ -331,7 +271,6 @@ all_cases!(cached_mem, (tally_state::CachedStore::new(tally_state::MemStore::new
 #[cfg(feature = "rocksdb")]
 all_cases!(cached_rocks, {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
+    let store = tally_state::RocksStore::open(dir.path(), &tally_state::RocksOptions::default()).unwrap();
     (tally_state::CachedStore::new(store, 1 << 20), dir)
 });

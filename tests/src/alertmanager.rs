@@ -25,7 +25,8 @@ pub fn alertmanager_bin() -> PathBuf {
 
 /// Every alert goes to one receiver without integrations: Alertmanager stores and shows the
 /// alerts, which is all the tests read.
-const CONFIG: &str = "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: blackhole\n";
+const CONFIG: &str =
+    "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: blackhole\n";
 
 pub struct Alertmanager {
     port: u16,
@@ -48,21 +49,15 @@ impl Alertmanager {
 
     /// [`Alertmanager::start_on`] with the given configuration file's text.
     pub async fn start_with_config(port: u16, config_text: &str) -> Alertmanager {
-        let dir = tempfile::Builder::new()
-            .prefix("tally-test-am-")
-            .tempdir()
-            .expect("create a temp dir for Alertmanager");
+        let dir =
+            tempfile::Builder::new().prefix("tally-test-am-").tempdir().expect("create a temp dir for Alertmanager");
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, config_text).expect("write the Alertmanager config");
-        let log = std::fs::File::create(dir.path().join("alertmanager.log"))
-            .expect("create the Alertmanager log");
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("create the Alertmanager log");
         let log_err = log.try_clone().expect("clone the log file handle");
         let spawned = Command::new(alertmanager_bin())
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             // Empty: no gossip port, no peers.
             .arg("--cluster.listen-address=")
@@ -79,16 +74,8 @@ impl Alertmanager {
             ),
             Err(err) => panic!("cannot spawn {}: {err}", alertmanager_bin().display()),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("build an HTTP client");
-        let mut am = Alertmanager {
-            port,
-            dir: Some(dir),
-            child: Some(child),
-            http,
-        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("build an HTTP client");
+        let mut am = Alertmanager { port, dir: Some(dir), child: Some(child), http };
         am.wait_ready().await;
         am
     }
@@ -103,19 +90,12 @@ impl Alertmanager {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .expect("the temp dir lives as long as the server")
-            .path()
-            .join("alertmanager.log")
+        self.dir.as_ref().expect("the temp dir lives as long as the server").path().join("alertmanager.log")
     }
 
     /// The tail of Alertmanager's log, for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "--- alertmanager log (tail) ---\n{}",
-            tail(&self.log_path(), 30)
-        )
+        format!("--- alertmanager log (tail) ---\n{}", tail(&self.log_path(), 30))
     }
 
     async fn wait_ready(&mut self) {
@@ -124,26 +104,15 @@ impl Alertmanager {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!(
-                        "Alertmanager exited during start-up ({status})\n{}",
-                        self.logs()
-                    );
+                    panic!("Alertmanager exited during start-up ({status})\n{}", self.logs());
                 }
             }
-            let ready = self
-                .http
-                .get(format!("{}/-/ready", self.url()))
-                .send()
-                .await;
+            let ready = self.http.get(format!("{}/-/ready", self.url())).send().await;
             if matches!(ready, Ok(ref r) if r.status().is_success()) {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "Alertmanager on port {} was not ready within {READY_TIMEOUT:?}\n{}",
-                    self.port,
-                    self.logs()
-                );
+                panic!("Alertmanager on port {} was not ready within {READY_TIMEOUT:?}\n{}", self.port, self.logs());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -159,33 +128,16 @@ impl Alertmanager {
             .send()
             .await
             .unwrap_or_else(|err| panic!("POST {url}: {err}\n{}", self.logs()));
-        assert!(
-            response.status().is_success(),
-            "POST {url}: {}\n{}",
-            response.status(),
-            self.logs()
-        );
+        assert!(response.status().is_success(), "POST {url}: {}\n{}", response.status(), self.logs());
     }
 
     /// `GET /api/v2/alerts`: the alerts Alertmanager holds and has not seen resolved.
     pub async fn alerts(&self) -> Vec<serde_json::Value> {
         let url = format!("{}/api/v2/alerts", self.url());
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("GET {url}: {err}\n{}", self.logs()));
-        assert!(
-            response.status().is_success(),
-            "GET {url}: {}\n{}",
-            response.status(),
-            self.logs()
-        );
-        response
-            .json()
-            .await
-            .unwrap_or_else(|err| panic!("GET {url}: the body is not a JSON array: {err}"))
+        let response =
+            self.http.get(&url).send().await.unwrap_or_else(|err| panic!("GET {url}: {err}\n{}", self.logs()));
+        assert!(response.status().is_success(), "GET {url}: {}\n{}", response.status(), self.logs());
+        response.json().await.unwrap_or_else(|err| panic!("GET {url}: the body is not a JSON array: {err}"))
     }
 }
 

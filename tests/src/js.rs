@@ -137,8 +137,7 @@ pub fn to_msgpack(record: &Value, decimals_as_floats: bool) -> Vec<u8> {
     out
 }
 
-const DECIMAL_KEYS: &[&str] =
-    &["qty", "unit_price", "discount", "tax", "amount", "net_sales", "gross", "net"];
+const DECIMAL_KEYS: &[&str] = &["qty", "unit_price", "discount", "tax", "amount", "net_sales", "gross", "net"];
 
 fn to_rmpv(value: &Value, floats: bool, key: Option<&str>) -> rmpv::Value {
     match value {

@@ -95,7 +95,8 @@ impl DayTotals {
             totals.skus.entry(id).or_default().add(&figures, Decimal::ONE);
         }
         let by_reason = field(body, field(body, body, "inventory"), "by_reason");
-        let by_reason = by_reason.as_object().unwrap_or_else(|| panic!("inventory.by_reason is not an object in {body}"));
+        let by_reason =
+            by_reason.as_object().unwrap_or_else(|| panic!("inventory.by_reason is not an object in {body}"));
         for (reason, qty) in by_reason {
             *totals.inventory.entry(reason.clone()).or_default() += dec(body, qty);
         }
@@ -155,7 +156,9 @@ fn array<'a>(whole: &Value, value: &'a Value) -> &'a Vec<Value> {
 pub fn decimal(value: &Value) -> Option<Decimal> {
     match value {
         Value::String(s) => Decimal::from_str(s).ok(),
-        Value::Number(n) => Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok(),
+        Value::Number(n) => {
+            Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok()
+        }
         _ => None,
     }
 }

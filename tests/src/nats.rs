@@ -31,10 +31,9 @@ impl NatsServer {
     /// [`NatsServer::start_with_config`] after writing `files` (name, contents) into the
     /// server's temp dir; `{dir}` in `extra` stands for that dir.
     pub fn with_files(files: &[(&str, &[u8])], extra: &str) -> NatsServer {
-        let launch = files.iter().fold(
-            LocalNats::launch().config(extra),
-            |launch, (name, contents)| launch.file(name, contents),
-        );
+        let launch = files
+            .iter()
+            .fold(LocalNats::launch().config(extra), |launch, (name, contents)| launch.file(name, contents));
         NatsServer::started(launch.start())
     }
 
@@ -45,8 +44,7 @@ impl NatsServer {
 
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.inner.log_path()).unwrap_or_default())
-            .into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.inner.log_path()).unwrap_or_default()).into_owned()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -75,32 +73,23 @@ impl NatsServer {
 
     /// Starts the server again if it is stopped; same port, same store dir.
     pub fn start_again(&mut self) {
-        self.inner
-            .start_again()
-            .unwrap_or_else(|err| panic!("{}", chain(&err)));
+        self.inner.start_again().unwrap_or_else(|err| panic!("{}", chain(&err)));
     }
 
     /// Stops and starts again on the same port and store dir.
     pub fn restart(&mut self) {
-        self.inner
-            .restart()
-            .unwrap_or_else(|err| panic!("{}", chain(&err)));
+        self.inner.restart().unwrap_or_else(|err| panic!("{}", chain(&err)));
     }
 
     fn started(launched: Result<LocalNats, LaunchError>) -> NatsServer {
-        NatsServer {
-            inner: launched.unwrap_or_else(|err| panic!("{}", chain(&err))),
-        }
+        NatsServer { inner: launched.unwrap_or_else(|err| panic!("{}", chain(&err))) }
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- nats-server log (tail) ---\n{}",
-                self.inner.log_tail(20)
-            );
+            eprintln!("--- nats-server log (tail) ---\n{}", self.inner.log_tail(20));
         }
     }
 }

@@ -29,11 +29,8 @@ pub fn tally_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/<profile>/deps/<test>-<hash> → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps")
-        .to_path_buf();
+    let profile_dir =
+        exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps").to_path_buf();
     let bin = profile_dir.join("tally");
     if !bin.exists() {
         BUILD.call_once(|| build_tally(&profile_dir));
@@ -130,10 +127,7 @@ impl TallyBuilder {
             env: self.env,
             child: None,
             runs: 0,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("build an HTTP client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("build an HTTP client"),
         }
     }
 

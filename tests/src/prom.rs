@@ -90,9 +90,7 @@ pub fn check_with_promtool(text: &str) -> (bool, String) {
         .spawn()
     {
         Ok(child) => child,
-        Err(err) => panic!(
-            "cannot run promtool ({err}); run scripts/install-deps.sh (Debian package `prometheus`)"
-        ),
+        Err(err) => panic!("cannot run promtool ({err}); run scripts/install-deps.sh (Debian package `prometheus`)"),
     };
     let mut stdin = child.stdin.take().expect("piped stdin");
     let body = text.to_string();

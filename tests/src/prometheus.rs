@@ -49,10 +49,8 @@ impl Prometheus {
     /// its log) when it cannot.
     pub async fn start(job: &str, targets: &[String]) -> Prometheus {
         let port = free_port();
-        let dir = tempfile::Builder::new()
-            .prefix("tally-test-prom-")
-            .tempdir()
-            .expect("create a temp dir for Prometheus");
+        let dir =
+            tempfile::Builder::new().prefix("tally-test-prom-").tempdir().expect("create a temp dir for Prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
@@ -61,15 +59,11 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write the Prometheus config");
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .expect("create the Prometheus log");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("create the Prometheus log");
         let log_err = log.try_clone().expect("clone the log file handle");
         let spawned = Command::new(prometheus_bin())
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -85,16 +79,8 @@ impl Prometheus {
             ),
             Err(err) => panic!("cannot spawn {}: {err}", prometheus_bin().display()),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("build an HTTP client");
-        let mut prometheus = Prometheus {
-            port,
-            dir: Some(dir),
-            child: Some(child),
-            http,
-        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("build an HTTP client");
+        let mut prometheus = Prometheus { port, dir: Some(dir), child: Some(child), http };
         prometheus.wait_ready().await;
         prometheus
     }
@@ -105,19 +91,12 @@ impl Prometheus {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .expect("the temp dir lives as long as the server")
-            .path()
-            .join("prometheus.log")
+        self.dir.as_ref().expect("the temp dir lives as long as the server").path().join("prometheus.log")
     }
 
     /// The tail of Prometheus's log, for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "--- prometheus log (tail) ---\n{}",
-            tail(&self.log_path(), 30)
-        )
+        format!("--- prometheus log (tail) ---\n{}", tail(&self.log_path(), 30))
     }
 
     async fn wait_ready(&mut self) {
@@ -126,26 +105,15 @@ impl Prometheus {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!(
-                        "Prometheus exited during start-up ({status})\n{}",
-                        self.logs()
-                    );
+                    panic!("Prometheus exited during start-up ({status})\n{}", self.logs());
                 }
             }
-            let ready = self
-                .http
-                .get(format!("{}/-/ready", self.url()))
-                .send()
-                .await;
+            let ready = self.http.get(format!("{}/-/ready", self.url())).send().await;
             if matches!(ready, Ok(ref r) if r.status().is_success()) {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "Prometheus on port {} was not ready within {READY_TIMEOUT:?}\n{}",
-                    self.port,
-                    self.logs()
-                );
+                panic!("Prometheus on port {} was not ready within {READY_TIMEOUT:?}\n{}", self.port, self.logs());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -163,12 +131,8 @@ impl Prometheus {
             .await
             .unwrap_or_else(|err| panic!("GET {url}: {err}\n{}", self.logs()));
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|err| panic!("GET {url}: reading the answer: {err}"));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|err| panic!("GET {url} ({status}): not JSON ({err}): {text}"))
+        let text = response.text().await.unwrap_or_else(|err| panic!("GET {url}: reading the answer: {err}"));
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("GET {url} ({status}): not JSON ({err}): {text}"))
     }
 
     /// An instant query at the current time (`/api/v1/query`).
@@ -181,12 +145,7 @@ impl Prometheus {
         let samples = match data["resultType"].as_str() {
             Some("vector") => data["result"]
                 .as_array()
-                .map(|result| {
-                    result
-                        .iter()
-                        .map(|s| (s["metric"].clone(), value_text(&s["value"])))
-                        .collect()
-                })
+                .map(|result| result.iter().map(|s| (s["metric"].clone(), value_text(&s["value"]))).collect())
                 .unwrap_or_default(),
             Some("scalar") => vec![(Value::Null, value_text(&data["result"]))],
             other => return Answer::Error(format!("unexpected result type {other:?}: {data}")),
@@ -197,20 +156,13 @@ impl Prometheus {
     /// The values of `label` on the series that `matcher` selects (`/api/v1/label/<label>/values`);
     /// what Grafana's `label_values(<matcher>, <label>)` lists.
     pub async fn label_values(&self, matcher: &str, label: &str) -> Result<Vec<String>, String> {
-        let answer = self
-            .api(&format!("label/{label}/values"), &[("match[]", matcher)])
-            .await;
+        let answer = self.api(&format!("label/{label}/values"), &[("match[]", matcher)]).await;
         if answer["status"] != "success" {
             return Err(format!("{}: {}", answer["errorType"], answer["error"]));
         }
         Ok(answer["data"]
             .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|values| values.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default())
     }
 }
@@ -236,48 +188,33 @@ impl Drop for Prometheus {
 /// its `labels` column lists (the values in parentheses left out).
 pub fn documented_metrics() -> BTreeMap<String, BTreeSet<String>> {
     let path = crate::workspace_root().join("docs/http-api.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
     let mut metrics = BTreeMap::new();
     for line in text.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let [_, name, _kind, labels, ..] = cells.as_slice() else {
             continue;
         };
-        let Some(name) = name
-            .strip_prefix("`tally_")
-            .and_then(|n| n.strip_suffix('`'))
-        else {
+        let Some(name) = name.strip_prefix("`tally_").and_then(|n| n.strip_suffix('`')) else {
             continue;
         };
-        metrics.insert(
-            format!("tally_{name}"),
-            backticked(&without_parentheses(labels)),
-        );
+        metrics.insert(format!("tally_{name}"), backticked(&without_parentheses(labels)));
     }
-    assert!(
-        metrics.len() >= 20,
-        "expected the metrics table of {}, found {metrics:?}",
-        path.display()
-    );
+    assert!(metrics.len() >= 20, "expected the metrics table of {}, found {metrics:?}", path.display());
     metrics
 }
 
 /// The tally metrics an expression (or a file of them) names: every `tally_…` word not part of
 /// a recording rule's name (`job:tally_…:rate5m`), a histogram's `_bucket`, `_sum` and `_count`
 /// series named by their histogram.
-pub fn metrics_named(
-    text: &str,
-    documented: &BTreeMap<String, BTreeSet<String>>,
-) -> BTreeSet<String> {
+pub fn metrics_named(text: &str, documented: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     text.split(|c: char| !word(c))
         .filter(|w| w.starts_with("tally_") && !w.contains(':'))
         .map(|w| {
-            let base = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
-                w.strip_suffix(suffix)
-                    .filter(|b| documented.contains_key(*b))
-            });
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| w.strip_suffix(suffix).filter(|b| documented.contains_key(*b)));
             base.unwrap_or(w).to_string()
         })
         .collect()
@@ -298,9 +235,5 @@ fn without_parentheses(text: &str) -> String {
 }
 
 fn backticked(text: &str) -> BTreeSet<String> {
-    text.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
+    text.split('`').skip(1).step_by(2).map(str::to_string).collect()
 }

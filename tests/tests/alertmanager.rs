@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tally_tests::fixtures::{
-    inventory_subject, line, movement, pos_subject, tender, transaction, DAY,
-};
+use tally_tests::fixtures::{inventory_subject, line, movement, pos_subject, tender, transaction, DAY};
 use tally_tests::{free_port, prom, start_all, wait_until, Alertmanager, Tally, DRAIN_TIMEOUT};
 
 const STORE: &str = "0042";
@@ -22,13 +20,7 @@ fn config(am_url: &str, resend: &str) -> String {
 
 /// A sale of 3 × `SKU` at 19.99 with no inventory decrement: drift 3 units, 59.97.
 fn sale(id: &str) -> Value {
-    transaction(
-        id,
-        STORE,
-        DAY,
-        vec![line(1, SKU, "3", "19.99")],
-        vec![tender("card", "59.97")],
-    )
+    transaction(id, STORE, DAY, vec![line(1, SKU, "3", "19.99")], vec![tender("card", "59.97")])
 }
 
 /// The decrement that matches [`sale`].
@@ -41,9 +33,7 @@ fn decrement(id: &str, sale_id: &str) -> Value {
 /// Tally's drift alert for `SKU`, in Alertmanager's list.
 fn ours(alerts: &[Value]) -> Option<&Value> {
     alerts.iter().find(|a| {
-        a["labels"]["alertname"] == "TallyInventoryDrift"
-            && a["labels"]["store"] == STORE
-            && a["labels"]["sku"] == SKU
+        a["labels"]["alertname"] == "TallyInventoryDrift" && a["labels"]["store"] == STORE && a["labels"]["sku"] == SKU
     })
 }
 
@@ -72,8 +62,7 @@ async fn wait_for_active(am: &Alertmanager, tally: &Tally) -> Value {
 async fn drift_alert_fires_and_resolves_in_alertmanager() {
     let am = Alertmanager::start().await;
     let (_nats, tally, js) = start_all(&config(&am.url(), "1h")).await;
-    js.publish_json(&pos_subject("retail", STORE), &sale("T-1"))
-        .await;
+    js.publish_json(&pos_subject("retail", STORE), &sale("T-1")).await;
 
     let alert = wait_for_active(&am, &tally).await;
     let labels = &alert["labels"];
@@ -92,33 +81,15 @@ async fn drift_alert_fires_and_resolves_in_alertmanager() {
     ] {
         assert_eq!(annotations[key], want, "annotation {key}: {alert:#}");
     }
-    assert!(
-        annotations["drift_ratio"]
-            .as_str()
-            .is_some_and(|r| !r.is_empty()),
-        "{alert:#}"
-    );
-    assert!(
-        annotations["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains(STORE) && s.contains(SKU)),
-        "{alert:#}"
-    );
+    assert!(annotations["drift_ratio"].as_str().is_some_and(|r| !r.is_empty()), "{alert:#}");
+    assert!(annotations["summary"].as_str().is_some_and(|s| s.contains(STORE) && s.contains(SKU)), "{alert:#}");
     // The figures are tally's own, as /v1/alerts shows them.
     let (_, v1) = tally.http_get("/v1/alerts?state=firing").await;
-    let firing = v1["alerts"]
-        .as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .unwrap_or_default();
+    let firing = v1["alerts"].as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
     assert_eq!(annotations["drift_ratio"], firing["drift_ratio"], "{v1:#}");
 
     let am_ref = &am;
-    js.publish_json(
-        &inventory_subject("retail", STORE),
-        &decrement("M-1", "T-1"),
-    )
-    .await;
+    js.publish_json(&inventory_subject("retail", STORE), &decrement("M-1", "T-1")).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     let resolved = wait_until(SHOW_TIMEOUT, move || async move {
         ours(&am_ref.alerts().await).is_none_or(|a| a["status"]["state"] != "active")
@@ -144,35 +115,20 @@ async fn pushes_retry_until_alertmanager_is_up() {
     let port = free_port();
     let url = format!("http://tally:s3cret-pass@127.0.0.1:{port}");
     let (_nats, tally, js) = start_all(&config(&url, "1s")).await;
-    js.publish_json(&pos_subject("retail", STORE), &sale("T-1"))
-        .await;
+    js.publish_json(&pos_subject("retail", STORE), &sale("T-1")).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
 
     let tally_ref = &tally;
     let counted = wait_until(SHOW_TIMEOUT, move || async move {
         let (_, text) = tally_ref.http_get_text("/metrics").await;
-        prom::sum(
-            &prom::parse(&text),
-            "tally_alertmanager_push_failures_total",
-            &[],
-        ) >= 2.0
+        prom::sum(&prom::parse(&text), "tally_alertmanager_push_failures_total", &[]) >= 2.0
     })
     .await;
     let (_, metrics) = tally.http_get_text("/metrics").await;
-    assert!(
-        counted,
-        "tally_alertmanager_push_failures_total must count failed pushes:\n{metrics}\n{}",
-        tally.logs()
-    );
+    assert!(counted, "tally_alertmanager_push_failures_total must count failed pushes:\n{metrics}\n{}", tally.logs());
     let logs = tally.logs();
-    assert!(
-        logs.contains("Alertmanager failed"),
-        "a WARN about the failed push is logged:\n{logs}"
-    );
-    assert!(
-        !logs.contains("s3cret-pass"),
-        "the URL's password must never be logged:\n{logs}"
-    );
+    assert!(logs.contains("Alertmanager failed"), "a WARN about the failed push is logged:\n{logs}");
+    assert!(!logs.contains("s3cret-pass"), "the URL's password must never be logged:\n{logs}");
 
     let am = Alertmanager::start_on(port).await;
     let alert = wait_for_active(&am, &tally).await;
@@ -189,9 +145,5 @@ async fn pushes_retry_until_alertmanager_is_up() {
             .unwrap_or(false)
     })
     .await;
-    assert!(
-        extended,
-        "endsAt never moved from {first_end}: {:#?}",
-        am.alerts().await
-    );
+    assert!(extended, "endsAt never moved from {first_end}: {:#?}", am.alerts().await);
 }

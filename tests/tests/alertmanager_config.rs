@@ -18,11 +18,7 @@ fn amtool(args: &[&str]) -> (bool, String) {
     let out = Command::new("amtool").args(args).output().unwrap_or_else(|err| {
         panic!("cannot run amtool ({err}); run scripts/install-deps.sh (Debian package `prometheus-alertmanager`)")
     });
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), report)
 }
 
@@ -32,10 +28,7 @@ fn amtool(args: &[&str]) -> (bool, String) {
 fn example_passes_amtool_check_config() {
     let path = config_path();
     let (ok, report) = amtool(&["check-config", path.to_str().expect("a UTF-8 path")]);
-    assert!(
-        ok && report.contains("SUCCESS"),
-        "amtool check-config failed:\n{report}"
-    );
+    assert!(ok && report.contains("SUCCESS"), "amtool check-config failed:\n{report}");
     assert!(report.contains("inhibit rules"), "{report}");
 }
 
@@ -44,65 +37,13 @@ fn example_passes_amtool_check_config() {
 #[test]
 fn alerts_route_by_alertname_and_severity() {
     let cases: [(&[&str], &str); 8] = [
-        (
-            &[
-                "alertname=TallyInventoryDrift",
-                "severity=critical",
-                "store=0042",
-                "sku=100234",
-            ],
-            "store-ops-pager",
-        ),
-        (
-            &[
-                "alertname=TallyInventoryDrift",
-                "severity=warning",
-                "store=0042",
-                "sku=100234",
-            ],
-            "store-ops-tickets",
-        ),
-        (
-            &[
-                "alertname=TallyStoreInventoryFeedSuspect",
-                "severity=critical",
-                "store=0042",
-            ],
-            "store-ops-pager",
-        ),
-        (
-            &[
-                "alertname=TallyDriftKeysFiring",
-                "severity=warning",
-                "store=0042",
-            ],
-            "store-ops-tickets",
-        ),
-        (
-            &[
-                "alertname=TallyDown",
-                "severity=critical",
-                "job=tally",
-                "instance=a:9464",
-            ],
-            "tally-pager",
-        ),
-        (
-            &[
-                "alertname=TallyErpPostingRejected",
-                "severity=warning",
-                "job=tally",
-            ],
-            "tally-chat",
-        ),
-        (
-            &[
-                "alertname=TallyErpFinalPostingOverdue",
-                "severity=warning",
-                "store=0042",
-            ],
-            "tally-chat",
-        ),
+        (&["alertname=TallyInventoryDrift", "severity=critical", "store=0042", "sku=100234"], "store-ops-pager"),
+        (&["alertname=TallyInventoryDrift", "severity=warning", "store=0042", "sku=100234"], "store-ops-tickets"),
+        (&["alertname=TallyStoreInventoryFeedSuspect", "severity=critical", "store=0042"], "store-ops-pager"),
+        (&["alertname=TallyDriftKeysFiring", "severity=warning", "store=0042"], "store-ops-tickets"),
+        (&["alertname=TallyDown", "severity=critical", "job=tally", "instance=a:9464"], "tally-pager"),
+        (&["alertname=TallyErpPostingRejected", "severity=warning", "job=tally"], "tally-chat"),
+        (&["alertname=TallyErpFinalPostingOverdue", "severity=warning", "store=0042"], "tally-chat"),
         (&["alertname=SomethingElse"], "tally-chat"),
     ];
     let path = config_path();
@@ -125,10 +66,7 @@ fn alerts_route_by_alertname_and_severity() {
         "severity=critical",
         "store=0042",
     ];
-    assert!(
-        !amtool(&args).0,
-        "amtool must fail when an alert goes elsewhere than verified"
-    );
+    assert!(!amtool(&args).0, "amtool must fail when an alert goes elsewhere than verified");
 }
 
 /// The example with its receivers replaced by integration-free ones of the same names, so
@@ -136,27 +74,14 @@ fn alerts_route_by_alertname_and_severity() {
 /// inhibit rules stay as written.
 fn example_without_integrations() -> String {
     let text = std::fs::read_to_string(config_path()).expect("read the example");
-    let (head, receivers) = text
-        .split_once("\nreceivers:\n")
-        .expect("a top-level receivers: section");
+    let (head, receivers) = text.split_once("\nreceivers:\n").expect("a top-level receivers: section");
     assert!(
-        !receivers
-            .lines()
-            .any(|l| !l.is_empty() && !l.starts_with([' ', '#'])),
+        !receivers.lines().any(|l| !l.is_empty() && !l.starts_with([' ', '#'])),
         "receivers: must be the last top-level section for this test to replace it"
     );
-    let names: Vec<&str> = receivers
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- name: "))
-        .collect();
-    assert!(
-        names.len() >= 4,
-        "expected the example's receivers, found {names:?}"
-    );
-    let stubs: String = names
-        .iter()
-        .map(|name| format!("  - name: {name}\n"))
-        .collect();
+    let names: Vec<&str> = receivers.lines().filter_map(|l| l.trim().strip_prefix("- name: ")).collect();
+    assert!(names.len() >= 4, "expected the example's receivers, found {names:?}");
+    let stubs: String = names.iter().map(|name| format!("  - name: {name}\n")).collect();
     format!("{head}\nreceivers:\n{stubs}")
 }
 
@@ -191,25 +116,15 @@ async fn inhibit_rules_silence_consequences_only() {
     ]))
     .await;
 
-    let expected = [
-        (drift("0042"), true),
-        (drift("0043"), false),
-        (lag("a:9464"), true),
-        (lag("b:9464"), false),
-    ];
+    let expected = [(drift("0042"), true), (drift("0043"), false), (lag("a:9464"), true), (lag("b:9464"), false)];
     let am_ref = &am;
     let expected_ref = &expected;
     let settled = wait_until(Duration::from_secs(10), move || async move {
         let alerts = am_ref.alerts().await;
-        expected_ref.iter().all(|(labels, inhibited)| {
-            inhibited_by(&alerts, labels).map(|n| n > 0) == Some(*inhibited)
-        })
+        expected_ref.iter().all(|(labels, inhibited)| inhibited_by(&alerts, labels).map(|n| n > 0) == Some(*inhibited))
     })
     .await;
     let alerts = am.alerts().await;
-    let seen: Vec<_> = expected
-        .iter()
-        .map(|(labels, _)| (labels.clone(), inhibited_by(&alerts, labels)))
-        .collect();
+    let seen: Vec<_> = expected.iter().map(|(labels, _)| (labels.clone(), inhibited_by(&alerts, labels))).collect();
     assert!(settled, "expected drift 0042 and lag a inhibited, drift 0043 and lag b not; inhibitedBy counts: {seen:?}");
 }

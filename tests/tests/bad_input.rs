@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tally_tests::fixtures::{example_transaction, line, pos_subject, tender, transaction, DAY};
 use tally_tests::js::to_msgpack;
 use tally_tests::{
-    assert_dlq_entry, wait_for_messages, DayTotals, Js, Model, NatsServer, StoredMessage, Tally,
-    DLQ_STREAM, DRAIN_TIMEOUT,
+    assert_dlq_entry, wait_for_messages, DayTotals, Js, Model, NatsServer, StoredMessage, Tally, DLQ_STREAM,
+    DRAIN_TIMEOUT,
 };
 
 /// Decimal's largest value, 2^96 − 1: it parses exactly, but twice it does not fit.
@@ -34,22 +34,10 @@ async fn assert_outcome(
     for (reason, subject, payload, seq) in expected {
         assert_dlq_entry(&dlq, "retail", reason, subject, *seq, payload);
     }
-    assert_eq!(
-        dlq.len(),
-        expected.len(),
-        "only the bad records are dead-lettered"
-    );
+    assert_eq!(dlq.len(), expected.len(), "only the bad records are dead-lettered");
     let day = tally.day("0042", DAY).await;
-    assert_eq!(
-        DayTotals::from_http(&day),
-        model.day("0042", DAY),
-        "valid records count exactly; day: {day}"
-    );
-    assert!(
-        tally.is_running(),
-        "tally must survive bad input\n{}",
-        tally.logs()
-    );
+    assert_eq!(DayTotals::from_http(&day), model.day("0042", DAY), "valid records count exactly; day: {day}");
+    assert!(tally.is_running(), "tally must survive bad input\n{}", tally.logs());
     let (status, body) = tally.http_get("/readyz").await;
     assert_eq!(status, 200, "tally must stay ready after bad input: {body}");
     dlq
@@ -75,13 +63,7 @@ async fn oversized_messages_and_absurd_values_go_to_the_dlq() {
     let mut model = Model::new();
     let mut expected: Vec<(&str, String, Vec<u8>, u64)> = Vec::new();
 
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-1", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-1", "0042", DAY)).await;
 
     let mut oversized = example_transaction("T-big", "0042", DAY);
     oversized["padding"] = json!("x".repeat(4096));
@@ -95,36 +77,19 @@ async fn oversized_messages_and_absurd_values_go_to_the_dlq() {
         )
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "too_large",
-            serde_json::to_vec(&oversized).expect("encodes"),
-        ),
-        (
-            "decimal",
-            serde_json::to_vec(&huge_qty(json!("1000000000000000000000000000000")))
-                .expect("encodes"),
-        ),
-        (
-            "decimal",
-            serde_json::to_vec(&huge_qty(json!("1e30"))).expect("encodes"),
-        ),
+        ("too_large", serde_json::to_vec(&oversized).expect("encodes")),
+        ("decimal", serde_json::to_vec(&huge_qty(json!("1000000000000000000000000000000"))).expect("encodes")),
+        ("decimal", serde_json::to_vec(&huge_qty(json!("1e30"))).expect("encodes")),
         // A JSON number literal, written by hand so that no float rounds it on the way.
         ("decimal", {
             let text = serde_json::to_string(&huge_qty(json!("QTY"))).expect("encodes");
-            text.replace("\"QTY\"", "1000000000000000000000000000000")
-                .into_bytes()
+            text.replace("\"QTY\"", "1000000000000000000000000000000").into_bytes()
         }),
         ("decimal", to_msgpack(&huge_qty(json!(1e30)), false)),
         // Each value fits a Decimal, their product does not: refused rather than crashing
         // tally on Decimal's overflow at every restart.
         ("decimal", {
-            let tx = transaction(
-                "T-gross",
-                "0042",
-                DAY,
-                vec![line(1, "100234", "2", DECIMAL_MAX)],
-                vec![],
-            );
+            let tx = transaction("T-gross", "0042", DAY, vec![line(1, "100234", "2", DECIMAL_MAX)], vec![]);
             serde_json::to_vec(&tx).expect("encodes")
         }),
     ];
@@ -132,20 +97,11 @@ async fn oversized_messages_and_absurd_values_go_to_the_dlq() {
         let seq = js.publish(&pos, payload.clone(), &[]).await;
         expected.push((reason, pos.clone(), payload, seq));
     }
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-2", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-2", "0042", DAY)).await;
 
     let dlq = assert_outcome(&mut tally, &js, &model, &expected).await;
     let oversized_detail = detail_of(&dlq, expected[0].3);
-    assert!(
-        oversized_detail.contains("4096"),
-        "the detail names the limit: {oversized_detail:?}"
-    );
+    assert!(oversized_detail.contains("4096"), "the detail names the limit: {oversized_detail:?}");
 }
 
 // Proves: with a payload limit large enough to let them in, 10 000 lines (over input.max_lines,
@@ -161,34 +117,14 @@ async fn huge_records_and_deep_nesting_do_not_stall_the_consumer() {
     let mut model = Model::new();
     let mut expected: Vec<(&str, String, Vec<u8>, u64)> = Vec::new();
 
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-1", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-1", "0042", DAY)).await;
     let started = Instant::now();
 
-    let lines: Vec<Value> = (1..=10_000)
-        .map(|n| line(n, &format!("SKU-{n}"), "1", "1.00"))
-        .collect();
-    let many_lines = transaction(
-        "T-lines",
-        "0042",
-        DAY,
-        lines,
-        vec![tender("card", "10000.00")],
-    );
-    let deep_json_object = format!(
-        r#"{{"type": "pos.transaction", "id": "T-deep", "x": {}"#,
-        "[".repeat(100_000)
-    );
+    let lines: Vec<Value> = (1..=10_000).map(|n| line(n, &format!("SKU-{n}"), "1", "1.00")).collect();
+    let many_lines = transaction("T-lines", "0042", DAY, lines, vec![tender("card", "10000.00")]);
+    let deep_json_object = format!(r#"{{"type": "pos.transaction", "id": "T-deep", "x": {}"#, "[".repeat(100_000));
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "too_large",
-            serde_json::to_vec(&many_lines).expect("encodes"),
-        ),
+        ("too_large", serde_json::to_vec(&many_lines).expect("encodes")),
         ("decode", "[".repeat(100_000).into_bytes()),
         ("decode", deep_json_object.into_bytes()),
         // 0x91: a MessagePack array of one element, 100 000 times.
@@ -208,13 +144,7 @@ async fn huge_records_and_deep_nesting_do_not_stall_the_consumer() {
     let mut with_note = example_transaction("T-note", "0042", DAY);
     with_note["note"] = json!("n".repeat(1 << 20));
     publish_valid(&js, &mut model, &pos, &with_note).await;
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-2", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-2", "0042", DAY)).await;
 
     let dlq = assert_outcome(&mut tally, &js, &model, &expected).await;
     let lines_detail = detail_of(&dlq, expected[0].3);
@@ -235,52 +165,21 @@ async fn megabyte_strings_in_keys_do_not_crash_or_stall() {
     let pos = pos_subject("retail", "0042");
     let mut model = Model::new();
 
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-1", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-1", "0042", DAY)).await;
     let long = "k".repeat(1 << 20);
-    let long_sku = transaction(
-        "T-sku",
-        "0042",
-        DAY,
-        vec![line(1, &long, "1", "2.50")],
-        vec![],
-    );
+    let long_sku = transaction("T-sku", "0042", DAY, vec![line(1, &long, "1", "2.50")], vec![]);
     let long_id = example_transaction(&long, "0042", DAY);
     let long_sku_seq = js.publish_json(&pos, &long_sku).await;
     let long_id_seq = js.publish_json(&pos, &long_id).await;
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-2", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-2", "0042", DAY)).await;
 
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
-    assert!(
-        tally.is_running(),
-        "tally must survive megabyte keys\n{}",
-        tally.logs()
-    );
-    let dlq = if js.message_count(DLQ_STREAM).await > 0 {
-        js.messages(DLQ_STREAM).await
-    } else {
-        Vec::new()
-    };
+    assert!(tally.is_running(), "tally must survive megabyte keys\n{}", tally.logs());
+    let dlq = if js.message_count(DLQ_STREAM).await > 0 { js.messages(DLQ_STREAM).await } else { Vec::new() };
     // Whatever tally decided for each, the day must agree with it exactly.
     for (seq, record) in [(long_sku_seq, &long_sku), (long_id_seq, &long_id)] {
-        let dead = dlq
-            .iter()
-            .any(|m| m.header("Tally-Source-Sequence") == Some(seq.to_string().as_str()));
-        eprintln!(
-            "megabyte key record #{seq}: {}",
-            if dead { "dead-lettered" } else { "counted" }
-        );
+        let dead = dlq.iter().any(|m| m.header("Tally-Source-Sequence") == Some(seq.to_string().as_str()));
+        eprintln!("megabyte key record #{seq}: {}", if dead { "dead-lettered" } else { "counted" });
         if !dead {
             model.apply(record);
         }
@@ -326,10 +225,7 @@ fn bad_record(k: u64, n: u64, limit_bytes: usize) -> (&'static str, Vec<u8>) {
             tx["type"] = json!("pos.refund");
             ("unknown_type", json(&tx))
         }
-        8 => (
-            "store_mismatch",
-            json(&example_transaction(&id, "0043", DAY)),
-        ),
+        8 => ("store_mismatch", json(&example_transaction(&id, "0043", DAY))),
         9 => {
             tx["padding"] = json!("p".repeat(limit_bytes));
             ("too_large", json(&tx))
@@ -348,11 +244,7 @@ fn bad_record(k: u64, n: u64, limit_bytes: usize) -> (&'static str, Vec<u8>) {
 async fn a_flood_of_bad_input_is_dead_lettered_while_valid_records_count() {
     const LIMIT_BYTES: usize = 64 * 1024;
     let nats = NatsServer::start();
-    let mut tally = Tally::start(
-        &nats.url(),
-        &format!("[input]\nmax_message_bytes = {LIMIT_BYTES}\n"),
-    )
-    .await;
+    let mut tally = Tally::start(&nats.url(), &format!("[input]\nmax_message_bytes = {LIMIT_BYTES}\n")).await;
     let js = Js::connect(&nats.url()).await;
     let pos = pos_subject("retail", "0042");
     let mut model = Model::new();
@@ -371,29 +263,15 @@ async fn a_flood_of_bad_input_is_dead_lettered_while_valid_records_count() {
     }
     let published = started.elapsed();
     let dlq = wait_for_messages(&js, DLQ_STREAM, expected.len() as u64).await;
-    tally
-        .wait_drained(&js, DRAIN_TIMEOUT + Duration::from_secs(30))
-        .await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT + Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
     for (reason, subject, payload, seq) in &expected {
         assert_dlq_entry(&dlq, "retail", reason, subject, *seq, payload);
     }
-    assert_eq!(
-        dlq.len(),
-        expected.len(),
-        "only the bad records are dead-lettered"
-    );
+    assert_eq!(dlq.len(), expected.len(), "only the bad records are dead-lettered");
     let day = tally.day("0042", DAY).await;
-    assert_eq!(
-        DayTotals::from_http(&day),
-        model.day("0042", DAY),
-        "the valid records count exactly"
-    );
-    assert!(
-        tally.is_running(),
-        "tally must survive the flood\n{}",
-        tally.logs()
-    );
+    assert_eq!(DayTotals::from_http(&day), model.day("0042", DAY), "the valid records count exactly");
+    assert!(tally.is_running(), "tally must survive the flood\n{}", tally.logs());
     eprintln!(
         "flood: 3300 records ({} bad) published in {published:?}, all processed in {elapsed:?} ({:.0} records/s)",
         expected.len(),
@@ -424,24 +302,11 @@ async fn a_rejected_message_at_max_payload_does_not_stall_outputs() {
     later["type"] = json!("pos.refund");
     let later_bytes = serde_json::to_vec(&later).expect("encodes");
     let later_seq = js.publish(&pos, later_bytes.clone(), &[]).await;
-    publish_valid(
-        &js,
-        &mut model,
-        &pos,
-        &example_transaction("T-1", "0042", DAY),
-    )
-    .await;
+    publish_valid(&js, &mut model, &pos, &example_transaction("T-1", "0042", DAY)).await;
 
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     let dlq = wait_for_messages(&js, DLQ_STREAM, 1).await;
-    assert_dlq_entry(
-        &dlq,
-        "retail",
-        "unknown_type",
-        &pos,
-        later_seq,
-        &later_bytes,
-    );
+    assert_dlq_entry(&dlq, "retail", "unknown_type", &pos, later_seq, &later_bytes);
     let edge = dlq
         .iter()
         .find(|m| m.header("Tally-Source-Sequence") == Some(bad_seq.to_string().as_str()))

@@ -90,7 +90,10 @@ fn last_line(stdout: &str) -> &str {
 fn e2e_smoke_runs_and_prints_the_ratio_last() {
     let stdout = run_bench(&["e2e", "--smoke"]);
     let last = last_line(&stdout);
-    assert!(ratio_of(last).is_some(), "the last line is not `e2e_vs_ceiling_ratio: <x.xx>`: {last:?}\nstdout:\n{stdout}");
+    assert!(
+        ratio_of(last).is_some(),
+        "the last line is not `e2e_vs_ceiling_ratio: <x.xx>`: {last:?}\nstdout:\n{stdout}"
+    );
     for phase in ["(a) ceiling", "(b) tally end to end", "publish→commit", "publish→alert"] {
         assert!(stdout.contains(phase), "the output lacks {phase:?}:\n{stdout}");
     }

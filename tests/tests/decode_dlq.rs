@@ -220,8 +220,14 @@ async fn json_and_msgpack_inputs_give_identical_totals() {
                 inventory_subject("retail", store),
                 movement(&format!("{store}-M1"), store, DAY, "sale", &[("100234", "-2"), ("100987", "-1")]),
             ),
-            (inventory_subject("retail", store), movement(&format!("{store}-M2"), store, DAY, "return", &[("100987", "1")])),
-            (inventory_subject("retail", store), movement(&format!("{store}-M3"), store, DAY, "shrink", &[("100234", "-1")])),
+            (
+                inventory_subject("retail", store),
+                movement(&format!("{store}-M2"), store, DAY, "return", &[("100987", "1")]),
+            ),
+            (
+                inventory_subject("retail", store),
+                movement(&format!("{store}-M3"), store, DAY, "shrink", &[("100234", "-1")]),
+            ),
         ];
         for (i, (subject, record)) in records.iter().enumerate() {
             model.apply(record);
@@ -235,7 +241,9 @@ async fn json_and_msgpack_inputs_give_identical_totals() {
             } else {
                 match i % 3 {
                     0 => js.publish(subject, to_msgpack(record, false), &[]).await,
-                    1 => js.publish(subject, to_msgpack(record, true), &[("Content-Type", "application/msgpack")]).await,
+                    1 => {
+                        js.publish(subject, to_msgpack(record, true), &[("Content-Type", "application/msgpack")]).await
+                    }
                     _ => js.publish(subject, to_msgpack(record, true), &[]).await,
                 };
             }
@@ -267,8 +275,7 @@ async fn content_type_header_decides_the_decoder() {
 // calendar day of occurred_at in the store's configured time zone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_day_defaults_to_the_store_time_zone_and_unknown_fields_are_ignored() {
-    let (_nats, tally, js) =
-        start_all("[stores.\"0042\"]\ntimezone = \"America/New_York\"\n").await;
+    let (_nats, tally, js) = start_all("[stores.\"0042\"]\ntimezone = \"America/New_York\"\n").await;
     for store in ["0042", "0100"] {
         let mut tx = example_transaction(&format!("{store}-late"), store, DAY);
         tx.as_object_mut().expect("object").remove("business_day");

@@ -62,11 +62,17 @@ fn recorded_day() -> Vec<(String, Value)> {
             _ => events.push(decrement(&format!("M{i:03}"), minute + lag, &sku, &negative, &tx_id)),
         }
     }
-    events.push((12 * 60, json!({"type": "pos.day_close", "id": "CLOSE", "store": STORE, "business_day": DAY,
-        "occurred_at": at(12 * 60), "transaction_count": 40, "net_sales": "1000.00", "tax": "0"})));
-    events.push((13 * 60, json!({"type": "inventory.movement", "id": "NEXT", "store": STORE,
+    events.push((
+        12 * 60,
+        json!({"type": "pos.day_close", "id": "CLOSE", "store": STORE, "business_day": DAY,
+        "occurred_at": at(12 * 60), "transaction_count": 40, "net_sales": "1000.00", "tax": "0"}),
+    ));
+    events.push((
+        13 * 60,
+        json!({"type": "inventory.movement", "id": "NEXT", "store": STORE,
         "occurred_at": at(13 * 60), "business_day": "2026-11-28", "reason": "receipt",
-        "lines": [{"sku": "S0", "qty": "10"}]})));
+        "lines": [{"sku": "S0", "qty": "10"}]}),
+    ));
     events.sort_by_key(|(minute, _)| *minute);
     let subject = |record: &Value| {
         let family = if record["type"] == "inventory.movement" { "inventory" } else { "pos" };

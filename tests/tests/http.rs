@@ -48,11 +48,8 @@ fn assert_decimal_string(body: &Value, pointer: &str) {
 async fn the_day_endpoint_has_the_contract_shape() {
     let (_nats, tally, js) = start_all("").await;
     js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
-    js.publish_json(
-        &inventory_subject("retail", "0042"),
-        &movement("M-1", "0042", DAY, "sale", &[("100234", "-2")]),
-    )
-    .await;
+    js.publish_json(&inventory_subject("retail", "0042"), &movement("M-1", "0042", DAY, "sale", &[("100234", "-2")]))
+        .await;
     js.publish_json(
         &inventory_subject("retail", "0042"),
         &movement("M-2", "0042", DAY, "receipt", &[("100234", "300")]),
@@ -84,7 +81,10 @@ async fn the_day_endpoint_has_the_contract_shape() {
     assert_eq!(totals.tax, d("2.48"));
     assert_eq!(totals.tenders.get("card"), Some(&d("35.46")));
     let sold = &totals.skus["100234"];
-    assert_eq!((sold.sold_units, sold.gross, sold.discount, sold.net, sold.tax), (d("2"), d("39.98"), d("2.00"), d("37.98"), d("2.88")));
+    assert_eq!(
+        (sold.sold_units, sold.gross, sold.discount, sold.net, sold.tax),
+        (d("2"), d("39.98"), d("2.00"), d("37.98"), d("2.88"))
+    );
     let returned = &totals.skus["100987"];
     assert_eq!(
         (returned.returned_units, returned.restocked_units, returned.sold_units, returned.net, returned.tax),

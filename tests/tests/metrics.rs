@@ -44,12 +44,15 @@ async fn metrics_pass_promtool_and_name_the_contract_metrics() {
     assert!(ok, "promtool check metrics failed:\n{report}\n--- body ---\n{text}");
 
     for name in REQUIRED {
-        let present = text
-            .lines()
-            .any(|line| !line.starts_with('#') && line.starts_with(name) && line[name.len()..].starts_with(['{', ' ', '_']));
+        let present = text.lines().any(|line| {
+            !line.starts_with('#') && line.starts_with(name) && line[name.len()..].starts_with(['{', ' ', '_'])
+        });
         assert!(present, "/metrics has no sample of {name}:\n{text}");
     }
-    assert!(settled, "outbox and consumer pending gauges must drop to 0 and tally_dlq_total{{reason=\"decode\"}} reach 1:\n{text}");
+    assert!(
+        settled,
+        "outbox and consumer pending gauges must drop to 0 and tally_dlq_total{{reason=\"decode\"}} reach 1:\n{text}"
+    );
 
     let samples = prom::parse(&text);
     let events = prom::sum(&samples, "tally_events_total", &[]);
@@ -89,8 +92,11 @@ async fn memory_gauge_reports_every_part() {
     let reported = wait_until(DRAIN_TIMEOUT, move || async move {
         let (_, text) = tally_ref.http_get_text("/metrics").await;
         let samples = prom::parse(&text);
-        PARTS.iter().all(|part| prom::samples(&samples, "tally_memory_bytes").iter().any(|s| s.labels.get("part").map(String::as_str) == Some(*part)))
-            && prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]) > 0.0
+        PARTS.iter().all(|part| {
+            prom::samples(&samples, "tally_memory_bytes")
+                .iter()
+                .any(|s| s.labels.get("part").map(String::as_str) == Some(*part))
+        }) && prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]) > 0.0
     })
     .await;
     let (_, text) = tally.http_get_text("/metrics").await;
@@ -129,43 +135,21 @@ async fn overdue_reaches(tally: &Tally, expected: &[(&str, f64)]) -> (bool, Stri
 async fn final_postings_overdue_gauge_rises_and_falls() {
     let (_nats, tally, js) = start_all("").await;
     let today = chrono::Utc::now().date_naive();
-    let day = |ago: i64| {
-        (today - chrono::Duration::days(ago))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
+    let day = |ago: i64| (today - chrono::Duration::days(ago)).format("%Y-%m-%d").to_string();
     // Records occur at noon: day-3's finalization (end of day + erp.max_open 30 h) is due at
     // 06:00 yesterday, long past; yesterday's is due at 06:00 tomorrow.
     let (old, recent) = (day(3), day(1));
-    js.publish_json(
-        &pos_subject("retail", "0900"),
-        &example_transaction("OLD-1", "0900", &old),
-    )
-    .await;
-    js.publish_json(
-        &pos_subject("retail", "0901"),
-        &example_transaction("NEW-1", "0901", &recent),
-    )
-    .await;
+    js.publish_json(&pos_subject("retail", "0900"), &example_transaction("OLD-1", "0900", &old)).await;
+    js.publish_json(&pos_subject("retail", "0901"), &example_transaction("NEW-1", "0901", &recent)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     let (settled, text) = overdue_reaches(&tally, &[("0900", 1.0), ("0901", 0.0)]).await;
-    assert!(
-        settled,
-        "store 0900's day {old} must count overdue, 0901 none:\n{text}"
-    );
+    assert!(settled, "store 0900's day {old} must count overdue, 0901 none:\n{text}");
     assert_eq!(tally.day("0900", &old).await["postings"]["final"], false);
 
     // A record of yesterday moves 0900's event time past day-3's deadline: the day finalizes.
-    js.publish_json(
-        &pos_subject("retail", "0900"),
-        &example_transaction("NEW-2", "0900", &recent),
-    )
-    .await;
+    js.publish_json(&pos_subject("retail", "0900"), &example_transaction("NEW-2", "0900", &recent)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     let (settled, text) = overdue_reaches(&tally, &[("0900", 0.0), ("0901", 0.0)]).await;
-    assert!(
-        settled,
-        "store 0900's overdue count must fall to 0 once {old} finalizes:\n{text}"
-    );
+    assert!(settled, "store 0900's overdue count must fall to 0 once {old} finalizes:\n{text}");
     assert_eq!(tally.day("0900", &old).await["postings"]["final"], true);
 }

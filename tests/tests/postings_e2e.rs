@@ -119,7 +119,13 @@ async fn postings_sum_to_the_day_and_audit_the_close() {
     }
     // Store 0003: register R02 with seq 3 missing, and a void that arrives before its transaction.
     let r02 = |seq: u64| {
-        let tx = transaction(&format!("R02-{seq}"), "0003", DAY, vec![line_full(1, "200001", "1", "10.00", "0", "0.80")], vec![tender("card", "10.80")]);
+        let tx = transaction(
+            &format!("R02-{seq}"),
+            "0003",
+            DAY,
+            vec![line_full(1, "200001", "1", "10.00", "0", "0.80")],
+            vec![tender("card", "10.80")],
+        );
         ("retail.pos.0003".to_string(), with_seq(tx, seq, "2026-11-27T15:00:00Z"))
     };
     halves[0].push(("retail.pos.0003".into(), fixtures::void("VOID-R02-4", "0003", DAY, "R02-4")));
@@ -144,21 +150,32 @@ async fn postings_sum_to_the_day_and_audit_the_close() {
     }
     let finals = wait_until(Duration::from_secs(30), || async {
         js.message_count("RETAIL_ERP").await > 0
-            && js.messages("RETAIL_ERP").await.iter().filter(|m| {
-                serde_json::from_slice::<Value>(&m.payload).map(|b| b["kind"] == "final").unwrap_or(false)
-            }).count() == STORES.len()
+            && js
+                .messages("RETAIL_ERP")
+                .await
+                .iter()
+                .filter(|m| serde_json::from_slice::<Value>(&m.payload).map(|b| b["kind"] == "final").unwrap_or(false))
+                .count()
+                == STORES.len()
     })
     .await;
     assert!(finals, "every store-day gets its final posting\n{}", tally.logs());
 
     // A late transaction for store 0001 after its final posting.
-    let late = transaction("LATE-1", "0001", DAY, vec![line_full(1, "100001", "2", "3.50", "0", "0.56")], vec![tender("cash", "7.56")]);
+    let late = transaction(
+        "LATE-1",
+        "0001",
+        DAY,
+        vec![line_full(1, "100001", "2", "3.50", "0", "0.56")],
+        vec![tender("cash", "7.56")],
+    );
     model.apply(&late);
     js.publish_json("retail.pos.0001", &late).await;
     let adjusted = wait_until(Duration::from_secs(30), || async {
-        js.messages("RETAIL_ERP").await.iter().any(|m| {
-            serde_json::from_slice::<Value>(&m.payload).map(|b| b["kind"] == "adjustment").unwrap_or(false)
-        })
+        js.messages("RETAIL_ERP")
+            .await
+            .iter()
+            .any(|m| serde_json::from_slice::<Value>(&m.payload).map(|b| b["kind"] == "adjustment").unwrap_or(false))
     })
     .await;
     assert!(adjusted, "a late transaction after final yields an adjustment\n{}", tally.logs());

@@ -15,17 +15,8 @@ fn promtool(args: &[&str]) -> String {
     let out = Command::new("promtool").args(args).current_dir(deploy_dir()).output().unwrap_or_else(|err| {
         panic!("cannot run promtool ({err}); run scripts/install-deps.sh (Debian package `prometheus`)")
     });
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`promtool {}` failed ({}):\n{report}",
-        args.join(" "),
-        out.status
-    );
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "`promtool {}` failed ({}):\n{report}", args.join(" "), out.status);
     report
 }
 
@@ -56,28 +47,14 @@ fn example_config_passes_promtool_check() {
 fn every_alert_has_a_unit_test() {
     let dir = deploy_dir();
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .unwrap_or_else(|err| panic!("read deploy/prometheus/{name}: {err}"))
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|err| panic!("read deploy/prometheus/{name}: {err}"))
     };
     let (rules, tests) = (read("tally-rules.yml"), read("tally-rules.test.yml"));
-    let alerts: Vec<&str> = rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert: "))
-        .map(str::trim)
-        .collect();
-    assert!(
-        alerts.len() >= 6,
-        "expected at least six alerts, found {alerts:?}"
-    );
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).map(str::trim).collect();
+    assert!(alerts.len() >= 6, "expected at least six alerts, found {alerts:?}");
     for alert in alerts {
-        let tested = tests
-            .lines()
-            .filter(|l| l.trim() == format!("alertname: {alert}"))
-            .count();
-        assert!(
-            tested >= 2,
-            "alert {alert} needs a firing and a silent case in tally-rules.test.yml, has {tested}"
-        );
+        let tested = tests.lines().filter(|l| l.trim() == format!("alertname: {alert}")).count();
+        assert!(tested >= 2, "alert {alert} needs a firing and a silent case in tally-rules.test.yml, has {tested}");
     }
 }
 
@@ -86,21 +63,12 @@ fn every_alert_has_a_unit_test() {
 #[test]
 fn every_metric_the_rules_name_is_documented() {
     let documented = documented_metrics();
-    let rules = std::fs::read_to_string(deploy_dir().join("tally-rules.yml"))
-        .expect("read deploy/prometheus/tally-rules.yml");
+    let rules =
+        std::fs::read_to_string(deploy_dir().join("tally-rules.yml")).expect("read deploy/prometheus/tally-rules.yml");
     let named = metrics_named(&rules, &documented);
-    assert!(
-        named.len() >= 10,
-        "expected the rules' ten-odd metrics, found {named:?}"
-    );
-    let undocumented: Vec<&String> = named
-        .iter()
-        .filter(|m| !documented.contains_key(*m))
-        .collect();
-    assert!(
-        undocumented.is_empty(),
-        "tally-rules.yml names metrics missing from docs/http-api.md: {undocumented:?}"
-    );
+    assert!(named.len() >= 10, "expected the rules' ten-odd metrics, found {named:?}");
+    let undocumented: Vec<&String> = named.iter().filter(|m| !documented.contains_key(*m)).collect();
+    assert!(undocumented.is_empty(), "tally-rules.yml names metrics missing from docs/http-api.md: {undocumented:?}");
     let made_up = metrics_named("rate(tally_no_such_total[5m])", &documented);
     assert!(!documented.contains_key(made_up.first().expect("one metric named")));
 }

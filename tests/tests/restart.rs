@@ -79,7 +79,11 @@ async fn kill_9_mid_stream_loses_nothing_and_counts_nothing_twice() {
         tally.spawn_run_no_wait();
         let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
         while ack_floor().await < target {
-            assert!(std::time::Instant::now() < deadline, "tally made no progress towards seq {target}\n{}", tally.logs());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tally made no progress towards seq {target}\n{}",
+                tally.logs()
+            );
             assert!(tally.is_running(), "tally exited by itself\n{}", tally.logs());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -98,7 +102,8 @@ async fn kill_9_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let dlq = tally_tests::wait_for_messages(&js, DLQ_STREAM, garbage).await;
     // Give a wrongly repeated publish time to show up before counting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let dlq = if js.message_count(DLQ_STREAM).await as usize != dlq.len() { js.messages(DLQ_STREAM).await } else { dlq };
+    let dlq =
+        if js.message_count(DLQ_STREAM).await as usize != dlq.len() { js.messages(DLQ_STREAM).await } else { dlq };
     assert_eq!(dlq.len() as u64, garbage, "each rejected input is dead-lettered exactly once");
 }
 
@@ -113,10 +118,12 @@ async fn rides_through_a_nats_restart() {
 
     nats.stop();
     let tally_ref = &tally;
-    let unready = wait_until(DRAIN_TIMEOUT, move || async move {
-        matches!(tally_ref.try_http_get("/readyz").await, Ok((503, _)))
-    })
-    .await;
+    let unready =
+        wait_until(
+            DRAIN_TIMEOUT,
+            move || async move { matches!(tally_ref.try_http_get("/readyz").await, Ok((503, _))) },
+        )
+        .await;
     assert!(unready, "/readyz must report NATS being down\n{}", tally.logs());
     let (_, body) = tally.http_get("/readyz").await;
     assert!(body.is_object(), "/readyz 503 carries a JSON reason, got {body}");
@@ -129,10 +136,12 @@ async fn rides_through_a_nats_restart() {
     tally.wait_drained(&js, Duration::from_secs(60)).await;
     assert_matches_model(&tally, &model).await;
     // …and report ready again, also once it is idle.
-    let ready = wait_until(DRAIN_TIMEOUT, move || async move {
-        matches!(tally_ref.try_http_get("/readyz").await, Ok((200, _)))
-    })
-    .await;
+    let ready =
+        wait_until(
+            DRAIN_TIMEOUT,
+            move || async move { matches!(tally_ref.try_http_get("/readyz").await, Ok((200, _))) },
+        )
+        .await;
     if !ready {
         let last = tally.try_http_get("/readyz").await;
         panic!("/readyz must recover after NATS is back; last /readyz: {last:?}\n{}", tally.logs());
@@ -146,10 +155,12 @@ async fn readyz_recovers_while_idle_after_a_nats_restart() {
     let (mut nats, tally, _js) = start_all("").await;
     nats.stop();
     let tally_ref = &tally;
-    let unready = wait_until(DRAIN_TIMEOUT, move || async move {
-        matches!(tally_ref.try_http_get("/readyz").await, Ok((503, _)))
-    })
-    .await;
+    let unready =
+        wait_until(
+            DRAIN_TIMEOUT,
+            move || async move { matches!(tally_ref.try_http_get("/readyz").await, Ok((503, _))) },
+        )
+        .await;
     assert!(unready, "/readyz must report NATS being down\n{}", tally.logs());
     nats.start_again();
     let ready = wait_until(Duration::from_secs(60), move || async move {

@@ -15,10 +15,7 @@ const NOT_READY_WATCH: Duration = Duration::from_secs(12);
 
 /// A JetStream client of the test's own, connected with `options`.
 async fn js_with(url: &str, options: async_nats::ConnectOptions) -> Js {
-    let client = options
-        .connect(url)
-        .await
-        .unwrap_or_else(|err| panic!("test client cannot connect to {url}: {err}"));
+    let client = options.connect(url).await.unwrap_or_else(|err| panic!("test client cannot connect to {url}: {err}"));
     let context = jetstream::new(client.clone());
     Js { client, context }
 }
@@ -31,20 +28,13 @@ async fn assert_counts_a_transaction(tally: &Tally, js: &Js) {
     let mut model = Model::new();
     model.apply(&tx);
     let day = tally.day("0042", DAY).await;
-    assert_eq!(
-        DayTotals::from_http(&day),
-        model.day("0042", DAY),
-        "day: {day}"
-    );
+    assert_eq!(DayTotals::from_http(&day), model.day("0042", DAY), "day: {day}");
 }
 
 /// Asserts that no `secrets` occur in `text` (a log or an answer), naming where.
 fn assert_no_secret(text: &str, secrets: &[&str], what: &str) {
     for secret in secrets {
-        assert!(
-            !text.contains(secret),
-            "{what} contains the secret {secret:?}:\n{text}"
-        );
+        assert!(!text.contains(secret), "{what} contains the secret {secret:?}:\n{text}");
     }
 }
 
@@ -55,24 +45,14 @@ fn assert_no_secret(text: &str, secrets: &[&str], what: &str) {
 async fn assert_refused(mut tally: Tally, because: &[&str], secrets: &[&str]) {
     // `tally setup` fails too, and says nothing secret either.
     let setup = tally.setup();
-    let setup_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&setup.stdout),
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    assert!(
-        !setup.status.success(),
-        "`tally setup` succeeded with wrong credentials:\n{setup_text}"
-    );
+    let setup_text = format!("{}{}", String::from_utf8_lossy(&setup.stdout), String::from_utf8_lossy(&setup.stderr));
+    assert!(!setup.status.success(), "`tally setup` succeeded with wrong credentials:\n{setup_text}");
     assert_no_secret(&setup_text, secrets, "`tally setup` output");
     tally.spawn_run_no_wait();
     let deadline = Instant::now() + NOT_READY_WATCH;
     while Instant::now() < deadline {
         if let Ok((200, body)) = tally.try_http_get("/readyz").await {
-            panic!(
-                "tally became ready with wrong credentials: {body}\n{}",
-                tally.logs()
-            );
+            panic!("tally became ready with wrong credentials: {body}\n{}", tally.logs());
         }
         if !tally.is_running() {
             break;
@@ -82,9 +62,7 @@ async fn assert_refused(mut tally: Tally, because: &[&str], secrets: &[&str]) {
     let logs = tally.full_logs();
     let lower = logs.to_lowercase();
     assert!(
-        because
-            .iter()
-            .any(|word| lower.contains(&word.to_lowercase())),
+        because.iter().any(|word| lower.contains(&word.to_lowercase())),
         "the log does not say why tally cannot connect (expected one of {because:?}):\n{}",
         tally.logs()
     );
@@ -105,20 +83,13 @@ async fn assert_accepted(tally: Tally, js: &Js, secrets: &[&str]) {
     let (_, day) = tally.http_get(&format!("/v1/stores/0042/days/{DAY}")).await;
     let (_, alerts) = tally.http_get("/v1/alerts").await;
     let (_, metrics) = tally.http_get_text("/metrics").await;
-    for (what, text) in [
-        ("the day answer", day.to_string()),
-        ("/v1/alerts", alerts.to_string()),
-        ("/metrics", metrics),
-    ] {
+    for (what, text) in [("the day answer", day.to_string()), ("/v1/alerts", alerts.to_string()), ("/metrics", metrics)]
+    {
         assert_no_secret(&text, secrets, what);
     }
     assert_no_secret(&tally.full_logs(), secrets, "tally's log");
     let setup = tally.setup();
-    let setup_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&setup.stdout),
-        String::from_utf8_lossy(&setup.stderr)
-    );
+    let setup_text = format!("{}{}", String::from_utf8_lossy(&setup.stdout), String::from_utf8_lossy(&setup.stderr));
     assert_no_secret(&setup_text, secrets, "`tally setup` output");
 }
 
@@ -137,34 +108,20 @@ async fn user_and_password() {
         "authorization {{ users = [ {{ user: tally, password: {} }} ] }}",
         toml_str(password)
     ));
-    let js = js_with(
-        &nats.url(),
-        async_nats::ConnectOptions::with_user_and_password("tally".into(), password.into()),
-    )
-    .await;
-    let tally = Tally::start(
-        &nats.url(),
-        &format!(
-            "[nats]\nuser = \"tally\"\npassword = {}\n",
-            toml_str(password)
-        ),
-    )
-    .await;
+    let js =
+        js_with(&nats.url(), async_nats::ConnectOptions::with_user_and_password("tally".into(), password.into())).await;
+    let tally =
+        Tally::start(&nats.url(), &format!("[nats]\nuser = \"tally\"\npassword = {}\n", toml_str(password))).await;
     assert_accepted(tally, &js, &[password]).await;
 
     let refused = Tally::builder(&nats.url())
-        .toml(&format!(
-            "[nats]\nuser = \"tally\"\npassword = {}\n",
-            toml_str(wrong)
-        ))
+        .toml(&format!("[nats]\nuser = \"tally\"\npassword = {}\n", toml_str(wrong)))
         .setup(false)
         .prepare();
     assert_refused(refused, &["authorization"], &[password, wrong]).await;
 
     // Credentials in the URL (nats://user:password@host) are secrets too.
-    let in_url = nats
-        .url()
-        .replace("nats://", &format!("nats://tally:{wrong}@"));
+    let in_url = nats.url().replace("nats://", &format!("nats://tally:{wrong}@"));
     let refused = Tally::builder(&in_url).setup(false).prepare();
     assert_refused(refused, &["authorization"], &[password, wrong]).await;
 }
@@ -175,24 +132,13 @@ async fn user_and_password() {
 async fn token() {
     let token = "tok-9d1c7f3a55e2";
     let wrong = "tok-000000bad000";
-    let nats =
-        NatsServer::start_with_config(&format!("authorization {{ token: {} }}", toml_str(token)));
-    let js = js_with(
-        &nats.url(),
-        async_nats::ConnectOptions::with_token(token.into()),
-    )
-    .await;
-    let tally = Tally::start(
-        &nats.url(),
-        &format!("[nats]\ntoken = {}\n", toml_str(token)),
-    )
-    .await;
+    let nats = NatsServer::start_with_config(&format!("authorization {{ token: {} }}", toml_str(token)));
+    let js = js_with(&nats.url(), async_nats::ConnectOptions::with_token(token.into())).await;
+    let tally = Tally::start(&nats.url(), &format!("[nats]\ntoken = {}\n", toml_str(token))).await;
     assert_accepted(tally, &js, &[token]).await;
 
-    let refused = Tally::builder(&nats.url())
-        .toml(&format!("[nats]\ntoken = {}\n", toml_str(wrong)))
-        .setup(false)
-        .prepare();
+    let refused =
+        Tally::builder(&nats.url()).toml(&format!("[nats]\ntoken = {}\n", toml_str(wrong))).setup(false).prepare();
     assert_refused(refused, &["authorization"], &[token, wrong]).await;
 }
 
@@ -219,24 +165,14 @@ mod jwt {
             "sub": subject,
             "nats": nats,
         });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = issuer
-            .sign(signing_input.as_bytes())
-            .expect("an nkey signs");
+        let signing_input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature = issuer.sign(signing_input.as_bytes()).expect("an nkey signs");
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     pub fn operator(operator: &KeyPair) -> String {
-        encode(
-            operator,
-            &operator.public_key(),
-            "op",
-            json!({"type": "operator", "version": 2}),
-        )
+        encode(operator, &operator.public_key(), "op", json!({"type": "operator", "version": 2}))
     }
 
     /// An account with JetStream enabled and no limits.
@@ -247,7 +183,8 @@ mod jwt {
             "consumer": -1, "max_ack_pending": -1, "mem_max_stream_bytes": -1,
             "disk_max_stream_bytes": -1, "max_bytes_required": false
         });
-        let nats = json!({"limits": limits, "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2});
+        let nats =
+            json!({"limits": limits, "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2});
         encode(operator, &account.public_key(), "tally-account", nats)
     }
 
@@ -302,15 +239,9 @@ async fn nkey_creds_file() {
     std::fs::write(&creds_path, &creds).expect("write the creds file");
     let seed = user.seed().expect("seed");
 
-    let js = js_with(
-        &nats.url(),
-        async_nats::ConnectOptions::with_credentials(&creds).expect("the creds file parses"),
-    )
-    .await;
-    let creds_toml = format!(
-        "[nats]\ncreds_file = {}\n",
-        toml_str(&creds_path.display().to_string())
-    );
+    let js = js_with(&nats.url(), async_nats::ConnectOptions::with_credentials(&creds).expect("the creds file parses"))
+        .await;
+    let creds_toml = format!("[nats]\ncreds_file = {}\n", toml_str(&creds_path.display().to_string()));
     let tally = Tally::start(&nats.url(), &creds_toml).await;
     assert_accepted(tally, &js, &[&seed]).await;
 
@@ -319,16 +250,9 @@ async fn nkey_creds_file() {
     let rogue_user = nkeys::KeyPair::new_user();
     let rogue_seed = rogue_user.seed().expect("seed");
     let rogue_path = nats.dir_for_files().join("rogue.creds");
-    std::fs::write(
-        &rogue_path,
-        jwt::creds(&jwt::user(&rogue_account, &rogue_user), &rogue_user),
-    )
-    .expect("write");
+    std::fs::write(&rogue_path, jwt::creds(&jwt::user(&rogue_account, &rogue_user), &rogue_user)).expect("write");
     let refused = Tally::builder(&nats.url())
-        .toml(&format!(
-            "[nats]\ncreds_file = {}\n",
-            toml_str(&rogue_path.display().to_string())
-        ))
+        .toml(&format!("[nats]\ncreds_file = {}\n", toml_str(&rogue_path.display().to_string())))
         .setup(false)
         .prepare();
     assert_refused(refused, &["authorization"], &[&seed, &rogue_seed]).await;
@@ -340,24 +264,14 @@ async fn nkey_creds_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_nkey_seed_file() {
     let user = nkeys::KeyPair::new_user();
-    let nats = NatsServer::start_with_config(&format!(
-        "authorization {{ users = [ {{ nkey: {} }} ] }}",
-        user.public_key()
-    ));
+    let nats =
+        NatsServer::start_with_config(&format!("authorization {{ users = [ {{ nkey: {} }} ] }}", user.public_key()));
     let seed = user.seed().expect("seed");
     let seed_path = nats.dir_for_files().join("tally.nk");
     std::fs::write(&seed_path, format!("{seed}\n")).expect("write the seed file");
-    let js = js_with(
-        &nats.url(),
-        async_nats::ConnectOptions::with_nkey(seed.clone()),
-    )
-    .await;
-    let seed_toml = |path: &std::path::Path| {
-        format!(
-            "[nats]\nnkey_seed_file = {}\n",
-            toml_str(&path.display().to_string())
-        )
-    };
+    let js = js_with(&nats.url(), async_nats::ConnectOptions::with_nkey(seed.clone())).await;
+    let seed_toml =
+        |path: &std::path::Path| format!("[nats]\nnkey_seed_file = {}\n", toml_str(&path.display().to_string()));
     let tally = Tally::start(&nats.url(), &seed_toml(&seed_path)).await;
     assert_accepted(tally, &js, &[&seed]).await;
 
@@ -365,10 +279,7 @@ async fn bare_nkey_seed_file() {
     let stranger_seed = stranger.seed().expect("seed");
     let stranger_path = nats.dir_for_files().join("stranger.nk");
     std::fs::write(&stranger_path, &stranger_seed).expect("write the seed file");
-    let refused = Tally::builder(&nats.url())
-        .toml(&seed_toml(&stranger_path))
-        .setup(false)
-        .prepare();
+    let refused = Tally::builder(&nats.url()).toml(&seed_toml(&stranger_path)).setup(false).prepare();
     assert_refused(refused, &["authorization"], &[&seed, &stranger_seed]).await;
 }
 
@@ -381,14 +292,9 @@ struct Pki {
 impl Pki {
     fn new(name: &str) -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let ca_key = rcgen::KeyPair::generate().expect("a CA key");
         let ca = params.self_signed(&ca_key).expect("a self-signed CA");
         Pki { ca, ca_key }
@@ -397,16 +303,11 @@ impl Pki {
     /// (certificate PEM, key PEM) for `name`, valid for 127.0.0.1 and localhost.
     fn issue(&self, name: &str, purpose: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
         let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
         params.extended_key_usages = vec![purpose];
         let key = rcgen::KeyPair::generate().expect("a key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("a signed certificate");
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).expect("a signed certificate");
         (cert.pem(), key.serialize_pem())
     }
 }
@@ -416,8 +317,7 @@ impl Pki {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls() {
     let pki = Pki::new("tally test CA");
-    let (server_cert, server_key) =
-        pki.issue("nats-server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let (server_cert, server_key) = pki.issue("nats-server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
     let (client_cert, client_key) = pki.issue("tally", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
     let rogue = Pki::new("rogue CA");
     let (rogue_cert, rogue_key) = rogue.issue("tally", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
@@ -451,12 +351,7 @@ async fn mutual_tls() {
     let (client_secret, rogue_secret) = (key_body(&client_key), key_body(&rogue_key));
 
     let tls = |cert: &str, key: &str| {
-        format!(
-            "[nats]\ntls_ca = {}\ntls_cert = {}\ntls_key = {}\n",
-            path("ca.pem"),
-            path(cert),
-            path(key)
-        )
+        format!("[nats]\ntls_ca = {}\ntls_cert = {}\ntls_key = {}\n", path("ca.pem"), path(cert), path(key))
     };
     let tally = Tally::start(&nats.url(), &tls("client.pem", "client-key.pem")).await;
     assert_accepted(tally, &js, &[&client_secret]).await;
@@ -464,17 +359,12 @@ async fn mutual_tls() {
     // async-nats reports a refused TLS handshake only as "IO error" (see
     // `a_refused_tls_handshake_is_explained_in_the_log`), so that is what the log can show.
     let because = ["tls", "certificate", "handshake", "io error"];
-    let refused = Tally::builder(&nats.url())
-        .toml(&tls("rogue.pem", "rogue-key.pem"))
-        .setup(false)
-        .prepare();
+    let refused = Tally::builder(&nats.url()).toml(&tls("rogue.pem", "rogue-key.pem")).setup(false).prepare();
     assert_refused(refused, &because, &[&client_secret, &rogue_secret]).await;
 
     // Without any client certificate the server refuses the handshake too.
-    let no_cert = Tally::builder(&nats.url())
-        .toml(&format!("[nats]\ntls_ca = {}\n", path("ca.pem")))
-        .setup(false)
-        .prepare();
+    let no_cert =
+        Tally::builder(&nats.url()).toml(&format!("[nats]\ntls_ca = {}\n", path("ca.pem"))).setup(false).prepare();
     assert_refused(no_cert, &because, &[&client_secret]).await;
 
     // And a server certificate from a CA tally does not trust is refused by tally.
@@ -494,8 +384,7 @@ async fn mutual_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_tls_handshake_is_explained_in_the_log() {
     let pki = Pki::new("tally test CA");
-    let (server_cert, server_key) =
-        pki.issue("nats-server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let (server_cert, server_key) = pki.issue("nats-server", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
     let ca_pem = pki.ca.pem();
     let files: Vec<(&str, &[u8])> = vec![
         ("ca.pem", ca_pem.as_bytes()),
@@ -507,10 +396,7 @@ async fn a_refused_tls_handshake_is_explained_in_the_log() {
         "tls { cert_file: \"{dir}/server.pem\", key_file: \"{dir}/server-key.pem\", ca_file: \"{dir}/ca.pem\", verify: true, timeout: 5 }",
     );
     let ca = toml_str(&nats.dir_for_files().join("ca.pem").display().to_string());
-    let no_cert = Tally::builder(&nats.url())
-        .toml(&format!("[nats]\ntls_ca = {ca}\n"))
-        .setup(false)
-        .prepare();
+    let no_cert = Tally::builder(&nats.url()).toml(&format!("[nats]\ntls_ca = {ca}\n")).setup(false).prepare();
     assert_refused(no_cert, &["tls", "certificate", "handshake"], &[]).await;
 }
 
@@ -520,11 +406,7 @@ async fn a_refused_tls_handshake_is_explained_in_the_log() {
 async fn http_bearer_token() {
     let token = "bearer-5f0e2b9c71d4a8";
     let nats = NatsServer::start();
-    let tally = Tally::start(
-        &nats.url(),
-        &format!("[http]\nbearer_token = {}\n", toml_str(token)),
-    )
-    .await;
+    let tally = Tally::start(&nats.url(), &format!("[http]\nbearer_token = {}\n", toml_str(token))).await;
     let js = Js::connect(&nats.url()).await;
     let tx = example_transaction("T-1", "0042", DAY);
     js.publish_json(&pos_subject("retail", "0042"), &tx).await;
@@ -538,61 +420,23 @@ async fn http_bearer_token() {
         assert_eq!(none.status().as_u16(), 401, "{url} without a token");
         let body = none.text().await.unwrap_or_default();
         assert_no_secret(&body, &[token], "the 401 answer");
-        for wrong in [
-            "Bearer bearer-5f0e2b9c71d4a9",
-            "Bearer ",
-            "bearer-5f0e2b9c71d4a8",
-            "Basic dGFsbHk6eA==",
-        ] {
-            let answer = client
-                .get(url)
-                .header("Authorization", wrong)
-                .send()
-                .await
-                .expect("GET");
-            assert_eq!(
-                answer.status().as_u16(),
-                401,
-                "{url} with Authorization: {wrong:?}"
-            );
+        for wrong in ["Bearer bearer-5f0e2b9c71d4a9", "Bearer ", "bearer-5f0e2b9c71d4a8", "Basic dGFsbHk6eA=="] {
+            let answer = client.get(url).header("Authorization", wrong).send().await.expect("GET");
+            assert_eq!(answer.status().as_u16(), 401, "{url} with Authorization: {wrong:?}");
         }
-        let right = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET");
+        let right = client.get(url).bearer_auth(token).send().await.expect("GET");
         assert_eq!(right.status().as_u16(), 200, "{url} with the right token");
-        assert_no_secret(
-            &right.text().await.unwrap_or_default(),
-            &[token],
-            "a /v1 answer",
-        );
+        assert_no_secret(&right.text().await.unwrap_or_default(), &[token], "a /v1 answer");
     }
-    let day: serde_json::Value = client
-        .get(&day_url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let day: serde_json::Value =
+        client.get(&day_url).bearer_auth(token).send().await.expect("GET").json().await.expect("JSON");
     let mut model = Model::new();
     model.apply(&tx);
     assert_eq!(DayTotals::from_http(&day), model.day("0042", DAY));
 
     for open in ["/metrics", "/healthz", "/readyz"] {
-        let answer = client
-            .get(format!("{}{open}", tally.http_base()))
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(
-            answer.status().as_u16(),
-            200,
-            "{open} must stay open without a token"
-        );
+        let answer = client.get(format!("{}{open}", tally.http_base())).send().await.expect("GET");
+        assert_eq!(answer.status().as_u16(), 200, "{open} must stay open without a token");
         assert_no_secret(&answer.text().await.unwrap_or_default(), &[token], open);
     }
     assert_no_secret(&tally.full_logs(), &[token], "tally's log");
@@ -604,16 +448,9 @@ async fn http_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_listens_on_loopback_by_default() {
     let example = std::fs::read_to_string(tally_tests::workspace_root().join("deploy/tally.example.toml"))
-    .expect("deploy/tally.example.toml exists");
-    let listen: Vec<&str> = example
-        .lines()
-        .filter(|l| l.trim_start().starts_with("listen"))
-        .collect();
-    assert_eq!(
-        listen,
-        ["listen = \"127.0.0.1:9464\""],
-        "the example config's http.listen"
-    );
+        .expect("deploy/tally.example.toml exists");
+    let listen: Vec<&str> = example.lines().filter(|l| l.trim_start().starts_with("listen")).collect();
+    assert_eq!(listen, ["listen = \"127.0.0.1:9464\""], "the example config's http.listen");
 
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -653,12 +490,6 @@ async fn http_listens_on_loopback_by_default() {
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        found,
-        "tally's log never named its HTTP address 127.0.0.1:9464:\n{text}"
-    );
-    assert!(
-        !text.contains("0.0.0.0"),
-        "nothing listens on every interface by default:\n{text}"
-    );
+    assert!(found, "tally's log never named its HTTP address 127.0.0.1:9464:\n{text}");
+    assert!(!text.contains("0.0.0.0"), "nothing listens on every interface by default:\n{text}");
 }

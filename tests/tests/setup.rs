@@ -104,7 +104,8 @@ async fn a_pre_created_input_stream_with_other_settings_is_accepted() {
 async fn a_pre_created_input_stream_missing_subjects_is_refused() {
     let nats = NatsServer::start();
     let js = Js::connect(&nats.url()).await;
-    let config = stream::Config { name: "RETAIL_IN".into(), subjects: vec!["retail.pos.*".into()], ..Default::default() };
+    let config =
+        stream::Config { name: "RETAIL_IN".into(), subjects: vec!["retail.pos.*".into()], ..Default::default() };
     js.context.create_stream(config).await.expect("pre-create RETAIL_IN");
 
     let tally = Tally::builder(&nats.url()).prepare();
@@ -120,11 +121,9 @@ async fn a_pre_created_input_stream_missing_subjects_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_stream_consumer_and_prefix_are_used() {
     let nats = NatsServer::start();
-    let tally = Tally::start(
-        &nats.url(),
-        "[input]\nstream = \"SHOP_IN\"\nconsumer = \"tally-a\"\nsubject_prefix = \"shop\"\n",
-    )
-    .await;
+    let tally =
+        Tally::start(&nats.url(), "[input]\nstream = \"SHOP_IN\"\nconsumer = \"tally-a\"\nsubject_prefix = \"shop\"\n")
+            .await;
     let js = Js::connect(&nats.url()).await;
     assert_eq!(js.context.stream_by_subject("shop.pos.0042").await.expect("covered"), "SHOP_IN");
     assert_eq!(js.context.stream_by_subject("shop.inventory.0042").await.expect("covered"), "SHOP_IN");

@@ -21,7 +21,8 @@ fn state_op(op: &str, config: &Path, dir: &Path) -> (String, String) {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run tally state");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "tally state {op} failed: {stdout}\n{stderr}");
     (stdout, stderr)
 }
@@ -84,7 +85,10 @@ async fn checkpoint_restore_and_rebuild() {
     let line = progress_line(&progress, "rebuild", " messages (").unwrap_or_default();
     assert!(line.contains("/s, ETA "), "a progress line of rebuild: {progress}");
     let summary = progress_line(&progress, "rebuild", " messages in ").unwrap_or_default();
-    assert!(summary.ends_with("/s)"), "rebuild's closing line, e.g. `rebuild: 5712 messages in 3.1 s (1842/s)`: {progress}");
+    assert!(
+        summary.ends_with("/s)"),
+        "rebuild's closing line, e.g. `rebuild: 5712 messages in 3.1 s (1842/s)`: {progress}"
+    );
     let inspected = Command::new(tally_bin())
         .args(["inspect", "--state"])
         .arg(&rebuilt_dir)

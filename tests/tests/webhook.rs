@@ -84,7 +84,8 @@ impl Erp {
     /// Serves on a free port; answers `script` in order, then `default`.
     async fn start(script: Vec<Reply>, default: Reply) -> Erp {
         let state = Arc::new(Mutex::new(Script { next: script.into(), default: Some(default), ..Script::default() }));
-        let app = axum::Router::new().route("/erp/postings", axum::routing::post(receive)).with_state(Arc::clone(&state));
+        let app =
+            axum::Router::new().route("/erp/postings", axum::routing::post(receive)).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the test ERP");
         let port = listener.local_addr().expect("the test ERP's address").port();
         let server = tokio::spawn(async move {
@@ -168,8 +169,14 @@ async fn publish_one_posting_each(js: &Js, ids: &[&str]) -> Vec<StoredMessage> {
 
 /// Waits until the webhook's consumer has acked everything in RETAIL_ERP.
 async fn wait_webhook_drained(js: &Js, tally: &Tally) {
-    let drained = wait_until(DRAIN_TIMEOUT, move || async move { js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await }).await;
-    assert!(drained, "webhook consumer not drained: {}\n{}", js.consumer_summary(ERP_STREAM, WEBHOOK_CONSUMER).await, tally.logs());
+    let drained =
+        wait_until(DRAIN_TIMEOUT, move || async move { js.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await }).await;
+    assert!(
+        drained,
+        "webhook consumer not drained: {}\n{}",
+        js.consumer_summary(ERP_STREAM, WEBHOOK_CONSUMER).await,
+        tally.logs()
+    );
 }
 
 /// Asserts that `booked` is exactly `postings`, one request each, in stream order, with the
@@ -180,7 +187,12 @@ fn assert_booked_exactly(booked: &[Recorded], postings: &[StoredMessage]) {
     assert_eq!(keys, ids, "the ERP must book every posting once, in stream order");
     for (request, posting) in booked.iter().zip(postings) {
         assert!(request.body == posting.payload, "body of {} differs from RETAIL_ERP's message", posting_id(posting));
-        assert_eq!(request.header("Content-Type"), posting.header("Content-Type"), "Content-Type of {}", posting_id(posting));
+        assert_eq!(
+            request.header("Content-Type"),
+            posting.header("Content-Type"),
+            "Content-Type of {}",
+            posting_id(posting)
+        );
         assert_eq!(request.header("Authorization"), Some(TOKEN_HEADER), "auth header on {}", posting_id(posting));
     }
 }
@@ -237,7 +249,8 @@ async fn failing_then_recovering_loses_and_repeats_nothing() {
     let all = erp.requests();
     assert_booked_exactly(&erp.booked(), &postings);
     // Every request, failed or not, follows stream order: a run of posting 1, then 2, then 3.
-    let order: Vec<usize> = all.iter().map(|r| postings.iter().position(|p| posting_id(p) == r.key()).expect("a known key")).collect();
+    let order: Vec<usize> =
+        all.iter().map(|r| postings.iter().position(|p| posting_id(p) == r.key()).expect("a known key")).collect();
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "requests out of stream order: {:?}", keys(&all));
     assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing is parked for 503s and stalls");
 
@@ -247,7 +260,11 @@ async fn failing_then_recovering_loses_and_repeats_nothing() {
     let (_, metrics) = tally.http_get_text("/metrics").await;
     let samples = prom::parse(&metrics);
     let failed_attempts = all.iter().filter(|r| r.reply != Reply::Ok).count() as f64;
-    assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "retried")]), failed_attempts, "{metrics}");
+    assert_eq!(
+        prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "retried")]),
+        failed_attempts,
+        "{metrics}"
+    );
     assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 3.0, "{metrics}");
     let logs = tally.full_logs();
     assert!(logs.contains("retrying the same posting"), "a WARN per failed attempt:\n{}", tally.logs());
@@ -326,7 +343,8 @@ async fn publish_posting(js: &Js, store: &str, seq: u64) {
     let id = format!("{store}/{DAY}/{seq:04}");
     let body = serde_json::json!({"type": "erp.posting", "id": id, "store": store, "business_day": DAY, "seq": seq});
     let headers = [("Nats-Msg-Id", id.as_str()), ("Content-Type", "application/json")];
-    js.publish(&format!("retail.erp.postings.{store}"), serde_json::to_vec(&body).expect("JSON encodes"), &headers).await;
+    js.publish(&format!("retail.erp.postings.{store}"), serde_json::to_vec(&body).expect("JSON encodes"), &headers)
+        .await;
 }
 
 /// The postings of `store`, in stream order.
@@ -393,7 +411,11 @@ async fn a_failing_store_holds_up_only_itself() {
     let first = posting_id(failing_postings[0]);
     let tried: Vec<Recorded> = erp.requests().into_iter().filter(|r| r.store() == FAILING).collect();
     assert!(tried.len() >= 2, "the failing store's posting is retried: {:?}", keys(&tried));
-    assert!(tried.iter().all(|r| r.key() == first), "only the failing store's first posting is tried: {:?}", keys(&tried));
+    assert!(
+        tried.iter().all(|r| r.key() == first),
+        "only the failing store's first posting is tried: {:?}",
+        keys(&tried)
+    );
     assert!(tried.iter().all(|r| r.reply == Reply::Unavailable), "every try of it was answered 503");
     let (status, body) = tally.http_get("/readyz").await;
     assert_eq!(status, 503, "/readyz while a store fails: {body}");
@@ -410,7 +432,8 @@ async fn a_failing_store_holds_up_only_itself() {
     }
     assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing is parked for 503s");
     let tally_ref = &tally;
-    let emptied = wait_until(DRAIN_TIMEOUT, move || async move { waiting_gauge(tally_ref, FAILING).await == 0.0 }).await;
+    let emptied =
+        wait_until(DRAIN_TIMEOUT, move || async move { waiting_gauge(tally_ref, FAILING).await == 0.0 }).await;
     assert!(emptied, "tally_webhook_postings_waiting of the recovered store drops to 0");
 }
 
@@ -429,7 +452,8 @@ async fn a_crash_while_a_store_fails_keeps_its_order() {
     let postings = js.messages(ERP_STREAM).await;
     wait_booked(&erp, &postings_of(&postings, "0002"), DRAIN_TIMEOUT, &tally, "the healthy store").await;
     let erp_ref = &erp;
-    let tried = wait_until(DRAIN_TIMEOUT, move || async move { erp_ref.requests().iter().any(|r| r.store() == FAILING) }).await;
+    let tried =
+        wait_until(DRAIN_TIMEOUT, move || async move { erp_ref.requests().iter().any(|r| r.store() == FAILING) }).await;
     assert!(tried, "the failing store was tried\n{}", tally.logs());
     tally.kill();
 
@@ -441,8 +465,11 @@ async fn a_crash_while_a_store_fails_keeps_its_order() {
     // The killed run's postings come back within one ack wait (30 s) of its last progress ack.
     let js_ref = &js;
     let drained =
-        wait_until(DRAIN_TIMEOUT * 3, move || async move { js_ref.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await })
-            .await;
+        wait_until(
+            DRAIN_TIMEOUT * 3,
+            move || async move { js_ref.consumer_drained(ERP_STREAM, WEBHOOK_CONSUMER).await },
+        )
+        .await;
     assert!(drained, "not drained: {}\n{}", js.consumer_summary(ERP_STREAM, WEBHOOK_CONSUMER).await, tally.logs());
     let postings = js.messages(ERP_STREAM).await;
     assert_eq!(postings_of(&postings, FAILING).len(), 4, "three postings before the crash, one after");
@@ -476,7 +503,8 @@ async fn a_store_filling_the_window_moves_aside() {
     wait_booked(&erp, &postings_of(&postings, STUCK), DRAIN_TIMEOUT * 4, &tally, "the recovered store").await;
     let js_ref = &js;
     let own_ref = &own;
-    let deleted = wait_until(DRAIN_TIMEOUT, move || async move { !consumer_names(js_ref).await.contains(own_ref) }).await;
+    let deleted =
+        wait_until(DRAIN_TIMEOUT, move || async move { !consumer_names(js_ref).await.contains(own_ref) }).await;
     assert!(deleted, "{own} is deleted once the store caught up\n{}", tally.logs());
     wait_webhook_drained(&js, &tally).await;
     assert_store_booked_in_order(&erp, &postings, STUCK);
@@ -498,7 +526,11 @@ async fn setup_updates_an_earlier_versions_consumer_in_place() {
     let erp = Erp::start(Vec::new(), Reply::Ok).await;
     let nats = NatsServer::start();
     let js = Js::connect(&nats.url()).await;
-    let config = stream::Config { name: ERP_STREAM.into(), subjects: vec!["retail.erp.postings.*".into()], ..Default::default() };
+    let config = stream::Config {
+        name: ERP_STREAM.into(),
+        subjects: vec!["retail.erp.postings.*".into()],
+        ..Default::default()
+    };
     let erp_stream = js.context.create_stream(config).await.expect("create RETAIL_ERP");
     for seq in 1..=3 {
         publish_posting(&js, "0042", seq).await;

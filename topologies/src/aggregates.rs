@@ -103,12 +103,7 @@ impl SkuDay {
 
     /// What inventory recorded leaving: − Σ qty of `sale` and `return` movements.
     pub fn recorded_units(&self) -> Decimal {
-        -self
-            .inventory
-            .iter()
-            .filter(|(reason, _)| reason.is_pos_caused())
-            .map(|(_, units)| *units)
-            .sum::<Decimal>()
+        -self.inventory.iter().filter(|(reason, _)| reason.is_pos_caused()).map(|(_, units)| *units).sum::<Decimal>()
     }
 
     pub fn drift_units(&self) -> Decimal {
@@ -151,11 +146,7 @@ impl SeqSet {
 
     /// The numbers missing between the lowest and the highest seen, capped at `limit`.
     pub fn missing(&self, limit: usize) -> Vec<u64> {
-        self.0
-            .windows(2)
-            .flat_map(|pair| (pair[0].1 + 1)..pair[1].0)
-            .take(limit)
-            .collect()
+        self.0.windows(2).flat_map(|pair| (pair[0].1 + 1)..pair[1].0).take(limit).collect()
     }
 }
 

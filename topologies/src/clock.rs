@@ -127,7 +127,11 @@ pub fn add_timer(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str, due
 }
 
 /// Removes and returns the store's timers due at or before its watermark, earliest first.
-pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> Result<Vec<(DateTime<Utc>, Timer)>, TopologyError> {
+pub fn take_due(
+    txn: &mut Overlay<'_>,
+    clock: &mut StoreClock,
+    store: &str,
+) -> Result<Vec<(DateTime<Utc>, Timer)>, TopologyError> {
     let Some(next) = clock.next_timer.filter(|next| *next <= clock.watermark) else {
         return Ok(Vec::new());
     };
@@ -145,7 +149,11 @@ pub fn take_due(txn: &mut Overlay<'_>, clock: &mut StoreClock, store: &str) -> R
         let mut rest = None;
         for (key, _) in &entries {
             let Some((at, timer)) = parse_timer_key(key) else {
-                return Err(tally_state::StateError::Corrupt { cf: Cf::Timers, detail: format!("bad timer key {key:?}") }.into());
+                return Err(tally_state::StateError::Corrupt {
+                    cf: Cf::Timers,
+                    detail: format!("bad timer key {key:?}"),
+                }
+                .into());
             };
             if at > clock.watermark {
                 rest = Some(at);
@@ -193,7 +201,11 @@ pub fn finalize_days_due_by(
         let entries = store.scan_prefix_from(Cf::Timers, &prefix, &start, TIMERS_PER_SCAN)?;
         for (key, _) in &entries {
             let Some((at, timer)) = parse_timer_key(key) else {
-                return Err(tally_state::StateError::Corrupt { cf: Cf::Timers, detail: format!("bad timer key {key:?}") }.into());
+                return Err(tally_state::StateError::Corrupt {
+                    cf: Cf::Timers,
+                    detail: format!("bad timer key {key:?}"),
+                }
+                .into());
             };
             if at > cutoff {
                 return Ok(days);

@@ -72,7 +72,8 @@ impl DriftFigures {
     /// (the quotient cross-multiplied; `base` is positive), not the published ratio, which is
     /// rounded (0.09996 publishes as 0.1 but is under a `min_ratio` of 0.10).
     pub fn is_over(&self, t: &DriftThresholds) -> bool {
-        self.drift_units.abs() >= t.min_units && (self.ratio_at_least(t.min_ratio) || self.drift_value.abs() >= t.min_value)
+        self.drift_units.abs() >= t.min_units
+            && (self.ratio_at_least(t.min_ratio) || self.drift_value.abs() >= t.min_value)
     }
 
     fn ratio_at_least(&self, min_ratio: Decimal) -> bool {
@@ -148,7 +149,14 @@ pub struct Decision {
 
 impl AlertState {
     /// Re-evaluates after the key's figures changed, at watermark `now`.
-    pub fn evaluate(&mut self, over: bool, drift_units: Decimal, day_final: bool, settle: Duration, now: DateTime<Utc>) -> Decision {
+    pub fn evaluate(
+        &mut self,
+        over: bool,
+        drift_units: Decimal,
+        day_final: bool,
+        settle: Duration,
+        now: DateTime<Utc>,
+    ) -> Decision {
         if day_final {
             return self.evaluate_after_final(over, drift_units, now);
         }
@@ -193,7 +201,9 @@ impl AlertState {
 
     fn evaluate_after_final(&mut self, over: bool, drift_units: Decimal, now: DateTime<Utc>) -> Decision {
         match (self.phase, over) {
-            (Phase::Final, true) if self.sent_drift_units != Some(drift_units) => self.send(Phase::Final, drift_units, false),
+            (Phase::Final, true) if self.sent_drift_units != Some(drift_units) => {
+                self.send(Phase::Final, drift_units, false)
+            }
             (Phase::Final | Phase::Firing, false) => self.send(Phase::Resolved, drift_units, true),
             (Phase::Ok | Phase::Resolved | Phase::Pending, true) => {
                 self.over_since.get_or_insert(now);

@@ -172,7 +172,10 @@ fn late_decrements_resolve_and_a_new_crossing_fires_again() {
     );
     let resolved = &alerts[1].body;
     assert_eq!(resolved["revision"], json!(2));
-    assert_eq!((s(resolved, "expected_units"), s(resolved, "recorded_units"), s(resolved, "drift_units")), ("3".into(), "3".into(), "0".into()));
+    assert_eq!(
+        (s(resolved, "expected_units"), s(resolved, "recorded_units"), s(resolved, "drift_units")),
+        ("3".into(), "3".into(), "0".into())
+    );
     assert_eq!(s(resolved, "evaluated_at"), "2026-11-27T10:20:00-05:00");
     assert_eq!(s(resolved, "over_since"), "2026-11-27T10:00:00-05:00", "the episode that ended");
     let again = &alerts[2].body;
@@ -218,7 +221,10 @@ fn finalization_after_day_close_sends_final_for_over_threshold_keys_only() {
     nudge(&mut h, S, &at("22:00:00"));
     assert_eq!(h.alerts(S).iter().filter(|a| a.body["sku"] == "B").count(), 1);
     for sku in ["C", "D", "E"] {
-        assert!(h.alerts(S).iter().all(|a| !(a.body["sku"] == sku && a.body["state"] == "final")), "{sku} has no final");
+        assert!(
+            h.alerts(S).iter().all(|a| !(a.body["sku"] == sku && a.body["state"] == "final")),
+            "{sku} has no final"
+        );
     }
 }
 
@@ -447,7 +453,14 @@ fn ratio_or_value_puts_a_key_over_threshold() {
         h.record(&sale_at("0045", &format!("T{sku}"), &t("10:00:00"), sku, qty, price));
     }
     for (sku, qty) in [("A", "-8"), ("B", "-8"), ("C", "-1")] {
-        h.record(&movement_at("0045", &format!("M{sku}"), &t("10:01:00"), "sale", Some(&format!("T{sku}")), &[(sku, qty)]));
+        h.record(&movement_at(
+            "0045",
+            &format!("M{sku}"),
+            &t("10:01:00"),
+            "sale",
+            Some(&format!("T{sku}")),
+            &[(sku, qty)],
+        ));
     }
     nudge(&mut h, "0045", &t("10:30:00"));
     let fired: Vec<(String, String, String)> = h
@@ -463,7 +476,8 @@ fn ratio_or_value_puts_a_key_over_threshold() {
 // exactly 0.10, and over.
 #[test]
 fn a_ratio_just_under_the_threshold_is_under_though_it_publishes_as_the_threshold() {
-    let thresholds = DriftThresholds { min_ratio: dec("0.10"), min_value: dec("1000000"), ..DriftThresholds::default() };
+    let thresholds =
+        DriftThresholds { min_ratio: dec("0.10"), min_value: dec("1000000"), ..DriftThresholds::default() };
     let mut sku = SkuDay { sold_units: dec("25"), ..SkuDay::default() };
     sku.apply_movement_qty(MovementReason::Sale, dec("-22.501"));
     let figures = DriftFigures::of(&sku, Some(dec("1.00")));
@@ -476,7 +490,14 @@ fn a_ratio_just_under_the_threshold_is_under_though_it_publishes_as_the_threshol
     let t = |hms: &str| format!("2026-11-27T{hms}Z");
     for (sku, decrement) in [("UNDER", "-22.501"), ("AT", "-22.5")] {
         h.record(&sale_at("0046", &format!("T{sku}"), &t("10:00:00"), sku, "25", "1.00"));
-        h.record(&movement_at("0046", &format!("M{sku}"), &t("10:01:00"), "sale", Some(&format!("T{sku}")), &[(sku, decrement)]));
+        h.record(&movement_at(
+            "0046",
+            &format!("M{sku}"),
+            &t("10:01:00"),
+            "sale",
+            Some(&format!("T{sku}")),
+            &[(sku, decrement)],
+        ));
     }
     nudge(&mut h, "0046", &t("10:30:00"));
     let fired: Vec<(String, String)> =
@@ -496,7 +517,10 @@ fn changes_after_final_send_new_revisions() {
     h.record(&day_close_at(S, "2026-11-27", &at("21:00:00"), 2, "12.00", "0"));
     nudge(&mut h, S, &at("21:20:00"));
     let id_a = alert_id("A");
-    assert_eq!(states(&h.alerts(S)), vec![(format!("{id_a}/1"), "firing".into()), (format!("{id_a}/2"), "final".into())]);
+    assert_eq!(
+        states(&h.alerts(S)),
+        vec![(format!("{id_a}/1"), "firing".into()), (format!("{id_a}/2"), "final".into())]
+    );
     // A late decrement of one unit: still over threshold, new figures.
     decrement(&mut h, "MA1", &at("21:30:00"), Some("TA"), "A", "1");
     // A receipt touches A without changing its figures.
@@ -609,7 +633,11 @@ fn replay_in_batches_of_any_size_yields_identical_alerts() {
     let reference = run_in_batches(&records, &[1]);
     let alerts: Vec<Published> = ["0042", "0043"].iter().flat_map(|store| reference.alerts(store)).collect();
     let by_state = |state: &str| alerts.iter().filter(|a| a.body["state"] == state).count();
-    assert!(by_state("firing") >= 2 && by_state("final") >= 2 && by_state("resolved") >= 1, "the scenario exercises the lifecycle: {:?}", states(&alerts));
+    assert!(
+        by_state("firing") >= 2 && by_state("final") >= 2 && by_state("resolved") >= 1,
+        "the scenario exercises the lifecycle: {:?}",
+        states(&alerts)
+    );
     for sizes in [vec![2], vec![3], vec![5], vec![7, 1, 4], vec![records.len()]] {
         let run = run_in_batches(&records, &sizes);
         for store in ["0042", "0043"] {
@@ -678,7 +706,8 @@ fn stream_of(plans: &[SalePlan]) -> Vec<Value> {
         for copy in 0..p.decrements {
             let m = p.minute + p.lag + copy;
             let delta = format!("-{}", p.qty);
-            let movement = movement_at(st, &format!("M{i}-{copy}"), &minute_time(p.store, m), "sale", Some(&id), &[(sku, &delta)]);
+            let movement =
+                movement_at(st, &format!("M{i}-{copy}"), &minute_time(p.store, m), "sale", Some(&id), &[(sku, &delta)]);
             timed.push((m, movement));
         }
         if p.voided {
@@ -688,8 +717,14 @@ fn stream_of(plans: &[SalePlan]) -> Vec<Value> {
     }
     for (store, st) in STORES.iter().enumerate() {
         timed.push((700, day_close_at(st, "2026-11-27", &minute_time(store, 700), 1, "1.00", "0")));
-        timed.push((730, movement_at(st, &format!("END-{st}"), &minute_time(store, 730), "receipt", None, &[("Z", "1")])));
-        timed.push((760, movement_at(st, &format!("LATE-{st}"), &minute_time(store, 690), "sale", None, &[("A", "-1")])));
+        timed.push((
+            730,
+            movement_at(st, &format!("END-{st}"), &minute_time(store, 730), "receipt", None, &[("Z", "1")]),
+        ));
+        timed.push((
+            760,
+            movement_at(st, &format!("LATE-{st}"), &minute_time(store, 690), "sale", None, &[("A", "-1")]),
+        ));
     }
     timed.sort_by_key(|(arrival, _)| *arrival);
     timed.into_iter().map(|(_, v)| v).collect()

@@ -55,7 +55,7 @@ fn normalize_tender(tender: &mut Tender) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Event, MovementLine, InventoryMovement, MovementReason};
+    use crate::model::{Event, InventoryMovement, MovementLine, MovementReason};
     use chrono::{DateTime, NaiveDate};
     use rust_decimal::Decimal;
     use std::str::FromStr;

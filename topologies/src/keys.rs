@@ -123,7 +123,9 @@ mod tests {
     // written by earlier versions are found, for four-digit years and beyond them.
     #[test]
     fn the_day_component_is_the_iso_date_text() {
-        for (y, m, d) in [(2026, 11, 27), (1, 1, 1), (0, 12, 31), (999, 9, 9), (9999, 12, 31), (10000, 1, 1), (-1, 6, 15)] {
+        for (y, m, d) in
+            [(2026, 11, 27), (1, 1, 1), (0, 12, 31), (999, 9, 9), (9999, 12, 31), (10000, 1, 1), (-1, 6, 15)]
+        {
             let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
             let expected = KeyWriter::new().str(&format!("{:04}-{:02}-{:02}", y, m, d)).finish();
             assert_eq!(day_component(&mut KeyWriter::new(), day).finish(), expected, "{y}-{m}-{d}");

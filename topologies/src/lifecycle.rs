@@ -62,7 +62,13 @@ impl Retail {
         Ok(())
     }
 
-    fn settle(&self, txn: &mut Overlay<'_>, step: &mut Step, day: NaiveDate, sku_name: &str) -> Result<(), TopologyError> {
+    fn settle(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        day: NaiveDate,
+        sku_name: &str,
+    ) -> Result<(), TopologyError> {
         let key = keys::sku_day(&step.store, day, sku_name);
         let Some(mut sku) = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")? else { return Ok(()) };
         let figures = self.figures(txn, step, sku_name, &sku)?;
@@ -90,7 +96,8 @@ impl Retail {
         let rows = txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&step.store, day), SKUS_PER_DAY_MAX)?;
         let thresholds = self.config().thresholds(&step.store).clone();
         for (key, value) in rows {
-            let mut sku: SkuDay = aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+            let mut sku: SkuDay = aggregates::decode(&value)
+                .map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
             let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
             let figures = self.figures(txn, step, &sku_name, &sku)?;
             let before = sku.alert.phase;
@@ -105,7 +112,8 @@ impl Retail {
         // The ERP may hold a final posting this state did not make (a rebuilt state whose book
         // was reconciled with the postings stream): then what is left is an adjustment.
         let kind = if totals.posting.final_sent { Kind::Adjustment } else { Kind::Final };
-        let posting = postings::next_posting(txn, &step.store, day, &mut totals, kind, &self.config().default_currency)?;
+        let posting =
+            postings::next_posting(txn, &step.store, day, &mut totals, kind, &self.config().default_currency)?;
         totals.finalized = true;
         txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
         if let Some(posting) = posting {
@@ -149,13 +157,26 @@ impl Retail {
         );
         let id = drift::alert_id(&step.store, day, sku_name);
         let subject = format!("{}.alerts.drift.{}", self.config().subject_prefix, step.store);
-        outputs::enqueue_value(txn, self.config().output_format, OutputKind::Alert, subject, format!("{id}/{}", revision.revision), &body)?;
+        outputs::enqueue_value(
+            txn,
+            self.config().output_format,
+            OutputKind::Alert,
+            subject,
+            format!("{id}/{}", revision.revision),
+            &body,
+        )?;
         outputs::remember_alert(txn, &step.store, day, sku_name, &body);
         *step.emitted.alerts.entry(revision.state.as_str()).or_default() += 1;
         Ok(())
     }
 
-    fn figures(&self, txn: &Overlay<'_>, step: &mut Step, sku_name: &str, sku: &SkuDay) -> Result<DriftFigures, TopologyError> {
+    fn figures(
+        &self,
+        txn: &Overlay<'_>,
+        step: &mut Step,
+        sku_name: &str,
+        sku: &SkuDay,
+    ) -> Result<DriftFigures, TopologyError> {
         let price = self.latest_price(txn, step, sku_name)?;
         Ok(DriftFigures::of(sku, price.map(|p| p.unit_price)))
     }
@@ -168,7 +189,14 @@ impl Retail {
         emitted: &mut Emitted,
     ) -> Result<(), TopologyError> {
         let subject = format!("{}.erp.postings.{store}", self.config().subject_prefix);
-        outputs::enqueue_value(txn, self.config().output_format, OutputKind::Posting, subject, posting.id.clone(), &posting.body)?;
+        outputs::enqueue_value(
+            txn,
+            self.config().output_format,
+            OutputKind::Posting,
+            subject,
+            posting.id.clone(),
+            &posting.body,
+        )?;
         *emitted.postings.entry(posting.kind.as_str()).or_default() += 1;
         Ok(())
     }

@@ -115,12 +115,23 @@ fn late_transaction_after_final_is_one_adjustment_in_its_own_day() {
 #[test]
 fn audit_reports_differences_and_missing_register_seqs() {
     let mut h = harness();
-    let sales = [("T1", "R01", 1), ("T2", "R01", 2), ("T4", "R01", 4), ("T7", "R01", 7), ("T10", "R02", 10), ("T11", "R02", 11), ("T5", "R03", 5)];
+    let sales = [
+        ("T1", "R01", 1),
+        ("T2", "R01", 2),
+        ("T4", "R01", 4),
+        ("T7", "R01", 7),
+        ("T10", "R02", 10),
+        ("T11", "R02", 11),
+        ("T5", "R03", 5),
+    ];
     for (i, (id, register, seq)) in sales.iter().enumerate() {
         let at = format!("2026-11-27T10:{:02}:00Z", i);
         assert_eq!(h.record(&tx(id, &at, register, *seq, ("A", "1", "10.00", "0.80"), "10.80")), Outcome::Accepted);
     }
-    assert_eq!(h.record(&tx("T4", "2026-11-27T10:02:00Z", "R01", 4, ("A", "1", "10.00", "0.80"), "10.80")), Outcome::Duplicate);
+    assert_eq!(
+        h.record(&tx("T4", "2026-11-27T10:02:00Z", "R01", 4, ("A", "1", "10.00", "0.80"), "10.80")),
+        Outcome::Duplicate
+    );
     h.record(&void_at(S, "V2", "2026-11-27T11:00:00Z", "T2"));
     h.tick_after(Duration::minutes(5));
     assert_eq!(h.postings(S)[0].body["audit"], Value::Null, "interim postings carry no audit");
@@ -184,7 +195,10 @@ fn changes_that_cancel_out_post_nothing_and_take_no_seq() {
     assert_eq!(postings.len(), 2);
     assert_eq!(postings[1].msg_id, "0042/2026-11-27/0002");
     assert_eq!(postings[1].body["seq"], json!(2));
-    assert_eq!(postings[1].body["lines"], json!([{"sku": "A", "qty": "2", "gross": "20.00", "discount": "0", "net": "20.00", "tax": "1.60"}]));
+    assert_eq!(
+        postings[1].body["lines"],
+        json!([{"sku": "A", "qty": "2", "gross": "20.00", "discount": "0", "net": "20.00", "tax": "1.60"}])
+    );
     assert_eq!(postings[1].body["control"], json!({"transactions": 1, "lines": 1, "net": "20.00", "tax": "1.60"}));
 }
 
@@ -253,7 +267,12 @@ fn plan() -> impl Strategy<Value = Plan> {
             day,
             minute,
             // Discount and tax are signed like the quantity (docs/wire-format.md, "POS transaction").
-            lines: lines.into_iter().map(|(sku, qty, p, disc, tax, restock)| (sku, qty, p, disc * qty.signum(), tax * qty.signum(), restock)).collect(),
+            lines: lines
+                .into_iter()
+                .map(|(sku, qty, p, disc, tax, restock)| {
+                    (sku, qty, p, disc * qty.signum(), tax * qty.signum(), restock)
+                })
+                .collect(),
             tenders,
             register,
             sent,
@@ -278,7 +297,8 @@ fn transaction(i: usize, plan: &Plan) -> Value {
                    "discount": cents(discount), "tax": cents(tax), "restock": restock})
         })
         .collect();
-    let tenders: Vec<Value> = plan.tenders.iter().map(|&(t, c)| json!({"type": TENDERS[t], "amount": cents(c)})).collect();
+    let tenders: Vec<Value> =
+        plan.tenders.iter().map(|&(t, c)| json!({"type": TENDERS[t], "amount": cents(c)})).collect();
     json!({"type": "pos.transaction", "id": format!("T{i}"), "store": S, "register": format!("R{}", plan.register),
            "seq": i + 1, "occurred_at": time_of(plan, 0), "business_day": DAYS[plan.day],
            "lines": lines, "tenders": tenders})
@@ -286,8 +306,8 @@ fn transaction(i: usize, plan: &Plan) -> Value {
 
 /// A run: the plans and the steps in arrival order.
 fn scenario() -> impl Strategy<Value = (Vec<Plan>, Vec<Step>)> {
-    (proptest::collection::vec(plan(), 1..10), proptest::collection::vec(0i64..=20, 0..10), any::<bool>()).prop_flat_map(
-        |(plans, ticks, close)| {
+    (proptest::collection::vec(plan(), 1..10), proptest::collection::vec(0i64..=20, 0..10), any::<bool>())
+        .prop_flat_map(|(plans, ticks, close)| {
             let mut steps = Vec::new();
             for (i, p) in plans.iter().enumerate() {
                 if p.sent {
@@ -305,8 +325,7 @@ fn scenario() -> impl Strategy<Value = (Vec<Plan>, Vec<Step>)> {
                 steps.push(Step::DayClose);
             }
             (Just(plans), Just(steps).prop_shuffle())
-        },
-    )
+        })
 }
 
 /// The day's totals computed straight from the plans: what every accepted, unvoided
@@ -337,7 +356,12 @@ fn model(plans: &[Plan], day: usize) -> Totals {
         t.transactions += 1;
         t.lines += p.lines.len() as i64;
         for &(sku, qty, price, discount, tax, _) in &p.lines {
-            let (qty, gross, discount, tax) = (Decimal::from(qty), Decimal::from(qty) * Decimal::new(price, 2), Decimal::new(discount, 2), Decimal::new(tax, 2));
+            let (qty, gross, discount, tax) = (
+                Decimal::from(qty),
+                Decimal::from(qty) * Decimal::new(price, 2),
+                Decimal::new(discount, 2),
+                Decimal::new(tax, 2),
+            );
             let e = t.skus.entry(SKUS[sku].to_string()).or_default();
             for (slot, v) in e.iter_mut().zip([qty, gross, discount, gross - discount, tax]) {
                 *slot += v;

@@ -154,7 +154,11 @@ const SCAN_CHUNK: usize = 4096;
 /// Calls `visit` on every aggregate under `prefix`, [`SCAN_CHUNK`] at a time: a state with tens
 /// of thousands of alerts, each a JSON body of a kilobyte or more, is not held in memory at
 /// once (the gauge recount runs every few seconds).
-fn for_each_under(store: &dyn Store, prefix: &[u8], visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), TopologyError> {
+fn for_each_under(
+    store: &dyn Store,
+    prefix: &[u8],
+    visit: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), TopologyError> {
     Ok(tally_state::visit_prefix(store, Cf::Aggregates, prefix, SCAN_CHUNK, visit)?)
 }
 
@@ -167,7 +171,9 @@ struct AlertStateOnly<'a> {
 
 /// Drift keys per (store, state) for the gauge: pending from its index, the others from the
 /// latest revision of each alert.
-pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<(String, &'static str), u64>, TopologyError> {
+pub fn drift_key_counts(
+    store: &dyn Store,
+) -> Result<std::collections::BTreeMap<(String, &'static str), u64>, TopologyError> {
     let mut counts = std::collections::BTreeMap::new();
     for_each_under(store, &crate::outputs::pending_prefix(), |key, _| {
         if let Some(id) = crate::outputs::store_of_index_key(key) {
@@ -176,7 +182,9 @@ pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<
         true
     })?;
     for_each_under(store, &crate::outputs::alerts_prefix(), |key, bytes| {
-        let (Some(id), Ok(alert)) = (crate::outputs::store_of_index_key(key), serde_json::from_slice::<AlertStateOnly>(bytes)) else {
+        let (Some(id), Ok(alert)) =
+            (crate::outputs::store_of_index_key(key), serde_json::from_slice::<AlertStateOnly>(bytes))
+        else {
             return true;
         };
         let state = match alert.state {
@@ -197,7 +205,10 @@ pub fn drift_key_counts(store: &dyn Store) -> Result<std::collections::BTreeMap<
 /// watermark lags. Every store with a clock is listed, 0 when none is overdue. Reads the store
 /// clocks (one per store), each store's timers due by `cutoff` (none while its watermark keeps
 /// up) and the totals of the days those name.
-pub fn final_postings_overdue(store: &dyn Store, cutoff: DateTime<Utc>) -> Result<BTreeMap<String, u64>, TopologyError> {
+pub fn final_postings_overdue(
+    store: &dyn Store,
+    cutoff: DateTime<Utc>,
+) -> Result<BTreeMap<String, u64>, TopologyError> {
     let mut clocks = Vec::new();
     let mut corrupt = None;
     for_each_under(store, &clock::all_clocks_prefix(), |key, bytes| {

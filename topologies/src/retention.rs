@@ -56,7 +56,11 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         let (txn, key) = txn_and_key;
         let mut reader = KeyReader::new(&key[index_prefix.len()..]);
         let (Ok(kind), Ok(id)) = (reader.tag(), reader.str()) else {
-            return Err(tally_state::StateError::Corrupt { cf: Cf::Aggregates, detail: format!("bad day index key {key:?}") }.into());
+            return Err(tally_state::StateError::Corrupt {
+                cf: Cf::Aggregates,
+                detail: format!("bad day index key {key:?}"),
+            }
+            .into());
         };
         match kind {
             k if k == Indexed::Seen as u8 => txn.delete(Cf::Dedupe, keys::seen(store, &id)),
@@ -107,7 +111,11 @@ mod tests {
     // records are matched by a pruned old day's, in every column family.
     #[test]
     fn state_size_is_flat_over_many_days() {
-        let config = TopologyConfig { retention: Duration::days(7), erp_interval: Duration::zero(), ..TopologyConfig::default() };
+        let config = TopologyConfig {
+            retention: Duration::days(7),
+            erp_interval: Duration::zero(),
+            ..TopologyConfig::default()
+        };
         let retail = Retail::new(config);
         let store = MemStore::default();
         let first = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
@@ -128,7 +136,8 @@ mod tests {
                 for (subject, record) in [("retail.pos.S1", sale), ("retail.inventory.S1", movement)] {
                     seq += 1;
                     let payload = record.to_string();
-                    let msg = InputMessage { subject, content_type: None, payload: payload.as_bytes(), stream_seq: seq };
+                    let msg =
+                        InputMessage { subject, content_type: None, payload: payload.as_bytes(), stream_seq: seq };
                     retail.apply_batch(&mut txn, &[msg], at, Tick::Skip).unwrap();
                 }
             }

@@ -63,7 +63,8 @@ impl<'de> Visitor<'de> for StoredVisitor {
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(3, &self));
         }
-        Decimal::try_new(mantissa, scale).map_err(|err| de::Error::custom(format!("decimal [{mantissa}, {scale}]: {err}")))
+        Decimal::try_new(mantissa, scale)
+            .map_err(|err| de::Error::custom(format!("decimal [{mantissa}, {scale}]: {err}")))
     }
 }
 
@@ -97,7 +98,10 @@ pub mod option {
 pub mod map {
     use super::*;
 
-    pub fn serialize<K: Serialize, S: Serializer>(value: &BTreeMap<K, Decimal>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<K: Serialize, S: Serializer>(
+        value: &BTreeMap<K, Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.collect_map(value.iter().map(|(key, amount)| (key, Stored(*amount))))
     }
 
@@ -195,7 +199,11 @@ mod tests {
     // Proves a stored pair that is not a decimal is an error, not a wrong amount.
     #[test]
     fn a_bad_pair_is_an_error() {
-        for bad in [rmpv::Value::Array(vec![1.into(), 29.into()]), rmpv::Value::Array(vec![1.into()]), rmpv::Value::Array(vec![1.into(), 2.into(), 3.into()])] {
+        for bad in [
+            rmpv::Value::Array(vec![1.into(), 29.into()]),
+            rmpv::Value::Array(vec![1.into()]),
+            rmpv::Value::Array(vec![1.into(), 2.into(), 3.into()]),
+        ] {
             let mut bytes = Vec::new();
             rmpv::encode::write_value(&mut bytes, &bad).unwrap();
             assert!(rmp_serde::from_slice::<Stored>(&bytes).is_err(), "{bad}");

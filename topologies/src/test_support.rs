@@ -129,7 +129,12 @@ impl Harness {
 
     /// The outbox in the order the publisher drains it.
     pub fn outbox(&self) -> Vec<OutboxEntry> {
-        self.store.scan_from(Cf::Outbox, &[], usize::MAX).unwrap().iter().map(|(_, v)| aggregates::decode(v).unwrap()).collect()
+        self.store
+            .scan_from(Cf::Outbox, &[], usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| aggregates::decode(v).unwrap())
+            .collect()
     }
 
     /// The outbox messages on one subject, their JSON bodies decoded, in outbox order.
@@ -192,7 +197,14 @@ pub fn void_at(store: &str, id: &str, at: &str, target: &str) -> Value {
 }
 
 /// An inventory movement at event time `at`, with an optional `ref`.
-pub fn movement_at(store: &str, id: &str, at: &str, reason: &str, reference: Option<&str>, lines: &[(&str, &str)]) -> Value {
+pub fn movement_at(
+    store: &str,
+    id: &str,
+    at: &str,
+    reason: &str,
+    reference: Option<&str>,
+    lines: &[(&str, &str)],
+) -> Value {
     let lines: Vec<Value> = lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect();
     let mut value = json!({"type": "inventory.movement", "id": id, "store": store, "occurred_at": at,
                            "business_day": local_day(at), "reason": reason, "lines": lines});

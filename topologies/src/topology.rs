@@ -231,7 +231,11 @@ impl Batch<'_, '_, '_> {
     /// Applies one message, decoding it here unless `decoded` holds its [`Retail::decode`]; a
     /// message the position already covers is skipped (`None`). Only state errors fail; bad
     /// input never does.
-    pub fn push(&mut self, msg: &InputMessage<'_>, decoded: Option<Decoded>) -> Result<Option<&Applied>, TopologyError> {
+    pub fn push(
+        &mut self,
+        msg: &InputMessage<'_>,
+        decoded: Option<Decoded>,
+    ) -> Result<Option<&Applied>, TopologyError> {
         if msg.stream_seq <= self.result.position {
             self.result.applied.push(None);
             return Ok(None);
@@ -266,9 +270,18 @@ impl Retail {
 
     /// Starts a batch over `txn` at processing time `now`, after the position `txn` reads as
     /// committed.
-    pub fn batch<'r, 't, 's>(&'r self, txn: &'t mut Overlay<'s>, now: DateTime<Utc>) -> Result<Batch<'r, 't, 's>, TopologyError> {
+    pub fn batch<'r, 't, 's>(
+        &'r self,
+        txn: &'t mut Overlay<'s>,
+        now: DateTime<Utc>,
+    ) -> Result<Batch<'r, 't, 's>, TopologyError> {
         let committed = committed_position(txn)?;
-        Ok(Batch { retail: self, txn, now, result: BatchResult { committed, position: committed, ..BatchResult::default() } })
+        Ok(Batch {
+            retail: self,
+            txn,
+            now,
+            result: BatchResult { committed, position: committed, ..BatchResult::default() },
+        })
     }
 
     /// Applies a batch of messages at processing time `now` into `txn` (see [`Batch`]): what the
@@ -310,17 +323,19 @@ impl Retail {
     /// callers ask only when they write such a line.
     pub fn identify(&self, msg: &InputMessage<'_>) -> (String, String) {
         let id = decode::record_id(msg.content_type, msg.payload, self.config.max_message_bytes);
-        let store = decode::parse_input_subject(&self.config.subject_prefix, msg.subject)
-            .map(|(_, store)| store);
-        (
-            id.unwrap_or_default(),
-            store.unwrap_or_default().to_string(),
-        )
+        let store = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(_, store)| store);
+        (id.unwrap_or_default(), store.unwrap_or_default().to_string())
     }
 
     /// Applies one decoded input message at processing time `now`: dedupe, voids, aggregates,
     /// drift, posting bookkeeping; a rejection becomes a DLQ entry in the outbox.
-    fn apply_decoded(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, decoded: Decoded, now: DateTime<Utc>) -> Result<Applied, TopologyError> {
+    fn apply_decoded(
+        &self,
+        txn: &mut Overlay<'_>,
+        msg: &InputMessage<'_>,
+        decoded: Decoded,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
         let (outcome, emitted) = match decoded.record {
             Ok((event, print)) => self.apply_event(txn, msg, event, print, now)?,
@@ -369,7 +384,8 @@ impl Retail {
         // Timers due before this record's time fire first: a key that stayed over threshold
         // for the settle time fires even if this very record brings it back under.
         self.fire_due(txn, &mut step)?;
-        let mut seen = Seen { fingerprint: print, business_day: event.business_day(), transaction: None, voided_by: None };
+        let mut seen =
+            Seen { fingerprint: print, business_day: event.business_day(), transaction: None, voided_by: None };
         let event_id = &event.id().to_string();
         match event {
             Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
@@ -389,9 +405,15 @@ impl Retail {
     }
 
     /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (docs/wire-format.md, "The dead-letter queue").
-    fn reject(&self, txn: &mut Overlay<'_>, msg: &InputMessage<'_>, rejection: &Rejection) -> Result<Outcome, TopologyError> {
+    fn reject(
+        &self,
+        txn: &mut Overlay<'_>,
+        msg: &InputMessage<'_>,
+        rejection: &Rejection,
+    ) -> Result<Outcome, TopologyError> {
         let reason = rejection.reason.as_str();
-        let content_type = msg.content_type.map(str::to_string).unwrap_or_else(|| sniff_content_type(msg.payload).into());
+        let content_type =
+            msg.content_type.map(str::to_string).unwrap_or_else(|| sniff_content_type(msg.payload).into());
         let entry = OutboxEntry {
             subject: format!("{}.dlq.{}", self.config.subject_prefix, reason),
             msg_id: format!("dlq/{}", msg.stream_seq),
@@ -435,7 +457,12 @@ impl Retail {
     }
 
     /// Applies a transaction with lines, unless a void for it arrived first; returns that void's id.
-    fn apply_transaction(&self, txn: &mut Overlay<'_>, step: &mut Step, tx: &PosTransaction) -> Result<Option<String>, TopologyError> {
+    fn apply_transaction(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        tx: &PosTransaction,
+    ) -> Result<Option<String>, TopologyError> {
         self.update_store_day(txn, step, tx.business_day, |day| day.note_seq(tx))?;
         // A voided sale's price is still the latest price seen: drift values must not depend on
         // whether the void came first.
@@ -487,7 +514,12 @@ impl Retail {
         Ok(())
     }
 
-    fn apply_movement(&self, txn: &mut Overlay<'_>, step: &mut Step, movement: &InventoryMovement) -> Result<(), TopologyError> {
+    fn apply_movement(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        movement: &InventoryMovement,
+    ) -> Result<(), TopologyError> {
         let day = movement.business_day;
         self.update_store_day(txn, step, day, |totals| totals.apply_movement(movement))?;
         for line in &movement.lines {
@@ -512,7 +544,8 @@ impl Retail {
             txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
         }
         retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
-        let Some(seen) = read::<aggregates::SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
+        let Some(seen) = read::<aggregates::SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")?
+        else {
             return Ok(());
         };
         for line in &movement.lines {
@@ -603,7 +636,12 @@ impl Retail {
     }
 
     /// The latest price of a sku in the step's store, read on first use.
-    pub(crate) fn latest_price(&self, txn: &Overlay<'_>, step: &mut Step, sku: &str) -> Result<Option<LatestPrice>, TopologyError> {
+    pub(crate) fn latest_price(
+        &self,
+        txn: &Overlay<'_>,
+        step: &mut Step,
+        sku: &str,
+    ) -> Result<Option<LatestPrice>, TopologyError> {
         if let Some(price) = step.prices.get(sku) {
             return Ok(price.clone());
         }
@@ -627,7 +665,12 @@ impl Retail {
 }
 
 /// Counters of a store-day that are not aggregates (duplicates, conflicts); no timers.
-fn update_counters(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, change: impl FnOnce(&mut StoreDay)) -> Result<(), TopologyError> {
+fn update_counters(
+    txn: &mut Overlay<'_>,
+    store: &str,
+    day: NaiveDate,
+    change: impl FnOnce(&mut StoreDay),
+) -> Result<(), TopologyError> {
     let key = keys::store_day(store, day);
     let mut totals = read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?.unwrap_or_default();
     change(&mut totals);

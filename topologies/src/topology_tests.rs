@@ -59,7 +59,10 @@ fn void_after_transaction_reverses_it() {
     };
     assert_eq!(h.pos(&void("V1", "T2")), Outcome::Accepted);
     let day = h.store_day();
-    assert_eq!((day.transactions, day.net, day.tax), (before_second.transactions, before_second.net, before_second.tax));
+    assert_eq!(
+        (day.transactions, day.net, day.tax),
+        (before_second.transactions, before_second.net, before_second.tax)
+    );
     assert_eq!(day.tenders["card"], dec("10.00"));
     assert_eq!(h.sku("A").sold_units, dec("1"));
     assert_eq!(day.registers["R01"].0, vec![(1, 2)]);
@@ -207,9 +210,14 @@ fn values_with_named_fields_from_earlier_versions_still_decode() {
     h.record(&day_close_at("0042", "2026-11-27", "2026-11-27T22:00:00-05:00", 2, "5.00", "0.00"));
     h.tick_after(chrono::Duration::minutes(10));
 
-    let store_day = h.store.get(Cf::Aggregates, &crate::keys::store_day("0042", crate::test_support::day())).unwrap().unwrap();
+    let store_day =
+        h.store.get(Cf::Aggregates, &crate::keys::store_day("0042", crate::test_support::day())).unwrap().unwrap();
     same_when_named::<StoreDay>(&store_day);
-    let sku_day = h.store.get(Cf::Aggregates, &crate::keys::sku_day("0042", crate::test_support::day(), "SKU-1")).unwrap().unwrap();
+    let sku_day = h
+        .store
+        .get(Cf::Aggregates, &crate::keys::sku_day("0042", crate::test_support::day(), "SKU-1"))
+        .unwrap()
+        .unwrap();
     same_when_named::<SkuDay>(&sku_day);
     let price = h.store.get(Cf::Aggregates, &crate::keys::price("0042", "SKU-1")).unwrap().unwrap();
     same_when_named::<LatestPrice>(&price);
@@ -221,7 +229,10 @@ fn values_with_named_fields_from_earlier_versions_still_decode() {
         // The business day alone is read from both forms too, skipping the transaction.
         let named = rmp_serde::to_vec_named(&aggregates::decode::<Seen>(&seen).unwrap()).unwrap();
         for bytes in [&seen, &named] {
-            assert_eq!(aggregates::decode::<aggregates::SeenDay>(bytes).unwrap().business_day, crate::test_support::day());
+            assert_eq!(
+                aggregates::decode::<aggregates::SeenDay>(bytes).unwrap().business_day,
+                crate::test_support::day()
+            );
         }
     }
     assert!(h.sku("SKU-1").sold_units > Decimal::ZERO, "the sku-day holds what was recorded");

@@ -70,10 +70,7 @@ pub(super) fn build_lines(
                 None
             };
             let (sku, return_of) = match from {
-                Some(r) if !r.skus.is_empty() => (
-                    r.skus[rng.random_range(0..r.skus.len())],
-                    Some(r.id.clone()),
-                ),
+                Some(r) if !r.skus.is_empty() => (r.skus[rng.random_range(0..r.skus.len())], Some(r.id.clone())),
                 _ => (catalog.sample(rng), None),
             };
             let qty = if rng.random_bool(0.1) { -2 } else { -1 };
@@ -102,15 +99,7 @@ pub(super) fn build_lines(
             } else {
                 Decimal::ZERO
             };
-            Line {
-                sku,
-                qty,
-                unit_price,
-                discount,
-                tax: Decimal::ZERO,
-                restock: true,
-                return_of: None,
-            }
+            Line { sku, qty, unit_price, discount, tax: Decimal::ZERO, restock: true, return_of: None }
         };
         lines.push(line);
     }
@@ -207,10 +196,7 @@ pub(super) fn transaction_json(
         })
         .collect();
     m.insert("lines".into(), lines.into());
-    let tenders: Vec<Value> = tenders
-        .iter()
-        .map(|(t, a)| json!({"type": t, "amount": money(*a)}))
-        .collect();
+    let tenders: Vec<Value> = tenders.iter().map(|(t, a)| json!({"type": t, "amount": money(*a)})).collect();
     m.insert("tenders".into(), tenders.into());
     if explicit_null_voids {
         m.insert("voids".into(), Value::Null);
@@ -240,19 +226,14 @@ pub(super) fn movement_json(
     if let Some(r) = reference {
         m.insert("ref".into(), r.into());
     }
-    let lines: Vec<Value> = lines
-        .iter()
-        .map(|(sku, q)| json!({"sku": catalog.skus[*sku], "qty": units(*q, s.qty_as_number)}))
-        .collect();
+    let lines: Vec<Value> =
+        lines.iter().map(|(sku, q)| json!({"sku": catalog.skus[*sku], "qty": units(*q, s.qty_as_number)})).collect();
     m.insert("lines".into(), lines.into());
     Value::Object(m)
 }
 
 /// A movement the POS did not cause: receipts, shrink, damage, counts, transfers, adjustments.
-pub(super) fn unrelated_movement(
-    rng: &mut SmallRng,
-    catalog: &Catalog,
-) -> (&'static str, BTreeMap<usize, i64>) {
+pub(super) fn unrelated_movement(rng: &mut SmallRng, catalog: &Catalog) -> (&'static str, BTreeMap<usize, i64>) {
     let (reason, skus, lo, hi, signed) = match rng.random::<f64>() {
         x if x < 0.30 => ("receipt", 4, 12, 144, false),
         x if x < 0.40 => ("transfer_in", 3, 1, 24, false),
@@ -265,11 +246,7 @@ pub(super) fn unrelated_movement(
     let mut lines = BTreeMap::new();
     for _ in 0..rng.random_range(1..=skus) {
         let q: i64 = rng.random_range(lo..=hi);
-        let q = if signed && rng.random_bool(0.5) {
-            -q
-        } else {
-            q
-        };
+        let q = if signed && rng.random_bool(0.5) { -q } else { q };
         *lines.entry(catalog.sample(rng)).or_insert(0) += q;
     }
     lines.retain(|_, q| *q != 0);

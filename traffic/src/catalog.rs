@@ -115,20 +115,14 @@ impl Catalog {
             total += 1.0 / ((i + 1) as f64).powf(ZIPF_S);
             cumulative.push(total);
         }
-        Catalog {
-            skus,
-            prices,
-            cumulative,
-        }
+        Catalog { skus, prices, cumulative }
     }
 
     /// A SKU index drawn by popularity (index 0 is the best seller).
     pub fn sample(&self, rng: &mut SmallRng) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(0.0);
         let x = rng.random::<f64>() * total;
-        self.cumulative
-            .partition_point(|&c| c <= x)
-            .min(self.skus.len() - 1)
+        self.cumulative.partition_point(|&c| c <= x).min(self.skus.len() - 1)
     }
 }
 
@@ -147,8 +141,7 @@ pub(super) fn traffic_weight(tz: Tz, at: DateTime<Utc>) -> f64 {
         _ => 0.5,
     };
     let date = local.date_naive();
-    let black_friday =
-        date.month() == 11 && date.weekday() == Weekday::Fri && (23..=29).contains(&date.day());
+    let black_friday = date.month() == 11 && date.weekday() == Weekday::Fri && (23..=29).contains(&date.day());
     let day = match date.weekday() {
         _ if black_friday => 3.0,
         Weekday::Sat => 1.6,

@@ -47,10 +47,7 @@ impl DayTotals {
 
     /// Totals as the POS knows them at `close`: voids that happened by then are applied.
     fn as_of(&self, close: DateTime<Utc>) -> DayTotals {
-        let mut out = DayTotals {
-            voids: Vec::new(),
-            ..self.clone()
-        };
+        let mut out = DayTotals { voids: Vec::new(), ..self.clone() };
         for (at, t) in self.voids.iter().filter(|(at, _)| *at <= close) {
             debug_assert!(*at <= close);
             out.transactions -= 1;
@@ -114,12 +111,7 @@ pub(super) fn day_close_message(
     });
     let msgpack = unit(h ^ 0xC105E) < opts.msgpack_share;
     let (content_type, payload) = encode(&value, msgpack);
-    WireMessage {
-        subject: format!("{}.pos.{}", opts.subject_prefix, store.id),
-        content_type,
-        payload,
-        due: at,
-    }
+    WireMessage { subject: format!("{}.pos.{}", opts.subject_prefix, store.id), content_type, payload, due: at }
 }
 
 fn day_key(day: NaiveDate) -> u64 {

@@ -105,43 +105,26 @@ impl Launch {
     pub fn start(self) -> Result<LocalNats, LaunchError> {
         let home = match self.dir {
             Some(dir) => {
-                std::fs::create_dir_all(&dir).map_err(|source| LaunchError::Files {
-                    path: dir.clone(),
-                    source,
-                })?;
+                std::fs::create_dir_all(&dir).map_err(|source| LaunchError::Files { path: dir.clone(), source })?;
                 Home::Given(dir)
             }
             None => {
                 let temp = tempfile::Builder::new().prefix("tally-nats-").tempdir();
-                Home::Temp(temp.map_err(|source| LaunchError::Files {
-                    path: std::env::temp_dir(),
-                    source,
-                })?)
+                Home::Temp(temp.map_err(|source| LaunchError::Files { path: std::env::temp_dir(), source })?)
             }
         };
         let dir = home.path().to_path_buf();
         for (name, contents) in &self.files {
             let path = dir.join(name);
-            std::fs::write(&path, contents)
-                .map_err(|source| LaunchError::Files { path, source })?;
+            std::fs::write(&path, contents).map_err(|source| LaunchError::Files { path, source })?;
         }
-        let config = self
-            .config
-            .map(|extra| extra.replace("{dir}", &dir.display().to_string()));
-        let preferred = self
-            .port
-            .filter(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok());
+        let config = self.config.map(|extra| extra.replace("{dir}", &dir.display().to_string()));
+        let preferred = self.port.filter(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok());
         let port = match preferred {
             Some(port) => port,
             None => free_port().map_err(LaunchError::Port)?,
         };
-        let mut server = LocalNats {
-            port,
-            home,
-            config,
-            own_group: self.own_group,
-            child: None,
-        };
+        let mut server = LocalNats { port, home, config, own_group: self.own_group, child: None };
         server.spawn()?;
         Ok(server)
     }
@@ -243,15 +226,8 @@ impl LocalNats {
     fn spawn(&mut self) -> Result<(), LaunchError> {
         let binary = std::env::var_os("NATS_SERVER_BIN").unwrap_or_else(|| "nats-server".into());
         let log_path = self.log_path();
-        let files = |source| LaunchError::Files {
-            path: log_path.clone(),
-            source,
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(files)?;
+        let files = |source| LaunchError::Files { path: log_path.clone(), source };
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(files)?;
         let log_err = log.try_clone().map_err(files)?;
         let mut command = Command::new(&binary);
         match &self.config {
@@ -269,29 +245,17 @@ impl LocalNats {
                     self.store_dir().display().to_string()
                 );
                 let path = self.dir().join("nats-server.conf");
-                std::fs::write(&path, text).map_err(|source| LaunchError::Files {
-                    path: path.clone(),
-                    source,
-                })?;
+                std::fs::write(&path, text).map_err(|source| LaunchError::Files { path: path.clone(), source })?;
                 command.arg("-c").arg(path);
             }
         }
         if self.own_group {
             command.process_group(0);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => LaunchError::NotFound {
-                    binary: binary.clone(),
-                },
-                _ => LaunchError::Spawn {
-                    binary: binary.clone(),
-                    source,
-                },
+        let child =
+            command.stdin(Stdio::null()).stdout(log).stderr(log_err).spawn().map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => LaunchError::NotFound { binary: binary.clone() },
+                _ => LaunchError::Spawn { binary: binary.clone(), source },
             })?;
         self.child = Some(child);
         self.wait_ready()
@@ -304,10 +268,7 @@ impl LocalNats {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(LaunchError::Exited {
-                        status,
-                        log: self.log_tail(LOG_TAIL_LINES),
-                    });
+                    return Err(LaunchError::Exited { status, log: self.log_tail(LOG_TAIL_LINES) });
                 }
             }
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -319,10 +280,7 @@ impl LocalNats {
             }
             if Instant::now() >= deadline {
                 self.stop();
-                return Err(LaunchError::NotReady {
-                    port: self.port,
-                    log: self.log_tail(LOG_TAIL_LINES),
-                });
+                return Err(LaunchError::NotReady { port: self.port, log: self.log_tail(LOG_TAIL_LINES) });
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 /// A TCP port on 127.0.0.1 that was free a moment ago. The OS hands out ephemeral ports in
 /// rotation, so two callers asking at the same time get different ones.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps. The exit status, or `None` when the

@@ -55,12 +55,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            rate: 100.0,
-            duration: None,
-            count: None,
-            speedup: 1.0,
-        }
+        RunOptions { rate: 100.0, duration: None, count: None, speedup: 1.0 }
     }
 }
 
@@ -83,10 +78,7 @@ impl Window<'_> {
             .js
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.into())
             .await
-            .map_err(|source| RunError::Publish {
-                subject: msg.subject.clone(),
-                source,
-            })?;
+            .map_err(|source| RunError::Publish { subject: msg.subject.clone(), source })?;
         self.pending.push_back(ack.into_future());
         Ok(())
     }
@@ -157,11 +149,7 @@ pub async fn run(
     let started = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut window = Window {
-        js,
-        pending: VecDeque::new(),
-        acked: 0,
-    };
+    let mut window = Window { js, pending: VecDeque::new(), acked: 0 };
     let mut generated: u64 = 0;
     let mut last_progress = started;
     tokio::pin!(shutdown);
@@ -185,9 +173,7 @@ pub async fn run(
             generated += 1;
         }
         // Lagged messages fall due between baskets too (and on their own at a low rate).
-        window
-            .send_all(traffic.due(base + event_offset(elapsed.as_secs_f64() * run.speedup)))
-            .await?;
+        window.send_all(traffic.due(base + event_offset(elapsed.as_secs_f64() * run.speedup))).await?;
         window.reap()?;
         traffic.note_published(window.take_acked());
         if last_progress.elapsed() >= PROGRESS_EVERY {

@@ -11,18 +11,11 @@ use serde_json::Value;
 use super::*;
 
 fn start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).single().unwrap_or_default()
 }
 
 fn opts(seed: u64) -> GenOptions {
-    GenOptions {
-        stores: 12,
-        skus_per_store: 500,
-        seed,
-        ..GenOptions::default()
-    }
+    GenOptions { stores: 12, skus_per_store: 500, seed, ..GenOptions::default() }
 }
 
 /// Runs `baskets` baskets `step_secs` apart and returns every message in publish order.
@@ -69,11 +62,7 @@ fn classify(m: &WireMessage) -> Result<Value, &'static str> {
     };
     assert!(kinds.contains(&s(&v, "type")));
     let token = m.subject.rsplit('.').next().unwrap_or("");
-    assert_eq!(
-        m.subject,
-        format!("retail.{topic}.{token}"),
-        "record on the wrong subject"
-    );
+    assert_eq!(m.subject, format!("retail.{topic}.{token}"), "record on the wrong subject");
     if s(&v, "store") != token {
         return Err("store_mismatch");
     }
@@ -93,22 +82,9 @@ fn classify(m: &WireMessage) -> Result<Value, &'static str> {
         "pos.transaction" => assert!(!lines.is_empty() || v["voids"].is_string()),
         "inventory.movement" => {
             assert!(!lines.is_empty());
-            let reasons = [
-                "sale",
-                "return",
-                "adjustment",
-                "shrink",
-                "damage",
-                "count",
-                "receipt",
-                "transfer_in",
-                "transfer_out",
-            ];
-            assert!(
-                reasons.contains(&s(&v, "reason")),
-                "reason {}",
-                s(&v, "reason")
-            );
+            let reasons =
+                ["sale", "return", "adjustment", "shrink", "damage", "count", "receipt", "transfer_in", "transfer_out"];
+            assert!(reasons.contains(&s(&v, "reason")), "reason {}", s(&v, "reason"));
         }
         _ => assert!(dec(&v["net_sales"]).is_some() && dec(&v["tax"]).is_some()),
     }
@@ -147,12 +123,7 @@ fn tenders_sum_to_net_plus_tax() {
             due += q.unwrap_or_default() * p.unwrap_or_default() - disc + t.unwrap_or_default();
             assert_eq!(p.map(|p| p.scale()), Some(2));
         }
-        let paid: Decimal = v["tenders"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| dec(&t["amount"]))
-            .sum();
+        let paid: Decimal = v["tenders"].as_array().into_iter().flatten().filter_map(|t| dec(&t["amount"])).sum();
         assert_eq!(paid, due, "transaction {}", s(v, "id"));
         checked += 1;
     }
@@ -162,12 +133,7 @@ fn tenders_sum_to_net_plus_tax() {
 #[test]
 fn valid_payloads_have_the_contracts_fields() {
     // Proves every message not counted as malformed decodes with the required fields and sane values.
-    let o = GenOptions {
-        malformed_share: 0.0,
-        void_share: 0.05,
-        return_share: 0.2,
-        ..opts(2)
-    };
+    let o = GenOptions { malformed_share: 0.0, void_share: 0.05, return_share: 0.2, ..opts(2) };
     let (msgs, t) = generate(o, 2000, 2);
     let (mut returns, mut not_restocked, mut return_of, mut voids) = (0, 0, 0, 0);
     let mut seen = HashSet::new();
@@ -177,10 +143,7 @@ fn valid_payloads_have_the_contracts_fields() {
             continue; // A duplicate re-send of a record already counted.
         }
         let offset = &s(&v, "occurred_at")[19..];
-        assert!(
-            offset.starts_with('+') || offset.starts_with('-'),
-            "offset in {offset}"
-        );
+        assert!(offset.starts_with('+') || offset.starts_with('-'), "offset in {offset}");
         if s(&v, "voids").starts_with('0') {
             voids += 1;
         }
@@ -202,13 +165,7 @@ fn valid_payloads_have_the_contracts_fields() {
 fn clean_sales_get_exactly_matching_decrements() {
     // Proves Σ sale-movement qty per sku = −sold units for every sale without injected drift,
     // that drift is exactly a missing or doubled decrement, and that a void puts stock back.
-    let o = GenOptions {
-        drift_share: 0.1,
-        void_share: 0.05,
-        duplicate_share: 0.05,
-        malformed_share: 0.01,
-        ..opts(3)
-    };
+    let o = GenOptions { drift_share: 0.1, void_share: 0.05, duplicate_share: 0.05, malformed_share: 0.01, ..opts(3) };
     let (msgs, t) = generate(o, 3000, 2);
     let records = valid(&msgs);
     let mut sold: HashMap<String, BTreeMap<String, Decimal>> = HashMap::new();
@@ -241,26 +198,17 @@ fn clean_sales_get_exactly_matching_decrements() {
     for (id, units) in sold.iter().filter(|(_, u)| !u.is_empty()) {
         let got = moved.get(id).cloned().unwrap_or_default();
         let scaled = |k: i64| -> BTreeMap<String, Decimal> {
-            units
-                .iter()
-                .map(|(sku, q)| (sku.clone(), -*q * Decimal::from(k)))
-                .collect()
+            units.iter().map(|(sku, q)| (sku.clone(), -*q * Decimal::from(k))).collect()
         };
         let zero = |m: &BTreeMap<String, Decimal>| m.values().all(Decimal::is_zero);
         if voided.contains(id) {
             assert!(zero(&got), "voided {id} keeps stock moved: {got:?}");
         } else if got != scaled(1) {
-            assert!(
-                zero(&got) || got == scaled(2),
-                "{id}: sold {units:?}, moved {got:?}"
-            );
+            assert!(zero(&got) || got == scaled(2), "{id}: sold {units:?}, moved {got:?}");
             drifted += 1;
         }
     }
-    assert!(
-        moved.keys().all(|r| sold.contains_key(r)),
-        "a movement refs an unknown sale"
-    );
+    assert!(moved.keys().all(|r| sold.contains_key(r)), "a movement refs an unknown sale");
     assert_eq!(drifted, t.stats().drift_injected);
     assert!(drifted > 100 && t.stats().duplicates > 50 && !voided.is_empty());
 }
@@ -268,26 +216,17 @@ fn clean_sales_get_exactly_matching_decrements() {
 #[test]
 fn register_seqs_increase_without_gaps() {
     // Proves seqs per (store, register, business day) run 1, 2, 3, … and match the id, across days.
-    let o = GenOptions {
-        malformed_share: 0.0,
-        stores: 3,
-        ..opts(4)
-    };
+    let o = GenOptions { malformed_share: 0.0, stores: 3, ..opts(4) };
     let (msgs, _) = generate(o, 3000, 60);
     let mut last: HashMap<(String, String, String), u64> = HashMap::new();
     let (mut days, mut seen) = (HashSet::new(), HashSet::new());
     let records = valid(&msgs);
-    for v in records
-        .iter()
-        .filter(|v| is_sale_txn(v) && seen.insert(s(v, "id")))
-    {
+    for v in records.iter().filter(|v| is_sale_txn(v) && seen.insert(s(v, "id"))) {
         let seq = v["seq"].as_u64().unwrap_or(0);
         let (store, reg, day) = (s(v, "store"), s(v, "register"), s(v, "business_day"));
         let id = format!("{store}-{reg}-{}-{seq:06}", day.replace('-', ""));
         assert_eq!(s(v, "id"), id);
-        let prev = last
-            .insert((store.into(), reg.into(), day.into()), seq)
-            .unwrap_or(0);
+        let prev = last.insert((store.into(), reg.into(), day.into()), seq).unwrap_or(0);
         assert_eq!(seq, prev + 1, "gap or repeat at {id}");
         days.insert(day.to_string());
     }
@@ -297,10 +236,7 @@ fn register_seqs_increase_without_gaps() {
 #[test]
 fn malformed_share_is_respected_and_each_is_rejectable() {
     // Proves about malformed_share of messages are malformed, each for the DLQ reason counted.
-    let o = GenOptions {
-        malformed_share: 0.01,
-        ..opts(5)
-    };
+    let o = GenOptions { malformed_share: 0.01, ..opts(5) };
     let (msgs, t) = generate(o, 10_000, 1);
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     for m in &msgs {
@@ -319,19 +255,14 @@ fn malformed_share_is_respected_and_each_is_rejectable() {
 #[test]
 fn msgpack_share_gives_decodable_maps() {
     // Proves about msgpack_share of messages are MessagePack maps with string keys only.
-    let o = GenOptions {
-        malformed_share: 0.0,
-        ..opts(6)
-    };
+    let o = GenOptions { malformed_share: 0.0, ..opts(6) };
     let (msgs, _) = generate(o, 3000, 2);
     let packed: Vec<_> = msgs.iter().filter(|m| m.is_msgpack()).collect();
     let share = packed.len() as f64 / msgs.len() as f64;
     assert!((0.27..0.33).contains(&share), "msgpack share {share}");
     for m in packed {
         let v = rmpv::decode::read_value(&mut m.payload.as_slice());
-        let Ok(rmpv::Value::Map(entries)) = v else {
-            panic!("not a map: {v:?}")
-        };
+        let Ok(rmpv::Value::Map(entries)) = v else { panic!("not a map: {v:?}") };
         assert!(entries.iter().all(|(k, _)| k.is_str()));
     }
 }
@@ -341,76 +272,38 @@ fn day_close_matches_the_days_transactions() {
     // Proves each store's day close reports exactly its day's valid transactions minus those
     // voided before the close, is emitted by `due` after local midnight, and that error
     // injection shifts it by a small over/short.
-    let o = GenOptions {
-        stores: 4,
-        void_share: 0.05,
-        malformed_share: 0.01,
-        ..opts(9)
-    };
+    let o = GenOptions { stores: 4, void_share: 0.05, malformed_share: 0.01, ..opts(9) };
     let (msgs, t) = generate(o.clone(), 2000, 60);
     let records = valid(&msgs);
     let time = |v: &Value| DateTime::parse_from_rfc3339(s(v, "occurred_at")).ok();
-    let voided_at: HashMap<&str, _> = records
-        .iter()
-        .filter(|v| v["voids"].is_string())
-        .map(|v| (s(v, "voids"), time(v)))
-        .collect();
+    let voided_at: HashMap<&str, _> =
+        records.iter().filter(|v| v["voids"].is_string()).map(|v| (s(v, "voids"), time(v))).collect();
     let mut seen = HashSet::new();
-    let txns: Vec<&Value> = records
-        .iter()
-        .filter(|v| is_sale_txn(v) && seen.insert(s(v, "id")))
-        .collect();
-    let closes: Vec<_> = records
-        .iter()
-        .filter(|v| s(v, "type") == "pos.day_close")
-        .collect();
+    let txns: Vec<&Value> = records.iter().filter(|v| is_sale_txn(v) && seen.insert(s(v, "id"))).collect();
+    let closes: Vec<_> = records.iter().filter(|v| s(v, "type") == "pos.day_close").collect();
     assert_eq!(closes.len() as u64, t.stats().day_closes);
-    assert!(
-        closes.len() >= 4,
-        "a day ends for every store within the run"
-    );
+    assert!(closes.len() >= 4, "a day ends for every store within the run");
     for c in &closes {
         let (mut n, mut net, mut tax) = (0, Decimal::ZERO, Decimal::ZERO);
-        let of_day = txns.iter().filter(|v| {
-            s(v, "store") == s(c, "store") && s(v, "business_day") == s(c, "business_day")
-        });
+        let of_day =
+            txns.iter().filter(|v| s(v, "store") == s(c, "store") && s(v, "business_day") == s(c, "business_day"));
         for v in of_day.filter(|v| voided_at.get(s(v, "id")).is_none_or(|at| *at > time(c))) {
             n += 1;
             for l in v["lines"].as_array().into_iter().flatten() {
-                let (q, p) = (
-                    dec(&l["qty"]).unwrap_or_default(),
-                    dec(&l["unit_price"]).unwrap_or_default(),
-                );
+                let (q, p) = (dec(&l["qty"]).unwrap_or_default(), dec(&l["unit_price"]).unwrap_or_default());
                 net += q * p - l.get("discount").and_then(dec).unwrap_or_default();
                 tax += dec(&l["tax"]).unwrap_or_default();
             }
         }
         assert_eq!(c["transaction_count"].as_i64(), Some(n), "{}", s(c, "id"));
-        assert_eq!(
-            (dec(&c["net_sales"]), dec(&c["tax"])),
-            (Some(net), Some(tax)),
-            "{}",
-            s(c, "id")
-        );
+        assert_eq!((dec(&c["net_sales"]), dec(&c["tax"])), (Some(net), Some(tax)), "{}", s(c, "id"));
     }
     let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap_or_default();
-    let skewed = generate(
-        GenOptions {
-            day_close_error_share: 1.0,
-            ..o
-        },
-        2000,
-        60,
-    )
-    .1;
+    let skewed = generate(GenOptions { day_close_error_share: 1.0, ..o }, 2000, 60).1;
     assert_eq!(t.day_closes(day).len(), 4);
     for (a, b) in t.day_closes(day).iter().zip(&skewed.day_closes(day)) {
         let (a, b) = (decode(a).unwrap_or_default(), decode(b).unwrap_or_default());
-        let diff =
-            dec(&a["net_sales"]).unwrap_or_default() - dec(&b["net_sales"]).unwrap_or_default();
-        assert!(
-            !diff.is_zero() && diff.abs() <= Decimal::new(2000, 2),
-            "over/short {diff}"
-        );
+        let diff = dec(&a["net_sales"]).unwrap_or_default() - dec(&b["net_sales"]).unwrap_or_default();
+        assert!(!diff.is_zero() && diff.abs() <= Decimal::new(2000, 2), "over/short {diff}");
     }
 }

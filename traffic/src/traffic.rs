@@ -114,10 +114,7 @@ impl Traffic {
         let s = self.pick_store(at);
         let mut out = Vec::with_capacity(2);
         out.push(self.transaction(s, at));
-        if self
-            .rng
-            .random_bool(self.opts.other_movement_share.clamp(0.0, 1.0))
-        {
+        if self.rng.random_bool(self.opts.other_movement_share.clamp(0.0, 1.0)) {
             let (reason, lines) = basket::unrelated_movement(&mut self.rng, &self.catalog);
             let day = at.with_timezone(&self.stores[s].profile.tz).date_naive();
             let malformed = self.take_malformed();
@@ -131,9 +128,7 @@ impl Traffic {
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<WireMessage> {
         self.now = self.now.max(now);
         let later = self.queue.split_off(&(now, u64::MAX));
-        let mut out: Vec<WireMessage> = std::mem::replace(&mut self.queue, later)
-            .into_values()
-            .collect();
+        let mut out: Vec<WireMessage> = std::mem::replace(&mut self.queue, later).into_values().collect();
         if self.opts.emit_day_closes && self.next_close <= now {
             for i in 0..self.stores.len() {
                 while close_instant(&self.stores[i].profile, self.stores[i].close_day) <= now {
@@ -159,26 +154,15 @@ impl Traffic {
     /// The `pos.day_close` of every store for `day` with the POS's totals of the baskets
     /// generated for that store-day (voids applied when they happened before the close).
     pub fn day_closes(&self, day: NaiveDate) -> Vec<WireMessage> {
-        (0..self.stores.len())
-            .map(|i| self.close_of(i, day))
-            .collect()
+        (0..self.stores.len()).map(|i| self.close_of(i, day)).collect()
     }
 
     fn close_of(&self, i: usize, day: NaiveDate) -> WireMessage {
-        day_close_message(
-            &self.opts,
-            i,
-            &self.stores[i].profile,
-            day,
-            self.days.get(&(i, day)),
-        )
+        day_close_message(&self.opts, i, &self.stores[i].profile, day, self.days.get(&(i, day)))
     }
 
     fn earliest_close(&self) -> DateTime<Utc> {
-        let closes = self
-            .stores
-            .iter()
-            .map(|s| close_instant(&s.profile, s.close_day));
+        let closes = self.stores.iter().map(|s| close_instant(&s.profile, s.close_day));
         closes.min().unwrap_or(self.now)
     }
 
@@ -199,10 +183,7 @@ impl Traffic {
         }
         let total = self.picker.1.last().copied().unwrap_or(0.0);
         let x = self.rng.random::<f64>() * total;
-        self.picker
-            .1
-            .partition_point(|&c| c <= x)
-            .min(self.stores.len() - 1)
+        self.picker.1.partition_point(|&c| c <= x).min(self.stores.len() - 1)
     }
 
     /// Whether the next eligible message is to be malformed. A credit grows by the share with
@@ -236,40 +217,19 @@ impl Traffic {
     }
 
     /// Encodes a record for store `s` on `P.<topic>.<store>`, malformed when asked.
-    fn wire(
-        &mut self,
-        s: usize,
-        topic: &str,
-        at: DateTime<Utc>,
-        value: Value,
-        malformed: bool,
-    ) -> WireMessage {
-        let msgpack = self
-            .rng
-            .random_bool(self.opts.msgpack_share.clamp(0.0, 1.0));
+    fn wire(&mut self, s: usize, topic: &str, at: DateTime<Utc>, value: Value, malformed: bool) -> WireMessage {
+        let msgpack = self.rng.random_bool(self.opts.msgpack_share.clamp(0.0, 1.0));
         let (content_type, payload) = if malformed {
             let kind = Malformed::pick(&mut self.rng);
             self.stats.malformed += 1;
-            *self
-                .stats
-                .malformed_by_reason
-                .entry(kind.reason())
-                .or_default() += 1;
+            *self.stats.malformed_by_reason.entry(kind.reason()).or_default() += 1;
             let other = store_id(if s == 0 { 1 } else { s - 1 });
             encode_malformed(value, kind, msgpack, &other, &mut self.rng)
         } else {
             encode(&value, msgpack)
         };
-        let subject = format!(
-            "{}.{}.{}",
-            self.opts.subject_prefix, topic, self.stores[s].profile.id
-        );
-        let msg = WireMessage {
-            subject,
-            content_type,
-            payload,
-            due: at,
-        };
+        let subject = format!("{}.{}.{}", self.opts.subject_prefix, topic, self.stores[s].profile.id);
+        let msg = WireMessage { subject, content_type, payload, due: at };
         self.count(&msg);
         msg
     }

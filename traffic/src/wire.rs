@@ -45,8 +45,7 @@ pub(super) fn units(q: i64, as_number: bool) -> Value {
 
 /// RFC 3339 with the store's local offset, e.g. "2026-11-27T10:15:03-05:00".
 pub(super) fn local_time(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .to_rfc3339_opts(SecondsFormat::Secs, false)
+    at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 /// Serializes a record as a JSON object or a MessagePack map with string keys.
@@ -119,31 +118,16 @@ pub(super) fn encode_malformed(
         Malformed::Decimal => {
             let bad = choose(rng, &["12,50", "1.2.3", "19.99 USD", "NaN", ""]);
             if let Some(line) = value.get_mut("lines").and_then(|l| l.get_mut(0)) {
-                let field = if line.get("unit_price").is_some() {
-                    "unit_price"
-                } else {
-                    "qty"
-                };
+                let field = if line.get("unit_price").is_some() { "unit_price" } else { "qty" };
                 line[field] = Value::from(bad);
             }
         }
         Malformed::Timestamp => {
-            let bad = choose(
-                rng,
-                &[
-                    "2026-11-27 10:15:03",
-                    "27/11/2026 10:15",
-                    "2026-13-45T10:00:00Z",
-                    "yesterday",
-                ],
-            );
+            let bad = choose(rng, &["2026-11-27 10:15:03", "27/11/2026 10:15", "2026-13-45T10:00:00Z", "yesterday"]);
             value["occurred_at"] = Value::from(bad);
         }
         Malformed::UnknownType => {
-            let bad = choose(
-                rng,
-                &["pos.refund", "pos.transaction.v2", "inventory.snapshot"],
-            );
+            let bad = choose(rng, &["pos.refund", "pos.transaction.v2", "inventory.snapshot"]);
             value["type"] = Value::from(bad);
         }
         Malformed::StoreMismatch => value["store"] = Value::from(other_store),

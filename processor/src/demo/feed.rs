@@ -63,13 +63,9 @@ pub struct Control {
 }
 
 /// An output payload in either output format (`output.format`), told apart by `Content-Type`.
-pub fn decode<T: DeserializeOwned>(
-    headers: Option<&async_nats::HeaderMap>,
-    payload: &[u8],
-) -> Option<T> {
-    let msgpack = headers
-        .and_then(|h| h.get("Content-Type"))
-        .is_some_and(|value| value.as_str() == "application/msgpack");
+pub fn decode<T: DeserializeOwned>(headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Option<T> {
+    let msgpack =
+        headers.and_then(|h| h.get("Content-Type")).is_some_and(|value| value.as_str() == "application/msgpack");
     if msgpack {
         rmp_serde::from_slice(payload).ok()
     } else {
@@ -80,10 +76,7 @@ pub fn decode<T: DeserializeOwned>(
 impl Feed {
     /// Subscribes to the alert, posting and DLQ subjects under `prefix`; the tasks end when
     /// the client closes.
-    pub async fn start(
-        client: &async_nats::Client,
-        prefix: &str,
-    ) -> Result<Feed, async_nats::SubscribeError> {
+    pub async fn start(client: &async_nats::Client, prefix: &str) -> Result<Feed, async_nats::SubscribeError> {
         let feed = Feed::default();
         for (subject, kind) in [
             (format!("{prefix}.alerts.drift.>"), Kind::Alert),
@@ -102,15 +95,8 @@ impl Feed {
     }
 
     fn note(&self, kind: Kind, message: &async_nats::Message) {
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_string());
-        let mut seen = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_string());
+        let mut seen = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(id) = id {
             if !seen.ids.insert(format!("{kind:?}/{id}")) {
                 return;
@@ -129,19 +115,11 @@ impl Feed {
                 let Some(posting) = decode::<Posting>(headers, &message.payload) else {
                     return;
                 };
-                *seen
-                    .postings_by_kind
-                    .entry(posting.kind.clone())
-                    .or_default() += 1;
+                *seen.postings_by_kind.entry(posting.kind.clone()).or_default() += 1;
                 push(&mut seen.postings, posting_line(posting));
             }
             Kind::DeadLetter => {
-                let reason = message
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
+                let reason = message.subject.rsplit('.').next().unwrap_or_default().to_string();
                 *seen.dead_letters_by_reason.entry(reason).or_default() += 1;
             }
         }
@@ -149,10 +127,7 @@ impl Feed {
 
     /// Copies what was seen into `snapshot`.
     pub fn fill(&self, snapshot: &mut Snapshot) {
-        let seen = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seen = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         snapshot.alerts = seen.alerts.iter().cloned().collect();
         snapshot.postings = seen.postings.iter().cloned().collect();
         snapshot.alerts_by_state = seen.alerts_by_state.clone();
@@ -189,10 +164,5 @@ fn alert_line(a: Alert) -> AlertLine {
 }
 
 fn posting_line(p: Posting) -> PostingLine {
-    PostingLine {
-        id: p.id,
-        kind: p.kind,
-        transactions: p.control.transactions,
-        net: p.control.net,
-    }
+    PostingLine { id: p.id, kind: p.kind, transactions: p.control.transactions, net: p.control.net }
 }

@@ -78,21 +78,14 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         None => {
             // In its own process group, so the ctrl-c that stops the demo does not take the
             // server away before the processor has stopped and the summary is read.
-            let server = LocalNats::launch()
-                .dir(&temp.path().join("nats"))
-                .prefer_port(4222)
-                .own_process_group()
-                .start();
+            let server =
+                LocalNats::launch().dir(&temp.path().join("nats")).prefer_port(4222).own_process_group().start();
             let server = server.context("starting a local nats-server (or pass --nats-url)")?;
             (server.url(), Some(server))
         }
     };
     let config = demo_config(&args, &nats_url, temp.path())?;
-    eprintln!(
-        "demo: NATS {nats_url}, state {}, HTTP http://{}",
-        config.state.path.display(),
-        config.http.listen
-    );
+    eprintln!("demo: NATS {nats_url}, state {}, HTTP http://{}", config.state.path.display(), config.http.listen);
     app::setup(&config).await?;
 
     let metrics = telemetry::install()?;
@@ -108,11 +101,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let (generator, progress) = spawn_generator(&js, &args.traffic, run_options, &shutdown);
 
     let terminal = std::io::stdout().is_terminal();
-    let refresh = Duration::from_secs(
-        args.refresh_secs
-            .unwrap_or(if terminal { 1 } else { 5 })
-            .max(1),
-    );
+    let refresh = Duration::from_secs(args.refresh_secs.unwrap_or(if terminal { 1 } else { 5 }).max(1));
     let mut live = Live {
         store: store.clone() as Arc<dyn Store>,
         feed,
@@ -122,19 +111,8 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         duration,
         last: (Instant::now(), 0, 0),
     };
-    let screen = if terminal {
-        Some(AltScreen::enter()?)
-    } else {
-        None
-    };
-    live.show(
-        screen.as_ref(),
-        &generator,
-        &processor.task,
-        shutdown.clone(),
-        refresh,
-    )
-    .await;
+    let screen = if terminal { Some(AltScreen::enter()?) } else { None };
+    live.show(screen.as_ref(), &generator, &processor.task, shutdown.clone(), refresh).await;
 
     let generated = generator.await.context("generator panicked")?;
     let stopped = processor.stop().await;
@@ -144,10 +122,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         next: look_next(&args, &config, &nats_url),
         ..Summary::default()
     };
-    let stats = generated
-        .as_ref()
-        .map(|stats| stats.clone())
-        .unwrap_or_else(|_| progress.borrow().clone());
+    let stats = generated.as_ref().map(|stats| stats.clone()).unwrap_or_else(|_| progress.borrow().clone());
     (summary.baskets, summary.generated) = (stats.baskets, stats.messages);
     (summary.malformed, summary.drift_injected) = (stats.malformed, stats.drift_injected);
     let read = read::counted(store.as_ref(), &mut summary);
@@ -168,10 +143,7 @@ fn spawn_generator(
     args: &TrafficArgs,
     run_options: RunOptions,
     shutdown: &watch::Receiver<bool>,
-) -> (
-    JoinHandle<Result<GenStats, RunError>>,
-    watch::Receiver<GenStats>,
-) {
+) -> (JoinHandle<Result<GenStats, RunError>>, watch::Receiver<GenStats>) {
     let mut traffic = Traffic::new(args.options(), chrono::Utc::now());
     let (progress_tx, progress) = watch::channel(GenStats::default());
     let (js, shutdown) = (js.clone(), shutdown.clone());
@@ -195,16 +167,8 @@ fn demo_config(args: &DemoArgs, nats_url: &str, temp: &std::path::Path) -> anyho
     config.erp.interval = "10s".into();
     let options = args.traffic.options();
     for (index, id) in tally_traffic::store_ids(&options).into_iter().enumerate() {
-        let zone = tally_traffic::store_timezone(&options, index)
-            .name()
-            .to_string();
-        config.stores.insert(
-            id,
-            StoreConfig {
-                timezone: Some(zone),
-                drift: None,
-            },
-        );
+        let zone = tally_traffic::store_timezone(&options, index).name().to_string();
+        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
     }
     Ok(config)
 }
@@ -250,21 +214,13 @@ impl Processor {
                 }
             }
         });
-        let task = tokio::spawn(app::run_with_store(
-            config.clone(),
-            store.clone(),
-            metrics,
-            stopped,
-        ));
+        let task = tokio::spawn(app::run_with_store(config.clone(), store.clone(), metrics, stopped));
         Processor { task, stop }
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.task
-            .await
-            .context("the processor panicked")?
-            .context("the processor stopped with an error")
+        self.task.await.context("the processor panicked")?.context("the processor stopped with an error")
     }
 }
 

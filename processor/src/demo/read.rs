@@ -49,11 +49,7 @@ pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<S
             postings: totals.posting.seq,
             ..StoreRow::default()
         };
-        for (_, value) in store.scan_prefix(
-            Cf::Aggregates,
-            &keys::sku_day_prefix(&row.store, day),
-            SKUS_MAX,
-        )? {
+        for (_, value) in store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&row.store, day), SKUS_MAX)? {
             let sku: SkuDay = aggregates::decode(&value)?;
             if sku.drift_units().abs() >= min_units {
                 row.lagging += 1;
@@ -83,10 +79,7 @@ pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
         summary.lines += totals.lines;
         summary.duplicates += totals.duplicates;
         summary.conflicts += totals.conflicts;
-        if busiest
-            .as_ref()
-            .is_none_or(|(most, _, _)| totals.transactions > *most)
-        {
+        if busiest.as_ref().is_none_or(|(most, _, _)| totals.transactions > *most) {
             busiest = Some((totals.transactions, store_id.clone(), day));
         }
         stores.insert(store_id);
@@ -102,18 +95,8 @@ pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
 
 /// Fills what went out, from the output streams: alert revisions by state (and distinct alert
 /// ids), postings by kind, dead letters by reason; and the input stream's message count.
-pub async fn sent(
-    js: &jetstream::Context,
-    input_stream: &str,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    summary.input_messages = js
-        .get_stream(input_stream)
-        .await?
-        .get_info()
-        .await?
-        .state
-        .messages;
+pub async fn sent(js: &jetstream::Context, input_stream: &str, summary: &mut Summary) -> anyhow::Result<()> {
+    summary.input_messages = js.get_stream(input_stream).await?.get_info().await?.state.messages;
     let mut alert_ids = HashSet::new();
     for (headers, _, payload) in &messages(js, &summary.next.alerts_stream).await? {
         let alert: Alert = decode(headers.as_ref(), payload).unwrap_or_default();
@@ -127,9 +110,7 @@ pub async fn sent(
     }
     let mut reasons = BTreeMap::new();
     for (_, subject, _) in &messages(js, &summary.next.dlq_stream).await? {
-        *reasons
-            .entry(subject.rsplit('.').next().unwrap_or_default().to_string())
-            .or_default() += 1;
+        *reasons.entry(subject.rsplit('.').next().unwrap_or_default().to_string()).or_default() += 1;
     }
     summary.dead_letters_by_reason = reasons;
     Ok(())
@@ -155,11 +136,7 @@ async fn messages(
             }
             // A gap (a deleted message) is no error when reading everything.
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {}
-            Err(err) => {
-                return Err(
-                    anyhow::Error::new(err).context(format!("reading message {seq} of {name}"))
-                )
-            }
+            Err(err) => return Err(anyhow::Error::new(err).context(format!("reading message {seq} of {name}"))),
         }
     }
     Ok(out)

@@ -93,9 +93,7 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
     out.push(format!(
         "tally demo · {}{} · ctrl-c stops it and prints a summary",
         clock(s.elapsed),
-        s.duration
-            .map(|d| format!(" of {}", clock(d)))
-            .unwrap_or_default()
+        s.duration.map(|d| format!(" of {}", clock(d))).unwrap_or_default()
     ));
     out.push(format!(
         "input: {} published ({:.0}/s) · {} committed ({:.0}/s) · outbox {}",
@@ -104,40 +102,13 @@ pub fn screen(s: &Snapshot, height: usize, width: usize) -> Vec<String> {
     out.push(String::new());
     store_table(&mut out, s, rows);
     out.push(String::new());
-    out.push(format!(
-        "DRIFT ALERTS  {} revisions{}",
-        total(&s.alerts_by_state),
-        by(&s.alerts_by_state)
-    ));
-    feed_lines(
-        &mut out,
-        &s.alerts,
-        feed,
-        "(none yet: a key alerts after drift.settle of event time)",
-        alert_line,
-    );
-    out.push(format!(
-        "ERP POSTINGS  {} sent{}",
-        total(&s.postings_by_kind),
-        by(&s.postings_by_kind)
-    ));
-    feed_lines(
-        &mut out,
-        &s.postings,
-        feed,
-        "(none yet: interim postings go out every erp.interval)",
-        posting_line,
-    );
-    out.push(format!(
-        "DEAD-LETTERED {}{}",
-        total(&s.dead_letters_by_reason),
-        by(&s.dead_letters_by_reason)
-    ));
+    out.push(format!("DRIFT ALERTS  {} revisions{}", total(&s.alerts_by_state), by(&s.alerts_by_state)));
+    feed_lines(&mut out, &s.alerts, feed, "(none yet: a key alerts after drift.settle of event time)", alert_line);
+    out.push(format!("ERP POSTINGS  {} sent{}", total(&s.postings_by_kind), by(&s.postings_by_kind)));
+    feed_lines(&mut out, &s.postings, feed, "(none yet: interim postings go out every erp.interval)", posting_line);
+    out.push(format!("DEAD-LETTERED {}{}", total(&s.dead_letters_by_reason), by(&s.dead_letters_by_reason)));
     out.push(String::new());
-    out.push(format!(
-        "open: http://{0}/v1/alerts · http://{0}/metrics",
-        s.http
-    ));
+    out.push(format!("open: http://{0}/v1/alerts · http://{0}/metrics", s.http));
     out.push(format!(
         "      nats{} sub '{}.alerts.drift.>'  (alerts as they go out)",
         server_flag(&s.nats_url),
@@ -169,11 +140,7 @@ pub fn line(s: &Snapshot) -> String {
 fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
     let mut sorted: Vec<&StoreRow> = s.stores.iter().collect();
     sorted.sort_by(|a, b| b.net.cmp(&a.net).then_with(|| a.store.cmp(&b.store)));
-    out.push(format!(
-        "STORES  top {} of {} store-days by net sales",
-        rows.min(sorted.len()),
-        sorted.len()
-    ));
+    out.push(format!("STORES  top {} of {} store-days by net sales", rows.min(sorted.len()), sorted.len()));
     out.push(format!(
         "{:<5} {:<10} {:>6} {:>11} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8}",
         "store", "day", "txns", "net", "dupes", "confl", "lagging", "pending", "firing", "postings"
@@ -201,28 +168,15 @@ fn store_table(out: &mut Vec<String>, s: &Snapshot, rows: usize) {
         "all: {transactions} transactions, net {} · drift keys: {pending} pending, {firing} firing or final",
         net.round_dp(2)
     ));
-    out.push(
-        "lagging: sku-days with |drift| >= drift.min_units, mostly normal inventory lag".into(),
-    );
+    out.push("lagging: sku-days with |drift| >= drift.min_units, mostly normal inventory lag".into());
 }
 
-fn feed_lines<T>(
-    out: &mut Vec<String>,
-    items: &[T],
-    max: usize,
-    empty: &str,
-    show: fn(&T) -> String,
-) {
+fn feed_lines<T>(out: &mut Vec<String>, items: &[T], max: usize, empty: &str, show: fn(&T) -> String) {
     if items.is_empty() {
         out.push(format!("  {empty}"));
     }
     let skip = items.len().saturating_sub(max);
-    out.extend(
-        items
-            .iter()
-            .skip(skip)
-            .map(|item| format!("  {}", show(item))),
-    );
+    out.extend(items.iter().skip(skip).map(|item| format!("  {}", show(item))));
 }
 
 fn alert_line(a: &AlertLine) -> String {
@@ -233,10 +187,7 @@ fn alert_line(a: &AlertLine) -> String {
 }
 
 fn posting_line(p: &PostingLine) -> String {
-    format!(
-        "{:<22} {:<10} {:>4} txns  net {:>10}",
-        p.id, p.kind, p.transactions, p.net
-    )
+    format!("{:<22} {:<10} {:>4} txns  net {:>10}", p.id, p.kind, p.transactions, p.net)
 }
 
 /// The sum of a count map.
@@ -249,10 +200,7 @@ pub(super) fn by(counts: &BTreeMap<String, u64>) -> String {
     if counts.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = counts
-        .iter()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect();
+    let parts: Vec<String> = counts.iter().map(|(name, n)| format!("{name} {n}")).collect();
     format!(": {}", parts.join(", "))
 }
 

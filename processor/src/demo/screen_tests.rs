@@ -15,10 +15,7 @@ fn day() -> NaiveDate {
 }
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    pairs
-        .iter()
-        .map(|(name, n)| (name.to_string(), *n))
-        .collect()
+    pairs.iter().map(|(name, n)| (name.to_string(), *n)).collect()
 }
 
 /// 30 store-days (store 0001 has the smallest net, 0030 the largest), 40 alert revisions and
@@ -73,11 +70,7 @@ fn busy() -> Snapshot {
 
 /// The lines as one line, runs of spaces as one: wrapped paragraphs read as written.
 fn flat(lines: &[String]) -> String {
-    lines
-        .join(" ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    lines.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn no_escapes(lines: &[String]) {
@@ -91,82 +84,32 @@ fn the_screen_fits_the_terminal_and_shows_the_newest_alerts_and_postings() {
     // The screen is cut to the terminal it is drawn on, ranks stores by net and keeps the newest feed items.
     for (height, width) in [(24, 80), (40, 120), (60, 200)] {
         let lines = screen(&busy(), height, width);
-        assert!(
-            lines.len() <= height,
-            "{} lines on a {height}-row terminal",
-            lines.len()
-        );
-        assert!(
-            lines.iter().all(|l| l.chars().count() <= width),
-            "a line wider than {width}: {lines:#?}"
-        );
+        assert!(lines.len() <= height, "{} lines on a {height}-row terminal", lines.len());
+        assert!(lines.iter().all(|l| l.chars().count() <= width), "a line wider than {width}: {lines:#?}");
         no_escapes(&lines);
         let text = lines.join("\n");
-        assert!(
-            text.contains("1:15 of 2:00"),
-            "elapsed of duration:\n{text}"
-        );
-        let first_row = lines
-            .iter()
-            .position(|l| l.starts_with("store "))
-            .map(|i| &lines[i + 1]);
-        assert!(
-            first_row.is_some_and(|row| row.starts_with("0030")),
-            "the largest net first:\n{text}"
-        );
-        assert!(
-            text.contains("sku40 "),
-            "the newest alert is shown:\n{text}"
-        );
+        assert!(text.contains("1:15 of 2:00"), "elapsed of duration:\n{text}");
+        let first_row = lines.iter().position(|l| l.starts_with("store ")).map(|i| &lines[i + 1]);
+        assert!(first_row.is_some_and(|row| row.starts_with("0030")), "the largest net first:\n{text}");
+        assert!(text.contains("sku40 "), "the newest alert is shown:\n{text}");
         assert!(!text.contains("sku1 "), "the oldest alert is not:\n{text}");
-        assert!(
-            text.contains("0007/2026-11-27/0040"),
-            "the newest posting is shown:\n{text}"
-        );
-        assert!(
-            text.contains("DRIFT ALERTS  40 revisions: firing 30, resolved 10"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ERP POSTINGS  40 sent: final 2, interim 38"),
-            "{text}"
-        );
-        assert!(
-            text.contains("DEAD-LETTERED 5: decode 2, schema 3"),
-            "{text}"
-        );
+        assert!(text.contains("0007/2026-11-27/0040"), "the newest posting is shown:\n{text}");
+        assert!(text.contains("DRIFT ALERTS  40 revisions: firing 30, resolved 10"), "{text}");
+        assert!(text.contains("ERP POSTINGS  40 sent: final 2, interim 38"), "{text}");
+        assert!(text.contains("DEAD-LETTERED 5: decode 2, schema 3"), "{text}");
     }
     let tall = screen(&busy(), 60, 200);
-    assert!(
-        tall.iter().filter(|l| l.contains("/2026-11-27/")).count() == 6,
-        "six postings on a tall terminal"
-    );
-    assert!(
-        tall.iter().any(|l| l.starts_with("0021")),
-        "more store rows on a tall terminal: {tall:#?}"
-    );
+    assert!(tall.iter().filter(|l| l.contains("/2026-11-27/")).count() == 6, "six postings on a tall terminal");
+    assert!(tall.iter().any(|l| l.starts_with("0021")), "more store rows on a tall terminal: {tall:#?}");
 }
 
 #[test]
 fn an_empty_screen_says_what_will_appear() {
     // Before the first alert or posting, the screen tells a new user what to wait for.
-    let lines = screen(
-        &Snapshot {
-            http: "127.0.0.1:9464".into(),
-            ..Snapshot::default()
-        },
-        24,
-        100,
-    );
+    let lines = screen(&Snapshot { http: "127.0.0.1:9464".into(), ..Snapshot::default() }, 24, 100);
     let text = lines.join("\n");
-    assert!(
-        text.contains("none yet: a key alerts after drift.settle"),
-        "{text}"
-    );
-    assert!(
-        text.contains("none yet: interim postings go out every erp.interval"),
-        "{text}"
-    );
+    assert!(text.contains("none yet: a key alerts after drift.settle"), "{text}");
+    assert!(text.contains("none yet: interim postings go out every erp.interval"), "{text}");
     assert!(text.contains("http://127.0.0.1:9464/v1/alerts"), "{text}");
 }
 
@@ -241,22 +184,11 @@ fn the_summary_says_what_was_counted_alerted_posted_and_dead_lettered() {
         "  nats stream view RETAIL_DLQ ",
         "  tally inspect --state DIR day 0004 2026-11-27 ",
     ] {
-        assert!(
-            lines.iter().any(|l| l.starts_with(command)),
-            "no line starting {command:?}:\n{text}"
-        );
+        assert!(lines.iter().any(|l| l.starts_with(command)), "no line starting {command:?}:\n{text}");
     }
-    let prose = lines
-        .iter()
-        .filter(|l| !l.starts_with("  ") && !l.starts_with('('));
-    assert!(
-        prose.clone().all(|l| l.chars().count() <= 80),
-        "a summary line wider than 80:\n{text}"
-    );
-    assert!(
-        !text.contains("outbox"),
-        "no outbox line when it was empty:\n{text}"
-    );
+    let prose = lines.iter().filter(|l| !l.starts_with("  ") && !l.starts_with('('));
+    assert!(prose.clone().all(|l| l.chars().count() <= 80), "a summary line wider than 80:\n{text}");
+    assert!(!text.contains("outbox"), "no outbox line when it was empty:\n{text}");
 }
 
 #[test]
@@ -271,17 +203,8 @@ fn a_kept_server_and_state_are_named_in_the_commands() {
     let lines = summary(&kept);
     let (text, flat) = (lines.join("\n"), flat(&lines));
     assert!(text.contains("tally demo stopped (ctrl-c) after"), "{text}");
-    assert!(
-        flat.contains("2 outputs were still in the outbox"),
-        "{text}"
-    );
-    assert!(
-        text.contains("nats -s nats://127.0.0.1:5222 sub 'retail.erp.postings.>'"),
-        "{text}"
-    );
-    assert!(
-        text.contains("tally inspect --state /tmp/demo-state day 0004 2026-11-27"),
-        "{text}"
-    );
+    assert!(flat.contains("2 outputs were still in the outbox"), "{text}");
+    assert!(text.contains("nats -s nats://127.0.0.1:5222 sub 'retail.erp.postings.>'"), "{text}");
+    assert!(text.contains("tally inspect --state /tmp/demo-state day 0004 2026-11-27"), "{text}");
     assert!(!text.contains("keep them"), "{text}");
 }

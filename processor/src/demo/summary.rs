@@ -69,15 +69,7 @@ pub fn summary(s: &Summary) -> Vec<String> {
         _ => String::new(),
     };
     let mut out = vec![
-        format!(
-            "tally demo {} after {}.",
-            if s.interrupted {
-                "stopped (ctrl-c)"
-            } else {
-                "done"
-            },
-            clock(s.elapsed)
-        ),
+        format!("tally demo {} after {}.", if s.interrupted { "stopped (ctrl-c)" } else { "done" }, clock(s.elapsed)),
         String::new(),
     ];
     let mut counted = format!(
@@ -107,12 +99,7 @@ pub fn summary(s: &Summary) -> Vec<String> {
         by(&s.alerts_by_state)
     );
     paragraph(&mut out, "Alerted", &alerted);
-    let posted = format!(
-        "{} ERP postings on {}{}",
-        total(&s.postings_by_kind),
-        n.erp_stream,
-        by(&s.postings_by_kind)
-    );
+    let posted = format!("{} ERP postings on {}{}", total(&s.postings_by_kind), n.erp_stream, by(&s.postings_by_kind));
     paragraph(&mut out, "Posted", &posted);
     let dead = format!(
         "{} input messages on {}{}",
@@ -156,51 +143,19 @@ fn look_next(out: &mut Vec<String>, s: &Summary) {
     } else {
         "Look next, while a demo runs:".to_string()
     });
-    let (store, day) = n
-        .example
-        .clone()
-        .unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
+    let (store, day) = n.example.clone().unwrap_or_else(|| ("0001".into(), chrono::Utc::now().date_naive()));
     let server = server_flag(&n.nats_url);
-    let state = n
-        .state
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "DIR".into());
+    let state = n.state.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "DIR".into());
     let items = [
-        (
-            format!("curl http://{}/v1/stores/{store}/days/{day}", n.http),
-            "a store-day's reconciliation",
-        ),
-        (
-            format!("curl 'http://{}/v1/alerts?state=firing'", n.http),
-            "the firing alerts",
-        ),
-        (
-            format!("curl http://{}/metrics", n.http),
-            "Prometheus metrics",
-        ),
-        (
-            format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix),
-            "alerts as they go out",
-        ),
-        (
-            format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix),
-            "postings as they go out",
-        ),
-        (
-            format!("nats{server} stream view {}", n.dlq_stream),
-            "dead letters and why",
-        ),
-        (
-            format!("tally inspect --state {state} day {store} {day}"),
-            "the reconciliation, offline",
-        ),
+        (format!("curl http://{}/v1/stores/{store}/days/{day}", n.http), "a store-day's reconciliation"),
+        (format!("curl 'http://{}/v1/alerts?state=firing'", n.http), "the firing alerts"),
+        (format!("curl http://{}/metrics", n.http), "Prometheus metrics"),
+        (format!("nats{server} sub '{}.alerts.drift.>'", n.subject_prefix), "alerts as they go out"),
+        (format!("nats{server} sub '{}.erp.postings.>'", n.subject_prefix), "postings as they go out"),
+        (format!("nats{server} stream view {}", n.dlq_stream), "dead letters and why"),
+        (format!("tally inspect --state {state} day {store} {day}"), "the reconciliation, offline"),
     ];
-    let width = items
-        .iter()
-        .map(|(cmd, _)| cmd.chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = items.iter().map(|(cmd, _)| cmd.chars().count()).max().unwrap_or(0);
     for (cmd, what) in items {
         let mut line = String::new();
         let _ = write!(line, "  {cmd:<width$}  # {what}");
@@ -208,12 +163,8 @@ fn look_next(out: &mut Vec<String>, s: &Summary) {
     }
     match (n.nats_kept, n.state.is_some()) {
         (true, true) => {}
-        (true, false) => out
-            .push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
-        (false, true) => {
-            out.push("(The state is kept; --nats-url URL keeps the streams too.)".into())
-        }
-        (false, false) => out
-            .push("(Temporary server and state: --nats-url URL and --state DIR keep them.)".into()),
+        (true, false) => out.push("(The streams are kept on the server; --state DIR keeps the state too.)".into()),
+        (false, true) => out.push("(The state is kept; --nats-url URL keeps the streams too.)".into()),
+        (false, false) => out.push("(Temporary server and state: --nats-url URL and --state DIR keep them.)".into()),
     }
 }

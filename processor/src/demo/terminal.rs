@@ -59,12 +59,7 @@ impl Drop for AltScreen {
 
 /// The terminal's (rows, columns), or 24 × 80 when stdout is not a terminal.
 pub fn size() -> (usize, usize) {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; stdout's descriptor is
     // valid for the life of the process, and a failure leaves the zeros checked below.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;

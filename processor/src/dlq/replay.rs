@@ -20,9 +20,9 @@ use chrono::{SecondsFormat, Utc};
 
 use super::read::{self, Payloads, Selection};
 use super::{Entry, DLQ_STREAM};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::progress::Progress;
-use crate::backoff::Backoff;
 use crate::webhook::erp::{Attempt, Erp, Posting};
 
 /// Attempts per entry for errors that may pass (a publish timeout, an ERP answering 5xx).

@@ -183,7 +183,10 @@ mod tests {
     fn error_detail_is_one_bounded_line() {
         let status = reqwest::StatusCode::BAD_REQUEST;
         assert_eq!(error_detail(status, b""), "HTTP 400 Bad Request");
-        assert_eq!(error_detail(status, b"{\"error\":\n\"unknown sku\"}\r\n"), "HTTP 400 Bad Request: {\"error\": \"unknown sku\"}");
+        assert_eq!(
+            error_detail(status, b"{\"error\":\n\"unknown sku\"}\r\n"),
+            "HTTP 400 Bad Request: {\"error\": \"unknown sku\"}"
+        );
         let long = "é".repeat(500);
         let detail = error_detail(status, long.as_bytes());
         assert_eq!(detail, format!("HTTP 400 Bad Request: {}", "é".repeat(200)));

@@ -129,7 +129,16 @@ struct StoreState<T> {
 
 impl<T> StoreState<T> {
     fn new() -> Self {
-        StoreState { held: BTreeMap::new(), busy: None, retry_at: None, backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX), done_upto: 0, unacked: BTreeSet::new(), own: None, key: None }
+        StoreState {
+            held: BTreeMap::new(),
+            busy: None,
+            retry_at: None,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            done_upto: 0,
+            unacked: BTreeSet::new(),
+            own: None,
+            key: None,
+        }
     }
 
     /// Its place in the indexes, from its state.

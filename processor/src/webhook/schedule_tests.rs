@@ -256,12 +256,20 @@ fn a_restored_move_delivers_the_main_postings_first() {
 /// One step of a random run: a posting offered, a job outcome, a redelivery, or time passing.
 #[derive(Debug, Clone)]
 enum Step {
-    Offer { store: u8 },
-    Succeed { acked: bool },
+    Offer {
+        store: u8,
+    },
+    Succeed {
+        acked: bool,
+    },
     Fail,
     /// The server delivers an earlier posting again (the `n`th offered, modulo).
-    Redeliver { n: usize },
-    Wait { millis: u64 },
+    Redeliver {
+        n: usize,
+    },
+    Wait {
+        millis: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -300,7 +308,11 @@ impl Run {
         let (store, seq) = self.in_flight.remove(0);
         assert_eq!(schedule.finished(&store, seq, acked), seq);
         self.finished.entry(store).or_default().push(seq);
-        if acked { self.acked.insert(seq) } else { self.unacked.insert(seq) };
+        if acked {
+            self.acked.insert(seq)
+        } else {
+            self.unacked.insert(seq)
+        };
     }
 
     fn redeliver(&mut self, schedule: &mut Schedule<u64>, n: usize) {

@@ -23,10 +23,7 @@ pub struct Obj<'v> {
 impl<'v> Obj<'v> {
     /// The top-level map; the caller has checked that it is one.
     pub fn root(value: &'v Value) -> Obj<'v> {
-        Obj {
-            value,
-            path: String::new(),
-        }
+        Obj { value, path: String::new() }
     }
 
     pub fn path_of(&self, key: &str) -> String {
@@ -47,11 +44,7 @@ impl<'v> Obj<'v> {
     }
 
     fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> Rejection {
-        schema(format!(
-            "{}: expected {expected}, got {}",
-            self.path_of(key),
-            got.describe()
-        ))
+        schema(format!("{}: expected {expected}, got {}", self.path_of(key), got.describe()))
     }
 
     /// A required non-empty string.
@@ -64,9 +57,7 @@ impl<'v> Obj<'v> {
     pub fn opt_str(&self, key: &str) -> Result<Option<String>, Rejection> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Str(s)) if s.is_empty() => {
-                Err(schema(format!("{}: must not be empty", self.path_of(key))))
-            }
+            Some(Value::Str(s)) if s.is_empty() => Err(schema(format!("{}: must not be empty", self.path_of(key)))),
             Some(Value::Str(s)) => Ok(Some(s.clone())),
             Some(other) => Err(self.wrong_type(key, "a string", other)),
         }
@@ -100,15 +91,10 @@ impl<'v> Obj<'v> {
             return Ok(None);
         };
         let whole = match v {
-            Value::Number(text) => parse_decimal(text)
-                .ok()
-                .filter(|d| d.fract().is_zero())
-                .and_then(|d| d.to_u64()),
+            Value::Number(text) => parse_decimal(text).ok().filter(|d| d.fract().is_zero()).and_then(|d| d.to_u64()),
             _ => None,
         };
-        whole
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
+        whole.map(Some).ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
     }
 
     /// An optional boolean, `default` when absent.
@@ -145,13 +131,7 @@ impl<'v> Obj<'v> {
             _ => None,
         }
         .map(Some)
-        .ok_or_else(|| {
-            timestamp(format!(
-                "{}: {} is not a YYYY-MM-DD day",
-                self.path_of(key),
-                v.describe()
-            ))
-        })
+        .ok_or_else(|| timestamp(format!("{}: {} is not a YYYY-MM-DD day", self.path_of(key), v.describe())))
     }
 
     /// The maps of an optional array field (absent or `null` is empty), at most `max` of them.
@@ -163,23 +143,14 @@ impl<'v> Obj<'v> {
         };
         let path = self.path_of(key);
         if items.len() > max {
-            let detail = format!(
-                "{path}: {} items, more than the limit of {max}",
-                items.len()
-            );
-            return Err(Rejection {
-                reason: RejectReason::TooLarge,
-                detail,
-            });
+            let detail = format!("{path}: {} items, more than the limit of {max}", items.len());
+            return Err(Rejection { reason: RejectReason::TooLarge, detail });
         }
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let item_path = format!("{path}[{i}]");
             match item {
-                Value::Map(_) => out.push(Obj {
-                    value: item,
-                    path: item_path,
-                }),
+                Value::Map(_) => out.push(Obj { value: item, path: item_path }),
                 other => {
                     let detail = format!("{item_path}: expected a map, got {}", other.describe());
                     return Err(schema(detail));
@@ -213,10 +184,7 @@ pub fn decimal_of(value: &Value, path: &str) -> Result<Decimal, Rejection> {
         if d.abs() > MAGNITUDE_MAX {
             return Err(Rejection {
                 reason: RejectReason::Decimal,
-                detail: format!(
-                    "{path}: {} does not fit a decimal exactly within ±{MAGNITUDE_MAX}",
-                    value.describe()
-                ),
+                detail: format!("{path}: {} does not fit a decimal exactly within ±{MAGNITUDE_MAX}", value.describe()),
             });
         }
     }
@@ -228,10 +196,7 @@ pub fn decimal_of(value: &Value, path: &str) -> Result<Decimal, Rejection> {
             }
         };
         let detail = format!("{path}: {} {why}", value.describe());
-        Rejection {
-            reason: RejectReason::Decimal,
-            detail,
-        }
+        Rejection { reason: RejectReason::Decimal, detail }
     })
 }
 
@@ -246,15 +211,9 @@ fn is_day_shaped(s: &str) -> bool {
 }
 
 pub fn schema(detail: String) -> Rejection {
-    Rejection {
-        reason: RejectReason::Schema,
-        detail,
-    }
+    Rejection { reason: RejectReason::Schema, detail }
 }
 
 fn timestamp(detail: String) -> Rejection {
-    Rejection {
-        reason: RejectReason::Timestamp,
-        detail,
-    }
+    Rejection { reason: RejectReason::Timestamp, detail }
 }

@@ -8,13 +8,9 @@ use super::value::{Value, DEPTH_MAX};
 
 /// Parses a whole payload into a value. The error is a human sentence with a byte offset.
 pub fn parse(payload: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| format!("payload is not valid UTF-8 at byte {}", e.valid_up_to()))?;
-    let mut parser = Parser {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    let text =
+        std::str::from_utf8(payload).map_err(|e| format!("payload is not valid UTF-8 at byte {}", e.valid_up_to()))?;
+    let mut parser = Parser { text, bytes: text.as_bytes(), pos: 0 };
     parser.skip_ws();
     let value = parser.value(0)?;
     parser.skip_ws();
@@ -274,12 +270,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn map(entries: &[(&str, Value)]) -> Value {
-        Value::Map(
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
+        Value::Map(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }
 
     // Every JSON value kind parses, numbers keeping their literal text.
@@ -292,15 +283,7 @@ mod tests {
         .unwrap();
         let numbers = ["1", "-0.5", "1E+2", "0.30000000000000004"];
         let expected = map(&[
-            (
-                "a",
-                Value::Array(
-                    numbers
-                        .iter()
-                        .map(|n| Value::Number(n.to_string()))
-                        .collect(),
-                ),
-            ),
+            ("a", Value::Array(numbers.iter().map(|n| Value::Number(n.to_string())).collect())),
             ("b", map(&[("c", Value::Null)])),
             ("d", Value::Bool(true)),
             ("e", Value::Bool(false)),
@@ -313,10 +296,7 @@ mod tests {
     #[test]
     fn string_escapes() {
         let v = parse(br#"{"s": "q\" b\\ s\/ \b\f\n\r\t \u00e9 \ud83d\ude00 caf\u00C9"}"#).unwrap();
-        assert_eq!(
-            v.get("s"),
-            Some(&Value::Str("q\" b\\ s/ \u{8}\u{c}\n\r\t é 😀 cafÉ".into()))
-        );
+        assert_eq!(v.get("s"), Some(&Value::Str("q\" b\\ s/ \u{8}\u{c}\n\r\t é 😀 cafÉ".into())));
         let raw = parse("{\"s\": \"naïve 😀\"}".as_bytes()).unwrap();
         assert_eq!(raw.get("s"), Some(&Value::Str("naïve 😀".into())));
     }

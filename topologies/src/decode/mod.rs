@@ -108,10 +108,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection {
-            reason,
-            detail: detail.into(),
-        }
+        Rejection { reason, detail: detail.into() }
     }
 }
 
@@ -128,24 +125,14 @@ pub fn decode(
     ctx: &DecodeContext,
 ) -> Result<(Source, Event), Rejection> {
     if payload.len() > ctx.max_message_bytes {
-        let detail = format!(
-            "payload is {} bytes, more than the limit of {}",
-            payload.len(),
-            ctx.max_message_bytes
-        );
+        let detail = format!("payload is {} bytes, more than the limit of {}", payload.len(), ctx.max_message_bytes);
         return Err(Rejection::new(RejectReason::TooLarge, detail));
     }
     let (source, token) = parse_input_subject(ctx.subject_prefix, subject).ok_or_else(|| {
         let p = ctx.subject_prefix;
-        schema(format!(
-            "subject {subject:?} is not {p}.pos.<store> or {p}.inventory.<store>"
-        ))
+        schema(format!("subject {subject:?} is not {p}.pos.<store> or {p}.inventory.<store>"))
     })?;
-    let parsed = if is_json(content_type, payload) {
-        json::parse(payload)
-    } else {
-        msgpack::parse(payload)
-    };
+    let parsed = if is_json(content_type, payload) { json::parse(payload) } else { msgpack::parse(payload) };
     let doc = parsed.map_err(|detail| Rejection::new(RejectReason::Decode, detail))?;
     if !matches!(doc, Value::Map(_)) {
         let detail = format!("the top level is {}, not a map", doc.describe());
@@ -156,22 +143,14 @@ pub fn decode(
     let kind = match root.get("type") {
         None => return Err(schema("type: required field is missing".to_string())),
         Some(Value::Str(kind)) => kind.as_str(),
-        Some(other) => {
-            return Err(schema(format!(
-                "type: expected a string, got {}",
-                other.describe()
-            )))
-        }
+        Some(other) => return Err(schema(format!("type: expected a string, got {}", other.describe()))),
     };
     let allowed_on = match kind {
         "pos.transaction" | "pos.day_close" => Source::Pos,
         "inventory.movement" => Source::Inventory,
         _ => {
             let known = "pos.transaction, pos.day_close, inventory.movement";
-            let detail = format!(
-                "type: {} is not one of {known}",
-                Value::Str(kind.into()).describe()
-            );
+            let detail = format!("type: {} is not one of {known}", Value::Str(kind.into()).describe());
             return Err(Rejection::new(RejectReason::UnknownType, detail));
         }
     };
@@ -197,19 +176,11 @@ pub fn decode(
 /// of a JSON object or MessagePack map of at most `max_message_bytes`. For log lines about a
 /// record that was refused or skipped, where [`decode`] gave no event; never a reason to
 /// accept anything.
-pub fn record_id(
-    content_type: Option<&str>,
-    payload: &[u8],
-    max_message_bytes: usize,
-) -> Option<String> {
+pub fn record_id(content_type: Option<&str>, payload: &[u8], max_message_bytes: usize) -> Option<String> {
     if payload.len() > max_message_bytes {
         return None;
     }
-    let parsed = if is_json(content_type, payload) {
-        json::parse(payload)
-    } else {
-        msgpack::parse(payload)
-    };
+    let parsed = if is_json(content_type, payload) { json::parse(payload) } else { msgpack::parse(payload) };
     match parsed.ok()?.get("id")? {
         Value::Str(id) => Some(id.clone()),
         _ => None,
@@ -217,9 +188,7 @@ pub fn record_id(
 }
 
 fn is_json(content_type: Option<&str>, payload: &[u8]) -> bool {
-    let media = content_type
-        .and_then(|ct| ct.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase());
+    let media = content_type.and_then(|ct| ct.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
     match media.as_deref() {
         Some("application/json") => true,
         Some("application/msgpack" | "application/x-msgpack") => false,
@@ -242,7 +211,5 @@ pub fn parse_input_subject<'s>(prefix: &str, subject: &'s str) -> Option<(Source
 
 /// A store id is a token of `[A-Za-z0-9_-]{1,64}` (docs/wire-format.md, "Subjects and streams").
 pub fn is_valid_store_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

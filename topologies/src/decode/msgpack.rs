@@ -21,10 +21,7 @@ pub fn parse(payload: &[u8]) -> Result<Value, String> {
     let raw = rmpv::decode::read_value_with_max_depth(&mut rest, RMPV_DEPTH_MAX)
         .map_err(|e| format!("invalid MessagePack: {e}"))?;
     if !rest.is_empty() {
-        return Err(format!(
-            "invalid MessagePack: {} unexpected bytes after the value",
-            rest.len()
-        ));
+        return Err(format!("invalid MessagePack: {} unexpected bytes after the value", rest.len()));
     }
     convert(raw, 0)
 }
@@ -65,17 +62,14 @@ fn convert(raw: rmpv::Value, depth: usize) -> Result<Value, String> {
 
 fn check_depth(depth: usize) -> Result<(), String> {
     if depth > DEPTH_MAX {
-        Err(format!(
-            "invalid MessagePack: nesting deeper than {DEPTH_MAX} levels"
-        ))
+        Err(format!("invalid MessagePack: nesting deeper than {DEPTH_MAX} levels"))
     } else {
         Ok(())
     }
 }
 
 fn utf8(s: rmpv::Utf8String) -> Result<String, String> {
-    s.into_str()
-        .ok_or_else(|| "invalid MessagePack: a string is not valid UTF-8".to_string())
+    s.into_str().ok_or_else(|| "invalid MessagePack: a string is not valid UTF-8".to_string())
 }
 
 #[cfg(test)]
@@ -100,27 +94,12 @@ mod tests {
     fn numbers_are_exact_text() {
         assert_eq!(number_of(R::F64(19.99)), Value::Number("19.99".into()));
         assert_eq!(number_of(R::F32(19.99)), Value::Number("19.99".into()));
-        assert_eq!(
-            number_of(R::F64(0.1 + 0.2)),
-            Value::Number("0.30000000000000004".into())
-        );
-        assert_eq!(
-            number_of(R::F64(1e21)),
-            Value::Number("1000000000000000000000".into())
-        );
-        assert_eq!(
-            number_of(R::from(u64::MAX)),
-            Value::Number(u64::MAX.to_string())
-        );
-        assert_eq!(
-            number_of(R::from(i64::MIN)),
-            Value::Number(i64::MIN.to_string())
-        );
+        assert_eq!(number_of(R::F64(0.1 + 0.2)), Value::Number("0.30000000000000004".into()));
+        assert_eq!(number_of(R::F64(1e21)), Value::Number("1000000000000000000000".into()));
+        assert_eq!(number_of(R::from(u64::MAX)), Value::Number(u64::MAX.to_string()));
+        assert_eq!(number_of(R::from(i64::MIN)), Value::Number(i64::MIN.to_string()));
         assert_eq!(number_of(R::F64(f64::NAN)), Value::NonFinite("NaN".into()));
-        assert_eq!(
-            number_of(R::F32(f32::NEG_INFINITY)),
-            Value::NonFinite("-inf".into())
-        );
+        assert_eq!(number_of(R::F32(f32::NEG_INFINITY)), Value::NonFinite("-inf".into()));
     }
 
     // Non-string keys, invalid UTF-8, trailing bytes and truncation are all errors.

@@ -83,8 +83,7 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, NumberError> {
     }
 
     // The value is digits × 10^-scale, digits being the integer and fraction digits together.
-    let mut scale =
-        i64::try_from(frac_digits.len()).map_err(|_| NumberError::OutOfRange)? - exponent;
+    let mut scale = i64::try_from(frac_digits.len()).map_err(|_| NumberError::OutOfRange)? - exponent;
     let all = int_digits.iter().chain(frac_digits).copied();
     let mut digits: Vec<u8> = all.skip_while(|d| *d == b'0').collect();
     if digits.is_empty() {
@@ -109,18 +108,12 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, NumberError> {
     if digits.len() > MANTISSA_DIGITS_MAX {
         return Err(NumberError::OutOfRange);
     }
-    let mantissa = digits
-        .iter()
-        .fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0'));
+    let mantissa = digits.iter().fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0'));
     if mantissa > MANTISSA_MAX {
         return Err(NumberError::OutOfRange);
     }
     // The mantissa is below 2^96, so it and its negation fit an i128.
-    let signed = if negative {
-        -(mantissa as i128)
-    } else {
-        mantissa as i128
-    };
+    let signed = if negative { -(mantissa as i128) } else { mantissa as i128 };
     // 0 <= scale <= 28 was checked above.
     Decimal::try_from_i128_with_scale(signed, scale as u32).map_err(|_| NumberError::OutOfRange)
 }
@@ -144,10 +137,7 @@ mod tests {
         assert_eq!(parse_decimal("+7"), Ok(d("7")));
         assert_eq!(parse_decimal(".5"), Ok(d("0.5")));
         assert_eq!(parse_decimal("5."), Ok(d("5")));
-        assert_eq!(
-            parse_decimal("0.30000000000000004"),
-            Ok(d("0.30000000000000004"))
-        );
+        assert_eq!(parse_decimal("0.30000000000000004"), Ok(d("0.30000000000000004")));
     }
 
     // Exponent forms are applied exactly to the mantissa.
@@ -157,10 +147,7 @@ mod tests {
         assert_eq!(parse_decimal("1.5E-3"), Ok(d("0.0015")));
         assert_eq!(parse_decimal("1.5e+3"), Ok(d("1500")));
         assert_eq!(parse_decimal("-2.5e-28"), Err(NumberError::OutOfRange));
-        assert_eq!(
-            parse_decimal("2.5e-27"),
-            Ok(d("0.0000000000000000000000000025"))
-        );
+        assert_eq!(parse_decimal("2.5e-27"), Ok(d("0.0000000000000000000000000025")));
         assert_eq!(parse_decimal("0e999999999999999999"), Ok(Decimal::ZERO));
     }
 
@@ -169,35 +156,18 @@ mod tests {
     fn out_of_range_is_refused() {
         assert_eq!(parse_decimal("1e30"), Err(NumberError::OutOfRange));
         assert_eq!(parse_decimal("1e-29"), Err(NumberError::OutOfRange));
-        assert_eq!(
-            parse_decimal("79228162514264337593543950336"),
-            Err(NumberError::OutOfRange)
-        );
-        assert_eq!(
-            parse_decimal("79228162514264337593543950335"),
-            Ok(Decimal::MAX)
-        );
-        assert_eq!(
-            parse_decimal("1.00000000000000000000000000001"),
-            Err(NumberError::OutOfRange)
-        );
-        assert_eq!(
-            parse_decimal("1e999999999999999999999"),
-            Err(NumberError::OutOfRange)
-        );
+        assert_eq!(parse_decimal("79228162514264337593543950336"), Err(NumberError::OutOfRange));
+        assert_eq!(parse_decimal("79228162514264337593543950335"), Ok(Decimal::MAX));
+        assert_eq!(parse_decimal("1.00000000000000000000000000001"), Err(NumberError::OutOfRange));
+        assert_eq!(parse_decimal("1e999999999999999999999"), Err(NumberError::OutOfRange));
         // Trailing zeros past 28 places lose nothing, so they are dropped instead.
-        assert_eq!(
-            parse_decimal("1.000000000000000000000000000000000"),
-            Ok(d("1"))
-        );
+        assert_eq!(parse_decimal("1.000000000000000000000000000000000"), Ok(d("1")));
     }
 
     // Texts outside the grammar are syntax errors.
     #[test]
     fn syntax_errors() {
-        for bad in [
-            "", "-", ".", "abc", "1e", "1e+", "1.2.3", " 1", "1 ", "0x10", "1_000", "NaN", "inf",
-        ] {
+        for bad in ["", "-", ".", "abc", "1e", "1e+", "1.2.3", " 1", "1 ", "0x10", "1_000", "NaN", "inf"] {
             assert_eq!(parse_decimal(bad), Err(NumberError::Syntax), "{bad:?}");
         }
     }

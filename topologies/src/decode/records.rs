@@ -7,35 +7,21 @@ use rust_decimal::Decimal;
 
 use super::fields::{schema, Obj, MAGNITUDE_MAX};
 use super::{DecodeContext, RejectReason, Rejection};
-use crate::model::{
-    DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender,
-};
+use crate::model::{DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender};
 
 /// docs/wire-format.md, "POS transaction". A record carries either lines (a sale or return) or `voids` (a post-void,
 /// which carries no lines); tenders are kept on both as sent.
-pub fn transaction(
-    obj: &Obj,
-    store: String,
-    ctx: &DecodeContext,
-) -> Result<PosTransaction, Rejection> {
+pub fn transaction(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<PosTransaction, Rejection> {
     let id = obj.req_str("id")?;
     let (occurred_at, business_day) = when(obj, &store, ctx)?;
     let register = obj.opt_str("register")?;
     let seq = obj.opt_u64("seq")?;
-    let currency = obj
-        .opt_str("currency")?
-        .unwrap_or_else(|| ctx.default_currency.to_string());
+    let currency = obj.opt_str("currency")?.unwrap_or_else(|| ctx.default_currency.to_string());
     let voids = obj.opt_str("voids")?;
-    let lines = obj
-        .items("lines", ctx.max_lines)?
-        .iter()
-        .map(pos_line)
-        .collect::<Result<Vec<_>, _>>()?;
+    let lines = obj.items("lines", ctx.max_lines)?.iter().map(pos_line).collect::<Result<Vec<_>, _>>()?;
     match (&voids, lines.is_empty()) {
         (Some(_), false) => {
-            return Err(schema(
-                "lines: a void (`voids` set) carries no lines".to_string(),
-            ));
+            return Err(schema("lines: a void (`voids` set) carries no lines".to_string()));
         }
         (None, true) => {
             let detail = "lines: a transaction needs a non-empty `lines` or a `voids` id";
@@ -45,18 +31,7 @@ pub fn transaction(
     }
     let tenders = tenders(obj, ctx)?;
     check_transaction_arithmetic(&lines, &tenders)?;
-    Ok(PosTransaction {
-        id,
-        store,
-        register,
-        seq,
-        occurred_at,
-        business_day,
-        currency,
-        lines,
-        tenders,
-        voids,
-    })
+    Ok(PosTransaction { id, store, register, seq, occurred_at, business_day, currency, lines, tenders, voids })
 }
 
 /// One POS line. A zero `qty` is refused: it is neither a sale nor a return.
@@ -80,11 +55,7 @@ fn pos_line(obj: &Obj) -> Result<PosLine, Rejection> {
 }
 
 /// docs/wire-format.md, "Inventory movement". A line's `qty` may be zero (a count that found nothing to change).
-pub fn movement(
-    obj: &Obj,
-    store: String,
-    ctx: &DecodeContext,
-) -> Result<InventoryMovement, Rejection> {
+pub fn movement(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<InventoryMovement, Rejection> {
     let id = obj.req_str("id")?;
     let (occurred_at, business_day) = when(obj, &store, ctx)?;
     let reason_text = obj.req_str("reason")?;
@@ -97,28 +68,13 @@ pub fn movement(
     let lines = obj
         .items("lines", ctx.max_lines)?
         .iter()
-        .map(|line| {
-            Ok(MovementLine {
-                sku: line.req_str("sku")?,
-                qty: line.req_decimal("qty")?,
-            })
-        })
+        .map(|line| Ok(MovementLine { sku: line.req_str("sku")?, qty: line.req_decimal("qty")? }))
         .collect::<Result<Vec<_>, Rejection>>()?;
     if lines.is_empty() {
-        return Err(schema(
-            "lines: a movement needs a non-empty `lines`".to_string(),
-        ));
+        return Err(schema("lines: a movement needs a non-empty `lines`".to_string()));
     }
     check_movement_arithmetic(&lines)?;
-    Ok(InventoryMovement {
-        id,
-        store,
-        occurred_at,
-        business_day,
-        reason,
-        reference,
-        lines,
-    })
+    Ok(InventoryMovement { id, store, occurred_at, business_day, reason, reference, lines })
 }
 
 /// docs/wire-format.md, "Day close".
@@ -140,17 +96,11 @@ pub fn day_close(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<DayClo
 /// `occurred_at`, and `business_day` defaulting to the calendar day of `occurred_at` in the
 /// store's time zone (a sale at 21:00 in New York is 02:00 UTC the next day, but belongs to
 /// the New York day).
-fn when(
-    obj: &Obj,
-    store: &str,
-    ctx: &DecodeContext,
-) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
+fn when(obj: &Obj, store: &str, ctx: &DecodeContext) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
     let occurred_at = obj.req_timestamp("occurred_at")?;
     let business_day = match obj.opt_day("business_day")? {
         Some(day) => day,
-        None => occurred_at
-            .with_timezone(&(ctx.timezone_of)(store))
-            .date_naive(),
+        None => occurred_at.with_timezone(&(ctx.timezone_of)(store)).date_naive(),
     };
     Ok((occurred_at, business_day))
 }
@@ -158,12 +108,7 @@ fn when(
 fn tenders(obj: &Obj, ctx: &DecodeContext) -> Result<Vec<Tender>, Rejection> {
     obj.items("tenders", ctx.max_lines)?
         .iter()
-        .map(|t| {
-            Ok(Tender {
-                kind: t.req_str("type")?,
-                amount: t.req_decimal("amount")?,
-            })
-        })
+        .map(|t| Ok(Tender { kind: t.req_str("type")?, amount: t.req_decimal("amount")? }))
         .collect()
 }
 
@@ -180,58 +125,36 @@ fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result
     let mut computed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let gross = exact_mul(line.qty, line.unit_price).ok_or_else(|| {
-            out_of_range(format!(
-                "lines[{i}]: qty × unit_price ({} × {})",
-                line.qty, line.unit_price
-            ))
+            out_of_range(format!("lines[{i}]: qty × unit_price ({} × {})", line.qty, line.unit_price))
         })?;
-        let net = exact_add(gross, -line.discount).ok_or_else(|| {
-            out_of_range(format!(
-                "lines[{i}]: gross − discount ({gross} − {})",
-                line.discount
-            ))
-        })?;
+        let net = exact_add(gross, -line.discount)
+            .ok_or_else(|| out_of_range(format!("lines[{i}]: gross − discount ({gross} − {})", line.discount)))?;
         // Sold and returned units are kept apart in the aggregates, so they are summed apart.
-        let (sold, returned) = if line.qty.is_sign_positive() {
-            (line.qty, Decimal::ZERO)
-        } else {
-            (Decimal::ZERO, line.qty)
-        };
+        let (sold, returned) =
+            if line.qty.is_sign_positive() { (line.qty, Decimal::ZERO) } else { (Decimal::ZERO, line.qty) };
         if gross.abs() > MAGNITUDE_MAX || net.abs() > MAGNITUDE_MAX {
             return Err(out_of_range(format!("lines[{i}]: gross {gross} or net {net}")));
         }
-        computed.push((
-            line.sku.as_str(),
-            [sold, returned, gross, line.discount, net, line.tax],
-        ));
+        computed.push((line.sku.as_str(), [sold, returned, gross, line.discount, net, line.tax]));
     }
     for forward in [true, false] {
         let mut record = [Decimal::ZERO; 6];
         let mut per_sku: BTreeMap<&str, [Decimal; 6]> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> = if forward {
-            Box::new(computed.iter())
-        } else {
-            Box::new(computed.iter().rev())
-        };
+        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> =
+            if forward { Box::new(computed.iter()) } else { Box::new(computed.iter().rev()) };
         for (sku, values) in ordered {
             let sku_sums = per_sku.entry(sku).or_insert([Decimal::ZERO; 6]);
             for (k, value) in values.iter().enumerate() {
-                record[k] = exact_add(record[k], *value)
-                    .ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+                record[k] = exact_add(record[k], *value).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
                 sku_sums[k] = exact_add(sku_sums[k], *value)
                     .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
             }
         }
         let mut per_type: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &Tender>> = if forward {
-            Box::new(tenders.iter())
-        } else {
-            Box::new(tenders.iter().rev())
-        };
+        let ordered: Box<dyn Iterator<Item = &Tender>> =
+            if forward { Box::new(tenders.iter()) } else { Box::new(tenders.iter().rev()) };
         for tender in ordered {
-            let sum = per_type
-                .entry(tender.kind.as_str())
-                .or_insert(Decimal::ZERO);
+            let sum = per_type.entry(tender.kind.as_str()).or_insert(Decimal::ZERO);
             *sum = exact_add(*sum, tender.amount)
                 .ok_or_else(|| out_of_range(format!("the sum of the {:?} tenders", tender.kind)))?;
         }
@@ -244,28 +167,20 @@ fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
     for forward in [true, false] {
         let mut total = Decimal::ZERO;
         let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &MovementLine>> = if forward {
-            Box::new(lines.iter())
-        } else {
-            Box::new(lines.iter().rev())
-        };
+        let ordered: Box<dyn Iterator<Item = &MovementLine>> =
+            if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
         for line in ordered {
-            total = exact_add(total, line.qty)
-                .ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+            total = exact_add(total, line.qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
             let sum = per_sku.entry(line.sku.as_str()).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, line.qty).ok_or_else(|| {
-                out_of_range(format!("the sum of the lines of sku {:?}", line.sku))
-            })?;
+            *sum = exact_add(*sum, line.qty)
+                .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {:?}", line.sku)))?;
         }
     }
     Ok(())
 }
 
 fn out_of_range(what: String) -> Rejection {
-    Rejection::new(
-        RejectReason::Decimal,
-        format!("{what} does not fit a decimal exactly within ±{MAGNITUDE_MAX}"),
-    )
+    Rejection::new(RejectReason::Decimal, format!("{what} does not fit a decimal exactly within ±{MAGNITUDE_MAX}"))
 }
 
 /// `a + b` when Decimal holds it exactly within [`MAGNITUDE_MAX`]; `None` otherwise.
@@ -282,10 +197,7 @@ fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
 /// `a × b` when Decimal holds it exactly; `None` on overflow or rounding.
 fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
     let (a, b) = (a.normalize(), b.normalize());
-    let mantissa = a
-        .mantissa()
-        .unsigned_abs()
-        .checked_mul(b.mantissa().unsigned_abs())?;
+    let mantissa = a.mantissa().unsigned_abs().checked_mul(b.mantissa().unsigned_abs())?;
     if a.scale() + b.scale() > Decimal::MAX_SCALE || mantissa > MANTISSA_MAX {
         return None;
     }

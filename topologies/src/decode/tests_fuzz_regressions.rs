@@ -28,10 +28,7 @@ fn assert_refused_as_decimal(subject: &str, doc: &Value) {
     match both(subject, doc) {
         Err(rejection) => {
             assert_eq!(rejection.reason, RejectReason::Decimal, "{rejection:?}");
-            assert!(
-                rejection.detail.contains("does not fit a decimal exactly"),
-                "{rejection:?}"
-            );
+            assert!(rejection.detail.contains("does not fit a decimal exactly"), "{rejection:?}");
         }
         Ok(event) => panic!("accepted a record whose arithmetic overflows: {event:?}"),
     }
@@ -44,10 +41,7 @@ fn gross_over_decimal_range_is_refused() {
     assert_refused_as_decimal(POS, &one_line_transaction("2", MAX));
     assert_refused_as_decimal(POS, &one_line_transaction("1e15", "1e15"));
     // Exact but for its scale: 29 decimal places do not fit.
-    assert_refused_as_decimal(
-        POS,
-        &one_line_transaction("0.1", "0.0000000000000000000000000001"),
-    );
+    assert_refused_as_decimal(POS, &one_line_transaction("0.1", "0.0000000000000000000000000001"));
 }
 
 // Proves two line amounts that fit alone but whose sum rounds are refused (decode_input found
@@ -97,9 +91,7 @@ fn exact_extremes_are_still_accepted() {
     for (qty, unit_price) in cases {
         let event = both(POS, &one_line_transaction(qty, unit_price))
             .unwrap_or_else(|r| panic!("{qty} × {unit_price} was refused: {r:?}"));
-        let Event::Transaction(tx) = event else {
-            panic!("not a transaction")
-        };
+        let Event::Transaction(tx) = event else { panic!("not a transaction") };
         assert_eq!(tx.lines[0].gross(), dec(qty) * dec(unit_price));
         let mut day = StoreDay::default();
         let mut sku = SkuDay::default();
@@ -107,9 +99,6 @@ fn exact_extremes_are_still_accepted() {
         sku.apply_line(&tx.lines[0], Decimal::ONE);
         day.apply_transaction(&tx, Decimal::NEGATIVE_ONE);
         sku.apply_line(&tx.lines[0], Decimal::NEGATIVE_ONE);
-        assert!(
-            day.gross.is_zero() && day.net.is_zero() && sku.net.is_zero(),
-            "{qty} × {unit_price}"
-        );
+        assert!(day.gross.is_zero() && day.net.is_zero() && sku.net.is_zero(), "{qty} × {unit_price}");
     }
 }

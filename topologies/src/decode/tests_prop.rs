@@ -9,16 +9,8 @@ use rust_decimal::Decimal;
 
 /// Any Decimal: a 96-bit mantissa with any sign and scale.
 fn any_decimal() -> impl Strategy<Value = Decimal> {
-    (
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<bool>(),
-        0u32..=28,
-    )
-        .prop_map(|(lo, mid, hi, negative, scale)| {
-            Decimal::from_parts(lo, mid, hi, negative, scale)
-        })
+    (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), 0u32..=28)
+        .prop_map(|(lo, mid, hi, negative, scale)| Decimal::from_parts(lo, mid, hi, negative, scale))
         // Larger magnitudes are refused by design (fields::MAGNITUDE_MAX).
         .prop_filter("within tally's magnitude bound", |d| d.abs() <= crate::decode::fields::MAGNITUDE_MAX)
 }
@@ -48,15 +40,12 @@ fn unit_price_from_msgpack(value: rmpv::Value) -> Result<Decimal, Rejection> {
 
 /// A timestamp of any instant in years 1000–9999 at any whole-minute offset within ±23:59.
 fn any_timestamp() -> impl Strategy<Value = DateTime<FixedOffset>> {
-    (
-        -30_610_224_000i64..253_402_214_400,
-        0u32..1_000_000_000,
-        -1439i32..=1439,
-    )
-        .prop_map(|(secs, nanos, offset_minutes)| {
+    (-30_610_224_000i64..253_402_214_400, 0u32..1_000_000_000, -1439i32..=1439).prop_map(
+        |(secs, nanos, offset_minutes)| {
             let offset = FixedOffset::east_opt(offset_minutes * 60).unwrap();
             offset.timestamp_opt(secs, nanos).unwrap()
-        })
+        },
+    )
 }
 
 proptest! {

@@ -65,10 +65,7 @@ mod tests {
     // The last of duplicate keys wins, and non-maps have no fields.
     #[test]
     fn get_takes_last_duplicate() {
-        let map = Value::Map(vec![
-            ("a".into(), Value::Bool(false)),
-            ("a".into(), Value::Bool(true)),
-        ]);
+        let map = Value::Map(vec![("a".into(), Value::Bool(false)), ("a".into(), Value::Bool(true))]);
         assert_eq!(map.get("a"), Some(&Value::Bool(true)));
         assert_eq!(map.get("b"), None);
         assert_eq!(Value::Null.get("a"), None);

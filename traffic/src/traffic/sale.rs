@@ -32,13 +32,7 @@ impl Traffic {
             reg.1
         };
         let register = format!("R{:02}", r + 1);
-        let id = format!(
-            "{}-{}-{}-{:06}",
-            self.stores[s].profile.id,
-            register,
-            day.format("%Y%m%d"),
-            seq
-        );
+        let id = format!("{}-{}-{}-{:06}", self.stores[s].profile.id, register, day.format("%Y%m%d"), seq);
         let lines = basket::build_lines(
             &mut self.rng,
             &self.catalog,
@@ -52,12 +46,7 @@ impl Traffic {
         let malformed = self.take_malformed();
         let qty_as_number = self.rng.random_bool(0.25);
         let null_voids = self.rng.random_bool(0.5);
-        let stamp = Stamp {
-            store: &self.stores[s].profile,
-            at,
-            business_day: day,
-            qty_as_number,
-        };
+        let stamp = Stamp { store: &self.stores[s].profile, at, business_day: day, qty_as_number };
         let value = basket::transaction_json(
             &stamp,
             &id,
@@ -81,10 +70,7 @@ impl Traffic {
         self.days.entry((s, day)).or_default().add(&totals);
         let recent = &mut self.stores[s].recent;
         let skus = lines.iter().filter(|l| l.qty > 0).map(|l| l.sku).collect();
-        recent.push_back(Recent {
-            id: id.clone(),
-            skus,
-        });
+        recent.push_back(Recent { id: id.clone(), skus });
         if recent.len() > RECENT_MAX {
             recent.pop_front();
         }
@@ -124,10 +110,7 @@ impl Traffic {
         if !drift && self.rng.random_bool(self.opts.void_share.clamp(0.0, 1.0)) {
             self.void(s, at, day, &id, &register, totals, &sold, &restocked);
         }
-        if self
-            .rng
-            .random_bool(self.opts.duplicate_share.clamp(0.0, 1.0))
-        {
+        if self.rng.random_bool(self.opts.duplicate_share.clamp(0.0, 1.0)) {
             let mut dup = match sale_msg {
                 Some(m) if self.rng.random_bool(0.3) => m,
                 _ => msg.clone(),
@@ -154,22 +137,12 @@ impl Traffic {
         restocked: &BTreeMap<usize, i64>,
     ) {
         let void_at = at + Duration::seconds(self.rng.random_range(VOID_DELAY_SECS));
-        let void_day = void_at
-            .with_timezone(&self.stores[s].profile.tz)
-            .date_naive();
-        let stamp = Stamp {
-            store: &self.stores[s].profile,
-            at: void_at,
-            business_day: void_day,
-            qty_as_number: false,
-        };
+        let void_day = void_at.with_timezone(&self.stores[s].profile.tz).date_naive();
+        let stamp = Stamp { store: &self.stores[s].profile, at: void_at, business_day: void_day, qty_as_number: false };
         let value = basket::void_json(&stamp, &format!("VOID-{id}"), register, id);
         let msg = self.wire(s, "pos", void_at, value, false);
         self.enqueue(msg);
-        self.days
-            .entry((s, day))
-            .or_default()
-            .void_at(void_at, totals);
+        self.days.entry((s, day)).or_default().void_at(void_at, totals);
         self.stats.voids += 1;
         for (reason, lines) in [("sale", sold), ("return", restocked)] {
             if lines.is_empty() {
@@ -196,17 +169,9 @@ impl Traffic {
         malformed: bool,
     ) -> WireMessage {
         self.stores[s].movement_counter += 1;
-        let id = format!(
-            "INV-{}-{}",
-            self.stores[s].profile.id, self.stores[s].movement_counter
-        );
+        let id = format!("INV-{}-{}", self.stores[s].profile.id, self.stores[s].movement_counter);
         let qty_as_number = self.rng.random_bool(0.25);
-        let stamp = Stamp {
-            store: &self.stores[s].profile,
-            at,
-            business_day: day,
-            qty_as_number,
-        };
+        let stamp = Stamp { store: &self.stores[s].profile, at, business_day: day, qty_as_number };
         let value = basket::movement_json(&stamp, &id, reason, reference, &self.catalog, lines);
         self.stats.movements += u64::from(!malformed);
         self.wire(s, "inventory", at, value, malformed)
