@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tally_processor::config::{Config, StoreConfig};
+use tally_processor::config::Config;
 use tally_state::{
     CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch,
 };
 use tally_topologies::decode::{self, DecodeContext};
 use tally_topologies::topology::{InputMessage, Retail, Tick};
-use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
+use tally_traffic::{GenOptions, Traffic, WireMessage};
 
 use crate::measure::mib;
 
@@ -176,10 +176,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         ..GenOptions::default()
     };
     let mut config = Config::default();
-    for (index, id) in gen::store_ids(&opts).into_iter().enumerate() {
-        let zone = gen::store_timezone(&opts, index).name().to_string();
-        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
-    }
+    crate::e2e::add_generated_stores(&mut config, &opts);
     let retail = Retail::new(config.topology());
     let n = args.messages as usize;
     let msgs = generate(opts, n);

@@ -209,12 +209,16 @@ pub fn default_config(nats_url: &str, state: &Path, opts: &GenOptions) -> anyhow
     config.nats.url = nats_url.to_string();
     config.state.path = state.to_path_buf();
     config.http.listen = format!("127.0.0.1:{}", free_port()?);
-    // The generator's stores live in several zones; tally must agree on their business days.
+    add_generated_stores(&mut config, opts);
+    Ok(config)
+}
+
+/// The generator's stores live in several zones; tally must agree on their business days.
+pub fn add_generated_stores(config: &mut Config, opts: &GenOptions) {
     for (index, id) in gen::store_ids(opts).into_iter().enumerate() {
         let zone = gen::store_timezone(opts, index).name().to_string();
         config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
     }
-    Ok(config)
 }
 
 /// The processor running in this process on its own task.

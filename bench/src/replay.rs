@@ -16,12 +16,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use tally_processor::config::{Config, StoreConfig};
+use tally_processor::config::Config;
 use tally_state::{Cf, MemStore, Overlay, Store};
 use tally_topologies::aggregates::{self, OutboxEntry};
 use tally_topologies::report;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
-use tally_traffic::{self as gen, GenOptions, Traffic, WireMessage};
+use tally_traffic::{GenOptions, Traffic, WireMessage};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
@@ -87,10 +87,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ..GenOptions::default()
     };
     let mut config = Config::default();
-    for (index, id) in gen::store_ids(&opts).into_iter().enumerate() {
-        let zone = gen::store_timezone(&opts, index).name().to_string();
-        config.stores.insert(id, StoreConfig { timezone: Some(zone), drift: None });
-    }
+    crate::e2e::add_generated_stores(&mut config, &opts);
     let retail = Retail::new(config.topology());
     let msgs = generate(opts, args.messages);
     let store = MemStore::new();

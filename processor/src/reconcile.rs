@@ -125,10 +125,10 @@ pub async fn run(
     store: &dyn Store,
     js: &jetstream::Context,
     config: &Config,
-    mut progress: Option<&mut Progress>,
+    progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
     let mut summary = Summary::default();
-    let received = read_back(js, config, &mut summary, progress.as_deref_mut()).await?;
+    let received = read_back(js, config, &mut summary, progress).await?;
     summary.outbox_postings_dropped = drop_outbox_postings(store, &config.input.subject_prefix)?;
     let days = report::store_days(store, STORE_DAYS_MAX)?;
     let now = Utc::now();

@@ -107,7 +107,8 @@ enum Event {
     Moved {
         store: String,
         from: u64,
-        result: Result<PullConsumer, String>,
+        /// Boxed: a consumer is several hundred bytes, the other events a few words.
+        result: Result<Box<PullConsumer>, String>,
     },
     Deleted {
         name: String,
@@ -116,9 +117,12 @@ enum Event {
 }
 
 enum Fetch {
-    Posting(jetstream::Message),
+    /// Boxed: a message is ~400 bytes, the other variants a few words.
+    Posting(Box<jetstream::Message>),
     Nothing(Option<String>),
-    Drained { upto: u64 },
+    Drained {
+        upto: u64,
+    },
 }
 
 /// What the delivery tasks share.
@@ -373,7 +377,7 @@ impl Run {
         self.tasks.spawn(async move {
             // A consumer of that name left by a hand-back whose delete failed starts elsewhere.
             let result = match delete_consumer(&stream, &name).await {
-                Ok(()) => stream.create_consumer(config).await.map_err(|err| err.to_string()),
+                Ok(()) => stream.create_consumer(config).await.map(Box::new).map_err(|err| err.to_string()),
                 Err(err) => Err(err),
             };
             Event::Moved { store, from, result }
@@ -517,7 +521,7 @@ impl Run {
                 if let Ok(info) = message.info() {
                     self.own_pending.insert(store.clone(), info.pending);
                 }
-                self.take(message, Source::Own).await;
+                self.take(*message, Source::Own).await;
                 Fetched::Posting
             }
             Fetch::Nothing(error) => {
@@ -539,7 +543,7 @@ impl Run {
         self.gauge(&store);
     }
 
-    async fn moved(&mut self, store: String, from: u64, result: Result<PullConsumer, String>) {
+    async fn moved(&mut self, store: String, from: u64, result: Result<Box<PullConsumer>, String>) {
         match result {
             Ok(consumer) => {
                 let handed_over = self.schedule.moved(&store);
@@ -554,7 +558,7 @@ impl Run {
                     "The store's postings now come from its own consumer."
                 );
                 self.own_pending.insert(store.clone(), handed_over.len() as u64);
-                self.own.insert(store.clone(), consumer);
+                self.own.insert(store.clone(), *consumer);
             }
             Err(error) => {
                 warn!(
@@ -715,7 +719,7 @@ async fn park(shared: &Shared, posting: &Posting, detail: &str) -> anyhow::Resul
 /// The next posting of a store's own consumer, or whether it has delivered everything.
 async fn fetch_own(consumer: &PullConsumer) -> Fetch {
     let error = match fetch_one(consumer).await {
-        Ok(Some(message)) => return Fetch::Posting(message),
+        Ok(Some(message)) => return Fetch::Posting(Box::new(message)),
         Ok(None) => match consumer.get_info().await {
             Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {
                 return Fetch::Drained { upto: info.delivered.stream_sequence }

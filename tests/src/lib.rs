@@ -1,6 +1,7 @@
 //! Black-box test harness for the `tally` binary: everything here talks to real processes over
 //! the wire, exactly as a user's publishers, alerting pipeline and dashboards would.
 //!
+//! - [`daemon`]: a Prometheus-family server (Prometheus, Alertmanager) run for one test.
 //! - [`alertmanager`]: a throwaway Prometheus Alertmanager on a free port, killed on drop.
 //! - [`nats`]: a throwaway `nats-server -js` on a free port with a temp store dir, killed on drop
 //!   (the shared launcher of the `tally-traffic` crate).
@@ -20,6 +21,7 @@
 
 pub mod alertmanager;
 pub mod crash;
+pub mod daemon;
 pub mod fixtures;
 pub mod js;
 pub mod model;

@@ -2,28 +2,27 @@
 //! TSDB dir and a generated config that scrapes the given targets every second; killed on drop.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{free_port, tail};
+use crate::daemon::{Daemon, Kind};
+use crate::free_port;
 
-/// How long Prometheus may take to answer `/-/ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+static KIND: Kind = Kind {
+    name: "Prometheus",
+    bin_env: "PROMETHEUS_BIN",
+    debian_bin: "/usr/bin/prometheus",
+    path_bin: "prometheus",
+    package: "prometheus",
+    stem: "prometheus",
+    ready_timeout: Duration::from_secs(60),
+};
 
 /// The binary: `$PROMETHEUS_BIN`, else Debian's `/usr/bin/prometheus` when it exists, else
 /// `prometheus` on PATH.
-pub fn prometheus_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMETHEUS_BIN") {
-        return PathBuf::from(path);
-    }
-    let debian = Path::new("/usr/bin/prometheus");
-    if debian.exists() {
-        return debian.to_path_buf();
-    }
-    PathBuf::from("prometheus")
+pub fn prometheus_bin() -> std::path::PathBuf {
+    KIND.bin()
 }
 
 /// What an instant query came to.
@@ -37,10 +36,7 @@ pub enum Answer {
 }
 
 pub struct Prometheus {
-    port: u16,
-    dir: Option<tempfile::TempDir>,
-    child: Option<Child>,
-    http: reqwest::Client,
+    daemon: Daemon,
 }
 
 impl Prometheus {
@@ -49,74 +45,29 @@ impl Prometheus {
     /// its log) when it cannot.
     pub async fn start(job: &str, targets: &[String]) -> Prometheus {
         let port = free_port();
-        let dir =
-            tempfile::Builder::new().prefix("tally-test-prom-").tempdir().expect("create a temp dir for Prometheus");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write the Prometheus config");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("create the Prometheus log");
-        let log_err = log.try_clone().expect("clone the log file handle");
-        let spawned = Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
-                "{} not found. Run scripts/install-deps.sh (it installs the Debian package \
-                 prometheus) or set PROMETHEUS_BIN.",
-                prometheus_bin().display()
-            ),
-            Err(err) => panic!("cannot spawn {}: {err}", prometheus_bin().display()),
-        };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("build an HTTP client");
-        let mut prometheus = Prometheus { port, dir: Some(dir), child: Some(child), http };
-        prometheus.wait_ready().await;
-        prometheus
+        let (dir, config_path) = Daemon::prepare(&KIND, &config);
+        let args = [
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        Prometheus { daemon: Daemon::spawn(&KIND, port, dir, &args).await }
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.as_ref().expect("the temp dir lives as long as the server").path().join("prometheus.log")
+        self.daemon.url()
     }
 
     /// The tail of Prometheus's log, for failure messages.
     pub fn logs(&self) -> String {
-        format!("--- prometheus log (tail) ---\n{}", tail(&self.log_path(), 30))
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    panic!("Prometheus exited during start-up ({status})\n{}", self.logs());
-                }
-            }
-            let ready = self.http.get(format!("{}/-/ready", self.url())).send().await;
-            if matches!(ready, Ok(ref r) if r.status().is_success()) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("Prometheus on port {} was not ready within {READY_TIMEOUT:?}\n{}", self.port, self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.daemon.logs()
     }
 
     /// GET `/api/v1/<path>` with `params`; the JSON answer. Panics on a transport error or an
@@ -124,7 +75,8 @@ impl Prometheus {
     async fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
         let url = format!("{}/api/v1/{path}", self.url());
         let response = self
-            .http
+            .daemon
+            .http()
             .get(&url)
             .query(params)
             .send()
@@ -170,18 +122,6 @@ impl Prometheus {
 /// The value of a `[timestamp, "value"]` pair.
 fn value_text(pair: &Value) -> String {
     pair[1].as_str().unwrap_or_default().to_string()
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() && self.dir.is_some() {
-            eprintln!("{}", self.logs());
-        }
-    }
 }
 
 /// The metrics reference of docs/http-api.md: each metric of its table with the label names

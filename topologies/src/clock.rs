@@ -106,6 +106,13 @@ fn timer_key(store: &str, due: DateTime<Utc>, timer: &Timer) -> Vec<u8> {
     key.finish()
 }
 
+/// [`parse_timer_key`], with a key it cannot read reported as corrupt state.
+fn read_timer_key(key: &[u8]) -> Result<(DateTime<Utc>, Timer), TopologyError> {
+    parse_timer_key(key).ok_or_else(|| {
+        tally_state::StateError::Corrupt { cf: Cf::Timers, detail: format!("bad timer key {key:?}") }.into()
+    })
+}
+
 fn parse_timer_key(key: &[u8]) -> Option<(DateTime<Utc>, Timer)> {
     let mut reader = KeyReader::new(key);
     reader.str().ok()?;
@@ -148,13 +155,7 @@ pub fn take_due(
         let entries = txn.scan_prefix_from(Cf::Timers, &prefix, &start, page)?;
         let mut rest = None;
         for (key, _) in &entries {
-            let Some((at, timer)) = parse_timer_key(key) else {
-                return Err(tally_state::StateError::Corrupt {
-                    cf: Cf::Timers,
-                    detail: format!("bad timer key {key:?}"),
-                }
-                .into());
-            };
+            let (at, timer) = read_timer_key(key)?;
             if at > clock.watermark {
                 rest = Some(at);
                 break;
@@ -200,13 +201,7 @@ pub fn finalize_days_due_by(
     loop {
         let entries = store.scan_prefix_from(Cf::Timers, &prefix, &start, TIMERS_PER_SCAN)?;
         for (key, _) in &entries {
-            let Some((at, timer)) = parse_timer_key(key) else {
-                return Err(tally_state::StateError::Corrupt {
-                    cf: Cf::Timers,
-                    detail: format!("bad timer key {key:?}"),
-                }
-                .into());
-            };
+            let (at, timer) = read_timer_key(key)?;
             if at > cutoff {
                 return Ok(days);
             }
