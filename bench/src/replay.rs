@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, Utc};
 use tally_processor::config::Config;
 use tally_state::{Cf, MemStore, Overlay, Store};
-use tally_topologies::aggregates::{self, OutboxEntry};
+use tally_topologies::aggregates::OutboxEntry;
+use tally_topologies::codec;
 use tally_topologies::report;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
 use tally_traffic::{GenOptions, Traffic, WireMessage};
@@ -119,7 +120,7 @@ fn write_outbox(store: &MemStore, dir: &std::path::Path) -> anyhow::Result<usize
     let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("outbox.txt"))?);
     let entries = store.scan_from(Cf::Outbox, &[], usize::MAX)?;
     for (_, value) in &entries {
-        let entry: OutboxEntry = aggregates::decode(value)?;
+        let entry: OutboxEntry = codec::decode(value)?;
         let payload = match std::str::from_utf8(&entry.payload) {
             Ok(text) if entry.payload.first() == Some(&b'{') => text.to_string(),
             _ => entry.payload.iter().map(|b| format!("{b:02x}")).collect(),

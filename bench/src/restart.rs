@@ -19,7 +19,8 @@ use tally_processor::app;
 use tally_processor::config::Config;
 use tally_processor::telemetry;
 use tally_state::{Cf, RocksOptions, RocksStore, Store, WriteBatch};
-use tally_topologies::aggregates::{self, SkuDay};
+use tally_topologies::aggregates::SkuDay;
+use tally_topologies::codec;
 use tally_topologies::keys;
 use tally_topologies::model::MovementReason;
 use tally_traffic::{GenOptions, Traffic};
@@ -139,7 +140,7 @@ pub fn fill_store(store: &dyn Store, keys: u64) -> anyhow::Result<()> {
     sku.net = Decimal::new(32_100, 2);
     sku.tax = Decimal::new(2_648, 2);
     sku.inventory.insert(MovementReason::Sale, Decimal::from(-16));
-    let sku_value = aggregates::encode(&sku);
+    let sku_value = codec::encode(&sku);
     let seen_value = vec![0x5a_u8; SEEN_VALUE_BYTES];
     let mut batch = WriteBatch::new();
     for i in 0..keys {

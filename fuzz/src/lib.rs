@@ -4,13 +4,14 @@
 //! returning normally means the input was handled, accepted or refused.
 //!
 //! - [`check_decode_input`]: subject, content type and payload through `decode::decode`.
-//! - [`check_decode_state`]: bytes as every stored value type through `aggregates::decode`.
+//! - [`check_decode_state`]: bytes as every stored value type through `codec::decode`.
 //! - [`check_apply_input`]: a few messages through the whole topology over an in-memory store.
 //! - [`Flags`]: how the first byte of an input picks the subject, content type and limits.
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use tally_state::{Cf, MemStore, Overlay, Store};
+use tally_topologies::codec;
 use tally_topologies::aggregates::{self, LatestPrice, OutboxEntry, Seen, SkuDay, StoreDay};
 use tally_topologies::clock::StoreClock;
 use tally_topologies::decode::{self, DecodeContext};
@@ -165,7 +166,7 @@ fn check_event_arithmetic(event: &Event, max_lines: usize) {
                 sku.apply_line(line, Decimal::NEGATIVE_ONE);
                 assert!(sku.net.is_zero(), "a line reversal must net to zero");
             }
-            let _ = aggregates::encode(tx);
+            let _ = codec::encode(tx);
         }
         Event::Movement(movement) => {
             assert!(
@@ -201,9 +202,9 @@ fn round_trip<T>(data: &[u8])
 where
     T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug,
 {
-    if let Ok(value) = aggregates::decode::<T>(data) {
-        let bytes = aggregates::encode(&value);
-        let back: T = aggregates::decode(&bytes).unwrap_or_else(|err| {
+    if let Ok(value) = codec::decode::<T>(data) {
+        let bytes = codec::encode(&value);
+        let back: T = codec::decode(&bytes).unwrap_or_else(|err| {
             panic!(
                 "{} re-encoded from {value:?} does not decode: {err}",
                 std::any::type_name::<T>()
@@ -234,7 +235,7 @@ pub fn check_apply_input(data: &[u8]) {
         .expect("MemStore scans cannot fail")
     {
         let entry: OutboxEntry =
-            aggregates::decode(&value).expect("the topology wrote this outbox entry");
+            codec::decode(&value).expect("the topology wrote this outbox entry");
         for (name, value) in &entry.headers {
             assert!(
                 !value.chars().any(char::is_control),

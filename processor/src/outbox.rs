@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tally_state::{Cf, KeyReader, Store, WriteBatch};
-use tally_topologies::aggregates::{self, OutboxEntry, OutputKind};
+use tally_topologies::aggregates::{OutboxEntry, OutputKind};
+use tally_topologies::codec;
 use tally_topologies::keys;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -89,7 +90,7 @@ impl Publisher {
         let mut oldest_kept: Option<Vec<u8>> = None;
         let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
-            let mut entry: OutboxEntry = aggregates::decode(value)?;
+            let mut entry: OutboxEntry = codec::decode(value)?;
             let kind = entry.kind();
             if kind == OutputKind::Dlq {
                 fit_dlq_copy(&mut entry, max_payload);
@@ -163,7 +164,7 @@ impl Publisher {
         };
         let oldest = KeyReader::new(oldest_key).u64()?;
         let meta = tally_state::Overlay::new(self.store.as_ref());
-        let next = tally_topologies::topology::read_meta_u64(&meta, keys::META_OUTBOX_NEXT)?.unwrap_or(oldest + 1);
+        let next = codec::read_meta_u64(&meta, keys::META_OUTBOX_NEXT)?.unwrap_or(oldest + 1);
         telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
         Ok(())
     }

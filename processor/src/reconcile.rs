@@ -18,7 +18,8 @@ use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::StreamExt;
 use tally_state::{Cf, Overlay, StateError, Store, WriteBatch};
-use tally_topologies::aggregates::{self, OutboxEntry};
+use tally_topologies::aggregates::OutboxEntry;
+use tally_topologies::codec;
 use tally_topologies::reconcile::{self, BookOutcome, Received, ReceivedAlert, ReceivedPosting};
 use tally_topologies::report;
 use tally_topologies::topology::TopologyError;
@@ -275,18 +276,16 @@ fn drop_outbox_postings(store: &dyn Store, prefix: &str) -> Result<u64, Reconcil
     let subject_prefix = format!("{prefix}.erp.postings.");
     let mut doomed = Vec::new();
     let mut corrupt = None;
-    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| {
-        match aggregates::decode::<OutboxEntry>(value) {
-            Ok(entry) => {
-                if entry.subject.starts_with(&subject_prefix) {
-                    doomed.push(key.to_vec());
-                }
-                true
+    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| match codec::decode::<OutboxEntry>(value) {
+        Ok(entry) => {
+            if entry.subject.starts_with(&subject_prefix) {
+                doomed.push(key.to_vec());
             }
-            Err(source) => {
-                corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
-                false
-            }
+            true
+        }
+        Err(source) => {
+            corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
+            false
         }
     })?;
     if let Some(err) = corrupt {

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::drift::AlertState;
+use crate::books::{PostedLine, PostingBook};
+use crate::drift::{AlertState, DriftFigures};
 use crate::model::{DayClose, InventoryMovement, MovementReason, PosTransaction};
-use crate::postings::{PostedLine, PostingBook};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -295,28 +295,20 @@ impl SkuDay {
         self.unmatched.retain(|u| u.id != id);
     }
 
+    /// The key's drift figures at `unit_price` (docs/wire-format.md, "Drift alert").
+    pub fn drift_figures(&self, unit_price: Option<Decimal>) -> DriftFigures {
+        DriftFigures::new(self.expected_units(), self.recorded_units(), unit_price)
+    }
+
     pub fn unmatched_ids(&self) -> Vec<String> {
         self.unmatched.iter().take(UNMATCHED_SHOWN).map(|u| u.id.clone()).collect()
     }
 }
 
-/// Encodes a stored value. Serializing these plain structs to a Vec cannot fail.
-///
-/// Fields are written by position, not by name: every value is decoded and re-encoded on each
-/// touch, and the names were a third of the bytes and of the time spent on them.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec(value).expect("serializing a state value to memory cannot fail")
-}
-
-/// Decodes a stored value, by position or by name; a failure means the state is corrupt or
-/// from an unknown version.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{decode, encode};
     use proptest::prelude::*;
 
     proptest! {

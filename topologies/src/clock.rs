@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use tally_state::key::{KeyReader, KeyWriter};
 use tally_state::{Cf, Overlay, Store};
 
-use crate::aggregates;
-use crate::topology::{read, TopologyError};
+use crate::codec::{self, read};
+use crate::error::TopologyError;
 
 const TAG_CLOCK: u8 = 4;
 const TIMER_FINALIZE: u8 = 1;
@@ -66,7 +66,7 @@ pub fn load(txn: &Overlay<'_>, store: &str) -> Result<Option<StoreClock>, Topolo
 }
 
 pub fn save(txn: &mut Overlay<'_>, store: &str, clock: &StoreClock) {
-    txn.put(Cf::Aggregates, clock_key(store), aggregates::encode(clock));
+    txn.put(Cf::Aggregates, clock_key(store), codec::encode(clock));
 }
 
 impl StoreClock {

@@ -10,8 +10,6 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregates::SkuDay;
-
 /// Alert thresholds, for all stores or overridden for one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftThresholds {
@@ -53,9 +51,9 @@ pub struct DriftFigures {
 const RATIO_DP: u32 = 4;
 
 impl DriftFigures {
-    pub fn of(sku: &SkuDay, unit_price: Option<Decimal>) -> DriftFigures {
-        let expected_units = sku.expected_units();
-        let recorded_units = sku.recorded_units();
+    /// The figures of a key that expects `expected_units` and recorded `recorded_units`, its
+    /// value at `unit_price` (none known: zero).
+    pub fn new(expected_units: Decimal, recorded_units: Decimal, unit_price: Option<Decimal>) -> DriftFigures {
         let drift_units = expected_units - recorded_units;
         let base = expected_units.abs().max(recorded_units.abs()).max(Decimal::ONE);
         DriftFigures {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tally_state::{Cf, Store};
 
 use crate::aggregates::SkuDay;
-use crate::drift::{DriftFigures, DriftThresholds, Phase};
+use crate::drift::{DriftThresholds, Phase};
 use crate::model::MovementReason;
 use crate::test_support::{day_close_at, movement_at, sale_at, void_at, Harness, Published};
 use crate::topology::{Outcome, TopologyConfig};
@@ -480,7 +480,7 @@ fn a_ratio_just_under_the_threshold_is_under_though_it_publishes_as_the_threshol
         DriftThresholds { min_ratio: dec("0.10"), min_value: dec("1000000"), ..DriftThresholds::default() };
     let mut sku = SkuDay { sold_units: dec("25"), ..SkuDay::default() };
     sku.apply_movement_qty(MovementReason::Sale, dec("-22.501"));
-    let figures = DriftFigures::of(&sku, Some(dec("1.00")));
+    let figures = sku.drift_figures(Some(dec("1.00")));
     assert_eq!(figures.drift_ratio.to_string(), "0.1", "what an alert would publish");
     assert!(!figures.is_over(&thresholds), "0.09996 is under 0.10");
 
@@ -821,7 +821,7 @@ proptest! {
             }
             let watermark = h.clock(&store).unwrap().watermark;
             for (sku, sku_day) in h.skus_of(&store, crate::test_support::day()) {
-                let figures = crate::drift::DriftFigures::of(&sku_day, Some(dec("1.25")));
+                let figures = sku_day.drift_figures(Some(dec("1.25")));
                 let key = (store.clone(), sku);
                 if figures.is_over(&thresholds) {
                     over_since.entry(key).or_insert(watermark);

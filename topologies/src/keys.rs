@@ -10,8 +10,8 @@ use tally_state::key::{KeyReader, KeyWriter};
 const TAG_STORE_DAY: u8 = 1;
 const TAG_SKU_DAY: u8 = 2;
 const TAG_PRICE: u8 = 3;
-// Tags 4 (store clocks), 7 (posting dirty registry) and 8 (latest alerts) are owned by
-// `clock`, `postings` and `outputs`.
+// Tags 4 (store clocks), 8 and 9 (latest alerts, pending alerts) and 10 (day index) are
+// owned by `clock`, `outputs` and `retention`; 7 (the posting dirty registry) is below.
 const TAG_REFERENCE: u8 = 5;
 
 /// `Meta` keys.
@@ -113,6 +113,28 @@ pub fn pending_void(store: &str, voided_id: &str) -> Vec<u8> {
 /// `Outbox`: a global, gapless sequence, so draining in key order keeps every store in order.
 pub fn outbox(seq: u64) -> Vec<u8> {
     KeyWriter::new().u64(seq).finish()
+}
+
+/// The registry of store-days with changes not yet posted (postings).
+const TAG_DIRTY: u8 = 7;
+
+pub fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_DIRTY).str(store).str(&day.to_string()).finish()
+}
+
+pub fn dirty_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_DIRTY).finish()
+}
+
+/// Reads (store, day) back from a dirty-registry key.
+pub fn parse_dirty_key(key: &[u8]) -> Option<(String, NaiveDate)> {
+    let mut reader = tally_state::KeyReader::new(key);
+    if reader.tag().ok()? != TAG_DIRTY {
+        return None;
+    }
+    let store = reader.str().ok()?;
+    let day = NaiveDate::parse_from_str(&reader.str().ok()?, "%Y-%m-%d").ok()?;
+    Some((store, day))
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //!
 //! - [`model`]: the typed input records of the contract (transactions, movements, day-closes).
 //! - [`decode`]: bytes (JSON or MessagePack) to records, or a DLQ rejection with its reason.
-//! - [`keys`]: where each record lives in the store, as order-preserving binary keys.
+//! - [`keys`]: where each record lives in the store, as order-preserving binary keys (the posting registry's too).
+//! - [`error`]: the one error of the topology: state that cannot be read.
+//! - [`codec`]: how values are stored (MessagePack) and read back, typed.
+//! - [`books`]: the posting bookkeeping kept in state.
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
 //! - [`topology`]: one input message in, state changes and outbox entries out.
@@ -17,9 +20,12 @@
 //! - [`report`]: the day's reconciliation, read back from state.
 
 pub mod aggregates;
+pub mod books;
 pub mod clock;
+pub mod codec;
 pub mod decode;
 pub mod drift;
+pub mod error;
 pub mod fingerprint;
 pub mod keys;
 mod lifecycle;

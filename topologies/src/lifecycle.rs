@@ -5,13 +5,15 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, OutputKind, SkuDay, StoreDay};
+use crate::aggregates::{OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
+use crate::codec;
+use crate::codec::read;
 use crate::drift::{self, Decision, DriftFigures};
 use crate::keys;
 use crate::outputs::{self, Emitted};
 use crate::postings::{self, Kind};
-use crate::topology::{read, Retail, Step, TopologyError};
+use crate::topology::{Retail, Step, TopologyError};
 
 /// Store clocks and dirty store-days visited per tick at most (bounded by stores × open days).
 const TICK_SCAN_MAX: usize = 1_000_000;
@@ -78,7 +80,7 @@ impl Retail {
         outputs::index_pending(txn, &step.store, day, sku_name, before, sku.alert.phase);
         if decision != Decision::default() {
             self.carry_out(txn, step, day, sku_name, &sku, &figures, decision)?;
-            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            txn.put(Cf::Aggregates, key, codec::encode(&sku));
         }
         Ok(())
     }
@@ -96,15 +98,15 @@ impl Retail {
         let rows = txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&step.store, day), SKUS_PER_DAY_MAX)?;
         let thresholds = self.config().thresholds(&step.store).clone();
         for (key, value) in rows {
-            let mut sku: SkuDay = aggregates::decode(&value)
-                .map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+            let mut sku: SkuDay =
+                codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
             let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
             let figures = self.figures(txn, step, &sku_name, &sku)?;
             let before = sku.alert.phase;
             let decision = sku.alert.finalize(figures.is_over(&thresholds), figures.drift_units);
             outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
             self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
-            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            txn.put(Cf::Aggregates, key, codec::encode(&sku));
         }
         // The posting reads and updates sku-days too, so it runs after the drift pass is stored.
         totals = postings::load_store_day(txn, &step.store, day)?;
@@ -115,7 +117,7 @@ impl Retail {
         let posting =
             postings::next_posting(txn, &step.store, day, &mut totals, kind, &self.config().default_currency)?;
         totals.finalized = true;
-        txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
+        txn.put(Cf::Aggregates, store_key, codec::encode(&totals));
         if let Some(posting) = posting {
             self.send_posting(txn, &step.store, posting, &mut step.emitted)?;
             if let Some(since) = dirty_since {
@@ -178,7 +180,7 @@ impl Retail {
         sku: &SkuDay,
     ) -> Result<DriftFigures, TopologyError> {
         let price = self.latest_price(txn, step, sku_name)?;
-        Ok(DriftFigures::of(sku, price.map(|p| p.unit_price)))
+        Ok(sku.drift_figures(price.map(|p| p.unit_price)))
     }
 
     fn send_posting(
@@ -207,7 +209,7 @@ impl Retail {
         let mut emitted = Emitted::default();
         for (key, value) in txn.scan_prefix(Cf::Aggregates, &clock::all_clocks_prefix(), TICK_SCAN_MAX)? {
             let mut store_clock: StoreClock =
-                aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "store clock", source })?;
+                codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "store clock", source })?;
             if !store_clock.advance_idle(now, self.config().idle_timeout) {
                 continue;
             }
@@ -239,7 +241,7 @@ impl Retail {
                 (false, false) => Kind::Interim,
             };
             let posting = postings::next_posting(txn, &store, day, &mut totals, kind, &self.config().default_currency)?;
-            txn.put(Cf::Aggregates, keys::store_day(&store, day), aggregates::encode(&totals));
+            txn.put(Cf::Aggregates, keys::store_day(&store, day), codec::encode(&totals));
             if let Some(posting) = posting {
                 self.send_posting(txn, &store, posting, &mut emitted)?;
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());

@@ -11,10 +11,11 @@ use serde::Serialize;
 use tally_state::key::KeyWriter;
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, OutboxEntry, OutputKind};
+use crate::aggregates::{OutboxEntry, OutputKind};
+use crate::codec;
 use crate::drift::{DriftAlert, Phase};
+use crate::error::TopologyError;
 use crate::keys;
-use crate::topology::TopologyError;
 
 const TAG_ALERT_LATEST: u8 = 8;
 const TAG_PENDING: u8 = 9;
@@ -70,8 +71,8 @@ impl Emitted {
 
 /// Appends an output message to the durable outbox, in the same batch as the state change.
 pub fn enqueue(txn: &mut Overlay<'_>, entry: &OutboxEntry) -> Result<(), TopologyError> {
-    let next = crate::topology::read_meta_u64(txn, keys::META_OUTBOX_NEXT)?.unwrap_or(1);
-    txn.put(Cf::Outbox, keys::outbox(next), aggregates::encode(entry));
+    let next = crate::codec::read_meta_u64(txn, keys::META_OUTBOX_NEXT)?.unwrap_or(1);
+    txn.put(Cf::Outbox, keys::outbox(next), codec::encode(entry));
     txn.put(Cf::Meta, keys::META_OUTBOX_NEXT.to_vec(), (next + 1).to_be_bytes().to_vec());
     Ok(())
 }

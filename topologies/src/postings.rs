@@ -6,58 +6,18 @@
 //! the current totals as posted. So the sum of all postings equals the totals at the last
 //! posting by construction, whatever the order of transactions, returns and voids.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use tally_state::key::KeyWriter;
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::aggregates::{SkuDay, StoreDay};
+use crate::books::PostedLine;
+use crate::codec::{self, read};
+use crate::error::TopologyError;
 use crate::keys;
 use crate::posting_body::{Audit, Control, Cumulative, MissingSeqs, PostingBody, PostingLine, TenderDelta};
-use crate::topology::{read, TopologyError};
 
-const TAG_DIRTY: u8 = 7;
 /// Sku-days read per store-day when building a posting (a store's assortment is bounded).
 const SKUS_PER_POSTING_MAX: usize = 1_000_000;
-
-/// What a sku-day has already posted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PostedLine {
-    #[serde(with = "crate::stored_decimal::one")]
-    pub qty: Decimal,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub gross: Decimal,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub discount: Decimal,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub net: Decimal,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub tax: Decimal,
-}
-
-/// The posting bookkeeping of a store-day, kept in its `StoreDay`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PostingBook {
-    /// The last posting's `seq`; 0 before the first.
-    pub seq: u32,
-    pub final_sent: bool,
-    /// Processing time of the first change not yet posted.
-    #[serde(with = "chrono::serde::ts_microseconds_option")]
-    pub dirty_since: Option<DateTime<Utc>>,
-    pub transactions: i64,
-    pub lines: i64,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub net: Decimal,
-    #[serde(with = "crate::stored_decimal::one")]
-    pub tax: Decimal,
-    #[serde(with = "crate::stored_decimal::map")]
-    pub tenders: BTreeMap<String, Decimal>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -88,30 +48,11 @@ pub fn posting_id(store: &str, day: NaiveDate, seq: u32) -> String {
     format!("{store}/{}/{seq:04}", day.format("%Y-%m-%d"))
 }
 
-pub(crate) fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_DIRTY).str(store).str(&day.to_string()).finish()
-}
-
-pub fn dirty_prefix() -> Vec<u8> {
-    KeyWriter::new().tag(TAG_DIRTY).finish()
-}
-
-/// Reads (store, day) back from a dirty-registry key.
-pub fn parse_dirty_key(key: &[u8]) -> Option<(String, NaiveDate)> {
-    let mut reader = tally_state::KeyReader::new(key);
-    if reader.tag().ok()? != TAG_DIRTY {
-        return None;
-    }
-    let store = reader.str().ok()?;
-    let day = NaiveDate::parse_from_str(&reader.str().ok()?, "%Y-%m-%d").ok()?;
-    Some((store, day))
-}
-
 /// Notes that a store-day changed at processing time `now`, so an interim or adjustment follows.
 pub fn mark_dirty(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, totals: &mut StoreDay, now: DateTime<Utc>) {
     if totals.posting.dirty_since.is_none() {
         totals.posting.dirty_since = Some(now);
-        txn.put(Cf::Aggregates, dirty_key(store, day), Vec::new());
+        txn.put(Cf::Aggregates, keys::dirty_key(store, day), Vec::new());
     }
 }
 
@@ -141,7 +82,7 @@ pub fn next_posting(
         && totals.net == book.net
         && totals.tax == book.tax;
     book.dirty_since = None;
-    txn.delete(Cf::Aggregates, dirty_key(store, day));
+    txn.delete(Cf::Aggregates, keys::dirty_key(store, day));
     if kind != Kind::Final && lines.is_empty() && tenders.is_empty() && unchanged {
         return Ok(None);
     }
@@ -187,7 +128,7 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
     let mut lines = Vec::new();
     for (key, value) in rows {
         let mut sku: SkuDay =
-            aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+            codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
         let current = postable(&sku);
         if current == sku.posted {
             continue;
@@ -202,7 +143,7 @@ fn post_lines(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<Vec<
             tax: (current.tax - sku.posted.tax).to_string(),
         });
         sku.posted = current;
-        txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+        txn.put(Cf::Aggregates, key, codec::encode(&sku));
     }
     Ok(lines)
 }
@@ -246,8 +187,8 @@ const MISSING_SEQS_MAX: usize = 1000;
 
 /// The store-days with unposted changes, in key order.
 pub fn dirty_days(txn: &Overlay<'_>, limit: usize) -> Result<Vec<(String, NaiveDate)>, TopologyError> {
-    let rows = txn.scan_prefix(Cf::Aggregates, &dirty_prefix(), limit)?;
-    Ok(rows.iter().filter_map(|(key, _)| parse_dirty_key(key)).collect())
+    let rows = txn.scan_prefix(Cf::Aggregates, &keys::dirty_prefix(), limit)?;
+    Ok(rows.iter().filter_map(|(key, _)| keys::parse_dirty_key(key)).collect())
 }
 
 /// Reads a store-day's totals (present for any day that has a dirty entry).

@@ -22,10 +22,12 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::aggregates::{SkuDay, StoreDay};
+use crate::books::{PostedLine, PostingBook};
+use crate::codec::{self, read};
+use crate::error::TopologyError;
 use crate::keys;
-use crate::postings::{self, PostedLine, PostingBook};
-use crate::topology::{read, TopologyError};
+use crate::postings;
 
 /// `Meta` key present while the state's books still need reconciling with the output streams;
 /// `tally run` does it before it publishes anything.
@@ -266,9 +268,9 @@ pub fn reconcile_day(
         postings::mark_dirty(txn, store, day, &mut totals, now);
     } else {
         totals.posting.dirty_since = None;
-        txn.delete(Cf::Aggregates, postings::dirty_key(store, day));
+        txn.delete(Cf::Aggregates, keys::dirty_key(store, day));
     }
-    txn.put(Cf::Aggregates, store_key, aggregates::encode(&totals));
+    txn.put(Cf::Aggregates, store_key, codec::encode(&totals));
     Ok(Some(outcome))
 }
 
@@ -293,7 +295,7 @@ fn reconcile_skus(
     for (key, value) in txn.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store, day), SKUS_PER_DAY_MAX)? {
         let Some(sku_name) = keys::parse_sku_day_sku(&key) else { continue };
         let mut sku: SkuDay =
-            aggregates::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
+            codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "sku-day totals", source })?;
         let before = sku.clone();
         if let Some(skus) = received_skus {
             sku.posted = skus.get(&sku_name).cloned().unwrap_or_default();
@@ -303,7 +305,7 @@ fn reconcile_skus(
         }
         unposted |= postings::postable(&sku) != sku.posted;
         if sku != before {
-            txn.put(Cf::Aggregates, key, aggregates::encode(&sku));
+            txn.put(Cf::Aggregates, key, codec::encode(&sku));
         }
         seen.insert(sku_name);
     }
@@ -312,7 +314,7 @@ fn reconcile_skus(
     for (sku_name, posted) in received_skus.into_iter().flatten().filter(|(name, _)| !seen.contains(*name)) {
         let sku = SkuDay { posted: posted.clone(), ..SkuDay::default() };
         unposted |= postings::postable(&sku) != sku.posted;
-        txn.put(Cf::Aggregates, keys::sku_day(store, day, sku_name), aggregates::encode(&sku));
+        txn.put(Cf::Aggregates, keys::sku_day(store, day, sku_name), codec::encode(&sku));
     }
     Ok(unposted)
 }

@@ -9,11 +9,12 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use tally_state::{Cf, Store};
 
-use crate::aggregates::{self, SkuDay, StoreDay};
+use crate::aggregates::{SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
+use crate::codec;
 use crate::drift::DriftAlert;
+use crate::error::TopologyError;
 use crate::keys;
-use crate::topology::TopologyError;
 
 /// Store-days are bounded (one per store and day), skus per store-day too (a store's
 /// assortment); this cap only guards against a runaway scan.
@@ -122,7 +123,7 @@ pub fn text(amount: Decimal) -> String {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, TopologyError> {
-    aggregates::decode(bytes).map_err(|source| TopologyError::Corrupt { what, source })
+    codec::decode(bytes).map_err(|source| TopologyError::Corrupt { what, source })
 }
 
 /// The latest revision of each alert, optionally only those in `state` (e.g. "firing").
@@ -212,7 +213,7 @@ pub fn final_postings_overdue(
     let mut clocks = Vec::new();
     let mut corrupt = None;
     for_each_under(store, &clock::all_clocks_prefix(), |key, bytes| {
-        match (clock::parse_clock_key(key), aggregates::decode::<StoreClock>(bytes)) {
+        match (clock::parse_clock_key(key), codec::decode::<StoreClock>(bytes)) {
             (Some(id), Ok(store_clock)) => clocks.push((id, store_clock)),
             (_, Err(source)) => corrupt = Some(source),
             (None, Ok(_)) => {}

@@ -11,8 +11,8 @@ use chrono::NaiveDate;
 use tally_state::key::{KeyReader, KeyWriter};
 use tally_state::{Cf, Overlay};
 
+use crate::error::TopologyError;
 use crate::keys;
-use crate::topology::TopologyError;
 
 const TAG_DAY_INDEX: u8 = 10;
 /// Keys deleted per scan round while pruning.
@@ -42,7 +42,7 @@ pub fn index(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, kind: Indexed, 
 /// Removes every record of one store-day.
 pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(), TopologyError> {
     txn.delete(Cf::Aggregates, keys::store_day(store, day));
-    txn.delete(Cf::Aggregates, crate::postings::dirty_key(store, day));
+    txn.delete(Cf::Aggregates, crate::keys::dirty_key(store, day));
     for prefix in [
         keys::sku_day_prefix(store, day),
         crate::outputs::alert_day_prefix(store, day),

@@ -9,8 +9,9 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{json, Value};
 use tally_state::{Cf, MemStore, Overlay, Store};
 
-use crate::aggregates::{self, OutboxEntry, SkuDay, StoreDay};
+use crate::aggregates::{OutboxEntry, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
+use crate::codec;
 use crate::keys;
 use crate::outputs::Emitted;
 use crate::topology::{BatchResult, InputMessage, Outcome, Retail, Tick, TopologyConfig};
@@ -106,25 +107,23 @@ impl Harness {
 
     pub fn store_day_of(&self, store: &str, day: NaiveDate) -> Option<StoreDay> {
         let bytes = self.store.get(Cf::Aggregates, &keys::store_day(store, day)).unwrap()?;
-        Some(aggregates::decode(&bytes).unwrap())
+        Some(codec::decode(&bytes).unwrap())
     }
 
     pub fn sku_of(&self, store: &str, day: NaiveDate, sku: &str) -> Option<SkuDay> {
         let bytes = self.store.get(Cf::Aggregates, &keys::sku_day(store, day, sku)).unwrap()?;
-        Some(aggregates::decode(&bytes).unwrap())
+        Some(codec::decode(&bytes).unwrap())
     }
 
     /// Every sku-day of a store-day, by sku.
     pub fn skus_of(&self, store: &str, day: NaiveDate) -> Vec<(String, SkuDay)> {
         let rows = self.store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(store, day), usize::MAX).unwrap();
-        rows.iter()
-            .map(|(key, value)| (keys::parse_sku_day_sku(key).unwrap(), aggregates::decode(value).unwrap()))
-            .collect()
+        rows.iter().map(|(key, value)| (keys::parse_sku_day_sku(key).unwrap(), codec::decode(value).unwrap())).collect()
     }
 
     pub fn clock(&self, store: &str) -> Option<StoreClock> {
         let bytes = self.store.get(Cf::Aggregates, &clock::clock_key(store)).unwrap()?;
-        Some(aggregates::decode(&bytes).unwrap())
+        Some(codec::decode(&bytes).unwrap())
     }
 
     /// The outbox in the order the publisher drains it.
@@ -133,7 +132,7 @@ impl Harness {
             .scan_from(Cf::Outbox, &[], usize::MAX)
             .unwrap()
             .iter()
-            .map(|(_, v)| aggregates::decode(v).unwrap())
+            .map(|(_, v)| codec::decode(v).unwrap())
             .collect()
     }
 

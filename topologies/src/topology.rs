@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use tally_state::{Cf, Overlay, StateError};
+use tally_state::{Cf, Overlay};
 
-use crate::aggregates::{self, LatestPrice, OutboxEntry, OutputKind, Seen, SkuDay, StoreDay};
+use crate::aggregates::{LatestPrice, OutboxEntry, OutputKind, Seen, SeenDay, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
+use crate::codec::{self, read, read_meta_u64};
 use crate::decode::{self, DecodeContext, RejectReason, Rejection};
 use crate::drift::DriftThresholds;
 use crate::fingerprint::fingerprint;
@@ -108,29 +109,13 @@ impl Outcome {
 
 /// The outcome with the source it was read from, when the subject named one, and what
 /// outputs it emitted.
+pub use crate::error::TopologyError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub source: Option<Source>,
     pub outcome: Outcome,
     pub emitted: Emitted,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    #[error("state access failed")]
-    State(#[from] StateError),
-    #[error("stored {what} could not be decoded; the state is corrupt or from another version")]
-    Corrupt {
-        what: &'static str,
-        #[source]
-        source: rmp_serde::decode::Error,
-    },
-    #[error("stored {what} could not be decoded; the state is corrupt or from another version")]
-    CorruptJson {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 pub struct Retail {
@@ -176,10 +161,10 @@ impl Step {
     /// Writes back what the record changed.
     pub fn flush(&mut self, txn: &mut Overlay<'_>) {
         for (day, totals) in std::mem::take(&mut self.store_days) {
-            txn.put(Cf::Aggregates, keys::store_day(&self.store, day), aggregates::encode(&totals));
+            txn.put(Cf::Aggregates, keys::store_day(&self.store, day), codec::encode(&totals));
         }
         for ((day, sku), totals) in std::mem::take(&mut self.sku_days) {
-            txn.put(Cf::Aggregates, keys::sku_day(&self.store, day, &sku), aggregates::encode(&totals));
+            txn.put(Cf::Aggregates, keys::sku_day(&self.store, day, &sku), codec::encode(&totals));
         }
     }
 }
@@ -396,7 +381,7 @@ impl Retail {
             Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
         }
-        txn.put(Cf::Dedupe, seen_key, aggregates::encode(&seen));
+        txn.put(Cf::Dedupe, seen_key, codec::encode(&seen));
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
         self.evaluate_touched(txn, &mut step)?;
         step.flush(txn);
@@ -443,7 +428,7 @@ impl Retail {
                 };
                 self.apply_transaction_effect(txn, step, tx, Decimal::NEGATIVE_ONE)?;
                 target.voided_by = Some(void.id.clone());
-                txn.put(Cf::Dedupe, target_key, aggregates::encode(&target));
+                txn.put(Cf::Dedupe, target_key, codec::encode(&target));
             }
             None => {
                 let key = keys::pending_void(&void.store, target_id);
@@ -473,7 +458,7 @@ impl Retail {
             };
             if newer {
                 let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at.to_utc() };
-                txn.put(Cf::Aggregates, keys::price(&tx.store, &line.sku), aggregates::encode(&price));
+                txn.put(Cf::Aggregates, keys::price(&tx.store, &line.sku), codec::encode(&price));
                 step.prices.insert(line.sku.clone(), Some(price));
             }
         }
@@ -544,8 +529,7 @@ impl Retail {
             txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
         }
         retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
-        let Some(seen) = read::<aggregates::SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")?
-        else {
+        let Some(seen) = read::<SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
             return Ok(());
         };
         for line in &movement.lines {
@@ -674,7 +658,7 @@ fn update_counters(
     let key = keys::store_day(store, day);
     let mut totals = read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?.unwrap_or_default();
     change(&mut totals);
-    txn.put(Cf::Aggregates, key, aggregates::encode(&totals));
+    txn.put(Cf::Aggregates, key, codec::encode(&totals));
     Ok(())
 }
 
@@ -685,28 +669,6 @@ pub fn committed_position(txn: &Overlay<'_>) -> Result<u64, TopologyError> {
 
 pub fn set_position(txn: &mut Overlay<'_>, stream_seq: u64) {
     txn.put(Cf::Meta, keys::META_POSITION.to_vec(), stream_seq.to_be_bytes().to_vec());
-}
-
-pub fn read_meta_u64(txn: &Overlay<'_>, key: &[u8]) -> Result<Option<u64>, TopologyError> {
-    let Some(bytes) = txn.get(Cf::Meta, key)? else { return Ok(None) };
-    let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| StateError::Corrupt {
-        cf: Cf::Meta,
-        detail: format!("meta value {:?} is {} bytes, not 8", String::from_utf8_lossy(key), bytes.len()),
-    })?;
-    Ok(Some(u64::from_be_bytes(array)))
-}
-
-/// Reads and decodes a stored value.
-pub fn read<T: serde::de::DeserializeOwned>(
-    txn: &Overlay<'_>,
-    cf: Cf,
-    key: &[u8],
-    what: &'static str,
-) -> Result<Option<T>, TopologyError> {
-    match txn.get(cf, key)? {
-        Some(bytes) => aggregates::decode(&bytes).map(Some).map_err(|source| TopologyError::Corrupt { what, source }),
-        None => Ok(None),
-    }
 }
 
 fn sniff_content_type(payload: &[u8]) -> &'static str {

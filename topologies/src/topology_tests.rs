@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tally_state::{Cf, Store};
 
+use crate::codec;
 use crate::decode::RejectReason;
 use crate::test_support::Harness;
 use crate::topology::Outcome;
@@ -193,9 +194,9 @@ fn values_with_named_fields_from_earlier_versions_still_decode() {
     where
         T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
     {
-        let value: T = aggregates::decode(bytes).unwrap();
+        let value: T = codec::decode(bytes).unwrap();
         let named = rmp_serde::to_vec_named(&value).unwrap();
-        assert_eq!(aggregates::decode::<T>(&named).unwrap(), value);
+        assert_eq!(codec::decode::<T>(&named).unwrap(), value);
         assert!(named.len() > bytes.len(), "by position is the smaller form");
         named.len()
     }
@@ -227,12 +228,9 @@ fn values_with_named_fields_from_earlier_versions_still_decode() {
         let seen = h.store.get(Cf::Dedupe, &crate::keys::seen("0042", id)).unwrap().unwrap();
         same_when_named::<Seen>(&seen);
         // The business day alone is read from both forms too, skipping the transaction.
-        let named = rmp_serde::to_vec_named(&aggregates::decode::<Seen>(&seen).unwrap()).unwrap();
+        let named = rmp_serde::to_vec_named(&codec::decode::<Seen>(&seen).unwrap()).unwrap();
         for bytes in [&seen, &named] {
-            assert_eq!(
-                aggregates::decode::<aggregates::SeenDay>(bytes).unwrap().business_day,
-                crate::test_support::day()
-            );
+            assert_eq!(codec::decode::<aggregates::SeenDay>(bytes).unwrap().business_day, crate::test_support::day());
         }
     }
     assert!(h.sku("SKU-1").sold_units > Decimal::ZERO, "the sku-day holds what was recorded");

@@ -9,7 +9,8 @@ use async_nats::jetstream;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay, Store};
-use tally_topologies::aggregates::{self, SkuDay};
+use tally_topologies::aggregates::SkuDay;
+use tally_topologies::codec;
 use tally_topologies::drift::Phase;
 use tally_topologies::{keys, report, topology};
 
@@ -50,7 +51,7 @@ pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<S
             ..StoreRow::default()
         };
         for (_, value) in store.scan_prefix(Cf::Aggregates, &keys::sku_day_prefix(&row.store, day), SKUS_MAX)? {
-            let sku: SkuDay = aggregates::decode(&value)?;
+            let sku: SkuDay = codec::decode(&value)?;
             if sku.drift_units().abs() >= min_units {
                 row.lagging += 1;
             }
