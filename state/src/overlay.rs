@@ -107,6 +107,12 @@ impl<'s> Overlay<'s> {
         Self { store, below: Some(below), pending: Pending::default() }
     }
 
+    /// Identifies the store this overlay reads through, for a cache above it that must not be
+    /// carried over to another store.
+    pub fn store_id(&self) -> usize {
+        self.store as *const dyn Store as *const () as usize
+    }
+
     /// The value under `key` as it will be after commit.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(pending) = self.pending.get(cf, key) {

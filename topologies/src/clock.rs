@@ -15,8 +15,8 @@ use tally_state::{Cf, Overlay, Store};
 
 use crate::codec::{self, read};
 use crate::error::TopologyError;
+use crate::keys::TAG_CLOCK;
 
-const TAG_CLOCK: u8 = 4;
 const TIMER_FINALIZE: u8 = 1;
 const TIMER_SETTLE: u8 = 2;
 const TIMER_PRUNE: u8 = 3;

@@ -5,58 +5,178 @@
 //! order and unknown fields all fingerprint alike. The hash is FNV-1a over the MessagePack form
 //! of the normalized record; it is written here rather than taken from `std` because it is
 //! stored, and `std`'s hashers may change between Rust releases.
+//!
+//! The normalized form is serialized straight into the hash, field by field as serde's derive
+//! would write the record itself, with every amount normalized on the way: no copy of the
+//! record and no buffer (this runs for every input record). The fields must stay those of
+//! `model`, in order: stored fingerprints are of that form.
 
-use crate::model::{Event, PosLine, Tender};
+use rust_decimal::Decimal;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::model::{DayClose, Event, InventoryMovement, MovementLine, PosLine, PosTransaction, Tender};
 
 pub fn fingerprint(event: &Event) -> u64 {
-    let normalized = normalized(event);
-    // Serializing plain data to memory cannot fail.
-    let bytes = rmp_serde::to_vec(&normalized).expect("serializing an event to memory cannot fail");
-    fnv1a(&bytes)
+    let mut hash = Fnv1a(OFFSET);
+    // Serializing plain data into a hasher cannot fail.
+    rmp_serde::encode::write(&mut hash, &Normalized(event)).expect("serializing an event into a hash cannot fail");
+    hash.0
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
-}
+const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const PRIME: u64 = 0x0000_0100_0000_01b3;
 
-fn normalized(event: &Event) -> Event {
-    let mut event = event.clone();
-    match &mut event {
-        Event::Transaction(tx) => {
-            tx.lines.iter_mut().for_each(normalize_line);
-            tx.tenders.iter_mut().for_each(normalize_tender);
-        }
-        Event::Movement(movement) => {
-            for line in &mut movement.lines {
-                line.qty = line.qty.normalize();
-            }
-        }
-        Event::DayClose(close) => {
-            close.net_sales = close.net_sales.normalize();
-            close.tax = close.tax.normalize();
-            close.tenders.iter_mut().for_each(normalize_tender);
-        }
+/// FNV-1a over whatever is written to it.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = bytes.iter().fold(self.0, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME));
+        Ok(bytes.len())
     }
-    event
-}
 
-fn normalize_line(line: &mut PosLine) {
-    for amount in [&mut line.qty, &mut line.unit_price, &mut line.discount, &mut line.tax] {
-        *amount = amount.normalize();
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-fn normalize_tender(tender: &mut Tender) {
-    tender.amount = tender.amount.normalize();
+/// An event as serde's derive writes it, its amounts normalized.
+struct Normalized<'a>(&'a Event);
+
+impl Serialize for Normalized<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Event::Transaction(tx) => s.serialize_newtype_variant("Event", 0, "Transaction", &Tx(tx)),
+            Event::Movement(movement) => s.serialize_newtype_variant("Event", 1, "Movement", &Movement(movement)),
+            Event::DayClose(close) => s.serialize_newtype_variant("Event", 2, "DayClose", &Close(close)),
+        }
+    }
+}
+
+struct Tx<'a>(&'a PosTransaction);
+struct Line<'a>(&'a PosLine);
+struct Tenders<'a>(&'a [Tender]);
+struct Movement<'a>(&'a InventoryMovement);
+struct MovementLines<'a>(&'a [MovementLine]);
+struct Close<'a>(&'a DayClose);
+
+fn normal(amount: Decimal) -> Decimal {
+    amount.normalize()
+}
+
+impl Serialize for Tx<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let tx = self.0;
+        let mut out = s.serialize_struct("PosTransaction", 10)?;
+        out.serialize_field("id", &tx.id)?;
+        out.serialize_field("store", &tx.store)?;
+        out.serialize_field("register", &tx.register)?;
+        out.serialize_field("seq", &tx.seq)?;
+        out.serialize_field("occurred_at", &tx.occurred_at)?;
+        out.serialize_field("business_day", &tx.business_day)?;
+        out.serialize_field("currency", &tx.currency)?;
+        out.serialize_field("lines", &Lines(&tx.lines))?;
+        out.serialize_field("tenders", &Tenders(&tx.tenders))?;
+        out.serialize_field("voids", &tx.voids)?;
+        out.end()
+    }
+}
+
+struct Lines<'a>(&'a [PosLine]);
+
+impl Serialize for Lines<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Line))
+    }
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let line = self.0;
+        let mut out = s.serialize_struct("PosLine", 8)?;
+        out.serialize_field("line", &line.line)?;
+        out.serialize_field("sku", &line.sku)?;
+        out.serialize_field("qty", &normal(line.qty))?;
+        out.serialize_field("unit_price", &normal(line.unit_price))?;
+        out.serialize_field("discount", &normal(line.discount))?;
+        out.serialize_field("tax", &normal(line.tax))?;
+        out.serialize_field("restock", &line.restock)?;
+        out.serialize_field("return_of", &line.return_of)?;
+        out.end()
+    }
+}
+
+impl Serialize for Tenders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|tender| NormalTender(tender)))
+    }
+}
+
+struct NormalTender<'a>(&'a Tender);
+
+impl Serialize for NormalTender<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_struct("Tender", 2)?;
+        out.serialize_field("type", &self.0.kind)?;
+        out.serialize_field("amount", &normal(self.0.amount))?;
+        out.end()
+    }
+}
+
+impl Serialize for Movement<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let movement = self.0;
+        let mut out = s.serialize_struct("InventoryMovement", 7)?;
+        out.serialize_field("id", &movement.id)?;
+        out.serialize_field("store", &movement.store)?;
+        out.serialize_field("occurred_at", &movement.occurred_at)?;
+        out.serialize_field("business_day", &movement.business_day)?;
+        out.serialize_field("reason", &movement.reason)?;
+        out.serialize_field("reference", &movement.reference)?;
+        out.serialize_field("lines", &MovementLines(&movement.lines))?;
+        out.end()
+    }
+}
+
+impl Serialize for MovementLines<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|line| NormalMovementLine(line)))
+    }
+}
+
+struct NormalMovementLine<'a>(&'a MovementLine);
+
+impl Serialize for NormalMovementLine<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_struct("MovementLine", 2)?;
+        out.serialize_field("sku", &self.0.sku)?;
+        out.serialize_field("qty", &normal(self.0.qty))?;
+        out.end()
+    }
+}
+
+impl Serialize for Close<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let close = self.0;
+        let mut out = s.serialize_struct("DayClose", 8)?;
+        out.serialize_field("id", &close.id)?;
+        out.serialize_field("store", &close.store)?;
+        out.serialize_field("business_day", &close.business_day)?;
+        out.serialize_field("occurred_at", &close.occurred_at)?;
+        out.serialize_field("transaction_count", &close.transaction_count)?;
+        out.serialize_field("net_sales", &normal(close.net_sales))?;
+        out.serialize_field("tax", &normal(close.tax))?;
+        out.serialize_field("tenders", &Tenders(&close.tenders))?;
+        out.end()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Event, InventoryMovement, MovementLine, MovementReason};
-    use chrono::{DateTime, NaiveDate};
+    use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
+    use proptest::prelude::*;
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
@@ -77,5 +197,150 @@ mod tests {
     fn fingerprint_compares_values_not_spelling() {
         assert_eq!(fingerprint(&movement("-2")), fingerprint(&movement("-2.00")));
         assert_ne!(fingerprint(&movement("-2")), fingerprint(&movement("-3")));
+    }
+
+    fn amount() -> impl Strategy<Value = Decimal> {
+        (-(1i64 << 40)..(1i64 << 40), 0u32..=12).prop_map(|(m, scale)| Decimal::new(m, scale))
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9/_-]{0,12}"
+    }
+
+    fn at() -> impl Strategy<Value = DateTime<FixedOffset>> {
+        (0i64..4_000_000_000, -1439i32..=1439)
+            .prop_map(|(secs, minutes)| FixedOffset::east_opt(minutes * 60).unwrap().timestamp_opt(secs, 0).unwrap())
+    }
+
+    fn tenders() -> impl Strategy<Value = Vec<Tender>> {
+        proptest::collection::vec((text(), amount()).prop_map(|(kind, amount)| Tender { kind, amount }), 0..3)
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+    }
+
+    fn transaction() -> impl Strategy<Value = Event> {
+        let line = (
+            (proptest::option::of(any::<u64>()), text(), amount(), amount()),
+            (amount(), amount(), any::<bool>(), proptest::option::of(text())),
+        )
+            .prop_map(|((line, sku, qty, unit_price), (discount, tax, restock, return_of))| PosLine {
+                line,
+                sku,
+                qty,
+                unit_price,
+                discount,
+                tax,
+                restock,
+                return_of,
+            });
+        (
+            (text(), text(), proptest::option::of(text()), proptest::option::of(any::<u64>()), at()),
+            (text(), proptest::collection::vec(line, 0..4), tenders(), proptest::option::of(text())),
+        )
+            .prop_map(|((id, store, register, seq, occurred_at), (currency, lines, tenders, voids))| {
+                Event::Transaction(PosTransaction {
+                    id,
+                    store,
+                    register,
+                    seq,
+                    occurred_at,
+                    business_day: day(),
+                    currency,
+                    lines,
+                    tenders,
+                    voids,
+                })
+            })
+    }
+
+    fn movement_event() -> impl Strategy<Value = Event> {
+        let line = (text(), amount()).prop_map(|(sku, qty)| MovementLine { sku, qty });
+        (text(), at(), 0usize..9, proptest::option::of(text()), proptest::collection::vec(line, 0..4)).prop_map(
+            |(id, occurred_at, reason, reference, lines)| {
+                Event::Movement(InventoryMovement {
+                    id,
+                    store: "S".into(),
+                    occurred_at,
+                    business_day: day(),
+                    reason: MovementReason::ALL[reason],
+                    reference,
+                    lines,
+                })
+            },
+        )
+    }
+
+    fn day_close() -> impl Strategy<Value = Event> {
+        (text(), at(), any::<u64>(), amount(), amount(), tenders()).prop_map(
+            |(id, occurred_at, transaction_count, net_sales, tax, tenders)| {
+                Event::DayClose(DayClose {
+                    id,
+                    store: "S".into(),
+                    business_day: day(),
+                    occurred_at,
+                    transaction_count,
+                    net_sales,
+                    tax,
+                    tenders,
+                })
+            },
+        )
+    }
+
+    /// The same record with every amount written with `extra` more trailing zeros.
+    fn respelled(event: &Event, extra: u32) -> Event {
+        let wider = |d: &mut Decimal| {
+            let mut wide = *d;
+            wide.rescale(d.scale() + extra);
+            *d = wide;
+        };
+        let mut event = event.clone();
+        match &mut event {
+            Event::Transaction(tx) => {
+                for line in &mut tx.lines {
+                    [&mut line.qty, &mut line.unit_price, &mut line.discount, &mut line.tax]
+                        .into_iter()
+                        .for_each(wider);
+                }
+                tx.tenders.iter_mut().for_each(|t| wider(&mut t.amount));
+            }
+            Event::Movement(movement) => movement.lines.iter_mut().for_each(|l| wider(&mut l.qty)),
+            Event::DayClose(close) => {
+                wider(&mut close.net_sales);
+                wider(&mut close.tax);
+                close.tenders.iter_mut().for_each(|t| wider(&mut t.amount));
+            }
+        }
+        event
+    }
+
+    /// The same record with its first amount one unit of its last place larger, if it has one.
+    fn nudged(event: &Event) -> Option<Event> {
+        let nudge = |d: &mut Decimal| *d += Decimal::new(1, d.scale());
+        let mut event = event.clone();
+        match &mut event {
+            Event::Transaction(tx) => nudge(&mut tx.lines.first_mut()?.unit_price),
+            Event::Movement(movement) => nudge(&mut movement.lines.first_mut()?.qty),
+            Event::DayClose(close) => nudge(&mut close.net_sales),
+        }
+        Some(event)
+    }
+
+    proptest! {
+        // Proves the fingerprint is about values: any record fingerprints like itself with
+        // its amounts spelled with more trailing zeros (as "2.00" for "2"), and unlike itself
+        // with an amount changed.
+        #[test]
+        fn fingerprint_follows_values_for_every_kind_of_record(
+            event in prop_oneof![transaction(), movement_event(), day_close()],
+            extra in 1u32..6,
+        ) {
+            prop_assert_eq!(fingerprint(&respelled(&event, extra)), fingerprint(&event));
+            if let Some(other) = nudged(&event) {
+                prop_assert_ne!(fingerprint(&other), fingerprint(&event));
+            }
+        }
     }
 }

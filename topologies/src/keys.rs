@@ -2,7 +2,8 @@
 //!
 //! Keys are built with `tally_state::key`, whose encoding preserves order, so the records of one
 //! store-day are one contiguous range (`sku_day_prefix`). The first component of an aggregate
-//! key is a tag that keeps record kinds apart inside the `aggregates` column family.
+//! key is a tag that keeps record kinds apart inside the `aggregates` column family; every tag
+//! is here, so that two kinds never share one.
 
 use chrono::NaiveDate;
 use tally_state::key::{KeyReader, KeyWriter};
@@ -10,13 +11,24 @@ use tally_state::key::{KeyReader, KeyWriter};
 const TAG_STORE_DAY: u8 = 1;
 const TAG_SKU_DAY: u8 = 2;
 const TAG_PRICE: u8 = 3;
-// Tags 4 (store clocks), 8 and 9 (latest alerts, pending alerts) and 10 (day index) are
-// owned by `clock`, `outputs` and `retention`; 7 (the posting dirty registry) is below.
+/// A store's clock (`clock`).
+pub(crate) const TAG_CLOCK: u8 = 4;
 const TAG_REFERENCE: u8 = 5;
+/// The registry of store-days with changes not yet posted (`postings`).
+const TAG_DIRTY: u8 = 7;
+/// The latest alert revision of a drift key (`outputs`).
+pub(crate) const TAG_ALERT_LATEST: u8 = 8;
+/// Drift keys pending or firing (`outputs`).
+pub(crate) const TAG_PENDING: u8 = 9;
+/// What belongs to a store-day, for pruning it (`retention`).
+pub(crate) const TAG_DAY_INDEX: u8 = 10;
 
 /// `Meta` keys.
 pub const META_POSITION: &[u8] = b"position";
 pub const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
+/// Counts the times the aggregates were rewritten outside a batch (by `reconcile`), so that a
+/// working set kept from before is not trusted after (`working_set`).
+pub const META_GENERATION: &[u8] = b"generation";
 
 /// Writes the day as the text `YYYY-MM-DD`, from a buffer on the stack: chrono's `format`
 /// re-parses its pattern on every call, and this runs for several keys of every record.
@@ -114,9 +126,6 @@ pub fn pending_void(store: &str, voided_id: &str) -> Vec<u8> {
 pub fn outbox(seq: u64) -> Vec<u8> {
     KeyWriter::new().u64(seq).finish()
 }
-
-/// The registry of store-days with changes not yet posted (postings).
-const TAG_DIRTY: u8 = 7;
 
 pub fn dirty_key(store: &str, day: NaiveDate) -> Vec<u8> {
     KeyWriter::new().tag(TAG_DIRTY).str(store).str(&day.to_string()).finish()

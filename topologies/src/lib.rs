@@ -9,6 +9,7 @@
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
 //! - [`topology`]: one input message in, state changes and outbox entries out.
+//! - `working_set`: the typed values records keep touching, kept decoded across records and batches.
 //! - [`clock`]: per-store event time (watermark) and the timers that fire from it.
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
 //! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
@@ -38,6 +39,7 @@ pub mod report;
 pub mod retention;
 pub mod stored_decimal;
 pub mod topology;
+mod working_set;
 
 #[cfg(test)]
 mod drift_tests;

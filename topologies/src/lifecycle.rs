@@ -14,6 +14,7 @@ use crate::keys;
 use crate::outputs::{self, Emitted};
 use crate::postings::{self, Kind};
 use crate::topology::{Retail, Step, TopologyError};
+use crate::working_set::WorkingSet;
 
 /// Store clocks and dirty store-days visited per tick at most (bounded by stores × open days).
 const TICK_SCAN_MAX: usize = 1_000_000;
@@ -38,7 +39,10 @@ impl Retail {
                 match timer {
                     Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
                     Timer::Finalize { day } => self.finalize(txn, step, day)?,
-                    Timer::Prune { day } => crate::retention::prune_day(txn, &step.store, day)?,
+                    Timer::Prune { day } => {
+                        crate::retention::prune_day(txn, &step.store, day)?;
+                        step.working.forget_store_day(&step.store, day);
+                    }
                 }
             }
         }
@@ -81,6 +85,7 @@ impl Retail {
         if decision != Decision::default() {
             self.carry_out(txn, step, day, sku_name, &sku, &figures, decision)?;
             txn.put(Cf::Aggregates, key, codec::encode(&sku));
+            step.working.forget_sku_day(&step.store, day, sku_name);
         }
         Ok(())
     }
@@ -118,6 +123,8 @@ impl Retail {
             postings::next_posting(txn, &step.store, day, &mut totals, kind, &self.config().default_currency)?;
         totals.finalized = true;
         txn.put(Cf::Aggregates, store_key, codec::encode(&totals));
+        // The drift pass and the posting rewrote the day's values beside the working set.
+        step.working.forget_store_day(&step.store, day);
         if let Some(posting) = posting {
             self.send_posting(txn, &step.store, posting, &mut step.emitted)?;
             if let Some(since) = dirty_since {
@@ -205,7 +212,12 @@ impl Retail {
 
     /// The processing-time tick: advances idle stores' watermarks (firing their timers) and
     /// sends interim or adjustment postings for days with changes older than `erp.interval`.
-    pub(crate) fn tick(&self, txn: &mut Overlay<'_>, now: DateTime<Utc>) -> Result<Emitted, TopologyError> {
+    pub(crate) fn tick(
+        &self,
+        txn: &mut Overlay<'_>,
+        working: &mut WorkingSet,
+        now: DateTime<Utc>,
+    ) -> Result<Emitted, TopologyError> {
         let mut emitted = Emitted::default();
         for (key, value) in txn.scan_prefix(Cf::Aggregates, &clock::all_clocks_prefix(), TICK_SCAN_MAX)? {
             let mut store_clock: StoreClock =
@@ -217,9 +229,9 @@ impl Retail {
                 cf: Cf::Aggregates,
                 detail: format!("store clock key: {e}"),
             })?;
-            let mut step = Step::new(store, store_clock, now);
+            let mut step = Step::new(store, store_clock, now, working);
             self.fire_due(txn, &mut step)?;
-            clock::save(txn, &step.store, &step.clock);
+            step.save_clock(txn);
             emitted.merge(step.emitted);
         }
         let mut posted = 0;
@@ -242,6 +254,8 @@ impl Retail {
             };
             let posting = postings::next_posting(txn, &store, day, &mut totals, kind, &self.config().default_currency)?;
             txn.put(Cf::Aggregates, keys::store_day(&store, day), codec::encode(&totals));
+            // The posting rewrote the day's sku-days (what they posted) beside the working set.
+            working.forget_store_day(&store, day);
             if let Some(posting) = posting {
                 self.send_posting(txn, &store, posting, &mut emitted)?;
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());

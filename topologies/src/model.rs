@@ -2,7 +2,10 @@
 //!
 //! Every amount and quantity is a `Decimal`; timestamps keep the offset they were sent with.
 //! These types are also what tally stores for transactions it may later have to reverse (a
-//! post-void), so they derive serde; changing a field is a state format change.
+//! post-void) and for the day-close it keeps, so they derive serde; changing a field is a state
+//! format change. Their amounts are stored as integer mantissa and scale (`stored_decimal`), not
+//! as text: every transaction is stored once, and writing a decimal's text costs a division per
+//! digit. (The fingerprint does not depend on this: `fingerprint` writes the amounts' text itself.)
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
@@ -97,9 +100,13 @@ pub struct PosLine {
     pub line: Option<u64>,
     pub sku: String,
     /// Positive for a sale, negative for a return.
+    #[serde(with = "crate::stored_decimal::one")]
     pub qty: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub unit_price: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub discount: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
     /// Whether a returned unit goes back on the shelf (default true).
     pub restock: bool,
@@ -122,6 +129,7 @@ impl PosLine {
 pub struct Tender {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(with = "crate::stored_decimal::one")]
     pub amount: Decimal,
 }
 
@@ -203,7 +211,9 @@ pub struct DayClose {
     pub business_day: NaiveDate,
     pub occurred_at: DateTime<FixedOffset>,
     pub transaction_count: u64,
+    #[serde(with = "crate::stored_decimal::one")]
     pub net_sales: Decimal,
+    #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
     pub tenders: Vec<Tender>,
 }

@@ -15,10 +15,7 @@ use crate::aggregates::{OutboxEntry, OutputKind};
 use crate::codec;
 use crate::drift::{DriftAlert, Phase};
 use crate::error::TopologyError;
-use crate::keys;
-
-const TAG_ALERT_LATEST: u8 = 8;
-const TAG_PENDING: u8 = 9;
+use crate::keys::{self, TAG_ALERT_LATEST, TAG_PENDING};
 
 /// Encoding of alerts and postings (`output.format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -271,6 +271,7 @@ pub fn reconcile_day(
         txn.delete(Cf::Aggregates, keys::dirty_key(store, day));
     }
     txn.put(Cf::Aggregates, store_key, codec::encode(&totals));
+    bump_generation(txn)?;
     Ok(Some(outcome))
 }
 
@@ -338,4 +339,12 @@ fn book_behind(totals: &StoreDay) -> bool {
         || totals.net != book.net
         || totals.tax != book.tax
         || totals.tenders.iter().any(|(kind, amount)| book.tenders.get(kind).copied().unwrap_or_default() != *amount)
+}
+
+/// Counts a rewrite of the aggregates outside a batch, so that no batch trusts a working set
+/// kept from before it (`working_set`).
+fn bump_generation(txn: &mut Overlay<'_>) -> Result<(), TopologyError> {
+    let generation = crate::codec::read_meta_u64(txn, keys::META_GENERATION)?.unwrap_or(0);
+    txn.put(Cf::Meta, keys::META_GENERATION.to_vec(), (generation + 1).to_be_bytes().to_vec());
+    Ok(())
 }

@@ -12,9 +12,8 @@ use tally_state::key::{KeyReader, KeyWriter};
 use tally_state::{Cf, Overlay};
 
 use crate::error::TopologyError;
-use crate::keys;
+use crate::keys::{self, TAG_DAY_INDEX};
 
-const TAG_DAY_INDEX: u8 = 10;
 /// Keys deleted per scan round while pruning.
 const PRUNE_SCAN: usize = 4096;
 

@@ -5,6 +5,7 @@
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -22,6 +23,7 @@ use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
 use crate::outputs::{self, Emitted, OutputFormat};
 use crate::postings;
 use crate::retention;
+use crate::working_set::{Mark, WorkingSet};
 
 /// What the topology needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -120,6 +122,8 @@ pub struct Applied {
 
 pub struct Retail {
     config: TopologyConfig,
+    /// The working set between batches; a batch holds it while it runs.
+    working: Mutex<WorkingSet>,
 }
 
 /// A message decoded by [`Retail::decode`]: its record with the record's fingerprint, or why
@@ -130,8 +134,9 @@ pub struct Decoded {
 }
 
 /// The work of one accepted record on one store: its clock, the drift keys it touched, and
-/// the store-days and sku-days it changed, decoded once and written back once at its end.
-pub(crate) struct Step {
+/// the store-days and sku-days it changed, taken from the working set (or decoded) once and
+/// written back once at its end.
+pub(crate) struct Step<'w> {
     pub store: String,
     pub clock: StoreClock,
     pub now: DateTime<Utc>,
@@ -142,10 +147,12 @@ pub(crate) struct Step {
     /// Latest prices by sku, read once per record: a sale writes them and its drift
     /// evaluation reads them again.
     pub prices: HashMap<String, Option<LatestPrice>>,
+    /// The batch's working set: where the values above come from and go back to.
+    pub working: &'w mut WorkingSet,
 }
 
-impl Step {
-    pub fn new(store: String, clock: StoreClock, now: DateTime<Utc>) -> Step {
+impl<'w> Step<'w> {
+    pub fn new(store: String, clock: StoreClock, now: DateTime<Utc>, working: &'w mut WorkingSet) -> Step<'w> {
         Step {
             store,
             clock,
@@ -155,17 +162,26 @@ impl Step {
             store_days: BTreeMap::new(),
             sku_days: BTreeMap::new(),
             prices: HashMap::new(),
+            working,
         }
     }
 
-    /// Writes back what the record changed.
+    /// Writes back what the record changed, and returns it to the working set.
     pub fn flush(&mut self, txn: &mut Overlay<'_>) {
         for (day, totals) in std::mem::take(&mut self.store_days) {
             txn.put(Cf::Aggregates, keys::store_day(&self.store, day), codec::encode(&totals));
+            self.working.put_store_day(&self.store, day, totals);
         }
         for ((day, sku), totals) in std::mem::take(&mut self.sku_days) {
             txn.put(Cf::Aggregates, keys::sku_day(&self.store, day, &sku), codec::encode(&totals));
+            self.working.put_sku_day(&self.store, day, sku, totals);
         }
+    }
+
+    /// Writes the store's clock, and keeps it in the working set.
+    pub fn save_clock(&mut self, txn: &mut Overlay<'_>) {
+        clock::save(txn, &self.store, &self.clock);
+        self.working.put_clock(&self.store, self.clock.clone());
     }
 }
 
@@ -205,6 +221,10 @@ pub struct Batch<'r, 't, 's> {
     txn: &'t mut Overlay<'s>,
     now: DateTime<Utc>,
     result: BatchResult,
+    /// Taken from the topology for the batch; returned when it finishes (a batch that fails
+    /// part-way drops it, and the next batch starts with an empty one).
+    working: WorkingSet,
+    working_generation: u64,
 }
 
 impl Batch<'_, '_, '_> {
@@ -226,7 +246,7 @@ impl Batch<'_, '_, '_> {
             return Ok(None);
         }
         let decoded = decoded.unwrap_or_else(|| self.retail.decode(msg.subject, msg.content_type, msg.payload));
-        let applied = self.retail.apply_decoded(self.txn, msg, decoded, self.now)?;
+        let applied = self.retail.apply_decoded(self.txn, &mut self.working, msg, decoded, self.now)?;
         self.result.position = msg.stream_seq;
         self.result.applied.push(Some(applied));
         Ok(self.result.applied.last().and_then(Option::as_ref))
@@ -235,18 +255,21 @@ impl Batch<'_, '_, '_> {
     /// Ends the batch: the tick when asked, then the position.
     pub fn finish(mut self, tick: Tick) -> Result<BatchResult, TopologyError> {
         if tick == Tick::Run {
-            self.result.tick = Some(self.retail.tick(self.txn, self.now)?);
+            self.result.tick = Some(self.retail.tick(self.txn, &mut self.working, self.now)?);
         }
         if self.result.position > self.result.committed {
             set_position(self.txn, self.result.position);
         }
+        let generation = self.working_generation;
+        self.working.leave(Mark { store: self.txn.store_id(), position: self.result.position, generation });
+        *self.retail.working.lock().unwrap_or_else(PoisonError::into_inner) = self.working;
         Ok(self.result)
     }
 }
 
 impl Retail {
     pub fn new(config: TopologyConfig) -> Self {
-        Retail { config }
+        Retail { config, working: Mutex::new(WorkingSet::default()) }
     }
 
     pub fn config(&self) -> &TopologyConfig {
@@ -261,11 +284,16 @@ impl Retail {
         now: DateTime<Utc>,
     ) -> Result<Batch<'r, 't, 's>, TopologyError> {
         let committed = committed_position(txn)?;
+        let mut working = std::mem::take(&mut *self.working.lock().unwrap_or_else(PoisonError::into_inner));
+        let generation = read_meta_u64(txn, keys::META_GENERATION)?.unwrap_or(0);
+        working.check(Mark { store: txn.store_id(), position: committed, generation });
         Ok(Batch {
             retail: self,
             txn,
             now,
             result: BatchResult { committed, position: committed, ..BatchResult::default() },
+            working,
+            working_generation: generation,
         })
     }
 
@@ -317,13 +345,14 @@ impl Retail {
     fn apply_decoded(
         &self,
         txn: &mut Overlay<'_>,
+        working: &mut WorkingSet,
         msg: &InputMessage<'_>,
         decoded: Decoded,
         now: DateTime<Utc>,
     ) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
         let (outcome, emitted) = match decoded.record {
-            Ok((event, print)) => self.apply_event(txn, msg, event, print, now)?,
+            Ok((event, print)) => self.apply_event(txn, working, msg, event, print, now)?,
             Err(rejection) => (self.reject(txn, msg, &rejection)?, Emitted::default()),
         };
         Ok(Applied { source, outcome, emitted })
@@ -332,6 +361,7 @@ impl Retail {
     fn apply_event(
         &self,
         txn: &mut Overlay<'_>,
+        working: &mut WorkingSet,
         msg: &InputMessage<'_>,
         event: Event,
         print: u64,
@@ -341,10 +371,10 @@ impl Retail {
         let seen_key = keys::seen(&store, event.id());
         if let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &seen_key, "dedupe entry")? {
             let outcome = if seen.fingerprint == print {
-                update_counters(txn, &store, event.business_day(), |day| day.duplicates += 1)?;
+                update_counters(txn, working, &store, event.business_day(), |day| day.duplicates += 1)?;
                 Outcome::Duplicate
             } else {
-                update_counters(txn, &store, event.business_day(), |day| day.conflicts += 1)?;
+                update_counters(txn, working, &store, event.business_day(), |day| day.conflicts += 1)?;
                 let rejection = Rejection {
                     reason: RejectReason::Conflict,
                     detail: format!(
@@ -358,14 +388,18 @@ impl Retail {
             return Ok((outcome, Emitted::default()));
         }
         let occurred = event.occurred_at().to_utc();
-        let clock = match clock::load(txn, &store)? {
+        let known = match working.clock(&store) {
+            Some(clock) => Some(clock.clone()),
+            None => clock::load(txn, &store)?,
+        };
+        let clock = match known {
             Some(mut clock) => {
                 clock.observe(occurred, now);
                 clock
             }
             None => StoreClock::new(occurred, now),
         };
-        let mut step = Step::new(store, clock, now);
+        let mut step = Step::new(store, clock, now, working);
         // Timers due before this record's time fire first: a key that stayed over threshold
         // for the settle time fires even if this very record brings it back under.
         self.fire_due(txn, &mut step)?;
@@ -385,7 +419,7 @@ impl Retail {
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
         self.evaluate_touched(txn, &mut step)?;
         step.flush(txn);
-        clock::save(txn, &step.store, &step.clock);
+        step.save_clock(txn);
         Ok((Outcome::Accepted, step.emitted))
     }
 
@@ -459,6 +493,7 @@ impl Retail {
             if newer {
                 let price = LatestPrice { unit_price: line.unit_price, at: tx.occurred_at.to_utc() };
                 txn.put(Cf::Aggregates, keys::price(&tx.store, &line.sku), codec::encode(&price));
+                step.working.put_price(&tx.store, &line.sku, Some(price.clone()));
                 step.prices.insert(line.sku.clone(), Some(price));
             }
         }
@@ -533,7 +568,8 @@ impl Retail {
             return Ok(());
         };
         for line in &movement.lines {
-            let cached = step.sku_days.contains_key(&(seen.business_day, line.sku.clone()));
+            let cached = step.sku_days.contains_key(&(seen.business_day, line.sku.clone()))
+                || step.working.has_sku_day(store, seen.business_day, &line.sku);
             let key = keys::sku_day(store, seen.business_day, &line.sku);
             if cached || txn.get(Cf::Aggregates, &key)?.is_some() {
                 self.sku_day_mut(txn, step, seen.business_day, &line.sku)?.forget_unmatched(reference);
@@ -567,12 +603,16 @@ impl Retail {
     pub(crate) fn store_day_mut<'s>(
         &self,
         txn: &mut Overlay<'_>,
-        step: &'s mut Step,
+        step: &'s mut Step<'_>,
         day: NaiveDate,
     ) -> Result<&'s mut StoreDay, TopologyError> {
         if !step.store_days.contains_key(&day) {
             let key = keys::store_day(&step.store, day);
-            let totals = match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
+            let known = match step.working.take_store_day(&step.store, day) {
+                Some(totals) => Some(totals),
+                None => read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?,
+            };
+            let totals = match known {
                 Some(totals) => totals,
                 None => {
                     let end = self.end_of_day(&step.store, day);
@@ -606,14 +646,19 @@ impl Retail {
     pub(crate) fn sku_day_mut<'s>(
         &self,
         txn: &Overlay<'_>,
-        step: &'s mut Step,
+        step: &'s mut Step<'_>,
         day: NaiveDate,
         sku: &str,
     ) -> Result<&'s mut SkuDay, TopologyError> {
         let cache_key = (day, sku.to_string());
         if !step.sku_days.contains_key(&cache_key) {
-            let key = keys::sku_day(&step.store, day, sku);
-            let totals = read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default();
+            let totals = match step.working.take_sku_day(&step.store, day, sku) {
+                Some(totals) => totals,
+                None => {
+                    let key = keys::sku_day(&step.store, day, sku);
+                    read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default()
+                }
+            };
             step.sku_days.insert(cache_key.clone(), totals);
         }
         Ok(step.sku_days.get_mut(&cache_key).expect("inserted just above"))
@@ -629,7 +674,14 @@ impl Retail {
         if let Some(price) = step.prices.get(sku) {
             return Ok(price.clone());
         }
-        let price = read::<LatestPrice>(txn, Cf::Aggregates, &keys::price(&step.store, sku), "latest price")?;
+        let price = match step.working.price(&step.store, sku) {
+            Some(known) => known.clone(),
+            None => {
+                let price = read::<LatestPrice>(txn, Cf::Aggregates, &keys::price(&step.store, sku), "latest price")?;
+                step.working.put_price(&step.store, sku, price.clone());
+                price
+            }
+        };
         step.prices.insert(sku.to_string(), price.clone());
         Ok(price)
     }
@@ -651,14 +703,19 @@ impl Retail {
 /// Counters of a store-day that are not aggregates (duplicates, conflicts); no timers.
 fn update_counters(
     txn: &mut Overlay<'_>,
+    working: &mut WorkingSet,
     store: &str,
     day: NaiveDate,
     change: impl FnOnce(&mut StoreDay),
 ) -> Result<(), TopologyError> {
     let key = keys::store_day(store, day);
-    let mut totals = read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?.unwrap_or_default();
+    let mut totals = match working.take_store_day(store, day) {
+        Some(totals) => totals,
+        None => read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?.unwrap_or_default(),
+    };
     change(&mut totals);
     txn.put(Cf::Aggregates, key, codec::encode(&totals));
+    working.put_store_day(store, day, totals);
     Ok(())
 }
 
