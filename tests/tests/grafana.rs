@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_secs(2);
 /// What the traffic must have produced, as Prometheus sees it, before the panels are judged:
 /// so that they show real alerts, postings, dead letters and webhook deliveries, not only the
 /// zero-valued series tally exports from the start.
-const TRAFFIC_REACHED: [(&str, &str); 7] = [
+const TRAFFIC_REACHED: [(&str, &str); 9] = [
     ("drift alerts fired", r#"sum(tally_alerts_total{state="firing"}) > 0"#),
     ("drift keys counted", "sum(tally_drift_keys) > 0"),
     ("interim postings", r#"sum(tally_erp_postings_total{kind="interim"}) > 0"#),
@@ -34,6 +34,8 @@ const TRAFFIC_REACHED: [(&str, &str); 7] = [
     ("webhook deliveries", r#"sum(tally_webhook_deliveries_total{outcome="delivered"}) > 0"#),
     ("a posting parked by the webhook", r#"sum(tally_webhook_deliveries_total{outcome="rejected"}) > 0"#),
     ("a final posting overdue", "sum(tally_erp_final_postings_overdue) > 0"),
+    ("a webhook failure resolved", "sum(tally_posting_failure_resolution_seconds_count) > 0"),
+    ("unreconciled sales", "sum(tally_unreconciled_sales) > 0"),
 ];
 
 /// One query of a panel.
@@ -156,8 +158,8 @@ async fn verdict(prometheus: &Prometheus, expr: &str) -> Verdict {
     }
 }
 
-/// The ERP: answers 400 to the first posting (which the webhook parks on the DLQ), 200 to the
-/// rest.
+/// The ERP: answers 400 to the first posting (which the webhook parks on the DLQ), 503 to the
+/// second request (the next posting, delivered at its retry: a failure resolved), 200 to the rest.
 async fn start_erp() -> (String, tokio::task::JoinHandle<()>) {
     let seen = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new().route(
@@ -165,10 +167,10 @@ async fn start_erp() -> (String, tokio::task::JoinHandle<()>) {
         axum::routing::post(move || {
             let seen = Arc::clone(&seen);
             async move {
-                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    (StatusCode::BAD_REQUEST, "unknown cost centre")
-                } else {
-                    (StatusCode::OK, "booked")
+                match seen.fetch_add(1, Ordering::SeqCst) {
+                    0 => (StatusCode::BAD_REQUEST, "unknown cost centre"),
+                    1 => (StatusCode::SERVICE_UNAVAILABLE, "in maintenance"),
+                    _ => (StatusCode::OK, "booked"),
                 }
             }
         }),
