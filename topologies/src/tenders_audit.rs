@@ -19,6 +19,8 @@ pub fn over_short(close: &DayClose, computed: &BTreeMap<String, Decimal>) -> Vec
     if close.tenders.is_empty() {
         return Vec::new();
     }
+    // Decoding bounds every amount to a quadrillion and a record's tenders to `max_lines`, so
+    // these sums and differences stay far below Decimal's limit (its operators panic beyond).
     let mut pos: BTreeMap<&str, Decimal> = BTreeMap::new();
     for tender in &close.tenders {
         *pos.entry(tender.kind.as_str()).or_default() += tender.amount;
