@@ -20,10 +20,26 @@ const PRICES: [&str; 4] = ["2.49", "10.00", "0.99", "7.35"];
 /// One generated record, with what the model needs of it.
 #[derive(Debug, Clone)]
 enum Record {
-    Sale { id: String, at: DateTime<Utc>, sku: &'static str, qty: Decimal, price: Decimal },
-    Void { id: String, at: DateTime<Utc>, target: String },
+    Sale {
+        id: String,
+        at: DateTime<Utc>,
+        sku: &'static str,
+        qty: Decimal,
+        price: Decimal,
+    },
+    Void {
+        id: String,
+        at: DateTime<Utc>,
+        target: String,
+    },
     /// A `sale` decrement of `qty` (negative) units, referencing a sale or not.
-    Decrement { id: String, at: DateTime<Utc>, sku: &'static str, qty: Decimal, reference: Option<String> },
+    Decrement {
+        id: String,
+        at: DateTime<Utc>,
+        sku: &'static str,
+        qty: Decimal,
+        reference: Option<String>,
+    },
 }
 
 impl Record {

@@ -23,11 +23,20 @@ fn day_close(store: &str, tenders: Option<Value>) -> Value {
 async fn publish_day(js: &Js, store: &str, close_tenders: Option<Value>) {
     let subject = pos_subject("retail", store);
     let sales = [
-        transaction(&format!("{store}-T1"), store, DAY, vec![line(1, "A", "1", "45.46")], vec![
-            tender("card", "35.46"),
-            tender("cash", "10.00"),
-        ]),
-        transaction(&format!("{store}-T2"), store, DAY, vec![line(1, "B", "2", "10.00")], vec![tender("cash", "20.00")]),
+        transaction(
+            &format!("{store}-T1"),
+            store,
+            DAY,
+            vec![line(1, "A", "1", "45.46")],
+            vec![tender("card", "35.46"), tender("cash", "10.00")],
+        ),
+        transaction(
+            &format!("{store}-T2"),
+            store,
+            DAY,
+            vec![line(1, "B", "2", "10.00")],
+            vec![tender("cash", "20.00")],
+        ),
         transaction(&format!("{store}-T3"), store, DAY, vec![line(1, "C", "1", "5.00")], vec![tender("card", "5.00")]),
         void(&format!("{store}-V3"), store, DAY, &format!("{store}-T3")),
     ];

@@ -274,7 +274,8 @@ async fn failing_then_recovering_loses_and_repeats_nothing() {
     let failed_at = of_first.iter().filter(|r| r.reply != Reply::Ok).map(|r| r.at).min().expect("failures");
     let booked_at = of_first.iter().find(|r| r.reply == Reply::Ok).expect("booked").at;
     let resolved = (booked_at - failed_at).as_secs_f64();
-    let histogram = |suffix: &str| prom::sum(&samples, &format!("tally_posting_failure_resolution_seconds_{suffix}"), &[]);
+    let histogram =
+        |suffix: &str| prom::sum(&samples, &format!("tally_posting_failure_resolution_seconds_{suffix}"), &[]);
     assert_eq!(histogram("count"), 1.0, "only posting 1 failed before its delivery:\n{metrics}");
     assert!(
         (histogram("sum") - resolved).abs() < 0.5,

@@ -51,7 +51,8 @@ pub fn store_kpis(
     for (id, days) in open_days(store)? {
         let mut kpis = StoreKpis::default();
         if !days.is_empty() {
-            let watermark = read::<StoreClock>(store, Cf::Aggregates, &clock::clock_key(&id), "store clock")?.map(|c| c.watermark);
+            let watermark =
+                read::<StoreClock>(store, Cf::Aggregates, &clock::clock_key(&id), "store clock")?.map(|c| c.watermark);
             // A store without a clock has settled nothing yet: everything it sold is still lag.
             let settled_by = watermark.and_then(|w| w.checked_sub_signed(settle(&id)));
             let mut day_kpis = DayKpis { store, id: &id, settled_by, prices: HashMap::new(), kpis: &mut kpis };

@@ -14,8 +14,8 @@ use crate::books::PostedLine;
 use crate::codec::{self, read};
 use crate::error::TopologyError;
 use crate::keys;
-use crate::tenders_audit;
 use crate::posting_body::{Audit, Control, Cumulative, MissingSeqs, PostingBody, PostingLine, TenderDelta};
+use crate::tenders_audit;
 
 /// Sku-days read per store-day when building a posting (a store's assortment is bounded).
 const SKUS_PER_POSTING_MAX: usize = 1_000_000;

@@ -58,7 +58,10 @@ mod tests {
             transaction_count: 3,
             net_sales: Decimal::ZERO,
             tax: Decimal::ZERO,
-            tenders: tenders.iter().map(|(kind, amount)| Tender { kind: kind.to_string(), amount: amount.parse().unwrap() }).collect(),
+            tenders: tenders
+                .iter()
+                .map(|(kind, amount)| Tender { kind: kind.to_string(), amount: amount.parse().unwrap() })
+                .collect(),
         }
     }
 
