@@ -338,9 +338,9 @@ pub fn store_kpis(
     let zero = tally_topologies::kpi::StoreKpis::default();
     for store in known {
         let figures = kpis.get(store).unwrap_or(&zero);
-        // Exact decimals become f64 only here, for Prometheus; a figure beyond f64 cannot occur
-        // for units and money, and would read NaN rather than a wrong number.
-        let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(f64::NAN);
+        // Exact decimals become f64 only here, for Prometheus. Normalized first: the conversion
+        // rounds at the decimal's scale, so 24.90 and 24.9 would otherwise differ in the last bit.
+        let f = |d: rust_decimal::Decimal| d.normalize().to_f64().unwrap_or(f64::NAN);
         gauge!(UNRECONCILED_SALES, "store" => store.clone()).set(f(figures.unreconciled_units));
         gauge!(UNRECONCILED_SALES_VALUE, "store" => store.clone()).set(f(figures.unreconciled_value));
         gauge!(INVENTORY_VARIANCE_UNITS, "store" => store.clone()).set(f(figures.variance_units));

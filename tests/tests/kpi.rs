@@ -202,7 +202,8 @@ fn gauges(samples: &[prom::Sample], store: &str) -> Option<[f64; 4]> {
 }
 
 fn as_f64(kpis: &Kpis) -> [f64; 4] {
-    let f = |d: Decimal| d.to_f64().expect("a small decimal");
+    // Normalized as tally does before converting, so equal decimals give the same f64.
+    let f = |d: Decimal| d.normalize().to_f64().expect("a small decimal");
     [f(kpis.unreconciled_units), f(kpis.unreconciled_value), f(kpis.variance_units), f(kpis.variance_value)]
 }
 
