@@ -115,7 +115,13 @@ fn traffic(store: &str, seed: u64) -> Vec<Record> {
     records.push(Record::Sale { id: format!("{store}-T-double"), at: start, sku: "G", qty: Decimal::ONE, price });
     let reference = Some(format!("{store}-T-double"));
     let at = start + Duration::seconds(20);
-    records.push(Record::Decrement { id: format!("{store}-M-double"), at, sku: "G", qty: -Decimal::from(3), reference });
+    records.push(Record::Decrement {
+        id: format!("{store}-M-double"),
+        at,
+        sku: "G",
+        qty: -Decimal::from(3),
+        reference,
+    });
     records.sort_by_key(Record::at);
     // Last, a sale of a sku of its own that nothing decrements: it sets the watermark, so it
     // lags for certain, whatever the draws.
