@@ -76,11 +76,14 @@ pub async fn run_with_store(
         .context("reconciling this rebuilt or restored state with the output streams")?;
 
     tokio::spawn(crate::memory::memory_loop(cached, shutdown.clone()));
-    let idle_timeout = config.topology().idle_timeout;
+    let topology = config.topology();
+    let idle_timeout = topology.idle_timeout;
+    let settle: crate::telemetry::SettleOf = Arc::new(move |store: &str| topology.thresholds(store).settle);
     tokio::spawn(crate::telemetry::state_gauges_loop(
         Arc::clone(&store),
         std::time::Duration::from_secs(5),
         idle_timeout,
+        settle,
         shutdown.clone(),
     ));
     let outputs = Outputs::spawn(&config, &store, &js, &health, &shutdown)?;

@@ -32,6 +32,12 @@ pub const ALERTMANAGER_PUSH_FAILURES: &str = "tally_alertmanager_push_failures_t
 pub const POSTING_DELAY: &str = "tally_erp_posting_delay_seconds";
 pub const MEMORY: &str = "tally_memory_bytes";
 pub const FINAL_POSTINGS_OVERDUE: &str = "tally_erp_final_postings_overdue";
+pub const UNRECONCILED_SALES: &str = "tally_unreconciled_sales";
+pub const UNRECONCILED_SALES_VALUE: &str = "tally_unreconciled_sales_value";
+pub const INVENTORY_VARIANCE_UNITS: &str = "tally_inventory_variance_units";
+pub const INVENTORY_VARIANCE_VALUE: &str = "tally_inventory_variance_value";
+pub const POSTING_FAILURE_RESOLUTION: &str = "tally_posting_failure_resolution_seconds";
+pub const POSTINGS_PARKED: &str = "tally_postings_parked_total";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -43,6 +49,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(POSTING_DELAY.into()),
             &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(POSTING_FAILURE_RESOLUTION.into()),
+            // The webhook retries within 30 s at most; an ERP outage may last a day.
+            &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 43200.0, 86400.0],
         )?
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(BATCH_MESSAGES.into()),
@@ -98,6 +109,7 @@ fn describe() {
         "Processing time from the first committed change a posting carries to the posting's emission."
     );
     describe_gauge!(FINAL_POSTINGS_OVERDUE, Unit::Count, "Business days per store without a final posting although their finalization (day-close + erp.close_grace, or end of day + erp.max_open, in event time) plus drift.idle_timeout has passed by the wall clock: the store's event time lags.");
+    describe_kpis();
     describe_gauge!(
         DRIFT_KEYS,
         Unit::Count,
@@ -144,6 +156,39 @@ fn describe() {
     for reason in RejectReason::ALL {
         counter!(DLQ_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
+}
+
+/// The business KPIs (docs/alerting.md, "Business KPIs"): what counts is defined in
+/// `tally_topologies::kpi`; values are in the currency of the store's prices.
+fn describe_kpis() {
+    describe_gauge!(
+        UNRECONCILED_SALES,
+        Unit::Count,
+        "POS units sold on the store's open business days that inventory has not decremented, beyond those still within drift.settle (event time)."
+    );
+    describe_gauge!(
+        UNRECONCILED_SALES_VALUE,
+        "tally_unreconciled_sales at the latest unit price of each sku in the store, in the store's currency."
+    );
+    describe_gauge!(
+        INVENTORY_VARIANCE_UNITS,
+        Unit::Count,
+        "Net drift (expected - recorded units) over the store's open business days, signed."
+    );
+    describe_gauge!(
+        INVENTORY_VARIANCE_VALUE,
+        "tally_inventory_variance_units at the latest unit price of each sku in the store, in the store's currency."
+    );
+    describe_histogram!(
+        POSTING_FAILURE_RESOLUTION,
+        Unit::Seconds,
+        "ERP webhook: from a posting's first failed delivery attempt to its delivery (2xx), in this run."
+    );
+    describe_counter!(
+        POSTINGS_PARKED,
+        Unit::Count,
+        "ERP postings the webhook parked on P.dlq.erp_rejected, by reason (the ERP's 4xx answer)."
+    );
 }
 
 /// Per-batch tallies, emitted once when the batch is committed.
@@ -222,6 +267,21 @@ pub fn webhook_started() {
     for outcome in ["delivered", "retried", "rejected"] {
         counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).absolute(0);
     }
+    for reason in crate::webhook::erp::PARK_REASONS {
+        counter!(POSTINGS_PARKED, "reason" => reason).absolute(0);
+    }
+    // Registered without a sample, so that its buckets read 0 (not absent) until the first one.
+    let _ = histogram!(POSTING_FAILURE_RESOLUTION);
+}
+
+/// A posting delivered after failed attempts, the first of them `seconds` ago.
+pub fn webhook_failure_resolved(seconds: f64) {
+    histogram!(POSTING_FAILURE_RESOLUTION).record(seconds);
+}
+
+/// A posting parked on the DLQ; `reason` is one of [`crate::webhook::erp::PARK_REASONS`].
+pub fn posting_parked(reason: &'static str) {
+    counter!(POSTINGS_PARKED, "reason" => reason).increment(1);
 }
 
 pub fn webhook_delivered(unix_seconds: f64) {
@@ -268,40 +328,78 @@ pub fn final_postings_overdue(counts: &std::collections::BTreeMap<String, u64>) 
     }
 }
 
+/// Sets the business KPI gauges of every store with a store-day, and 0 for the stores of
+/// `known` that no longer have one (pruned), so that a series never freezes at a stale value.
+pub fn store_kpis(
+    kpis: &std::collections::BTreeMap<String, tally_topologies::kpi::StoreKpis>,
+    known: &std::collections::BTreeSet<String>,
+) {
+    use rust_decimal::prelude::ToPrimitive;
+    let zero = tally_topologies::kpi::StoreKpis::default();
+    for store in known {
+        let figures = kpis.get(store).unwrap_or(&zero);
+        // Exact decimals become f64 only here, for Prometheus. Normalized first: the conversion
+        // rounds at the decimal's scale, so 24.90 and 24.9 would otherwise differ in the last bit.
+        let f = |d: rust_decimal::Decimal| d.normalize().to_f64().unwrap_or(f64::NAN);
+        gauge!(UNRECONCILED_SALES, "store" => store.clone()).set(f(figures.unreconciled_units));
+        gauge!(UNRECONCILED_SALES_VALUE, "store" => store.clone()).set(f(figures.unreconciled_value));
+        gauge!(INVENTORY_VARIANCE_UNITS, "store" => store.clone()).set(f(figures.variance_units));
+        gauge!(INVENTORY_VARIANCE_VALUE, "store" => store.clone()).set(f(figures.variance_value));
+    }
+}
+
 /// A recount may take at most this share of the time between recounts, so that a state with
 /// millions of alerts does not take a core away from the input loop.
 const STATE_GAUGES_MAX_SHARE: u32 = 20;
 
-/// Recounts the gauges read from state, `tally_drift_keys` and
-/// `tally_erp_final_postings_overdue`, every `every` (longer when counting takes longer than a
-/// twentieth of that) until shutdown. The drift count reads two indexes (pending keys, latest
-/// alerts), not the aggregates; the overdue count reads the store clocks and the timers due by
-/// now minus `idle_timeout` (an idle store's event time runs that far behind the wall clock).
+/// A store's drift settle time, by store id (the thresholds of docs/configuration.md, "[drift]").
+pub type SettleOf = std::sync::Arc<dyn Fn(&str) -> chrono::Duration + Send + Sync>;
+
+/// Recounts the gauges read from state, `tally_drift_keys`, `tally_erp_final_postings_overdue`
+/// and the business KPIs, every `every` (longer when counting takes longer than a twentieth of
+/// that) until shutdown. The drift count reads two indexes (pending keys, latest alerts), not
+/// the aggregates; the overdue count reads the store clocks and the timers due by now minus
+/// `idle_timeout` (an idle store's event time runs that far behind the wall clock); the KPIs
+/// read the sku-days of the open store-days (`tally_topologies::kpi`).
 pub async fn state_gauges_loop(
     store: std::sync::Arc<dyn tally_state::Store>,
     every: std::time::Duration,
     idle_timeout: chrono::Duration,
+    settle: SettleOf,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    use tally_topologies::report;
+    use tally_topologies::{kpi, report};
     let mut known: std::collections::BTreeSet<String> = Default::default();
+    let mut kpi_stores: std::collections::BTreeSet<String> = Default::default();
     loop {
         let reader = std::sync::Arc::clone(&store);
+        let settle = std::sync::Arc::clone(&settle);
         let started = std::time::Instant::now();
         let cutoff = chrono::Utc::now() - idle_timeout;
         let counted = tokio::task::spawn_blocking(move || {
-            let drift = report::drift_key_counts(reader.as_ref())?;
-            let overdue = report::final_postings_overdue(reader.as_ref(), cutoff)?;
-            Ok::<_, tally_topologies::topology::TopologyError>((drift, overdue))
+            let counts = report::drift_key_counts(reader.as_ref())
+                .and_then(|drift| Ok((drift, report::final_postings_overdue(reader.as_ref(), cutoff)?)));
+            (counts, kpi::store_kpis(reader.as_ref(), settle.as_ref()))
         });
         match counted.await {
-            Ok(Ok((drift, overdue))) => {
-                known.extend(drift.keys().map(|(store, _)| store.clone()));
-                drift_keys(&drift, &known.iter().cloned().collect::<Vec<_>>());
-                final_postings_overdue(&overdue);
+            Ok((counts, kpis)) => {
+                match counts {
+                    Ok((drift, overdue)) => {
+                        known.extend(drift.keys().map(|(store, _)| store.clone()));
+                        drift_keys(&drift, &known.iter().cloned().collect::<Vec<_>>());
+                        final_postings_overdue(&overdue);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "Counting drift keys and overdue final postings failed."),
+                }
+                match kpis {
+                    Ok(kpis) => {
+                        kpi_stores.extend(kpis.keys().cloned());
+                        store_kpis(&kpis, &kpi_stores);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "Computing the business KPIs failed."),
+                }
             }
-            Ok(Err(err)) => tracing::warn!(error = %err, "Counting drift keys and overdue final postings failed."),
-            Err(err) => tracing::warn!(error = %err, "Counting drift keys and overdue final postings panicked."),
+            Err(err) => tracing::warn!(error = %err, "Counting the gauges read from state panicked."),
         }
         let wait = every.max(started.elapsed() * STATE_GAUGES_MAX_SHARE);
         tokio::select! {

@@ -218,6 +218,17 @@ struct Start {
     pending: u64,
 }
 
+/// A store's current posting, failed at least once.
+struct Failing {
+    posting_id: String,
+    /// Failed attempts so far.
+    attempts: u32,
+    /// Why the last attempt failed.
+    reason: String,
+    /// When the first attempt failed: `tally_posting_failure_resolution_seconds` counts from here.
+    since: std::time::Instant,
+}
+
 /// The webhook at work: the schedule and everything in flight.
 struct Run {
     shared: Arc<Shared>,
@@ -234,8 +245,8 @@ struct Run {
     /// Per moved store, the postings its own consumer still has, as of its last delivery.
     own_pending: HashMap<String, u64>,
     tasks: JoinSet<Event>,
-    /// Stores whose current posting failed: its id, the failed attempts, the last reason.
-    failing: BTreeMap<String, (String, u32, String)>,
+    /// Stores whose current posting failed, and how.
+    failing: BTreeMap<String, Failing>,
     kept_bytes: usize,
     move_again_at: Option<Instant>,
 }
@@ -474,16 +485,19 @@ impl Run {
             Delivery::Delivered | Delivery::Parked { .. } | Delivery::Gone => {
                 let held = self.schedule.finished(store, seq, acked);
                 self.release(&held);
-                let attempts = self.failing.remove(store).map_or(0, |(_, attempts, _)| attempts);
+                // The entry of an earlier posting of the store (one that left otherwise) is not this one's.
+                let failed = self.failing.remove(store).filter(|failing| failing.posting_id == posting_id);
                 match delivery {
                     Delivery::Delivered => {
                         telemetry::webhook_delivered(unix_now_seconds());
-                        if attempts > 0 {
-                            info!(posting_id, store, attempt = attempts + 1, "ERP took the posting after retries.");
+                        if let Some(failed) = failed {
+                            telemetry::webhook_failure_resolved(failed.since.elapsed().as_secs_f64());
+                            info!(posting_id, store, attempt = failed.attempts + 1, "ERP took the posting after retries.");
                         }
                     }
                     Delivery::Parked { status, detail } => {
                         telemetry::webhook_rejected();
+                        telemetry::posting_parked(erp::park_reason(status));
                         error!(posting_id, store, status, detail = %detail, "ERP rejected the posting; parked on the DLQ.");
                     }
                     _ => error!(
@@ -496,18 +510,23 @@ impl Run {
             }
             Delivery::Retry { reason, attempted } => {
                 let wait = self.schedule.failed(store, seq, std::time::Instant::now());
-                let entry =
-                    self.failing.entry(store.to_string()).or_insert_with(|| (posting_id.to_string(), 0, String::new()));
-                if entry.0 != posting_id {
-                    *entry = (posting_id.to_string(), 0, String::new());
+                let fresh = || Failing {
+                    posting_id: posting_id.to_string(),
+                    attempts: 0,
+                    reason: String::new(),
+                    since: std::time::Instant::now(),
+                };
+                let entry = self.failing.entry(store.to_string()).or_insert_with(fresh);
+                if entry.posting_id != posting_id {
+                    *entry = fresh();
                 }
-                entry.1 += 1;
-                entry.2.clone_from(&reason);
+                entry.attempts += 1;
+                entry.reason.clone_from(&reason);
                 if attempted {
                     telemetry::webhook_retried();
                 }
                 warn!(
-                    posting_id, store, attempt = entry.1, retry_in_ms = wait.as_millis() as u64, reason = %reason,
+                    posting_id, store, attempt = entry.attempts, retry_in_ms = wait.as_millis() as u64, reason = %reason,
                     "ERP webhook attempt failed; retrying the same posting."
                 );
             }
@@ -591,9 +610,12 @@ impl Run {
     fn report_health(&self) {
         let state = match (&self.nats_problem, self.failing.iter().next()) {
             (Some(problem), _) => Err(problem.clone()),
-            (None, Some((store, (posting_id, attempts, reason)))) => Err(format!(
-                "ERP webhook failing for {} store(s); store {store}, posting {posting_id} (attempt {attempts}): {reason}",
-                self.failing.len()
+            (None, Some((store, failing))) => Err(format!(
+                "ERP webhook failing for {} store(s); store {store}, posting {} (attempt {}): {}",
+                self.failing.len(),
+                failing.posting_id,
+                failing.attempts,
+                failing.reason
             )),
             (None, None) => Ok(()),
         };

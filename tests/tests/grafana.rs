@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_secs(2);
 /// What the traffic must have produced, as Prometheus sees it, before the panels are judged:
 /// so that they show real alerts, postings, dead letters and webhook deliveries, not only the
 /// zero-valued series tally exports from the start.
-const TRAFFIC_REACHED: [(&str, &str); 7] = [
+const TRAFFIC_REACHED: [(&str, &str); 9] = [
     ("drift alerts fired", r#"sum(tally_alerts_total{state="firing"}) > 0"#),
     ("drift keys counted", "sum(tally_drift_keys) > 0"),
     ("interim postings", r#"sum(tally_erp_postings_total{kind="interim"}) > 0"#),
@@ -34,6 +34,8 @@ const TRAFFIC_REACHED: [(&str, &str); 7] = [
     ("webhook deliveries", r#"sum(tally_webhook_deliveries_total{outcome="delivered"}) > 0"#),
     ("a posting parked by the webhook", r#"sum(tally_webhook_deliveries_total{outcome="rejected"}) > 0"#),
     ("a final posting overdue", "sum(tally_erp_final_postings_overdue) > 0"),
+    ("a webhook failure resolved", "sum(tally_posting_failure_resolution_seconds_count) > 0"),
+    ("unreconciled sales", "sum(tally_unreconciled_sales) > 0"),
 ];
 
 /// One query of a panel.
@@ -157,16 +159,23 @@ async fn verdict(prometheus: &Prometheus, expr: &str) -> Verdict {
 }
 
 /// The ERP: answers 400 to the first posting (which the webhook parks on the DLQ), 200 to the
-/// rest.
-async fn start_erp() -> (String, tokio::task::JoinHandle<()>) {
+/// rest, except one 503 once the returned flag is set (that posting is delivered at its retry: a
+/// failure resolved, which the test lets happen only after Prometheus has scraped the empty
+/// histogram, so that the hour's increase shows it).
+async fn start_erp() -> (String, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let seen = Arc::new(AtomicUsize::new(0));
+    let fail_once = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&fail_once);
     let app = axum::Router::new().route(
         "/erp",
         axum::routing::post(move || {
             let seen = Arc::clone(&seen);
+            let fail_once = Arc::clone(&fail_once);
             async move {
                 if seen.fetch_add(1, Ordering::SeqCst) == 0 {
                     (StatusCode::BAD_REQUEST, "unknown cost centre")
+                } else if fail_once.swap(false, Ordering::SeqCst) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "in maintenance")
                 } else {
                     (StatusCode::OK, "booked")
                 }
@@ -178,7 +187,7 @@ async fn start_erp() -> (String, tokio::task::JoinHandle<()>) {
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("the test ERP serves");
     });
-    (format!("http://127.0.0.1:{port}/erp"), server)
+    (format!("http://127.0.0.1:{port}/erp"), flag, server)
 }
 
 /// `tally gen` in the background, killed on drop; its stderr goes to a file for failure messages.
@@ -235,7 +244,7 @@ async fn every_panel_query_parses_and_returns_data() {
     let targets = targets(&dashboard);
     assert!(targets.len() >= 20, "expected the dashboard's twenty-odd queries, found {}", targets.len());
 
-    let (erp_url, _erp) = start_erp().await;
+    let (erp_url, fail_once, _erp) = start_erp().await;
     let toml = format!(
         "[drift]\nsettle = \"1m\"\nmin_units = \"1\"\n[erp]\ninterval = \"2s\"\n[erp.webhook]\nurl = \"{erp_url}\"\ntimeout = \"2s\"\n"
     );
@@ -249,8 +258,16 @@ async fn every_panel_query_parses_and_returns_data() {
     let prometheus = Prometheus::start("tally", &[target]).await;
 
     let deadline = Instant::now() + DATA_TIMEOUT;
+    let mut failure_armed = false;
     let (values, missing) = loop {
         generator.assert_running();
+        if !failure_armed {
+            let scraped = "tally_posting_failure_resolution_seconds_count == 0";
+            if let Verdict::Data = verdict(&prometheus, scraped).await {
+                fail_once.store(true, Ordering::SeqCst);
+                failure_armed = true;
+            }
+        }
         let (values, mut missing) = evaluate_variables(&prometheus, &variables(&dashboard)).await;
         if missing.is_empty() {
             missing = evaluate_targets(&prometheus, &targets, &values).await;

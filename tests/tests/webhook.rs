@@ -41,6 +41,8 @@ struct Recorded {
     headers: HeaderMap,
     body: Bytes,
     reply: Reply,
+    /// When the request arrived.
+    at: Instant,
 }
 
 impl Recorded {
@@ -129,7 +131,7 @@ impl Erp {
 async fn receive(State(state): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
         let mut script = state.lock().expect("script lock");
-        let recorded = Recorded { headers, body, reply: Reply::Ok };
+        let recorded = Recorded { headers, body, reply: Reply::Ok, at: Instant::now() };
         let reply = if script.failing.contains(recorded.store()) {
             Reply::Unavailable
         } else {
@@ -266,6 +268,21 @@ async fn failing_then_recovering_loses_and_repeats_nothing() {
         "{metrics}"
     );
     assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 3.0, "{metrics}");
+    // One posting needed retries: from its first failed request to its booking, as the ERP saw
+    // them (tally measures from the answers, a few milliseconds later each).
+    let of_first: Vec<&Recorded> = all.iter().filter(|r| r.key() == first).collect();
+    let failed_at = of_first.iter().filter(|r| r.reply != Reply::Ok).map(|r| r.at).min().expect("failures");
+    let booked_at = of_first.iter().find(|r| r.reply == Reply::Ok).expect("booked").at;
+    let resolved = (booked_at - failed_at).as_secs_f64();
+    let histogram =
+        |suffix: &str| prom::sum(&samples, &format!("tally_posting_failure_resolution_seconds_{suffix}"), &[]);
+    assert_eq!(histogram("count"), 1.0, "only posting 1 failed before its delivery:\n{metrics}");
+    assert!(
+        (histogram("sum") - resolved).abs() < 0.5,
+        "resolution time {} s, the ERP saw {resolved:.3} s:\n{metrics}",
+        histogram("sum")
+    );
+    assert_eq!(prom::sum(&samples, "tally_postings_parked_total", &[]), 0.0, "{metrics}");
     let logs = tally.full_logs();
     assert!(logs.contains("retrying the same posting"), "a WARN per failed attempt:\n{}", tally.logs());
     assert!(!logs.contains("t0ken"), "the auth header leaked into the log");
@@ -312,6 +329,12 @@ async fn a_400_parks_the_posting_and_the_next_one_is_delivered() {
     let samples = prom::parse(&metrics);
     assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "rejected")]), 1.0, "{metrics}");
     assert_eq!(prom::sum(&samples, "tally_webhook_deliveries_total", &[("outcome", "delivered")]), 1.0, "{metrics}");
+    // Parked as a 400, once; every other reason is exported at 0; no failure was resolved.
+    let parked = prom::samples(&samples, "tally_postings_parked_total");
+    assert_eq!(parked.len(), 8, "one series per reason: {parked:?}");
+    assert_eq!(prom::sum(&samples, "tally_postings_parked_total", &[("reason", "bad_request")]), 1.0, "{metrics}");
+    assert_eq!(prom::sum(&samples, "tally_postings_parked_total", &[]), 1.0, "{metrics}");
+    assert_eq!(prom::sum(&samples, "tally_posting_failure_resolution_seconds_count", &[]), 0.0, "{metrics}");
 }
 
 fn keys(requests: &[Recorded]) -> Vec<&str> {

@@ -14,11 +14,13 @@
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
 //! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
 //! - [`posting_body`]: the ERP posting as it goes out, typed.
+//! - [`tenders_audit`]: tenders over/short, the day close's amounts against the computed ones.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
 pub mod aggregates;
 pub mod books;
@@ -29,6 +31,7 @@ pub mod drift;
 pub mod error;
 pub mod fingerprint;
 pub mod keys;
+pub mod kpi;
 mod lifecycle;
 pub mod model;
 pub mod outputs;
@@ -38,6 +41,7 @@ pub mod reconcile;
 pub mod report;
 pub mod retention;
 pub mod stored_decimal;
+pub mod tenders_audit;
 pub mod topology;
 mod working_set;
 

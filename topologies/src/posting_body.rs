@@ -73,6 +73,21 @@ pub struct Audit {
     pub pos_net_sales: Option<String>,
     pub pos_tax: Option<String>,
     pub pos_transaction_count: Option<u64>,
+    /// Per tender type, the day close's amount against the computed one. Only when the day
+    /// close listed tenders: absent otherwise, so that such postings keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenders_over_short: Vec<TenderOverShort>,
+}
+
+/// One tender type's over/short (docs/wire-format.md, "ERP posting"): what the POS's day close
+/// says was tendered minus what tally computed from the day's transactions, voids applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenderOverShort {
+    pub computed_amount: String,
+    pub over_short: String,
+    pub pos_amount: String,
+    #[serde(rename = "type")]
+    pub tender: String,
 }
 
 /// A register's sequence numbers that never arrived.

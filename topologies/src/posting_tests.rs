@@ -146,6 +146,9 @@ fn audit_reports_differences_and_missing_register_seqs() {
         "pos_transaction_count": 7, "pos_net_sales": "72.50", "pos_tax": "5.00",
         "difference_transactions": 1, "difference_net": "12.50", "difference_tax": "0.20",
         "missing_register_seqs": [{"register": "R01", "seqs": [3, 5, 6]}],
+        // The day close names card 72.50; the six remaining sales paid 10.80 each by card.
+        "tenders_over_short": [{"type": "card", "pos_amount": "72.50", "computed_amount": "64.80",
+                                "over_short": "7.70"}],
     });
     assert_eq!(last.body["audit"], expected);
     assert_eq!(last.body["cumulative"], json!({"transactions": 6, "net": "60.00", "tax": "4.80"}));

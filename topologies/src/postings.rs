@@ -15,6 +15,7 @@ use crate::codec::{self, read};
 use crate::error::TopologyError;
 use crate::keys;
 use crate::posting_body::{Audit, Control, Cumulative, MissingSeqs, PostingBody, PostingLine, TenderDelta};
+use crate::tenders_audit;
 
 /// Sku-days read per store-day when building a posting (a store's assortment is bounded).
 const SKUS_PER_POSTING_MAX: usize = 1_000_000;
@@ -172,6 +173,7 @@ pub fn audit(totals: &StoreDay) -> Audit {
     let close = totals.day_close.as_ref();
     Audit {
         pos_transaction_count: close.map(|close| close.transaction_count),
+        tenders_over_short: close.map(|close| tenders_audit::over_short(close, &totals.tenders)).unwrap_or_default(),
         pos_net_sales: close.map(|close| close.net_sales.to_string()),
         pos_tax: close.map(|close| close.tax.to_string()),
         difference_transactions: close.map(|close| close.transaction_count as i64 - totals.transactions),

@@ -99,12 +99,7 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
             "skus": sku_rows,
         },
         "inventory": {"by_reason": by_reason},
-        "day_close": totals.day_close.as_ref().map(|close| json!({
-            "id": close.id,
-            "transaction_count": close.transaction_count,
-            "net_sales": text(close.net_sales),
-            "tax": text(close.tax),
-        })),
+        "day_close": totals.day_close.as_ref().map(|close| day_close(close, &totals.tenders)),
         "drift": drift_rows,
         "postings": {
             "sent": totals.posting.seq,
@@ -115,6 +110,23 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
         "duplicates": totals.duplicates,
         "conflicts": totals.conflicts,
     })
+}
+
+/// The POS's own totals, with the tenders over/short when its day close listed tenders (the
+/// field is absent otherwise, so such answers stay as they were).
+fn day_close(close: &crate::model::DayClose, computed: &BTreeMap<String, Decimal>) -> Value {
+    let mut out = json!({
+        "id": close.id,
+        "transaction_count": close.transaction_count,
+        "net_sales": text(close.net_sales),
+        "tax": text(close.tax),
+    });
+    let over_short = crate::tenders_audit::over_short(close, computed);
+    if !over_short.is_empty() {
+        // Strings and lists: serializing them to a JSON value cannot fail.
+        out["tenders_over_short"] = serde_json::to_value(over_short).expect("a list of strings serializes");
+    }
+    out
 }
 
 /// Decimals leave as strings, with the scale their arithmetic gave them ("59.97", "3").

@@ -33,6 +33,25 @@ pub enum Attempt {
     Rejected { status: u16, detail: String },
 }
 
+/// The `reason` label of `tally_postings_parked_total`: the 4xx answers an ERP gives for a
+/// posting it will never take, by name, and `other_4xx` for the rest, so the label stays bounded.
+pub const PARK_REASONS: [&str; 8] =
+    ["bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "unprocessable", "other_4xx"];
+
+/// The park reason of a rejected posting's status (one of [`PARK_REASONS`]).
+pub fn park_reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        422 => "unprocessable",
+        _ => "other_4xx",
+    }
+}
+
 /// How an HTTP status ends an attempt, before the body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -176,6 +195,24 @@ mod tests {
         for status in [400, 401, 403, 404, 409, 413, 422, 499] {
             assert_eq!(verdict(status), Verdict::Reject, "{status}");
         }
+    }
+
+    // Proves every status that parks a posting maps to a listed, distinct-where-named reason, so
+    // the label of tally_postings_parked_total stays within PARK_REASONS.
+    #[test]
+    fn park_reasons_are_bounded() {
+        let named = [(400, "bad_request"), (401, "unauthorized"), (403, "forbidden"), (404, "not_found")];
+        let more = [(409, "conflict"), (413, "too_large"), (422, "unprocessable"), (410, "other_4xx")];
+        for (status, reason) in named.into_iter().chain(more) {
+            assert_eq!(park_reason(status), reason, "{status}");
+        }
+        for status in (400..=499).filter(|s| verdict(*s) == Verdict::Reject) {
+            assert!(PARK_REASONS.contains(&park_reason(status)), "{status}");
+        }
+        let mut distinct = PARK_REASONS.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), PARK_REASONS.len());
     }
 
     // Proves the DLQ detail is one line, holds the status and at most 200 characters of the body.
