@@ -289,6 +289,137 @@ mod tests {
         )
     }
 
+    /// The record types as they were serialized when every stored fingerprint was made: the
+    /// derive over the model with amounts as text, normalized. A fingerprint kept in state must
+    /// keep matching its record's redelivery after an upgrade.
+    mod earlier {
+        use chrono::{DateTime, FixedOffset, NaiveDate};
+        use rust_decimal::Decimal;
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        pub enum Event {
+            Transaction(PosTransaction),
+            Movement(InventoryMovement),
+            DayClose(DayClose),
+        }
+        #[derive(Serialize)]
+        pub struct PosTransaction {
+            pub id: String,
+            pub store: String,
+            pub register: Option<String>,
+            pub seq: Option<u64>,
+            pub occurred_at: DateTime<FixedOffset>,
+            pub business_day: NaiveDate,
+            pub currency: String,
+            pub lines: Vec<PosLine>,
+            pub tenders: Vec<Tender>,
+            pub voids: Option<String>,
+        }
+        #[derive(Serialize)]
+        pub struct PosLine {
+            pub line: Option<u64>,
+            pub sku: String,
+            pub qty: Decimal,
+            pub unit_price: Decimal,
+            pub discount: Decimal,
+            pub tax: Decimal,
+            pub restock: bool,
+            pub return_of: Option<String>,
+        }
+        #[derive(Serialize)]
+        pub struct Tender {
+            #[serde(rename = "type")]
+            pub kind: String,
+            pub amount: Decimal,
+        }
+        #[derive(Serialize)]
+        pub struct InventoryMovement {
+            pub id: String,
+            pub store: String,
+            pub occurred_at: DateTime<FixedOffset>,
+            pub business_day: NaiveDate,
+            pub reason: crate::model::MovementReason,
+            pub reference: Option<String>,
+            pub lines: Vec<MovementLine>,
+        }
+        #[derive(Serialize)]
+        pub struct MovementLine {
+            pub sku: String,
+            pub qty: Decimal,
+        }
+        #[derive(Serialize)]
+        pub struct DayClose {
+            pub id: String,
+            pub store: String,
+            pub business_day: NaiveDate,
+            pub occurred_at: DateTime<FixedOffset>,
+            pub transaction_count: u64,
+            pub net_sales: Decimal,
+            pub tax: Decimal,
+            pub tenders: Vec<Tender>,
+        }
+    }
+
+    /// The fingerprint as earlier versions computed it: a normalized copy, serialized, hashed.
+    fn earlier_fingerprint(event: &Event) -> u64 {
+        let tenders = |tenders: &[Tender]| -> Vec<earlier::Tender> {
+            tenders.iter().map(|t| earlier::Tender { kind: t.kind.clone(), amount: t.amount.normalize() }).collect()
+        };
+        let copy = match event {
+            Event::Transaction(tx) => earlier::Event::Transaction(earlier::PosTransaction {
+                id: tx.id.clone(),
+                store: tx.store.clone(),
+                register: tx.register.clone(),
+                seq: tx.seq,
+                occurred_at: tx.occurred_at,
+                business_day: tx.business_day,
+                currency: tx.currency.clone(),
+                lines: tx
+                    .lines
+                    .iter()
+                    .map(|l| earlier::PosLine {
+                        line: l.line,
+                        sku: l.sku.clone(),
+                        qty: l.qty.normalize(),
+                        unit_price: l.unit_price.normalize(),
+                        discount: l.discount.normalize(),
+                        tax: l.tax.normalize(),
+                        restock: l.restock,
+                        return_of: l.return_of.clone(),
+                    })
+                    .collect(),
+                tenders: tenders(&tx.tenders),
+                voids: tx.voids.clone(),
+            }),
+            Event::Movement(m) => earlier::Event::Movement(earlier::InventoryMovement {
+                id: m.id.clone(),
+                store: m.store.clone(),
+                occurred_at: m.occurred_at,
+                business_day: m.business_day,
+                reason: m.reason,
+                reference: m.reference.clone(),
+                lines: m
+                    .lines
+                    .iter()
+                    .map(|l| earlier::MovementLine { sku: l.sku.clone(), qty: l.qty.normalize() })
+                    .collect(),
+            }),
+            Event::DayClose(c) => earlier::Event::DayClose(earlier::DayClose {
+                id: c.id.clone(),
+                store: c.store.clone(),
+                business_day: c.business_day,
+                occurred_at: c.occurred_at,
+                transaction_count: c.transaction_count,
+                net_sales: c.net_sales.normalize(),
+                tax: c.tax.normalize(),
+                tenders: tenders(&c.tenders),
+            }),
+        };
+        let bytes = rmp_serde::to_vec(&copy).unwrap();
+        bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+    }
+
     /// The same record with every amount written with `extra` more trailing zeros.
     fn respelled(event: &Event, extra: u32) -> Event {
         let wider = |d: &mut Decimal| {
@@ -329,7 +460,8 @@ mod tests {
     }
 
     proptest! {
-        // Proves the fingerprint is about values: any record fingerprints like itself with
+        // Proves the fingerprint is what earlier versions stored for the same record, and that
+        // it is about values: any record fingerprints like itself with
         // its amounts spelled with more trailing zeros (as "2.00" for "2"), and unlike itself
         // with an amount changed.
         #[test]
@@ -337,6 +469,7 @@ mod tests {
             event in prop_oneof![transaction(), movement_event(), day_close()],
             extra in 1u32..6,
         ) {
+            prop_assert_eq!(fingerprint(&event), earlier_fingerprint(&event), "a stored fingerprint must still match");
             prop_assert_eq!(fingerprint(&respelled(&event, extra)), fingerprint(&event));
             if let Some(other) = nudged(&event) {
                 prop_assert_ne!(fingerprint(&other), fingerprint(&event));
