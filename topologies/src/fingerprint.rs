@@ -108,7 +108,7 @@ impl Serialize for Line<'_> {
 
 impl Serialize for Tenders<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|tender| NormalTender(tender)))
+        s.collect_seq(self.0.iter().map(NormalTender))
     }
 }
 
@@ -140,7 +140,7 @@ impl Serialize for Movement<'_> {
 
 impl Serialize for MovementLines<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|line| NormalMovementLine(line)))
+        s.collect_seq(self.0.iter().map(NormalMovementLine))
     }
 }
 

@@ -387,6 +387,9 @@ impl Retail {
             };
             return Ok((outcome, Emitted::default()));
         }
+        if let Some(rejection) = self.mixed_currency(txn, working, &event)? {
+            return Ok((self.reject(txn, msg, &rejection)?, Emitted::default()));
+        }
         let occurred = event.occurred_at().to_utc();
         let known = match working.clock(&store) {
             Some(clock) => Some(clock.clone()),
@@ -421,6 +424,44 @@ impl Retail {
         step.flush(txn);
         step.save_clock(txn);
         Ok((Outcome::Accepted, step.emitted))
+    }
+
+    /// Why a transaction with lines cannot join its store-day, if it cannot: the day already
+    /// sums another currency (docs/wire-format.md, "The dead-letter queue", `currency`). A day's
+    /// first transaction sets its currency; voids carry no lines and no currency of their own.
+    fn mixed_currency(
+        &self,
+        txn: &Overlay<'_>,
+        working: &mut WorkingSet,
+        event: &Event,
+    ) -> Result<Option<Rejection>, TopologyError> {
+        let Event::Transaction(tx) = event else { return Ok(None) };
+        if tx.lines.is_empty() {
+            return Ok(None);
+        }
+        // Read into the working set, where the record's step finds it next.
+        let totals = match working.take_store_day(&tx.store, tx.business_day) {
+            Some(totals) => totals,
+            None => {
+                let key = keys::store_day(&tx.store, tx.business_day);
+                match read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")? {
+                    Some(totals) => totals,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let rejection = match &totals.currency {
+            Some(currency) if *currency != tx.currency => Some(Rejection {
+                reason: RejectReason::Currency,
+                detail: format!(
+                    "currency: {:?}, but business day {} of store {:?} is in {currency:?}; a day is not summed across currencies",
+                    tx.currency, tx.business_day, tx.store
+                ),
+            }),
+            _ => None,
+        };
+        working.put_store_day(&tx.store, tx.business_day, totals);
+        Ok(rejection)
     }
 
     /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (docs/wire-format.md, "The dead-letter queue").

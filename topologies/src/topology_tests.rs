@@ -117,6 +117,33 @@ fn conflict_goes_to_dlq() {
     assert_eq!(outbox[0].msg_id, "dlq/2");
 }
 
+// Proves a store-day is summed in one currency: a transaction in another currency is
+// dead-lettered with reason `currency` and changes nothing, while other days, voids and
+// transactions in the day's currency are accepted.
+#[test]
+fn a_transaction_in_another_currency_than_its_day_goes_to_dlq() {
+    let mut h = Harness::new();
+    let mut euro = sale("T2", 2, "A", "1", "5.00");
+    euro["currency"] = json!("EUR");
+    assert_eq!(h.pos(&sale("T1", 1, "A", "2", "19.99")), Outcome::Accepted);
+    let before = (h.store_day(), h.sku("A"));
+    assert_eq!(h.pos(&euro), Outcome::Rejected(RejectReason::Currency));
+    assert_eq!((h.store_day(), h.sku("A")), before, "a rejected record changes no total");
+    let dlq = h.outbox().into_iter().filter(|e| e.subject == "retail.dlq.currency").collect::<Vec<_>>();
+    assert_eq!(dlq.len(), 1);
+    let detail = dlq[0].headers.iter().find(|(n, _)| n == "Tally-Error-Detail").map(|(_, v)| v.as_str());
+    assert!(detail.is_some_and(|d| d.contains("\"EUR\"") && d.contains("\"USD\"")), "{detail:?}");
+    assert_eq!(h.pos(&euro), Outcome::Rejected(RejectReason::Currency), "a re-send is rejected again, not a duplicate");
+    let mut usd = sale("T3", 3, "A", "1", "19.99");
+    usd["currency"] = json!("USD");
+    assert_eq!(h.pos(&usd), Outcome::Accepted);
+    let mut next_day = euro.clone();
+    next_day["id"] = json!("T4");
+    next_day["business_day"] = json!("2026-11-28");
+    assert_eq!(h.pos(&next_day), Outcome::Accepted, "another day may be in another currency");
+    assert_eq!(h.store_day().transactions, 2);
+}
+
 // Proves a rejected message is enqueued verbatim with the contract's DLQ headers.
 #[test]
 fn rejection_is_enqueued_verbatim() {

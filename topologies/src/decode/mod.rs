@@ -69,10 +69,13 @@ pub enum RejectReason {
     Conflict,
     /// A payload over the byte limit, or a record over the line limit.
     TooLarge,
+    /// A transaction in another currency than its store-day's (detected after decoding, not
+    /// here): a day's totals are never summed across currencies.
+    Currency,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::Decode,
         RejectReason::Schema,
         RejectReason::Decimal,
@@ -81,6 +84,7 @@ impl RejectReason {
         RejectReason::StoreMismatch,
         RejectReason::Conflict,
         RejectReason::TooLarge,
+        RejectReason::Currency,
     ];
 
     /// The contract's name: the `Tally-Error` header and the `P.dlq.<reason>` token.
@@ -94,6 +98,7 @@ impl RejectReason {
             RejectReason::StoreMismatch => "store_mismatch",
             RejectReason::Conflict => "conflict",
             RejectReason::TooLarge => "too_large",
+            RejectReason::Currency => "currency",
         }
     }
 }

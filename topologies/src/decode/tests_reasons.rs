@@ -59,8 +59,17 @@ fn details_name_the_field() {
     doc["tenders"][0]["amount"] = json!(true);
     assert_eq!(both(POS, &doc).unwrap_err().detail, "tenders[0].amount: true is not a decimal");
     let names: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
-    let expected =
-        ["decode", "schema", "decimal", "timestamp", "unknown_type", "store_mismatch", "conflict", "too_large"];
+    let expected = [
+        "decode",
+        "schema",
+        "decimal",
+        "timestamp",
+        "unknown_type",
+        "store_mismatch",
+        "conflict",
+        "too_large",
+        "currency",
+    ];
     assert_eq!(names, expected);
     let shown = Rejection::new(RejectReason::Schema, "id: required field is missing").to_string();
     assert_eq!(shown, "Schema: id: required field is missing");
