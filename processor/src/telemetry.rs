@@ -267,7 +267,7 @@ pub fn webhook_started() {
     for outcome in ["delivered", "retried", "rejected"] {
         counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).absolute(0);
     }
-    for reason in crate::webhook::erp::PARK_REASONS {
+    for reason in PARK_REASONS {
         counter!(POSTINGS_PARKED, "reason" => reason).absolute(0);
     }
     // Registered without a sample, so that its buckets read 0 (not absent) until the first one.
@@ -279,7 +279,13 @@ pub fn webhook_failure_resolved(seconds: f64) {
     histogram!(POSTING_FAILURE_RESOLUTION).record(seconds);
 }
 
-/// A posting parked on the DLQ; `reason` is one of [`crate::webhook::erp::PARK_REASONS`].
+/// The `reason` label of `tally_postings_parked_total`: the 4xx answers an ERP gives for a
+/// posting it will never take, by name, and `other_4xx` for the rest, so the label stays bounded
+/// (the webhook maps a status to one of them).
+pub const PARK_REASONS: [&str; 8] =
+    ["bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "unprocessable", "other_4xx"];
+
+/// A posting parked on the DLQ; `reason` is one of [`PARK_REASONS`].
 pub fn posting_parked(reason: &'static str) {
     counter!(POSTINGS_PARKED, "reason" => reason).increment(1);
 }

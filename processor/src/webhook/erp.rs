@@ -33,10 +33,7 @@ pub enum Attempt {
     Rejected { status: u16, detail: String },
 }
 
-/// The `reason` label of `tally_postings_parked_total`: the 4xx answers an ERP gives for a
-/// posting it will never take, by name, and `other_4xx` for the rest, so the label stays bounded.
-pub const PARK_REASONS: [&str; 8] =
-    ["bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "unprocessable", "other_4xx"];
+pub use crate::telemetry::PARK_REASONS;
 
 /// The park reason of a rejected posting's status (one of [`PARK_REASONS`]).
 pub fn park_reason(status: u16) -> &'static str {
