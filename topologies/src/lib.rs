@@ -19,7 +19,9 @@
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
+//! - [`lineage`]: what tally keeps to trace a record from arrival to outputs, and the trace itself.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - [`trace`]: one record's trace (arrival, outcome, movements, alerts, postings), read back from state.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
 pub mod aggregates;
@@ -33,6 +35,7 @@ pub mod fingerprint;
 pub mod keys;
 pub mod kpi;
 mod lifecycle;
+pub mod lineage;
 pub mod model;
 pub mod outputs;
 pub mod posting_body;
@@ -43,6 +46,7 @@ pub mod retention;
 pub mod stored_decimal;
 pub mod tenders_audit;
 pub mod topology;
+pub mod trace;
 mod working_set;
 
 #[cfg(test)]
@@ -55,3 +59,5 @@ mod reconcile_tests;
 mod test_support;
 #[cfg(test)]
 mod topology_tests;
+#[cfg(test)]
+mod trace_tests;
