@@ -54,16 +54,17 @@ pub struct Arrival {
     pub stream_seq: u64,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub at: DateTime<Utc>,
-    /// The record's `type` (docs/wire-format.md, "Input records").
-    pub record_type: String,
+    /// The record's `type` (docs/wire-format.md, "Input records"), as its place in
+    /// [`RECORD_TYPES`] plus one: a byte instead of a string in every dedupe entry.
+    pub record_type: u8,
     pub traceparent: Option<String>,
     /// The publisher's `Nats-Msg-Id`, when it differs from the record's `id`.
     pub msg_id: Option<String>,
     /// Copies with the same content that arrived later (duplicates), and the last one's sequence.
     pub duplicates: u32,
     pub last_duplicate_seq: Option<u64>,
-    /// What the record names: the transaction a void cancels, or a movement's `ref`.
-    pub names: Option<String>,
+    /// The transaction a void cancels.
+    pub voids: Option<String>,
 }
 
 impl Arrival {
@@ -71,15 +72,23 @@ impl Arrival {
         Arrival {
             stream_seq,
             at,
-            record_type: record_type.to_string(),
+            record_type: RECORD_TYPES.iter().position(|t| *t == record_type).map_or(0, |at| at as u8 + 1),
             traceparent: trace.traceparent.map(str::to_string),
             msg_id: trace.msg_id.filter(|msg_id| *msg_id != id).map(str::to_string),
             duplicates: 0,
             last_duplicate_seq: None,
-            names: None,
+            voids: None,
         }
     }
+
+    /// The record's `type`, or `None` for a code this version does not know.
+    pub fn record_type(&self) -> Option<&'static str> {
+        RECORD_TYPES.get(usize::from(self.record_type).checked_sub(1)?).copied()
+    }
 }
+
+/// The input record types, in the order of their stored codes: append only.
+pub const RECORD_TYPES: [&str; 3] = ["pos.transaction", "inventory.movement", "pos.day_close"];
 
 /// One dead-lettered copy of a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -432,11 +432,9 @@ impl Retail {
         step.trace_headers = msg.trace.headers();
         let event_id = &event.id().to_string();
         let mut arrival = Arrival::new(msg.stream_seq, now, event.type_name(), event_id, msg.trace);
-        arrival.names = match &event {
-            Event::Transaction(tx) => tx.voids.clone(),
-            Event::Movement(movement) => movement.reference.clone(),
-            Event::DayClose(_) => None,
-        };
+        if let Event::Transaction(tx) = &event {
+            arrival.voids = tx.voids.clone();
+        }
         let mut seen = Seen {
             fingerprint: print,
             business_day: event.business_day(),

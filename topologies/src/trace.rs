@@ -88,7 +88,7 @@ fn trace_in(state: &dyn Store, store: &str, id: &str) -> Result<Option<Value>, T
 }
 
 fn insert_arrival(fields: &mut serde_json::Map<String, Value>, arrival: &Arrival) {
-    fields.insert("type".into(), arrival.record_type.clone().into());
+    fields.insert("type".into(), arrival.record_type().into());
     fields.insert("arrived".into(), json!({"stream_sequence": arrival.stream_seq, "at": timestamp(arrival.at)}));
     if let Some(parent) = &arrival.traceparent {
         fields.insert("traceparent".into(), parent.clone().into());
@@ -96,9 +96,8 @@ fn insert_arrival(fields: &mut serde_json::Map<String, Value>, arrival: &Arrival
     if let Some(msg_id) = &arrival.msg_id {
         fields.insert("msg_id".into(), msg_id.clone().into());
     }
-    if let Some(names) = &arrival.names {
-        let field = if arrival.record_type == "inventory.movement" { "ref" } else { "voids" };
-        fields.insert(field.into(), names.clone().into());
+    if let Some(voids) = &arrival.voids {
+        fields.insert("voids".into(), voids.clone().into());
     }
     fields.insert(
         "duplicates".into(),
@@ -119,7 +118,7 @@ fn insert_outputs(
     let skus: Vec<&str> = seen.transaction.iter().flat_map(|tx| tx.lines.iter().map(|l| l.sku.as_str())).collect();
     fields.insert("movements".into(), movements(state, store, id)?.into());
     fields.insert("alerts".into(), alert_revisions(state, store, day, &skus, id)?.into());
-    let record_type = seen.arrival.as_ref().map(|a| a.record_type.as_str());
+    let record_type = seen.arrival.as_ref().and_then(Arrival::record_type);
     let posted = match (record_type, &seen.arrival) {
         (Some("pos.transaction"), Some(arrival)) => first_postings(state, store, day, arrival.stream_seq, false)?,
         (Some("pos.day_close"), Some(arrival)) => first_postings(state, store, day, arrival.stream_seq, true)?,
