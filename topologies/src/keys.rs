@@ -22,6 +22,12 @@ pub(crate) const TAG_ALERT_LATEST: u8 = 8;
 pub(crate) const TAG_PENDING: u8 = 9;
 /// What belongs to a store-day, for pruning it (`retention`).
 pub(crate) const TAG_DAY_INDEX: u8 = 10;
+/// Inventory adjustments not yet posted, per store, period and line (`adjustments`).
+pub(crate) const TAG_ADJ_PENDING: u8 = 32;
+/// Stores with inventory adjustments not yet posted (`adjustments`).
+pub(crate) const TAG_ADJ_DIRTY: u8 = 33;
+/// Where each store's adjustment postings of one period stand (`adjustments`).
+pub(crate) const TAG_ADJ_BOOK: u8 = 34;
 
 /// `Meta` keys.
 pub const META_POSITION: &[u8] = b"position";

@@ -5,6 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
+use crate::adjustments;
+use crate::adjustment_body;
 use crate::aggregates::{OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::codec;
@@ -261,6 +263,34 @@ impl Retail {
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());
             }
         }
+        self.post_adjustments(txn, now, &mut emitted)?;
         Ok(emitted)
+    }
+
+    /// Inventory adjustment postings for the stores whose adjustments waited `erp.interval`
+    /// (docs/wire-format.md, "Inventory adjustment posting").
+    fn post_adjustments(
+        &self,
+        txn: &mut Overlay<'_>,
+        now: DateTime<Utc>,
+        emitted: &mut Emitted,
+    ) -> Result<(), TopologyError> {
+        let config = self.config();
+        for (store, since) in adjustments::due_stores(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
+            let subject = format!("{}.erp.postings.{store}", config.subject_prefix);
+            for posting in adjustments::post_store(txn, &store, &config.default_currency)? {
+                outputs::enqueue_value(
+                    txn,
+                    config.output_format,
+                    OutputKind::Posting,
+                    subject.clone(),
+                    posting.id,
+                    &posting.body,
+                )?;
+                *emitted.postings.entry(adjustment_body::KIND).or_default() += 1;
+                emitted.posting_delays_ms.push((now - since).num_milliseconds());
+            }
+        }
+        Ok(())
     }
 }
