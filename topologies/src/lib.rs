@@ -52,6 +52,8 @@ pub mod topology;
 mod working_set;
 
 #[cfg(test)]
+mod adjustment_tests;
+#[cfg(test)]
 mod drift_tests;
 #[cfg(test)]
 mod posting_tests;
