@@ -176,3 +176,60 @@ fn unit_costs_are_checked() {
     h.tick_after(Duration::minutes(5));
     assert_eq!(adjustment_postings(&h)[0]["lines"][0]["value"], "-0.3");
 }
+
+/// Runs `adjustments_reconcile` on a harness's state with the postings `bodies` as the stream.
+fn reconcile_with(h: &Harness, bodies: &[Value]) -> Vec<crate::reconcile::BookOutcome> {
+    use crate::adjustments_reconcile::{reconcile, ReceivedAdjustment, ReceivedAdjustments};
+    use tally_state::{Overlay, Store};
+    let mut received = ReceivedAdjustments::default();
+    for body in bodies {
+        received.add(serde_json::from_value::<ReceivedAdjustment>(body.clone()).unwrap());
+    }
+    let mut txn = Overlay::new(&h.store);
+    let outcomes = reconcile(&mut txn, &received, true, h.now).unwrap();
+    h.store.write(&txn.into_batch()).unwrap();
+    outcomes.into_iter().map(|(_, _, outcome)| outcome).collect()
+}
+
+// Proves a rebuilt state (the same input, never ticked) whose books are set from the postings
+// the ERP received continues the sequence with exactly the posting the live run sent next,
+// and posts nothing when the ERP has everything.
+#[test]
+fn a_rebuilt_state_continues_the_erps_sequence() {
+    use crate::reconcile::BookOutcome;
+    let records = [
+        adjustment("A1", "2026-11-10T10:00:00Z", "shrink", &[("100234", "-2", Some("4.99"))]),
+        adjustment("A2", "2026-11-11T10:00:00Z", "count", &[("100987", "3", None)]),
+        adjustment("A3", "2026-11-12T10:00:00Z", "shrink", &[("100234", "-1", Some("4.99"))]),
+    ];
+    let mut live = harness(Duration::zero());
+    live.record(&records[0]);
+    live.record(&records[1]);
+    live.tick_after(Duration::minutes(5));
+    live.record(&records[2]);
+    live.tick_after(Duration::minutes(5));
+    let sent = adjustment_postings(&live);
+    assert_eq!(sent.len(), 2);
+
+    // The ERP holds the first posting only.
+    let mut rebuilt = harness(Duration::zero());
+    records.iter().for_each(|r| assert_eq!(rebuilt.record(r), Outcome::Accepted));
+    assert_eq!(reconcile_with(&rebuilt, &sent[..1]), vec![BookOutcome::Matched]);
+    rebuilt.tick_after(Duration::minutes(5));
+    assert_eq!(adjustment_postings(&rebuilt), sent[1..].to_vec(), "the live run's second posting, field for field");
+
+    // The ERP holds both: nothing is owed.
+    let mut rebuilt = harness(Duration::zero());
+    records.iter().for_each(|r| assert_eq!(rebuilt.record(r), Outcome::Accepted));
+    assert_eq!(reconcile_with(&rebuilt, &sent), vec![BookOutcome::Matched]);
+    rebuilt.tick_after(Duration::minutes(5));
+    assert!(adjustment_postings(&rebuilt).is_empty());
+
+    // The ERP holds nothing: everything again, from seq 1.
+    let mut rebuilt = harness(Duration::zero());
+    records.iter().for_each(|r| assert_eq!(rebuilt.record(r), Outcome::Accepted));
+    assert_eq!(reconcile_with(&rebuilt, &[]), vec![BookOutcome::Unposted]);
+    rebuilt.tick_after(Duration::minutes(5));
+    let again = adjustment_postings(&rebuilt);
+    assert_eq!((again.len(), &again[0]["seq"], &again[0]["control"]["value"]), (1, &json!(1), &json!("-14.97")));
+}

@@ -9,10 +9,13 @@
 //! once the store's watermark passes its end (the local midnight after its last business day)
 //! plus `fiscal.close_grace`.
 //!
-//! What waits to be posted is kept per line (store, booked period, belonging period, sku,
-//! reason) and deleted when posted, in the same batch that enqueues the posting; a period's
-//! book keeps its last `seq` and running totals. The stage never reads the clock: the tick
-//! passes processing time in. It must never post a line twice nor skip a `seq`.
+//! Each line (store, booked period, belonging period, sku, reason) keeps its total and what of
+//! it was posted; a posting carries the differences and records them as posted, in the same
+//! batch that enqueues it, so the sum of a line's postings is its total by construction (as
+//! `postings` does for store-days), and a rebuilt state can take what was posted from the
+//! postings stream (`adjustments_reconcile`). A period's book keeps its last `seq` and running
+//! totals. The stage never reads the clock: the tick passes processing time in. It must never
+//! post a line twice nor skip a `seq`.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -24,11 +27,11 @@ use crate::adjustment_body::{AdjustmentBody, AdjustmentControl, AdjustmentLine, 
 use crate::codec::{self, read};
 use crate::error::TopologyError;
 use crate::fiscal::Period;
-use crate::keys::{TAG_ADJ_BOOK, TAG_ADJ_DIRTY, TAG_ADJ_PENDING};
+use crate::keys::{TAG_ADJ_BOOK, TAG_ADJ_DIRTY, TAG_ADJ_LINE};
 use crate::model::InventoryMovement;
 
-/// Lines posted per store and tick at most; the rest follow at the next tick.
-const LINES_PER_STORE_MAX: usize = 50_000;
+/// Lines read per (store, period) and tick at most; the rest follow at the next tick.
+const LINES_PER_PERIOD_MAX: usize = 100_000;
 
 /// Units and value of adjustment lines: waiting to be posted, or a period's running total.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,10 +48,18 @@ pub struct Amounts {
 }
 
 impl Amounts {
-    fn add(&mut self, other: &Amounts) {
+    pub(crate) fn add(&mut self, other: &Amounts) {
         self.units += other.units;
         self.value += other.value;
         self.unvalued_units += other.unvalued_units;
+    }
+
+    fn minus(&self, other: &Amounts) -> Amounts {
+        Amounts {
+            units: self.units - other.units,
+            value: self.value - other.value,
+            unvalued_units: self.unvalued_units - other.unvalued_units,
+        }
     }
 
     fn is_zero(&self) -> bool {
@@ -61,6 +72,20 @@ impl Amounts {
             unvalued_units: self.unvalued_units.normalize().to_string(),
             value: self.value.to_string(),
         }
+    }
+}
+
+/// One line's total and what of it was posted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LineBook {
+    pub total: Amounts,
+    pub posted: Amounts,
+}
+
+impl LineBook {
+    pub fn is_posted(&self) -> bool {
+        self.total == self.posted
     }
 }
 
@@ -109,44 +134,51 @@ pub fn record(
 ) -> Result<(), TopologyError> {
     assert!(movement.reason.is_adjustment(), "only adjustment movements are booked");
     for line in &movement.lines {
-        let key = pending_key(store, &booked.id, &belongs.id, &line.sku, movement.reason.as_str());
-        let mut pending = read::<Amounts>(txn, Cf::Aggregates, &key, "pending adjustment")?.unwrap_or_default();
-        pending.units += line.qty;
+        let key = line_key(store, &booked.id, &belongs.id, &line.sku, movement.reason.as_str());
+        let mut book = read::<LineBook>(txn, Cf::Aggregates, &key, "adjustment line")?.unwrap_or_default();
+        book.total.units += line.qty;
         match line.unit_cost {
-            Some(cost) => pending.value += line.qty * cost,
-            None => pending.unvalued_units += line.qty,
+            Some(cost) => book.total.value += line.qty * cost,
+            None => book.total.unvalued_units += line.qty,
         }
-        txn.put(Cf::Aggregates, key, codec::encode(&pending));
+        txn.put(Cf::Aggregates, key, codec::encode(&book));
     }
     let book_key = book_key(store, &booked.id);
     if txn.get(Cf::Aggregates, &book_key)?.is_none() {
         let book = PeriodBook { first: Some(booked.first), last: Some(booked.last), ..PeriodBook::default() };
         txn.put(Cf::Aggregates, book_key, codec::encode(&book));
     }
-    let dirty = dirty_key(store);
+    mark_dirty(txn, store, &booked.id, now)
+}
+
+/// Notes that a (store, period) has lines not yet posted, since processing time `now`.
+pub fn mark_dirty(txn: &mut Overlay<'_>, store: &str, period: &str, now: DateTime<Utc>) -> Result<(), TopologyError> {
+    let dirty = dirty_key(store, period);
     if txn.get(Cf::Aggregates, &dirty)?.is_none() {
         txn.put(Cf::Aggregates, dirty, now.timestamp_micros().to_be_bytes().to_vec());
     }
     Ok(())
 }
 
-/// The stores whose oldest unposted adjustment is at least `interval` old at `now`, at most
-/// `limit` of them.
-pub fn due_stores(
+/// The (store, period)s whose oldest unposted adjustment is at least `interval` old at `now`,
+/// with that time, at most `limit` of them.
+pub fn due_periods(
     txn: &Overlay<'_>,
     now: DateTime<Utc>,
     interval: chrono::Duration,
     limit: usize,
-) -> Result<Vec<(String, DateTime<Utc>)>, TopologyError> {
+) -> Result<Vec<(String, String, DateTime<Utc>)>, TopologyError> {
     let prefix = KeyWriter::new().tag(TAG_ADJ_DIRTY).finish();
     let mut due = Vec::new();
     for (key, value) in txn.scan_prefix(Cf::Aggregates, &prefix, usize::MAX)? {
-        let store = KeyReader::new(&key[prefix.len()..]).str().map_err(|e| corrupt(format!("dirty key: {e}")))?;
-        let micros: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt("dirty value".into()))?;
+        let mut reader = KeyReader::new(&key[prefix.len()..]);
+        let mut next = || reader.str().map_err(|e| corrupt(format!("adjustment dirty key: {e}")));
+        let (store, period) = (next()?, next()?);
+        let micros: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt("adjustment dirty value".into()))?;
         let since = DateTime::from_timestamp_micros(i64::from_be_bytes(micros))
-            .ok_or_else(|| corrupt("dirty time".into()))?;
+            .ok_or_else(|| corrupt("adjustment dirty time".into()))?;
         if since + interval <= now {
-            due.push((store, since));
+            due.push((store, period, since));
             if due.len() == limit {
                 break;
             }
@@ -155,39 +187,43 @@ pub fn due_stores(
     Ok(due)
 }
 
-/// Builds the store's postings from what waits, one per (booked period, belonging period), in
-/// period order, and records them as posted: the waiting lines are deleted and each period's
-/// book takes the next `seq`. Lines that cancelled out are not posted, and a posting whose
-/// lines all did is not sent and takes no `seq`.
-pub fn post_store(
+/// Builds a (store, period)'s postings from its lines' unposted differences, one per
+/// belonging period in id order (so late lines of earlier periods come before the period's
+/// own), and records them as posted. Differences that are zero are
+/// not posted, and a posting without lines is not sent and takes no `seq`.
+pub fn post_period(
     txn: &mut Overlay<'_>,
     store: &str,
+    period: &str,
     currency: &str,
 ) -> Result<Vec<AdjustmentPosting>, TopologyError> {
-    let prefix = KeyWriter::new().tag(TAG_ADJ_PENDING).str(store).finish();
-    let rows = txn.scan_prefix(Cf::Aggregates, &prefix, LINES_PER_STORE_MAX)?;
-    if rows.len() < LINES_PER_STORE_MAX {
-        txn.delete(Cf::Aggregates, dirty_key(store));
+    let prefix = lines_prefix(store, period);
+    let rows = txn.scan_prefix(Cf::Aggregates, &prefix, LINES_PER_PERIOD_MAX)?;
+    if rows.len() < LINES_PER_PERIOD_MAX {
+        txn.delete(Cf::Aggregates, dirty_key(store, period));
     }
-    let mut groups: Vec<((String, String), Vec<(String, String, Amounts)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<(String, String, Amounts)>)> = Vec::new();
     for (key, value) in rows {
-        let mut reader = KeyReader::new(&key[prefix.len()..]);
-        let mut next = || reader.str().map_err(|e| corrupt(format!("pending adjustment key: {e}")));
-        let (booked, belongs, sku, reason) = (next()?, next()?, next()?, next()?);
-        let amounts: Amounts =
-            codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "pending adjustment", source })?;
-        txn.delete(Cf::Aggregates, key);
-        if amounts.is_zero() {
+        let (belongs, sku, reason) = parse_line_key(&key[prefix.len()..])?;
+        let mut book: LineBook =
+            codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "adjustment line", source })?;
+        if book.is_posted() {
+            continue;
+        }
+        let delta = book.total.minus(&book.posted);
+        book.posted = book.total.clone();
+        txn.put(Cf::Aggregates, key, codec::encode(&book));
+        if delta.is_zero() {
             continue;
         }
         match groups.last_mut() {
-            Some((group, lines)) if group.0 == booked && group.1 == belongs => lines.push((sku, reason, amounts)),
-            _ => groups.push(((booked, belongs), vec![(sku, reason, amounts)])),
+            Some((group, lines)) if *group == belongs => lines.push((sku, reason, delta)),
+            _ => groups.push((belongs, vec![(sku, reason, delta)])),
         }
     }
     let mut postings = Vec::new();
-    for ((booked, belongs), lines) in groups {
-        postings.push(post_group(txn, store, currency, &booked, &belongs, lines)?);
+    for (belongs, lines) in groups {
+        postings.push(post_group(txn, store, currency, period, &belongs, lines)?);
     }
     Ok(postings)
 }
@@ -240,16 +276,45 @@ fn post_group(
     Ok(AdjustmentPosting { id, body })
 }
 
-fn pending_key(store: &str, booked: &str, belongs: &str, sku: &str, reason: &str) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_ADJ_PENDING).str(store).str(booked).str(belongs).str(sku).str(reason).finish()
+pub(crate) fn line_key(store: &str, booked: &str, belongs: &str, sku: &str, reason: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ADJ_LINE).str(store).str(booked).str(belongs).str(sku).str(reason).finish()
 }
 
-fn book_key(store: &str, period: &str) -> Vec<u8> {
+/// Every line booked in one (store, period).
+pub(crate) fn lines_prefix(store: &str, period: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ADJ_LINE).str(store).str(period).finish()
+}
+
+/// (belonging period, sku, reason) from what follows `lines_prefix` in a line key.
+pub(crate) fn parse_line_key(rest: &[u8]) -> Result<(String, String, String), TopologyError> {
+    let mut reader = KeyReader::new(rest);
+    let mut next = || reader.str().map_err(|e| corrupt(format!("adjustment line key: {e}")));
+    Ok((next()?, next()?, next()?))
+}
+
+pub(crate) fn book_key(store: &str, period: &str) -> Vec<u8> {
     KeyWriter::new().tag(TAG_ADJ_BOOK).str(store).str(period).finish()
 }
 
-fn dirty_key(store: &str) -> Vec<u8> {
-    KeyWriter::new().tag(TAG_ADJ_DIRTY).str(store).finish()
+/// Every period book of every store.
+pub(crate) fn books_prefix() -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ADJ_BOOK).finish()
+}
+
+/// (store, period) from a `book_key`.
+pub(crate) fn parse_book_key(key: &[u8]) -> Result<(String, String), TopologyError> {
+    let mut reader = KeyReader::new(&key[books_prefix().len()..]);
+    let mut next = || reader.str().map_err(|e| corrupt(format!("adjustment book key: {e}")));
+    Ok((next()?, next()?))
+}
+
+/// Notes that a (store, period) has nothing left to post.
+pub(crate) fn clear_dirty(txn: &mut Overlay<'_>, store: &str, period: &str) {
+    txn.delete(Cf::Aggregates, dirty_key(store, period));
+}
+
+fn dirty_key(store: &str, period: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_ADJ_DIRTY).str(store).str(period).finish()
 }
 
 /// A (store, period)'s book, for reports and tests.
@@ -257,6 +322,6 @@ pub fn book(txn: &Overlay<'_>, store: &str, period: &str) -> Result<Option<Perio
     read(txn, Cf::Aggregates, &book_key(store, period), "adjustment book")
 }
 
-fn corrupt(detail: String) -> TopologyError {
+pub(crate) fn corrupt(detail: String) -> TopologyError {
     tally_state::StateError::Corrupt { cf: Cf::Aggregates, detail }.into()
 }

@@ -22,9 +22,9 @@ pub(crate) const TAG_ALERT_LATEST: u8 = 8;
 pub(crate) const TAG_PENDING: u8 = 9;
 /// What belongs to a store-day, for pruning it (`retention`).
 pub(crate) const TAG_DAY_INDEX: u8 = 10;
-/// Inventory adjustments not yet posted, per store, period and line (`adjustments`).
-pub(crate) const TAG_ADJ_PENDING: u8 = 32;
-/// Stores with inventory adjustments not yet posted (`adjustments`).
+/// Inventory adjustment lines per store, period, sku and reason: total and posted (`adjustments`).
+pub(crate) const TAG_ADJ_LINE: u8 = 32;
+/// (store, period)s with inventory adjustments not yet posted (`adjustments`).
 pub(crate) const TAG_ADJ_DIRTY: u8 = 33;
 /// Where each store's adjustment postings of one period stand (`adjustments`).
 pub(crate) const TAG_ADJ_BOOK: u8 = 34;

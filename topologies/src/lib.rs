@@ -16,6 +16,7 @@
 //! - [`posting_body`]: the ERP posting as it goes out, typed.
 //! - [`fiscal`]: the fiscal calendar: the accounting period of a business day.
 //! - [`adjustments`]: inventory adjustments to finance, per store and accounting period.
+//! - [`adjustments_reconcile`]: adjustment books set from the postings stream, for a rebuilt state.
 //! - [`adjustment_body`]: the inventory adjustment posting as it goes out, typed.
 //! - [`tenders_audit`]: tenders over/short, the day close's amounts against the computed ones.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
@@ -27,6 +28,7 @@
 
 pub mod adjustment_body;
 pub mod adjustments;
+pub mod adjustments_reconcile;
 pub mod aggregates;
 pub mod books;
 pub mod clock;

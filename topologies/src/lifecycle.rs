@@ -276,9 +276,9 @@ impl Retail {
         emitted: &mut Emitted,
     ) -> Result<(), TopologyError> {
         let config = self.config();
-        for (store, since) in adjustments::due_stores(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
+        for (store, period, since) in adjustments::due_periods(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
             let subject = format!("{}.erp.postings.{store}", config.subject_prefix);
-            for posting in adjustments::post_store(txn, &store, &config.default_currency)? {
+            for posting in adjustments::post_period(txn, &store, &period, &config.default_currency)? {
                 outputs::enqueue_value(
                     txn,
                     config.output_format,
