@@ -200,3 +200,54 @@ async fn shrink_and_counts_across_a_period_boundary() {
         assert_eq!(decimal(&posting["cumulative"]["value"]), Some(running), "{posting}");
     }
 }
+
+// Proves a state rebuilt from the input stream (`tally state rebuild`) continues every
+// (store, period)'s adjustment sequence where the live instance left it: no posting id is sent
+// again, nothing the ERP received is posted twice, and what came after is posted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_state_continues_the_adjustment_sequences() {
+    let (nats, mut live, js) = start_all(CONFIG).await;
+    publish(
+        &js,
+        &[
+            movement("A1", "0042", "2026-11-27", "2026-11-27T18:00:00Z", "shrink", &[("100234", "-2", Some("4.99"))]),
+            movement("A2", "0042", "2026-11-29", "2026-11-29T10:00:00Z", "count", &[("100234", "-3", Some("5.00"))]),
+        ],
+    )
+    .await;
+    let mut expected = Sums::new();
+    expected.insert(key("0042", P10, "", "100234", "shrink"), [d("-2"), d("-9.98"), d("0")]);
+    expected.insert(key("0042", P11, "", "100234", "count"), [d("-3"), d("-15.00"), d("0")]);
+    let before = wait_for_sums(&js, &live, &expected).await;
+    live.stop_gracefully();
+
+    let work = tempfile::tempdir().expect("a temp dir");
+    let rebuilt = work.path().join("rebuilt");
+    let out = std::process::Command::new(tally_tests::tally_bin())
+        .args(["state", "--progress-every", "0s", "rebuild", "--config"])
+        .arg(live.config_path())
+        .arg(&rebuilt)
+        .output()
+        .expect("run tally state rebuild");
+    assert!(out.status.success(), "tally state rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut switched =
+        Tally::builder(&nats.url()).toml(CONFIG).toml(&format!("[state]\npath = {:?}\n", rebuilt.display().to_string())).prepare();
+    switched.spawn_run().await;
+    publish(&js, &[movement("A3", "0042", "2026-11-30", "2026-11-30T09:00:00Z", "damage", &[("100987", "-1", None)])])
+        .await;
+    expected.insert(key("0042", P11, "", "100987", "damage"), [d("-1"), d("0"), d("-1")]);
+    let after = wait_for_sums(&js, &switched, &expected).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(adjustment_postings(&js).await, after, "nothing more after the sums are reached");
+    assert_eq!(&after[..before.len()], &before[..], "what the live instance sent stays as it was");
+    let new: Vec<(&Value, &Value)> = after[before.len()..].iter().map(|p| (&p["id"], &p["lines"])).collect();
+    assert_eq!(
+        new,
+        vec![(
+            &json!("0042/period/FY2026-P11/0002"),
+            &json!([{"sku": "100987", "reason": "damage", "units": "-1", "value": "0", "unvalued_units": "-1"}])
+        )],
+        "only the new damage, as the next seq of P11\n{}",
+        switched.logs()
+    );
+}
