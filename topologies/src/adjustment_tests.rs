@@ -233,3 +233,30 @@ fn a_rebuilt_state_continues_the_erps_sequence() {
     let again = adjustment_postings(&rebuilt);
     assert_eq!((again.len(), &again[0]["seq"], &again[0]["control"]["value"]), (1, &json!(1), &json!("-14.97")));
 }
+
+/// A (store, period)'s book, read from the harness's state.
+fn book_of(h: &Harness, period: &str) -> Option<crate::adjustments::PeriodBook> {
+    crate::adjustments::book(&tally_state::Overlay::new(&h.store), "0042", period).unwrap()
+}
+
+// Proves a period's books and lines are pruned once the store's event time is past its end
+// plus the retention, when everything was posted, and not before.
+#[test]
+fn posted_periods_are_pruned_after_the_retention() {
+    let mut h = harness(Duration::zero());
+    h.record(&adjustment("A1", "2026-11-10T10:00:00Z", "shrink", &[("100234", "-2", Some("4.99"))]));
+    h.tick_after(Duration::minutes(5));
+    // 35 days (the default retention) after November ends, less a minute: kept.
+    h.record(&sale_at("0042", "T1", "2027-01-04T23:59:00Z", "100234", "1", "4.99"));
+    assert_eq!(book_of(&h, "2026-11").map(|b| b.seq), Some(1));
+    h.record(&sale_at("0042", "T2", "2027-01-05T00:01:00Z", "100234", "1", "4.99"));
+    assert_eq!(book_of(&h, "2026-11"), None);
+    let left = tally_state::Store::scan_prefix(
+        &h.store,
+        tally_state::Cf::Aggregates,
+        &crate::adjustments::lines_prefix("0042", "2026-11"),
+        10,
+    )
+    .unwrap();
+    assert!(left.is_empty(), "the period's lines go with its book");
+}

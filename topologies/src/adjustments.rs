@@ -122,8 +122,9 @@ pub fn booked<'p>(belongs: &'p Period, open: &'p Period) -> &'p Period {
     }
 }
 
-/// Adds an adjustment movement's lines to what waits to be posted, and notes the store as
-/// having adjustments to post since processing time `now`.
+/// Adds an adjustment movement's lines to their totals, and notes the booked period as having
+/// adjustments to post since processing time `now`. Returns whether the period's book is new
+/// (its first adjustment in this store).
 pub fn record(
     txn: &mut Overlay<'_>,
     store: &str,
@@ -131,7 +132,7 @@ pub fn record(
     belongs: &Period,
     movement: &InventoryMovement,
     now: DateTime<Utc>,
-) -> Result<(), TopologyError> {
+) -> Result<bool, TopologyError> {
     assert!(movement.reason.is_adjustment(), "only adjustment movements are booked");
     for line in &movement.lines {
         let key = line_key(store, &booked.id, &belongs.id, &line.sku, movement.reason.as_str());
@@ -144,11 +145,33 @@ pub fn record(
         txn.put(Cf::Aggregates, key, codec::encode(&book));
     }
     let book_key = book_key(store, &booked.id);
-    if txn.get(Cf::Aggregates, &book_key)?.is_none() {
+    let new = txn.get(Cf::Aggregates, &book_key)?.is_none();
+    if new {
         let book = PeriodBook { first: Some(booked.first), last: Some(booked.last), ..PeriodBook::default() };
         txn.put(Cf::Aggregates, book_key, codec::encode(&book));
     }
-    mark_dirty(txn, store, &booked.id, now)
+    mark_dirty(txn, store, &booked.id, now)?;
+    Ok(new)
+}
+
+/// Removes the books and lines of the store's periods that ended by `day` and have nothing
+/// left to post: nothing books in a period once it closed, and the retention is long past
+/// its close. A period with lines still unposted is kept.
+pub fn prune(txn: &mut Overlay<'_>, store: &str, day: chrono::NaiveDate) -> Result<(), TopologyError> {
+    let prefix = KeyWriter::new().tag(TAG_ADJ_BOOK).str(store).finish();
+    for (key, value) in txn.scan_prefix(Cf::Aggregates, &prefix, usize::MAX)? {
+        let book: PeriodBook =
+            codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "adjustment book", source })?;
+        let (_, period) = parse_book_key(&key)?;
+        if book.last.is_none_or(|last| last > day) || txn.get(Cf::Aggregates, &dirty_key(store, &period))?.is_some() {
+            continue;
+        }
+        for (line, _) in txn.scan_prefix(Cf::Aggregates, &lines_prefix(store, &period), usize::MAX)? {
+            txn.delete(Cf::Aggregates, line);
+        }
+        txn.delete(Cf::Aggregates, key);
+    }
+    Ok(())
 }
 
 /// Notes that a (store, period) has lines not yet posted, since processing time `now`.

@@ -41,6 +41,7 @@ impl Retail {
                 match timer {
                     Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
                     Timer::Finalize { day } => self.finalize(txn, step, day)?,
+                    Timer::PruneAdjustments { day } => adjustments::prune(txn, &step.store, day)?,
                     Timer::Prune { day } => {
                         crate::retention::prune_day(txn, &step.store, day)?;
                         step.working.forget_store_day(&step.store, day);

@@ -605,7 +605,7 @@ impl Retail {
     fn book_adjustment(
         &self,
         txn: &mut Overlay<'_>,
-        step: &Step,
+        step: &mut Step,
         movement: &InventoryMovement,
     ) -> Result<(), TopologyError> {
         let fiscal = &self.config.fiscal;
@@ -614,7 +614,13 @@ impl Retail {
         let open_at = step.clock.watermark.checked_sub_signed(fiscal.close_grace).unwrap_or(step.clock.watermark);
         let open = fiscal.calendar.period_of(open_at.with_timezone(&self.config.timezone(&step.store)).date_naive());
         let booked = adjustments::booked(&belongs, &open);
-        adjustments::record(txn, &step.store, booked, &belongs, movement, step.now)
+        if adjustments::record(txn, &step.store, booked, &belongs, movement, step.now)? {
+            // Nothing books in a period after it closed; its books go with the retention.
+            let prune_at = self.end_of_day(&step.store, booked.last) + fiscal.close_grace + self.config.retention;
+            let timer = clock::Timer::PruneAdjustments { day: booked.last };
+            clock::add_timer(txn, &mut step.clock, &step.store.clone(), prune_at, &timer);
+        }
+        Ok(())
     }
 
     /// A movement naming its POS transaction takes that transaction off the unmatched lists.
