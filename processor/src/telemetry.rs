@@ -102,7 +102,11 @@ fn describe() {
     );
     describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
-    describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment, inventory_adjustment).");
+    describe_counter!(
+        ERP_POSTINGS_TOTAL,
+        Unit::Count,
+        "ERP postings emitted, by kind (interim, final, adjustment, inventory_adjustment)."
+    );
     describe_histogram!(
         POSTING_DELAY,
         Unit::Seconds,

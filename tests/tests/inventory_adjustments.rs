@@ -136,13 +136,26 @@ async fn shrink_and_counts_across_a_period_boundary() {
     publish(
         &js,
         &[
-            movement("A1", "0042", "2026-11-27", "2026-11-27T18:00:00Z", "shrink",
-                     &[("100234", "-2", Some("4.99")), ("100987", "-1", None)]),
+            movement(
+                "A1",
+                "0042",
+                "2026-11-27",
+                "2026-11-27T18:00:00Z",
+                "shrink",
+                &[("100234", "-2", Some("4.99")), ("100987", "-1", None)],
+            ),
             movement("S1", "0042", "2026-11-27", "2026-11-27T18:05:00Z", "sale", &[("100234", "-1", None)]),
             movement("R1", "0042", "2026-11-28", "2026-11-28T08:00:00Z", "receipt", &[("100234", "24", Some("4.99"))]),
             movement("A2", "0042", "2026-11-28", "2026-11-28T20:00:00Z", "count", &[("100234", "1", Some("4.99"))]),
             // 23:30 in New York on the 28th is the 29th in UTC: still P10 in the store's zone.
-            movement("B1", "0077", "2026-11-28", "2026-11-28T23:30:00-05:00", "damage", &[("300001", "-3", Some("0.333"))]),
+            movement(
+                "B1",
+                "0077",
+                "2026-11-28",
+                "2026-11-28T23:30:00-05:00",
+                "damage",
+                &[("300001", "-3", Some("0.333"))],
+            ),
         ],
     )
     .await;
@@ -170,14 +183,24 @@ async fn shrink_and_counts_across_a_period_boundary() {
     let postings = wait_for_sums(&js, &tally, &expected).await;
     let late = postings.iter().find(|p| p["belongs_to_period"] == P10).expect("the late posting");
     assert_eq!(late["period"], P11, "booked in the open period");
-    assert_eq!(late["lines"], json!([{"sku": "100555", "reason": "shrink", "units": "-4", "value": "-10.00",
-                                      "unvalued_units": "0"}]));
+    assert_eq!(
+        late["lines"],
+        json!([{"sku": "100555", "reason": "shrink", "units": "-4", "value": "-10.00",
+                                      "unvalued_units": "0"}])
+    );
 
     // A crash right after more adjustments and a re-sent one, then a restart.
     publish(
         &js,
         &[
-            movement("A5", "0042", "2026-11-30", "2026-11-30T09:00:00Z", "adjustment", &[("100234", "2", Some("4.99"))]),
+            movement(
+                "A5",
+                "0042",
+                "2026-11-30",
+                "2026-11-30T09:00:00Z",
+                "adjustment",
+                &[("100234", "2", Some("4.99"))],
+            ),
             movement("A4", "0042", "2026-11-28", "2026-11-29T11:00:00Z", "shrink", &[("100555", "-4", Some("2.50"))]),
         ],
     )
@@ -230,8 +253,10 @@ async fn a_rebuilt_state_continues_the_adjustment_sequences() {
         .output()
         .expect("run tally state rebuild");
     assert!(out.status.success(), "tally state rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
-    let mut switched =
-        Tally::builder(&nats.url()).toml(CONFIG).toml(&format!("[state]\npath = {:?}\n", rebuilt.display().to_string())).prepare();
+    let mut switched = Tally::builder(&nats.url())
+        .toml(CONFIG)
+        .toml(&format!("[state]\npath = {:?}\n", rebuilt.display().to_string()))
+        .prepare();
     switched.spawn_run().await;
     publish(&js, &[movement("A3", "0042", "2026-11-30", "2026-11-30T09:00:00Z", "damage", &[("100987", "-1", None)])])
         .await;

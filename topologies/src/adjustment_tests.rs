@@ -91,7 +91,14 @@ fn a_late_adjustment_is_booked_in_the_open_period_naming_its_own() {
     h.tick_after(Duration::minutes(5));
     let got: Vec<(String, Value, u64, Value)> = adjustment_postings(&h)
         .into_iter()
-        .map(|b| (b["id"].as_str().unwrap().to_string(), b["belongs_to_period"].clone(), b["seq"].as_u64().unwrap(), b["control"]["value"].clone()))
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap().to_string(),
+                b["belongs_to_period"].clone(),
+                b["seq"].as_u64().unwrap(),
+                b["control"]["value"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,

@@ -267,7 +267,13 @@ fn post_group(
         .map(|(sku, reason, amounts)| {
             sum.add(&amounts);
             let totals = amounts.totals();
-            AdjustmentLine { reason, sku, units: totals.units, unvalued_units: totals.unvalued_units, value: totals.value }
+            AdjustmentLine {
+                reason,
+                sku,
+                units: totals.units,
+                unvalued_units: totals.unvalued_units,
+                value: totals.value,
+            }
         })
         .collect();
     book.seq += 1;

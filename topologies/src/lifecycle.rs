@@ -5,8 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
-use crate::adjustments;
 use crate::adjustment_body;
+use crate::adjustments;
 use crate::aggregates::{OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::codec;

@@ -204,7 +204,10 @@ impl MovementReason {
     /// Whether this movement is an inventory adjustment that finance books (docs/wire-format.md,
     /// "Inventory adjustment posting"): stock found, lost or written off in the store.
     pub fn is_adjustment(self) -> bool {
-        matches!(self, MovementReason::Adjustment | MovementReason::Shrink | MovementReason::Damage | MovementReason::Count)
+        matches!(
+            self,
+            MovementReason::Adjustment | MovementReason::Shrink | MovementReason::Damage | MovementReason::Count
+        )
     }
 
     /// Whether the POS causes this movement, so that it counts as `recorded_units` in drift.

@@ -65,11 +65,7 @@ pub fn movement(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<Invento
         schema(detail)
     })?;
     let reference = obj.opt_str("ref")?;
-    let lines = obj
-        .items("lines", ctx.max_lines)?
-        .iter()
-        .map(movement_line)
-        .collect::<Result<Vec<_>, Rejection>>()?;
+    let lines = obj.items("lines", ctx.max_lines)?.iter().map(movement_line).collect::<Result<Vec<_>, Rejection>>()?;
     if lines.is_empty() {
         return Err(schema("lines: a movement needs a non-empty `lines`".to_string()));
     }
