@@ -101,6 +101,9 @@ pub struct PeriodBook {
     pub posted: Amounts,
 }
 
+/// One line's unposted difference: (sku, reason, amounts).
+type Delta = (String, String, Amounts);
+
 /// An adjustment posting ready to enqueue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdjustmentPosting {
@@ -225,7 +228,7 @@ pub fn post_period(
     if rows.len() < LINES_PER_PERIOD_MAX {
         txn.delete(Cf::Aggregates, dirty_key(store, period));
     }
-    let mut groups: Vec<(String, Vec<(String, String, Amounts)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<Delta>)> = Vec::new();
     for (key, value) in rows {
         let (belongs, sku, reason) = parse_line_key(&key[prefix.len()..])?;
         let mut book: LineBook =
@@ -257,7 +260,7 @@ fn post_group(
     currency: &str,
     booked: &str,
     belongs: &str,
-    lines: Vec<(String, String, Amounts)>,
+    lines: Vec<Delta>,
 ) -> Result<AdjustmentPosting, TopologyError> {
     let book_key = book_key(store, booked);
     let mut book = read::<PeriodBook>(txn, Cf::Aggregates, &book_key, "adjustment book")?.unwrap_or_default();
