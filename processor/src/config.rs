@@ -666,6 +666,31 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The fiscal calendar in words, with the period `today` falls in, for `tally check`: so
+    /// that an operator sees where periods begin before the first adjustment is posted
+    /// (docs/configuration.md, "Fiscal calendar").
+    pub fn fiscal_summary(&self, today: chrono::NaiveDate) -> String {
+        let calendar = self.fiscal.calendar().unwrap_or_default();
+        let kind = match &calendar {
+            FiscalCalendar::Months => "calendar months".to_string(),
+            FiscalCalendar::Weeks { year_start, .. } => format!(
+                "{} periods, each fiscal year starting on the {} nearest {} (year_start {year_start})",
+                self.fiscal.calendar,
+                year_start.format("%A"),
+                year_start.format("%B %-d")
+            ),
+        };
+        let period = calendar.period_of(today);
+        let grace = format_duration(parse_duration(&self.fiscal.close_grace).unwrap_or_default());
+        format!(
+            "Inventory adjustments are booked in {kind}; {today} is in {} ({} to {}). A period closes \
+             fiscal.close_grace ({grace}) of event time after its last day ends.",
+            period.id, period.first, period.last
+        )
+    }
+}
+
 /// `1h30m`, `15m`, `30h`, `2d`, `250ms`: a duration for people, in the largest units that add
 /// up to it exactly (days only when whole).
 pub fn format_duration(duration: Duration) -> String {
@@ -1035,6 +1060,19 @@ mod tests {
         }
         let given = vars(&[("TALLY_FISCAL_CALENDAR", "5-4-4"), ("TALLY_FISCAL_YEAR_START", "2025-02-02")]);
         assert_eq!(Config::from_parts("t", "", &given).unwrap().fiscal.calendar, "5-4-4");
+    }
+
+    // Proves `tally check`'s fiscal line names the calendar, the weekday rule and the period of
+    // the day given.
+    #[test]
+    fn fiscal_summary_names_the_period_of_today() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let months = Config::default().fiscal_summary(today);
+        assert!(months.contains("calendar months; 2026-12-03 is in 2026-12 (2026-12-01 to 2026-12-31)"), "{months}");
+        let text = "[fiscal]\ncalendar = \"4-5-4\"\nyear_start = \"2026-02-01\"\nclose_grace = \"3d\"\n";
+        let weeks = Config::from_parts("t", text, &[]).unwrap().fiscal_summary(today);
+        assert!(weeks.contains("4-5-4 periods, each fiscal year starting on the Sunday nearest February 1"), "{weeks}");
+        assert!(weeks.contains("is in FY2026-P11 (2026-11-29 to 2027-01-02)") && weeks.contains("(3d)"), "{weeks}");
     }
 
     // Proves per-store time zones reach the topology and the default applies elsewhere.
