@@ -267,3 +267,19 @@ fn posted_periods_are_pruned_after_the_retention() {
     .unwrap();
     assert!(left.is_empty(), "the period's lines go with its book");
 }
+
+// Proves a period that only the postings stream holds (its movements are gone from the input,
+// or it was pruned) is left alone: no posting takes back what the ERP received.
+#[test]
+fn a_period_only_the_stream_holds_is_left_alone() {
+    let mut live = harness(Duration::zero());
+    live.record(&adjustment("A1", "2026-10-10T10:00:00Z", "shrink", &[("100234", "-2", Some("4.99"))]));
+    live.tick_after(Duration::minutes(5));
+    let sent = adjustment_postings(&live);
+    let mut rebuilt = harness(Duration::zero());
+    rebuilt.record(&adjustment("A2", "2026-11-10T10:00:00Z", "count", &[("100234", "1", None)]));
+    assert_eq!(reconcile_with(&rebuilt, &sent), vec![crate::reconcile::BookOutcome::Unposted]);
+    rebuilt.tick_after(Duration::minutes(5));
+    let posted: Vec<Value> = adjustment_postings(&rebuilt).iter().map(|p| p["period"].clone()).collect();
+    assert_eq!(posted, vec![json!("2026-11")], "nothing for October");
+}

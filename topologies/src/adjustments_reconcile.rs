@@ -99,15 +99,17 @@ impl ReceivedAdjustments {
     }
 }
 
-/// Reconciles every (store, period) that the state or the stream holds; returns how each came
-/// out. A period whose lines the ERP lacks in part is marked for a posting at `now`.
+/// Reconciles every (store, period) that the state holds; returns how each came out. A period
+/// whose lines the ERP lacks in part is marked for a posting at `now`. A period only the stream
+/// holds (pruned here, or booked before the input stream's first message) is left alone, as
+/// `reconcile` leaves such store-days: reconciling it would take back what the ERP rightly has.
 pub fn reconcile(
     txn: &mut Overlay<'_>,
     received: &ReceivedAdjustments,
     postings_complete: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, String, BookOutcome)>, TopologyError> {
-    let mut periods: BTreeSet<(String, String)> = received.periods.keys().cloned().collect();
+    let mut periods = BTreeSet::new();
     for (key, _) in txn.scan_prefix(Cf::Aggregates, &adjustments::books_prefix(), PERIODS_MAX)? {
         periods.insert(adjustments::parse_book_key(&key)?);
     }
