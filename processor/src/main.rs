@@ -280,6 +280,7 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
                 config.http.listen
             );
             println!("{}", config.final_posting_timing());
+            println!("{}", config.fiscal_summary(chrono::Utc::now().date_naive()));
             if !config.ignored_env.is_empty() {
                 println!("Ignored (not tally's): {}.", config.ignored_env.join(", "));
             }

@@ -148,9 +148,15 @@ struct NormalMovementLine<'a>(&'a MovementLine);
 
 impl Serialize for NormalMovementLine<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("MovementLine", 2)?;
+        // A line without `unit_cost` keeps the two fields, and so the fingerprint, that earlier
+        // versions stored; a cost is a third field, so re-sending a line with another cost is a conflict.
+        let cost = self.0.unit_cost.map(normal);
+        let mut out = s.serialize_struct("MovementLine", if cost.is_some() { 3 } else { 2 })?;
         out.serialize_field("sku", &self.0.sku)?;
         out.serialize_field("qty", &normal(self.0.qty))?;
+        if let Some(cost) = &cost {
+            out.serialize_field("unit_cost", cost)?;
+        }
         out.end()
     }
 }
@@ -188,7 +194,7 @@ mod tests {
             business_day: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
             reason: MovementReason::Sale,
             reference: None,
-            lines: vec![MovementLine { sku: "100234".into(), qty: Decimal::from_str(qty).unwrap() }],
+            lines: vec![MovementLine { sku: "100234".into(), qty: Decimal::from_str(qty).unwrap(), unit_cost: None }],
         })
     }
 
@@ -256,7 +262,7 @@ mod tests {
     }
 
     fn movement_event() -> impl Strategy<Value = Event> {
-        let line = (text(), amount()).prop_map(|(sku, qty)| MovementLine { sku, qty });
+        let line = (text(), amount()).prop_map(|(sku, qty)| MovementLine { sku, qty, unit_cost: None });
         (text(), at(), 0usize..9, proptest::option::of(text()), proptest::collection::vec(line, 0..4)).prop_map(
             |(id, occurred_at, reason, reference, lines)| {
                 Event::Movement(InventoryMovement {

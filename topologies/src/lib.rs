@@ -14,6 +14,10 @@
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
 //! - [`postings`]: ERP posting deltas, interim to final to adjustment, with the audit.
 //! - [`posting_body`]: the ERP posting as it goes out, typed.
+//! - [`fiscal`]: the fiscal calendar: the accounting period of a business day.
+//! - [`adjustments`]: inventory adjustments to finance, per store and accounting period.
+//! - [`adjustments_reconcile`]: adjustment books set from the postings stream, for a rebuilt state.
+//! - [`adjustment_body`]: the inventory adjustment posting as it goes out, typed.
 //! - [`tenders_audit`]: tenders over/short, the day close's amounts against the computed ones.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
@@ -24,6 +28,9 @@
 //! - [`trace`]: one record's trace (arrival, outcome, movements, alerts, postings), read back from state.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
+pub mod adjustment_body;
+pub mod adjustments;
+pub mod adjustments_reconcile;
 pub mod aggregates;
 pub mod books;
 pub mod clock;
@@ -32,6 +39,7 @@ pub mod decode;
 pub mod drift;
 pub mod error;
 pub mod fingerprint;
+pub mod fiscal;
 pub mod keys;
 pub mod kpi;
 mod lifecycle;
@@ -49,6 +57,8 @@ pub mod topology;
 pub mod trace;
 mod working_set;
 
+#[cfg(test)]
+mod adjustment_tests;
 #[cfg(test)]
 mod drift_tests;
 #[cfg(test)]

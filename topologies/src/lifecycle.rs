@@ -5,6 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
+use crate::adjustment_body;
+use crate::adjustments;
 use crate::aggregates::{OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::codec;
@@ -40,6 +42,7 @@ impl Retail {
                 match timer {
                     Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
                     Timer::Finalize { day } => self.finalize(txn, step, day)?,
+                    Timer::PruneAdjustments { day } => adjustments::prune(txn, &step.store, day)?,
                     Timer::Prune { day } => {
                         crate::retention::prune_day(txn, &step.store, day)?;
                         step.working.forget_store_day(&step.store, day);
@@ -273,6 +276,34 @@ impl Retail {
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());
             }
         }
+        self.post_adjustments(txn, now, &mut emitted)?;
         Ok(emitted)
+    }
+
+    /// Inventory adjustment postings for the stores whose adjustments waited `erp.interval`
+    /// (docs/wire-format.md, "Inventory adjustment posting").
+    fn post_adjustments(
+        &self,
+        txn: &mut Overlay<'_>,
+        now: DateTime<Utc>,
+        emitted: &mut Emitted,
+    ) -> Result<(), TopologyError> {
+        let config = self.config();
+        for (store, period, since) in adjustments::due_periods(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
+            let subject = format!("{}.erp.postings.{store}", config.subject_prefix);
+            for posting in adjustments::post_period(txn, &store, &period, &config.default_currency)? {
+                outputs::enqueue_value(
+                    txn,
+                    config.output_format,
+                    OutputKind::Posting,
+                    subject.clone(),
+                    posting.id,
+                    &posting.body,
+                )?;
+                *emitted.postings.entry(adjustment_body::KIND).or_default() += 1;
+                emitted.posting_delays_ms.push((now - since).num_milliseconds());
+            }
+        }
+        Ok(())
     }
 }

@@ -151,6 +151,10 @@ pub struct MovementLine {
     pub sku: String,
     /// The signed stock delta: a sale decrement is negative.
     pub qty: Decimal,
+    /// What one unit is worth to finance, when the publisher sends it (docs/wire-format.md,
+    /// "Inventory movement"); it values inventory adjustments. Absent in earlier versions.
+    #[serde(default)]
+    pub unit_cost: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -195,6 +199,15 @@ impl MovementReason {
 
     pub fn parse(text: &str) -> Option<MovementReason> {
         MovementReason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Whether this movement is an inventory adjustment that finance books (docs/wire-format.md,
+    /// "Inventory adjustment posting"): stock found, lost or written off in the store.
+    pub fn is_adjustment(self) -> bool {
+        matches!(
+            self,
+            MovementReason::Adjustment | MovementReason::Shrink | MovementReason::Damage | MovementReason::Count
+        )
     }
 
     /// Whether the POS causes this movement, so that it counts as `recorded_units` in drift.

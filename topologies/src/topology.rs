@@ -12,12 +12,14 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay};
 
+use crate::adjustments;
 use crate::aggregates::{LatestPrice, OutboxEntry, OutputKind, Seen, SeenDay, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::codec::{self, read, read_meta_u64};
 use crate::decode::{self, DecodeContext, RejectReason, Rejection};
 use crate::drift::DriftThresholds;
 use crate::fingerprint::fingerprint;
+use crate::fiscal::FiscalSettings;
 use crate::keys;
 use crate::lineage::{self, Arrival, Rejected, TraceContext};
 use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
@@ -48,6 +50,8 @@ pub struct TopologyConfig {
     pub output_format: OutputFormat,
     /// Event time after the end of a business day before its totals and dedupe ids are pruned.
     pub retention: Duration,
+    /// Accounting periods of inventory adjustment postings (`adjustments`).
+    pub fiscal: FiscalSettings,
 }
 
 impl Default for TopologyConfig {
@@ -67,6 +71,7 @@ impl Default for TopologyConfig {
             max_open: Duration::hours(30),
             output_format: OutputFormat::Json,
             retention: Duration::days(35),
+            fiscal: FiscalSettings::default(),
         }
     }
 }
@@ -646,6 +651,32 @@ impl Retail {
         }
         if let Some(reference) = &movement.reference {
             self.match_reference(txn, step, reference, movement)?;
+        }
+        if movement.reason.is_adjustment() {
+            self.book_adjustment(txn, step, movement)?;
+        }
+        Ok(())
+    }
+
+    /// Books an adjustment movement in its accounting period, or in the earliest open one when
+    /// its own is closed on the store's event time (docs/wire-format.md, "Inventory adjustment posting").
+    fn book_adjustment(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        movement: &InventoryMovement,
+    ) -> Result<(), TopologyError> {
+        let fiscal = &self.config.fiscal;
+        let belongs = fiscal.calendar.period_of(movement.business_day);
+        // The earliest period not closed: the one holding the local day of (watermark − grace).
+        let open_at = step.clock.watermark.checked_sub_signed(fiscal.close_grace).unwrap_or(step.clock.watermark);
+        let open = fiscal.calendar.period_of(open_at.with_timezone(&self.config.timezone(&step.store)).date_naive());
+        let booked = adjustments::booked(&belongs, &open);
+        if adjustments::record(txn, &step.store, booked, &belongs, movement, step.now)? {
+            // Nothing books in a period after it closed; its books go with the retention.
+            let prune_at = self.end_of_day(&step.store, booked.last) + fiscal.close_grace + self.config.retention;
+            let timer = clock::Timer::PruneAdjustments { day: booked.last };
+            clock::add_timer(txn, &mut step.clock, &step.store.clone(), prune_at, &timer);
         }
         Ok(())
     }

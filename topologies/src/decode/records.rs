@@ -65,16 +65,21 @@ pub fn movement(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<Invento
         schema(detail)
     })?;
     let reference = obj.opt_str("ref")?;
-    let lines = obj
-        .items("lines", ctx.max_lines)?
-        .iter()
-        .map(|line| Ok(MovementLine { sku: line.req_str("sku")?, qty: line.req_decimal("qty")? }))
-        .collect::<Result<Vec<_>, Rejection>>()?;
+    let lines = obj.items("lines", ctx.max_lines)?.iter().map(movement_line).collect::<Result<Vec<_>, Rejection>>()?;
     if lines.is_empty() {
         return Err(schema("lines: a movement needs a non-empty `lines`".to_string()));
     }
     check_movement_arithmetic(&lines)?;
     Ok(InventoryMovement { id, store, occurred_at, business_day, reason, reference, lines })
+}
+
+/// One line of a movement; an optional `unit_cost` must not be negative.
+fn movement_line(line: &Obj) -> Result<MovementLine, Rejection> {
+    let unit_cost = line.opt_decimal("unit_cost")?;
+    if unit_cost.is_some_and(|cost| cost.is_sign_negative() && !cost.is_zero()) {
+        return Err(schema(format!("{}: a unit cost is not negative", line.path_of("unit_cost"))));
+    }
+    Ok(MovementLine { sku: line.req_str("sku")?, qty: line.req_decimal("qty")?, unit_cost })
 }
 
 /// docs/wire-format.md, "Day close".
@@ -162,8 +167,17 @@ fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result
     Ok(())
 }
 
-/// The same for a movement: its quantities are summed per record and per sku.
+/// The same for a movement: its quantities are summed per record and per sku, and each line's
+/// value (`qty × unit_cost`, when it has a cost) and their sum must be exact too.
 fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
+    let mut values = Decimal::ZERO;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(cost) = line.unit_cost else { continue };
+        let value = exact_mul(line.qty, cost)
+            .filter(|value| value.abs() <= MAGNITUDE_MAX)
+            .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_cost ({} × {cost})", line.qty)))?;
+        values = exact_add(values, value).ok_or_else(|| out_of_range("the sum of the lines' values".into()))?;
+    }
     for forward in [true, false] {
         let mut total = Decimal::ZERO;
         let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
