@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::books::{PostedLine, PostingBook};
 use crate::drift::{AlertState, DriftFigures};
-use crate::model::{DayClose, InventoryMovement, MovementReason, PosTransaction};
+use crate::model::{DayClose, Fulfillment, InventoryMovement, MovementReason, PosTransaction};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,18 @@ pub struct StoreDay {
     pub finalized: bool,
     /// What was already posted to the ERP.
     pub posting: PostingBook,
+    /// Order fulfillments of the day (docs/wire-format.md, "Order fulfillment"); empty in
+    /// state written before orders existed.
+    pub orders: OrderTotals,
+}
+
+/// The order fulfillments of a store-day: how many, and their units per kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrderTotals {
+    pub count: u64,
+    #[serde(with = "crate::stored_decimal::map")]
+    pub units: BTreeMap<Fulfillment, Decimal>,
 }
 
 /// Totals per (store, business_day, sku): the POS side and the inventory side of drift.
@@ -79,6 +91,11 @@ pub struct SkuDay {
     pub unmatched: Vec<Unmatched>,
     /// What was already posted to the ERP.
     pub posted: PostedLine,
+    /// Units of order fulfillments per kind, positive (docs/wire-format.md, "Order
+    /// fulfillment"). Empty when no order touched the key, and in state written before orders
+    /// existed; then every figure and output of the key is what it was without orders.
+    #[serde(with = "crate::stored_decimal::map")]
+    pub orders: BTreeMap<Fulfillment, Decimal>,
 }
 
 /// A POS transaction awaiting its inventory movement.
@@ -96,9 +113,27 @@ pub const UNMATCHED_KEEP: usize = 100;
 pub const UNMATCHED_SHOWN: usize = 20;
 
 impl SkuDay {
-    /// What the POS says left the shelf: sold − returned with restock (docs/wire-format.md, "Drift alert").
+    /// What the POS and the orders say left the shelf: sold − returned with restock, plus
+    /// shipped and picked-up order units − order units returned to the store
+    /// (docs/wire-format.md, "Drift alert").
     pub fn expected_units(&self) -> Decimal {
+        self.pos_expected_units() + self.order_expected_units()
+    }
+
+    /// The POS's share of `expected_units`: sold − returned with restock.
+    pub fn pos_expected_units(&self) -> Decimal {
         self.sold_units - self.restocked_units
+    }
+
+    /// The orders' share of `expected_units`.
+    pub fn order_expected_units(&self) -> Decimal {
+        self.orders.iter().map(|(kind, units)| kind.expected_sign() * *units).sum()
+    }
+
+    /// `expected_units` by source, `(pos, orders)`, when an order touched the key; `None`
+    /// otherwise, so that outputs of keys without orders stay as they were.
+    pub fn expected_by_source(&self) -> Option<(Decimal, Decimal)> {
+        (!self.orders.is_empty()).then(|| (self.pos_expected_units(), self.order_expected_units()))
     }
 
     /// What inventory recorded leaving: − Σ qty of `sale` and `return` movements.
@@ -252,6 +287,12 @@ impl StoreDay {
         }
     }
 
+    pub fn apply_order(&mut self, order: &crate::model::OrderFulfillment) {
+        self.orders.count += 1;
+        let total: Decimal = order.lines.iter().map(|line| line.qty).sum();
+        *self.orders.units.entry(order.fulfillment).or_default() += total;
+    }
+
     pub fn apply_movement(&mut self, movement: &InventoryMovement) {
         let total: Decimal = movement.lines.iter().map(|line| line.qty).sum();
         *self.inventory.entry(movement.reason).or_default() += total;
@@ -280,6 +321,11 @@ impl SkuDay {
         *self.inventory.entry(reason).or_default() += qty;
     }
 
+    /// Adds one order line's units of this sku.
+    pub fn apply_order_qty(&mut self, kind: Fulfillment, qty: Decimal) {
+        *self.orders.entry(kind).or_default() += qty;
+    }
+
     /// Remembers a transaction that moved this key's expected units, newest first, bounded.
     pub fn note_unmatched(&mut self, id: &str, at: DateTime<FixedOffset>) {
         let at = at.to_utc();
@@ -297,7 +343,9 @@ impl SkuDay {
 
     /// The key's drift figures at `unit_price` (docs/wire-format.md, "Drift alert").
     pub fn drift_figures(&self, unit_price: Option<Decimal>) -> DriftFigures {
-        DriftFigures::new(self.expected_units(), self.recorded_units(), unit_price)
+        let mut figures = DriftFigures::new(self.expected_units(), self.recorded_units(), unit_price);
+        figures.expected_by_source = self.expected_by_source();
+        figures
     }
 
     pub fn unmatched_ids(&self) -> Vec<String> {

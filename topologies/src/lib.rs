@@ -9,6 +9,7 @@
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
 //! - [`topology`]: one input message in, state changes and outbox entries out.
+//! - `orders`: order fulfillments (ship-from-store, pickup, returns to store) as expected units in drift.
 //! - `working_set`: the typed values records keep touching, kept decoded across records and batches.
 //! - [`clock`]: per-store event time (watermark) and the timers that fire from it.
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
@@ -20,6 +21,7 @@
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - `report_orders`: the day report's order section and drift breakdown.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
 pub mod aggregates;
@@ -34,11 +36,13 @@ pub mod keys;
 pub mod kpi;
 mod lifecycle;
 pub mod model;
+mod orders;
 pub mod outputs;
 pub mod posting_body;
 pub mod postings;
 pub mod reconcile;
 pub mod report;
+mod report_orders;
 pub mod retention;
 pub mod stored_decimal;
 pub mod tenders_audit;
