@@ -52,6 +52,8 @@ mod working_set;
 #[cfg(test)]
 mod drift_tests;
 #[cfg(test)]
+mod order_tests;
+#[cfg(test)]
 mod posting_tests;
 #[cfg(test)]
 mod reconcile_tests;

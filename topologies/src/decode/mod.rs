@@ -27,6 +27,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fuzz_regressions;
 #[cfg(test)]
+mod tests_order;
+#[cfg(test)]
 mod tests_prop;
 #[cfg(test)]
 mod tests_reasons;
