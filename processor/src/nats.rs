@@ -190,8 +190,10 @@ pub fn webhook_store_consumer_config(
 }
 
 /// Creates a stream, or checks that an existing one covers `subjects`. Of those, the ones in
-/// `added` (subjects later versions read, which a stream made by an earlier one lacks) are
-/// added to the existing stream instead of refused, so that an upgrade needs no manual step.
+/// `added` (subjects later versions read, which a stream made by an earlier one lacks) are not
+/// required: a stream that an earlier `tally setup` made (its subjects exactly the others) gets
+/// them added, so that an upgrade needs no manual step; a stream the user made otherwise is used
+/// as it is, with a warning.
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
@@ -212,8 +214,17 @@ async fn ensure_stream(
                     info.config.subjects
                 );
             }
-            if !to_add.is_empty() {
+            let earlier: Vec<&String> = subjects.iter().filter(|s| !added.contains(s)).collect();
+            let made_by_earlier_setup = info.config.subjects.len() == earlier.len()
+                && info.config.subjects.iter().all(|have| earlier.contains(&have));
+            if !to_add.is_empty() && made_by_earlier_setup {
                 add_subjects(js, info.config.clone(), &to_add).await;
+            } else if !to_add.is_empty() {
+                warn!(
+                    stream = name, subjects = ?to_add,
+                    "The stream, made by hand, does not cover these subjects; records published on them are not \
+                     read. Add them to the stream to read order fulfillments (docs/operations.md, \"Upgrades and downgrades\")."
+                );
             }
             info!(stream = name, "Stream exists; using it as it is.");
         }
