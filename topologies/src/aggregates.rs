@@ -98,12 +98,18 @@ pub struct SkuDay {
     pub orders: BTreeMap<Fulfillment, Decimal>,
 }
 
-/// A POS transaction awaiting its inventory movement.
+/// A POS transaction (or an order) awaiting its inventory movement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unmatched {
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub at: DateTime<Utc>,
     pub id: String,
+    /// For an order: the units of this key it expects to leave the shelf (shipped or picked
+    /// up), which the KPIs count as lag while the order is within the settle time. A
+    /// transaction's are read from its dedupe entry instead, so it has none and is stored as
+    /// before orders existed.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::stored_decimal::option")]
+    pub order_units: Option<Decimal>,
 }
 
 /// Unmatched transactions kept per key. Alerts show the newest 20; more are kept so that late
@@ -328,12 +334,25 @@ impl SkuDay {
 
     /// Remembers a transaction that moved this key's expected units, newest first, bounded.
     pub fn note_unmatched(&mut self, id: &str, at: DateTime<FixedOffset>) {
+        self.note_unmatched_with(id, at, None);
+    }
+
+    /// The same for an order, with the units of this key it expects to leave the shelf (added
+    /// up when the order names the sku on several lines).
+    pub fn note_unmatched_order(&mut self, id: &str, at: DateTime<FixedOffset>, units: Decimal) {
+        self.note_unmatched_with(id, at, Some(units));
+    }
+
+    fn note_unmatched_with(&mut self, id: &str, at: DateTime<FixedOffset>, order_units: Option<Decimal>) {
         let at = at.to_utc();
-        if self.unmatched.iter().any(|u| u.id == id) {
+        if let Some(known) = self.unmatched.iter_mut().find(|u| u.id == id) {
+            if let (Some(sum), Some(more)) = (known.order_units.as_mut(), order_units) {
+                *sum += more;
+            }
             return;
         }
         let position = self.unmatched.partition_point(|u| (u.at, u.id.as_str()) > (at, id));
-        self.unmatched.insert(position, Unmatched { at, id: id.to_string() });
+        self.unmatched.insert(position, Unmatched { at, id: id.to_string(), order_units });
         self.unmatched.truncate(UNMATCHED_KEEP);
     }
 

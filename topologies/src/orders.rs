@@ -29,7 +29,8 @@ impl Retail {
             self.update_sku_day(txn, step, day, &line.sku, |sku| {
                 sku.apply_order_qty(order.fulfillment, line.qty);
                 if !referenced {
-                    sku.note_unmatched(&order.id, order.occurred_at);
+                    let leaving = line.qty * order.fulfillment.expected_sign().max(rust_decimal::Decimal::ZERO);
+                    sku.note_unmatched_order(&order.id, order.occurred_at, leaving);
                 }
             })?;
         }
