@@ -93,7 +93,11 @@ fn log_event(event: &async_nats::Event, tls: bool) {
 pub fn streams(config: &Config) -> Vec<(String, Vec<String>, bool)> {
     let p = &config.input.subject_prefix;
     vec![
-        (config.input.stream.clone(), vec![format!("{p}.pos.*"), format!("{p}.inventory.*"), orders_subject(config)], false),
+        (
+            config.input.stream.clone(),
+            vec![format!("{p}.pos.*"), format!("{p}.inventory.*"), orders_subject(config)],
+            false,
+        ),
         ("RETAIL_ALERTS".into(), vec![format!("{p}.alerts.drift.*")], true),
         (ERP_STREAM.into(), vec![format!("{p}.erp.postings.*")], true),
         ("RETAIL_DLQ".into(), vec![format!("{p}.dlq.*")], true),

@@ -60,8 +60,11 @@ async fn ship_from_store_orders_are_expected_decrements_in_drift() {
     let (_nats, tally, js) = start_all("").await;
     let (pos, inv, orders) = (pos_subject("retail", STORE), inventory_subject("retail", STORE), orders_subject(STORE));
 
-    js.publish_json(&pos, &sale("T1", "10:00:00", vec![line(1, "A", "2", "10.00"), line(2, "B", "1", "4.00")], "24.00"))
-        .await;
+    js.publish_json(
+        &pos,
+        &sale("T1", "10:00:00", vec![line(1, "A", "2", "10.00"), line(2, "B", "1", "4.00")], "24.00"),
+    )
+    .await;
     js.publish_json(&orders, &order("O1", "ship_from_store", "10:01:00", &[("A", "3")])).await;
     js.publish_msgpack(&orders, &order("O2", "pickup_in_store", "10:02:00", &[("C", "2")])).await;
     js.publish_json(&orders, &order("O3", "returned_to_store", "10:03:00", &[("A", "1")])).await;
@@ -107,7 +110,11 @@ async fn ship_from_store_orders_are_expected_decrements_in_drift() {
                 "expected_units_by_source": {"pos": "1", "orders": "2"}}]),
         "{day}"
     );
-    assert_eq!((&day["pos"]["transactions"], &day["pos"]["net"]), (&json!(1), &json!("24.00")), "orders are no POS sale");
+    assert_eq!(
+        (&day["pos"]["transactions"], &day["pos"]["net"]),
+        (&json!(1), &json!("24.00")),
+        "orders are no POS sale"
+    );
     assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing was refused");
 }
 
@@ -161,7 +168,9 @@ async fn duplicate_conflicting_and_bad_orders() {
     let orders_accepted = |metrics: &str| {
         metrics
             .lines()
-            .find(|l| l.starts_with("tally_events_total") && l.contains("source=\"orders\"") && l.contains("\"accepted\""))
+            .find(|l| {
+                l.starts_with("tally_events_total") && l.contains("source=\"orders\"") && l.contains("\"accepted\"")
+            })
             .map(str::to_string)
     };
     let counted = wait_until(DRAIN_TIMEOUT, || async {

@@ -122,7 +122,10 @@ fn an_order_without_its_decrement_fires_with_the_breakdown() {
 
     accept(&mut h, &movement_at(S, "M2", &at("10:20:00"), "sale", Some("O1"), &[("A", "-3")]));
     let resolved = h.alerts(S).into_iter().filter(|p| p.body["sku"] == "A").last().unwrap();
-    assert_eq!((resolved.msg_id.as_str(), resolved.body["state"].as_str()), ("drift/0042/2026-11-27/A/2", Some("resolved")));
+    assert_eq!(
+        (resolved.msg_id.as_str(), resolved.body["state"].as_str()),
+        ("drift/0042/2026-11-27/A/2", Some("resolved"))
+    );
     assert_eq!(resolved.body["expected_units_by_source"], json!({"pos": "2", "orders": "3"}));
     assert_eq!(resolved.body["unmatched"], json!([]));
 }
@@ -153,7 +156,10 @@ fn duplicate_and_conflicting_orders() {
     other_kind["fulfillment"] = json!("pickup_in_store");
     assert_eq!(h.record(&other_kind), Outcome::Rejected(RejectReason::Conflict));
     // Ids are one namespace per store: a POS record under an order's id conflicts with it.
-    assert_eq!(h.record(&sale_at(S, "O1", &at("10:01:00"), "A", "1", "1.00")), Outcome::Rejected(RejectReason::Conflict));
+    assert_eq!(
+        h.record(&sale_at(S, "O1", &at("10:01:00"), "A", "1", "1.00")),
+        Outcome::Rejected(RejectReason::Conflict)
+    );
     let mut unknown = order_at(S, "O2", &at("10:02:00"), "ship_from_store", &[("A", "1")]);
     unknown["fulfillment"] = json!("teleport");
     assert_eq!(h.record(&unknown), Outcome::Rejected(RejectReason::Schema));

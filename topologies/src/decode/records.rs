@@ -97,7 +97,11 @@ pub fn day_close(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<DayClo
 /// `occurred_at`, and `business_day` defaulting to the calendar day of `occurred_at` in the
 /// store's time zone (a sale at 21:00 in New York is 02:00 UTC the next day, but belongs to
 /// the New York day).
-pub(super) fn when(obj: &Obj, store: &str, ctx: &DecodeContext) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
+pub(super) fn when(
+    obj: &Obj,
+    store: &str,
+    ctx: &DecodeContext,
+) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
     let occurred_at = obj.req_timestamp("occurred_at")?;
     let business_day = match obj.opt_day("business_day")? {
         Some(day) => day,
