@@ -121,7 +121,7 @@ fn an_order_without_its_decrement_fires_with_the_breakdown() {
     assert!(row("B").get("expected_units_by_source").is_none(), "{report}");
 
     accept(&mut h, &movement_at(S, "M2", &at("10:20:00"), "sale", Some("O1"), &[("A", "-3")]));
-    let resolved = h.alerts(S).into_iter().filter(|p| p.body["sku"] == "A").last().unwrap();
+    let resolved = h.alerts(S).into_iter().rfind(|p| p.body["sku"] == "A").unwrap();
     assert_eq!(
         (resolved.msg_id.as_str(), resolved.body["state"].as_str()),
         ("drift/0042/2026-11-27/A/2", Some("resolved"))
