@@ -107,7 +107,8 @@ pub struct Unmatched {
     /// For an order: the units of this key it expects to leave the shelf (shipped or picked
     /// up), which the KPIs count as lag while the order is within the settle time. A
     /// transaction's are read from its dedupe entry instead, so it has none and is stored as
-    /// before orders existed.
+    /// before orders existed. Left out when `None`, so it must stay the last field: values
+    /// are stored by position.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::stored_decimal::option")]
     pub order_units: Option<Decimal>,
 }
