@@ -297,12 +297,7 @@ fn run_topology(data: &[u8]) -> MemStore {
         let Some((subject, content_type, payload, _)) = Flags::split(chunk) else {
             continue;
         };
-        let msg = InputMessage {
-            subject: &subject,
-            content_type,
-            payload,
-            stream_seq: i as u64 + 1,
-        };
+        let msg = InputMessage::new(&subject, content_type, payload, i as u64 + 1);
         apply_batch(&store, &retail, &[msg], now, Tick::Skip);
         now += Duration::minutes(1);
     }

@@ -46,6 +46,11 @@ enum Command {
     Gen(GenArgs),
     /// Read the state directory offline and print JSON.
     Inspect(InspectArgs),
+    /// Trace one input record by its id, offline: when and at which stream sequence it arrived,
+    /// what became of it (applied, duplicate copies, dead-lettered, voided), the inventory
+    /// movements that matched it, the alert revisions that listed it and the ERP posting that
+    /// first included it. The same JSON as GET /v1/trace/<id>.
+    Trace(TraceArgs),
     /// Checkpoint, restore or rebuild the state directory.
     State(StateArgs),
     /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
@@ -117,6 +122,18 @@ struct InspectArgs {
     what: InspectWhat,
 }
 
+#[derive(Args)]
+struct TraceArgs {
+    /// The state directory (state.path). Read-only: works while the processor runs.
+    #[arg(long, default_value = "./tally-data")]
+    state: PathBuf,
+    /// Look only in this store (ids are unique per store); without it, every store is searched.
+    #[arg(long)]
+    store: Option<String>,
+    /// The record's `id`, e.g. 0042-R03-20261127-000123.
+    id: String,
+}
+
 #[derive(Subcommand)]
 enum InspectWhat {
     /// The committed stream position, outbox size and the store-days held.
@@ -144,6 +161,7 @@ enum Plain {
     Dlq(dlq::DlqArgs),
     Gen(GenArgs),
     Inspect(InspectArgs),
+    Trace(TraceArgs),
 }
 
 /// The commands that read the configuration.
@@ -180,6 +198,7 @@ impl Job {
             Command::Dlq(args) => return Ok(Job::Plain(Plain::Dlq(args))),
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
             Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
+            Command::Trace(args) => return Ok(Job::Plain(Plain::Trace(args))),
         };
         Ok(Job::Configured(Box::new(Config::load(args.config.as_deref())?), what))
     }
@@ -312,6 +331,11 @@ async fn plain(command: Plain) -> anyhow::Result<()> {
                 InspectWhat::Summary => inspect::summary(&args.state)?,
                 InspectWhat::Day { store, day } => inspect::day(&args.state, &store, &day)?,
             };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Plain::Trace(args) => {
+            let value = inspect::trace(&args.state, &args.id, args.store.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }

@@ -202,6 +202,9 @@ pub struct Seen {
     pub transaction: Option<PosTransaction>,
     /// The id of the void that cancelled it, once voided.
     pub voided_by: Option<String>,
+    /// How it arrived (`lineage`); absent in entries written by earlier versions.
+    #[serde(default)]
+    pub arrival: Option<crate::lineage::Arrival>,
 }
 
 /// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
@@ -215,6 +218,8 @@ pub struct SeenDay {
     _transaction: serde::de::IgnoredAny,
     #[serde(rename = "voided_by")]
     _voided_by: serde::de::IgnoredAny,
+    #[serde(rename = "arrival", default)]
+    _arrival: Option<serde::de::IgnoredAny>,
 }
 
 /// What an output is (docs/wire-format.md, "Outputs" and "The dead-letter queue"); the

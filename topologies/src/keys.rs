@@ -22,6 +22,12 @@ pub(crate) const TAG_ALERT_LATEST: u8 = 8;
 pub(crate) const TAG_PENDING: u8 = 9;
 /// What belongs to a store-day, for pruning it (`retention`).
 pub(crate) const TAG_DAY_INDEX: u8 = 10;
+/// Dead-lettered copies of a record, by (id, store, stream sequence) (`lineage`).
+pub(crate) const TAG_REJECTED: u8 = 20;
+/// The `unmatched` ids of each alert revision (`lineage`).
+pub(crate) const TAG_ALERT_REVISION: u8 = 21;
+/// The input position each ERP posting covers (`lineage`).
+pub(crate) const TAG_POSTING_COVER: u8 = 22;
 
 /// `Meta` keys.
 pub const META_POSITION: &[u8] = b"position";

@@ -20,8 +20,10 @@
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
+//! - [`lineage`]: what tally keeps to trace a record from arrival to outputs, and the trace itself.
 //! - [`report`]: the day's reconciliation, read back from state.
 //! - `report_orders`: the day report's order section and drift breakdown.
+//! - [`trace`]: one record's trace (arrival, outcome, movements, alerts, postings), read back from state.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
 pub mod aggregates;
@@ -35,6 +37,7 @@ pub mod fingerprint;
 pub mod keys;
 pub mod kpi;
 mod lifecycle;
+pub mod lineage;
 pub mod model;
 mod orders;
 pub mod outputs;
@@ -47,6 +50,7 @@ pub mod retention;
 pub mod stored_decimal;
 pub mod tenders_audit;
 pub mod topology;
+pub mod trace;
 mod working_set;
 
 #[cfg(test)]
@@ -61,3 +65,5 @@ mod reconcile_tests;
 mod test_support;
 #[cfg(test)]
 mod topology_tests;
+#[cfg(test)]
+mod trace_tests;

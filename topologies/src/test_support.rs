@@ -13,6 +13,7 @@ use crate::aggregates::{OutboxEntry, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::codec;
 use crate::keys;
+use crate::lineage::TraceContext;
 use crate::outputs::Emitted;
 use crate::topology::{BatchResult, InputMessage, Outcome, Retail, Tick, TopologyConfig};
 
@@ -53,7 +54,16 @@ impl Harness {
 
     pub fn send(&mut self, subject: &str, payload: &[u8]) -> Outcome {
         self.seq += 1;
-        let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
+        let msg = InputMessage::new(subject, None, payload, self.seq);
+        let result = self.commit(&[msg], Tick::Skip);
+        result.applied[0].as_ref().expect("a new sequence is applied").outcome
+    }
+
+    /// Sends a record with the trace context of its headers, in its own batch.
+    pub fn send_traced(&mut self, value: &Value, trace: TraceContext<'_>) -> Outcome {
+        self.seq += 1;
+        let (subject, payload) = (subject_of(value), value.to_string());
+        let msg = InputMessage { trace, ..InputMessage::new(&subject, None, payload.as_bytes(), self.seq) };
         let result = self.commit(&[msg], Tick::Skip);
         result.applied[0].as_ref().expect("a new sequence is applied").outcome
     }
@@ -89,7 +99,7 @@ impl Harness {
         let mut messages = Vec::new();
         for (subject, payload) in &payloads {
             self.seq += 1;
-            messages.push(InputMessage { subject, content_type: None, payload, stream_seq: self.seq });
+            messages.push(InputMessage::new(subject, None, payload, self.seq));
         }
         let result = self.commit(&messages, Tick::Skip);
         result.applied.into_iter().map(|applied| applied.expect("new sequences are applied").outcome).collect()

@@ -319,11 +319,12 @@ fn orders_are_off_by_default_and_matched_exactly_when_asked_for() {
     assert!(plain.iter().all(|m| !m.subject.starts_with("retail.orders.")));
 
     let (msgs, t) = generate(GenOptions { order_share: 0.2, malformed_share: 0.0, ..opts(11) }, 1500, 2);
-    let mut orders: HashMap<String, (String, BTreeMap<String, Decimal>)> = HashMap::new();
-    let mut fulfilled: HashMap<String, Vec<(String, BTreeMap<String, Decimal>)>> = HashMap::new();
+    type Units = BTreeMap<String, Decimal>;
+    let mut orders: HashMap<String, (String, Units)> = HashMap::new();
+    let mut fulfilled: HashMap<String, Vec<(String, Units)>> = HashMap::new();
     for m in &msgs {
         let v = decode(m).expect("a decodable record");
-        let units = |v: &Value| -> BTreeMap<String, Decimal> {
+        let units = |v: &Value| -> Units {
             let mut out = BTreeMap::new();
             for l in v["lines"].as_array().into_iter().flatten() {
                 *out.entry(s(l, "sku").to_string()).or_default() += dec(&l["qty"]).expect("a decimal qty");
@@ -345,8 +346,7 @@ fn orders_are_off_by_default_and_matched_exactly_when_asked_for() {
     assert_eq!(kinds, HashSet::from(["ship_from_store", "pickup_in_store", "returned_to_store"]));
     for (id, (kind, lines)) in &orders {
         let (reason, sign) = if kind == "returned_to_store" { ("return", 1) } else { ("sale", -1) };
-        let expected: BTreeMap<String, Decimal> =
-            lines.iter().map(|(sku, q)| (sku.clone(), *q * Decimal::from(sign))).collect();
+        let expected: Units = lines.iter().map(|(sku, q)| (sku.clone(), *q * Decimal::from(sign))).collect();
         assert_eq!(fulfilled.get(id), Some(&vec![(reason.to_string(), expected)]), "{id} ({kind})");
     }
     assert_eq!(fulfilled.len(), orders.len(), "a movement names an unknown order");
