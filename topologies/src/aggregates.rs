@@ -205,6 +205,11 @@ pub struct Seen {
     /// How it arrived (`lineage`); absent in entries written by earlier versions.
     #[serde(default)]
     pub arrival: Option<crate::lineage::Arrival>,
+    /// The skus of an order fulfillment, for its trace (the alerts that listed it); empty for
+    /// every other record and then left out, so it must stay the last field: values are stored
+    /// by position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order_skus: Vec<String>,
 }
 
 /// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
@@ -220,6 +225,8 @@ pub struct SeenDay {
     _voided_by: serde::de::IgnoredAny,
     #[serde(rename = "arrival", default)]
     _arrival: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "order_skus", default)]
+    _order_skus: Option<serde::de::IgnoredAny>,
 }
 
 /// What an output is (docs/wire-format.md, "Outputs" and "The dead-letter queue"); the

@@ -249,6 +249,14 @@ pub struct OrderLine {
     pub qty: Decimal,
 }
 
+impl OrderFulfillment {
+    /// The skus its lines name, each once, in order.
+    pub fn skus(&self) -> Vec<String> {
+        let skus: std::collections::BTreeSet<&str> = self.lines.iter().map(|line| line.sku.as_str()).collect();
+        skus.into_iter().map(str::to_string).collect()
+    }
+}
+
 /// How an order's units moved through the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Fulfillment {

@@ -218,3 +218,59 @@ fn state_written_before_orders_still_decodes() {
     assert_eq!(earlier.orders.count, 0);
     assert!(day_report(&h).get("orders").is_none(), "no orders section without orders");
 }
+
+// Proves an order is traced like a transaction: applied, its type, the movement that named it
+// and the alert revisions that listed it as unmatched, and no ERP posting (orders post nothing).
+#[test]
+fn an_order_is_traced_to_its_movement_and_alerts() {
+    let mut h = harness();
+    accept(&mut h, &order_at(S, "O1", &at("10:00:00"), "ship_from_store", &[("A", "3"), ("B", "1")]));
+    nudge(&mut h, &at("10:16:00"));
+    accept(&mut h, &movement_at(S, "M1", &at("10:20:00"), "sale", Some("O1"), &[("A", "-3")]));
+    let traces = crate::trace::trace(&h.store, "O1", Some(S)).unwrap();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let trace = &traces[0];
+    assert_eq!((&trace["type"], &trace["outcome"]), (&json!("order.fulfillment"), &json!("applied")), "{trace}");
+    assert_eq!(trace["movements"], json!([{"sku": "A", "movement": "M1"}]), "{trace}");
+    let alerts: Vec<(Value, Value)> =
+        trace["alerts"].as_array().unwrap().iter().map(|a| (a["id"].clone(), a["state"].clone())).collect();
+    assert_eq!(alerts, [(json!("drift/0042/2026-11-27/A"), json!("firing"))], "{trace}");
+    assert_eq!(trace["postings"], json!([]), "{trace}");
+}
+
+// Proves the dedupe entry of a record other than an order is stored exactly as before orders
+// (the order's skus are left out), and that such an entry reads back with no skus.
+#[test]
+fn dedupe_entries_of_other_records_keep_their_bytes() {
+    #[derive(serde::Serialize)]
+    struct BeforeOrders<'a> {
+        fingerprint: u64,
+        business_day: chrono::NaiveDate,
+        transaction: Option<()>,
+        voided_by: Option<String>,
+        arrival: Option<&'a crate::lineage::Arrival>,
+    }
+    let mut h = harness();
+    accept(&mut h, &movement_at(S, "M1", &at("10:00:00"), "receipt", None, &[("A", "1")]));
+    let bytes =
+        tally_state::Store::get(&h.store, tally_state::Cf::Dedupe, &crate::keys::seen(S, "M1")).unwrap().unwrap();
+    let seen: crate::aggregates::Seen = codec::decode(&bytes).unwrap();
+    assert!(seen.order_skus.is_empty());
+    let before = BeforeOrders {
+        fingerprint: seen.fingerprint,
+        business_day: seen.business_day,
+        transaction: None,
+        voided_by: None,
+        arrival: seen.arrival.as_ref(),
+    };
+    assert_eq!(codec::encode(&before), bytes);
+    let read_for_its_day: crate::aggregates::SeenDay = codec::decode(&bytes).unwrap();
+    assert_eq!(read_for_its_day.business_day, day());
+    accept(&mut h, &order_at(S, "O1", &at("10:01:00"), "pickup_in_store", &[("B", "1"), ("A", "2"), ("B", "1")]));
+    let bytes =
+        tally_state::Store::get(&h.store, tally_state::Cf::Dedupe, &crate::keys::seen(S, "O1")).unwrap().unwrap();
+    let seen: crate::aggregates::Seen = codec::decode(&bytes).unwrap();
+    assert_eq!(seen.order_skus, ["A", "B"]);
+    let read_for_its_day: crate::aggregates::SeenDay = codec::decode(&bytes).unwrap();
+    assert_eq!(read_for_its_day.business_day, day());
+}

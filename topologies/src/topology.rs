@@ -443,6 +443,7 @@ impl Retail {
             transaction: None,
             voided_by: None,
             arrival: Some(arrival),
+            order_skus: Vec::new(),
         };
         match event {
             Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
@@ -452,7 +453,10 @@ impl Retail {
             }
             Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
-            Event::Order(order) => self.apply_order(txn, &mut step, &order)?,
+            Event::Order(order) => {
+                self.apply_order(txn, &mut step, &order)?;
+                seen.order_skus = order.skus();
+            }
         }
         txn.put(Cf::Dedupe, seen_key, codec::encode(&seen));
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
