@@ -118,6 +118,14 @@ async fn ship_from_store_orders_are_expected_decrements_in_drift() {
         "orders are no POS sale"
     );
     assert_eq!(js.message_count(DLQ_STREAM).await, 0, "nothing was refused");
+
+    let (status, traced) = tally.http_get("/v1/trace/O4?store=0042").await;
+    assert_eq!(status, 200, "{traced}");
+    let o4 = &traced["records"][0];
+    assert_eq!((&o4["type"], &o4["outcome"]), (&json!("order.fulfillment"), &json!("applied")), "{traced}");
+    assert_eq!(o4["alerts"], json!([{"id": "drift/0042/2026-11-27/B", "revision": 1, "state": "firing"}]), "{traced}");
+    let (_, traced) = tally.http_get("/v1/trace/O1?store=0042").await;
+    assert_eq!(traced["records"][0]["movements"], json!([{"sku": "A", "movement": "M2"}]), "{traced}");
 }
 
 // Proves dedupe, conflicts and the DLQ work for orders as for POS records: a re-sent order
