@@ -69,7 +69,8 @@ async fn ship_from_store_orders_are_expected_decrements_in_drift() {
     .await;
     js.publish_json(&orders, &order("O1", "ship_from_store", "10:01:00", &[("A", "3")])).await;
     js.publish_msgpack(&orders, &order("O2", "pickup_in_store", "10:02:00", &[("C", "2")])).await;
-    js.publish_json(&orders, &order("O3", "returned_to_store", "10:03:00", &[("A", "1")])).await;
+    // Signed like a POS return: the kind gives the direction, the sign is ignored.
+    js.publish_json(&orders, &order("O3", "returned_to_store", "10:03:00", &[("A", "-1")])).await;
     js.publish_json(&orders, &order("O4", "ship_from_store", "10:04:00", &[("B", "2")])).await;
     js.publish_json(&inv, &movement("M1", "sale", "T1", "10:05:00", &[("A", "-2"), ("B", "-1")])).await;
     js.publish_json(&inv, &movement("M2", "sale", "O1", "10:05:00", &[("A", "-3")])).await;
@@ -130,7 +131,7 @@ async fn ship_from_store_orders_are_expected_decrements_in_drift() {
 
 // Proves dedupe, conflicts and the DLQ work for orders as for POS records: a re-sent order
 // (spelled otherwise, or as MessagePack) is counted and skipped, the same id with another kind
-// is dead-lettered verbatim as `conflict`, an unknown kind and a non-positive quantity as
+// is dead-lettered verbatim as `conflict`, an unknown kind and a zero quantity as
 // `schema`, an order on the POS subject as `schema`; none changes the units.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_conflicting_and_bad_orders() {

@@ -14,7 +14,7 @@ use crate::model::{Fulfillment, OrderFulfillment, OrderLine};
 /// Where the order id is read from, in order of preference.
 const ID_NAMES: [&str; 2] = ["id", "order_id"];
 /// Where the fulfillment kind is read from, in order of preference.
-const FULFILLMENT_NAMES: [&str; 3] = ["fulfillment", "fulfillment_kind", "kind"];
+const FULFILLMENT_NAMES: [&str; 4] = ["fulfillment", "fulfillment_kind", "fulfillment_type", "kind"];
 
 pub fn fulfillment(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<OrderFulfillment, Rejection> {
     let id = aliased_str(obj, &ID_NAMES)?;
@@ -33,15 +33,17 @@ pub fn fulfillment(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<Orde
     Ok(OrderFulfillment { id, store, occurred_at, business_day, fulfillment, lines })
 }
 
-/// One line: a sku and its units, which must be positive (the kind gives the direction).
+/// One line: a sku and its units. The kind gives the direction, so the sign of `qty` carries
+/// none: publishers that sign quantities like the POS (a return negative) or like inventory (a
+/// decrement negative) mean the same units, and are read alike (and fingerprint alike). Zero
+/// units is no fulfillment.
 fn order_line(obj: &Obj) -> Result<OrderLine, Rejection> {
     let sku = obj.req_str("sku")?;
     let qty = obj.req_decimal("qty")?;
-    if qty <= rust_decimal::Decimal::ZERO {
-        let detail = format!("{}: {qty} is not a positive number of units", obj.path_of("qty"));
-        return Err(schema(detail));
+    if qty.is_zero() {
+        return Err(schema(format!("{}: must not be zero", obj.path_of("qty"))));
     }
-    Ok(OrderLine { sku, qty })
+    Ok(OrderLine { sku, qty: qty.abs() })
 }
 
 /// The required string field under the first of `names` present; refused when it is under

@@ -67,12 +67,18 @@ fn fulfillment_kinds() {
     assert_eq!(reject(&doc).detail, "fulfillment: required field is missing");
 }
 
-// Proves a line's units must be a positive decimal: zero, negative and non-decimal are refused.
+// Proves a line's units are read without their sign (the kind gives the direction), and that
+// zero and non-decimal units are refused.
 #[test]
-fn units_are_positive() {
-    for (qty, reason) in
-        [(json!("0"), RejectReason::Schema), (json!("-1"), RejectReason::Schema), (json!("x"), RejectReason::Decimal)]
-    {
+fn units_are_read_without_their_sign() {
+    let mut negative = example();
+    negative["lines"][1]["qty"] = json!("-2");
+    assert_eq!(order(&negative), order(&example()), "-2 units are 2 units");
+    for (qty, reason) in [
+        (json!("0"), RejectReason::Schema),
+        (json!("-0.00"), RejectReason::Schema),
+        (json!("x"), RejectReason::Decimal),
+    ] {
         let mut doc = example();
         doc["lines"][1]["qty"] = qty.clone();
         let refused = reject(&doc);
@@ -107,6 +113,10 @@ fn other_spellings_of_id_and_kind() {
     fields.insert("order_id".into(), json!("WEB-778812"));
     fields.insert("fulfillment_kind".into(), json!("ship_from_store"));
     assert_eq!(order(&spelled), order(&example()));
+    let mut typed = example();
+    typed.as_object_mut().unwrap().remove("fulfillment");
+    typed["fulfillment_type"] = json!("ship_from_store");
+    assert_eq!(order(&typed), order(&example()));
     let mut kind = spelled.clone();
     kind.as_object_mut().unwrap().remove("fulfillment_kind");
     kind["kind"] = json!("ship_from_store");
