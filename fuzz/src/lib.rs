@@ -184,6 +184,17 @@ fn check_event_arithmetic(event: &Event, max_lines: usize) {
         Event::DayClose(close) => {
             assert!(close.tenders.len() <= max_lines, "over the tender limit");
         }
+        Event::Order(order) => {
+            assert!(!order.lines.is_empty() && order.lines.len() <= max_lines, "order lines out of bounds");
+            let mut day = StoreDay::default();
+            day.apply_order(order);
+            let mut sku = SkuDay::default();
+            for line in &order.lines {
+                assert!(line.qty > Decimal::ZERO, "an order line with no positive units was accepted");
+                sku.apply_order_qty(order.fulfillment, line.qty);
+            }
+            let _ = sku.drift_units();
+        }
     }
 }
 

@@ -152,7 +152,7 @@ fn describe() {
         counter!(ERP_POSTINGS_TOTAL, "kind" => kind).absolute(0);
     }
     // Zero-valued series so dashboards and alert rules see every label from the start.
-    for source in ["pos", "inventory", "unknown"] {
+    for source in ["pos", "inventory", "orders", "unknown"] {
         for outcome in ["accepted", "duplicate", "rejected"] {
             counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).absolute(0);
         }

@@ -9,6 +9,7 @@
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
 //! - [`topology`]: one input message in, state changes and outbox entries out.
+//! - `orders`: order fulfillments (ship-from-store, pickup, returns to store) as expected units in drift.
 //! - `working_set`: the typed values records keep touching, kept decoded across records and batches.
 //! - [`clock`]: per-store event time (watermark) and the timers that fire from it.
 //! - [`drift`]: drift figures, thresholds and the alert lifecycle of one key.
@@ -25,6 +26,7 @@
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`lineage`]: what tally keeps to trace a record from arrival to outputs, and the trace itself.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - `report_orders`: the day report's order section and drift breakdown.
 //! - [`trace`]: one record's trace (arrival, outcome, movements, alerts, postings), read back from state.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
@@ -45,11 +47,13 @@ pub mod kpi;
 mod lifecycle;
 pub mod lineage;
 pub mod model;
+mod orders;
 pub mod outputs;
 pub mod posting_body;
 pub mod postings;
 pub mod reconcile;
 pub mod report;
+mod report_orders;
 pub mod retention;
 pub mod stored_decimal;
 pub mod tenders_audit;
@@ -61,6 +65,8 @@ mod working_set;
 mod adjustment_tests;
 #[cfg(test)]
 mod drift_tests;
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod posting_tests;
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl Arrival {
 }
 
 /// The input record types, in the order of their stored codes: append only.
-pub const RECORD_TYPES: [&str; 3] = ["pos.transaction", "inventory.movement", "pos.day_close"];
+pub const RECORD_TYPES: [&str; 4] = ["pos.transaction", "inventory.movement", "pos.day_close", "order.fulfillment"];
 
 /// One dead-lettered copy of a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -177,11 +177,13 @@ pub struct Published {
     pub body: Value,
 }
 
-/// `retail.pos.<store>` or `retail.inventory.<store>`, from the record's `type` and `store`.
+/// `retail.pos.<store>`, `retail.inventory.<store>` or `retail.orders.<store>`, from the
+/// record's `type` and `store`.
 pub fn subject_of(value: &Value) -> String {
     let store = value["store"].as_str().expect("record has a store");
     match value["type"].as_str() {
         Some("inventory.movement") => format!("retail.inventory.{store}"),
+        Some("order.fulfillment") => format!("retail.orders.{store}"),
         _ => format!("retail.pos.{store}"),
     }
 }
@@ -228,4 +230,11 @@ pub fn day_close_at(store: &str, day: &str, at: &str, count: u64, net: &str, tax
     json!({"type": "pos.day_close", "id": format!("CLOSE-{store}-{day}"), "store": store,
            "business_day": day, "occurred_at": at, "transaction_count": count,
            "net_sales": net, "tax": tax, "tenders": [{"type": "card", "amount": net}]})
+}
+
+/// An order fulfillment of `kind` at event time `at`.
+pub fn order_at(store: &str, id: &str, at: &str, kind: &str, lines: &[(&str, &str)]) -> Value {
+    let lines: Vec<Value> = lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect();
+    json!({"type": "order.fulfillment", "id": id, "store": store, "occurred_at": at,
+           "business_day": local_day(at), "fulfillment": kind, "lines": lines})
 }

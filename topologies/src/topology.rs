@@ -446,6 +446,7 @@ impl Retail {
             transaction: None,
             voided_by: None,
             arrival: Some(arrival),
+            order_skus: Vec::new(),
         };
         match event {
             Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
@@ -455,6 +456,10 @@ impl Retail {
             }
             Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
+            Event::Order(order) => {
+                self.apply_order(txn, &mut step, &order)?;
+                seen.order_skus = order.skus();
+            }
         }
         txn.put(Cf::Dedupe, seen_key, codec::encode(&seen));
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
@@ -760,7 +765,7 @@ impl Retail {
         Ok(step.store_days.get_mut(&day).expect("inserted just above"))
     }
 
-    fn update_sku_day(
+    pub(crate) fn update_sku_day(
         &self,
         txn: &mut Overlay<'_>,
         step: &mut Step,

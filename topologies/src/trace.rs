@@ -115,7 +115,8 @@ fn insert_outputs(
     seen: &Seen,
 ) -> Result<(), TopologyError> {
     let day = seen.business_day;
-    let skus: Vec<&str> = seen.transaction.iter().flat_map(|tx| tx.lines.iter().map(|l| l.sku.as_str())).collect();
+    let transaction_skus = seen.transaction.iter().flat_map(|tx| tx.lines.iter().map(|l| l.sku.as_str()));
+    let skus: Vec<&str> = transaction_skus.chain(seen.order_skus.iter().map(String::as_str)).collect();
     fields.insert("movements".into(), movements(state, store, id)?.into());
     fields.insert("alerts".into(), alert_revisions(state, store, day, &skus, id)?.into());
     let record_type = seen.arrival.as_ref().and_then(Arrival::record_type);

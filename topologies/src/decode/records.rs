@@ -69,7 +69,9 @@ pub fn movement(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<Invento
     if lines.is_empty() {
         return Err(schema("lines: a movement needs a non-empty `lines`".to_string()));
     }
-    check_movement_arithmetic(&lines)?;
+    let units: Vec<(&str, Decimal)> = lines.iter().map(|line| (line.sku.as_str(), line.qty)).collect();
+    check_unit_sums(&units)?;
+    check_movement_values(&lines)?;
     Ok(InventoryMovement { id, store, occurred_at, business_day, reason, reference, lines })
 }
 
@@ -101,7 +103,11 @@ pub fn day_close(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<DayClo
 /// `occurred_at`, and `business_day` defaulting to the calendar day of `occurred_at` in the
 /// store's time zone (a sale at 21:00 in New York is 02:00 UTC the next day, but belongs to
 /// the New York day).
-fn when(obj: &Obj, store: &str, ctx: &DecodeContext) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
+pub(super) fn when(
+    obj: &Obj,
+    store: &str,
+    ctx: &DecodeContext,
+) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
     let occurred_at = obj.req_timestamp("occurred_at")?;
     let business_day = match obj.opt_day("business_day")? {
         Some(day) => day,
@@ -167,9 +173,9 @@ fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result
     Ok(())
 }
 
-/// The same for a movement: its quantities are summed per record and per sku, and each line's
-/// value (`qty × unit_cost`, when it has a cost) and their sum must be exact too.
-fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
+/// A movement's line values (`qty × unit_cost`, when a line has a cost) and their sum must be
+/// exact too.
+fn check_movement_values(lines: &[MovementLine]) -> Result<(), Rejection> {
     let mut values = Decimal::ZERO;
     for (i, line) in lines.iter().enumerate() {
         let Some(cost) = line.unit_cost else { continue };
@@ -178,16 +184,21 @@ fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
             .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_cost ({} × {cost})", line.qty)))?;
         values = exact_add(values, value).ok_or_else(|| out_of_range("the sum of the lines' values".into()))?;
     }
+    Ok(())
+}
+
+/// The same for a movement or an order, given as (sku, qty) per line: their quantities are
+/// summed per record and per sku.
+pub(super) fn check_unit_sums(lines: &[(&str, Decimal)]) -> Result<(), Rejection> {
     for forward in [true, false] {
         let mut total = Decimal::ZERO;
         let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &MovementLine>> =
+        let ordered: Box<dyn Iterator<Item = &(&str, Decimal)>> =
             if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
-        for line in ordered {
-            total = exact_add(total, line.qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
-            let sum = per_sku.entry(line.sku.as_str()).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, line.qty)
-                .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {:?}", line.sku)))?;
+        for &(sku, qty) in ordered {
+            total = exact_add(total, qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+            let sum = per_sku.entry(sku).or_insert(Decimal::ZERO);
+            *sum = exact_add(*sum, qty).ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
         }
     }
     Ok(())
