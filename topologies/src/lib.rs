@@ -21,6 +21,7 @@
 //! - [`adjustment_body`]: the inventory adjustment posting as it goes out, typed.
 //! - [`tenders_audit`]: tenders over/short, the day close's amounts against the computed ones.
 //! - `lifecycle`: evaluating touched keys, firing timers, finalizing days, the tick.
+//! - [`partition`]: which partition holds a store (the server's `partition()` subject transform).
 //! - [`retention`]: pruning finished business days and their dedupe ids after the retention.
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
@@ -49,6 +50,7 @@ pub mod lineage;
 pub mod model;
 mod orders;
 pub mod outputs;
+pub mod partition;
 pub mod posting_body;
 pub mod postings;
 pub mod reconcile;
