@@ -2,8 +2,8 @@
 //! (bench/README.md, "Partitions"). The generated messages are split by store into P
 //! partitions (`partition::of_store`, the server's transform); each partition has its own
 //! RocksDB database (all sharing one block cache and one memtable budget), its own topology and
-//! working set, and is applied batch by batch on one of T threads, as a partition's pipeline
-//! would. The table gives the rate for each T against one partition on one thread.
+//! working set (a 1/P share of the whole's bounds), and is applied batch by batch on one of T
+//! threads, as a partition's pipeline would. The table gives the rate for each T against one partition on one thread.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,7 +104,7 @@ fn measure(config: &Config, lanes: &[Lane], threads: usize, batch_max: usize) ->
     for (p, lane) in lanes.iter().enumerate() {
         let path = dir.path().join(format!("partition-{p}"));
         let store: Arc<dyn Store> = Arc::new(CachedStore::new(open(&path, &rocks_opts, &shared)?, value_cache));
-        partitions.push((Retail::new(config.topology()), store, lane));
+        partitions.push((Retail::with_share(config.topology(), lanes.len()), store, lane));
     }
     let messages: usize = lanes.iter().map(Vec::len).sum();
     let cpu_before = crate::measure::process_cpu_secs(std::process::id()).unwrap_or(0.0);

@@ -290,7 +290,13 @@ impl Batch<'_, '_, '_> {
 
 impl Retail {
     pub fn new(config: TopologyConfig) -> Self {
-        Retail { config, working: Mutex::new(WorkingSet::default()) }
+        Retail::with_share(config, 1)
+    }
+
+    /// The topology of one of `partitions` partitions of a process: its working set is bounded
+    /// to its share, so that the process's memory does not grow with the partitions.
+    pub fn with_share(config: TopologyConfig, partitions: usize) -> Self {
+        Retail { config, working: Mutex::new(WorkingSet::with_share(partitions)) }
     }
 
     pub fn config(&self) -> &TopologyConfig {

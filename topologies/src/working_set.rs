@@ -46,8 +46,11 @@ pub struct Mark {
     pub generation: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkingSet {
+    /// The bounds: [`SKU_DAYS_MAX`] and [`OTHERS_MAX`], or a share of them.
+    sku_days_max: usize,
+    others_max: usize,
     store_days: HashMap<(String, NaiveDate), StoreDay>,
     /// By store-day, so that a day's sku-days are dropped together.
     sku_days: HashMap<(String, NaiveDate), HashMap<String, SkuDay>>,
@@ -58,7 +61,29 @@ pub struct WorkingSet {
     mark: Option<Mark>,
 }
 
+impl Default for WorkingSet {
+    fn default() -> Self {
+        WorkingSet::with_share(1)
+    }
+}
+
 impl WorkingSet {
+    /// A set bounded to `1 / parts` of the whole: each of a process's `parts` partitions keeps
+    /// one, and together they hold no more than one set (docs/operations.md, "Partitions").
+    pub fn with_share(parts: usize) -> Self {
+        let parts = parts.max(1);
+        WorkingSet {
+            sku_days_max: (SKU_DAYS_MAX / parts).max(1),
+            others_max: (OTHERS_MAX / parts).max(1),
+            store_days: HashMap::new(),
+            sku_days: HashMap::new(),
+            sku_day_count: 0,
+            prices: HashMap::new(),
+            clocks: HashMap::new(),
+            mark: None,
+        }
+    }
+
     /// Empties the set unless it was left by a batch that ended where this one starts.
     pub fn check(&mut self, at: Mark) {
         if self.mark != Some(at) {
@@ -86,7 +111,7 @@ impl WorkingSet {
     }
 
     pub fn put_store_day(&mut self, store: &str, day: NaiveDate, totals: StoreDay) {
-        if self.store_days.len() >= OTHERS_MAX {
+        if self.store_days.len() >= self.others_max {
             self.store_days.clear();
         }
         self.store_days.insert((store.to_string(), day), totals);
@@ -104,7 +129,7 @@ impl WorkingSet {
     }
 
     pub fn put_sku_day(&mut self, store: &str, day: NaiveDate, sku: String, totals: SkuDay) {
-        if self.sku_day_count >= SKU_DAYS_MAX {
+        if self.sku_day_count >= self.sku_days_max {
             self.sku_days.clear();
             self.sku_day_count = 0;
         }
@@ -121,7 +146,7 @@ impl WorkingSet {
     }
 
     pub fn put_price(&mut self, store: &str, sku: &str, price: Option<LatestPrice>) {
-        if self.prices.len() >= OTHERS_MAX {
+        if self.prices.len() >= self.others_max {
             self.prices.clear();
         }
         self.prices.insert((store.to_string(), sku.to_string()), price);
@@ -132,7 +157,7 @@ impl WorkingSet {
     }
 
     pub fn put_clock(&mut self, store: &str, clock: StoreClock) {
-        if self.clocks.len() >= OTHERS_MAX {
+        if self.clocks.len() >= self.others_max {
             self.clocks.clear();
         }
         self.clocks.insert(store.to_string(), clock);
@@ -206,5 +231,18 @@ mod tests {
             assert!(set.sku_day_count <= SKU_DAYS_MAX);
         }
         assert_eq!(set.sku_day_count, 10);
+    }
+
+    // Proves a share of the set holds its share of the bound: 16 partitions' sets together
+    // hold no more sku-days than one whole set.
+    #[test]
+    fn a_share_of_the_set_holds_its_share_of_the_bound() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let mut set = WorkingSet::with_share(16);
+        for i in 0..SKU_DAYS_MAX {
+            set.put_sku_day("0042", day, format!("sku-{i}"), SkuDay::default());
+            assert!(set.sku_day_count <= SKU_DAYS_MAX / 16);
+        }
+        assert_eq!(WorkingSet::default().sku_days_max, SKU_DAYS_MAX);
     }
 }
