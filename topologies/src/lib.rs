@@ -20,6 +20,8 @@
 //! - [`outputs`]: alerts, postings and DLQ entries into the outbox, in the chosen format.
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - [`sku_alias`]: SKU aliases (`<system>/<code>` → canonical sku), read as a per-batch snapshot.
+//! - [`unmapped`]: codes no alias mapped, per store-day, and their report.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
 
 pub mod aggregates;
@@ -40,9 +42,11 @@ pub mod postings;
 pub mod reconcile;
 pub mod report;
 pub mod retention;
+pub mod sku_alias;
 pub mod stored_decimal;
 pub mod tenders_audit;
 pub mod topology;
+pub mod unmapped;
 mod working_set;
 
 #[cfg(test)]

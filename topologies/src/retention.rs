@@ -46,6 +46,7 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         keys::sku_day_prefix(store, day),
         crate::outputs::alert_day_prefix(store, day),
         crate::outputs::pending_day_prefix(store, day),
+        crate::unmapped::day_prefix(store, day),
     ] {
         delete_prefix(txn, &prefix, |_| Ok(()))?;
     }

@@ -1,0 +1,76 @@
+//! `[sku]`: SKU aliases (docs/configuration.md, "[sku]"; docs/wire-format.md, "SKU aliases").
+
+use serde::{Deserialize, Serialize};
+use tally_topologies::sku_alias::{is_valid_system, SkuSystems};
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkuConfig {
+    /// The NATS KV bucket holding the aliases (`<system>/<code>` → canonical sku); `tally setup`
+    /// creates it, `tally run` watches it. Default `tally_sku_aliases`.
+    pub aliases_bucket: String,
+    /// The system of the codes on `P.pos.<store>` records without `sku_system`. Default `pos`.
+    pub pos_system: String,
+    /// The system of the codes on `P.inventory.<store>` records without `sku_system`. Default
+    /// `inventory`.
+    pub inventory_system: String,
+    /// A system whose codes are canonical skus, never reported as unmapped; empty = none.
+    /// Default empty.
+    pub canonical_system: String,
+    /// Further systems, comma-separated, that `tally_unmapped_skus_total{system}` names as
+    /// themselves (the three above always are); any other system is counted as `other`.
+    /// Default empty.
+    pub systems: String,
+}
+
+impl Default for SkuConfig {
+    fn default() -> Self {
+        SkuConfig {
+            aliases_bucket: "tally_sku_aliases".into(),
+            pos_system: "pos".into(),
+            inventory_system: "inventory".into(),
+            canonical_system: String::new(),
+            systems: String::new(),
+        }
+    }
+}
+
+impl SkuConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let bucket_ok = !self.aliases_bucket.is_empty()
+            && self.aliases_bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !bucket_ok {
+            return Err(invalid("sku.aliases_bucket", "a bucket name is letters, digits, _ or -".into()));
+        }
+        let system_rule = "a system is 1-64 of A-Z a-z 0-9 _ -";
+        for (key, system) in [("sku.pos_system", &self.pos_system), ("sku.inventory_system", &self.inventory_system)] {
+            if !is_valid_system(system) {
+                return Err(invalid(key, format!("{system:?}: {system_rule}")));
+            }
+        }
+        if !self.canonical_system.is_empty() && !is_valid_system(&self.canonical_system) {
+            return Err(invalid("sku.canonical_system", format!("{:?}: {system_rule}", self.canonical_system)));
+        }
+        if let Some(bad) = self.named().into_iter().find(|s| !is_valid_system(s)) {
+            return Err(invalid("sku.systems", format!("{bad:?}: {system_rule}")));
+        }
+        Ok(())
+    }
+
+    fn named(&self) -> Vec<String> {
+        self.systems.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    }
+
+    /// What the topology needs: which system a record's codes belong to.
+    pub fn systems(&self) -> SkuSystems {
+        SkuSystems {
+            pos: self.pos_system.clone(),
+            inventory: self.inventory_system.clone(),
+            canonical: Some(self.canonical_system.clone()).filter(|s| !s.is_empty()),
+            named: self.named(),
+        }
+    }
+}
