@@ -30,6 +30,8 @@ pub use cli::{run, SkuAliasArgs};
 /// Changes applied together before the topology gets a new snapshot: a bulk import reaches the
 /// watch as a burst, and the table is copied once per burst, not once per alias.
 const BURST_MAX: usize = 10_000;
+/// How long reading the table waits for the bucket's next entry.
+const LOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Creates the bucket when absent (`tally setup`); an existing one is used as it is.
 pub async fn ensure_bucket(js: &jetstream::Context, config: &Config) -> anyhow::Result<kv::Store> {
@@ -81,12 +83,16 @@ pub async fn start(
 /// The table as the bucket holds it now, and the watch that goes on from there.
 async fn load(store: &kv::Store) -> anyhow::Result<(SkuAliases, kv::Watch)> {
     let held = store.status().await.context("reading the SKU alias bucket's status")?.values();
-    let mut watch = store.watch_all().await.context("watching the SKU alias bucket")?;
+    let mut watch = store.watch_with_history(">").await.context("watching the SKU alias bucket")?;
     let mut table = SkuAliases::default();
     if held == 0 {
         return Ok((table, watch));
     }
-    while let Some(entry) = watch.next().await {
+    // The bucket said it holds entries; one that went empty meanwhile must not hang the start.
+    while let Some(entry) = tokio::time::timeout(LOAD_WAIT, watch.next())
+        .await
+        .context("timed out reading the SKU alias bucket")?
+    {
         let entry = entry.context("reading the SKU alias bucket")?;
         let current = entry.delta == 0;
         apply(&mut table, &entry);

@@ -56,6 +56,8 @@ mod posting_tests;
 #[cfg(test)]
 mod reconcile_tests;
 #[cfg(test)]
+mod sku_alias_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod topology_tests;
