@@ -35,7 +35,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<RocksStore>> {
 pub async fn setup(config: &Config) -> anyhow::Result<()> {
     let client = crate::nats::connect(config).await?;
     let js = async_nats::jetstream::new(client);
-    crate::nats::setup(&js, config).await
+    crate::nats::setup(&js, config).await?;
+    crate::sku_alias::ensure_bucket(&js, config).await.map(|_| ())
 }
 
 /// `tally run`: the processor, until `shutdown` turns true.

@@ -117,7 +117,6 @@ pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<(
     if let Some(webhook) = &config.erp.webhook {
         webhook_consumer(js, config, webhook).await?;
     }
-    crate::sku_alias::ensure_bucket(js, config).await?;
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub use cli::{run, SkuAliasArgs};
 /// Changes applied together before the topology gets a new snapshot: a bulk import reaches the
 /// watch as a burst, and the table is copied once per burst, not once per alias.
 const BURST_MAX: usize = 10_000;
+/// How often a bucket that could not be read at start is tried again.
+const RETRY_OPEN: Duration = Duration::from_secs(30);
 /// How long reading the table waits for the bucket's next entry.
 const LOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -62,22 +64,55 @@ pub async fn start(
     config: &Config,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<SharedAliases>> {
-    let bucket = &config.sku.aliases_bucket;
-    let store = js
-        .get_key_value(bucket)
-        .await
-        .with_context(|| format!("opening the SKU alias bucket {bucket} (run `tally setup` to create it)"))?;
     let systems = config.sku.systems();
     for system in [&systems.pos, &systems.inventory].into_iter().chain(systems.canonical.iter()).chain(&systems.named) {
         metrics::counter!(telemetry::UNMAPPED_SKUS, "system" => system.clone()).absolute(0);
     }
     metrics::counter!(telemetry::UNMAPPED_SKUS, "system" => "other").absolute(0);
-    let (table, watch) = load(&store).await?;
-    info!(bucket = %bucket, aliases = table.len(), "Loaded the SKU aliases.");
-    metrics::gauge!(telemetry::SKU_ALIASES).set(table.len() as f64);
-    let shared = Arc::new(SharedAliases::new(table.clone()));
-    tokio::spawn(keep_current(store, table, watch, Arc::clone(&shared), shutdown));
+    let bucket = &config.sku.aliases_bucket;
+    let shared = Arc::new(SharedAliases::default());
+    metrics::gauge!(telemetry::SKU_ALIASES).set(0.0);
+    match open(js, config).await {
+        Ok((store, table, watch)) => {
+            info!(bucket = %bucket, aliases = table.len(), "Loaded the SKU aliases.");
+            publish(&shared, &table);
+            tokio::spawn(keep_current(store, table, watch, Arc::clone(&shared), shutdown));
+        }
+        // A deployment whose NATS user may not use KV (or a server without it) kept working
+        // before aliases existed: it still does, without aliases, and tries again meanwhile.
+        Err(err) => {
+            warn!(bucket = %bucket, error = %format!("{err:#}"), "Cannot read the SKU alias bucket; counting every code as itself until it can be read.");
+            tokio::spawn(open_later(js.clone(), config.clone(), Arc::clone(&shared), shutdown));
+        }
+    }
     Ok(shared)
+}
+
+/// The bucket (created when absent) and the table it holds, with the watch that goes on.
+async fn open(js: &jetstream::Context, config: &Config) -> anyhow::Result<(kv::Store, SkuAliases, kv::Watch)> {
+    let store = ensure_bucket(js, config).await?;
+    let (table, watch) = load(&store).await?;
+    Ok((store, table, watch))
+}
+
+/// Tries to read the bucket every 30 seconds until it can, then keeps the table current.
+async fn open_later(
+    js: jetstream::Context,
+    config: Config,
+    shared: Arc<SharedAliases>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_OPEN) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Ok((store, table, watch)) = open(&js, &config).await {
+            info!(bucket = %config.sku.aliases_bucket, aliases = table.len(), "Loaded the SKU aliases.");
+            publish(&shared, &table);
+            return keep_current(store, table, watch, shared, shutdown).await;
+        }
+    }
 }
 
 /// The table as the bucket holds it now, and the watch that goes on from there.
