@@ -215,7 +215,8 @@ fn main() -> std::process::ExitCode {
         // The demo's live table owns the terminal, and `dlq` prints results: their logs stay at
         // warnings unless RUST_LOG says.
         Job::Plain(command) => {
-            let level = if matches!(command, Plain::Demo(_) | Plain::Dlq(_) | Plain::SkuAlias(_)) { "warn" } else { "info" };
+            let level =
+                if matches!(command, Plain::Demo(_) | Plain::Dlq(_) | Plain::SkuAlias(_)) { "warn" } else { "info" };
             logging::init(&LogConfig { level: level.into(), ..LogConfig::default() });
         }
     }

@@ -124,9 +124,8 @@ async fn load(store: &kv::Store) -> anyhow::Result<(SkuAliases, kv::Watch)> {
         return Ok((table, watch));
     }
     // The bucket said it holds entries; one that went empty meanwhile must not hang the start.
-    while let Some(entry) = tokio::time::timeout(LOAD_WAIT, watch.next())
-        .await
-        .context("timed out reading the SKU alias bucket")?
+    while let Some(entry) =
+        tokio::time::timeout(LOAD_WAIT, watch.next()).await.context("timed out reading the SKU alias bucket")?
     {
         let entry = entry.context("reading the SKU alias bucket")?;
         let current = entry.delta == 0;

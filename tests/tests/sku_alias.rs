@@ -33,11 +33,7 @@ fn sku_alias(tally: &Tally, args: &[&str]) -> Output {
 
 fn sku_alias_ok(tally: &Tally, args: &[&str]) -> String {
     let out = sku_alias(tally, args);
-    assert!(
-        out.status.success(),
-        "tally sku-alias {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tally sku-alias {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -100,9 +96,12 @@ async fn a_day_with_aliases_defined_before_and_after_traffic() {
     let after = vec![
         (pos.clone(), sale("T11", "10:07:00", "UPC-LATE", "1")),
         // Event time past the settle time, so that whatever drifts pages.
-        (inventory.clone(), json!({"type": "inventory.movement", "id": "NUDGE", "store": STORE,
+        (
+            inventory.clone(),
+            json!({"type": "inventory.movement", "id": "NUDGE", "store": STORE,
             "occurred_at": format!("{DAY}T10:30:00Z"), "business_day": DAY, "reason": "receipt",
-            "lines": [{"sku": "Z", "qty": "1"}]})),
+            "lines": [{"sku": "Z", "qty": "1"}]}),
+        ),
     ];
     publish_all(&js, &after).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
@@ -136,7 +135,9 @@ async fn a_day_with_aliases_defined_before_and_after_traffic() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["system"].as_str().unwrap().into(), r["code"].as_str().unwrap().into(), r["lines"].as_u64().unwrap()))
+        .map(|r| {
+            (r["system"].as_str().unwrap().into(), r["code"].as_str().unwrap().into(), r["lines"].as_u64().unwrap())
+        })
         .collect();
     let expected = [("inventory", "Z", 1), ("pos", "099999999999", 1), ("pos", "UPC-LATE", 1)];
     assert_eq!(rows, expected.map(|(s, c, n)| (s.to_string(), c.to_string(), n)).to_vec(), "{body}");
@@ -186,10 +187,13 @@ async fn cli_round_trip_with_csv_import() {
 
     tally.restart().await;
     wait_aliases(&tally, 501).await;
-    js.publish_json(&inventory_subject("retail", STORE), &json!({"type": "inventory.movement", "id": "R1",
+    js.publish_json(
+        &inventory_subject("retail", STORE),
+        &json!({"type": "inventory.movement", "id": "R1",
         "store": STORE, "occurred_at": format!("{DAY}T09:00:00Z"), "business_day": DAY, "reason": "sale",
-        "lines": [{"sku": "ART-00042", "qty": "-1"}]}))
-        .await;
+        "lines": [{"sku": "ART-00042", "qty": "-1"}]}),
+    )
+    .await;
     js.publish_json(&pos_subject("retail", STORE), &sale("T1", "09:00:00", "4011", "1")).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     let report = tally.day(STORE, DAY).await;

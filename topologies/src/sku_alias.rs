@@ -51,7 +51,11 @@ impl SkuSystems {
             || system == self.inventory
             || self.canonical.as_deref() == Some(system)
             || self.named.iter().any(|s| s == system);
-        if configured { system.to_string() } else { "other".to_string() }
+        if configured {
+            system.to_string()
+        } else {
+            "other".to_string()
+        }
     }
 }
 
@@ -87,9 +91,9 @@ impl SkuAliases {
 
     /// Every alias as (system, code, sku), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str)> {
-        self.by_system
-            .iter()
-            .flat_map(|(system, codes)| codes.iter().map(move |(code, sku)| (system.as_str(), code.as_str(), sku.as_str())))
+        self.by_system.iter().flat_map(|(system, codes)| {
+            codes.iter().map(move |(code, sku)| (system.as_str(), code.as_str(), sku.as_str()))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -226,7 +230,10 @@ mod tests {
     #[test]
     fn alias_names_are_checked() {
         assert_eq!(parse_alias_name("pos/012345678905"), Ok(("pos", "012345678905")));
-        assert_eq!(parse_alias_name("pos/a/b"), Err("code \"a/b\": 1-256 of A-Z a-z 0-9 _ - = . (not starting or ending with .)".into()));
+        assert_eq!(
+            parse_alias_name("pos/a/b"),
+            Err("code \"a/b\": 1-256 of A-Z a-z 0-9 _ - = . (not starting or ending with .)".into())
+        );
         assert!(parse_alias_name("012345678905").unwrap_err().contains("not <system>/<code>"));
         assert!(parse_alias_name("p.s/1").unwrap_err().starts_with("system"));
         assert!(parse_alias_name("pos/").unwrap_err().starts_with("code"));

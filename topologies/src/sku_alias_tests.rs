@@ -128,7 +128,10 @@ fn unmapped_codes_are_counted_as_themselves_and_reported() {
     let body = unmapped::report(&h.store, S, None, 100).unwrap().unwrap();
     assert_eq!(body["total"], 1);
     let row = &body["unmapped"][0];
-    assert_eq!((row["system"].as_str(), row["code"].as_str(), row["lines"].as_u64()), (Some("pos"), Some("099999999999"), Some(2)));
+    assert_eq!(
+        (row["system"].as_str(), row["code"].as_str(), row["lines"].as_u64()),
+        (Some("pos"), Some("099999999999"), Some(2))
+    );
     assert_eq!(row["business_days"], json!(["2026-11-27"]));
     assert_eq!(row["last_seen"], "2026-11-27T10:00:00Z");
     assert!(unmapped::report(&h.store, "9999", None, 100).unwrap().is_none(), "an unknown store is None");

@@ -86,15 +86,18 @@ pub fn report(
     }
     let mut codes: BTreeMap<(String, String), Row> = BTreeMap::new();
     for (key, value) in rows {
-        let (day, system, code) = parse(&key[store_prefix(store_id).len()..])
-            .ok_or_else(|| StateError::Corrupt { cf: Cf::Aggregates, detail: format!("bad unmapped code key {key:?}") })?;
+        let (day, system, code) = parse(&key[store_prefix(store_id).len()..]).ok_or_else(|| StateError::Corrupt {
+            cf: Cf::Aggregates,
+            detail: format!("bad unmapped code key {key:?}"),
+        })?;
         let figures: UnmappedDay =
             codec::decode(&value).map_err(|source| TopologyError::Corrupt { what: "unmapped code", source })?;
         assert!(figures.lines > 0 && figures.first_seen <= figures.last_seen, "an unmapped code is counted once seen");
         codes.entry((system, code)).or_default().add(day, &figures);
     }
     let total = codes.len();
-    let listed: Vec<Value> = codes.into_iter().take(limit).map(|((system, code), row)| row.render(system, code)).collect();
+    let listed: Vec<Value> =
+        codes.into_iter().take(limit).map(|((system, code), row)| row.render(system, code)).collect();
     let mut body = json!({"store": store_id, "unmapped": listed, "total": total, "truncated": total > limit});
     if let Some(day) = day {
         body["business_day"] = json!(day.to_string());

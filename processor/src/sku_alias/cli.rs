@@ -132,7 +132,8 @@ async fn import(config: &Config, file: &std::path::Path, skip_bad: bool, dry_run
     }
     let store = bucket(config).await?;
     let mut progress = Progress::new("import", "aliases", Some(parsed.aliases.len() as u64));
-    let mut puts = futures::stream::iter(parsed.aliases.iter().map(|alias| put(&store, alias))).buffer_unordered(IMPORT_IN_FLIGHT);
+    let mut puts =
+        futures::stream::iter(parsed.aliases.iter().map(|alias| put(&store, alias))).buffer_unordered(IMPORT_IN_FLIGHT);
     let mut failed = Vec::new();
     while let Some(result) = puts.next().await {
         if let Err(err) = result {
@@ -146,7 +147,8 @@ async fn import(config: &Config, file: &std::path::Path, skip_bad: bool, dry_run
         eprintln!("{}:{line}: not imported: {err:#}", file.display());
     }
     let imported = parsed.aliases.len() - failed.len();
-    let skipped = if parsed.bad.is_empty() { String::new() } else { format!("; {} bad line(s) skipped", parsed.bad.len()) };
+    let skipped =
+        if parsed.bad.is_empty() { String::new() } else { format!("; {} bad line(s) skipped", parsed.bad.len()) };
     println!("Imported {imported} aliases from {}{skipped}.", file.display());
     if !failed.is_empty() {
         anyhow::bail!("{} alias(es) could not be written (listed above)", failed.len());

@@ -92,12 +92,7 @@ fn alias(line: usize, fields: &[&str]) -> Result<Alias, String> {
             }
             (*system, *code, *sku)
         }
-        _ => {
-            return Err(format!(
-                "{} columns; expected <system>/<code>,<sku> or <system>,<code>,<sku>",
-                fields.len()
-            ))
-        }
+        _ => return Err(format!("{} columns; expected <system>/<code>,<sku> or <system>,<code>,<sku>", fields.len())),
     };
     if !is_valid_sku(sku) {
         return Err(format!("sku {sku:?}: 1-256 characters, no comma, quote or control character"));
