@@ -202,3 +202,45 @@ async fn cli_round_trip_with_csv_import() {
     let drift: Vec<&str> = report["drift"].as_array().unwrap().iter().map(|d| d["sku"].as_str().unwrap()).collect();
     assert!(drift.contains(&"SKU-00042") && drift.contains(&"BANANA"), "{report}");
 }
+
+/// `tally <args…>` to its end; stdout, or a panic with stderr.
+fn tally_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(tally_tests::tally_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tally");
+    assert!(out.status.success(), "tally {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// Proves the documented way to re-key past days (docs/operations.md, "Re-keying days after new
+// aliases"): the live state keeps a day counted before its aliases under the codes, and a
+// rebuild from the stream counts the same records under the canonical sku, with no drift left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_re_keys_a_day_under_the_aliases_put_since() {
+    let (_nats, tally, js) = start_all("").await;
+    let records = vec![
+        (pos_subject("retail", STORE), sale("T1", "10:00:00", "012345678905", "2")),
+        (inventory_subject("retail", STORE), decrement("M1", "10:01:00", "T1", "ART-100234", "-2")),
+    ];
+    publish_all(&js, &records).await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    sku_alias_ok(&tally, &["put", "pos/012345678905", "100234"]);
+    sku_alias_ok(&tally, &["put", "inventory/ART-100234", "100234"]);
+    wait_aliases(&tally, 2).await;
+
+    let live = tally.day(STORE, DAY).await;
+    assert_eq!(sold(&live, "012345678905").as_deref(), Some("2"), "history is not rewritten: {live}");
+    assert_eq!(live["drift"].as_array().unwrap().len(), 2, "the +2/-2 pair: {live}");
+
+    let rebuilt = tally.state_dir().with_file_name("rebuilt");
+    let (config, rebuilt) = (tally.config_path().to_str().unwrap(), rebuilt.to_str().unwrap());
+    tally_ok(&["state", "--progress-every", "0s", "rebuild", "--config", config, rebuilt]);
+    let report: Value =
+        serde_json::from_str(&tally_ok(&["inspect", "--state", rebuilt, "day", STORE, DAY])).expect("JSON");
+    assert_eq!(sold(&report, "100234").as_deref(), Some("2"), "{report}");
+    assert_eq!(sold(&report, "012345678905"), None, "{report}");
+    assert_eq!(report["inventory"]["by_reason"]["sale"], "-2", "{report}");
+    assert_eq!(report["drift"], json!([]), "{report}");
+}
