@@ -178,16 +178,15 @@ impl UnmappedCodes {
 /// themselves although they should have had an alias. Day-closes carry no skus.
 pub fn canonicalize(event: &mut Event, system: &str, systems: &SkuSystems, aliases: &SkuAliases) -> UnmappedCodes {
     let mut unmapped = UnmappedCodes::default();
-    if aliases.is_empty() && systems.canonical.is_none() {
+    // No alias at all: every code is itself and none is unmapped (the table of a deployment
+    // that does not use aliases; its records pass untouched).
+    if aliases.is_empty() {
         return unmapped;
     }
     let reportable = aliases.maps_system(system) && systems.canonical.as_deref() != Some(system);
     let mut one = |sku: &mut String| match aliases.lookup(system, sku) {
-        Some(canonical) => {
-            if canonical != sku.as_str() {
-                *sku = canonical.to_string();
-            }
-        }
+        Some(canonical) if canonical != sku.as_str() => *sku = canonical.to_string(),
+        Some(_) => {}
         None if reportable => unmapped.note(sku),
         None => {}
     };
