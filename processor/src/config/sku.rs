@@ -74,3 +74,30 @@ impl SkuConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    // Proves `[sku]` defaults keep today's systems, and bad values are refused naming the key.
+    #[test]
+    fn sku_section_is_checked_by_key() {
+        let systems = Config::default().topology().sku_systems;
+        assert_eq!((systems.pos.as_str(), systems.inventory.as_str(), systems.canonical), ("pos", "inventory", None));
+        for (text, key) in [
+            ("[sku]\npos_system = \"p/s\"\n", "sku.pos_system"),
+            ("[sku]\ncanonical_system = \"a b\"\n", "sku.canonical_system"),
+            ("[sku]\nsystems = \"plu, ok,no.pe\"\n", "sku.systems"),
+            ("[sku]\naliases_bucket = \"a.b\"\n", "sku.aliases_bucket"),
+        ] {
+            match Config::from_parts("test", text, &[]) {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let vars = [("TALLY_SKU_ALIASES_BUCKET".to_string(), "other_bucket".to_string())];
+        let config = Config::from_parts("test", "[sku]\nsystems = \"plu, scale\"\n", &vars).unwrap();
+        assert_eq!(config.sku.aliases_bucket, "other_bucket");
+        assert_eq!(config.topology().sku_systems.named, vec!["plu".to_string(), "scale".to_string()]);
+    }
+}
