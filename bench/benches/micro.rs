@@ -58,7 +58,7 @@ fn retail(opts: &GenOptions) -> Retail {
 }
 
 fn input<'a>(msg: &'a WireMessage, seq: u64) -> InputMessage<'a> {
-    InputMessage { subject: &msg.subject, content_type: Some(msg.content_type), payload: &msg.payload, stream_seq: seq }
+    InputMessage::new(&msg.subject, Some(msg.content_type), &msg.payload, seq)
 }
 
 fn bench_decode(c: &mut Criterion) {

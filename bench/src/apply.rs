@@ -142,12 +142,7 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
             .iter()
             .map(|msg| {
                 seq += 1;
-                InputMessage {
-                    subject: &msg.subject,
-                    content_type: Some(msg.content_type),
-                    payload: &msg.payload,
-                    stream_seq: seq,
-                }
+                InputMessage::new(&msg.subject, Some(msg.content_type), &msg.payload, seq)
             })
             .collect();
         retail.apply_batch(&mut txn, &inputs, now, Tick::Skip)?;

@@ -66,12 +66,7 @@ fn apply(retail: &Retail, store: &MemStore, batch: &[(u64, &WireMessage)], now: 
     let mut txn = Overlay::new(store);
     let inputs: Vec<InputMessage<'_>> = batch
         .iter()
-        .map(|(seq, msg)| InputMessage {
-            subject: &msg.subject,
-            content_type: Some(msg.content_type),
-            payload: &msg.payload,
-            stream_seq: *seq,
-        })
+        .map(|(seq, msg)| InputMessage::new(&msg.subject, Some(msg.content_type), &msg.payload, *seq))
         .collect();
     retail.apply_batch(&mut txn, &inputs, now, Tick::Run)?;
     store.write(&txn.into_batch())?;

@@ -184,6 +184,17 @@ fn check_event_arithmetic(event: &Event, max_lines: usize) {
         Event::DayClose(close) => {
             assert!(close.tenders.len() <= max_lines, "over the tender limit");
         }
+        Event::Order(order) => {
+            assert!(!order.lines.is_empty() && order.lines.len() <= max_lines, "order lines out of bounds");
+            let mut day = StoreDay::default();
+            day.apply_order(order);
+            let mut sku = SkuDay::default();
+            for line in &order.lines {
+                assert!(line.qty > Decimal::ZERO, "an order line with no positive units was accepted");
+                sku.apply_order_qty(order.fulfillment, line.qty);
+            }
+            let _ = sku.drift_units();
+        }
     }
 }
 
@@ -286,12 +297,7 @@ fn run_topology(data: &[u8]) -> MemStore {
         let Some((subject, content_type, payload, _)) = Flags::split(chunk) else {
             continue;
         };
-        let msg = InputMessage {
-            subject: &subject,
-            content_type,
-            payload,
-            stream_seq: i as u64 + 1,
-        };
+        let msg = InputMessage::new(&subject, content_type, payload, i as u64 + 1);
         apply_batch(&store, &retail, &[msg], now, Tick::Skip);
         now += Duration::minutes(1);
     }

@@ -187,6 +187,10 @@ fn am_alert(alert: &DriftAlert, severity: &str, starts_at: DateTime<Utc>, ends_a
     annotations.insert("revision".to_string(), alert.revision.to_string());
     annotations.insert("alert_id".to_string(), alert.id.clone());
     annotations.insert("unmatched".to_string(), alert.unmatched.join(", "));
+    if let Some(by_source) = &alert.expected_units_by_source {
+        annotations.insert("expected_units_pos".to_string(), by_source.pos.clone());
+        annotations.insert("expected_units_orders".to_string(), by_source.orders.clone());
+    }
     AmAlert { labels, annotations, starts_at: rfc3339(starts_at), ends_at: rfc3339(ends_at) }
 }
 
@@ -330,6 +334,22 @@ mod tests {
     }
 
     const RESEND: Duration = Duration::from_secs(60);
+
+    // Proves the breakdown of expected units by source becomes two annotations when an order
+    // touched the key, and that an alert without it gets neither.
+    #[test]
+    fn orders_breakdown_becomes_annotations() {
+        let plain = alert("firing", 1, "2026-11-27", "3", "warning");
+        let mut with_orders = plain.clone();
+        with_orders.expected_units_by_source =
+            Some(tally_topologies::drift::ExpectedBySource { orders: "5".into(), pos: "7".into() });
+        let push = build(&[with_orders], &Memory::default(), now(), RESEND);
+        let a = &push.alerts[0].annotations;
+        assert_eq!((a["expected_units_pos"].as_str(), a["expected_units_orders"].as_str()), ("7", "5"));
+        let push = build(&[plain], &Memory::default(), now(), RESEND);
+        assert!(!push.alerts[0].annotations.contains_key("expected_units_pos"));
+        assert!(!push.alerts[0].annotations.contains_key("expected_units_orders"));
+    }
 
     // Proves a firing alert is pushed with the contract's labels, figures and an endsAt three
     // resend intervals ahead, and again on every push.

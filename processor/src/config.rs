@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use tally_topologies::decode::is_valid_store_id;
 use tally_topologies::drift::DriftThresholds;
+use tally_topologies::fiscal::{CalendarError, FiscalCalendar, FiscalSettings};
 use tally_topologies::outputs::OutputFormat;
 use tally_topologies::topology::TopologyConfig;
 
@@ -68,6 +69,8 @@ pub struct Config {
     pub log: LogConfig,
     /// SKU aliases: the KV bucket and which system each record's codes belong to.
     pub sku: SkuConfig,
+    /// The accounting periods of inventory adjustment postings.
+    pub fiscal: FiscalConfig,
     /// Per-store settings; `default` applies to every store without its own table.
     pub stores: BTreeMap<String, StoreConfig>,
     /// `TALLY_*` variables that name no section of this configuration (Kubernetes sets
@@ -92,6 +95,7 @@ impl Default for Config {
             alertmanager: AlertmanagerConfig::default(),
             log: LogConfig::default(),
             sku: SkuConfig::default(),
+            fiscal: FiscalConfig::default(),
             stores,
             ignored_env: Vec::new(),
         }
@@ -404,6 +408,42 @@ impl Default for LogConfig {
     }
 }
 
+/// `[fiscal]`: the calendar whose periods inventory adjustment postings are booked in
+/// (docs/configuration.md, "Fiscal calendar").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiscalConfig {
+    /// `months` (calendar months), or `4-4-5`, `4-5-4`, `5-4-4` (13-week quarters of weeks,
+    /// with `year_start`). Default `months`.
+    pub calendar: String,
+    /// For the week calendars: the first day of one fiscal year, `YYYY-MM-DD`; every year starts
+    /// on its weekday nearest its anniversary. Default: none (required by the week calendars).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_start: Option<String>,
+    /// Event time after a period's last business day ends during which adjustments still book
+    /// in it; later ones book in the open period. Default `0s`.
+    pub close_grace: String,
+}
+
+impl Default for FiscalConfig {
+    fn default() -> Self {
+        FiscalConfig { calendar: "months".into(), year_start: None, close_grace: "0s".into() }
+    }
+}
+
+impl FiscalConfig {
+    /// The calendar, or an error that names the key to fix.
+    fn calendar(&self) -> Result<FiscalCalendar, ConfigError> {
+        FiscalCalendar::parse(&self.calendar, self.year_start.as_deref()).map_err(|err| {
+            let key = match err {
+                CalendarError::Unknown(_) => "fiscal.calendar",
+                _ => "fiscal.year_start",
+            };
+            ConfigError::Invalid { key: key.into(), message: err.to_string() }
+        })
+    }
+}
+
 /// The values of `log.level`.
 pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
@@ -459,9 +499,11 @@ impl Config {
             ("erp.max_open", &self.erp.max_open),
             ("alertmanager.resend_interval", &self.alertmanager.resend_interval),
             ("state.retention", &self.state.retention),
+            ("fiscal.close_grace", &self.fiscal.close_grace),
         ] {
             parse_duration(value).map_err(|m| invalid(key, m))?;
         }
+        self.fiscal.calendar()?;
         if let Some(webhook) = &self.erp.webhook {
             parse_duration(&webhook.timeout).map_err(|m| invalid("erp.webhook.timeout", m))?;
             if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
@@ -555,6 +597,11 @@ impl Config {
             output_format: if self.output.format == "msgpack" { OutputFormat::Msgpack } else { OutputFormat::Json },
             retention: chrono_duration(&self.state.retention),
             sku_systems: self.sku.systems(),
+            fiscal: FiscalSettings {
+                // Validated at load; the default calendar stands in for a config built otherwise.
+                calendar: self.fiscal.calendar().unwrap_or_default(),
+                close_grace: chrono_duration(&self.fiscal.close_grace),
+            },
         }
     }
 
@@ -590,6 +637,7 @@ impl Config {
         let mut full = Config::default();
         let sample = || Some("x".to_string());
         let sample_path = || Some(PathBuf::from("x"));
+        full.fiscal.year_start = sample();
         full.nats.creds_file = sample_path();
         full.nats.user = sample();
         full.nats.nkey_seed_file = sample_path();
@@ -621,6 +669,31 @@ impl Config {
             format_duration(idle),
             format_duration(idle + grace),
             format_duration(max_open),
+        )
+    }
+}
+
+impl Config {
+    /// The fiscal calendar in words, with the period `today` falls in, for `tally check`: so
+    /// that an operator sees where periods begin before the first adjustment is posted
+    /// (docs/configuration.md, "Fiscal calendar").
+    pub fn fiscal_summary(&self, today: chrono::NaiveDate) -> String {
+        let calendar = self.fiscal.calendar().unwrap_or_default();
+        let kind = match &calendar {
+            FiscalCalendar::Months => "calendar months".to_string(),
+            FiscalCalendar::Weeks { year_start, .. } => format!(
+                "{} periods, each fiscal year starting on the {} nearest {} (year_start {year_start})",
+                self.fiscal.calendar,
+                year_start.format("%A"),
+                year_start.format("%B %-d")
+            ),
+        };
+        let period = calendar.period_of(today);
+        let grace = format_duration(parse_duration(&self.fiscal.close_grace).unwrap_or_default());
+        format!(
+            "Inventory adjustments are booked in {kind}; {today} is in {} ({} to {}). A period closes \
+             fiscal.close_grace ({grace}) of event time after its last day ends.",
+            period.id, period.first, period.last
         )
     }
 }
@@ -805,7 +878,7 @@ mod tests {
     #[test]
     fn every_key_is_settable_from_the_environment() {
         let paths = env::key_paths();
-        for section in ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log"] {
+        for section in ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log", "fiscal"] {
             assert!(paths.iter().any(|(p, _)| p[0] == section), "no keys of [{section}]");
         }
         let mut names = std::collections::BTreeSet::new();
@@ -971,6 +1044,42 @@ mod tests {
             let err = Config::from_parts("t", text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    // Proves `[fiscal]` reaches the topology, and that a calendar it cannot follow is refused
+    // at start with the key to fix and what to write there.
+    #[test]
+    fn fiscal_calendar_is_checked() {
+        let text = "[fiscal]\ncalendar = \"4-5-4\"\nyear_start = \"2026-02-01\"\nclose_grace = \"3d\"\n";
+        let topology = Config::from_parts("t", text, &[]).unwrap().topology();
+        assert_eq!(topology.fiscal.calendar, FiscalCalendar::parse("4-5-4", Some("2026-02-01")).unwrap());
+        assert_eq!(topology.fiscal.close_grace, chrono::Duration::days(3));
+        assert_eq!(Config::default().topology().fiscal.calendar, FiscalCalendar::Months);
+        for (text, key, hint) in [
+            ("[fiscal]\ncalendar = \"quarters\"\n", "fiscal.calendar", "4-5-4"),
+            ("[fiscal]\ncalendar = \"4-4-5\"\n", "fiscal.year_start", "needs year_start"),
+            ("[fiscal]\ncalendar = \"5-4-4\"\nyear_start = \"1 Feb\"\n", "fiscal.year_start", "2026-02-01"),
+            ("[fiscal]\nyear_start = \"2026-02-01\"\n", "fiscal.year_start", "need no year_start"),
+            ("[fiscal]\nclose_grace = \"a week\"\n", "fiscal.close_grace", "duration"),
+        ] {
+            let err = Config::from_parts("t", text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(hint), "{text}: {err}");
+        }
+        let given = vars(&[("TALLY_FISCAL_CALENDAR", "5-4-4"), ("TALLY_FISCAL_YEAR_START", "2025-02-02")]);
+        assert_eq!(Config::from_parts("t", "", &given).unwrap().fiscal.calendar, "5-4-4");
+    }
+
+    // Proves `tally check`'s fiscal line names the calendar, the weekday rule and the period of
+    // the day given.
+    #[test]
+    fn fiscal_summary_names_the_period_of_today() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let months = Config::default().fiscal_summary(today);
+        assert!(months.contains("calendar months; 2026-12-03 is in 2026-12 (2026-12-01 to 2026-12-31)"), "{months}");
+        let text = "[fiscal]\ncalendar = \"4-5-4\"\nyear_start = \"2026-02-01\"\nclose_grace = \"3d\"\n";
+        let weeks = Config::from_parts("t", text, &[]).unwrap().fiscal_summary(today);
+        assert!(weeks.contains("4-5-4 periods, each fiscal year starting on the Sunday nearest February 1"), "{weeks}");
+        assert!(weeks.contains("is in FY2026-P11 (2026-11-29 to 2027-01-02)") && weeks.contains("(3d)"), "{weeks}");
     }
 
     // Proves per-store time zones reach the topology and the default applies elsewhere.

@@ -103,7 +103,7 @@ pub struct Filter {
     #[arg(long = "reason", value_name = "REASON")]
     pub reasons: Vec<String>,
     /// Only entries of this store: the store token of the source subject (P.pos.<store>,
-    /// P.inventory.<store>, P.erp.postings.<store>). Repeat for several.
+    /// P.inventory.<store>, P.orders.<store>, P.erp.postings.<store>). Repeat for several.
     #[arg(long = "store", value_name = "STORE")]
     pub stores: Vec<String>,
     /// Only entries dead-lettered at or after this time (the DLQ message's timestamp in the

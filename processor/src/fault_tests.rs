@@ -134,10 +134,8 @@ type Numbered = (u64, (String, Vec<u8>));
 /// the one write that commits it all.
 fn apply_batch(retail: &Retail, store: &dyn Store, batch: &[Numbered], now: DateTime<Utc>) -> WriteBatch {
     let mut txn = Overlay::new(store);
-    let inputs: Vec<InputMessage<'_>> = batch
-        .iter()
-        .map(|(seq, (subject, payload))| InputMessage { subject, content_type: None, payload, stream_seq: *seq })
-        .collect();
+    let inputs: Vec<InputMessage<'_>> =
+        batch.iter().map(|(seq, (subject, payload))| InputMessage::new(subject, None, payload, *seq)).collect();
     retail.apply_batch(&mut txn, &inputs, now, Tick::Run).expect("apply");
     txn.into_batch()
 }

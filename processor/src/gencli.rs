@@ -47,6 +47,11 @@ pub struct TrafficArgs {
     /// First token of every subject.
     #[arg(long, default_value = "retail")]
     pub subject_prefix: String,
+    /// Share of baskets followed by an online order fulfilled through the store
+    /// (ship-from-store, pickup or return in store, on P.orders.<store>) and its movement.
+    /// 0 (the default) publishes no orders and leaves the rest of the traffic unchanged.
+    #[arg(long, default_value_t = 0.0)]
+    pub order_share: f64,
 }
 
 impl TrafficArgs {
@@ -60,6 +65,7 @@ impl TrafficArgs {
             msgpack_share: self.msgpack_share,
             movement_lag_max_secs: self.movement_lag_max_secs,
             subject_prefix: self.subject_prefix.clone(),
+            order_share: self.order_share,
             ..GenOptions::default()
         }
     }

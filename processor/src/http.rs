@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tally_state::Store;
-use tally_topologies::report;
+use tally_topologies::{report, trace as record_trace};
 use tokio::sync::watch;
 
 use crate::health::Health;
@@ -34,6 +34,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/stores/{store}/days/{day}", get(store_day))
         .route("/v1/alerts", get(alerts))
         .route("/v1/stores/{store}/unmapped", get(unmapped::unmapped))
+        .route("/v1/trace/{id}", get(trace))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -132,6 +133,29 @@ async fn alerts(State(state): State<ApiState>, Query(query): Query<AlertsQuery>)
         tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), query.state.as_deref(), ALERTS_MAX)).await;
     match result {
         Ok(Ok(alerts)) => Json(json!({"alerts": alerts})).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TraceQuery {
+    store: Option<String>,
+}
+
+/// docs/http-api.md, "Trace a record".
+async fn trace(State(state): State<ApiState>, Path(id): Path<String>, Query(query): Query<TraceQuery>) -> Response {
+    let store = Arc::clone(&state.store);
+    let wanted = id.clone();
+    let only = query.store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || record_trace::trace(store.as_ref(), &wanted, only.as_deref())).await;
+    match result {
+        Ok(Ok(records)) if records.is_empty() => {
+            let place = query.store.map(|s| format!(" in store {s:?}")).unwrap_or_default();
+            error(StatusCode::NOT_FOUND, format!("no record with id {id:?}{place}: never received, or pruned"))
+        }
+        Ok(Ok(records)) => Json(json!({"id": id, "records": records})).into_response(),
         Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
     }

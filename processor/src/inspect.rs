@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 use serde_json::json;
 use tally_state::{Overlay, RocksStore, Store};
-use tally_topologies::{report, topology};
+use tally_topologies::{report, topology, trace as record_trace};
 
 /// Store-days listed at most by `inspect days`.
 const DAYS_MAX: usize = 100_000;
@@ -40,4 +40,16 @@ pub fn day(path: &Path, store_id: &str, day: &str) -> anyhow::Result<serde_json:
         NaiveDate::parse_from_str(day, "%Y-%m-%d").with_context(|| format!("{day:?} is not a day like 2026-11-27"))?;
     let store = open(path)?;
     report::day_report(&store, store_id, day)?.with_context(|| format!("no data for store {store_id:?} on {day}"))
+}
+
+/// The trace of the records with this id (in one store, or in every store), as
+/// `/v1/trace/<id>` shows it; an error when state holds none.
+pub fn trace(path: &Path, id: &str, store_id: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let store = open(path)?;
+    let records = record_trace::trace(&store, id, store_id)?;
+    if records.is_empty() {
+        let place = store_id.map(|s| format!(" in store {s:?}")).unwrap_or_default();
+        anyhow::bail!("no record with id {id:?}{place}: never received, or pruned after state.retention");
+    }
+    Ok(json!({"id": id, "records": records}))
 }

@@ -46,6 +46,11 @@ enum Command {
     Gen(GenArgs),
     /// Read the state directory offline and print JSON.
     Inspect(InspectArgs),
+    /// Trace one input record by its id, offline: when and at which stream sequence it arrived,
+    /// what became of it (applied, duplicate copies, dead-lettered, voided), the inventory
+    /// movements that matched it, the alert revisions that listed it and the ERP posting that
+    /// first included it. The same JSON as GET /v1/trace/<id>.
+    Trace(TraceArgs),
     /// Checkpoint, restore or rebuild the state directory.
     State(StateArgs),
     /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
@@ -122,6 +127,18 @@ struct InspectArgs {
     what: InspectWhat,
 }
 
+#[derive(Args)]
+struct TraceArgs {
+    /// The state directory (state.path). Read-only: works while the processor runs.
+    #[arg(long, default_value = "./tally-data")]
+    state: PathBuf,
+    /// Look only in this store (ids are unique per store); without it, every store is searched.
+    #[arg(long)]
+    store: Option<String>,
+    /// The record's `id`, e.g. 0042-R03-20261127-000123.
+    id: String,
+}
+
 #[derive(Subcommand)]
 enum InspectWhat {
     /// The committed stream position, outbox size and the store-days held.
@@ -150,6 +167,7 @@ enum Plain {
     Gen(GenArgs),
     Inspect(InspectArgs),
     SkuAlias(sku_alias::SkuAliasArgs),
+    Trace(TraceArgs),
 }
 
 /// The commands that read the configuration.
@@ -187,6 +205,7 @@ impl Job {
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
             Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
             Command::SkuAlias(args) => return Ok(Job::Plain(Plain::SkuAlias(args))),
+            Command::Trace(args) => return Ok(Job::Plain(Plain::Trace(args))),
         };
         Ok(Job::Configured(Box::new(Config::load(args.config.as_deref())?), what))
     }
@@ -269,6 +288,7 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
                 config.http.listen
             );
             println!("{}", config.final_posting_timing());
+            println!("{}", config.fiscal_summary(chrono::Utc::now().date_naive()));
             if !config.ignored_env.is_empty() {
                 println!("Ignored (not tally's): {}.", config.ignored_env.join(", "));
             }
@@ -321,6 +341,11 @@ async fn plain(command: Plain) -> anyhow::Result<()> {
                 InspectWhat::Summary => inspect::summary(&args.state)?,
                 InspectWhat::Day { store, day } => inspect::day(&args.state, &store, &day)?,
             };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Plain::Trace(args) => {
+            let value = inspect::trace(&args.state, &args.id, args.store.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }

@@ -93,17 +93,28 @@ fn log_event(event: &async_nats::Event, tls: bool) {
 pub fn streams(config: &Config) -> Vec<(String, Vec<String>, bool)> {
     let p = &config.input.subject_prefix;
     vec![
-        (config.input.stream.clone(), vec![format!("{p}.pos.*"), format!("{p}.inventory.*")], false),
+        (
+            config.input.stream.clone(),
+            vec![format!("{p}.pos.*"), format!("{p}.inventory.*"), orders_subject(config)],
+            false,
+        ),
         ("RETAIL_ALERTS".into(), vec![format!("{p}.alerts.drift.*")], true),
         (ERP_STREAM.into(), vec![format!("{p}.erp.postings.*")], true),
         ("RETAIL_DLQ".into(), vec![format!("{p}.dlq.*")], true),
     ]
 }
 
+/// The input subject of order fulfillments (docs/wire-format.md, "Order fulfillment"). Streams
+/// made before orders existed lack it; `setup` adds it to them (see [`ensure_stream`]).
+pub fn orders_subject(config: &Config) -> String {
+    format!("{}.orders.*", config.input.subject_prefix)
+}
+
 /// Creates the streams and the durable consumer when absent; checks them when present.
 pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    let added = [orders_subject(config)];
     for (name, subjects, is_output) in streams(config) {
-        ensure_stream(js, &name, &subjects, is_output).await?;
+        ensure_stream(js, &name, &subjects, &added, is_output).await?;
     }
     let stream = js.get_stream(&config.input.stream).await?;
     match stream.consumer_info(&config.input.consumer).await {
@@ -182,21 +193,41 @@ pub fn webhook_store_consumer_config(
     }
 }
 
+/// Creates a stream, or checks that an existing one covers `subjects`. Of those, the ones in
+/// `added` (subjects later versions read, which a stream made by an earlier one lacks) are not
+/// required: a stream that an earlier `tally setup` made (its subjects exactly the others) gets
+/// them added, so that an upgrade needs no manual step; a stream the user made otherwise is used
+/// as it is, with a warning.
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     subjects: &[String],
+    added: &[String],
     is_output: bool,
 ) -> anyhow::Result<()> {
     match js.get_stream(name).await {
         Ok(mut existing) => {
             let info = existing.info().await?;
-            let missing: Vec<&String> =
-                subjects.iter().filter(|s| !info.config.subjects.iter().any(|have| subject_covers(have, s))).collect();
+            let (to_add, missing): (Vec<&String>, Vec<&String>) = subjects
+                .iter()
+                .filter(|s| !info.config.subjects.iter().any(|have| subject_covers(have, s)))
+                .partition(|s| added.contains(s));
             if !missing.is_empty() {
                 bail!(
                     "stream {name} exists but does not cover subjects {missing:?} (it has {:?})",
                     info.config.subjects
+                );
+            }
+            let earlier: Vec<&String> = subjects.iter().filter(|s| !added.contains(s)).collect();
+            let made_by_earlier_setup = info.config.subjects.len() == earlier.len()
+                && info.config.subjects.iter().all(|have| earlier.contains(&have));
+            if !to_add.is_empty() && made_by_earlier_setup {
+                add_subjects(js, info.config.clone(), &to_add).await;
+            } else if !to_add.is_empty() {
+                warn!(
+                    stream = name, subjects = ?to_add,
+                    "The stream, made by hand, does not cover these subjects; records published on them are not \
+                     read. Add them to the stream to read order fulfillments (docs/operations.md, \"Upgrades and downgrades\")."
                 );
             }
             info!(stream = name, "Stream exists; using it as it is.");
@@ -217,11 +248,27 @@ async fn ensure_stream(
     Ok(())
 }
 
+/// Adds subjects to an existing stream, keeping the rest of its configuration as it is. When the
+/// server refuses (another stream holds them), tally runs on without them and says so: what it
+/// read before keeps working, and an operator can move the subjects by hand.
+async fn add_subjects(js: &jetstream::Context, mut config: stream::Config, subjects: &[&String]) {
+    let name = config.name.clone();
+    config.subjects.extend(subjects.iter().map(|s| s.to_string()));
+    match js.update_stream(config).await {
+        Ok(_) => info!(stream = %name, ?subjects, "Added subjects to the stream."),
+        Err(err) => warn!(
+            stream = %name, ?subjects, error = %err,
+            "Could not add subjects to the stream; records on them are not read. If another stream holds \
+             them, move them to this one (docs/operations.md, \"Upgrades and downgrades\")."
+        ),
+    }
+}
+
 /// The consumer config: resume right after `position`, the last committed stream sequence.
 pub fn consumer_config(config: &Config, position: u64) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(config.input.consumer.clone()),
-        description: Some("tally: POS and inventory events".into()),
+        description: Some("tally: POS, inventory and order events".into()),
         deliver_policy: if position == 0 {
             consumer::DeliverPolicy::All
         } else {

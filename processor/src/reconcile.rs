@@ -18,6 +18,7 @@ use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::StreamExt;
 use tally_state::{Cf, Overlay, StateError, Store, WriteBatch};
+use tally_topologies::adjustments_reconcile::{self, ReceivedAdjustment, ReceivedAdjustments};
 use tally_topologies::aggregates::OutboxEntry;
 use tally_topologies::codec;
 use tally_topologies::reconcile::{self, BookOutcome, Received, ReceivedAlert, ReceivedPosting};
@@ -69,6 +70,8 @@ pub struct Summary {
     pub unreadable: u64,
     /// Store-days by how their book came out.
     pub days: BTreeMap<&'static str, u64>,
+    /// (store, accounting period)s of inventory adjustment postings by how their book came out.
+    pub periods: BTreeMap<&'static str, u64>,
     /// ERP postings dropped from the outbox (a restored checkpoint's).
     pub outbox_postings_dropped: u64,
 }
@@ -83,6 +86,10 @@ impl std::fmt::Display for Summary {
             self.alerts_read,
             if days.is_empty() { "none".to_string() } else { days.join(", ") }
         )?;
+        if !self.periods.is_empty() {
+            let periods: Vec<String> = self.periods.iter().map(|(outcome, n)| format!("{n} {outcome}")).collect();
+            write!(f, "; adjustment period books: {}", periods.join(", "))?;
+        }
         if self.outbox_postings_dropped > 0 {
             write!(
                 f,
@@ -129,7 +136,7 @@ pub async fn run(
     progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
     let mut summary = Summary::default();
-    let received = read_back(js, config, &mut summary, progress).await?;
+    let (received, adjustments) = read_back(js, config, &mut summary, progress).await?;
     summary.outbox_postings_dropped = drop_outbox_postings(store, &config.input.subject_prefix)?;
     let days = report::store_days(store, STORE_DAYS_MAX)?;
     let now = Utc::now();
@@ -151,6 +158,14 @@ pub async fn run(
         store.write(&txn.into_batch())?;
     }
     let mut txn = Overlay::new(store);
+    for (store_id, period, outcome) in
+        adjustments_reconcile::reconcile(&mut txn, &adjustments, received.postings_complete, now)?
+    {
+        *summary.periods.entry(outcome_name(outcome)).or_default() += 1;
+        if matches!(outcome, BookOutcome::Partial | BookOutcome::Unverified) {
+            doubtful.entry(outcome_name(outcome)).or_default().push(format!("{store_id}/period/{period}"));
+        }
+    }
     reconcile::clear_mark(&mut txn);
     store.write(&txn.into_batch())?;
     warn_doubtful(&doubtful);
@@ -177,9 +192,10 @@ async fn read_back(
     config: &Config,
     summary: &mut Summary,
     mut progress: Option<&mut Progress>,
-) -> Result<Received, ReconcileError> {
+) -> Result<(Received, ReceivedAdjustments), ReconcileError> {
     let prefix = &config.input.subject_prefix;
     let mut received = Received::default();
+    let mut adjustments = ReceivedAdjustments::default();
     let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>")).await?;
     let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>")).await?;
     received.postings_complete = postings.complete;
@@ -191,7 +207,14 @@ async fn read_back(
             received.add_posting(posting);
             summary.postings_read += 1;
         }
-        None => summary.unreadable += 1,
+        // Inventory adjustment postings keep books of their own, per store and period.
+        None => match decode::<ReceivedAdjustment>(message).filter(|_| is_adjustment_posting(message)) {
+            Some(posting) => {
+                adjustments.add(posting);
+                summary.postings_read += 1;
+            }
+            None => summary.unreadable += 1,
+        },
     })
     .await?;
     read_all(alerts, &mut progress, |message| match decode::<ReceivedAlert>(message) {
@@ -208,7 +231,16 @@ async fn read_back(
             "Messages on the output subjects that are not tally's postings or alerts; ignored."
         );
     }
-    Ok(received)
+    Ok((received, adjustments))
+}
+
+/// Whether a message on the postings subjects is an `inventory_adjustment` posting.
+fn is_adjustment_posting(message: &jetstream::Message) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    decode::<Kind>(message).is_some_and(|posting| posting.kind == tally_topologies::adjustment_body::KIND)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(message: &jetstream::Message) -> Option<T> {

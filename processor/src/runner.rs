@@ -22,6 +22,7 @@ use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tally_state::{Overlay, Store, Writes};
 use tally_topologies::decode::RejectReason;
+use tally_topologies::lineage::TraceContext;
 use tally_topologies::topology::{self, Decoded, InputMessage, Outcome, Retail};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, trace, warn, Level};
@@ -257,12 +258,14 @@ impl Runner {
                     content_type: content_type(message),
                     payload: &message.payload,
                     stream_seq: seq,
+                    trace: trace_context(message),
                 };
                 match applying.push(&input, ahead)? {
                     Some(applied) => self.log_outcome(&input, applied.outcome),
                     None if tracing::enabled!(Level::DEBUG) => {
                         let (id, store) = self.retail.identify(&input);
-                        debug!(id, store, seq, position, "Already committed; skipping a redelivery.");
+                        let trace = trace_field(&input);
+                        debug!(id, store, seq, trace, position, "Already committed; skipping a redelivery.");
                     }
                     None => {}
                 }
@@ -323,29 +326,36 @@ impl Runner {
     /// that is off costs nothing per message; the topology itself stays silent.
     fn log_outcome(&self, input: &InputMessage<'_>, outcome: Outcome) {
         let seq = input.stream_seq;
+        let trace = trace_field(input);
         let identify = || self.retail.identify(input);
         match outcome {
             Outcome::Rejected(RejectReason::Conflict) if tracing::enabled!(Level::INFO) => {
                 let (id, store) = identify();
                 let reason = "conflict";
-                info!(id, store, seq, reason, "Conflicting record; dead-lettered.");
+                info!(id, store, seq, trace, reason, "Conflicting record; dead-lettered.");
             }
             Outcome::Rejected(reason) if tracing::enabled!(Level::INFO) => {
                 let (id, store) = identify();
                 let reason = reason.as_str();
-                info!(id, store, seq, reason, "Record dead-lettered.");
+                info!(id, store, seq, trace, reason, "Record dead-lettered.");
             }
             Outcome::Duplicate if tracing::enabled!(Level::DEBUG) => {
                 let (id, store) = identify();
-                debug!(id, store, seq, "Duplicate record; skipped.");
+                debug!(id, store, seq, trace, "Duplicate record; skipped.");
             }
             Outcome::Accepted if tracing::enabled!(Level::TRACE) => {
                 let (id, store) = identify();
-                trace!(id, store, seq, "Record accepted.");
+                trace!(id, store, seq, trace, "Record accepted.");
             }
             _ => {}
         }
     }
+}
+
+/// The `trace` field of log lines about a record: its `traceparent`, else its `Nats-Msg-Id`,
+/// else empty (docs/configuration.md#logs).
+fn trace_field<'m>(input: &InputMessage<'m>) -> &'m str {
+    input.trace.traceparent.or(input.trace.msg_id).unwrap_or("")
 }
 
 /// Batches at least this large are decoded on a blocking thread, ahead of their application;
@@ -444,6 +454,15 @@ impl Decoder {
 
 fn content_type(message: &jetstream::Message) -> Option<&str> {
     message.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str())
+}
+
+/// The trace context of an input message's headers (docs/wire-format.md, "Trace context").
+fn trace_context(message: &jetstream::Message) -> TraceContext<'_> {
+    let Some(headers) = message.headers.as_ref() else { return TraceContext::default() };
+    TraceContext {
+        traceparent: headers.get("traceparent").map(|v| v.as_str()),
+        msg_id: headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+    }
 }
 
 /// A batch being committed while the next one is applied.

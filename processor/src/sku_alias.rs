@@ -65,7 +65,11 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<SharedAliases>> {
     let systems = config.sku.systems();
-    for system in [&systems.pos, &systems.inventory].into_iter().chain(systems.canonical.iter()).chain(&systems.named) {
+    for system in [&systems.pos, &systems.inventory, &systems.orders]
+        .into_iter()
+        .chain(systems.canonical.iter())
+        .chain(&systems.named)
+    {
         metrics::counter!(telemetry::UNMAPPED_SKUS, "system" => system.clone()).absolute(0);
     }
     metrics::counter!(telemetry::UNMAPPED_SKUS, "system" => "other").absolute(0);

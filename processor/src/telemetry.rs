@@ -104,7 +104,11 @@ fn describe() {
     );
     describe_gauge!(STREAM_POSITION, Unit::Count, "The last input stream sequence committed to state.");
     describe_counter!(ALERTS_TOTAL, Unit::Count, "Drift alert revisions emitted, by state (firing, resolved, final).");
-    describe_counter!(ERP_POSTINGS_TOTAL, Unit::Count, "ERP postings emitted, by kind (interim, final, adjustment).");
+    describe_counter!(
+        ERP_POSTINGS_TOTAL,
+        Unit::Count,
+        "ERP postings emitted, by kind (interim, final, adjustment, inventory_adjustment)."
+    );
     describe_histogram!(
         POSTING_DELAY,
         Unit::Seconds,
@@ -152,11 +156,11 @@ fn describe() {
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);
     }
-    for kind in ["interim", "final", "adjustment"] {
+    for kind in ["interim", "final", "adjustment", "inventory_adjustment"] {
         counter!(ERP_POSTINGS_TOTAL, "kind" => kind).absolute(0);
     }
     // Zero-valued series so dashboards and alert rules see every label from the start.
-    for source in ["pos", "inventory", "unknown"] {
+    for source in ["pos", "inventory", "orders", "unknown"] {
         for outcome in ["accepted", "duplicate", "rejected"] {
             counter!(EVENTS_TOTAL, "source" => source, "outcome" => outcome).absolute(0);
         }

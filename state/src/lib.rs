@@ -33,5 +33,5 @@ pub use key::{KeyError, KeyReader, KeyWriter};
 pub use mem::MemStore;
 pub use overlay::{Overlay, Writes};
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksMemory, RocksOptions, RocksStore};
+pub use rocks::{RocksMemory, RocksOptions, RocksShared, RocksStore};
 pub use store::{visit_prefix, Entries, Store};

@@ -45,6 +45,25 @@ pub struct RocksMemory {
     pub keys: u64,
 }
 
+/// The memory that several databases in one process share: one block cache and one memtable
+/// budget, so that a process holding one database per partition uses no more memory than one
+/// holding a single database (docs/operations.md, "Partitions").
+#[derive(Clone)]
+pub struct RocksShared {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+impl RocksShared {
+    /// A cache of `opts.cache_bytes` and a memtable budget of `opts.write_buffer_bytes`.
+    pub fn new(opts: &RocksOptions) -> Self {
+        // Memtables get their own budget rather than a share of the block cache: charged to the
+        // cache they crowd out the blocks that point lookups need once state holds millions of keys.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager(opts.write_buffer_bytes, false);
+        RocksShared { cache: Cache::new_lru_cache(opts.cache_bytes), write_buffers }
+    }
+}
+
 /// A RocksDB database with one column family per [`Cf`].
 pub struct RocksStore {
     db: DB,
@@ -59,13 +78,15 @@ impl RocksStore {
     /// Opens the database at `path` for reading and writing, creating it and any missing column
     /// family. Fails if another process has it open.
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self, StateError> {
-        let cache = Cache::new_lru_cache(opts.cache_bytes);
-        // Memtables get their own budget rather than a share of the block cache: charged to the
-        // cache they crowd out the blocks that point lookups need once state holds millions of keys.
-        let write_buffers = WriteBufferManager::new_write_buffer_manager(opts.write_buffer_bytes, false);
+        Self::open_shared(path, opts, &RocksShared::new(opts))
+    }
 
+    /// Opens the database at `path` as [`RocksStore::open`] does, with its block cache and
+    /// memtable budget taken from `shared` (whose sizes then apply to all its databases
+    /// together) instead of its own.
+    pub fn open_shared(path: &Path, opts: &RocksOptions, shared: &RocksShared) -> Result<Self, StateError> {
         let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
+        table.set_block_cache(&shared.cache);
         // Most reads are point lookups of keys that may not exist yet (a new dedupe id, a new
         // sku-day): a bloom filter answers those without reading data blocks. Index and filter
         // blocks stay with their open table files (bounded by `max_open_files`) instead of
@@ -90,7 +111,7 @@ impl RocksStore {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        db_opts.set_write_buffer_manager(&write_buffers);
+        db_opts.set_write_buffer_manager(&shared.write_buffers);
         // A write-ahead log file is kept until every family with data in it has flushed, and a
         // quiet family (meta, voids) flushes rarely: without a bound the logs grew to ~200 MiB
         // (4 × the families' memtables). Past this size the families holding the oldest log

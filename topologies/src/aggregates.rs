@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::books::{PostedLine, PostingBook};
 use crate::drift::{AlertState, DriftFigures};
-use crate::model::{DayClose, InventoryMovement, MovementReason, PosTransaction};
+use crate::model::{DayClose, Fulfillment, InventoryMovement, MovementReason, PosTransaction};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,18 @@ pub struct StoreDay {
     pub finalized: bool,
     /// What was already posted to the ERP.
     pub posting: PostingBook,
+    /// Order fulfillments of the day (docs/wire-format.md, "Order fulfillment"); empty in
+    /// state written before orders existed.
+    pub orders: OrderTotals,
+}
+
+/// The order fulfillments of a store-day: how many, and their units per kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrderTotals {
+    pub count: u64,
+    #[serde(with = "crate::stored_decimal::map")]
+    pub units: BTreeMap<Fulfillment, Decimal>,
 }
 
 /// Totals per (store, business_day, sku): the POS side and the inventory side of drift.
@@ -79,14 +91,26 @@ pub struct SkuDay {
     pub unmatched: Vec<Unmatched>,
     /// What was already posted to the ERP.
     pub posted: PostedLine,
+    /// Units of order fulfillments per kind, positive (docs/wire-format.md, "Order
+    /// fulfillment"). Empty when no order touched the key, and in state written before orders
+    /// existed; then every figure and output of the key is what it was without orders.
+    #[serde(with = "crate::stored_decimal::map")]
+    pub orders: BTreeMap<Fulfillment, Decimal>,
 }
 
-/// A POS transaction awaiting its inventory movement.
+/// A POS transaction (or an order) awaiting its inventory movement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unmatched {
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub at: DateTime<Utc>,
     pub id: String,
+    /// For an order: the units of this key it expects to leave the shelf (shipped or picked
+    /// up), which the KPIs count as lag while the order is within the settle time. A
+    /// transaction's are read from its dedupe entry instead, so it has none and is stored as
+    /// before orders existed. Left out when `None`, so it must stay the last field: values
+    /// are stored by position.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::stored_decimal::option")]
+    pub order_units: Option<Decimal>,
 }
 
 /// Unmatched transactions kept per key. Alerts show the newest 20; more are kept so that late
@@ -96,9 +120,27 @@ pub const UNMATCHED_KEEP: usize = 100;
 pub const UNMATCHED_SHOWN: usize = 20;
 
 impl SkuDay {
-    /// What the POS says left the shelf: sold − returned with restock (docs/wire-format.md, "Drift alert").
+    /// What the POS and the orders say left the shelf: sold − returned with restock, plus
+    /// shipped and picked-up order units − order units returned to the store
+    /// (docs/wire-format.md, "Drift alert").
     pub fn expected_units(&self) -> Decimal {
+        self.pos_expected_units() + self.order_expected_units()
+    }
+
+    /// The POS's share of `expected_units`: sold − returned with restock.
+    pub fn pos_expected_units(&self) -> Decimal {
         self.sold_units - self.restocked_units
+    }
+
+    /// The orders' share of `expected_units`.
+    pub fn order_expected_units(&self) -> Decimal {
+        self.orders.iter().map(|(kind, units)| kind.expected_sign() * *units).sum()
+    }
+
+    /// `expected_units` by source, `(pos, orders)`, when an order touched the key; `None`
+    /// otherwise, so that outputs of keys without orders stay as they were.
+    pub fn expected_by_source(&self) -> Option<(Decimal, Decimal)> {
+        (!self.orders.is_empty()).then(|| (self.pos_expected_units(), self.order_expected_units()))
     }
 
     /// What inventory recorded leaving: − Σ qty of `sale` and `return` movements.
@@ -160,6 +202,14 @@ pub struct Seen {
     pub transaction: Option<PosTransaction>,
     /// The id of the void that cancelled it, once voided.
     pub voided_by: Option<String>,
+    /// How it arrived (`lineage`); absent in entries written by earlier versions.
+    #[serde(default)]
+    pub arrival: Option<crate::lineage::Arrival>,
+    /// The skus of an order fulfillment, for its trace (the alerts that listed it); empty for
+    /// every other record and then left out, so it must stay the last field: values are stored
+    /// by position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order_skus: Vec<String>,
 }
 
 /// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
@@ -173,6 +223,10 @@ pub struct SeenDay {
     _transaction: serde::de::IgnoredAny,
     #[serde(rename = "voided_by")]
     _voided_by: serde::de::IgnoredAny,
+    #[serde(rename = "arrival", default)]
+    _arrival: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "order_skus", default)]
+    _order_skus: Option<serde::de::IgnoredAny>,
 }
 
 /// What an output is (docs/wire-format.md, "Outputs" and "The dead-letter queue"); the
@@ -252,6 +306,12 @@ impl StoreDay {
         }
     }
 
+    pub fn apply_order(&mut self, order: &crate::model::OrderFulfillment) {
+        self.orders.count += 1;
+        let total: Decimal = order.lines.iter().map(|line| line.qty).sum();
+        *self.orders.units.entry(order.fulfillment).or_default() += total;
+    }
+
     pub fn apply_movement(&mut self, movement: &InventoryMovement) {
         let total: Decimal = movement.lines.iter().map(|line| line.qty).sum();
         *self.inventory.entry(movement.reason).or_default() += total;
@@ -280,14 +340,32 @@ impl SkuDay {
         *self.inventory.entry(reason).or_default() += qty;
     }
 
+    /// Adds one order line's units of this sku.
+    pub fn apply_order_qty(&mut self, kind: Fulfillment, qty: Decimal) {
+        *self.orders.entry(kind).or_default() += qty;
+    }
+
     /// Remembers a transaction that moved this key's expected units, newest first, bounded.
     pub fn note_unmatched(&mut self, id: &str, at: DateTime<FixedOffset>) {
+        self.note_unmatched_with(id, at, None);
+    }
+
+    /// The same for an order, with the units of this key it expects to leave the shelf (added
+    /// up when the order names the sku on several lines).
+    pub fn note_unmatched_order(&mut self, id: &str, at: DateTime<FixedOffset>, units: Decimal) {
+        self.note_unmatched_with(id, at, Some(units));
+    }
+
+    fn note_unmatched_with(&mut self, id: &str, at: DateTime<FixedOffset>, order_units: Option<Decimal>) {
         let at = at.to_utc();
-        if self.unmatched.iter().any(|u| u.id == id) {
+        if let Some(known) = self.unmatched.iter_mut().find(|u| u.id == id) {
+            if let (Some(sum), Some(more)) = (known.order_units.as_mut(), order_units) {
+                *sum += more;
+            }
             return;
         }
         let position = self.unmatched.partition_point(|u| (u.at, u.id.as_str()) > (at, id));
-        self.unmatched.insert(position, Unmatched { at, id: id.to_string() });
+        self.unmatched.insert(position, Unmatched { at, id: id.to_string(), order_units });
         self.unmatched.truncate(UNMATCHED_KEEP);
     }
 
@@ -297,7 +375,9 @@ impl SkuDay {
 
     /// The key's drift figures at `unit_price` (docs/wire-format.md, "Drift alert").
     pub fn drift_figures(&self, unit_price: Option<Decimal>) -> DriftFigures {
-        DriftFigures::new(self.expected_units(), self.recorded_units(), unit_price)
+        let mut figures = DriftFigures::new(self.expected_units(), self.recorded_units(), unit_price);
+        figures.expected_by_source = self.expected_by_source();
+        figures
     }
 
     pub fn unmatched_ids(&self) -> Vec<String> {

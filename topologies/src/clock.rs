@@ -20,6 +20,7 @@ use crate::keys::TAG_CLOCK;
 const TIMER_FINALIZE: u8 = 1;
 const TIMER_SETTLE: u8 = 2;
 const TIMER_PRUNE: u8 = 3;
+const TIMER_PRUNE_ADJUSTMENTS: u8 = 4;
 /// Timers read by the first scan while firing; each further round reads twice as many, up to
 /// `TIMERS_PER_SCAN`.
 const TIMERS_FIRST_PAGE: usize = 8;
@@ -51,6 +52,9 @@ pub enum Timer {
     Settle { day: NaiveDate, sku: String },
     /// Remove a finished business day and its dedupe ids after the retention period.
     Prune { day: NaiveDate },
+    /// Remove the inventory adjustment books of the periods that ended by `day`, after the
+    /// retention period (`adjustments`).
+    PruneAdjustments { day: NaiveDate },
 }
 
 pub fn clock_key(store: &str) -> Vec<u8> {
@@ -102,6 +106,7 @@ fn timer_key(store: &str, due: DateTime<Utc>, timer: &Timer) -> Vec<u8> {
         Timer::Finalize { day } => key.tag(TIMER_FINALIZE).str(&day.to_string()),
         Timer::Settle { day, sku } => key.tag(TIMER_SETTLE).str(&day.to_string()).str(sku),
         Timer::Prune { day } => key.tag(TIMER_PRUNE).str(&day.to_string()),
+        Timer::PruneAdjustments { day } => key.tag(TIMER_PRUNE_ADJUSTMENTS).str(&day.to_string()),
     };
     key.finish()
 }
@@ -123,6 +128,7 @@ fn parse_timer_key(key: &[u8]) -> Option<(DateTime<Utc>, Timer)> {
         TIMER_FINALIZE => Timer::Finalize { day },
         TIMER_SETTLE => Timer::Settle { day, sku: reader.str().ok()? },
         TIMER_PRUNE => Timer::Prune { day },
+        TIMER_PRUNE_ADJUSTMENTS => Timer::PruneAdjustments { day },
         _ => return None,
     };
     Some((due, timer))

@@ -45,6 +45,8 @@ pub struct DriftFigures {
     pub drift_ratio: Decimal,
     /// The ratio's denominator: max(|expected|, |recorded|, 1).
     base: Decimal,
+    /// `expected_units` as (POS, orders), when an order touched the key.
+    pub expected_by_source: Option<(Decimal, Decimal)>,
 }
 
 /// Decimal places kept of `drift_ratio`, which is a quotient and may not terminate.
@@ -63,6 +65,7 @@ impl DriftFigures {
             recorded_units,
             drift_units,
             base,
+            expected_by_source: None,
         }
     }
 
@@ -240,6 +243,10 @@ pub struct DriftAlert {
     pub drift_value: String,
     pub evaluated_at: String,
     pub expected_units: String,
+    /// Present only when an order touched the key (docs/wire-format.md, "Order fulfillment"),
+    /// so that the alerts of keys without orders keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_units_by_source: Option<ExpectedBySource>,
     pub id: String,
     pub over_since: Option<String>,
     pub recorded_units: String,
@@ -254,6 +261,15 @@ pub struct DriftAlert {
     pub kind: String,
     #[serde(default)]
     pub unmatched: Vec<String>,
+}
+
+/// `expected_units` split by where the expectation came from: the POS (sold − restocked
+/// returns) and the orders (shipped and picked up − returned to the store). Exact decimal text;
+/// the two add up to `expected_units`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedBySource {
+    pub orders: String,
+    pub pos: String,
 }
 
 /// The alert message of docs/wire-format.md, "Drift alert". Times are shown in the store's zone.
@@ -280,6 +296,10 @@ pub fn alert_message(
         sku: sku.into(),
         business_day: day.format("%Y-%m-%d").to_string(),
         expected_units: figures.expected_units.normalize().to_string(),
+        expected_units_by_source: figures.expected_by_source.map(|(pos, orders)| ExpectedBySource {
+            orders: orders.normalize().to_string(),
+            pos: pos.normalize().to_string(),
+        }),
         recorded_units: figures.recorded_units.normalize().to_string(),
         drift_units: figures.drift_units.normalize().to_string(),
         drift_value: figures.drift_value.to_string(),

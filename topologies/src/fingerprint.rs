@@ -14,7 +14,9 @@
 use rust_decimal::Decimal;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::model::{DayClose, Event, InventoryMovement, MovementLine, PosLine, PosTransaction, Tender};
+use crate::model::{
+    DayClose, Event, InventoryMovement, MovementLine, OrderFulfillment, OrderLine, PosLine, PosTransaction, Tender,
+};
 
 pub fn fingerprint(event: &Event) -> u64 {
     let mut hash = Fnv1a(OFFSET);
@@ -61,6 +63,7 @@ impl Serialize for Normalized<'_> {
             Event::Transaction(tx) => s.serialize_newtype_variant("Event", 0, "Transaction", &Tx(tx)),
             Event::Movement(movement) => s.serialize_newtype_variant("Event", 1, "Movement", &Movement(movement)),
             Event::DayClose(close) => s.serialize_newtype_variant("Event", 2, "DayClose", &Close(close)),
+            Event::Order(order) => s.serialize_newtype_variant("Event", 3, "Order", &Order(order)),
         }
     }
 }
@@ -160,9 +163,15 @@ struct NormalMovementLine<'a>(&'a MovementLine);
 
 impl Serialize for NormalMovementLine<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("MovementLine", 2)?;
+        // A line without `unit_cost` keeps the two fields, and so the fingerprint, that earlier
+        // versions stored; a cost is a third field, so re-sending a line with another cost is a conflict.
+        let cost = self.0.unit_cost.map(normal);
+        let mut out = s.serialize_struct("MovementLine", if cost.is_some() { 3 } else { 2 })?;
         out.serialize_field("sku", &self.0.sku)?;
         out.serialize_field("qty", &normal(self.0.qty))?;
+        if let Some(cost) = &cost {
+            out.serialize_field("unit_cost", cost)?;
+        }
         out.end()
     }
 }
@@ -179,6 +188,39 @@ impl Serialize for Close<'_> {
         out.serialize_field("net_sales", &normal(close.net_sales))?;
         out.serialize_field("tax", &normal(close.tax))?;
         out.serialize_field("tenders", &Tenders(&close.tenders))?;
+        out.end()
+    }
+}
+
+struct Order<'a>(&'a OrderFulfillment);
+struct OrderLines<'a>(&'a [OrderLine]);
+struct NormalOrderLine<'a>(&'a OrderLine);
+
+impl Serialize for Order<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let order = self.0;
+        let mut out = s.serialize_struct("OrderFulfillment", 6)?;
+        out.serialize_field("id", &order.id)?;
+        out.serialize_field("store", &order.store)?;
+        out.serialize_field("occurred_at", &order.occurred_at)?;
+        out.serialize_field("business_day", &order.business_day)?;
+        out.serialize_field("fulfillment", &order.fulfillment)?;
+        out.serialize_field("lines", &OrderLines(&order.lines))?;
+        out.end()
+    }
+}
+
+impl Serialize for OrderLines<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(NormalOrderLine))
+    }
+}
+
+impl Serialize for NormalOrderLine<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_struct("OrderLine", 2)?;
+        out.serialize_field("sku", &self.0.sku)?;
+        out.serialize_field("qty", &normal(self.0.qty))?;
         out.end()
     }
 }
@@ -200,7 +242,7 @@ mod tests {
             business_day: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
             reason: MovementReason::Sale,
             reference: None,
-            lines: vec![MovementLine { sku: "100234".into(), qty: Decimal::from_str(qty).unwrap() }],
+            lines: vec![MovementLine { sku: "100234".into(), qty: Decimal::from_str(qty).unwrap(), unit_cost: None }],
         })
     }
 
@@ -268,7 +310,7 @@ mod tests {
     }
 
     fn movement_event() -> impl Strategy<Value = Event> {
-        let line = (text(), amount()).prop_map(|(sku, qty)| MovementLine { sku, qty });
+        let line = (text(), amount()).prop_map(|(sku, qty)| MovementLine { sku, qty, unit_cost: None });
         (text(), at(), 0usize..9, proptest::option::of(text()), proptest::collection::vec(line, 0..4)).prop_map(
             |(id, occurred_at, reason, reference, lines)| {
                 Event::Movement(InventoryMovement {
@@ -301,6 +343,38 @@ mod tests {
         )
     }
 
+    fn order_event() -> impl Strategy<Value = Event> {
+        let line = (text(), amount()).prop_map(|(sku, qty)| OrderLine { sku, qty });
+        (text(), at(), 0usize..3, proptest::collection::vec(line, 0..4)).prop_map(|(id, occurred_at, kind, lines)| {
+            Event::Order(OrderFulfillment {
+                id,
+                store: "S".into(),
+                occurred_at,
+                business_day: day(),
+                fulfillment: crate::model::Fulfillment::ALL[kind],
+                lines,
+            })
+        })
+    }
+
+    // Proves two orders that differ only in their fulfillment kind are a conflict, not a duplicate.
+    #[test]
+    fn an_order_fingerprint_depends_on_its_kind() {
+        let order = |fulfillment| {
+            Event::Order(OrderFulfillment {
+                id: "O-1".into(),
+                store: "0042".into(),
+                occurred_at: DateTime::parse_from_rfc3339("2026-11-27T10:17:40-05:00").unwrap(),
+                business_day: day(),
+                fulfillment,
+                lines: vec![OrderLine { sku: "100234".into(), qty: Decimal::from(2) }],
+            })
+        };
+        let ship = fingerprint(&order(crate::model::Fulfillment::ShipFromStore));
+        assert_eq!(ship, fingerprint(&order(crate::model::Fulfillment::ShipFromStore)));
+        assert_ne!(ship, fingerprint(&order(crate::model::Fulfillment::PickupInStore)));
+    }
+
     /// The record types as they were serialized when every stored fingerprint was made: the
     /// derive over the model with amounts as text, normalized. A fingerprint kept in state must
     /// keep matching its record's redelivery after an upgrade.
@@ -314,6 +388,8 @@ mod tests {
             Transaction(PosTransaction),
             Movement(InventoryMovement),
             DayClose(DayClose),
+            /// Orders came later: their fingerprint is the derive over the model, normalized.
+            Order(crate::model::OrderFulfillment),
         }
         #[derive(Serialize)]
         pub struct PosTransaction {
@@ -427,6 +503,11 @@ mod tests {
                 tax: c.tax.normalize(),
                 tenders: tenders(&c.tenders),
             }),
+            Event::Order(o) => {
+                let mut normal = o.clone();
+                normal.lines.iter_mut().for_each(|l| l.qty = l.qty.normalize());
+                earlier::Event::Order(normal)
+            }
         };
         let bytes = rmp_serde::to_vec(&copy).unwrap();
         bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
@@ -450,6 +531,7 @@ mod tests {
                 tx.tenders.iter_mut().for_each(|t| wider(&mut t.amount));
             }
             Event::Movement(movement) => movement.lines.iter_mut().for_each(|l| wider(&mut l.qty)),
+            Event::Order(order) => order.lines.iter_mut().for_each(|l| wider(&mut l.qty)),
             Event::DayClose(close) => {
                 wider(&mut close.net_sales);
                 wider(&mut close.tax);
@@ -467,6 +549,7 @@ mod tests {
             Event::Transaction(tx) => nudge(&mut tx.lines.first_mut()?.unit_price),
             Event::Movement(movement) => nudge(&mut movement.lines.first_mut()?.qty),
             Event::DayClose(close) => nudge(&mut close.net_sales),
+            Event::Order(order) => nudge(&mut order.lines.first_mut()?.qty),
         }
         Some(event)
     }
@@ -478,7 +561,7 @@ mod tests {
         // with an amount changed.
         #[test]
         fn fingerprint_follows_values_for_every_kind_of_record(
-            event in prop_oneof![transaction(), movement_event(), day_close()],
+            event in prop_oneof![transaction(), movement_event(), day_close(), order_event()],
             extra in 1u32..6,
         ) {
             prop_assert_eq!(fingerprint(&event), earlier_fingerprint(&event), "a stored fingerprint must still match");

@@ -24,6 +24,18 @@ pub(crate) const TAG_PENDING: u8 = 9;
 pub(crate) const TAG_DAY_INDEX: u8 = 10;
 /// Codes that no SKU alias mapped, per store-day (`unmapped`).
 pub(crate) const TAG_UNMAPPED: u8 = 11;
+/// Dead-lettered copies of a record, by (id, store, stream sequence) (`lineage`).
+pub(crate) const TAG_REJECTED: u8 = 20;
+/// The `unmatched` ids of each alert revision (`lineage`).
+pub(crate) const TAG_ALERT_REVISION: u8 = 21;
+/// The input position each ERP posting covers (`lineage`).
+pub(crate) const TAG_POSTING_COVER: u8 = 22;
+/// Inventory adjustment lines per store, period, sku and reason: total and posted (`adjustments`).
+pub(crate) const TAG_ADJ_LINE: u8 = 32;
+/// (store, period)s with inventory adjustments not yet posted (`adjustments`).
+pub(crate) const TAG_ADJ_DIRTY: u8 = 33;
+/// Where each store's adjustment postings of one period stand (`adjustments`).
+pub(crate) const TAG_ADJ_BOOK: u8 = 34;
 
 /// `Meta` keys.
 pub const META_POSITION: &[u8] = b"position";

@@ -146,7 +146,8 @@ impl DayKpis<'_> {
                 .and_then(|seen| seen.transaction)
                 .map(|tx| tx.lines.iter().filter(|l| l.sku == sku && l.qty.is_sign_positive()).map(|l| l.qty).sum())
                 .unwrap_or(Decimal::ZERO);
-            units += sold;
+            // An order's units leaving the shelf lag like a sale's (docs/alerting.md, "Business KPIs").
+            units += sold + unmatched.order_units.unwrap_or(Decimal::ZERO);
         }
         Ok(units)
     }
@@ -239,6 +240,24 @@ mod tests {
         // The late decrement of T1 (by reference) reconciles 3 units of A.
         h.record(&movement_at(S, "M1", "2026-11-27T11:07:00Z", "sale", Some("T1"), &[("A", "-3")]));
         assert_eq!(kpis_of(&h)[S], expect(("5", "7.40"), ("3", "-2.60")));
+    }
+
+    // Proves order units lag like sales: a ship-from-store order within the settle time is left
+    // out of the unreconciled units and counts once settled, a return to the store never lags,
+    // and variance counts orders at once (order at 10:50, watermark 11:00 then 11:06).
+    #[test]
+    fn order_units_lag_like_sales() {
+        use crate::test_support::order_at;
+        let mut h = Harness::new();
+        h.record(&sale_at(S, "T1", "2026-11-27T10:00:00Z", "A", "1", "2.00"));
+        h.record(&movement_at(S, "M1", "2026-11-27T10:01:00Z", "sale", Some("T1"), &[("A", "-1")]));
+        h.record(&order_at(S, "O1", "2026-11-27T10:50:00Z", "ship_from_store", &[("A", "2"), ("A", "1")]));
+        h.record(&order_at(S, "O2", "2026-11-27T10:51:00Z", "returned_to_store", &[("B", "1")]));
+        h.record(&movement_at(S, "R1", "2026-11-27T11:00:00Z", "receipt", None, &[("Z", "1")]));
+        // A: drift 3, all of it O1's, lagging. B: drift −1 (expected back, not recorded).
+        assert_eq!(kpis_of(&h)[S], expect(("0", "0"), ("2", "6.00")));
+        h.record(&movement_at(S, "R2", "2026-11-27T11:06:00Z", "receipt", None, &[("Z", "1")]));
+        assert_eq!(kpis_of(&h)[S], expect(("3", "6.00"), ("2", "6.00")));
     }
 
     // Proves a finalized store-day no longer counts while the store stays listed (reading 0),

@@ -5,12 +5,15 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_state::{Cf, Overlay};
 
+use crate::adjustment_body;
+use crate::adjustments;
 use crate::aggregates::{OutputKind, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock, Timer};
 use crate::codec;
 use crate::codec::read;
 use crate::drift::{self, Decision, DriftFigures};
 use crate::keys;
+use crate::lineage::{self, AlertRevision, PostingCover};
 use crate::outputs::{self, Emitted};
 use crate::postings::{self, Kind};
 use crate::topology::{Retail, Step, TopologyError};
@@ -39,6 +42,7 @@ impl Retail {
                 match timer {
                     Timer::Settle { day, sku } => self.settle(txn, step, day, &sku)?,
                     Timer::Finalize { day } => self.finalize(txn, step, day)?,
+                    Timer::PruneAdjustments { day } => adjustments::prune(txn, &step.store, day)?,
                     Timer::Prune { day } => {
                         crate::retention::prune_day(txn, &step.store, day)?;
                         step.working.forget_store_day(&step.store, day);
@@ -126,7 +130,7 @@ impl Retail {
         // The drift pass and the posting rewrote the day's values beside the working set.
         step.working.forget_store_day(&step.store, day);
         if let Some(posting) = posting {
-            self.send_posting(txn, &step.store, posting, &mut step.emitted)?;
+            self.send_posting(txn, &step.store, day, step.covers, posting, &mut step.emitted)?;
             if let Some(since) = dirty_since {
                 step.emitted.posting_delays_ms.push((step.now - since).num_milliseconds());
             }
@@ -166,15 +170,18 @@ impl Retail {
         );
         let id = drift::alert_id(&step.store, day, sku_name);
         let subject = format!("{}.alerts.drift.{}", self.config().subject_prefix, step.store);
-        outputs::enqueue_value(
+        outputs::enqueue_traced(
             txn,
             self.config().output_format,
             OutputKind::Alert,
             subject,
             format!("{id}/{}", revision.revision),
             &body,
+            &step.trace_headers,
         )?;
         outputs::remember_alert(txn, &step.store, day, sku_name, &body);
+        let listed = AlertRevision { state: revision.state.as_str().to_string(), unmatched: body.unmatched.clone() };
+        lineage::remember_alert_revision(txn, &step.store, day, sku_name, revision.revision, &listed);
         *step.emitted.alerts.entry(revision.state.as_str()).or_default() += 1;
         Ok(())
     }
@@ -190,13 +197,18 @@ impl Retail {
         Ok(sku.drift_figures(price.map(|p| p.unit_price)))
     }
 
+    /// Enqueues a posting, and notes the input position `covers` it covers (`lineage`).
     fn send_posting(
         &self,
         txn: &mut Overlay<'_>,
         store: &str,
+        day: NaiveDate,
+        covers: u64,
         posting: postings::Posting,
         emitted: &mut Emitted,
     ) -> Result<(), TopologyError> {
+        let cover = PostingCover { covers, kind: posting.kind.as_str().to_string() };
+        lineage::remember_posting(txn, store, day, posting.body.seq, &cover);
         let subject = format!("{}.erp.postings.{store}", self.config().subject_prefix);
         outputs::enqueue_value(
             txn,
@@ -212,11 +224,13 @@ impl Retail {
 
     /// The processing-time tick: advances idle stores' watermarks (firing their timers) and
     /// sends interim or adjustment postings for days with changes older than `erp.interval`.
+    /// `position` is the input position applied so far: what the postings sent cover.
     pub(crate) fn tick(
         &self,
         txn: &mut Overlay<'_>,
         working: &mut WorkingSet,
         now: DateTime<Utc>,
+        position: u64,
     ) -> Result<Emitted, TopologyError> {
         let mut emitted = Emitted::default();
         for (key, value) in txn.scan_prefix(Cf::Aggregates, &clock::all_clocks_prefix(), TICK_SCAN_MAX)? {
@@ -230,6 +244,7 @@ impl Retail {
                 detail: format!("store clock key: {e}"),
             })?;
             let mut step = Step::new(store, store_clock, now, working);
+            step.covers = position;
             self.fire_due(txn, &mut step)?;
             step.save_clock(txn);
             emitted.merge(step.emitted);
@@ -257,10 +272,38 @@ impl Retail {
             // The posting rewrote the day's sku-days (what they posted) beside the working set.
             working.forget_store_day(&store, day);
             if let Some(posting) = posting {
-                self.send_posting(txn, &store, posting, &mut emitted)?;
+                self.send_posting(txn, &store, day, position, posting, &mut emitted)?;
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());
             }
         }
+        self.post_adjustments(txn, now, &mut emitted)?;
         Ok(emitted)
+    }
+
+    /// Inventory adjustment postings for the stores whose adjustments waited `erp.interval`
+    /// (docs/wire-format.md, "Inventory adjustment posting").
+    fn post_adjustments(
+        &self,
+        txn: &mut Overlay<'_>,
+        now: DateTime<Utc>,
+        emitted: &mut Emitted,
+    ) -> Result<(), TopologyError> {
+        let config = self.config();
+        for (store, period, since) in adjustments::due_periods(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
+            let subject = format!("{}.erp.postings.{store}", config.subject_prefix);
+            for posting in adjustments::post_period(txn, &store, &period, &config.default_currency)? {
+                outputs::enqueue_value(
+                    txn,
+                    config.output_format,
+                    OutputKind::Posting,
+                    subject.clone(),
+                    posting.id,
+                    &posting.body,
+                )?;
+                *emitted.postings.entry(adjustment_body::KIND).or_default() += 1;
+                emitted.posting_delays_ms.push((now - since).num_milliseconds());
+            }
+        }
+        Ok(())
     }
 }

@@ -11,11 +11,13 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// Where an input came from: the two input subject families of docs/wire-format.md, "Subjects and streams".
+/// Where an input came from: the input subject families of docs/wire-format.md, "Subjects and streams".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Source {
     Pos,
     Inventory,
+    /// `P.orders.<store>`: the order management system's fulfillments.
+    Orders,
 }
 
 impl Source {
@@ -24,6 +26,7 @@ impl Source {
         match self {
             Source::Pos => "pos",
             Source::Inventory => "inventory",
+            Source::Orders => "orders",
         }
     }
 }
@@ -34,6 +37,7 @@ pub enum Event {
     Transaction(PosTransaction),
     Movement(InventoryMovement),
     DayClose(DayClose),
+    Order(OrderFulfillment),
 }
 
 impl Event {
@@ -42,6 +46,7 @@ impl Event {
             Event::Transaction(t) => &t.id,
             Event::Movement(m) => &m.id,
             Event::DayClose(c) => &c.id,
+            Event::Order(o) => &o.id,
         }
     }
 
@@ -50,6 +55,7 @@ impl Event {
             Event::Transaction(t) => &t.store,
             Event::Movement(m) => &m.store,
             Event::DayClose(c) => &c.store,
+            Event::Order(o) => &o.store,
         }
     }
 
@@ -58,6 +64,7 @@ impl Event {
             Event::Transaction(t) => t.business_day,
             Event::Movement(m) => m.business_day,
             Event::DayClose(c) => c.business_day,
+            Event::Order(o) => o.business_day,
         }
     }
 
@@ -66,6 +73,7 @@ impl Event {
             Event::Transaction(t) => t.occurred_at,
             Event::Movement(m) => m.occurred_at,
             Event::DayClose(c) => c.occurred_at,
+            Event::Order(o) => o.occurred_at,
         }
     }
 
@@ -75,6 +83,7 @@ impl Event {
             Event::Transaction(_) => "pos.transaction",
             Event::Movement(_) => "inventory.movement",
             Event::DayClose(_) => "pos.day_close",
+            Event::Order(_) => "order.fulfillment",
         }
     }
 }
@@ -151,6 +160,10 @@ pub struct MovementLine {
     pub sku: String,
     /// The signed stock delta: a sale decrement is negative.
     pub qty: Decimal,
+    /// What one unit is worth to finance, when the publisher sends it (docs/wire-format.md,
+    /// "Inventory movement"); it values inventory adjustments. Absent in earlier versions.
+    #[serde(default)]
+    pub unit_cost: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -197,6 +210,15 @@ impl MovementReason {
         MovementReason::ALL.into_iter().find(|r| r.as_str() == text)
     }
 
+    /// Whether this movement is an inventory adjustment that finance books (docs/wire-format.md,
+    /// "Inventory adjustment posting"): stock found, lost or written off in the store.
+    pub fn is_adjustment(self) -> bool {
+        matches!(
+            self,
+            MovementReason::Adjustment | MovementReason::Shrink | MovementReason::Damage | MovementReason::Count
+        )
+    }
+
     /// Whether the POS causes this movement, so that it counts as `recorded_units` in drift.
     pub fn is_pos_caused(self) -> bool {
         matches!(self, MovementReason::Sale | MovementReason::Return)
@@ -216,4 +238,70 @@ pub struct DayClose {
     #[serde(with = "crate::stored_decimal::one")]
     pub tax: Decimal,
     pub tenders: Vec<Tender>,
+}
+
+/// docs/wire-format.md, "Order fulfillment": units of an online order that a store's shelf
+/// gave or took back without a POS sale there. Only their units count (in drift); money stays
+/// with the order management system, so orders change no POS total and no ERP posting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderFulfillment {
+    /// The order id (the wire's `id`): the idempotency key, in the same namespace per store as
+    /// the other records' ids.
+    pub id: String,
+    pub store: String,
+    pub occurred_at: DateTime<FixedOffset>,
+    pub business_day: NaiveDate,
+    pub fulfillment: Fulfillment,
+    pub lines: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    /// Units, always positive: the fulfillment kind says which way they went.
+    pub qty: Decimal,
+}
+
+impl OrderFulfillment {
+    /// The skus its lines name, each once, in order.
+    pub fn skus(&self) -> Vec<String> {
+        let skus: std::collections::BTreeSet<&str> = self.lines.iter().map(|line| line.sku.as_str()).collect();
+        skus.into_iter().map(str::to_string).collect()
+    }
+}
+
+/// How an order's units moved through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Fulfillment {
+    /// Picked from the shelf and shipped to the customer: an expected decrement.
+    ShipFromStore,
+    /// Bought online, handed over at the store: an expected decrement.
+    PickupInStore,
+    /// Bought online, returned at the store and put back on the shelf: an expected increment.
+    ReturnedToStore,
+}
+
+impl Fulfillment {
+    pub const ALL: [Fulfillment; 3] =
+        [Fulfillment::ShipFromStore, Fulfillment::PickupInStore, Fulfillment::ReturnedToStore];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fulfillment::ShipFromStore => "ship_from_store",
+            Fulfillment::PickupInStore => "pickup_in_store",
+            Fulfillment::ReturnedToStore => "returned_to_store",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Fulfillment> {
+        Fulfillment::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// The sign of its units in `expected_units` (units expected to leave the shelf).
+    pub fn expected_sign(self) -> Decimal {
+        match self {
+            Fulfillment::ShipFromStore | Fulfillment::PickupInStore => Decimal::ONE,
+            Fulfillment::ReturnedToStore => Decimal::NEGATIVE_ONE,
+        }
+    }
 }

@@ -83,13 +83,23 @@ pub fn enqueue_value(
     msg_id: String,
     body: &impl Serialize,
 ) -> Result<(), TopologyError> {
-    let entry = OutboxEntry {
-        subject,
-        msg_id,
-        headers: vec![("Content-Type".into(), format.content_type().into())],
-        payload: format.encode(body),
-        kind: Some(kind),
-    };
+    enqueue_traced(txn, format, kind, subject, msg_id, body, &[])
+}
+
+/// Enqueues an output in the configured format, with the trace headers of the record that
+/// caused it (docs/wire-format.md, "Trace context").
+pub fn enqueue_traced(
+    txn: &mut Overlay<'_>,
+    format: OutputFormat,
+    kind: OutputKind,
+    subject: String,
+    msg_id: String,
+    body: &impl Serialize,
+    trace_headers: &[(String, String)],
+) -> Result<(), TopologyError> {
+    let mut headers = vec![("Content-Type".to_string(), format.content_type().to_string())];
+    headers.extend_from_slice(trace_headers);
+    let entry = OutboxEntry { subject, msg_id, headers, payload: format.encode(body), kind: Some(kind) };
     enqueue(txn, &entry)
 }
 

@@ -72,7 +72,7 @@ pub fn read_output<T: DeserializeOwned>(content_type: Option<&str>, payload: &[u
 }
 
 /// An amount as outputs carry it: decimal text.
-fn text_decimal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+pub(crate) fn text_decimal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
     let text = String::deserialize(deserializer)?;
     Decimal::from_str(&text).map_err(|err| serde::de::Error::custom(format!("amount {text:?}: {err}")))
 }

@@ -73,18 +73,22 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
         .iter()
         .filter(|(_, f)| !f.drift_units().is_zero())
         .map(|(sku, f)| {
-            json!({
+            let mut row = json!({
                 "sku": sku,
                 "expected_units": f.expected_units().normalize().to_string(),
                 "recorded_units": f.recorded_units().normalize().to_string(),
                 "drift_units": f.drift_units().normalize().to_string(),
                 "state": f.alert.phase.as_str(),
-            })
+            });
+            if let Some(by_source) = crate::report_orders::expected_by_source(f) {
+                row["expected_units_by_source"] = by_source;
+            }
+            row
         })
         .collect();
     let by_reason: Map<String, Value> =
         totals.inventory.iter().map(|(reason, units)| (reason.as_str().to_string(), text(*units).into())).collect();
-    json!({
+    let mut report = json!({
         "store": store_id,
         "business_day": day.format("%Y-%m-%d").to_string(),
         "currency": totals.currency,
@@ -109,7 +113,11 @@ fn render(store_id: &str, day: NaiveDate, totals: &StoreDay, skus: &[(String, Sk
         "audit": totals.finalized.then(|| crate::postings::audit(totals)),
         "duplicates": totals.duplicates,
         "conflicts": totals.conflicts,
-    })
+    });
+    if let Some(orders) = crate::report_orders::orders(totals, skus) {
+        report["orders"] = orders;
+    }
+    report
 }
 
 /// The POS's own totals, with the tenders over/short when its day close listed tenders (the

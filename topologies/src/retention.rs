@@ -26,6 +26,8 @@ pub enum Indexed {
     PendingVoid = 2,
     /// A reference (store, transaction id) made by an inventory movement.
     Reference = 3,
+    /// Dead-lettered copies of a record (store, id) (`lineage`).
+    Rejected = 4,
 }
 
 fn day_index_prefix(store: &str, day: NaiveDate) -> Vec<u8> {
@@ -47,11 +49,14 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         crate::outputs::alert_day_prefix(store, day),
         crate::outputs::pending_day_prefix(store, day),
         crate::unmapped::day_prefix(store, day),
+        crate::lineage::alert_revisions_day_prefix(store, day),
+        crate::lineage::posting_covers_day_prefix(store, day),
     ] {
         delete_prefix(txn, &prefix, |_| Ok(()))?;
     }
     let index_prefix = day_index_prefix(store, day);
     let mut referenced = Vec::new();
+    let mut rejected = Vec::new();
     delete_prefix(txn, &index_prefix, |txn_and_key| {
         let (txn, key) = txn_and_key;
         let mut reader = KeyReader::new(&key[index_prefix.len()..]);
@@ -66,12 +71,16 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
             k if k == Indexed::Seen as u8 => txn.delete(Cf::Dedupe, keys::seen(store, &id)),
             k if k == Indexed::PendingVoid as u8 => txn.delete(Cf::Voids, keys::pending_void(store, &id)),
             k if k == Indexed::Reference as u8 => referenced.push(id),
+            k if k == Indexed::Rejected as u8 => rejected.push(id),
             _ => {}
         }
         Ok(())
     })?;
     for id in referenced {
         delete_prefix(txn, &keys::references_prefix(store, &id), |_| Ok(()))?;
+    }
+    for id in rejected {
+        delete_prefix(txn, &crate::lineage::rejected_prefix(store, &id), |_| Ok(()))?;
     }
     Ok(())
 }
@@ -136,8 +145,7 @@ mod tests {
                 for (subject, record) in [("retail.pos.S1", sale), ("retail.inventory.S1", movement)] {
                     seq += 1;
                     let payload = record.to_string();
-                    let msg =
-                        InputMessage { subject, content_type: None, payload: payload.as_bytes(), stream_seq: seq };
+                    let msg = InputMessage::new(subject, None, payload.as_bytes(), seq);
                     retail.apply_batch(&mut txn, &[msg], at, Tick::Skip).unwrap();
                 }
             }

@@ -23,6 +23,8 @@ pub struct SkuSystems {
     pub pos: String,
     /// The system of `P.inventory.<store>` records without `sku_system`. Default `inventory`.
     pub inventory: String,
+    /// The system of `P.orders.<store>` records without `sku_system`. Default `orders`.
+    pub orders: String,
     /// A system whose codes are canonical skus: never reported as unmapped. Default: none.
     pub canonical: Option<String>,
     /// Further systems named as themselves on `tally_unmapped_skus_total{system}`; any system
@@ -32,7 +34,13 @@ pub struct SkuSystems {
 
 impl Default for SkuSystems {
     fn default() -> Self {
-        SkuSystems { pos: "pos".into(), inventory: "inventory".into(), canonical: None, named: Vec::new() }
+        SkuSystems {
+            pos: "pos".into(),
+            inventory: "inventory".into(),
+            orders: "orders".into(),
+            canonical: None,
+            named: Vec::new(),
+        }
     }
 }
 
@@ -42,6 +50,7 @@ impl SkuSystems {
         record_system.unwrap_or(match source {
             Source::Pos => &self.pos,
             Source::Inventory => &self.inventory,
+            Source::Orders => &self.orders,
         })
     }
 
@@ -49,6 +58,7 @@ impl SkuSystems {
     pub fn label(&self, system: &str) -> String {
         let configured = system == self.pos
             || system == self.inventory
+            || system == self.orders
             || self.canonical.as_deref() == Some(system)
             || self.named.iter().any(|s| s == system);
         if configured {
@@ -193,6 +203,7 @@ pub fn canonicalize(event: &mut Event, system: &str, systems: &SkuSystems, alias
     match event {
         Event::Transaction(tx) => tx.lines.iter_mut().for_each(|line| one(&mut line.sku)),
         Event::Movement(movement) => movement.lines.iter_mut().for_each(|line| one(&mut line.sku)),
+        Event::Order(order) => order.lines.iter_mut().for_each(|line| one(&mut line.sku)),
         Event::DayClose(_) => {}
     }
     if !unmapped.codes.is_empty() {

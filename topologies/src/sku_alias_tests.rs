@@ -41,7 +41,7 @@ fn apply(h: &mut Harness, value: &Value) -> Applied {
     h.seq += 1;
     let subject = crate::test_support::subject_of(value);
     let payload = value.to_string();
-    let msg = InputMessage { subject: &subject, content_type: None, payload: payload.as_bytes(), stream_seq: h.seq };
+    let msg = InputMessage::new(&subject, None, payload.as_bytes(), h.seq);
     let mut txn = Overlay::new(&h.store);
     let result = h.retail.apply_batch(&mut txn, &[msg], h.now, Tick::Skip).unwrap();
     h.store.write(&txn.into_batch()).unwrap();

@@ -13,6 +13,7 @@ use crate::aggregates::{OutboxEntry, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::codec;
 use crate::keys;
+use crate::lineage::TraceContext;
 use crate::outputs::Emitted;
 use crate::topology::{BatchResult, InputMessage, Outcome, Retail, Tick, TopologyConfig};
 
@@ -53,7 +54,16 @@ impl Harness {
 
     pub fn send(&mut self, subject: &str, payload: &[u8]) -> Outcome {
         self.seq += 1;
-        let msg = InputMessage { subject, content_type: None, payload, stream_seq: self.seq };
+        let msg = InputMessage::new(subject, None, payload, self.seq);
+        let result = self.commit(&[msg], Tick::Skip);
+        result.applied[0].as_ref().expect("a new sequence is applied").outcome
+    }
+
+    /// Sends a record with the trace context of its headers, in its own batch.
+    pub fn send_traced(&mut self, value: &Value, trace: TraceContext<'_>) -> Outcome {
+        self.seq += 1;
+        let (subject, payload) = (subject_of(value), value.to_string());
+        let msg = InputMessage { trace, ..InputMessage::new(&subject, None, payload.as_bytes(), self.seq) };
         let result = self.commit(&[msg], Tick::Skip);
         result.applied[0].as_ref().expect("a new sequence is applied").outcome
     }
@@ -89,7 +99,7 @@ impl Harness {
         let mut messages = Vec::new();
         for (subject, payload) in &payloads {
             self.seq += 1;
-            messages.push(InputMessage { subject, content_type: None, payload, stream_seq: self.seq });
+            messages.push(InputMessage::new(subject, None, payload, self.seq));
         }
         let result = self.commit(&messages, Tick::Skip);
         result.applied.into_iter().map(|applied| applied.expect("new sequences are applied").outcome).collect()
@@ -167,11 +177,13 @@ pub struct Published {
     pub body: Value,
 }
 
-/// `retail.pos.<store>` or `retail.inventory.<store>`, from the record's `type` and `store`.
+/// `retail.pos.<store>`, `retail.inventory.<store>` or `retail.orders.<store>`, from the
+/// record's `type` and `store`.
 pub fn subject_of(value: &Value) -> String {
     let store = value["store"].as_str().expect("record has a store");
     match value["type"].as_str() {
         Some("inventory.movement") => format!("retail.inventory.{store}"),
+        Some("order.fulfillment") => format!("retail.orders.{store}"),
         _ => format!("retail.pos.{store}"),
     }
 }
@@ -218,4 +230,11 @@ pub fn day_close_at(store: &str, day: &str, at: &str, count: u64, net: &str, tax
     json!({"type": "pos.day_close", "id": format!("CLOSE-{store}-{day}"), "store": store,
            "business_day": day, "occurred_at": at, "transaction_count": count,
            "net_sales": net, "tax": tax, "tenders": [{"type": "card", "amount": net}]})
+}
+
+/// An order fulfillment of `kind` at event time `at`.
+pub fn order_at(store: &str, id: &str, at: &str, kind: &str, lines: &[(&str, &str)]) -> Value {
+    let lines: Vec<Value> = lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect();
+    json!({"type": "order.fulfillment", "id": id, "store": store, "occurred_at": at,
+           "business_day": local_day(at), "fulfillment": kind, "lines": lines})
 }

@@ -12,13 +12,16 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use tally_state::{Cf, Overlay};
 
+use crate::adjustments;
 use crate::aggregates::{LatestPrice, OutboxEntry, OutputKind, Seen, SeenDay, SkuDay, StoreDay};
 use crate::clock::{self, StoreClock};
 use crate::codec::{self, read, read_meta_u64};
 use crate::decode::{self, DecodeContext, RejectReason, Rejection};
 use crate::drift::DriftThresholds;
 use crate::fingerprint::fingerprint;
+use crate::fiscal::FiscalSettings;
 use crate::keys;
+use crate::lineage::{self, Arrival, Rejected, TraceContext};
 use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
 use crate::outputs::{self, Emitted, OutputFormat};
 use crate::postings;
@@ -49,6 +52,8 @@ pub struct TopologyConfig {
     pub output_format: OutputFormat,
     /// Event time after the end of a business day before its totals and dedupe ids are pruned.
     pub retention: Duration,
+    /// Accounting periods of inventory adjustment postings (`adjustments`).
+    pub fiscal: FiscalSettings,
     /// Which system a record's codes belong to (docs/wire-format.md, "SKU aliases").
     pub sku_systems: SkuSystems,
 }
@@ -70,6 +75,7 @@ impl Default for TopologyConfig {
             max_open: Duration::hours(30),
             output_format: OutputFormat::Json,
             retention: Duration::days(35),
+            fiscal: FiscalSettings::default(),
             sku_systems: SkuSystems::default(),
         }
     }
@@ -93,6 +99,15 @@ pub struct InputMessage<'a> {
     pub payload: &'a [u8],
     /// The JetStream stream sequence: the DLQ's message id and the commit position.
     pub stream_seq: u64,
+    /// The trace context of its headers, kept with the record and passed on to what it causes.
+    pub trace: TraceContext<'a>,
+}
+
+impl<'a> InputMessage<'a> {
+    /// A message without trace headers.
+    pub fn new(subject: &'a str, content_type: Option<&'a str>, payload: &'a [u8], stream_seq: u64) -> Self {
+        InputMessage { subject, content_type, payload, stream_seq, trace: TraceContext::default() }
+    }
 }
 
 /// What became of one input message.
@@ -159,6 +174,10 @@ pub(crate) struct Step<'w> {
     pub prices: HashMap<String, Option<LatestPrice>>,
     /// The batch's working set: where the values above come from and go back to.
     pub working: &'w mut WorkingSet,
+    /// The input position applied before this step: what a posting it sends covers (`lineage`).
+    pub covers: u64,
+    /// Headers that the outputs this step causes carry: the record's trace context.
+    pub trace_headers: Vec<(String, String)>,
 }
 
 impl<'w> Step<'w> {
@@ -173,6 +192,8 @@ impl<'w> Step<'w> {
             sku_days: BTreeMap::new(),
             prices: HashMap::new(),
             working,
+            covers: 0,
+            trace_headers: Vec::new(),
         }
     }
 
@@ -267,7 +288,7 @@ impl Batch<'_, '_, '_> {
     /// Ends the batch: the tick when asked, then the position.
     pub fn finish(mut self, tick: Tick) -> Result<BatchResult, TopologyError> {
         if tick == Tick::Run {
-            self.result.tick = Some(self.retail.tick(self.txn, &mut self.working, self.now)?);
+            self.result.tick = Some(self.retail.tick(self.txn, &mut self.working, self.now, self.result.position)?);
         }
         if self.result.position > self.result.committed {
             set_position(self.txn, self.result.position);
@@ -376,7 +397,7 @@ impl Retail {
                 let codes = Codes { aliases, system: system.as_deref(), unmapped: &mut unmapped };
                 self.apply_event(txn, working, msg, event, print, codes, now)?
             }
-            Err(rejection) => (self.reject(txn, msg, &rejection)?, Emitted::default()),
+            Err(rejection) => (self.reject(txn, msg, &rejection, None, now)?, Emitted::default()),
         };
         Ok(Applied { source, outcome, emitted, unmapped })
     }
@@ -394,9 +415,14 @@ impl Retail {
     ) -> Result<(Outcome, Emitted), TopologyError> {
         let store = event.store().to_string();
         let seen_key = keys::seen(&store, event.id());
-        if let Some(seen) = read::<Seen>(txn, Cf::Dedupe, &seen_key, "dedupe entry")? {
+        if let Some(mut seen) = read::<Seen>(txn, Cf::Dedupe, &seen_key, "dedupe entry")? {
             let outcome = if seen.fingerprint == print {
                 update_counters(txn, working, &store, event.business_day(), |day| day.duplicates += 1)?;
+                if let Some(arrival) = &mut seen.arrival {
+                    arrival.duplicates += 1;
+                    arrival.last_duplicate_seq = Some(msg.stream_seq);
+                    txn.put(Cf::Dedupe, seen_key, codec::encode(&seen));
+                }
                 Outcome::Duplicate
             } else {
                 update_counters(txn, working, &store, event.business_day(), |day| day.conflicts += 1)?;
@@ -408,12 +434,12 @@ impl Retail {
                         seen.business_day
                     ),
                 };
-                self.reject(txn, msg, &rejection)?
+                self.reject(txn, msg, &rejection, Some((&event, &store)), now)?
             };
             return Ok((outcome, Emitted::default()));
         }
         if let Some(rejection) = self.mixed_currency(txn, working, &event)? {
-            return Ok((self.reject(txn, msg, &rejection)?, Emitted::default()));
+            return Ok((self.reject(txn, msg, &rejection, Some((&event, &store)), now)?, Emitted::default()));
         }
         let occurred = event.occurred_at().to_utc();
         self.canonicalize(txn, &mut event, codes, occurred)?;
@@ -429,12 +455,25 @@ impl Retail {
             None => StoreClock::new(occurred, now),
         };
         let mut step = Step::new(store, clock, now, working);
+        step.covers = msg.stream_seq.saturating_sub(1);
         // Timers due before this record's time fire first: a key that stayed over threshold
-        // for the settle time fires even if this very record brings it back under.
+        // for the settle time fires even if this very record brings it back under. What they
+        // send is caused by time passing, so it does not carry this record's trace context.
         self.fire_due(txn, &mut step)?;
-        let mut seen =
-            Seen { fingerprint: print, business_day: event.business_day(), transaction: None, voided_by: None };
+        step.trace_headers = msg.trace.headers();
         let event_id = &event.id().to_string();
+        let mut arrival = Arrival::new(msg.stream_seq, now, event.type_name(), event_id, msg.trace);
+        if let Event::Transaction(tx) = &event {
+            arrival.voids = tx.voids.clone();
+        }
+        let mut seen = Seen {
+            fingerprint: print,
+            business_day: event.business_day(),
+            transaction: None,
+            voided_by: None,
+            arrival: Some(arrival),
+            order_skus: Vec::new(),
+        };
         match event {
             Event::Transaction(tx) if tx.voids.is_some() => self.apply_void(txn, &mut step, &tx)?,
             Event::Transaction(tx) => {
@@ -443,6 +482,10 @@ impl Retail {
             }
             Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
+            Event::Order(order) => {
+                self.apply_order(txn, &mut step, &order)?;
+                seen.order_skus = order.skus();
+            }
         }
         txn.put(Cf::Dedupe, seen_key, codec::encode(&seen));
         retention::index(txn, &step.store, seen.business_day, retention::Indexed::Seen, event_id);
@@ -465,6 +508,7 @@ impl Retail {
     ) -> Result<(), TopologyError> {
         let source = match event {
             Event::Movement(_) => Source::Inventory,
+            Event::Order(_) => Source::Orders,
             Event::Transaction(_) | Event::DayClose(_) => Source::Pos,
         };
         let systems = &self.config.sku_systems;
@@ -516,29 +560,54 @@ impl Retail {
     }
 
     /// Puts the verbatim input on `P.dlq.<reason>` through the outbox (docs/wire-format.md, "The dead-letter queue").
+    ///
+    /// `record` is the record and its store when it could be read (a conflict, a mixed
+    /// currency); otherwise its id and store are read again from the message, as far as they
+    /// can be, so that the rejection can be traced (`lineage`).
     fn reject(
         &self,
         txn: &mut Overlay<'_>,
         msg: &InputMessage<'_>,
         rejection: &Rejection,
+        record: Option<(&Event, &str)>,
+        now: DateTime<Utc>,
     ) -> Result<Outcome, TopologyError> {
         let reason = rejection.reason.as_str();
         let content_type =
             msg.content_type.map(str::to_string).unwrap_or_else(|| sniff_content_type(msg.payload).into());
+        let mut headers = vec![
+            ("Tally-Error".into(), reason.into()),
+            ("Tally-Error-Detail".into(), header_safe(&rejection.detail)),
+            ("Tally-Source-Subject".into(), msg.subject.into()),
+            ("Tally-Source-Sequence".into(), msg.stream_seq.to_string()),
+            ("Content-Type".into(), content_type),
+        ];
+        headers.extend(msg.trace.headers());
         let entry = OutboxEntry {
             subject: format!("{}.dlq.{}", self.config.subject_prefix, reason),
             msg_id: format!("dlq/{}", msg.stream_seq),
-            headers: vec![
-                ("Tally-Error".into(), reason.into()),
-                ("Tally-Error-Detail".into(), header_safe(&rejection.detail)),
-                ("Tally-Source-Subject".into(), msg.subject.into()),
-                ("Tally-Source-Sequence".into(), msg.stream_seq.to_string()),
-                ("Content-Type".into(), content_type),
-            ],
+            headers,
             payload: msg.payload.to_vec(),
             kind: Some(OutputKind::Dlq),
         };
         outputs::enqueue(txn, &entry)?;
+        let (id, store, day) = match record {
+            Some((event, store)) => (event.id().to_string(), store.to_string(), event.business_day()),
+            None => {
+                let (id, store) = self.identify(msg);
+                (id, store, now.date_naive())
+            }
+        };
+        if !id.is_empty() && !store.is_empty() {
+            let rejected = Rejected {
+                reason: reason.to_string(),
+                detail: rejection.detail.clone(),
+                subject: msg.subject.to_string(),
+                at: now,
+                traceparent: msg.trace.traceparent.map(str::to_string),
+            };
+            lineage::remember_rejection(txn, &store, &id, day, msg.stream_seq, &rejected);
+        }
         Ok(Outcome::Rejected(rejection.reason))
     }
 
@@ -640,6 +709,32 @@ impl Retail {
         if let Some(reference) = &movement.reference {
             self.match_reference(txn, step, reference, movement)?;
         }
+        if movement.reason.is_adjustment() {
+            self.book_adjustment(txn, step, movement)?;
+        }
+        Ok(())
+    }
+
+    /// Books an adjustment movement in its accounting period, or in the earliest open one when
+    /// its own is closed on the store's event time (docs/wire-format.md, "Inventory adjustment posting").
+    fn book_adjustment(
+        &self,
+        txn: &mut Overlay<'_>,
+        step: &mut Step,
+        movement: &InventoryMovement,
+    ) -> Result<(), TopologyError> {
+        let fiscal = &self.config.fiscal;
+        let belongs = fiscal.calendar.period_of(movement.business_day);
+        // The earliest period not closed: the one holding the local day of (watermark − grace).
+        let open_at = step.clock.watermark.checked_sub_signed(fiscal.close_grace).unwrap_or(step.clock.watermark);
+        let open = fiscal.calendar.period_of(open_at.with_timezone(&self.config.timezone(&step.store)).date_naive());
+        let booked = adjustments::booked(&belongs, &open);
+        if adjustments::record(txn, &step.store, booked, &belongs, movement, step.now)? {
+            // Nothing books in a period after it closed; its books go with the retention.
+            let prune_at = self.end_of_day(&step.store, booked.last) + fiscal.close_grace + self.config.retention;
+            let timer = clock::Timer::PruneAdjustments { day: booked.last };
+            clock::add_timer(txn, &mut step.clock, &step.store.clone(), prune_at, &timer);
+        }
         Ok(())
     }
 
@@ -653,7 +748,8 @@ impl Retail {
     ) -> Result<(), TopologyError> {
         let store = &movement.store;
         for line in &movement.lines {
-            txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), Vec::new());
+            // The value names the movement, for tracing the transaction (`lineage`).
+            txn.put(Cf::Aggregates, keys::reference(store, reference, &line.sku), movement.id.as_bytes().to_vec());
         }
         retention::index(txn, store, movement.business_day, retention::Indexed::Reference, reference);
         let Some(seen) = read::<SeenDay>(txn, Cf::Dedupe, &keys::seen(store, reference), "dedupe entry")? else {
@@ -721,7 +817,7 @@ impl Retail {
         Ok(step.store_days.get_mut(&day).expect("inserted just above"))
     }
 
-    fn update_sku_day(
+    pub(crate) fn update_sku_day(
         &self,
         txn: &mut Overlay<'_>,
         step: &mut Step,

@@ -232,6 +232,22 @@ pub(super) fn movement_json(
     Value::Object(m)
 }
 
+/// An `order.fulfillment` (docs/wire-format.md, "Order fulfillment"); `lines` hold positive units.
+pub(super) fn order_json(
+    s: &Stamp<'_>,
+    id: &str,
+    kind: &str,
+    catalog: &Catalog,
+    lines: &BTreeMap<usize, i64>,
+) -> Value {
+    let mut m = header("order.fulfillment", id, s);
+    m.insert("fulfillment".into(), kind.into());
+    let lines: Vec<Value> =
+        lines.iter().map(|(sku, q)| json!({"sku": catalog.skus[*sku], "qty": units(*q, s.qty_as_number)})).collect();
+    m.insert("lines".into(), lines.into());
+    Value::Object(m)
+}
+
 /// A movement the POS did not cause: receipts, shrink, damage, counts, transfers, adjustments.
 pub(super) fn unrelated_movement(rng: &mut SmallRng, catalog: &Catalog) -> (&'static str, BTreeMap<usize, i64>) {
     let (reason, skus, lo, hi, signed) = match rng.random::<f64>() {

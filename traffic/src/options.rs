@@ -33,6 +33,11 @@ pub struct GenOptions {
     pub emit_day_closes: bool,
     pub subject_prefix: String,
     pub currency: String,
+    /// Share of baskets followed by an online order fulfilled through the same store
+    /// (`order.fulfillment` on `P.orders.<store>`: ship-from-store, pickup, return to store)
+    /// and the movement that fulfils it. Default 0.0, which draws nothing: the traffic is then
+    /// exactly what versions without orders generated.
+    pub order_share: f64,
 }
 
 impl Default for GenOptions {
@@ -53,6 +58,7 @@ impl Default for GenOptions {
             emit_day_closes: true,
             subject_prefix: "retail".into(),
             currency: "USD".into(),
+            order_share: 0.0,
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct GenStats {
     pub drift_injected: u64,
     pub duplicates: u64,
     pub day_closes: u64,
+    /// Valid `order.fulfillment` records.
+    pub orders: u64,
     /// Every message generated, of every kind.
     pub messages: u64,
     pub msgpack: u64,

@@ -307,3 +307,47 @@ fn day_close_matches_the_days_transactions() {
         assert!(!diff.is_zero() && diff.abs() <= Decimal::new(2000, 2), "over/short {diff}");
     }
 }
+
+#[test]
+fn orders_are_off_by_default_and_matched_exactly_when_asked_for() {
+    // Proves the default traffic has no order (and draws nothing for them), and that with
+    // `order_share` every order is on P.orders.<store> with positive units of a known kind, and
+    // is fulfilled by exactly one movement that names it: a `sale` decrement of its units for
+    // shipped and picked-up orders, a `return` of them for orders returned to the store.
+    let (plain, t) = generate(opts(11), 1500, 2);
+    assert_eq!(t.stats().orders, 0);
+    assert!(plain.iter().all(|m| !m.subject.starts_with("retail.orders.")));
+
+    let (msgs, t) = generate(GenOptions { order_share: 0.2, malformed_share: 0.0, ..opts(11) }, 1500, 2);
+    type Units = BTreeMap<String, Decimal>;
+    let mut orders: HashMap<String, (String, Units)> = HashMap::new();
+    let mut fulfilled: HashMap<String, Vec<(String, Units)>> = HashMap::new();
+    for m in &msgs {
+        let v = decode(m).expect("a decodable record");
+        let units = |v: &Value| -> Units {
+            let mut out = BTreeMap::new();
+            for l in v["lines"].as_array().into_iter().flatten() {
+                *out.entry(s(l, "sku").to_string()).or_default() += dec(&l["qty"]).expect("a decimal qty");
+            }
+            out
+        };
+        if s(&v, "type") == "order.fulfillment" {
+            assert_eq!(m.subject, format!("retail.orders.{}", s(&v, "store")));
+            let lines = units(&v);
+            assert!(!lines.is_empty() && lines.values().all(|q| *q > Decimal::ZERO), "{v}");
+            orders.insert(s(&v, "id").to_string(), (s(&v, "fulfillment").to_string(), lines));
+        } else if s(&v, "ref").starts_with("WEB-") {
+            fulfilled.entry(s(&v, "ref").to_string()).or_default().push((s(&v, "reason").to_string(), units(&v)));
+        }
+    }
+    assert_eq!(orders.len() as u64, t.stats().orders);
+    assert!(orders.len() > 100, "{} orders", orders.len());
+    let kinds: HashSet<&str> = orders.values().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, HashSet::from(["ship_from_store", "pickup_in_store", "returned_to_store"]));
+    for (id, (kind, lines)) in &orders {
+        let (reason, sign) = if kind == "returned_to_store" { ("return", 1) } else { ("sale", -1) };
+        let expected: Units = lines.iter().map(|(sku, q)| (sku.clone(), *q * Decimal::from(sign))).collect();
+        assert_eq!(fulfilled.get(id), Some(&vec![(reason.to_string(), expected)]), "{id} ({kind})");
+    }
+    assert_eq!(fulfilled.len(), orders.len(), "a movement names an unknown order");
+}

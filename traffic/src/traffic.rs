@@ -6,6 +6,7 @@
 //! takes its consequences with it (no movements, void, duplicate or day-close share), and only
 //! clean baskets are voided, so the drift tally finds is exactly the injected drift.
 
+mod order;
 mod sale;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +32,7 @@ struct StoreState {
     /// Per register: the local day its `seq` counts for, and the last seq used.
     registers: Vec<(NaiveDate, u32)>,
     movement_counter: u64,
+    order_counter: u64,
     recent: VecDeque<Recent>,
     /// The next business day whose close `due` will emit.
     close_day: NaiveDate,
@@ -66,6 +68,7 @@ impl Traffic {
                     registers: vec![(today, 0); profile.registers as usize],
                     profile,
                     movement_counter: 0,
+                    order_counter: 0,
                     recent: VecDeque::new(),
                     close_day: today,
                 }
@@ -119,6 +122,10 @@ impl Traffic {
             let day = at.with_timezone(&self.stores[s].profile.tz).date_naive();
             let malformed = self.take_malformed();
             out.push(self.movement(s, at, day, reason, None, &lines, malformed));
+        }
+        // Drawn only when asked for, so that traffic without orders stays what it was.
+        if self.opts.order_share > 0.0 && self.rng.random_bool(self.opts.order_share.clamp(0.0, 1.0)) {
+            out.push(self.order(s, at));
         }
         out
     }

@@ -16,6 +16,9 @@ pub struct SkuConfig {
     /// The system of the codes on `P.inventory.<store>` records without `sku_system`. Default
     /// `inventory`.
     pub inventory_system: String,
+    /// The system of the codes on `P.orders.<store>` records without `sku_system`. Default
+    /// `orders`.
+    pub orders_system: String,
     /// A system whose codes are canonical skus, never reported as unmapped; empty = none.
     /// Default empty.
     pub canonical_system: String,
@@ -31,6 +34,7 @@ impl Default for SkuConfig {
             aliases_bucket: "tally_sku_aliases".into(),
             pos_system: "pos".into(),
             inventory_system: "inventory".into(),
+            orders_system: "orders".into(),
             canonical_system: String::new(),
             systems: String::new(),
         }
@@ -46,7 +50,11 @@ impl SkuConfig {
             return Err(invalid("sku.aliases_bucket", "a bucket name is letters, digits, _ or -".into()));
         }
         let system_rule = "a system is 1-64 of A-Z a-z 0-9 _ -";
-        for (key, system) in [("sku.pos_system", &self.pos_system), ("sku.inventory_system", &self.inventory_system)] {
+        for (key, system) in [
+            ("sku.pos_system", &self.pos_system),
+            ("sku.inventory_system", &self.inventory_system),
+            ("sku.orders_system", &self.orders_system),
+        ] {
             if !is_valid_system(system) {
                 return Err(invalid(key, format!("{system:?}: {system_rule}")));
             }
@@ -69,6 +77,7 @@ impl SkuConfig {
         SkuSystems {
             pos: self.pos_system.clone(),
             inventory: self.inventory_system.clone(),
+            orders: self.orders_system.clone(),
             canonical: Some(self.canonical_system.clone()).filter(|s| !s.is_empty()),
             named: self.named(),
         }

@@ -73,7 +73,9 @@ impl Skip {
             }
             Skip::Truncated => "the DLQ holds only the start of the record (Tally-Payload-Truncated); it cannot be replayed",
             Skip::NoSource => "no Tally-Source-Subject header: not a tally DLQ entry",
-            Skip::NotInput => "its source subject is not one of the input stream's (P.pos.<store>, P.inventory.<store>)",
+            Skip::NotInput => {
+                "its source subject is not one of the input stream's (P.pos.<store>, P.inventory.<store>, P.orders.<store>)"
+            }
             Skip::NoWebhook => "a parked ERP posting, and no erp.webhook is configured to deliver it to",
             Skip::AlreadyReplayed => {
                 "already replayed within the input stream's duplicate window: JetStream dropped it (Nats-Msg-Id replay/<seq>)"
@@ -139,10 +141,11 @@ fn plan(entry: &Entry, prefix: &str, has_webhook: bool, force: bool) -> Plan {
     }
 }
 
-/// `P.pos.<store>` or `P.inventory.<store>`.
+/// `P.pos.<store>`, `P.inventory.<store>` or `P.orders.<store>`.
 fn is_input_subject(subject: &str, prefix: &str) -> bool {
     let Some(rest) = subject.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('.')) else { return false };
-    let store = rest.strip_prefix("pos.").or_else(|| rest.strip_prefix("inventory."));
+    let store =
+        rest.strip_prefix("pos.").or_else(|| rest.strip_prefix("inventory.")).or_else(|| rest.strip_prefix("orders."));
     store.is_some_and(|store| !store.is_empty() && !store.contains('.'))
 }
 
@@ -379,10 +382,12 @@ mod tests {
         assert_eq!(plan(&entry("erp_rejected", &parked), "retail", false, false), Plan::Skip(Skip::NoWebhook));
     }
 
-    // Proves input subjects are exactly P.pos.<store> and P.inventory.<store>.
+    // Proves input subjects are exactly P.pos.<store>, P.inventory.<store> and P.orders.<store>.
     #[test]
     fn input_subjects() {
         assert!(is_input_subject("retail.pos.0042", "retail"));
+        assert!(is_input_subject("retail.orders.0042", "retail"));
+        assert!(!is_input_subject("retail.orders.a.b", "retail"));
         assert!(is_input_subject("acme.retail.inventory.S-1", "acme.retail"));
         assert!(!is_input_subject("retail.erp.postings.0042", "retail"));
         assert!(!is_input_subject("retail.pos.", "retail"));

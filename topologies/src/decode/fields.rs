@@ -71,6 +71,11 @@ impl<'v> Obj<'v> {
         }
     }
 
+    /// An optional decimal.
+    pub fn opt_decimal(&self, key: &str) -> Result<Option<Decimal>, Rejection> {
+        self.get(key).map(|v| decimal_of(v, &self.path_of(key))).transpose()
+    }
+
     /// An optional decimal, `default` when absent.
     pub fn decimal_or(&self, key: &str, default: Decimal) -> Result<Decimal, Rejection> {
         match self.get(key) {

@@ -11,12 +11,14 @@
 //! - `msgpack`: MessagePack through rmpv, floats as their shortest round-trip text.
 //! - `number`: exact decimal text → `Decimal`.
 //! - `fields`: typed field access with paths for the rejection details.
-//! - `records`: the three contract records.
+//! - `records`: the three POS and inventory records of the contract.
+//! - `order`: the order management system's `order.fulfillment`.
 
 mod fields;
 mod json;
 mod msgpack;
 mod number;
+mod order;
 mod records;
 mod value;
 
@@ -24,6 +26,8 @@ mod value;
 mod tests;
 #[cfg(test)]
 mod tests_fuzz_regressions;
+#[cfg(test)]
+mod tests_order;
 #[cfg(test)]
 mod tests_prop;
 #[cfg(test)]
@@ -146,7 +150,7 @@ pub fn decode_with_system(
     }
     let (source, token) = parse_input_subject(ctx.subject_prefix, subject).ok_or_else(|| {
         let p = ctx.subject_prefix;
-        schema(format!("subject {subject:?} is not {p}.pos.<store> or {p}.inventory.<store>"))
+        schema(format!("subject {subject:?} is not {p}.pos.<store>, {p}.inventory.<store> or {p}.orders.<store>"))
     })?;
     let parsed = if is_json(content_type, payload) { json::parse(payload) } else { msgpack::parse(payload) };
     let doc = parsed.map_err(|detail| Rejection::new(RejectReason::Decode, detail))?;
@@ -164,8 +168,9 @@ pub fn decode_with_system(
     let allowed_on = match kind {
         "pos.transaction" | "pos.day_close" => Source::Pos,
         "inventory.movement" => Source::Inventory,
+        "order.fulfillment" => Source::Orders,
         _ => {
-            let known = "pos.transaction, pos.day_close, inventory.movement";
+            let known = "pos.transaction, pos.day_close, inventory.movement, order.fulfillment";
             let detail = format!("type: {} is not one of {known}", Value::Str(kind.into()).describe());
             return Err(Rejection::new(RejectReason::UnknownType, detail));
         }
@@ -183,6 +188,7 @@ pub fn decode_with_system(
     let event = match kind {
         "pos.transaction" => Event::Transaction(records::transaction(&root, store, ctx)?),
         "pos.day_close" => Event::DayClose(records::day_close(&root, store, ctx)?),
+        "order.fulfillment" => Event::Order(order::fulfillment(&root, store, ctx)?),
         _ => Event::Movement(records::movement(&root, store, ctx)?),
     };
     let sku_system = root.opt_str("sku_system")?;
@@ -218,7 +224,8 @@ fn is_json(content_type: Option<&str>, payload: &[u8]) -> bool {
     }
 }
 
-/// The store token of an input subject `P.pos.<store>` / `P.inventory.<store>`, with its
+/// The store token of an input subject `P.pos.<store>` / `P.inventory.<store>` /
+/// `P.orders.<store>`, with its
 /// Source. `None` for any other subject, including one whose store token is not valid.
 pub fn parse_input_subject<'s>(prefix: &str, subject: &'s str) -> Option<(Source, &'s str)> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
@@ -226,6 +233,7 @@ pub fn parse_input_subject<'s>(prefix: &str, subject: &'s str) -> Option<(Source
     let source = match family {
         "pos" => Source::Pos,
         "inventory" => Source::Inventory,
+        "orders" => Source::Orders,
         _ => return None,
     };
     is_valid_store_id(store).then_some((source, store))

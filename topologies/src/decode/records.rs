@@ -65,16 +65,23 @@ pub fn movement(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<Invento
         schema(detail)
     })?;
     let reference = obj.opt_str("ref")?;
-    let lines = obj
-        .items("lines", ctx.max_lines)?
-        .iter()
-        .map(|line| Ok(MovementLine { sku: line.req_str("sku")?, qty: line.req_decimal("qty")? }))
-        .collect::<Result<Vec<_>, Rejection>>()?;
+    let lines = obj.items("lines", ctx.max_lines)?.iter().map(movement_line).collect::<Result<Vec<_>, Rejection>>()?;
     if lines.is_empty() {
         return Err(schema("lines: a movement needs a non-empty `lines`".to_string()));
     }
-    check_movement_arithmetic(&lines)?;
+    let units: Vec<(&str, Decimal)> = lines.iter().map(|line| (line.sku.as_str(), line.qty)).collect();
+    check_unit_sums(&units)?;
+    check_movement_values(&lines)?;
     Ok(InventoryMovement { id, store, occurred_at, business_day, reason, reference, lines })
+}
+
+/// One line of a movement; an optional `unit_cost` must not be negative.
+fn movement_line(line: &Obj) -> Result<MovementLine, Rejection> {
+    let unit_cost = line.opt_decimal("unit_cost")?;
+    if unit_cost.is_some_and(|cost| cost.is_sign_negative() && !cost.is_zero()) {
+        return Err(schema(format!("{}: a unit cost is not negative", line.path_of("unit_cost"))));
+    }
+    Ok(MovementLine { sku: line.req_str("sku")?, qty: line.req_decimal("qty")?, unit_cost })
 }
 
 /// docs/wire-format.md, "Day close".
@@ -96,7 +103,11 @@ pub fn day_close(obj: &Obj, store: String, ctx: &DecodeContext) -> Result<DayClo
 /// `occurred_at`, and `business_day` defaulting to the calendar day of `occurred_at` in the
 /// store's time zone (a sale at 21:00 in New York is 02:00 UTC the next day, but belongs to
 /// the New York day).
-fn when(obj: &Obj, store: &str, ctx: &DecodeContext) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
+pub(super) fn when(
+    obj: &Obj,
+    store: &str,
+    ctx: &DecodeContext,
+) -> Result<(DateTime<FixedOffset>, NaiveDate), Rejection> {
     let occurred_at = obj.req_timestamp("occurred_at")?;
     let business_day = match obj.opt_day("business_day")? {
         Some(day) => day,
@@ -162,18 +173,32 @@ fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result
     Ok(())
 }
 
-/// The same for a movement: its quantities are summed per record and per sku.
-fn check_movement_arithmetic(lines: &[MovementLine]) -> Result<(), Rejection> {
+/// A movement's line values (`qty × unit_cost`, when a line has a cost) and their sum must be
+/// exact too.
+fn check_movement_values(lines: &[MovementLine]) -> Result<(), Rejection> {
+    let mut values = Decimal::ZERO;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(cost) = line.unit_cost else { continue };
+        let value = exact_mul(line.qty, cost)
+            .filter(|value| value.abs() <= MAGNITUDE_MAX)
+            .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_cost ({} × {cost})", line.qty)))?;
+        values = exact_add(values, value).ok_or_else(|| out_of_range("the sum of the lines' values".into()))?;
+    }
+    Ok(())
+}
+
+/// The same for a movement or an order, given as (sku, qty) per line: their quantities are
+/// summed per record and per sku.
+pub(super) fn check_unit_sums(lines: &[(&str, Decimal)]) -> Result<(), Rejection> {
     for forward in [true, false] {
         let mut total = Decimal::ZERO;
         let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &MovementLine>> =
+        let ordered: Box<dyn Iterator<Item = &(&str, Decimal)>> =
             if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
-        for line in ordered {
-            total = exact_add(total, line.qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
-            let sum = per_sku.entry(line.sku.as_str()).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, line.qty)
-                .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {:?}", line.sku)))?;
+        for &(sku, qty) in ordered {
+            total = exact_add(total, qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
+            let sum = per_sku.entry(sku).or_insert(Decimal::ZERO);
+            *sum = exact_add(*sum, qty).ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
         }
     }
     Ok(())

@@ -140,10 +140,11 @@ fn content_type_decides_format() {
     assert_eq!(decode(POS, Some("application/json"), &msgpack, &ctx()).unwrap_err().reason, RejectReason::Decode);
 }
 
-// Only `P.pos.<store>` and `P.inventory.<store>` with a valid store token are input subjects.
+// Only `P.pos.<store>`, `P.inventory.<store>` and `P.orders.<store>` with a valid store token are input subjects.
 #[test]
 fn input_subjects() {
     assert_eq!(parse_input_subject("retail", "retail.pos.0042"), Some((Source::Pos, "0042")));
+    assert_eq!(parse_input_subject("retail", "retail.orders.0042"), Some((Source::Orders, "0042")));
     assert_eq!(parse_input_subject("retail", "retail.inventory.a_B-9"), Some((Source::Inventory, "a_B-9")));
     assert_eq!(parse_input_subject("acme.retail", "acme.retail.pos.7"), Some((Source::Pos, "7")));
     let long = format!("retail.pos.{}", "x".repeat(65));
@@ -151,6 +152,7 @@ fn input_subjects() {
         "retail.pos",
         "retail.pos.",
         "retail.pos.a.b",
+        "retail.orders.a.b",
         "retail.erp.0042",
         "retailx.pos.1",
         "other.pos.1",
