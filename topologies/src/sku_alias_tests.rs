@@ -181,3 +181,16 @@ fn unmapped_codes_are_pruned_with_their_day() {
     apply(&mut h, &movement_at(S, "LATER", "2026-12-05T10:00:00Z", "receipt", None, &[(SKU, "1")]));
     assert_eq!(unmapped::report(&h.store, S, None, 10).unwrap().unwrap()["total"], 0);
 }
+
+// Proves an order's codes are read as `orders` (sku.orders_system) and counted under their
+// canonical sku, so a POS sale, an order and their decrements of one article meet in one key.
+#[test]
+fn orders_codes_are_canonicalized_too() {
+    let shared = Arc::new(SharedAliases::new(table(&[("pos", UPC, SKU), ("orders", "WEB-1", SKU)])));
+    let mut h = harness(TopologyConfig::default(), &shared);
+    apply(&mut h, &sale_at(S, "T1", &at("10:00:00"), UPC, "1", "1.00"));
+    let order = crate::test_support::order_at(S, "O1", &at("10:01:00"), "ship_from_store", &[("WEB-1", "2")]);
+    assert_eq!(apply(&mut h, &order).outcome, Outcome::Accepted);
+    assert_eq!(h.sku(SKU).expected_units().to_string(), "3");
+    assert!(h.sku_of(S, day(), "WEB-1").is_none());
+}
