@@ -105,7 +105,7 @@ impl<S: Store> Store for Counting<S> {
     }
 }
 
-fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
+pub(crate) fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
     let start = Utc::now() - chrono::Duration::hours(1);
     let mut traffic = Traffic::new(opts, start);
     let step = chrono::Duration::milliseconds(25);

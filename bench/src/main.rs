@@ -5,6 +5,7 @@
 //! - `e2e`: the whole run: preload, (a), (b) tally end to end, (c) latency at half load.
 //! - `restart`: time from start to consuming with many keys in state.
 //! - `apply`: the per-message work without NATS, store reads counted and timed.
+//! - `partitions`: the apply spread over partitions and threads, the scaling table.
 //! - `replay`: the topology's outputs over a fixed generated input, to compare two builds.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
@@ -19,6 +20,7 @@ mod ceiling;
 mod e2e;
 mod load;
 mod measure;
+mod partitions;
 mod process;
 mod replay;
 mod restart;
@@ -47,6 +49,9 @@ enum Command {
     /// messages (2.2 M ≈ 10 M keys) and report its peak RSS. The last line is
     /// `tally_peak_rss_mib: <x>`.
     Process(process::ProcessArgs),
+    /// Apply generated messages split by store into partitions, each with its own database and
+    /// topology, on 1, 2 and all cores: the scaling table (bench/README.md, "Partitions").
+    Partitions(partitions::PartitionsArgs),
     /// Apply a fixed generated input on a fake clock and write every output, day report and
     /// alert into a directory, to compare two builds byte for byte.
     Replay(replay::ReplayArgs),
@@ -66,5 +71,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(args),
         Command::Process(args) => process::run(args).await,
         Command::Replay(args) => replay::run(args),
+        Command::Partitions(args) => partitions::run(args),
     }
 }
