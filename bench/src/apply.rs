@@ -16,6 +16,8 @@ use tally_state::{
     CachedStore, Cf, Entries, MemStore, Overlay, RocksOptions, RocksStore, StateError, Store, WriteBatch,
 };
 use tally_topologies::decode::{self, DecodeContext};
+use tally_topologies::model::Event;
+use tally_topologies::sku_alias::{SharedAliases, SkuAliases};
 use tally_topologies::topology::{InputMessage, Retail, Tick};
 use tally_traffic::{GenOptions, Traffic, WireMessage};
 
@@ -44,6 +46,10 @@ pub struct ApplyArgs {
     /// `state.sync` of the RocksDB store.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
+    /// Alias every sku of both systems (`pos/<sku>`, `inventory/<sku>` → another canonical
+    /// sku), so that every line is looked up and rewritten: what SKU aliases cost at most.
+    #[arg(long)]
+    pub aliases: bool,
 }
 
 /// A store that counts and times what passes through it.
@@ -154,6 +160,37 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
     Ok(split)
 }
 
+/// With `all`, an alias for every sku of the POS records among `msgs`; else none.
+fn aliases_of(config: &Config, msgs: &[WireMessage], all: bool) -> SkuAliases {
+    let mut aliases = SkuAliases::default();
+    if !all {
+        return aliases;
+    }
+    let topology = config.topology();
+    let timezone_of = |store: &str| topology.timezone(store);
+    let ctx = DecodeContext {
+        subject_prefix: "retail",
+        default_currency: "USD",
+        timezone_of: &timezone_of,
+        max_message_bytes: 1 << 20,
+        max_lines: 1000,
+    };
+    for msg in msgs {
+        let skus: Vec<String> = match decode::decode(&msg.subject, Some(msg.content_type), &msg.payload, &ctx) {
+            Ok((_, Event::Transaction(tx))) => tx.lines.into_iter().map(|line| line.sku).collect(),
+            Ok((_, Event::Movement(movement))) => movement.lines.into_iter().map(|line| line.sku).collect(),
+            _ => Vec::new(),
+        };
+        // Both systems' codes map to the same canonical sku, so the keys are as many as without.
+        for sku in skus {
+            aliases.insert("pos", &sku, &format!("C{sku}"));
+            aliases.insert("inventory", &sku, &format!("C{sku}"));
+        }
+    }
+    println!("aliases: {} (every sku, of both systems)", aliases.len());
+    aliases
+}
+
 fn op_value_len(op: &tally_state::Op) -> u64 {
     match op {
         tally_state::Op::Put { value, .. } => value.len() as u64,
@@ -172,9 +209,10 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     };
     let mut config = Config::default();
     crate::e2e::add_generated_stores(&mut config, &opts);
-    let retail = Retail::new(config.topology());
     let n = args.messages as usize;
     let msgs = generate(opts, n);
+    let retail =
+        Retail::with_aliases(config.topology(), Arc::new(SharedAliases::new(aliases_of(&config, &msgs, args.aliases))));
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
         "tally-bench apply: {n} messages, batch {}, block cache {} MiB, value cache {} MiB, state.sync {}",

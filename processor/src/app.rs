@@ -35,7 +35,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<RocksStore>> {
 pub async fn setup(config: &Config) -> anyhow::Result<()> {
     let client = crate::nats::connect(config).await?;
     let js = async_nats::jetstream::new(client);
-    crate::nats::setup(&js, config).await
+    crate::nats::setup(&js, config).await?;
+    crate::sku_alias::ensure_bucket(&js, config).await.map(|_| ())
 }
 
 /// `tally run`: the processor, until `shutdown` turns true.
@@ -86,8 +87,9 @@ pub async fn run_with_store(
         settle,
         shutdown.clone(),
     ));
+    let aliases = crate::sku_alias::start(&js, &config, shutdown.clone()).await?;
     let outputs = Outputs::spawn(&config, &store, &js, &health, &shutdown)?;
-    let runner = runner(config, store, health, Arc::clone(&outputs.notify), client.clone(), Tick::Live);
+    let runner = runner(config, store, health, Arc::clone(&outputs.notify), client.clone(), Tick::Live, aliases);
     let result = runner.run(&js, shutdown.clone()).await;
     let _ = stop.send(true);
     forward.abort();
@@ -117,7 +119,9 @@ pub async fn consume_only(
     let js = async_nats::jetstream::new(client.clone());
     // Nobody waits on this: there is no publisher to wake.
     let notify = Arc::new(Notify::new());
-    let runner = runner(config, store, Arc::new(Health::default()), notify, client, Tick::Never);
+    // A rebuild counts every record under the aliases as they are now (docs/operations.md).
+    let aliases = crate::sku_alias::start(&js, &config, shutdown.clone()).await?;
+    let runner = runner(config, store, Arc::new(Health::default()), notify, client, Tick::Never, aliases);
     runner.run(&js, shutdown).await
 }
 
@@ -128,9 +132,10 @@ fn runner(
     outbox_notify: Arc<Notify>,
     client: async_nats::Client,
     tick: Tick,
+    aliases: Arc<tally_topologies::sku_alias::SharedAliases>,
 ) -> Runner {
     Runner {
-        retail: Arc::new(Retail::new(config.topology())),
+        retail: Arc::new(Retail::with_aliases(config.topology(), aliases)),
         config,
         store,
         health,

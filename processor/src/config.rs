@@ -9,6 +9,9 @@
 
 mod env;
 mod secrets;
+mod sku;
+
+pub use sku::SkuConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +67,8 @@ pub struct Config {
     pub alertmanager: AlertmanagerConfig,
     /// How tally writes its log (stderr).
     pub log: LogConfig,
+    /// SKU aliases: the KV bucket and which system each record's codes belong to.
+    pub sku: SkuConfig,
     /// The accounting periods of inventory adjustment postings.
     pub fiscal: FiscalConfig,
     /// Per-store settings; `default` applies to every store without its own table.
@@ -89,6 +94,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             alertmanager: AlertmanagerConfig::default(),
             log: LogConfig::default(),
+            sku: SkuConfig::default(),
             fiscal: FiscalConfig::default(),
             stores,
             ignored_env: Vec::new(),
@@ -547,7 +553,7 @@ impl Config {
                 parse_duration(settle).map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
             }
         }
-        Ok(())
+        self.sku.validate()
     }
 
     pub fn fetch_wait(&self) -> Duration {
@@ -590,6 +596,7 @@ impl Config {
             max_open: chrono_duration(&self.erp.max_open),
             output_format: if self.output.format == "msgpack" { OutputFormat::Msgpack } else { OutputFormat::Json },
             retention: chrono_duration(&self.state.retention),
+            sku_systems: self.sku.systems(),
             fiscal: FiscalSettings {
                 // Validated at load; the default calendar stands in for a config built otherwise.
                 calendar: self.fiscal.calendar().unwrap_or_default(),

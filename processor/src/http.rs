@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use crate::health::Health;
 
+mod unmapped;
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
@@ -31,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/v1/stores/{store}/days/{day}", get(store_day))
         .route("/v1/alerts", get(alerts))
+        .route("/v1/stores/{store}/unmapped", get(unmapped::unmapped))
         .route("/v1/trace/{id}", get(trace))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

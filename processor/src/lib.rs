@@ -22,6 +22,7 @@
 //! - [`reconcile`]: reading the output streams back into a rebuilt or restored state.
 //! - [`stateops`]: checkpoint, restore and rebuild of the state directory.
 //! - [`dlq`]: `tally dlq list|show|replay`: reading the dead-letter queue, replaying it.
+//! - [`sku_alias`]: the SKU alias bucket: created by setup, watched by run, edited by `tally sku-alias`.
 
 pub mod alertmanager;
 pub mod app;
@@ -40,6 +41,7 @@ pub mod outbox;
 pub mod progress;
 pub mod reconcile;
 pub mod runner;
+pub mod sku_alias;
 pub mod stateops;
 pub mod telemetry;
 pub mod webhook;

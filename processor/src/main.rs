@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tally_processor::config::{self, Config, LogConfig};
-use tally_processor::{app, demo, dlq, gencli, inspect, logging, progress, stateops, telemetry};
+use tally_processor::{app, demo, dlq, gencli, inspect, logging, progress, sku_alias, stateops, telemetry};
 
 /// The per-message work allocates many small, short-lived values (decoded records, state
 /// values); mimalloc serves those markedly faster than the system allocator.
@@ -55,6 +55,11 @@ enum Command {
     State(StateArgs),
     /// List, inspect and replay dead letters (RETAIL_DLQ) after fixing their cause.
     Dlq(dlq::DlqArgs),
+    /// Map codes of other systems (UPCs, PLUs) to canonical skus: put, rm, list, import a CSV.
+    ///
+    /// The aliases live in a NATS KV bucket (sku.aliases_bucket) that a running tally watches:
+    /// records that arrive after a change count under it; what was counted before stays.
+    SkuAlias(sku_alias::SkuAliasArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +166,7 @@ enum Plain {
     Dlq(dlq::DlqArgs),
     Gen(GenArgs),
     Inspect(InspectArgs),
+    SkuAlias(sku_alias::SkuAliasArgs),
     Trace(TraceArgs),
 }
 
@@ -198,6 +204,7 @@ impl Job {
             Command::Dlq(args) => return Ok(Job::Plain(Plain::Dlq(args))),
             Command::Gen(args) => return Ok(Job::Plain(Plain::Gen(args))),
             Command::Inspect(args) => return Ok(Job::Plain(Plain::Inspect(args))),
+            Command::SkuAlias(args) => return Ok(Job::Plain(Plain::SkuAlias(args))),
             Command::Trace(args) => return Ok(Job::Plain(Plain::Trace(args))),
         };
         Ok(Job::Configured(Box::new(Config::load(args.config.as_deref())?), what))
@@ -227,7 +234,8 @@ fn main() -> std::process::ExitCode {
         // The demo's live table owns the terminal, and `dlq` prints results: their logs stay at
         // warnings unless RUST_LOG says.
         Job::Plain(command) => {
-            let level = if matches!(command, Plain::Demo(_) | Plain::Dlq(_)) { "warn" } else { "info" };
+            let level =
+                if matches!(command, Plain::Demo(_) | Plain::Dlq(_) | Plain::SkuAlias(_)) { "warn" } else { "info" };
             logging::init(&LogConfig { level: level.into(), ..LogConfig::default() });
         }
     }
@@ -320,6 +328,7 @@ async fn plain(command: Plain) -> anyhow::Result<()> {
     match command {
         Plain::Demo(args) => demo::run(args).await,
         Plain::Dlq(args) => dlq::run(args).await,
+        Plain::SkuAlias(args) => sku_alias::run(args).await,
         Plain::Gen(args) => {
             let client = async_nats::connect(args.nats_url.as_str())
                 .await

@@ -281,6 +281,7 @@ impl Runner {
         let result = applying.finish(if tick_due { topology::Tick::Run } else { topology::Tick::Skip })?;
         let mut tally = BatchTally::default();
         for applied in result.applied.into_iter().flatten() {
+            tally.record_unmapped(applied.unmapped);
             tally.record(applied.source, applied.outcome, applied.emitted);
         }
         if let Some(emitted) = result.tick {

@@ -38,6 +38,8 @@ pub const INVENTORY_VARIANCE_UNITS: &str = "tally_inventory_variance_units";
 pub const INVENTORY_VARIANCE_VALUE: &str = "tally_inventory_variance_value";
 pub const POSTING_FAILURE_RESOLUTION: &str = "tally_posting_failure_resolution_seconds";
 pub const POSTINGS_PARKED: &str = "tally_postings_parked_total";
+pub const UNMAPPED_SKUS: &str = "tally_unmapped_skus_total";
+pub const SKU_ALIASES: &str = "tally_sku_aliases";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -114,6 +116,12 @@ fn describe() {
     );
     describe_gauge!(FINAL_POSTINGS_OVERDUE, Unit::Count, "Business days per store without a final posting although their finalization (day-close + erp.close_grace, or end of day + erp.max_open, in event time) plus drift.idle_timeout has passed by the wall clock: the store's event time lags.");
     describe_kpis();
+    describe_counter!(
+        UNMAPPED_SKUS,
+        Unit::Count,
+        "Accepted record lines whose code no SKU alias mapped although their system has aliases, counted as themselves; by system (configured systems, else other)."
+    );
+    describe_gauge!(SKU_ALIASES, Unit::Count, "SKU aliases in the table tally applies (the KV bucket as last read).");
     describe_gauge!(
         DRIFT_KEYS,
         Unit::Count,
@@ -201,6 +209,8 @@ pub struct BatchTally {
     events: std::collections::HashMap<(&'static str, &'static str), u64>,
     dlq: std::collections::HashMap<&'static str, u64>,
     emitted: Emitted,
+    /// Unmapped lines by system label (bounded by `[sku]`).
+    unmapped: std::collections::HashMap<String, u64>,
 }
 
 impl BatchTally {
@@ -211,6 +221,13 @@ impl BatchTally {
             *self.dlq.entry(reason.as_str()).or_default() += 1;
         }
         self.emitted.merge(emitted);
+    }
+
+    /// An accepted record's unmapped lines (`Applied::unmapped`).
+    pub fn record_unmapped(&mut self, unmapped: Option<(String, u64)>) {
+        if let Some((system, lines)) = unmapped {
+            *self.unmapped.entry(system).or_default() += lines;
+        }
     }
 
     pub fn record_emitted(&mut self, emitted: Emitted) {
@@ -232,6 +249,9 @@ impl BatchTally {
         }
         for (reason, n) in self.dlq {
             counter!(DLQ_TOTAL, "reason" => reason).increment(n);
+        }
+        for (system, n) in self.unmapped {
+            counter!(UNMAPPED_SKUS, "system" => system).increment(n);
         }
     }
 }

@@ -25,6 +25,18 @@ pub fn fingerprint(event: &Event) -> u64 {
     hash.0
 }
 
+/// A record's fingerprint with the `sku_system` it named (docs/wire-format.md, "SKU aliases"):
+/// the same codes of another system are other content. Without one, the fingerprint is the
+/// record's alone, as earlier versions stored it.
+pub fn with_sku_system(print: u64, sku_system: Option<&str>) -> u64 {
+    let Some(system) = sku_system else { return print };
+    let mut hash = Fnv1a(print);
+    for bytes in [b"sku_system".as_slice(), system.as_bytes()] {
+        std::io::Write::write(&mut hash, bytes).expect("hashing cannot fail");
+    }
+    hash.0
+}
+
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
 

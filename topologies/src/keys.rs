@@ -22,6 +22,8 @@ pub(crate) const TAG_ALERT_LATEST: u8 = 8;
 pub(crate) const TAG_PENDING: u8 = 9;
 /// What belongs to a store-day, for pruning it (`retention`).
 pub(crate) const TAG_DAY_INDEX: u8 = 10;
+/// Codes that no SKU alias mapped, per store-day (`unmapped`).
+pub(crate) const TAG_UNMAPPED: u8 = 11;
 /// Dead-lettered copies of a record, by (id, store, stream sequence) (`lineage`).
 pub(crate) const TAG_REJECTED: u8 = 20;
 /// The `unmatched` ids of each alert revision (`lineage`).

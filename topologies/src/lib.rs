@@ -27,6 +27,8 @@
 //! - [`reconcile`]: posting books and alert revisions set from what the output streams hold.
 //! - [`lineage`]: what tally keeps to trace a record from arrival to outputs, and the trace itself.
 //! - [`report`]: the day's reconciliation, read back from state.
+//! - [`sku_alias`]: SKU aliases (`<system>/<code>` → canonical sku), read as a per-batch snapshot.
+//! - [`unmapped`]: codes no alias mapped, per store-day, and their report.
 //! - `report_orders`: the day report's order section and drift breakdown.
 //! - [`trace`]: one record's trace (arrival, outcome, movements, alerts, postings), read back from state.
 //! - [`kpi`]: business KPIs per store (unreconciled sales, inventory variance), read back from state.
@@ -57,10 +59,12 @@ pub mod reconcile;
 pub mod report;
 mod report_orders;
 pub mod retention;
+pub mod sku_alias;
 pub mod stored_decimal;
 pub mod tenders_audit;
 pub mod topology;
 pub mod trace;
+pub mod unmapped;
 mod working_set;
 
 #[cfg(test)]
@@ -73,6 +77,8 @@ mod order_tests;
 mod posting_tests;
 #[cfg(test)]
 mod reconcile_tests;
+#[cfg(test)]
+mod sku_alias_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub fn prune_day(txn: &mut Overlay<'_>, store: &str, day: NaiveDate) -> Result<(
         keys::sku_day_prefix(store, day),
         crate::outputs::alert_day_prefix(store, day),
         crate::outputs::pending_day_prefix(store, day),
+        crate::unmapped::day_prefix(store, day),
         crate::lineage::alert_revisions_day_prefix(store, day),
         crate::lineage::posting_covers_day_prefix(store, day),
     ] {

@@ -5,7 +5,7 @@
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -26,6 +26,8 @@ use crate::model::{DayClose, Event, InventoryMovement, PosTransaction, Source};
 use crate::outputs::{self, Emitted, OutputFormat};
 use crate::postings;
 use crate::retention;
+use crate::sku_alias::{self, SharedAliases, SkuAliases, SkuSystems};
+use crate::unmapped;
 use crate::working_set::{Mark, WorkingSet};
 
 /// What the topology needs to know of the configuration.
@@ -52,6 +54,8 @@ pub struct TopologyConfig {
     pub retention: Duration,
     /// Accounting periods of inventory adjustment postings (`adjustments`).
     pub fiscal: FiscalSettings,
+    /// Which system a record's codes belong to (docs/wire-format.md, "SKU aliases").
+    pub sku_systems: SkuSystems,
 }
 
 impl Default for TopologyConfig {
@@ -72,6 +76,7 @@ impl Default for TopologyConfig {
             output_format: OutputFormat::Json,
             retention: Duration::days(35),
             fiscal: FiscalSettings::default(),
+            sku_systems: SkuSystems::default(),
         }
     }
 }
@@ -133,19 +138,24 @@ pub struct Applied {
     pub source: Option<Source>,
     pub outcome: Outcome,
     pub emitted: Emitted,
+    /// Lines of an accepted record whose code no alias mapped, with the system's metric label
+    /// (`tally_unmapped_skus_total{system}`); `None` when there were none.
+    pub unmapped: Option<(String, u64)>,
 }
 
 pub struct Retail {
     config: TopologyConfig,
     /// The working set between batches; a batch holds it while it runs.
     working: Mutex<WorkingSet>,
+    /// The SKU alias table, kept current by the processor; each batch reads one snapshot.
+    aliases: Arc<SharedAliases>,
 }
 
 /// A message decoded by [`Retail::decode`]: its record with the record's fingerprint, or why
 /// it is rejected.
 #[derive(Debug)]
 pub struct Decoded {
-    record: Result<(Event, u64), Rejection>,
+    record: Result<(Event, u64, Option<String>), Rejection>,
 }
 
 /// The work of one accepted record on one store: its clock, the drift keys it touched, and
@@ -246,6 +256,8 @@ pub struct Batch<'r, 't, 's> {
     /// part-way drops it, and the next batch starts with an empty one).
     working: WorkingSet,
     working_generation: u64,
+    /// The alias table as it stood when the batch started: one table for all of its records.
+    aliases: Arc<SkuAliases>,
 }
 
 impl Batch<'_, '_, '_> {
@@ -267,7 +279,7 @@ impl Batch<'_, '_, '_> {
             return Ok(None);
         }
         let decoded = decoded.unwrap_or_else(|| self.retail.decode(msg.subject, msg.content_type, msg.payload));
-        let applied = self.retail.apply_decoded(self.txn, &mut self.working, msg, decoded, self.now)?;
+        let applied = self.retail.apply_decoded(self.txn, &mut self.working, &self.aliases, msg, decoded, self.now)?;
         self.result.position = msg.stream_seq;
         self.result.applied.push(Some(applied));
         Ok(self.result.applied.last().and_then(Option::as_ref))
@@ -290,13 +302,22 @@ impl Batch<'_, '_, '_> {
 
 impl Retail {
     pub fn new(config: TopologyConfig) -> Self {
-        Retail::with_share(config, 1)
+        Retail::build(config, Arc::default(), 1)
+    }
+
+    /// A topology that reads SKU aliases from `aliases`, which its owner keeps current.
+    pub fn with_aliases(config: TopologyConfig, aliases: Arc<SharedAliases>) -> Self {
+        Retail::build(config, aliases, 1)
     }
 
     /// The topology of one of `partitions` partitions of a process: its working set is bounded
     /// to its share, so that the process's memory does not grow with the partitions.
     pub fn with_share(config: TopologyConfig, partitions: usize) -> Self {
-        Retail { config, working: Mutex::new(WorkingSet::with_share(partitions)) }
+        Retail::build(config, Arc::default(), partitions)
+    }
+
+    fn build(config: TopologyConfig, aliases: Arc<SharedAliases>, partitions: usize) -> Self {
+        Retail { config, working: Mutex::new(WorkingSet::with_share(partitions)), aliases }
     }
 
     pub fn config(&self) -> &TopologyConfig {
@@ -321,6 +342,7 @@ impl Retail {
             result: BatchResult { committed, position: committed, ..BatchResult::default() },
             working,
             working_generation: generation,
+            aliases: self.aliases.snapshot(),
         })
     }
 
@@ -351,9 +373,9 @@ impl Retail {
             max_message_bytes: self.config.max_message_bytes,
             max_lines: self.config.max_lines,
         };
-        let record = decode::decode(subject, content_type, payload, &ctx).map(|(_, event)| {
-            let print = fingerprint(&event);
-            (event, print)
+        let record = decode::decode_with_system(subject, content_type, payload, &ctx).map(|(_, event, system)| {
+            let print = crate::fingerprint::with_sku_system(fingerprint(&event), system.as_deref());
+            (event, print, system)
         });
         Decoded { record }
     }
@@ -373,25 +395,32 @@ impl Retail {
         &self,
         txn: &mut Overlay<'_>,
         working: &mut WorkingSet,
+        aliases: &SkuAliases,
         msg: &InputMessage<'_>,
         decoded: Decoded,
         now: DateTime<Utc>,
     ) -> Result<Applied, TopologyError> {
         let source = decode::parse_input_subject(&self.config.subject_prefix, msg.subject).map(|(s, _)| s);
+        let mut unmapped = None;
         let (outcome, emitted) = match decoded.record {
-            Ok((event, print)) => self.apply_event(txn, working, msg, event, print, now)?,
+            Ok((event, print, system)) => {
+                let codes = Codes { aliases, system: system.as_deref(), unmapped: &mut unmapped };
+                self.apply_event(txn, working, msg, event, print, codes, now)?
+            }
             Err(rejection) => (self.reject(txn, msg, &rejection, None, now)?, Emitted::default()),
         };
-        Ok(Applied { source, outcome, emitted })
+        Ok(Applied { source, outcome, emitted, unmapped })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_event(
         &self,
         txn: &mut Overlay<'_>,
         working: &mut WorkingSet,
         msg: &InputMessage<'_>,
-        event: Event,
+        mut event: Event,
         print: u64,
+        codes: Codes<'_>,
         now: DateTime<Utc>,
     ) -> Result<(Outcome, Emitted), TopologyError> {
         let store = event.store().to_string();
@@ -423,6 +452,7 @@ impl Retail {
             return Ok((self.reject(txn, msg, &rejection, Some((&event, &store)), now)?, Emitted::default()));
         }
         let occurred = event.occurred_at().to_utc();
+        self.canonicalize(txn, &mut event, codes, occurred)?;
         let known = match working.clock(&store) {
             Some(clock) => Some(clock.clone()),
             None => clock::load(txn, &store)?,
@@ -473,6 +503,32 @@ impl Retail {
         step.flush(txn);
         step.save_clock(txn);
         Ok((Outcome::Accepted, step.emitted))
+    }
+
+    /// Counts the record's lines under their canonical skus (docs/wire-format.md, "SKU aliases"):
+    /// what is stored, aggregated and voided later is the canonical form, so an alias that
+    /// arrives afterwards changes nothing already counted. Codes that stay themselves although
+    /// their system is mapped are noted per store-day.
+    fn canonicalize(
+        &self,
+        txn: &mut Overlay<'_>,
+        event: &mut Event,
+        codes: Codes<'_>,
+        occurred: DateTime<Utc>,
+    ) -> Result<(), TopologyError> {
+        let source = match event {
+            Event::Movement(_) => Source::Inventory,
+            Event::Order(_) => Source::Orders,
+            Event::Transaction(_) | Event::DayClose(_) => Source::Pos,
+        };
+        let systems = &self.config.sku_systems;
+        let system = systems.of(source, codes.system);
+        let found = sku_alias::canonicalize(event, system, systems, codes.aliases);
+        if !found.codes.is_empty() {
+            unmapped::note(txn, event.store(), event.business_day(), occurred, &found)?;
+            *codes.unmapped = Some((systems.label(&found.system), found.lines()));
+        }
+        Ok(())
     }
 
     /// Why a transaction with lines cannot join its store-day, if it cannot: the day already
@@ -840,6 +896,14 @@ impl Retail {
             .map(|t| t.to_utc())
             .unwrap_or_else(|| midnight.and_utc())
     }
+}
+
+/// What a record's codes are read against: the batch's alias table and the record's own
+/// system, and where the unmapped lines it had are reported.
+struct Codes<'a> {
+    aliases: &'a SkuAliases,
+    system: Option<&'a str>,
+    unmapped: &'a mut Option<(String, u64)>,
 }
 
 /// Counters of a store-day that are not aggregates (duplicates, conflicts); no timers.

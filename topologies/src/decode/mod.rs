@@ -133,6 +133,17 @@ pub fn decode(
     payload: &[u8],
     ctx: &DecodeContext,
 ) -> Result<(Source, Event), Rejection> {
+    decode_with_system(subject, content_type, payload, ctx).map(|(source, event, _)| (source, event))
+}
+
+/// [`decode`], with the record's own `sku_system` when it names one (docs/wire-format.md, "SKU
+/// aliases"): the system its codes belong to, instead of its subject's default.
+pub fn decode_with_system(
+    subject: &str,
+    content_type: Option<&str>,
+    payload: &[u8],
+    ctx: &DecodeContext,
+) -> Result<(Source, Event, Option<String>), Rejection> {
     if payload.len() > ctx.max_message_bytes {
         let detail = format!("payload is {} bytes, more than the limit of {}", payload.len(), ctx.max_message_bytes);
         return Err(Rejection::new(RejectReason::TooLarge, detail));
@@ -180,7 +191,13 @@ pub fn decode(
         "order.fulfillment" => Event::Order(order::fulfillment(&root, store, ctx)?),
         _ => Event::Movement(records::movement(&root, store, ctx)?),
     };
-    Ok((source, event))
+    let sku_system = root.opt_str("sku_system")?;
+    if let Some(system) = &sku_system {
+        if !crate::sku_alias::is_valid_system(system) {
+            return Err(schema(format!("sku_system: {system:?} is not 1-64 of A-Z a-z 0-9 _ -")));
+        }
+    }
+    Ok((source, event, sku_system))
 }
 
 /// The record id a message names, as far as it can be read: the string `id` at the top level
