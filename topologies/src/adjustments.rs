@@ -172,6 +172,11 @@ pub fn prune(txn: &mut Overlay<'_>, store: &str, day: chrono::NaiveDate) -> Resu
         for (line, _) in txn.scan_prefix(Cf::Aggregates, &lines_prefix(store, &period), usize::MAX)? {
             txn.delete(Cf::Aggregates, line);
         }
+        for (cover, _) in
+            txn.scan_prefix(Cf::Aggregates, &crate::lineage::period_covers_prefix(store, &period), usize::MAX)?
+        {
+            txn.delete(Cf::Aggregates, cover);
+        }
         txn.delete(Cf::Aggregates, key);
     }
     Ok(())

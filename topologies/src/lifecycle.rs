@@ -276,22 +276,25 @@ impl Retail {
                 emitted.posting_delays_ms.push((now - since).num_milliseconds());
             }
         }
-        self.post_adjustments(txn, now, &mut emitted)?;
+        self.post_adjustments(txn, now, position, &mut emitted)?;
         Ok(emitted)
     }
 
     /// Inventory adjustment postings for the stores whose adjustments waited `erp.interval`
     /// (docs/wire-format.md, "Inventory adjustment posting").
+    /// `position` is the input position they cover (`lineage`).
     fn post_adjustments(
         &self,
         txn: &mut Overlay<'_>,
         now: DateTime<Utc>,
+        position: u64,
         emitted: &mut Emitted,
     ) -> Result<(), TopologyError> {
         let config = self.config();
         for (store, period, since) in adjustments::due_periods(txn, now, config.erp_interval, POSTINGS_PER_TICK_MAX)? {
             let subject = format!("{}.erp.postings.{store}", config.subject_prefix);
             for posting in adjustments::post_period(txn, &store, &period, &config.default_currency)? {
+                lineage::remember_period_posting(txn, &store, &period, posting.body.seq, position);
                 outputs::enqueue_value(
                     txn,
                     config.output_format,

@@ -65,6 +65,9 @@ pub struct Arrival {
     pub last_duplicate_seq: Option<u64>,
     /// The transaction a void cancels.
     pub voids: Option<String>,
+    /// The accounting period an adjustment movement was booked in (its inventory adjustment
+    /// posting's `period`).
+    pub booked_period: Option<String>,
 }
 
 impl Arrival {
@@ -78,6 +81,7 @@ impl Arrival {
             duplicates: 0,
             last_duplicate_seq: None,
             voids: None,
+            booked_period: None,
         }
     }
 
@@ -151,6 +155,16 @@ pub(crate) fn posting_covers_day_prefix(store: &str, day: NaiveDate) -> Vec<u8> 
     KeyWriter::new().tag(TAG_POSTING_COVER).str(store).str(&day.to_string()).finish()
 }
 
+/// Inventory adjustment postings, by store and booked period: `period/<id>` never reads as a
+/// day, so they share the tag with the day postings.
+fn period_cover_key(store: &str, period: &str, seq: u32) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_POSTING_COVER).str(store).str(&format!("period/{period}")).u64(seq.into()).finish()
+}
+
+pub(crate) fn period_covers_prefix(store: &str, period: &str) -> Vec<u8> {
+    KeyWriter::new().tag(TAG_POSTING_COVER).str(store).str(&format!("period/{period}")).finish()
+}
+
 /// Keeps a dead-lettered copy's reason, filed under `day` for pruning (its business day when
 /// the record could be read, else the day it arrived).
 pub(crate) fn remember_rejection(
@@ -178,4 +192,10 @@ pub(crate) fn remember_alert_revision(
 
 pub(crate) fn remember_posting(txn: &mut Overlay<'_>, store: &str, day: NaiveDate, seq: u32, cover: &PostingCover) {
     txn.put(Cf::Aggregates, posting_cover_key(store, day, seq), codec::encode(cover));
+}
+
+/// The same for an inventory adjustment posting of a store's booked period.
+pub(crate) fn remember_period_posting(txn: &mut Overlay<'_>, store: &str, period: &str, seq: u32, covers: u64) {
+    let cover = PostingCover { covers, kind: crate::adjustment_body::KIND.to_string() };
+    txn.put(Cf::Aggregates, period_cover_key(store, period, seq), codec::encode(&cover));
 }

@@ -490,7 +490,12 @@ impl Retail {
                 seen.voided_by = self.apply_transaction(txn, &mut step, &tx)?;
                 seen.transaction = Some(tx);
             }
-            Event::Movement(movement) => self.apply_movement(txn, &mut step, &movement)?,
+            Event::Movement(movement) => {
+                let booked = self.apply_movement(txn, &mut step, &movement)?;
+                if let Some(arrival) = seen.arrival.as_mut() {
+                    arrival.booked_period = booked;
+                }
+            }
             Event::DayClose(close) => self.apply_day_close(txn, &mut step, close)?,
             Event::Order(order) => {
                 self.apply_order(txn, &mut step, &order)?;
@@ -705,12 +710,14 @@ impl Retail {
         Ok(())
     }
 
+    /// Applies an inventory movement; returns the accounting period it was booked in when it
+    /// is an adjustment.
     fn apply_movement(
         &self,
         txn: &mut Overlay<'_>,
         step: &mut Step,
         movement: &InventoryMovement,
-    ) -> Result<(), TopologyError> {
+    ) -> Result<Option<String>, TopologyError> {
         let day = movement.business_day;
         self.update_store_day(txn, step, day, |totals| totals.apply_movement(movement))?;
         for line in &movement.lines {
@@ -720,19 +727,20 @@ impl Retail {
             self.match_reference(txn, step, reference, movement)?;
         }
         if movement.reason.is_adjustment() {
-            self.book_adjustment(txn, step, movement)?;
+            return self.book_adjustment(txn, step, movement).map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Books an adjustment movement in its accounting period, or in the earliest open one when
     /// its own is closed on the store's event time (docs/wire-format.md, "Inventory adjustment posting").
+    /// Returns the id of the period it was booked in.
     fn book_adjustment(
         &self,
         txn: &mut Overlay<'_>,
         step: &mut Step,
         movement: &InventoryMovement,
-    ) -> Result<(), TopologyError> {
+    ) -> Result<String, TopologyError> {
         let fiscal = &self.config.fiscal;
         let belongs = fiscal.calendar.period_of(movement.business_day);
         // The earliest period not closed: the one holding the local day of (watermark − grace).
@@ -745,7 +753,7 @@ impl Retail {
             let timer = clock::Timer::PruneAdjustments { day: booked.last };
             clock::add_timer(txn, &mut step.clock, &step.store.clone(), prune_at, &timer);
         }
-        Ok(())
+        Ok(booked.id.clone())
     }
 
     /// A movement naming its POS transaction takes that transaction off the unmatched lists.

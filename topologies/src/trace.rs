@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tally_state::key::KeyReader;
 use tally_state::{Cf, Store};
 
+use crate::adjustments;
 use crate::aggregates::Seen;
 use crate::clock;
 use crate::codec;
@@ -123,6 +124,9 @@ fn insert_outputs(
     let posted = match (record_type, &seen.arrival) {
         (Some("pos.transaction"), Some(arrival)) => first_postings(state, store, day, arrival.stream_seq, false)?,
         (Some("pos.day_close"), Some(arrival)) => first_postings(state, store, day, arrival.stream_seq, true)?,
+        (Some("inventory.movement"), Some(Arrival { booked_period: Some(period), stream_seq, .. })) => {
+            first_adjustment_posting(state, store, period, *stream_seq)?
+        }
         _ => Vec::new(),
     };
     fields.insert("postings".into(), posted.into());
@@ -207,6 +211,26 @@ fn first_postings(
         }
         let seq = KeyReader::new(&key[prefix.len()..]).u64().unwrap_or_default();
         let posting_id = postings::posting_id(store, day, u32::try_from(seq).unwrap_or(u32::MAX));
+        return Ok(vec![json!({"id": posting_id, "kind": cover.kind, "covers_stream_sequence": cover.covers})]);
+    }
+    Ok(Vec::new())
+}
+
+/// The first inventory adjustment posting of the booked period that covers `stream_seq`.
+fn first_adjustment_posting(
+    state: &dyn Store,
+    store: &str,
+    period: &str,
+    stream_seq: u64,
+) -> Result<Vec<Value>, TopologyError> {
+    let prefix = lineage::period_covers_prefix(store, period);
+    for (key, value) in state.scan_prefix(Cf::Aggregates, &prefix, ENTRIES_MAX)? {
+        let cover: PostingCover = decode(&value, "posting lineage")?;
+        if cover.covers < stream_seq {
+            continue;
+        }
+        let seq = KeyReader::new(&key[prefix.len()..]).u64().unwrap_or_default();
+        let posting_id = adjustments::posting_id(store, period, u32::try_from(seq).unwrap_or(u32::MAX));
         return Ok(vec![json!({"id": posting_id, "kind": cover.kind, "covers_stream_sequence": cover.covers})]);
     }
     Ok(Vec::new())

@@ -156,3 +156,25 @@ fn a_dedupe_entry_from_an_earlier_version_still_decodes() {
     let seen: crate::aggregates::Seen = crate::codec::decode(&crate::codec::encode(&earlier)).unwrap();
     assert_eq!((seen.fingerprint, seen.business_day, seen.arrival), (7, day, None));
 }
+
+// Proves a shrink movement is traced to the inventory adjustment posting of the period it was
+// booked in, and one that came after that posting to the next one.
+#[test]
+fn an_adjustment_movement_is_traced_to_its_inventory_adjustment_posting() {
+    let mut h = harness();
+    h.record(&movement_at(S, "SH1", &at("10:00:00"), "shrink", None, &[("A", "-2")]));
+    h.tick_after(Duration::minutes(6));
+    h.record(&movement_at(S, "SH2", &at("11:00:00"), "damage", None, &[("A", "-1")]));
+    h.tick_after(Duration::minutes(6));
+    let first = one(&h, "SH1");
+    assert_eq!(
+        first["postings"],
+        json!([{"id": "0042/period/2026-11/0001", "kind": "inventory_adjustment",
+                                          "covers_stream_sequence": 1}])
+    );
+    assert_eq!(one(&h, "SH2")["postings"][0]["id"], json!("0042/period/2026-11/0002"));
+    let receipt = movement_at(S, "R1", &at("11:30:00"), "receipt", None, &[("A", "5")]);
+    h.record(&receipt);
+    h.tick_after(Duration::minutes(6));
+    assert_eq!(one(&h, "R1")["postings"], json!([]), "a receipt is not posted");
+}
