@@ -19,7 +19,6 @@ use tally_state::{Cf, Overlay};
 
 use crate::codec;
 use crate::keys::{TAG_ALERT_REVISION, TAG_POSTING_COVER, TAG_REJECTED};
-use crate::retention::{self, Indexed};
 
 /// The trace context an input message carried in its headers (docs/wire-format.md,
 /// "Trace context"): a W3C `traceparent`, and the publisher's `Nats-Msg-Id`.
@@ -165,18 +164,9 @@ pub(crate) fn period_covers_prefix(store: &str, period: &str) -> Vec<u8> {
     KeyWriter::new().tag(TAG_POSTING_COVER).str(store).str(&format!("period/{period}")).finish()
 }
 
-/// Keeps a dead-lettered copy's reason, filed under `day` for pruning (its business day when
-/// the record could be read, else the day it arrived).
-pub(crate) fn remember_rejection(
-    txn: &mut Overlay<'_>,
-    store: &str,
-    id: &str,
-    day: NaiveDate,
-    stream_seq: u64,
-    rejected: &Rejected,
-) {
+/// Keeps a dead-lettered copy's reason. The caller files it in the retention's day index.
+pub(crate) fn remember_rejection(txn: &mut Overlay<'_>, store: &str, id: &str, stream_seq: u64, rejected: &Rejected) {
     txn.put(Cf::Aggregates, rejected_key(store, id, stream_seq), codec::encode(rejected));
-    retention::index(txn, store, day, Indexed::Rejected, id);
 }
 
 pub(crate) fn remember_alert_revision(

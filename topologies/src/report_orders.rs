@@ -5,7 +5,6 @@
 use serde_json::{json, Map, Value};
 
 use crate::aggregates::{SkuDay, StoreDay};
-use crate::report::text;
 
 /// The day's order fulfillments: how many, their units per kind, and per sku.
 pub fn orders(totals: &StoreDay, skus: &[(String, SkuDay)]) -> Option<Value> {
@@ -33,5 +32,5 @@ pub fn expected_by_source(sku: &SkuDay) -> Option<Value> {
 fn by_kind<'a>(
     units: impl Iterator<Item = (&'a crate::model::Fulfillment, &'a rust_decimal::Decimal)>,
 ) -> Map<String, Value> {
-    units.map(|(kind, units)| (kind.as_str().to_string(), text(*units).into())).collect()
+    units.map(|(kind, units)| (kind.as_str().to_string(), units.to_string().into())).collect()
 }

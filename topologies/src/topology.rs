@@ -621,7 +621,9 @@ impl Retail {
                 at: now,
                 traceparent: msg.trace.traceparent.map(str::to_string),
             };
-            lineage::remember_rejection(txn, &store, &id, day, msg.stream_seq, &rejected);
+            lineage::remember_rejection(txn, &store, &id, msg.stream_seq, &rejected);
+            // Filed under its business day when the record could be read, else the day it arrived.
+            retention::index(txn, &store, day, retention::Indexed::Rejected, &id);
         }
         Ok(Outcome::Rejected(rejection.reason))
     }
