@@ -105,7 +105,7 @@ impl<S: Store> Store for Counting<S> {
     }
 }
 
-pub(crate) fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
+fn generate(opts: GenOptions, n: usize) -> Vec<WireMessage> {
     let start = Utc::now() - chrono::Duration::hours(1);
     let mut traffic = Traffic::new(opts, start);
     let step = chrono::Duration::milliseconds(25);
@@ -198,10 +198,12 @@ fn op_value_len(op: &tally_state::Op) -> u64 {
     }
 }
 
-pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
+/// `n` generated messages of a chain of `stores` stores, well-formed, and the configuration
+/// that knows those stores: the input of `apply` and `partitions`.
+pub(crate) fn generated_chain(stores: usize, skus: usize, n: usize) -> (Config, Vec<WireMessage>) {
     let opts = GenOptions {
-        stores: args.stores,
-        skus_per_store: args.skus,
+        stores,
+        skus_per_store: skus,
         malformed_share: 0.0,
         drift_share: 0.005,
         return_share: 0.05,
@@ -209,8 +211,12 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     };
     let mut config = Config::default();
     crate::e2e::add_generated_stores(&mut config, &opts);
+    (config, generate(opts, n))
+}
+
+pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let n = args.messages as usize;
-    let msgs = generate(opts, n);
+    let (config, msgs) = generated_chain(args.stores, args.skus, n);
     let retail =
         Retail::with_aliases(config.topology(), Arc::new(SharedAliases::new(aliases_of(&config, &msgs, args.aliases))));
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;

@@ -14,7 +14,7 @@ use tally_processor::config::Config;
 use tally_state::{CachedStore, Overlay, RocksOptions, RocksShared, RocksStore, Store};
 use tally_topologies::partition;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
-use tally_traffic::{GenOptions, WireMessage};
+use tally_traffic::WireMessage;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PartitionsArgs {
@@ -38,18 +38,8 @@ pub struct PartitionsArgs {
 type Lane = Vec<(u64, WireMessage)>;
 
 pub fn run(args: PartitionsArgs) -> anyhow::Result<()> {
-    let opts = GenOptions {
-        stores: args.stores,
-        skus_per_store: args.skus,
-        malformed_share: 0.0,
-        drift_share: 0.005,
-        return_share: 0.05,
-        ..GenOptions::default()
-    };
-    let mut config = Config::default();
-    crate::e2e::add_generated_stores(&mut config, &opts);
     let n = args.messages as usize;
-    let msgs = crate::apply::generate(opts, n);
+    let (config, msgs) = crate::apply::generated_chain(args.stores, args.skus, n);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = if args.threads.is_empty() { vec![1, 2, cores] } else { args.threads.clone() };
     threads.sort_unstable();
