@@ -40,8 +40,8 @@ pub struct ApplyArgs {
     /// Block cache size in MiB (tally's default `state.cache_bytes` is 128 MiB).
     #[arg(long, default_value_t = 128)]
     pub cache_mib: usize,
-    /// `state.value_cache_bytes` in MiB (tally's default is 64 MiB; 0 turns the cache off).
-    #[arg(long, default_value_t = 64)]
+    /// `state.value_cache_bytes` in MiB (tally's default is 0, off).
+    #[arg(long, default_value_t = 0)]
     pub value_cache_mib: usize,
     /// `state.sync` of the RocksDB store.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -51,9 +51,9 @@ pub struct E2eArgs {
     /// `state.sync`: fsync every commit (tally's default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
-    /// `state.value_cache_bytes` in MiB (tally's default is 64; 0 turns the cache off): to see
-    /// what the value cache costs in memory and gains in speed.
-    #[arg(long, default_value_t = 64)]
+    /// `state.value_cache_bytes` in MiB (tally's default is 0, off): to see what the value
+    /// cache costs in memory and gains in speed.
+    #[arg(long, default_value_t = 0)]
     pub value_cache_mib: usize,
     /// The generator's seed.
     #[arg(long, default_value_t = 1)]

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tally_processor::config::Config;
-use tally_state::{CachedStore, Overlay, RocksOptions, RocksShared, RocksStore, Store};
+use tally_state::{Overlay, RocksOptions, RocksShared, RocksStore, Store};
 use tally_topologies::partition;
 use tally_topologies::topology::{InputMessage, Retail, Tick};
 use tally_traffic::WireMessage;
@@ -89,11 +89,10 @@ fn measure(config: &Config, lanes: &[Lane], threads: usize, batch_max: usize) ->
     let dir = tempfile::Builder::new().prefix("tally-bench-partitions-").tempdir()?;
     let rocks_opts = RocksOptions::default();
     let shared = RocksShared::new(&rocks_opts);
-    let value_cache = (64usize << 20) / lanes.len();
     let mut partitions = Vec::with_capacity(lanes.len());
     for (p, lane) in lanes.iter().enumerate() {
         let path = dir.path().join(format!("partition-{p}"));
-        let store: Arc<dyn Store> = Arc::new(CachedStore::new(open(&path, &rocks_opts, &shared)?, value_cache));
+        let store: Arc<dyn Store> = Arc::new(open(&path, &rocks_opts, &shared)?);
         partitions.push((Retail::with_share(config.topology(), lanes.len()), store, lane));
     }
     let messages: usize = lanes.iter().map(Vec::len).sum();

@@ -217,7 +217,8 @@ pub struct StateConfig {
     pub write_buffer_bytes: usize,
     /// Cache of recently read and written values in front of RocksDB, so hot keys
     /// (a store's day, a popular sku's day) skip the memtable and block cache. 0 turns it off.
-    /// Default 67108864 (bytes, 64 MiB).
+    /// Default 0: the topology's working set keeps the hot values decoded, and at 10 M keys
+    /// the cache cost 78 MiB of RSS for no throughput (docs/configuration.md).
     pub value_cache_bytes: usize,
     /// fsync every commit, so an acked input survives power loss, not only a crash. Default true.
     pub sync: bool,
@@ -232,7 +233,7 @@ impl Default for StateConfig {
             path: "./tally-data".into(),
             cache_bytes: 128 << 20,
             write_buffer_bytes: 64 << 20,
-            value_cache_bytes: 64 << 20,
+            value_cache_bytes: 0,
             sync: true,
             retention: "35d".into(),
         }

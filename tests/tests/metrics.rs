@@ -2,7 +2,7 @@
 
 use tally_tests::fixtures::{example_transaction, pos_subject, DAY};
 use tally_tests::prom::{self, check_with_promtool};
-use tally_tests::{start_all, wait_for_messages, wait_until, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
+use tally_tests::{start_all, wait_for_messages, wait_until, Js, NatsServer, Tally, DLQ_STREAM, DRAIN_TIMEOUT};
 
 const REQUIRED: [&str; 6] = [
     "tally_events_total",
@@ -80,10 +80,12 @@ async fn metrics_pass_promtool_and_name_the_contract_metrics() {
 }
 
 // Proves tally reports its memory by part: the process's RSS and the parts that `state.*`
-// settings bound, each once, the value cache within its budget (64 MiB by default).
+// settings bound, each once, the value cache (off by default, 8 MiB here) within its budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_gauge_reports_every_part() {
-    let (_nats, tally, js) = start_all("").await;
+    let nats = NatsServer::start();
+    let tally = Tally::builder(&nats.url()).env("TALLY_STATE_VALUE_CACHE_BYTES", "8388608").start().await;
+    let js = Js::connect(&nats.url()).await;
     js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
     const PARTS: [&str; 5] = ["rss", "block_cache", "memtables", "index_and_filters", "value_cache"];
@@ -107,7 +109,7 @@ async fn memory_gauge_reports_every_part() {
     let rss = prom::sum(&samples, "tally_memory_bytes", &[("part", "rss")]);
     assert!(rss > (1 << 20) as f64, "a running tally's RSS is more than 1 MiB, got {rss}");
     let cache = prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]);
-    assert!(cache <= (64u64 << 20) as f64, "the value cache stays within its default budget, got {cache}");
+    assert!(cache <= (8u64 << 20) as f64, "the value cache stays within its budget, got {cache}");
 }
 
 /// Waits until `tally_erp_final_postings_overdue` reads `expected` for each store, as one
