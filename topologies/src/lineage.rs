@@ -19,6 +19,7 @@ use tally_state::{Cf, Overlay};
 
 use crate::codec;
 use crate::keys::{TAG_ALERT_REVISION, TAG_POSTING_COVER, TAG_REJECTED};
+use crate::model::Event;
 
 /// The trace context an input message carried in its headers (docs/wire-format.md,
 /// "Trace context"): a W3C `traceparent`, and the publisher's `Nats-Msg-Id`.
@@ -70,11 +71,12 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    pub fn new(stream_seq: u64, at: DateTime<Utc>, record_type: &str, id: &str, trace: TraceContext<'_>) -> Self {
+    pub fn new(stream_seq: u64, at: DateTime<Utc>, event: &Event, trace: TraceContext<'_>) -> Self {
+        let id = event.id();
         Arrival {
             stream_seq,
             at,
-            record_type: RECORD_TYPES.iter().position(|t| *t == record_type).map_or(0, |at| at as u8 + 1),
+            record_type: record_type_code(event),
             traceparent: trace.traceparent.map(str::to_string),
             msg_id: trace.msg_id.filter(|msg_id| *msg_id != id).map(str::to_string),
             duplicates: 0,
@@ -87,6 +89,16 @@ impl Arrival {
     /// The record's `type`, or `None` for a code this version does not know.
     pub fn record_type(&self) -> Option<&'static str> {
         RECORD_TYPES.get(usize::from(self.record_type).checked_sub(1)?).copied()
+    }
+}
+
+/// An event's place in [`RECORD_TYPES`] plus one, without comparing strings per record.
+fn record_type_code(event: &Event) -> u8 {
+    match event {
+        Event::Transaction(_) => 1,
+        Event::Movement(_) => 2,
+        Event::DayClose(_) => 3,
+        Event::Order(_) => 4,
     }
 }
 

@@ -472,7 +472,7 @@ impl Retail {
         self.fire_due(txn, &mut step)?;
         step.trace_headers = msg.trace.headers();
         let event_id = &event.id().to_string();
-        let mut arrival = Arrival::new(msg.stream_seq, now, event.type_name(), event_id, msg.trace);
+        let mut arrival = Arrival::new(msg.stream_seq, now, &event, msg.trace);
         if let Event::Transaction(tx) = &event {
             arrival.voids = tx.voids.clone();
         }

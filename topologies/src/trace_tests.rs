@@ -178,3 +178,20 @@ fn an_adjustment_movement_is_traced_to_its_inventory_adjustment_posting() {
     h.tick_after(Duration::minutes(6));
     assert_eq!(one(&h, "R1")["postings"], json!([]), "a receipt is not posted");
 }
+
+// Proves every record type's stored code reads back as its `type`, so the byte code and the
+// names stay in step.
+#[test]
+fn every_record_type_reads_back_from_its_code() {
+    use crate::lineage::{Arrival, RECORD_TYPES};
+    let mut h = harness();
+    h.record(&sale_at(S, "T1", &at("10:00:00"), "A", "1", "2.00"));
+    h.record(&movement_at(S, "M1", &at("10:01:00"), "receipt", None, &[("A", "1")]));
+    h.record(&crate::test_support::day_close_at(S, "2026-11-27", &at("21:00:00"), 1, "2.00", "0"));
+    for (id, expected) in [("T1", RECORD_TYPES[0]), ("M1", RECORD_TYPES[1]), ("CLOSE-0042-2026-11-27", RECORD_TYPES[2])]
+    {
+        assert_eq!(one(&h, id)["type"], json!(expected), "{id}");
+    }
+    let order = Arrival { record_type: 4, ..Arrival::default() };
+    assert_eq!(order.record_type(), Some("order.fulfillment"));
+}
