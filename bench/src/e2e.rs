@@ -11,8 +11,10 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tally_processor::config::{Config, StoreConfig, BATCH_MAX_LIMIT};
+use tally_processor::partitions::Layout;
 use tally_processor::{app, telemetry};
-use tally_state::{Cf, RocksStore, Store};
+use tally_state::{Cf, RocksMemory, RocksStore, Store};
+use tally_topologies::partition;
 use tally_traffic::{self as gen, GenOptions, Traffic};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -55,6 +57,10 @@ pub struct E2eArgs {
     /// cache costs in memory and gains in speed.
     #[arg(long, default_value_t = 0)]
     pub value_cache_mib: usize,
+    /// `input.partitions` of the input stream (and of the latency phase's); tally's default
+    /// (16 for a new stream) when not given.
+    #[arg(long)]
+    pub partitions: Option<u32>,
     /// The generator's seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -100,7 +106,8 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
 
     // Streams and tally's consumer, exactly as `tally setup` makes them.
     let config = processor_config(&args, &nats.url(), &temp.path().join("state-e2e"), "15m", &opts)?;
-    app::setup(&config).await.context("tally setup")?;
+    let partitions = app::setup(&config).await.context("tally setup")?;
+    println!("input stream {INPUT_STREAM}: {partitions} partition(s)");
 
     // Preload.
     let span = load::preload_span(args.messages, args.event_rate);
@@ -141,10 +148,10 @@ pub async fn run(mut args: E2eArgs) -> anyhow::Result<()> {
     );
 
     // (b) tally end to end.
-    let tally = tally_phase(&args, &config, &metrics, &nats, preloaded.last_seq).await?;
+    let tally = tally_phase(&args, &config, &metrics, &nats, &js, partitions, preloaded.last_seq).await?;
     let tally_rate = rate(args.messages, tally.elapsed);
     println!(
-        "(b) tally end to end: {:.0} msg/s ({} in {:.2} s, from start to committed position {})",
+        "(b) tally end to end: {:.0} msg/s ({} in {:.2} s, from start until every partition committed its last message, stream sequence {} at most)",
         tally_rate,
         args.messages,
         tally.elapsed.as_secs_f64(),
@@ -198,6 +205,7 @@ fn processor_config(
     config.state.sync = args.sync;
     config.state.value_cache_bytes = args.value_cache_mib << 20;
     config.input.batch_max = args.batch_max;
+    config.input.partitions = args.partitions;
     config.drift.settle = settle.to_string();
     Ok(config)
 }
@@ -228,9 +236,9 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: Config, store: Arc<RocksStore>, metrics: &PrometheusHandle) -> Running {
+    fn start(config: Config, stores: Vec<Arc<RocksStore>>, metrics: &PrometheusHandle) -> Running {
         let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(app::run_with_store(config, store, metrics.clone(), shutdown));
+        let task = tokio::spawn(app::run_with_stores(config, stores, metrics.clone(), shutdown));
         Running { stop, task }
     }
 
@@ -252,16 +260,20 @@ struct TallyPhase {
     details: Vec<String>,
 }
 
-/// (b): tally from a fresh state until its committed position is the stream's last sequence.
+/// (b): tally from a fresh state until every partition's committed position is its last
+/// message's stream sequence.
 async fn tally_phase(
     args: &E2eArgs,
     config: &Config,
     metrics: &PrometheusHandle,
     nats: &LocalNats,
+    js: &jetstream::Context,
+    partitions: u32,
     last_seq: u64,
 ) -> anyhow::Result<TallyPhase> {
-    let store = app::open_store(config)?;
-    let poller = PositionPoller::start(store.clone() as Arc<dyn Store>);
+    let stores = app::open_partitions(config, partitions)?;
+    let lasts = last_sequences(js, config, partitions, last_seq).await?;
+    let poller = PositionPoller::start(as_stores(&stores));
     let peak_reset = measure::reset_peak_rss();
     let rss_before = measure::rss_bytes();
     let threads_before = measure::threads_cpu_secs();
@@ -269,10 +281,10 @@ async fn tally_phase(
     let metrics_before = metrics.render();
 
     let started = Instant::now();
-    let running = Running::start(config.clone(), store.clone(), metrics);
+    let running = Running::start(config.clone(), stores.clone(), metrics);
     let timeout = (CATCH_UP_PER_MESSAGE * u32::try_from(args.messages).unwrap_or(u32::MAX)).max(CATCH_UP_MIN);
     let deadline = started + timeout;
-    while poller.latest() < last_seq {
+    while let Some(lowest) = poller.behind(&lasts) {
         if running.failed_early() {
             return match running.task.await {
                 Ok(Err(err)) => Err(err.context("the processor stopped during (b)")),
@@ -282,12 +294,11 @@ async fn tally_phase(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "tally committed {} of {last_seq} messages in {timeout:?}",
-            poller.latest()
+            "tally had not caught up with {last_seq} messages in {timeout:?}: the lowest committed position of the partitions behind is {lowest}"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let reached = poller.reached(last_seq).unwrap_or_else(Instant::now);
+    let reached = poller.caught_up_at(&lasts).unwrap_or_else(Instant::now);
     let elapsed = reached.duration_since(started);
 
     let peak = measure::peak_rss_bytes();
@@ -295,7 +306,7 @@ async fn tally_phase(
     let nats_cpu = cpu_text(nats_cpu_before, nats.pid().and_then(measure::process_cpu_secs));
     let metrics_after = metrics.render();
     let (state_apparent, state_disk) = measure::dir_size(&config.state.path);
-    let outbox = store.scan_from(Cf::Outbox, &[], 1_000_000)?.len();
+    let outbox = outbox_len(&stores)?;
     let mut details = Vec::new();
     details.push(match (peak, rss_before) {
         (Some(peak), Some(before)) => format!(
@@ -308,7 +319,7 @@ async fn tally_phase(
     });
     // Where the memory is at the end, for the RSS target: RocksDB's parts (the value cache is
     // bounded by `--value-cache-mib`).
-    if let Ok(memory) = store.memory() {
+    if let Ok(memory) = rocks_memory(&stores) {
         details.push(format!(
             "memory at the end: RSS {:.0} MiB; RocksDB block cache {:.0} MiB, memtables {:.0} MiB, index and filter blocks {:.0} MiB; {:.1} M keys (RocksDB's estimate)",
             mib(measure::rss_bytes().unwrap_or(0)),
@@ -322,7 +333,7 @@ async fn tally_phase(
         "state on disk {:.1} MiB (du; apparent {:.1} MiB, RocksDB estimate {:.1} MiB incl. memtables)",
         mib(state_disk),
         mib(state_apparent),
-        mib(store.approximate_size_bytes().unwrap_or(0))
+        mib(stores.iter().map(|store| store.approximate_size_bytes().unwrap_or(0)).sum())
     ));
     let delta = |name: &str| measure::metric_sum(&metrics_after, name) - measure::metric_sum(&metrics_before, name);
     let commits = delta("tally_commit_duration_seconds_count");
@@ -369,8 +380,11 @@ async fn latency_phase(
 ) -> anyhow::Result<Vec<String>> {
     let opts = GenOptions { seed: args.seed + 1, drift_share: 0.05, movement_lag_max_secs: 0, ..preload_options(args) };
     let config = processor_config(args, nats_url, state, "0s", &opts)?;
-    let store = app::open_store(&config)?;
-    let poller = PositionPoller::start(store.clone() as Arc<dyn Store>);
+    // Fresh streams, as `tally setup` makes them, so that the state is laid out for them.
+    let partitions = app::setup(&config).await.context("tally setup for the latency phase")?;
+    let stores = app::open_partitions(&config, partitions)?;
+    let layout = Layout { root: config.state.path.clone(), count: partitions };
+    let poller = PositionPoller::start(as_stores(&stores));
 
     // Alerts as any subscriber sees them: core NATS, timestamped on arrival.
     let alerts: Arc<Mutex<Vec<(Instant, bytes::Bytes)>>> = Arc::default();
@@ -385,21 +399,21 @@ async fn latency_phase(
         }
     });
 
-    let running = Running::start(config.clone(), store.clone(), metrics);
+    let running = Running::start(config.clone(), stores.clone(), metrics);
     let js = jetstream::new(client.clone());
-    wait_for_consumer(&js, &config, &running).await?;
+    wait_for_consumers(&js, &config, &layout, &running).await?;
 
     let mut traffic = Traffic::new(opts, chrono::Utc::now());
     let paced = load::publish_paced(&js, &mut traffic, rate, Duration::from_secs(args.latency_secs)).await?;
-    let caught_up = poller.wait_for(paced.last_seq, CATCH_UP_MIN).await;
+    let lasts = last_sequences(&js, &config, partitions, paced.last_seq).await?;
+    let caught_up = poller.wait_until_caught_up(&lasts, CATCH_UP_MIN).await;
     anyhow::ensure!(
         caught_up,
-        "tally committed {} of {} messages of the latency phase",
-        poller.latest(),
-        paced.last_seq
+        "tally did not commit every message of the latency phase: positions {:?}, last sequences {lasts:?}",
+        poller.positions()
     );
     let drain_deadline = Instant::now() + OUTBOX_DRAIN_TIMEOUT;
-    while !store.scan_from(Cf::Outbox, &[], 1)?.is_empty() && Instant::now() < drain_deadline {
+    while outbox_len(&stores)? > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Published outputs reach a core subscriber within moments of their PubAck.
@@ -407,10 +421,14 @@ async fn latency_phase(
     collector.abort();
     running.stop().await?;
 
+    // A message is committed when its own partition's position reaches it.
     let mut commit: Vec<Duration> = paced
         .published
         .iter()
-        .filter_map(|(seq, sent)| poller.reached(*seq).map(|at| at.saturating_duration_since(*sent)))
+        .filter_map(|message| {
+            let partition = partition::of_store(&message.store, partitions);
+            poller.reached(partition, message.seq).map(|at| at.saturating_duration_since(message.sent))
+        })
         .collect();
     commit.sort();
     let alerts = std::mem::take(&mut *alerts.lock().unwrap_or_else(|e| e.into_inner()));
@@ -496,21 +514,74 @@ fn latency_lines(
     ]
 }
 
-/// Waits until the processor has its input consumer, so the paced run starts on a reader.
-async fn wait_for_consumer(js: &jetstream::Context, config: &Config, running: &Running) -> anyhow::Result<()> {
+/// Waits until the processor has every partition's input consumer, so the paced run starts
+/// on readers.
+async fn wait_for_consumers(
+    js: &jetstream::Context,
+    config: &Config,
+    layout: &Layout,
+    running: &Running,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         anyhow::ensure!(!running.failed_early(), "the processor stopped before consuming");
-        anyhow::ensure!(Instant::now() < deadline, "the processor did not create its consumer in 30 s");
+        anyhow::ensure!(Instant::now() < deadline, "the processor did not create its consumers in 30 s");
         if let Ok(stream) = js.get_stream(&config.input.stream).await {
-            if stream.consumer_info(&config.input.consumer).await.is_ok() {
-                // The runner recreates the consumer at the committed position right after setup.
+            let mut missing = 0;
+            for partition in layout.partitions() {
+                if stream.consumer_info(partition.consumer_name(config)).await.is_err() {
+                    missing += 1;
+                }
+            }
+            if missing == 0 {
+                // The runner recreates each consumer at its committed position right after setup.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The stores as the poller reads them, in partition order.
+pub(crate) fn as_stores(stores: &[Arc<RocksStore>]) -> Vec<Arc<dyn Store>> {
+    stores.iter().map(|store| Arc::clone(store) as Arc<dyn Store>).collect()
+}
+
+/// The last stream sequence of each of `partitions` partitions of the input stream, which holds
+/// `last_seq` messages: where each partition's position ends once it has caught up.
+pub(crate) async fn last_sequences(
+    js: &jetstream::Context,
+    config: &Config,
+    partitions: u32,
+    last_seq: u64,
+) -> anyhow::Result<Vec<u64>> {
+    let stream = js.get_stream(INPUT_STREAM).await?;
+    let layout = Layout { root: config.state.path.clone(), count: partitions };
+    tally_processor::partitions::last_sequences(&stream, config, &layout, last_seq).await
+}
+
+/// Outputs not yet published, over every partition's outbox.
+fn outbox_len(stores: &[Arc<RocksStore>]) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for store in stores {
+        total += store.scan_from(Cf::Outbox, &[], 1_000_000)?.len();
+    }
+    Ok(total)
+}
+
+/// RocksDB's memory over every partition's database: they share one block cache (each reports
+/// the whole of it), and each has its own memtables and table readers.
+fn rocks_memory(stores: &[Arc<RocksStore>]) -> anyhow::Result<RocksMemory> {
+    let mut total = RocksMemory::default();
+    for store in stores {
+        let one = store.memory()?;
+        total.block_cache = one.block_cache;
+        total.memtables += one.memtables;
+        total.table_readers += one.table_readers;
+        total.keys += one.keys;
+    }
+    Ok(total)
 }
 
 fn rate(messages: u64, elapsed: Duration) -> f64 {

@@ -64,9 +64,9 @@ type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
 struct Window<'a> {
     js: &'a Context,
     in_flight_max: usize,
-    pending: VecDeque<(Instant, AckFuture)>,
-    /// (stream sequence, publish instant), in publish order.
-    acked: Vec<(u64, Instant)>,
+    /// (publish instant, store token of the subject, PubAck to come), in publish order.
+    pending: VecDeque<(Instant, String, AckFuture)>,
+    acked: Vec<Published>,
     keep_acked: bool,
     last_seq: u64,
 }
@@ -82,37 +82,38 @@ impl<'a> Window<'a> {
         }
         let mut headers = HeaderMap::new();
         headers.insert("Content-Type", msg.content_type);
+        let store = store_token(&msg.subject).to_string();
         let sent_at = Instant::now();
         let ack = self
             .js
             .publish_with_headers(msg.subject, headers, msg.payload.into())
             .await
             .context("publishing an input message")?;
-        self.pending.push_back((sent_at, ack.into_future()));
+        self.pending.push_back((sent_at, store, ack.into_future()));
         Ok(sent_at)
     }
 
-    fn record(&mut self, seq: u64, sent_at: Instant) {
+    fn record(&mut self, seq: u64, sent: Instant, store: String) {
         self.last_seq = self.last_seq.max(seq);
         if self.keep_acked {
-            self.acked.push((seq, sent_at));
+            self.acked.push(Published { seq, sent, store });
         }
     }
 
     async fn settle_one(&mut self) -> anyhow::Result<()> {
-        if let Some((sent_at, ack)) = self.pending.pop_front() {
+        if let Some((sent_at, store, ack)) = self.pending.pop_front() {
             let ack = ack.await.context("waiting for a PubAck")?;
-            self.record(ack.sequence, sent_at);
+            self.record(ack.sequence, sent_at, store);
         }
         Ok(())
     }
 
     /// Takes the PubAcks that already arrived, without waiting.
     fn reap(&mut self) -> anyhow::Result<()> {
-        while let Some((_, front)) = self.pending.front_mut() {
+        while let Some((_, _, front)) = self.pending.front_mut() {
             let Some(result) = front.as_mut().now_or_never() else { break };
-            let (sent_at, _) = self.pending.pop_front().expect("the front was just polled");
-            self.record(result.context("waiting for a PubAck")?.sequence, sent_at);
+            let (sent_at, store, _) = self.pending.pop_front().expect("the front was just polled");
+            self.record(result.context("waiting for a PubAck")?.sequence, sent_at, store);
         }
         Ok(())
     }
@@ -168,11 +169,25 @@ pub fn preload_span(n: u64, event_rate: f64) -> chrono::Duration {
     chrono::Duration::milliseconds((n as f64 / MESSAGES_PER_BASKET / event_rate * 1000.0) as i64)
 }
 
+/// One message of a paced run: its stream sequence, when it left, and the store token of its
+/// subject, which says the partition that commits it (`partition::of_store`).
+pub struct Published {
+    pub seq: u64,
+    pub sent: Instant,
+    pub store: String,
+}
+
+/// The store token of an input subject (`<prefix>.<kind>.<store>`): what the stream's
+/// partition transform hashes.
+pub fn store_token(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or_default()
+}
+
 /// A finished paced run.
 pub struct Paced {
     pub mix: Mix,
-    /// (stream sequence, publish instant) of every message.
-    pub published: Vec<(u64, Instant)>,
+    /// Every message, in publish order.
+    pub published: Vec<Published>,
     /// POS transaction id → publish instant.
     pub transactions: HashMap<String, Instant>,
     pub last_seq: u64,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tally_processor::memory::status_bytes;
+use tally_processor::partitions;
 use tally_state::{Overlay, Store};
 use tally_topologies::topology::committed_position;
 
@@ -16,20 +17,27 @@ use tally_topologies::topology::committed_position;
 /// publish→commit latencies, so it is part of what the figure means.
 pub const POLL_EVERY: Duration = Duration::from_millis(1);
 
-/// Reads the committed stream position from the state every [`POLL_EVERY`] on its own thread,
-/// so the processor's runtime does not delay the observation, and records each advance.
+/// One partition's advances: (position, when it was first seen), positions strictly increasing.
+type Advances = Vec<(u64, Instant)>;
+
+/// Reads every partition's committed stream position from its state every [`POLL_EVERY`] on
+/// its own thread, so the processor's runtime does not delay the observation, and records each
+/// advance. A partition's position is the last *stream* sequence it applied, so with several
+/// partitions no single position reaches the stream's last sequence: a message is committed
+/// once its own partition's position reaches it, and the input is caught up when every
+/// partition has reached its own last sequence (`partitions::behind`).
 pub struct PositionPoller {
-    latest: Arc<AtomicU64>,
-    /// (position, when it was first seen), positions strictly increasing.
-    advances: Arc<Mutex<Vec<(u64, Instant)>>>,
+    latest: Arc<Vec<AtomicU64>>,
+    advances: Arc<Mutex<Vec<Advances>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PositionPoller {
-    pub fn start(store: Arc<dyn Store>) -> PositionPoller {
-        let latest = Arc::new(AtomicU64::new(0));
-        let advances = Arc::new(Mutex::new(Vec::new()));
+    /// Polls `stores`, one per partition in partition order.
+    pub fn start(stores: Vec<Arc<dyn Store>>) -> PositionPoller {
+        let latest: Arc<Vec<AtomicU64>> = Arc::new(stores.iter().map(|_| AtomicU64::new(0)).collect());
+        let advances = Arc::new(Mutex::new(vec![Vec::new(); stores.len()]));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("bench-poller".into())
@@ -37,13 +45,7 @@ impl PositionPoller {
                 let (latest, advances, stop) = (latest.clone(), advances.clone(), stop.clone());
                 move || {
                     while !stop.load(Ordering::Relaxed) {
-                        // A failed read is a corrupt or closed store; the run's timeout reports it.
-                        if let Ok(position) = committed_position(&Overlay::new(store.as_ref())) {
-                            if position > latest.load(Ordering::Relaxed) {
-                                latest.store(position, Ordering::Relaxed);
-                                advances.lock().unwrap_or_else(|e| e.into_inner()).push((position, Instant::now()));
-                            }
-                        }
+                        poll_once(&stores, &latest, &advances);
                         std::thread::sleep(POLL_EVERY);
                     }
                 }
@@ -52,27 +54,77 @@ impl PositionPoller {
         PositionPoller { latest, advances, stop, thread: Some(thread) }
     }
 
-    pub fn latest(&self) -> u64 {
-        self.latest.load(Ordering::Relaxed)
+    /// Every partition's latest committed position, in partition order.
+    pub fn positions(&self) -> Vec<u64> {
+        self.latest.iter().map(|at| at.load(Ordering::Relaxed)).collect()
     }
 
-    /// When the position first reached `seq` or beyond, if it has.
-    pub fn reached(&self, seq: u64) -> Option<Instant> {
+    /// The lowest position of the partitions that have not reached their `lasts` (the stream's
+    /// last sequence of each, `partitions::last_sequences`); `None` once all have.
+    pub fn behind(&self, lasts: &[u64]) -> Option<u64> {
+        partitions::behind(&self.positions(), lasts)
+    }
+
+    /// When `partition`'s position first reached `seq` or beyond, if it has.
+    pub fn reached(&self, partition: u32, seq: u64) -> Option<Instant> {
         let advances = self.advances.lock().unwrap_or_else(|e| e.into_inner());
-        let i = advances.partition_point(|(position, _)| *position < seq);
-        advances.get(i).map(|(_, at)| *at)
+        let seen = advances.get(partition as usize)?;
+        let i = seen.partition_point(|(position, _)| *position < seq);
+        seen.get(i).map(|(_, at)| *at)
     }
 
-    /// Waits (async) until the position reaches `seq`; false after `timeout`.
-    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+    /// When the last partition with messages reached its last sequence: the moment the whole
+    /// input was committed. `None` before that, or when no partition has messages.
+    pub fn caught_up_at(&self, lasts: &[u64]) -> Option<Instant> {
+        let mut latest = None;
+        for (partition, last) in (0u32..).zip(lasts).filter(|(_, last)| **last > 0) {
+            let at = self.reached(partition, *last)?;
+            latest = latest.max(Some(at));
+        }
+        latest
+    }
+
+    /// The first commit of each partition, in partition order (`None` for one that has not
+    /// committed yet).
+    pub fn first_commits(&self) -> Vec<Option<Instant>> {
+        let advances = self.advances.lock().unwrap_or_else(|e| e.into_inner());
+        advances.iter().map(|seen| seen.first().map(|(_, at)| *at)).collect()
+    }
+
+    /// Waits (async) until every partition has reached its `lasts`; false after `timeout`.
+    pub async fn wait_until_caught_up(&self, lasts: &[u64], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.latest() < seq {
+        while self.behind(lasts).is_some() {
             if Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         true
+    }
+
+    /// Waits (async) until some partition has committed; false after `timeout`.
+    pub async fn wait_for_first_commit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.positions().iter().all(|at| *at == 0) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+}
+
+/// One reading of every partition's position, recording those that advanced.
+fn poll_once(stores: &[Arc<dyn Store>], latest: &[AtomicU64], advances: &Mutex<Vec<Advances>>) {
+    for (partition, store) in stores.iter().enumerate() {
+        // A failed read is a corrupt or closed store; the run's timeout reports it.
+        let Ok(position) = committed_position(&Overlay::new(store.as_ref())) else { continue };
+        if position > latest[partition].load(Ordering::Relaxed) {
+            latest[partition].store(position, Ordering::Relaxed);
+            advances.lock().unwrap_or_else(|e| e.into_inner())[partition].push((position, Instant::now()));
+        }
     }
 }
 

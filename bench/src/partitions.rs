@@ -72,7 +72,7 @@ fn print_row(partitions: u32, threads: usize, run: &Run, single: &Run, n: usize)
 fn lanes(msgs: &[WireMessage], partitions: u32) -> Vec<Lane> {
     let mut lanes = vec![Vec::new(); partitions as usize];
     for (at, msg) in msgs.iter().enumerate() {
-        let store = msg.subject.rsplit('.').next().unwrap_or_default();
+        let store = crate::load::store_token(&msg.subject);
         lanes[partition::of_store(store, partitions) as usize].push((at as u64 + 1, msg.clone()));
     }
     lanes
@@ -88,12 +88,12 @@ struct Run {
 fn measure(config: &Config, lanes: &[Lane], threads: usize, batch_max: usize) -> anyhow::Result<Run> {
     let dir = tempfile::Builder::new().prefix("tally-bench-partitions-").tempdir()?;
     let rocks_opts = RocksOptions::default();
-    let shared = RocksShared::new(&rocks_opts);
+    let shared = RocksShared::for_databases(&rocks_opts, lanes.len());
     let mut partitions = Vec::with_capacity(lanes.len());
     for (p, lane) in lanes.iter().enumerate() {
         let path = dir.path().join(format!("partition-{p}"));
         let store: Arc<dyn Store> = Arc::new(open(&path, &rocks_opts, &shared)?);
-        partitions.push((Retail::with_share(config.topology(), lanes.len()), store, lane));
+        partitions.push((Retail::with_share(config.topology(), Default::default(), lanes.len()), store, lane));
     }
     let messages: usize = lanes.iter().map(Vec::len).sum();
     let cpu_before = crate::measure::process_cpu_secs(std::process::id()).unwrap_or(0.0);

@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use tally_processor::app;
+use tally_processor::config::Config;
+use tally_processor::partitions::{self, Layout};
 use tally_state::{Cf, Store};
 use tally_traffic::{LocalNats, Traffic};
 
-use crate::e2e::{chain_options, default_config, CATCH_UP_MIN, CATCH_UP_PER_MESSAGE, INPUT_STREAM, STOP_TIMEOUT};
+use crate::e2e::{
+    chain_options, default_config, last_sequences, CATCH_UP_MIN, CATCH_UP_PER_MESSAGE, INPUT_STREAM, STOP_TIMEOUT,
+};
 use crate::load;
 use crate::measure::{self, mib};
 
@@ -31,6 +35,10 @@ pub struct ProcessArgs {
     /// Baskets per second of event time in the preload (as in `e2e`).
     #[arg(long, default_value_t = 40.0)]
     pub event_rate: f64,
+    /// `input.partitions` of the input stream; tally's default (16 for a new stream) when not
+    /// given.
+    #[arg(long)]
+    pub partitions: Option<u32>,
     /// The generator's seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -65,21 +73,24 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
     let client = async_nats::connect(nats.url().as_str()).await.context("connecting to the bench's nats-server")?;
     let js = jetstream::new(client);
     let opts = chain_options(args.stores, args.skus, args.seed);
-    let config = default_config(&nats.url(), &temp.path().join("state"), &opts)?;
+    let mut config = default_config(&nats.url(), &temp.path().join("state"), &opts)?;
+    config.input.partitions = args.partitions;
+    let partitions = app::setup(&config).await.context("tally setup")?;
     println!(
-        "tally-bench process: {} messages, {} stores, {} SKUs, tally's default settings, {}",
+        "tally-bench process: {} messages, {} stores, {} SKUs, {partitions} partition(s), tally's default settings otherwise, {}",
         args.messages,
         args.stores,
         args.skus,
         tally_bin.display()
     );
-    app::setup(&config).await.context("tally setup")?;
     let span = load::preload_span(args.messages, args.event_rate);
     let start = chrono::Utc::now() - span;
     let mut traffic = Traffic::new(opts, start);
     let preloaded = load::preload(&js, &mut traffic, start, args.event_rate, args.messages).await?;
     drop(traffic);
     println!("preload: {} messages ({})", preloaded.mix.messages, preloaded.mix.describe());
+    let lasts = last_sequences(&js, &config, partitions, preloaded.last_seq).await?;
+    let layout = Layout { root: config.state.path.clone(), count: partitions };
 
     let config_path = temp.path().join("tally.toml");
     std::fs::write(&config_path, toml::to_string(&config).context("writing tally's configuration as TOML")?)?;
@@ -94,27 +105,22 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
         if let Some(status) = tally.child.try_wait()? {
             anyhow::bail!("tally exited with {status} before acking every message; its log:\n{}", log_tail(&log_path));
         }
-        // A consumer tally has not created yet has no ack floor: 0 acked.
-        let acked = match stream.consumer_info(&config.input.consumer).await {
-            Ok(info) => info.ack_floor.stream_sequence,
-            Err(_) => 0,
-        };
-        if acked >= preloaded.last_seq {
-            break;
-        }
+        let acked = ack_floors(&stream, &config, &layout).await;
+        let Some(lowest) = partitions::behind(&acked, &lasts) else { break };
         let rss = measure::process_rss_bytes(tally.pid()).unwrap_or(0);
         if rss > largest.rss {
             largest = Sample { rss, parts: scrape_memory(&config.http.listen).unwrap_or_default() };
         }
         anyhow::ensure!(
             started.elapsed() < timeout,
-            "tally acked {acked} of {} messages in {timeout:?}",
+            "tally had not acked all {} messages in {timeout:?}: the lowest ack floor of the partitions behind is {lowest}",
             preloaded.last_seq
         );
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             eprintln!(
-                "  {acked} of {} acked after {:.0} s, RSS {:.0} MiB",
+                "  {} of {partitions} partition(s) done, lowest ack floor behind {lowest} of {}, after {:.0} s, RSS {:.0} MiB",
+                acked.iter().zip(&lasts).filter(|(floor, last)| floor >= last).count(),
                 preloaded.last_seq,
                 started.elapsed().as_secs_f64(),
                 mib(measure::process_rss_bytes(tally.pid()).unwrap_or(0))
@@ -129,8 +135,11 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
     let cpu = measure::process_cpu_secs(pid).unwrap_or(0.0);
     tally.stop()?;
 
-    let store = app::open_store(&config).context("opening tally's state after it stopped")?;
-    let keys = count_keys(store.as_ref())?;
+    let stores = app::open_partitions(&config, partitions).context("opening tally's state after it stopped")?;
+    let mut keys = 0;
+    for store in &stores {
+        keys += count_keys(store.as_ref())?;
+    }
     let (_, state_disk) = measure::dir_size(&config.state.path);
     println!(
         "tally process: {} messages acked in {:.2} s ({:.0} msg/s, from spawn, start-up included), CPU {:.1} s",
@@ -153,6 +162,20 @@ pub async fn run(mut args: ProcessArgs) -> anyhow::Result<()> {
     }
     println!("tally_peak_rss_mib: {:.0}", mib(peak));
     Ok(())
+}
+
+/// Each partition's consumer's ack floor (its last stream sequence acked without a gap), in
+/// partition order; 0 for a consumer tally has not created yet.
+async fn ack_floors(stream: &jetstream::stream::Stream, config: &Config, layout: &Layout) -> Vec<u64> {
+    let mut floors = Vec::new();
+    for partition in layout.partitions() {
+        let floor = match stream.consumer_info(partition.consumer_name(config)).await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(_) => 0,
+        };
+        floors.push(floor);
+    }
+    floors
 }
 
 /// Keys in every column family, counted by scanning: RocksDB's own estimate, right after an

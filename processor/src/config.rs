@@ -7,10 +7,12 @@
 //! - `env`: the `TALLY_*` variables, and which of them are not tally's (docs/configuration.md).
 //! - `secrets`: secrets read from the files that `*_file` keys name.
 
+mod cluster;
 mod env;
 mod secrets;
 mod sku;
 
+pub use cluster::{is_valid_instance_id, ClusterConfig};
 pub use sku::SkuConfig;
 
 use std::collections::BTreeMap;
@@ -71,6 +73,9 @@ pub struct Config {
     pub sku: SkuConfig,
     /// The accounting periods of inventory adjustment postings.
     pub fiscal: FiscalConfig,
+    /// Several instances sharing the partitions (docs/operations.md, "Several instances:
+    /// partition ownership").
+    pub cluster: ClusterConfig,
     /// Per-store settings; `default` applies to every store without its own table.
     pub stores: BTreeMap<String, StoreConfig>,
     /// `TALLY_*` variables that name no section of this configuration (Kubernetes sets
@@ -96,6 +101,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sku: SkuConfig::default(),
             fiscal: FiscalConfig::default(),
+            cluster: ClusterConfig::default(),
             stores,
             ignored_env: Vec::new(),
         }
@@ -177,6 +183,11 @@ pub struct InputConfig {
     pub max_lines: usize,
     /// How long one fetch waits for messages before the loop looks around. Default `500ms`.
     pub fetch_wait: String,
+    /// Partitions of the input stream, fixed when `tally setup` creates it (docs/operations.md,
+    /// "Partitions"). Unset: 16 for a new stream, and whatever an existing stream has.
+    pub partitions: Option<u32>,
+    /// Partitions that apply at once, at most. Unset: the cores available.
+    pub threads: Option<usize>,
 }
 
 impl Default for InputConfig {
@@ -189,6 +200,8 @@ impl Default for InputConfig {
             max_message_bytes: 1 << 20,
             max_lines: 1000,
             fetch_wait: "500ms".into(),
+            partitions: None,
+            threads: None,
         }
     }
 }
@@ -517,6 +530,15 @@ impl Config {
                 return Err(invalid("erp.webhook.concurrency", format!("must be 1..={WEBHOOK_CONCURRENCY_MAX}")));
             }
         }
+        if self.cluster.enabled && self.erp.webhook.is_some() {
+            return Err(invalid(
+                "erp.webhook",
+                "cannot be used with cluster.enabled yet: every instance would deliver from the one webhook consumer \
+                 and a store's postings could overtake each other. Deliver RETAIL_ERP with a single-instance tally, \
+                 or read it directly (docs/operations.md, \"Several instances\")"
+                    .into(),
+            ));
+        }
         if !self.alertmanager.url.is_empty() && !self.alertmanager.url.starts_with("http") {
             return Err(invalid("alertmanager.url", format!("{:?} is not an http(s) URL", self.alertmanager.url)));
         }
@@ -538,6 +560,12 @@ impl Config {
         if self.input.batch_max == 0 || self.input.batch_max > BATCH_MAX_LIMIT {
             return Err(invalid("input.batch_max", format!("must be 1..={BATCH_MAX_LIMIT}")));
         }
+        if self.input.partitions.is_some_and(|n| !(1..=PARTITIONS_MAX).contains(&n)) {
+            return Err(invalid("input.partitions", format!("must be 1..={PARTITIONS_MAX}")));
+        }
+        if self.input.threads == Some(0) {
+            return Err(invalid("input.threads", "must be at least 1".into()));
+        }
         if !is_valid_token(&self.input.subject_prefix) {
             return Err(invalid("input.subject_prefix", "must be one subject token of letters, digits, _ or -".into()));
         }
@@ -554,7 +582,13 @@ impl Config {
                 parse_duration(settle).map_err(|m| invalid(&format!("stores.{id}.drift.settle"), m))?;
             }
         }
+        self.cluster.validate()?;
         self.sku.validate()
+    }
+
+    /// How many partitions apply at once: `input.threads`, else the cores available.
+    pub fn apply_threads(&self) -> usize {
+        self.input.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     pub fn fetch_wait(&self) -> Duration {
@@ -639,6 +673,11 @@ impl Config {
         let sample = || Some("x".to_string());
         let sample_path = || Some(PathBuf::from("x"));
         full.fiscal.year_start = sample();
+        full.cluster.instance_id = sample();
+        full.cluster.advertise = sample();
+        full.cluster.heartbeat = sample();
+        full.input.partitions = Some(PARTITIONS_DEFAULT);
+        full.input.threads = Some(1);
         full.nats.creds_file = sample_path();
         full.nats.user = sample();
         full.nats.nkey_seed_file = sample_path();
@@ -729,6 +768,13 @@ fn chrono_duration(text: &str) -> chrono::Duration {
 
 /// A bound that keeps one commit's write batch and ack window modest.
 pub const BATCH_MAX_LIMIT: usize = 10_000;
+
+/// The most partitions an input stream may have: each is a RocksDB database, a consumer and a
+/// publisher, so a few hundred are already more than one machine's cores can use.
+pub const PARTITIONS_MAX: u32 = 256;
+
+/// Partitions of a new input stream when `input.partitions` is not set.
+pub const PARTITIONS_DEFAULT: u32 = 16;
 
 /// The most POSTs the ERP webhook may have in flight (`erp.webhook.concurrency`).
 pub const WEBHOOK_CONCURRENCY_MAX: usize = 256;
@@ -879,7 +925,9 @@ mod tests {
     #[test]
     fn every_key_is_settable_from_the_environment() {
         let paths = env::key_paths();
-        for section in ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log", "fiscal"] {
+        for section in
+            ["nats", "input", "output", "state", "drift", "erp", "http", "alertmanager", "log", "fiscal", "cluster"]
+        {
             assert!(paths.iter().any(|(p, _)| p[0] == section), "no keys of [{section}]");
         }
         let mut names = std::collections::BTreeSet::new();

@@ -284,6 +284,8 @@ fn config_for(nats: &NatsServer) -> Config {
     config.nats.url = nats.url();
     config.input.batch_max = 10;
     config.input.fetch_wait = "100ms".into();
+    // One run loop over one store: the partitions' loops are each this loop.
+    config.input.partitions = Some(1);
     config
 }
 
@@ -337,6 +339,9 @@ fn new_runner(config: &Config, store: Arc<dyn Store>, client: &async_nats::Clien
         outbox_notify: Arc::new(Notify::new()),
         last_tick: std::sync::Mutex::new(Instant::now()),
         tick: crate::runner::Tick::Live,
+        partition: crate::partitions::Partition::WHOLE,
+        apply_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        epoch: None,
     })
 }
 
@@ -450,6 +455,8 @@ async fn a_failed_outbox_delete_re_sends_the_same_entry_once_stored() {
         js: js.clone(),
         health: Arc::new(Health::default()),
         notify: Arc::new(Notify::new()),
+        partition: crate::partitions::Partition::WHOLE,
+        fence: None,
     };
     let (_stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(async move { publisher.run(shutdown).await });

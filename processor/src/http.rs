@@ -13,12 +13,16 @@ use chrono::NaiveDate;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tally_state::Store;
+use tally_topologies::drift::DriftAlert;
 use tally_topologies::{report, trace as record_trace};
 use tokio::sync::watch;
 
 use crate::health::Health;
 
+mod cluster;
 mod unmapped;
+
+pub use cluster::ClusterView;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -27,6 +31,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// `http.bearer_token`: required on `/v1/*` when set.
     pub bearer_token: Option<Arc<str>>,
+    /// When several instances share the partitions: who runs what.
+    pub cluster: Option<ClusterView>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -35,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/alerts", get(alerts))
         .route("/v1/stores/{store}/unmapped", get(unmapped::unmapped))
         .route("/v1/trace/{id}", get(trace))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), cluster::to_owner))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -91,12 +98,15 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    match state.health.check() {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(problems) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reasons": problems}))).into_response()
-        }
+    let (status, mut body) = match state.health.check() {
+        Ok(()) => (StatusCode::OK, json!({"status": "ready"})),
+        Err(problems) => (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not ready", "reasons": problems})),
+    };
+    if let Some(view) = &state.cluster {
+        body["instance"] = json!(view.instance);
+        body["partitions"] = json!(view.owned());
     }
+    (status, Json(body)).into_response()
 }
 
 async fn store_day(State(state): State<ApiState>, Path((store, day)): Path<(String, String)>) -> Response {
@@ -117,6 +127,8 @@ async fn store_day(State(state): State<ApiState>, Path((store, day)): Path<(Stri
 #[derive(serde::Deserialize)]
 struct AlertsQuery {
     state: Option<String>,
+    /// `instance`: only this instance's partitions, with their numbers (several instances).
+    scope: Option<String>,
 }
 
 /// Alerts listed at most; the latest revision of each, in (store, day, sku) order.
@@ -128,13 +140,41 @@ async fn alerts(State(state): State<ApiState>, Query(query): Query<AlertsQuery>)
             return error(StatusCode::BAD_REQUEST, format!("state {wanted:?} is not one of firing, resolved, final"));
         }
     }
-    let store = Arc::clone(&state.store);
+    let instance_only = match query.scope.as_deref() {
+        None => false,
+        Some("instance") => true,
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("scope {other:?} is not \"instance\"")),
+    };
+    let Some(view) = &state.cluster else {
+        return match local_alerts(&state.store, query.state).await {
+            Ok(alerts) => Json(json!({"alerts": alerts})).into_response(),
+            Err(response) => response,
+        };
+    };
+    // The partitions read throughout: those running both before and after the scan.
+    let before = view.running();
+    let alerts = match local_alerts(&state.store, query.state.clone()).await {
+        Ok(alerts) => alerts,
+        Err(response) => return response,
+    };
+    let partitions: Vec<u32> = view.running().into_iter().filter(|p| before.contains(p)).collect();
+    if instance_only {
+        return Json(json!({"alerts": alerts, "partitions": partitions})).into_response();
+    }
+    let token = state.bearer_token.as_deref();
+    cluster::everywhere(view, token, query.state.as_deref(), cluster::InstanceAlerts { alerts, partitions }, ALERTS_MAX)
+        .await
+}
+
+/// The latest revision of each alert this instance's state holds, in key order.
+async fn local_alerts(store: &Arc<dyn Store>, wanted: Option<String>) -> Result<Vec<DriftAlert>, Response> {
+    let store = Arc::clone(store);
     let result =
-        tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), query.state.as_deref(), ALERTS_MAX)).await;
+        tokio::task::spawn_blocking(move || report::alerts(store.as_ref(), wanted.as_deref(), ALERTS_MAX)).await;
     match result {
-        Ok(Ok(alerts)) => Json(json!({"alerts": alerts})).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+        Ok(Ok(alerts)) => Ok(alerts),
+        Ok(Err(err)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}"))),
+        Err(err) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}"))),
     }
 }
 

@@ -3,6 +3,15 @@
 //! - [`config`]: the TOML configuration with `TALLY_*` overrides, validated.
 //! - [`nats`]: connecting, and creating or checking streams and the consumer.
 //! - [`runner`]: the input loop: batch, apply, commit with the position, then ack.
+//! - [`cluster`]: several instances sharing the partitions: membership and leases in a NATS KV
+//!   bucket, partitions spread by rendezvous hashing.
+//! - [`snapshot`]: checkpoints of owned partitions in the JetStream Object Store: upload,
+//!   manifest, garbage collection, restore, and the input retention they need.
+//! - [`partitions`]: where each partition's state lives, which consumer reads it, and every
+//!   partition's state read as one.
+//! - [`pipeline`]: one partition's input loop and outbox publisher, started and stopped together.
+//! - [`owned`]: `tally run` as one of several instances: the partitions it owns, taken over and
+//!   handed back as the cluster's leases move.
 //! - [`outbox`]: publishing committed outputs, deleting them after their PubAck.
 //! - [`webhook`]: delivering ERP postings over HTTP, in order per store with stores side by side,
 //!   parking rejected ones on the DLQ.
@@ -27,6 +36,7 @@
 pub mod alertmanager;
 pub mod app;
 pub mod backoff;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dlq;
@@ -38,10 +48,14 @@ pub mod logging;
 pub mod memory;
 pub mod nats;
 pub mod outbox;
+pub mod owned;
+pub mod partitions;
+pub mod pipeline;
 pub mod progress;
 pub mod reconcile;
 pub mod runner;
 pub mod sku_alias;
+pub mod snapshot;
 pub mod stateops;
 pub mod telemetry;
 pub mod webhook;

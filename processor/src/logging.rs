@@ -4,6 +4,8 @@
 //! Every line about one input record carries its `id`, `store` and stream sequence `seq` as
 //! fields (see the runner); with `json` they are top-level keys of the line's object.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
@@ -11,7 +13,9 @@ use crate::config::LogConfig;
 /// Sets up the process's log. Call once, before anything logs.
 pub fn init(log: &LogConfig) {
     let (filter, bad_rust_log) = filter(&log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a file, a pipe or journald would keep the escape codes.
+    let on_terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(on_terminal);
     if log.format == "json" {
         builder.json().flatten_event(true).init();
     } else {

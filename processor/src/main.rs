@@ -74,17 +74,28 @@ struct StateArgs {
 
 #[derive(Subcommand)]
 enum StateCommand {
-    /// Write a consistent checkpoint of state.path into a new directory (works while running).
+    /// Write a consistent checkpoint of state.path into a new directory (works while running):
+    /// every partition, laid out as state.path is, or one with --partition.
     Checkpoint {
         #[command(flatten)]
         config: ConfigArg,
+        /// Checkpoint only this partition (0 to the number of partitions - 1), as a single
+        /// database in DIR, for `tally state restore --partition` of the same partition.
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
         /// The new directory to write the checkpoint into.
         dir: PathBuf,
     },
-    /// Copy a checkpoint into an empty state.path; the next `tally run` resumes after it.
+    /// Copy a checkpoint into an empty state.path (or, with --partition, into one partition's
+    /// empty directory); the next `tally run` resumes after it.
     Restore {
         #[command(flatten)]
         config: ConfigArg,
+        /// Restore a checkpoint of one partition (made with `checkpoint --partition N`) into
+        /// state.path/partition-N of a partitioned state.path, which must be absent or empty
+        /// (stop tally and move the partition's old directory away first).
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
         /// The checkpoint directory.
         from: PathBuf,
     },
@@ -97,7 +108,13 @@ enum StateCommand {
     Rebuild {
         #[command(flatten)]
         config: ConfigArg,
-        /// The fresh directory to rebuild into; point state.path at it afterwards.
+        /// Rebuild only this partition of the input stream (its own consumer,
+        /// `<consumer>-rebuild-p<N>`), into INTO as a single database: stop tally, move
+        /// state.path/partition-N away and move INTO there.
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
+        /// The fresh directory to rebuild into; point state.path at it afterwards (with
+        /// --partition: move it to state.path/partition-N).
         into: PathBuf,
     },
 }
@@ -123,6 +140,10 @@ struct InspectArgs {
     /// The state directory (state.path).
     #[arg(long, default_value = "./tally-data")]
     state: PathBuf,
+    /// Read only this partition of a partitioned state (0 to the number of partitions - 1);
+    /// without it, every partition is read as one.
+    #[arg(long, global = true, value_name = "N")]
+    partition: Option<u32>,
     #[command(subcommand)]
     what: InspectWhat,
 }
@@ -141,7 +162,8 @@ struct TraceArgs {
 
 #[derive(Subcommand)]
 enum InspectWhat {
-    /// The committed stream position, outbox size and the store-days held.
+    /// The committed stream positions, outbox sizes and store-days held: in total and per
+    /// partition.
     Summary,
     /// One store-day's reconciliation, as the HTTP API shows it.
     Day {
@@ -176,9 +198,10 @@ enum Configured {
     Setup,
     /// The file checked, if any.
     Check(Option<PathBuf>),
-    Checkpoint(PathBuf),
-    Restore(PathBuf),
-    Rebuild(PathBuf),
+    /// The directory, and the partition named by --partition.
+    Checkpoint(PathBuf, Option<u32>),
+    Restore(PathBuf, Option<u32>),
+    Rebuild(PathBuf, Option<u32>),
 }
 
 impl Job {
@@ -195,9 +218,11 @@ impl Job {
                     .map_err(|err| anyhow::anyhow!("--progress-every {progress_every:?}: {err}"))?;
                 progress::set_plain_every(every);
                 match command {
-                    StateCommand::Checkpoint { config, dir } => (config, Configured::Checkpoint(dir)),
-                    StateCommand::Restore { config, from } => (config, Configured::Restore(from)),
-                    StateCommand::Rebuild { config, into } => (config, Configured::Rebuild(into)),
+                    StateCommand::Checkpoint { config, partition, dir } => {
+                        (config, Configured::Checkpoint(dir, partition))
+                    }
+                    StateCommand::Restore { config, partition, from } => (config, Configured::Restore(from, partition)),
+                    StateCommand::Rebuild { config, partition, into } => (config, Configured::Rebuild(into, partition)),
                 }
             }
             Command::Demo(args) => return Ok(Job::Plain(Plain::Demo(args))),
@@ -294,30 +319,43 @@ async fn configured(config: Config, what: Configured) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Configured::Checkpoint(dir) => {
-            let done = stateops::checkpoint(&config, &dir)?;
-            println!("Checkpoint written to {} (committed stream sequence {}).", dir.display(), done.position);
+        Configured::Checkpoint(dir, partition) => {
+            let done = stateops::checkpoint(&config, &dir, partition)?;
+            println!("Checkpoint written to {} ({}).", dir.display(), stateops::positions_line(&done.positions));
             Ok(())
         }
-        Configured::Restore(from) => {
-            let done = stateops::restore(&config, &from)?;
+        Configured::Restore(from, partition) => {
+            let done = stateops::restore(&config, &from, partition)?;
             println!(
-                "Restored {} into {}; tally run resumes after stream sequence {}, after reading the output \
-                 streams to learn what was published since the checkpoint.",
+                "Restored {} into {} ({}); tally run resumes right after, once it has read the output streams \
+                 to learn what was published since the checkpoint.",
                 from.display(),
-                config.state.path.display(),
-                done.position
+                done.into.display(),
+                stateops::positions_line(&done.positions)
             );
             Ok(())
         }
-        Configured::Rebuild(into) => {
-            let done = stateops::rebuild(&config, &into).await?;
-            println!("Rebuilt state into {} up to stream sequence {}.", into.display(), done.position);
-            println!("Outputs: {}.", done.reconciled);
+        Configured::Rebuild(into, partition) => {
+            let done = stateops::rebuild(&config, &into, partition).await?;
+            let what = done.partition.map(|p| format!("partition {} of {}", p.index, p.count));
             println!(
-                "Stop the live instance before pointing state.path at {}: its first run reads the output streams \
-                 again and continues from the last posting and alert revision the live instance sent.",
-                into.display()
+                "Rebuilt {} into {} up to stream sequence {}.",
+                what.as_deref().unwrap_or("state"),
+                into.display(),
+                done.position
+            );
+            println!("Outputs: {}.", done.reconciled);
+            let place = match done.partition {
+                Some(p) => format!(
+                    "moving {} to {} (once that directory is moved away)",
+                    into.display(),
+                    config.state.path.join(format!("partition-{}", p.index)).display()
+                ),
+                None => format!("pointing state.path at {}", into.display()),
+            };
+            println!(
+                "Stop the live instance before {place}: its first run reads the output streams again and continues \
+                 from the last posting and alert revision the live instance sent."
             );
             Ok(())
         }
@@ -338,8 +376,8 @@ async fn plain(command: Plain) -> anyhow::Result<()> {
         }
         Plain::Inspect(args) => {
             let value = match args.what {
-                InspectWhat::Summary => inspect::summary(&args.state)?,
-                InspectWhat::Day { store, day } => inspect::day(&args.state, &store, &day)?,
+                InspectWhat::Summary => inspect::summary(&args.state, args.partition)?,
+                InspectWhat::Day { store, day } => inspect::day(&args.state, args.partition, &store, &day)?,
             };
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())

@@ -44,14 +44,14 @@ pub const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// the parts of it that settings bound (RocksDB's block cache and memtables, its index and
 /// filter blocks, the value cache), so that an operator sees which budget the memory is in.
 pub async fn memory_loop(
-    cache: std::sync::Arc<tally_state::CachedStore<std::sync::Arc<tally_state::RocksStore>>>,
+    caches: Vec<std::sync::Arc<tally_state::CachedStore<std::sync::Arc<tally_state::RocksStore>>>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         if let Some(rss) = resident_bytes() {
             crate::telemetry::memory("rss", rss);
         }
-        match cache.inner().memory() {
+        match rocks_memory(&caches) {
             Ok(rocks) => {
                 crate::telemetry::memory("block_cache", rocks.block_cache);
                 crate::telemetry::memory("memtables", rocks.memtables);
@@ -59,10 +59,27 @@ pub async fn memory_loop(
             }
             Err(err) => tracing::warn!(error = %err, "Reading RocksDB's memory use failed."),
         }
-        crate::telemetry::memory("value_cache", cache.cached_bytes());
+        let value_caches = caches.iter().map(|cache| cache.cached_bytes()).sum();
+        crate::telemetry::memory("value_cache", value_caches);
         tokio::select! {
             _ = tokio::time::sleep(MEMORY_EVERY) => {}
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// RocksDB's memory over every partition's database: they share one block cache (each reports
+/// the whole of it), and each has its own memtables and table readers.
+fn rocks_memory(
+    caches: &[std::sync::Arc<tally_state::CachedStore<std::sync::Arc<tally_state::RocksStore>>>],
+) -> Result<tally_state::RocksMemory, tally_state::StateError> {
+    let mut total = tally_state::RocksMemory::default();
+    for cache in caches {
+        let one = cache.inner().memory()?;
+        total.block_cache = one.block_cache;
+        total.memtables += one.memtables;
+        total.table_readers += one.table_readers;
+        total.keys += one.keys;
+    }
+    Ok(total)
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
+use futures::TryStreamExt as _;
 use tracing::{info, warn};
 
-use crate::config::{Config, WebhookConfig, BATCH_MAX_LIMIT};
+use crate::config::{Config, WebhookConfig, BATCH_MAX_LIMIT, PARTITIONS_DEFAULT};
+use crate::partitions::{self, Partition};
 
 /// Unacked messages the server lets the consumer have out at once.
 pub const ACK_PENDING_MAX: i64 = 20_000;
@@ -67,10 +69,20 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .event_callback(move |event| async move { log_event(&event, tls) })
-        .connect(nats.url.as_str())
+        .connect(server_addrs(&nats.url)?)
         .await
         .with_context(|| format!("connecting to NATS at {}", nats.url))?;
     Ok(client)
+}
+
+/// The servers of `nats.url`: one URL, or several separated by commas (the servers of a
+/// cluster, any of which will do).
+fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| url.parse().with_context(|| format!("nats.url: {url:?} is not a NATS server URL")))
+        .collect()
 }
 
 /// Connection trouble is a warning; a client error with TLS configured gets a hint, since a
@@ -110,25 +122,80 @@ pub fn orders_subject(config: &Config) -> String {
     format!("{}.orders.*", config.input.subject_prefix)
 }
 
-/// Creates the streams and the durable consumer when absent; checks them when present.
-pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
+/// Creates the streams and the durable consumers when absent; checks them when present. Returns
+/// the input stream's partitions (docs/operations.md, "Partitions").
+pub async fn setup(js: &jetstream::Context, config: &Config) -> anyhow::Result<u32> {
     let added = [orders_subject(config)];
+    let mut partitions = 1;
     for (name, subjects, is_output) in streams(config) {
-        ensure_stream(js, &name, &subjects, &added, is_output).await?;
+        if is_output {
+            ensure_stream(js, &name, &subjects, &added, is_output, None, stream_replicas(config)).await?;
+        } else {
+            partitions = ensure_input_stream(js, config, &subjects, &added).await?;
+        }
     }
     let stream = js.get_stream(&config.input.stream).await?;
-    match stream.consumer_info(&config.input.consumer).await {
-        Ok(_) => info!(consumer = %config.input.consumer, "Consumer exists; using it."),
-        Err(err) if matches!(err.kind(), jetstream::context::ConsumerInfoErrorKind::NotFound) => {
-            stream.create_consumer(consumer_config(config, 0)).await.context("creating the consumer")?;
-            info!(consumer = %config.input.consumer, "Created consumer.");
+    for partition in (0..partitions).map(|index| Partition { index, count: partitions }) {
+        let name = partition.consumer_name(config);
+        match stream.consumer_info(&name).await {
+            Ok(_) => info!(consumer = %name, "Consumer exists; using it."),
+            Err(err) if matches!(err.kind(), jetstream::context::ConsumerInfoErrorKind::NotFound) => {
+                stream
+                    .create_consumer(consumer_config(config, partition, None, 0))
+                    .await
+                    .context("creating the consumer")?;
+                info!(consumer = %name, "Created consumer.");
+            }
+            Err(err) => return Err(err).context("looking up the consumer"),
         }
-        Err(err) => return Err(err).context("looking up the consumer"),
     }
     if let Some(webhook) = &config.erp.webhook {
         webhook_consumer(js, config, webhook).await?;
     }
-    Ok(())
+    Ok(partitions)
+}
+
+/// The input stream, created with `input.partitions` partitions (default 16) when absent; when
+/// present, its partitions as they are, unless `input.partitions` says otherwise: the partition
+/// of a store is fixed with the stream, so a different count is refused with what to do.
+async fn ensure_input_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    subjects: &[String],
+    added: &[String],
+) -> anyhow::Result<u32> {
+    let name = &config.input.stream;
+    let wanted = config.input.partitions.unwrap_or(PARTITIONS_DEFAULT);
+    let transform = (wanted > 1).then(|| partitions::transform(config, wanted));
+    let stream = ensure_stream(js, name, subjects, added, false, transform, stream_replicas(config)).await?;
+    let Some(found) = partitions::count_of(config, stream.subject_transform.as_ref()) else {
+        bail!(
+            "stream {name} has a subject transform tally did not make ({:?}); tally needs its partition transform \
+             or none. Use another stream (input.stream) or remove the transform",
+            stream.subject_transform
+        );
+    };
+    if let Some(configured) = config.input.partitions.filter(|n| *n != found) {
+        bail!(
+            "stream {name} has {found} partition(s) but input.partitions is {configured}. A store's partition is \
+             fixed when the stream is created: remove input.partitions (or set it to {found}) to use the stream as \
+             it is, or create a new stream with {configured} (another input.stream, then `tally setup`) and rebuild \
+             the state from it (docs/operations.md, \"Partitions\")"
+        );
+    }
+    info!(stream = %name, partitions = found, "Input partitions.");
+    Ok(found)
+}
+
+/// Replicas of the streams `setup` creates: with several instances (`cluster.enabled`), the
+/// cluster's (`cluster.replicas`), so that losing one NATS server loses no input and no output;
+/// otherwise 1, as before.
+fn stream_replicas(config: &Config) -> usize {
+    if config.cluster.enabled {
+        config.cluster.replicas
+    } else {
+        1
+    }
 }
 
 /// The ERP webhook's consumer, created when absent. One made by an earlier version (which held
@@ -204,10 +271,21 @@ async fn ensure_stream(
     subjects: &[String],
     added: &[String],
     is_output: bool,
-) -> anyhow::Result<()> {
+    transform: Option<stream::SubjectTransform>,
+    replicas: usize,
+) -> anyhow::Result<stream::Config> {
     match js.get_stream(name).await {
         Ok(mut existing) => {
             let info = existing.info().await?;
+            if info.config.num_replicas < replicas {
+                warn!(
+                    stream = name,
+                    replicas = info.config.num_replicas,
+                    wanted = replicas,
+                    "The stream has fewer replicas than cluster.replicas: losing the NATS server that holds it stops \
+                     every instance. Raise them (nats stream edit <stream> --replicas <n>)."
+                );
+            }
             let (to_add, missing): (Vec<&String>, Vec<&String>) = subjects
                 .iter()
                 .filter(|s| !info.config.subjects.iter().any(|have| subject_covers(have, s)))
@@ -231,6 +309,7 @@ async fn ensure_stream(
                 );
             }
             info!(stream = name, "Stream exists; using it as it is.");
+            Ok(info.config.clone())
         }
         Err(err) if is_stream_not_found(&err) => {
             let config = stream::Config {
@@ -238,14 +317,53 @@ async fn ensure_stream(
                 subjects: subjects.to_vec(),
                 storage: stream::StorageType::File,
                 duplicate_window: if is_output { DUPLICATE_WINDOW } else { Duration::from_secs(120) },
+                subject_transform: transform,
+                num_replicas: replicas,
                 ..Default::default()
             };
-            js.create_stream(config).await.with_context(|| format!("creating stream {name}"))?;
+            create_stream(js, &config).await?;
             info!(stream = name, "Created stream.");
+            Ok(config)
         }
-        Err(err) => return Err(err).with_context(|| format!("looking up stream {name}")),
+        Err(err) => Err(err).with_context(|| format!("looking up stream {name}")),
     }
-    Ok(())
+}
+
+/// How long creating a replicated stream is retried while the NATS cluster has too few
+/// servers ready: a cluster that has just started knows its peers a moment before it counts
+/// them as online.
+const PLACEMENT_RETRY: Duration = Duration::from_secs(30);
+
+/// Creates a stream; while the servers refuse it for want of peers (`10005`, a NATS cluster
+/// starting up or a server down), tries again for [`PLACEMENT_RETRY`], then says what to check.
+async fn create_stream(js: &jetstream::Context, config: &stream::Config) -> anyhow::Result<()> {
+    let name = &config.name;
+    let deadline = tokio::time::Instant::now() + PLACEMENT_RETRY;
+    loop {
+        let err = match js.create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let no_peers = matches!(
+            err.kind(),
+            jetstream::context::CreateStreamErrorKind::JetStream(ref e)
+                if e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS
+        );
+        if !no_peers {
+            return Err(err).with_context(|| format!("creating stream {name}"));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(err).with_context(|| {
+                format!(
+                    "creating stream {name} with {} replicas: the NATS cluster has too few servers with JetStream \
+                     online (check `nats server report jetstream`, or lower cluster.replicas)",
+                    config.num_replicas
+                )
+            });
+        }
+        info!(stream = %name, replicas = config.num_replicas, "Too few NATS servers ready for the stream yet; retrying.");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Adds subjects to an existing stream, keeping the rest of its configuration as it is. When the
@@ -264,11 +382,22 @@ async fn add_subjects(js: &jetstream::Context, mut config: stream::Config, subje
     }
 }
 
-/// The consumer config: resume right after `position`, the last committed stream sequence.
-pub fn consumer_config(config: &Config, position: u64) -> consumer::pull::Config {
+/// The consumer config of `partition`: resume right after `position`, the last committed stream
+/// sequence of the partition.
+pub fn consumer_config(
+    config: &Config,
+    partition: Partition,
+    epoch: Option<u64>,
+    position: u64,
+) -> consumer::pull::Config {
+    let description = match partition.count {
+        1 => "tally: POS, inventory and order events".to_string(),
+        n => format!("tally: POS, inventory and order events of partition {} of {n}", partition.index),
+    };
     consumer::pull::Config {
-        durable_name: Some(config.input.consumer.clone()),
-        description: Some("tally: POS, inventory and order events".into()),
+        durable_name: Some(partition.consumer_name_at(config, epoch)),
+        description: Some(description),
+        filter_subject: partition.filter_subject(config).unwrap_or_default(),
         deliver_policy: if position == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -284,22 +413,37 @@ pub fn consumer_config(config: &Config, position: u64) -> consumer::pull::Config
 /// Makes the durable consumer start right after the committed position. State, not the
 /// consumer, is the source of truth: the consumer is recreated on every start so that messages
 /// the server thinks are delivered but that never reached a commit are read again, in order.
+/// Under a lease (`epoch`), every other consumer of the partition (a former owner's) is deleted
+/// first, so that a former owner paused past its lease reads and acks nothing more.
 pub async fn consumer_at(
     js: &jetstream::Context,
     config: &Config,
+    partition: Partition,
+    epoch: Option<u64>,
     position: u64,
 ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    let name = partition.consumer_name_at(config, epoch);
     let stream = js
         .get_stream(&config.input.stream)
         .await
         .with_context(|| format!("input stream {} not found; run `tally setup` first", config.input.stream))?;
-    match stream.delete_consumer(&config.input.consumer).await {
-        Ok(_) => {}
-        Err(err) if is_consumer_not_found(&err) => {}
-        Err(err) => return Err(err).context("resetting the consumer"),
+    let mut doomed = vec![name.clone()];
+    if epoch.is_some() {
+        let names: Vec<String> = stream.consumer_names().try_collect().await.context("listing the consumers")?;
+        doomed.extend(names.into_iter().filter(|other| *other != name && partition.is_its_consumer(config, other)));
     }
-    let consumer = stream.create_consumer(consumer_config(config, position)).await.context("creating the consumer")?;
-    info!(consumer = %config.input.consumer, after = position, "Consuming after the committed position.");
+    for doomed in doomed {
+        match stream.delete_consumer(&doomed).await {
+            Ok(_) => {}
+            Err(err) if is_consumer_not_found(&err) => {}
+            Err(err) => return Err(err).with_context(|| format!("deleting the consumer {doomed}")),
+        }
+    }
+    let consumer = stream
+        .create_consumer(consumer_config(config, partition, epoch, position))
+        .await
+        .context("creating the consumer")?;
+    info!(consumer = %name, after = position, "Consuming after the committed position.");
     Ok(consumer)
 }
 
@@ -338,6 +482,17 @@ pub fn subject_covers(have: &str, want: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::subject_covers;
+
+    // Proves nats.url takes one server or a comma-separated list of a cluster's, and names a
+    // bad one.
+    #[test]
+    fn one_or_several_server_urls() {
+        assert_eq!(super::server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let several = super::server_addrs("nats://a:4222, nats://b:4222,nats://c:4222").unwrap();
+        assert_eq!(several.len(), 3);
+        let bad = super::server_addrs("nats://a:4222,nats://b:99999").unwrap_err().to_string();
+        assert!(bad.contains("nats://b:99999"), "{bad}");
+    }
 
     // Proves wildcard coverage of subject patterns, which decides whether a pre-made stream fits.
     #[test]

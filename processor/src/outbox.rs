@@ -16,13 +16,17 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::cluster::Fence;
 use crate::health::{Component, Health};
+use crate::partitions::Partition;
 use crate::telemetry;
 
 /// Outputs sent before their acks are awaited together.
 const DRAIN_BATCH: usize = 256;
 /// Waits between failed drains: 100 ms doubling to 5 s.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// How long a stopping publisher goes on sending what is left.
+const FINAL_DRAIN: Duration = Duration::from_secs(10);
 /// How often the publisher looks even when nobody woke it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -31,6 +35,10 @@ pub struct Publisher {
     pub js: jetstream::Context,
     pub health: Arc<Health>,
     pub notify: Arc<Notify>,
+    /// The partition whose outbox `store` holds, for the metrics.
+    pub partition: Partition,
+    /// Under a lease (several instances): nothing is published once it no longer holds.
+    pub fence: Option<Fence>,
 }
 
 impl Publisher {
@@ -43,6 +51,7 @@ impl Publisher {
         let mut cursor = Vec::new();
         loop {
             if *shutdown.borrow() {
+                self.send_what_is_left(&mut cursor).await;
                 break;
             }
             match self.drain_once(&mut cursor).await {
@@ -52,7 +61,12 @@ impl Publisher {
                     tokio::select! {
                         _ = self.notify.notified() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.changed() => break,
+                        changed = shutdown.changed() => {
+                            if changed.is_err() {
+                                // Nobody can stop it any more: the program is going away.
+                                break;
+                            }
+                        }
                     }
                 }
                 Ok(_) => {
@@ -64,6 +78,7 @@ impl Publisher {
                     warn!(error = %format!("{err:#}"), "Publishing outputs failed; they stay in the outbox, retrying.");
                     self.health.set(Component::Outbox, Err(format!("publishing outputs failed: {err:#}")));
                     if backoff.wait_or_shutdown(&mut shutdown).await {
+                        // Publishing fails: what is left goes out on the next start.
                         break;
                     }
                 }
@@ -72,12 +87,28 @@ impl Publisher {
         info!("Outbox publisher stopped.");
     }
 
+    /// At a stop: sends what the outbox still holds, for at most [`FINAL_DRAIN`], until a drain
+    /// fails or the lease no longer holds.
+    async fn send_what_is_left(&self, cursor: &mut Vec<u8>) {
+        let until = tokio::time::Instant::now() + FINAL_DRAIN;
+        while tokio::time::Instant::now() < until {
+            match self.drain_once(cursor).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(err) => {
+                    warn!(error = %format!("{err:#}"), "Publishing outputs at the stop failed; they go out on the next start.");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Publishes the oldest outbox entries from `cursor` on, deletes those acknowledged and
     /// moves `cursor` to the oldest one left. Returns how many were sent.
     async fn drain_once(&self, cursor: &mut Vec<u8>) -> anyhow::Result<usize> {
         let entries = self.store.scan_from(Cf::Outbox, cursor, DRAIN_BATCH)?;
         self.report_pending(entries.first().map(|(key, _)| key.as_slice()))?;
-        if entries.is_empty() {
+        if entries.is_empty() || !self.holds_lease() {
             return Ok(0);
         }
         let mut done = WriteBatch::default();
@@ -90,6 +121,11 @@ impl Publisher {
         let mut oldest_kept: Option<Vec<u8>> = None;
         let max_payload = self.js.client().server_info().max_payload;
         for (key, value) in &entries {
+            if !self.holds_lease() {
+                // Lost meanwhile: what is left is the next owner's to send.
+                keep_from(&mut oldest_kept, key);
+                break;
+            }
             let mut entry: OutboxEntry = codec::decode(value)?;
             let kind = entry.kind();
             if kind == OutputKind::Dlq {
@@ -156,16 +192,22 @@ impl Publisher {
         }
     }
 
+    /// Whether this instance may publish the partition's outputs: always, unless several
+    /// instances share the partitions and its lease no longer holds.
+    fn holds_lease(&self) -> bool {
+        self.fence.as_ref().is_none_or(Fence::holds)
+    }
+
     /// The outbox is keyed by a gapless sequence, so pending = next − oldest.
     fn report_pending(&self, oldest_key: Option<&[u8]>) -> anyhow::Result<()> {
         let Some(oldest_key) = oldest_key else {
-            telemetry::outbox_pending(0);
+            telemetry::outbox_pending(&self.partition, 0);
             return Ok(());
         };
         let oldest = KeyReader::new(oldest_key).u64()?;
         let meta = tally_state::Overlay::new(self.store.as_ref());
         let next = codec::read_meta_u64(&meta, keys::META_OUTBOX_NEXT)?.unwrap_or(oldest + 1);
-        telemetry::outbox_pending(next.saturating_sub(oldest) as usize);
+        telemetry::outbox_pending(&self.partition, next.saturating_sub(oldest) as usize);
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ use tally_topologies::topology::TopologyError;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::partitions::Partition;
 use crate::progress::Progress;
 
 /// The streams read back (docs/wire-format.md).
@@ -114,33 +115,57 @@ fn outcome_name(outcome: BookOutcome) -> &'static str {
 /// Reconciles the state when it is marked for it (a rebuilt or restored state); `None` when it
 /// is not. `tally run` calls this before it starts publishing.
 pub async fn if_marked(
-    store: &dyn Store,
+    partitions: &[(Partition, &dyn Store)],
     js: &jetstream::Context,
     config: &Config,
 ) -> Result<Option<Summary>, ReconcileError> {
-    if !reconcile::is_marked(&Overlay::new(store))? {
+    let mut marked = Vec::new();
+    for (partition, store) in partitions {
+        if reconcile::is_marked(&Overlay::new(*store))? {
+            marked.push((*partition, *store));
+        }
+    }
+    if marked.is_empty() {
         return Ok(None);
     }
-    info!("This state was rebuilt or restored: setting its posting books and alert revisions from the output streams before publishing.");
-    let summary = run(store, js, config, None).await?;
+    info!(partitions = marked.len(), "This state was rebuilt or restored: setting its posting books and alert revisions from the output streams before publishing.");
+    let summary = run(&marked, js, config, None).await?;
     info!(%summary, "Reconciled with the output streams.");
     Ok(Some(summary))
 }
 
-/// Reads the output streams back and reconciles every store-day with them, then clears the
-/// state's mark. Shows progress when given a display.
+/// Reads the output streams back once and reconciles every store-day of every partition's state
+/// with them, then clears each state's mark. Shows progress when given a display. Each partition
+/// reconciles what it holds (its store-days and adjustment books), so a store's books are set
+/// in the one partition that has the store.
 pub async fn run(
-    store: &dyn Store,
+    partitions: &[(Partition, &dyn Store)],
     js: &jetstream::Context,
     config: &Config,
     progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
     let mut summary = Summary::default();
     let (received, adjustments) = read_back(js, config, &mut summary, progress).await?;
-    summary.outbox_postings_dropped = drop_outbox_postings(store, &config.input.subject_prefix)?;
+    let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for (_, store) in partitions {
+        let read = (&received, &adjustments);
+        reconcile_state(*store, read, &config.input.subject_prefix, &mut summary, &mut doubtful)?;
+    }
+    warn_doubtful(&doubtful);
+    Ok(summary)
+}
+
+/// Reconciles one state with what the output streams hold, and clears its mark.
+fn reconcile_state(
+    store: &dyn Store,
+    (received, adjustments): (&Received, &ReceivedAdjustments),
+    prefix: &str,
+    summary: &mut Summary,
+    doubtful: &mut BTreeMap<&'static str, Vec<String>>,
+) -> Result<(), ReconcileError> {
+    summary.outbox_postings_dropped += drop_outbox_sent(store, prefix, received)?;
     let days = report::store_days(store, STORE_DAYS_MAX)?;
     let now = Utc::now();
-    let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for chunk in days.chunks(DAYS_PER_BATCH) {
         let mut txn = Overlay::new(store);
         for (store_id, day) in chunk {
@@ -159,7 +184,7 @@ pub async fn run(
     }
     let mut txn = Overlay::new(store);
     for (store_id, period, outcome) in
-        adjustments_reconcile::reconcile(&mut txn, &adjustments, received.postings_complete, now)?
+        adjustments_reconcile::reconcile(&mut txn, adjustments, received.postings_complete, now)?
     {
         *summary.periods.entry(outcome_name(outcome)).or_default() += 1;
         if matches!(outcome, BookOutcome::Partial | BookOutcome::Unverified) {
@@ -168,8 +193,7 @@ pub async fn run(
     }
     reconcile::clear_mark(&mut txn);
     store.write(&txn.into_batch())?;
-    warn_doubtful(&doubtful);
-    Ok(summary)
+    Ok(())
 }
 
 /// Store-days whose book could not be checked in full: the postings stream lost messages.
@@ -301,16 +325,24 @@ async fn read_all(
     }
 }
 
-/// Deletes the ERP postings waiting in the outbox; returns how many. A restored checkpoint's
-/// outbox may hold postings the ERP never got: the reconciled books make the next posting carry
-/// their content, under a seq of its own.
-fn drop_outbox_postings(store: &dyn Store, prefix: &str) -> Result<u64, ReconcileError> {
-    let subject_prefix = format!("{prefix}.erp.postings.");
+/// Deletes from the outbox the ERP postings, and the alert revisions at or below the highest
+/// one published of their alert; returns how many postings. A restored checkpoint's outbox, or
+/// a partition's taken over from another instance, may hold postings the ERP never got: the
+/// reconciled books make the next posting carry their content, under a seq of its own. Its alert
+/// revisions up to the highest published were sent already, maybe with other figures (another
+/// instance's, or before a restore); later ones were never sent and go out.
+fn drop_outbox_sent(store: &dyn Store, prefix: &str, received: &Received) -> Result<u64, ReconcileError> {
+    let postings = format!("{prefix}.erp.postings.");
+    let alerts = format!("{prefix}.alerts.drift.");
     let mut doomed = Vec::new();
+    let mut dropped_postings = 0;
     let mut corrupt = None;
     tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| match codec::decode::<OutboxEntry>(value) {
         Ok(entry) => {
-            if entry.subject.starts_with(&subject_prefix) {
+            if entry.subject.starts_with(&postings) {
+                doomed.push(key.to_vec());
+                dropped_postings += 1;
+            } else if entry.subject.starts_with(&alerts) && was_sent(&entry.msg_id, received) {
                 doomed.push(key.to_vec());
             }
             true
@@ -328,7 +360,21 @@ fn drop_outbox_postings(store: &dyn Store, prefix: &str) -> Result<u64, Reconcil
         keys.iter().for_each(|key| batch.delete(Cf::Outbox, key.clone()));
         store.write(&batch)?;
     }
-    Ok(doomed.len() as u64)
+    Ok(dropped_postings)
+}
+
+/// Whether the alert revision with `Nats-Msg-Id` `drift/<store>/<day>/<sku>/<revision>`
+/// (docs/wire-format.md, "Drift alert") is at or below the highest revision published of its
+/// alert. An id of another shape is kept.
+fn was_sent(msg_id: &str, received: &Received) -> bool {
+    let parsed = || {
+        let (id, revision) = msg_id.strip_prefix("drift/")?.rsplit_once('/')?;
+        let mut parts = id.splitn(3, '/');
+        let (store, day, sku) = (parts.next()?, parts.next()?, parts.next()?);
+        let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+        Some((received.alert_revision(store, day, sku)?, revision.parse::<u32>().ok()?))
+    };
+    parsed().is_some_and(|(published, revision)| revision <= published)
 }
 
 /// Marks a state so that its first `tally run` reconciles it before publishing.

@@ -24,12 +24,13 @@ use tally_state::{Overlay, Store, Writes};
 use tally_topologies::decode::RejectReason;
 use tally_topologies::lineage::TraceContext;
 use tally_topologies::topology::{self, Decoded, InputMessage, Outcome, Retail};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, trace, warn, Level};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::{Component, Health};
+use crate::partitions::Partition;
 use crate::telemetry::{self, BatchTally};
 
 /// What the loop needs, shared with the HTTP server and the outbox publisher.
@@ -47,6 +48,14 @@ pub struct Runner {
     pub client: async_nats::Client,
     /// Whether the processing-time tick runs.
     pub tick: Tick,
+    /// The partition of the input this loop reads, with its own state in `store`.
+    pub partition: Partition,
+    /// Permits to apply a batch, shared by every partition's loop: `input.threads` of them, so
+    /// that at most that many partitions apply at once.
+    pub apply_slots: Arc<Semaphore>,
+    /// The epoch of this instance's lease on the partition when several instances share them;
+    /// it names the consumer (docs/operations.md, "Several instances").
+    pub epoch: Option<u64>,
 }
 
 /// The processing-time tick: it advances idle stores' watermarks by processing time and sends
@@ -157,7 +166,7 @@ impl Runner {
         let mut backoff = Backoff::new(NATS_RETRY.0, NATS_RETRY.1);
         loop {
             let position = topology::committed_position(&Overlay::new(self.store.as_ref()))?;
-            match crate::nats::consumer_at(js, &self.config, position).await {
+            match crate::nats::consumer_at(js, &self.config, self.partition, self.epoch, position).await {
                 Ok(consumer) => return Ok(Some(consumer)),
                 Err(err) => {
                     self.health.set(Component::Nats, Err(format!("{err:#}")));
@@ -213,6 +222,7 @@ impl Runner {
         if in_flight.as_ref().is_some_and(|flight| flight.task.is_finished()) {
             finish(in_flight).await?;
         }
+        let apply_slot = self.apply_slots.acquire().await?;
         let mut txn = match in_flight {
             Some(flight) => Overlay::over_in_flight(self.store.as_ref(), Arc::clone(&flight.writes)),
             None => Overlay::new(self.store.as_ref()),
@@ -254,7 +264,7 @@ impl Runner {
                 let seq = info.stream_sequence;
                 let position = applying.position();
                 let input = InputMessage {
-                    subject: message.subject.as_str(),
+                    subject: self.partition.published_subject(message.subject.as_str()),
                     content_type: content_type(message),
                     payload: &message.payload,
                     stream_seq: seq,
@@ -279,6 +289,7 @@ impl Runner {
         let tick_due =
             self.tick == Tick::Live && self.last_tick.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= TICK_EVERY;
         let result = applying.finish(if tick_due { topology::Tick::Run } else { topology::Tick::Skip })?;
+        drop(apply_slot);
         let mut tally = BatchTally::default();
         for applied in result.applied.into_iter().flatten() {
             tally.record_unmapped(applied.unmapped);
@@ -290,7 +301,7 @@ impl Runner {
         }
         let position = result.position;
         if let Some(pending) = pending {
-            telemetry::consumer_pending(pending);
+            telemetry::consumer_pending(&self.partition, pending);
         }
         // AckAll: acking the last handled message acks it and everything before it — never
         // past a gap, whose messages must be delivered again.
@@ -308,6 +319,7 @@ impl Runner {
             health: Arc::clone(&self.health),
             outbox_notify: Arc::clone(&self.outbox_notify),
             writes: Arc::clone(&writes),
+            partition: self.partition,
             messages: handled,
             position,
             tally,
@@ -391,14 +403,20 @@ impl Runner {
         if batch.len() < DECODE_AHEAD_MIN {
             return Decoder::InLine;
         }
-        let inputs: Vec<_> =
-            batch.iter().map(|m| (m.subject.clone(), content_type(m).map(str::to_string), m.payload.clone())).collect();
+        let inputs: Vec<_> = batch
+            .iter()
+            .map(|m| {
+                let subject = self.partition.published_subject(m.subject.as_str()).to_string();
+                (subject, content_type(m).map(str::to_string), m.payload.clone())
+            })
+            .collect();
         Decoder::ahead(Arc::clone(&self.retail), inputs)
     }
 }
 
 /// A message's subject, content type and payload, as the decoding thread takes them.
-type RawInput = (async_nats::Subject, Option<String>, bytes::Bytes);
+/// The subject is the one the record was published on (without a partition token).
+type RawInput = (String, Option<String>, bytes::Bytes);
 
 /// Where a batch's decoded messages come from, one per message in delivery order.
 ///
@@ -494,6 +512,7 @@ struct Commit {
     health: Arc<Health>,
     outbox_notify: Arc<Notify>,
     writes: Arc<Writes>,
+    partition: Partition,
     messages: usize,
     position: u64,
     tally: BatchTally,
@@ -511,7 +530,12 @@ impl Commit {
             let result = tokio::task::spawn_blocking(move || store.write(writes.batch())).await?;
             match result {
                 Ok(()) => {
-                    telemetry::commit_done(started.elapsed().as_secs_f64(), self.messages, self.position);
+                    telemetry::commit_done(
+                        &self.partition,
+                        started.elapsed().as_secs_f64(),
+                        self.messages,
+                        self.position,
+                    );
                     self.health.set(Component::Store, Ok(()));
                     break;
                 }
@@ -548,11 +572,9 @@ mod tests {
             messages.extend(traffic.next_basket(start + chrono::Duration::seconds(k)));
         }
         messages.extend(traffic.drain_all());
-        let mut inputs: Vec<RawInput> = messages
-            .into_iter()
-            .map(|m| (m.subject.into(), Some(m.content_type.to_string()), m.payload.into()))
-            .collect();
-        inputs.insert(7, ("retail.pos.transaction".into(), None, bytes::Bytes::from_static(b"{not json")));
+        let mut inputs: Vec<RawInput> =
+            messages.into_iter().map(|m| (m.subject, Some(m.content_type.to_string()), m.payload.into())).collect();
+        inputs.insert(7, ("retail.pos.transaction".to_string(), None, bytes::Bytes::from_static(b"{not json")));
         inputs
     }
 

@@ -6,6 +6,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use tally_topologies::decode::RejectReason;
+
+use crate::partitions::Partition;
 use tally_topologies::model::Source;
 use tally_topologies::outputs::Emitted;
 use tally_topologies::topology::Outcome;
@@ -40,6 +42,13 @@ pub const POSTING_FAILURE_RESOLUTION: &str = "tally_posting_failure_resolution_s
 pub const POSTINGS_PARKED: &str = "tally_postings_parked_total";
 pub const UNMAPPED_SKUS: &str = "tally_unmapped_skus_total";
 pub const SKU_ALIASES: &str = "tally_sku_aliases";
+pub const CHECKPOINT_UPLOADED_BYTES: &str = "tally_checkpoint_uploaded_bytes_total";
+pub const CHECKPOINT_LAST_POSITION: &str = "tally_checkpoint_last_position";
+pub const CHECKPOINT_DURATION: &str = "tally_checkpoint_duration_seconds";
+pub const PARTITION_OWNED: &str = "tally_partition_owned";
+pub const PARTITION_TAKEOVER: &str = "tally_partition_takeover_seconds";
+pub const LEASES_LOST: &str = "tally_partition_leases_lost_total";
+pub const CLUSTER_MEMBERS: &str = "tally_cluster_members";
 
 /// Installs the Prometheus recorder and describes every metric. Call once at start-up.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -56,6 +65,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             metrics_exporter_prometheus::Matcher::Full(POSTING_FAILURE_RESOLUTION.into()),
             // The webhook retries within 30 s at most; an ERP outage may last a day.
             &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 43200.0, 86400.0],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(CHECKPOINT_DURATION.into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0],
         )?
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(BATCH_MESSAGES.into()),
@@ -122,6 +135,21 @@ fn describe() {
         "Accepted record lines whose code no SKU alias mapped although their system has aliases, counted as themselves; by system (configured systems, else other)."
     );
     describe_gauge!(SKU_ALIASES, Unit::Count, "SKU aliases in the table tally applies (the KV bucket as last read).");
+    describe_counter!(
+        CHECKPOINT_UPLOADED_BYTES,
+        Unit::Bytes,
+        "Bytes of the partition's checkpoints uploaded to the Object Store (files stored already are not counted)."
+    );
+    describe_gauge!(
+        CHECKPOINT_LAST_POSITION,
+        Unit::Count,
+        "The input stream sequence the partition's last published checkpoint has committed."
+    );
+    describe_histogram!(
+        CHECKPOINT_DURATION,
+        Unit::Seconds,
+        "Time to make, upload and publish one checkpoint of a partition."
+    );
     describe_gauge!(
         DRIFT_KEYS,
         Unit::Count,
@@ -152,6 +180,7 @@ fn describe() {
         Unit::Bytes,
         "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache."
     );
+    describe_cluster();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for state in ["firing", "resolved", "final"] {
         counter!(ALERTS_TOTAL, "state" => state).absolute(0);
@@ -168,6 +197,26 @@ fn describe() {
     for reason in RejectReason::ALL {
         counter!(DLQ_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
+}
+
+/// Several instances (docs/operations.md, "Several instances: partition ownership").
+fn describe_cluster() {
+    describe_gauge!(
+        PARTITION_OWNED,
+        Unit::Count,
+        "1 while this instance runs the partition, 0 once it stopped it (cluster.enabled; partitions never run here have no series)."
+    );
+    describe_histogram!(
+        PARTITION_TAKEOVER,
+        Unit::Seconds,
+        "From acquiring a partition's lease to its pipeline starting: catching its state up with the input, then reading the outputs back."
+    );
+    describe_counter!(
+        LEASES_LOST,
+        Unit::Count,
+        "Partitions this instance stopped because a lease renewal was refused or none succeeded in time."
+    );
+    describe_gauge!(CLUSTER_MEMBERS, Unit::Count, "Live members of the cluster as this instance last read them.");
 }
 
 /// The business KPIs (docs/alerting.md, "Business KPIs"): what counts is defined in
@@ -256,18 +305,40 @@ impl BatchTally {
     }
 }
 
-pub fn commit_done(seconds: f64, messages: usize, position: u64) {
-    histogram!(COMMIT_DURATION).record(seconds);
+pub fn commit_done(partition: &Partition, seconds: f64, messages: usize, position: u64) {
+    histogram!(COMMIT_DURATION, "partition" => partition.label()).record(seconds);
     histogram!(BATCH_MESSAGES).record(messages as f64);
-    gauge!(STREAM_POSITION).set(position as f64);
+    gauge!(STREAM_POSITION, "partition" => partition.label()).set(position as f64);
 }
 
-pub fn consumer_pending(pending: u64) {
-    gauge!(CONSUMER_PENDING).set(pending as f64);
+pub fn consumer_pending(partition: &Partition, pending: u64) {
+    gauge!(CONSUMER_PENDING, "partition" => partition.label()).set(pending as f64);
 }
 
-pub fn outbox_pending(pending: usize) {
-    gauge!(OUTBOX_PENDING).set(pending as f64);
+pub fn outbox_pending(partition: &Partition, pending: usize) {
+    gauge!(OUTBOX_PENDING, "partition" => partition.label()).set(pending as f64);
+}
+
+/// A partition this instance now runs (cluster.enabled), after `takeover_seconds` of catch-up.
+pub fn partition_started(partition: &Partition, takeover_seconds: f64) {
+    gauge!(PARTITION_OWNED, "partition" => partition.label()).set(1.0);
+    histogram!(PARTITION_TAKEOVER).record(takeover_seconds);
+}
+
+/// A partition this instance stopped running: its backlog and outbox are another's to report,
+/// so that summing them over the instances counts each partition once.
+pub fn partition_stopped(partition: &Partition) {
+    gauge!(PARTITION_OWNED, "partition" => partition.label()).set(0.0);
+    gauge!(CONSUMER_PENDING, "partition" => partition.label()).set(0.0);
+    gauge!(OUTBOX_PENDING, "partition" => partition.label()).set(0.0);
+}
+
+pub fn lease_lost() {
+    counter!(LEASES_LOST).increment(1);
+}
+
+pub fn cluster_members(live: usize) {
+    gauge!(CLUSTER_MEMBERS).set(live as f64);
 }
 
 pub fn outputs_published(kind: &'static str, n: usize) {

@@ -52,15 +52,27 @@ pub struct RocksMemory {
 pub struct RocksShared {
     cache: Cache,
     write_buffers: WriteBufferManager,
+    /// How many databases share them: each family's memtable and each database's log are
+    /// sized to its share of the budget.
+    databases: usize,
 }
 
 impl RocksShared {
-    /// A cache of `opts.cache_bytes` and a memtable budget of `opts.write_buffer_bytes`.
+    /// A cache of `opts.cache_bytes` and a memtable budget of `opts.write_buffer_bytes`, for one
+    /// database.
     pub fn new(opts: &RocksOptions) -> Self {
+        Self::for_databases(opts, 1)
+    }
+
+    /// [`RocksShared::new`] for `databases` databases (one per partition). An empty memtable
+    /// still holds an arena block and a bloom filter in proportion to its size, so memtables
+    /// sized for one database cost `databases` times their floor: at 16 partitions × 7
+    /// families, 74 MiB before any data (docs/operations.md, "Partitions").
+    pub fn for_databases(opts: &RocksOptions, databases: usize) -> Self {
         // Memtables get their own budget rather than a share of the block cache: charged to the
         // cache they crowd out the blocks that point lookups need once state holds millions of keys.
         let write_buffers = WriteBufferManager::new_write_buffer_manager(opts.write_buffer_bytes, false);
-        RocksShared { cache: Cache::new_lru_cache(opts.cache_bytes), write_buffers }
+        RocksShared { cache: Cache::new_lru_cache(opts.cache_bytes), write_buffers, databases: databases.max(1) }
     }
 }
 
@@ -106,7 +118,9 @@ impl RocksStore {
         // RocksDB's 64 MiB: every write and every memtable miss walks a skip list holding all
         // versions since the last flush, and a smaller one is faster to walk (e2e: commit 12.6 →
         // 9.9 ms per batch, for twice the compaction CPU on the other core), and faster to replay.
-        cf_opts.set_write_buffer_size((opts.write_buffer_bytes / 8).max(1 << 20));
+        // With several databases sharing the budget, each gets its share.
+        let share = opts.write_buffer_bytes / shared.databases;
+        cf_opts.set_write_buffer_size((share / 8).max(1 << 20));
 
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -116,7 +130,7 @@ impl RocksStore {
         // quiet family (meta, voids) flushes rarely: without a bound the logs grew to ~200 MiB
         // (4 × the families' memtables). Past this size the families holding the oldest log
         // are flushed, which also bounds what a restart replays.
-        db_opts.set_max_total_wal_size(opts.write_buffer_bytes as u64);
+        db_opts.set_max_total_wal_size(share.max(8 << 20) as u64);
         // Start-up time must not grow with state: open table files lazily and skip the
         // statistics pass over every file at open.
         db_opts.set_max_open_files(1024);

@@ -431,19 +431,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// True when `consumer` has been delivered every message of `stream` and has nothing unacked.
-///
-/// Unlike [`Js::consumer_drained`] it does not require the ack floor to reach the stream's last
-/// sequence: tally recreates its consumer right after the committed position on every start,
-/// and a consumer created at a start sequence reports ack floor 0 until its first ack, so after
-/// a restart with everything already committed the ack floor stays 0 for good.
+/// True when `consumer` (every partition's) has been delivered every message of `stream` and
+/// has nothing unacked: [`Js::consumer_caught_up`].
 pub async fn consumer_caught_up(js: &Js, stream: &str, consumer: &str) -> bool {
-    let Ok(stream_handle) = js.context.get_stream(stream).await else { return false };
-    let Ok(stream_info) = stream_handle.get_info().await else { return false };
-    let Ok(info) = stream_handle.consumer_info(consumer).await else { return false };
-    info.num_pending == 0
-        && info.num_ack_pending == 0
-        && info.delivered.stream_sequence >= stream_info.state.last_sequence
+    js.consumer_caught_up(stream, consumer).await
 }
 
 /// SIGKILLs the nats-server process that `nats` started (found by its port and store dir in

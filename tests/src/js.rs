@@ -1,6 +1,7 @@
 //! JetStream from the outside: what a POS publisher, an alert consumer or an operator does.
 
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
@@ -29,8 +30,11 @@ impl StoredMessage {
 }
 
 impl Js {
+    /// Connects to `url`, or to a comma-separated list of a cluster's servers (then it goes on
+    /// with another when one dies).
     pub async fn connect(url: &str) -> Js {
-        let client = async_nats::connect(url).await.unwrap_or_else(|err| panic!("connect to {url}: {err}"));
+        let servers: Vec<String> = url.split(',').map(|one| one.trim().to_string()).collect();
+        let client = async_nats::connect(servers).await.unwrap_or_else(|err| panic!("connect to {url}: {err}"));
         let context = jetstream::new(client.clone());
         Js { client, context }
     }
@@ -99,32 +103,105 @@ impl Js {
         out
     }
 
-    /// True when `consumer` on `stream` has acked every message the stream holds right now.
+    /// True when `consumer` on `stream` has acked every message the stream holds right now. On a
+    /// partitioned input stream, `consumer` names tally's consumers: `<consumer>-p<n>`, one per
+    /// partition, each of which must have acked the last message of its partition. tally
+    /// recreates a consumer after its committed position on every start: one created past
+    /// everything there is reports ack floor 0 and delivered = its start - 1, with nothing
+    /// unacked, which counts as acked too.
     pub async fn consumer_drained(&self, stream: &str, consumer: &str) -> bool {
         let Ok(stream_handle) = self.context.get_stream(stream).await else { return false };
-        let Ok(stream_info) = stream_handle.get_info().await else { return false };
-        let Ok(info) = stream_handle.consumer_info(consumer).await else { return false };
-        info.num_pending == 0
-            && info.num_ack_pending == 0
-            && info.ack_floor.stream_sequence >= stream_info.state.last_sequence
+        let consumers = consumers_of(&stream_handle, consumer).await;
+        for (name, last) in consumers.iter().flatten() {
+            let Ok(info) = stream_handle.consumer_info(name).await else { return false };
+            let reached = info.ack_floor.stream_sequence.max(info.delivered.stream_sequence);
+            if info.num_pending != 0 || info.num_ack_pending != 0 || reached < *last {
+                return false;
+            }
+        }
+        consumers.is_some()
     }
 
-    /// A one-line picture of a consumer, for failure messages.
+    /// True when `consumer` (every partition's, on a partitioned stream) has been delivered every
+    /// message and has nothing unacked. Unlike [`Js::consumer_drained`] it does not require the
+    /// ack floor to reach the last message: tally recreates its consumers right after the
+    /// committed position on every start, and a consumer created at a start sequence reports ack
+    /// floor 0 until its first ack.
+    pub async fn consumer_caught_up(&self, stream: &str, consumer: &str) -> bool {
+        let Ok(stream_handle) = self.context.get_stream(stream).await else { return false };
+        let consumers = consumers_of(&stream_handle, consumer).await;
+        for (name, last) in consumers.iter().flatten() {
+            let Ok(info) = stream_handle.consumer_info(name).await else { return false };
+            if info.num_pending != 0 || info.num_ack_pending != 0 || info.delivered.stream_sequence < *last {
+                return false;
+            }
+        }
+        consumers.is_some()
+    }
+
+    /// A one-line picture of a consumer (of each partition's), for failure messages.
     pub async fn consumer_summary(&self, stream: &str, consumer: &str) -> String {
         let Ok(stream_handle) = self.context.get_stream(stream).await else { return format!("no stream {stream}") };
-        let last = stream_handle.get_info().await.map(|i| i.state.last_sequence).unwrap_or(0);
-        match stream_handle.consumer_info(consumer).await {
-            Ok(info) => format!(
-                "stream last seq {last}, delivered {}, ack floor {}, pending {}, ack pending {}, redelivered {}",
-                info.delivered.stream_sequence,
-                info.ack_floor.stream_sequence,
-                info.num_pending,
-                info.num_ack_pending,
-                info.num_redelivered
-            ),
-            Err(err) => format!("no consumer {consumer} on {stream}: {err}"),
+        let Some(consumers) = consumers_of(&stream_handle, consumer).await else {
+            return format!("cannot read stream {stream}");
+        };
+        let mut lines = Vec::new();
+        for (name, last) in consumers {
+            lines.push(match stream_handle.consumer_info(&name).await {
+                Ok(info) => format!(
+                    "{name}: last seq {last}, delivered {}, ack floor {}, pending {}, ack pending {}, redelivered {}",
+                    info.delivered.stream_sequence,
+                    info.ack_floor.stream_sequence,
+                    info.num_pending,
+                    info.num_ack_pending,
+                    info.num_redelivered
+                ),
+                Err(err) => format!("no consumer {name} on {stream}: {err}"),
+            });
         }
+        lines.join("; ")
     }
+
+    /// The messages of `stream` that `consumer` (every partition's) has neither pending nor
+    /// unacked: how far tally got, counted in messages.
+    pub async fn consumer_acked(&self, stream: &str, consumer: &str) -> u64 {
+        let Ok(stream_handle) = self.context.get_stream(stream).await else { return 0 };
+        let Ok(stream_info) = stream_handle.get_info().await else { return 0 };
+        let mut outstanding = 0;
+        for (name, _) in consumers_of(&stream_handle, consumer).await.unwrap_or_default() {
+            let Ok(info) = stream_handle.consumer_info(&name).await else { return 0 };
+            outstanding += info.num_pending + info.num_ack_pending as u64;
+        }
+        stream_info.state.messages.saturating_sub(outstanding)
+    }
+}
+
+/// The consumers that `consumer` names on `stream`, each with the last sequence it must reach:
+/// itself and the stream's last sequence, or, on a stream with tally's partition transform,
+/// `<consumer>-p<n>` for each partition and the last sequence of that partition's subjects.
+/// `None` when the stream cannot be read.
+async fn consumers_of(stream: &Stream, consumer: &str) -> Option<Vec<(String, u64)>> {
+    let info = stream.get_info().await.ok()?;
+    let partitions = info.config.subject_transform.as_ref().and_then(|t| partitions_of(&t.destination));
+    let Some(count) = partitions else { return Some(vec![(consumer.to_string(), info.state.last_sequence)]) };
+    let prefix = info.config.subject_transform.as_ref()?.source.trim_end_matches(".*.*").to_string();
+    let mut consumers = Vec::new();
+    for index in 0..count {
+        let last = match stream.get_last_raw_message_by_subject(&format!("{prefix}.*.*.{index}")).await {
+            Ok(message) => message.sequence,
+            // A partition no store has published to yet.
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(_) => return None,
+        };
+        consumers.push((format!("{consumer}-p{index}"), last));
+    }
+    Some(consumers)
+}
+
+/// N of a transform destination ending in `{{partition(N,2)}}`.
+fn partitions_of(destination: &str) -> Option<u32> {
+    let start = destination.find("{{partition(")? + "{{partition(".len();
+    destination[start..].split(',').next()?.trim().parse().ok()
 }
 
 /// Encodes a JSON value as MessagePack with string map keys. With `decimals_as_floats`, every

@@ -3,6 +3,7 @@
 //!
 //! - [`daemon`]: a Prometheus-family server (Prometheus, Alertmanager) run for one test.
 //! - [`alertmanager`]: a throwaway Prometheus Alertmanager on a free port, killed on drop.
+//! - [`cluster`]: a NATS cluster of three JetStream servers on loopback ports.
 //! - [`nats`]: a throwaway `nats-server -js` on a free port with a temp store dir, killed on drop
 //!   (the shared launcher of the `tally-traffic` crate).
 //! - [`process`]: the `tally` binary ([`tally_bin`]) and a running instance ([`Tally`]) with its
@@ -20,6 +21,7 @@
 //! Every integration test starts its own nats-server and tally, so tests run in parallel.
 
 pub mod alertmanager;
+pub mod cluster;
 pub mod crash;
 pub mod daemon;
 pub mod fixtures;
@@ -32,6 +34,7 @@ pub mod prometheus;
 pub mod wait;
 
 pub use alertmanager::Alertmanager;
+pub use cluster::NatsCluster;
 pub use js::{Js, StoredMessage};
 pub use model::{DayTotals, Model, SkuTotals};
 pub use nats::NatsServer;

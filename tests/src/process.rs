@@ -74,11 +74,18 @@ pub struct TallyBuilder {
     extra_toml: String,
     env: Vec<(String, String)>,
     setup: bool,
+    cluster: Option<String>,
 }
 
 impl TallyBuilder {
     pub fn new(nats_url: &str) -> TallyBuilder {
-        TallyBuilder { nats_url: nats_url.to_string(), extra_toml: String::new(), env: Vec::new(), setup: true }
+        TallyBuilder {
+            nats_url: nats_url.to_string(),
+            extra_toml: String::new(),
+            env: Vec::new(),
+            setup: true,
+            cluster: None,
+        }
     }
 
     /// TOML merged over the generated config; may repeat the harness's sections.
@@ -91,6 +98,14 @@ impl TallyBuilder {
     /// An environment variable for every tally command (e.g. `TALLY_INPUT_BATCH_MAX`).
     pub fn env(mut self, key: &str, value: &str) -> TallyBuilder {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// One of several instances sharing the partitions (docs/operations.md, "Several
+    /// instances"): `[cluster]` enabled under `instance`, advertising this instance's own HTTP
+    /// address, with leases of 3 s and a settle of 1 s so that a failover shows within a test.
+    pub fn cluster(mut self, instance: &str) -> TallyBuilder {
+        self.cluster = Some(instance.to_string());
         self
     }
 
@@ -109,6 +124,16 @@ impl TallyBuilder {
         config.insert("nats".into(), table([("url", self.nats_url.clone().into())]));
         config.insert("state".into(), table([("path", state_dir.display().to_string().into())]));
         config.insert("http".into(), table([("listen", format!("127.0.0.1:{http_port}").into())]));
+        if let Some(instance) = &self.cluster {
+            let cluster = table([
+                ("enabled", true.into()),
+                ("instance_id", instance.clone().into()),
+                ("advertise", format!("127.0.0.1:{http_port}").into()),
+                ("lease_ttl", "3s".into()),
+                ("settle", "1s".into()),
+            ]);
+            config.insert("cluster".into(), cluster);
+        }
         let extra: toml::Table = self
             .extra_toml
             .parse()
@@ -405,6 +430,16 @@ impl Tally {
             send_signal(&child, libc::SIGKILL);
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the process stays, frozen, as one paused by the host or a long GC would.
+    pub fn pause(&self) {
+        send_signal(self.child.as_ref().expect("tally run is not running"), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Tally::pause`].
+    pub fn resume(&self) {
+        send_signal(self.child.as_ref().expect("tally run is not running"), libc::SIGCONT);
     }
 
     /// Starts `tally run` again on the same config and state dir (killing a running one first)

@@ -1,8 +1,10 @@
 //! Effectively once under SIGKILL (docs/operations.md, "The guarantees"): a business day of several stores is processed
-//! once without faults and once while tally is killed with SIGKILL at random moments (during
-//! start-up, during commits, while outputs are in flight, during finalization) and restarted
-//! each time. Aggregates, final drift alerts, posting sums and DLQ entries must come out equal,
-//! no output id may be published with two different payloads, and nothing may be missing.
+//! once without faults on one partition, and once on 16 partitions (the default; the stores
+//! spread over several, which commit side by side) while tally is killed with SIGKILL at random
+//! moments (during start-up, during commits, while outputs are in flight, during finalization)
+//! and restarted each time. Aggregates, final drift alerts, posting sums and DLQ entries must
+//! come out equal, no output id may be published with two different payloads, and nothing may
+//! be missing (docs/operations.md, "Partitions").
 //!
 //! The default run kills tally 6 times; the full run is one flag away:
 //!
@@ -285,11 +287,13 @@ fn kill_phase_pause(chunk_len: usize) -> Duration {
     Duration::from_millis(KILL_DELAY_MAX_MS / chunk_len.max(1) as u64).max(Duration::from_millis(1))
 }
 
-/// The run without faults.
+/// The run without faults, on one partition: the reference the partitioned run must equal.
 async fn run_clean(inputs: &[Input]) -> (Snapshot, Vec<u64>) {
     let nats = NatsServer::start();
-    let tally = Tally::start(&nats.url(), CONFIG).await;
+    let one_partition = CONFIG.replace("[input]\n", "[input]\npartitions = 1\n");
+    let tally = Tally::start(&nats.url(), &one_partition).await;
     let js = Js::connect(&nats.url()).await;
+    assert!(js.stream_info("RETAIL_IN").await.config.subject_transform.is_none(), "the reference is unpartitioned");
     let seqs = publish(&js, inputs).await;
     let dlq_expected = inputs.iter().filter(|i| i.dlq.is_some()).count() as u64;
     wait_finished(&tally, &js, dlq_expected).await;
@@ -316,6 +320,8 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
     let mut tally = Tally::builder(&nats.url()).toml(CONFIG).prepare();
     tally.setup_ok();
     let js = Js::connect(&nats.url()).await;
+    let transform = js.stream_info("RETAIL_IN").await.config.subject_transform.expect("a partitioned input stream");
+    assert!(transform.destination.ends_with("{{partition(16,2)}}"), "16 partitions by default: {transform:?}");
     let tap = WireTap::start(&js, PREFIX).await;
     let mut rng = Rng::new(seed);
 
@@ -347,9 +353,11 @@ async fn run_with_kills(inputs: &[Input], kills: usize, seed: u64) -> (Snapshot,
                 let last = js.stream_info(&tally.input_stream()).await.state.last_sequence as f64;
                 let outbox = tally_tests::prom::sum(&samples, "tally_outbox_pending_messages", &[]);
                 stats.outputs_pending += usize::from(outbox > 0.0);
-                // The position gauge appears with this process's first commit.
-                match tally_tests::prom::samples(&samples, "tally_committed_stream_sequence").first() {
-                    Some(committed) => stats.mid_input += usize::from(committed.value < last),
+                // A partition's position gauge appears with its first commit in this process;
+                // while none has reached the stream's last message, the input is mid-way.
+                let positions = tally_tests::prom::samples(&samples, "tally_committed_stream_sequence");
+                match positions.iter().map(|p| p.value).reduce(f64::max) {
+                    Some(highest) => stats.mid_input += usize::from(highest < last),
                     None => stats.before_first_commit += 1,
                 }
             }
@@ -381,6 +389,9 @@ async fn sigkill_at_random_moments_changes_nothing() {
     let seed = env_usize("TALLY_CRASH_SEED", 20_261_127) as u64;
     let inputs = business_day();
     let model = model_of(&inputs);
+    let partitions: std::collections::BTreeSet<u32> =
+        STORES.iter().map(|store| tally_topologies::partition::of_store(store, 16)).collect();
+    assert!(partitions.len() >= 3, "the stores must spread over several of the 16 partitions: {partitions:?}");
     eprintln!("crash test: {} inputs over {} stores, {kills} kills, seed {seed}", inputs.len(), STORES.len());
 
     let started = Instant::now();

@@ -124,9 +124,13 @@ fn traffic(stores: &[&str], tag: &str, count: usize, seed: u64) -> Vec<(String, 
     all
 }
 
-/// The committed input position tally reports, 0 before its first commit.
+/// The highest committed input position tally reports (over its partitions), 0 before its
+/// first commit.
 async fn committed(tally: &Tally) -> u64 {
-    metric(tally, "tally_committed_stream_sequence").await.unwrap_or(0.0) as u64
+    let Ok((200, serde_json::Value::String(text))) = tally.try_http_get("/metrics").await else { return 0 };
+    let samples = tally_tests::prom::parse(&text);
+    let positions = tally_tests::prom::samples(&samples, "tally_committed_stream_sequence");
+    positions.iter().map(|sample| sample.value as u64).max().unwrap_or(0)
 }
 
 /// Publishes a backlog while tally is not running, starts it, and waits until it has committed
@@ -391,7 +395,10 @@ async fn disk_full_stops_acking_and_recovers() {
     };
     let nats = NatsServer::start();
     let state = disk.path().join("state");
-    let config = format!("[state]\npath = {:?}\n", state.display().to_string());
+    // One partition: what is applied while commits fail is checked against the input up to one
+    // committed position, which only an unpartitioned input has (each partition's loop is the
+    // same loop; the crash test kills tally over many partitions).
+    let config = format!("[state]\npath = {:?}\n[input]\npartitions = 1\n", state.display().to_string());
     let tally = Tally::start(&nats.url(), &config).await;
     let js = Js::connect(&nats.url()).await;
     let mut published = Published::default();

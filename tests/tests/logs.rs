@@ -86,3 +86,15 @@ async fn duplicates_are_logged_at_debug() {
         (Some("T-dup-1"), Some("0042"), Some("DEBUG"))
     );
 }
+
+// Proves: the text log written to a file (or a pipe, or journald) holds no terminal colour
+// codes, so that it reads, greps and ships as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_log_to_a_file_has_no_colour_codes() {
+    let nats = tally_tests::NatsServer::start();
+    let mut tally = TallyBuilder::new(&nats.url()).toml("[log]\nformat = \"text\"\n").start().await;
+    tally.stop_gracefully();
+    let text = tally.stderr_text();
+    assert!(text.contains("INFO"), "expected tally's start-up lines:\n{text}");
+    assert!(!text.contains('\x1b'), "terminal escape codes in the log file:\n{text:?}");
+}

@@ -41,14 +41,26 @@ async fn setup_twice_is_idempotent() {
             info.config.duplicate_window
         );
     }
-    let consumer = js
-        .stream("RETAIL_IN")
-        .await
-        .consumer_info("tally")
-        .await
-        .unwrap_or_else(|err| panic!("setup must create the durable consumer `tally`: {err}"));
-    assert!(consumer.config.deliver_subject.is_none(), "the consumer is a pull consumer");
-    assert_eq!(consumer.config.durable_name.as_deref(), Some("tally"), "the consumer is durable");
+    // 16 partitions by default (docs/operations.md, "Partitions"): a transform on the stream,
+    // a durable pull consumer per partition, filtered to it.
+    let input = js.stream_info("RETAIL_IN").await;
+    let transform = input.config.subject_transform.expect("the input stream partitions its subjects");
+    assert_eq!(transform.source, "retail.*.*");
+    assert_eq!(transform.destination, "retail.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(16,2)}}");
+    let mut consumers = Vec::new();
+    for n in 0..16 {
+        let name = format!("tally-p{n}");
+        let consumer = js
+            .stream("RETAIL_IN")
+            .await
+            .consumer_info(&name)
+            .await
+            .unwrap_or_else(|err| panic!("setup must create the durable consumer `{name}`: {err}"));
+        assert!(consumer.config.deliver_subject.is_none(), "the consumer is a pull consumer");
+        assert_eq!(consumer.config.durable_name.as_deref(), Some(name.as_str()), "the consumer is durable");
+        assert_eq!(consumer.config.filter_subject, format!("retail.*.*.{n}"), "{name} reads its partition");
+        consumers.push(consumer);
+    }
 
     js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
     let before: Vec<_> = futures::future::join_all(
@@ -62,8 +74,57 @@ async fn setup_twice_is_idempotent() {
         assert_eq!(after.config.subjects, info.config.subjects, "{} subjects changed", info.config.name);
         assert_eq!(after.state.messages, info.state.messages, "{} lost messages", info.config.name);
     }
-    let consumer_after = js.stream("RETAIL_IN").await.consumer_info("tally").await.expect("consumer still there");
-    assert_eq!(consumer_after.created, consumer.created, "the consumer was re-created by the second setup");
+    for consumer in consumers {
+        let name = &consumer.name;
+        let after = js.stream("RETAIL_IN").await.consumer_info(name).await.expect("consumer still there");
+        assert_eq!(after.created, consumer.created, "{name} was re-created by the second setup");
+    }
+}
+
+// Proves: `input.partitions = 1` makes the input stream of earlier versions (no transform, one
+// consumer named `input.consumer`, state directly in state.path), and tally consumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_partition_is_the_unpartitioned_stream() {
+    let nats = NatsServer::start();
+    let tally = Tally::start(&nats.url(), "[input]\npartitions = 1\n").await;
+    let js = Js::connect(&nats.url()).await;
+    assert!(js.stream_info("RETAIL_IN").await.config.subject_transform.is_none());
+    let consumer = js.stream("RETAIL_IN").await.consumer_info("tally").await.expect("consumer tally");
+    assert_eq!(consumer.config.filter_subject, "");
+    js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
+    tally.wait_drained(&js, DRAIN_TIMEOUT).await;
+    assert_eq!(DayTotals::from_http(&tally.day("0042", DAY).await).transactions, 1);
+    assert!(tally.state_dir().join("CURRENT").exists(), "one partition's state is in state.path itself");
+    assert!(!tally.state_dir().join("PARTITIONS").exists());
+}
+
+// Proves: an existing stream's partitioning is kept; an `input.partitions` that differs from it
+// is refused by setup and by run, with what to do, and the stream is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_partition_count_is_refused() {
+    let nats = NatsServer::start();
+    let js = Js::connect(&nats.url()).await;
+    let first = Tally::builder(&nats.url()).toml("[input]\npartitions = 4\n").prepare();
+    first.setup_ok();
+    let created = js.stream_info("RETAIL_IN").await;
+
+    let other = Tally::builder(&nats.url()).toml("[input]\npartitions = 8\n").prepare();
+    let out = other.setup();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "setup must refuse another partition count; stderr:\n{stderr}");
+    assert!(stderr.contains("has 4 partition(s) but input.partitions is 8"), "{stderr}");
+    assert!(stderr.contains("remove input.partitions"), "the error says what to do: {stderr}");
+    let after = js.stream_info("RETAIL_IN").await;
+    assert_eq!(after.created, created.created);
+    assert_eq!(after.config.subject_transform, created.config.subject_transform);
+
+    // Without input.partitions, the stream's own count is used.
+    let adopted = Tally::start(&nats.url(), "").await;
+    js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
+    adopted.wait_drained(&js, DRAIN_TIMEOUT).await;
+    assert_eq!(DayTotals::from_http(&adopted.day("0042", DAY).await).transactions, 1);
+    let marker = std::fs::read_to_string(adopted.state_dir().join("PARTITIONS")).expect("the state's partitions");
+    assert_eq!(marker.trim(), "4");
 }
 
 // Proves: a RETAIL_IN that the user pre-created with other settings is used as it is (nothing
@@ -127,7 +188,7 @@ async fn custom_stream_consumer_and_prefix_are_used() {
     let js = Js::connect(&nats.url()).await;
     assert_eq!(js.context.stream_by_subject("shop.pos.0042").await.expect("covered"), "SHOP_IN");
     assert_eq!(js.context.stream_by_subject("shop.inventory.0042").await.expect("covered"), "SHOP_IN");
-    js.stream("SHOP_IN").await.consumer_info("tally-a").await.expect("consumer tally-a exists");
+    js.stream("SHOP_IN").await.consumer_info("tally-a-p0").await.expect("consumer tally-a-p0 exists");
 
     js.publish_json(&pos_subject("shop", "0042"), &example_transaction("T-1", "0042", DAY)).await;
     js.publish(&pos_subject("shop", "0042"), b"{oops".to_vec(), &[]).await;
@@ -148,4 +209,37 @@ async fn setup_without_nats_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "setup must fail without NATS; stderr:\n{stderr}");
     assert!(!stderr.trim().is_empty(), "setup must say why it failed");
+}
+
+// Proves: with checkpoints on (several instances), setup refuses an input stream that keeps
+// less than cluster.checkpoint_interval, and warns, naming what to change, about one that keeps
+// less than the interval plus an hour's outage or is bounded by messages; without the cluster it
+// checks nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_need_the_input_stream_to_keep_the_interval() {
+    let nats = NatsServer::start();
+    let js = Js::connect(&nats.url()).await;
+    let mut config = stream::Config {
+        name: "RETAIL_IN".into(),
+        subjects: vec!["retail.pos.>".into(), "retail.inventory.>".into()],
+        max_age: Duration::from_secs(30),
+        ..Default::default()
+    };
+    js.context.create_stream(config.clone()).await.expect("pre-create RETAIL_IN");
+    let clustered = "[cluster]\nenabled = true\nadvertise = \"127.0.0.1:9464\"\nreplicas = 1\ncheckpoint_interval = \
+                     \"60s\"\n";
+    let tally = Tally::builder(&nats.url()).toml(clustered).prepare();
+    let out = tally.setup();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "setup must refuse max_age 30s under a 60s checkpoint interval:\n{stderr}");
+    assert!(stderr.contains("less than cluster.checkpoint_interval") && stderr.contains("--max-age 3660s"), "{stderr}");
+    Tally::builder(&nats.url()).prepare().setup_ok();
+
+    config.max_age = Duration::from_secs(1800);
+    config.max_messages = 1_000_000;
+    js.context.update_stream(config).await.expect("update RETAIL_IN");
+    let out = tally.setup_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("an outage longer than 1740s"), "warned about max_age:\n{stderr}");
+    assert!(stderr.contains("max_msgs = 1000000"), "warned about max_msgs:\n{stderr}");
 }

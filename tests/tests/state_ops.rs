@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tally_tests::fixtures::traffic;
-use tally_tests::{tally_bin, DayTotals, Js, Model, NatsServer, Tally};
+use tally_tests::{tally_bin, wait_until, DayTotals, Js, Model, NatsServer, Tally};
 
 const DAY: &str = "2026-11-27";
 
@@ -75,6 +75,14 @@ async fn checkpoint_restore_and_rebuild() {
     assert!(summary.contains("B/s); ") && summary.ends_with(" files"), "restore's closing line: {progress}");
     restored.spawn_run().await;
     restored.wait_drained(&js, Duration::from_secs(30)).await;
+    // Until tally recreates the consumer of the store's partition after the checkpoint's
+    // position, the live instance's consumer is still there, drained: wait for the totals too.
+    let expected = model.day("0042", DAY);
+    let (r, e) = (&restored, &expected);
+    wait_until(Duration::from_secs(30), move || async move {
+        DayTotals::from_http(&r.day("0042", DAY).await).normalized() == *e
+    })
+    .await;
     let restored_totals = DayTotals::from_http(&restored.day("0042", DAY).await).normalized();
     assert_eq!(restored_totals, model.day("0042", DAY), "restore + resume loses and doubles nothing");
 

@@ -155,6 +155,11 @@ pub struct ReceivedDay {
 }
 
 impl Received {
+    /// The highest revision published of the alert of (store, day, sku), if any.
+    pub fn alert_revision(&self, store: &str, day: NaiveDate, sku: &str) -> Option<u32> {
+        self.days.get(&(store.to_string(), day))?.alert_revisions.get(sku).copied()
+    }
+
     /// Adds one published posting. A seq read before (a re-publish after the duplicate window,
     /// same id and so same content) is skipped; returns whether it was new.
     pub fn add_posting(&mut self, posting: ReceivedPosting) -> bool {

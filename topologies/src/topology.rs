@@ -310,10 +310,11 @@ impl Retail {
         Retail::build(config, aliases, 1)
     }
 
-    /// The topology of one of `partitions` partitions of a process: its working set is bounded
-    /// to its share, so that the process's memory does not grow with the partitions.
-    pub fn with_share(config: TopologyConfig, partitions: usize) -> Self {
-        Retail::build(config, Arc::default(), partitions)
+    /// The topology of one of `partitions` partitions of a process, reading SKU aliases from
+    /// `aliases`: its working set is bounded to its share, so that the process's memory does not
+    /// grow with the partitions.
+    pub fn with_share(config: TopologyConfig, aliases: Arc<SharedAliases>, partitions: usize) -> Self {
+        Retail::build(config, aliases, partitions)
     }
 
     fn build(config: TopologyConfig, aliases: Arc<SharedAliases>, partitions: usize) -> Self {

@@ -36,6 +36,7 @@ use self::summary::{LookNext, Summary};
 use self::terminal::AltScreen;
 use crate::config::{Config, StoreConfig};
 use crate::gencli::{until_shutdown, TrafficArgs};
+use crate::partitions::{self, Layout, UnionStore};
 use crate::{app, telemetry};
 
 #[derive(Args, Debug)]
@@ -86,15 +87,17 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     };
     let config = demo_config(&args, &nats_url, temp.path())?;
     eprintln!("demo: NATS {nats_url}, state {}, HTTP http://{}", config.state.path.display(), config.http.listen);
-    app::setup(&config).await?;
+    let partitions = app::setup(&config).await?;
 
     let metrics = telemetry::install()?;
     let shutdown = app::shutdown_on_signals();
-    let store = app::open_store(&config)?;
+    let stores = app::open_partitions(&config, partitions)?;
+    let parts: Vec<Arc<dyn Store>> = stores.iter().map(|s| Arc::clone(s) as Arc<dyn Store>).collect();
+    let store = UnionStore::over(parts.clone());
     let client = async_nats::connect(nats_url.as_str()).await?;
     // Subscribed before anything is published, so the screen misses no output.
     let feed = Feed::start(&client, &config.input.subject_prefix).await?;
-    let processor = Processor::start(&config, &store, metrics, &shutdown);
+    let processor = Processor::start(&config, stores, metrics, &shutdown);
 
     let js = async_nats::jetstream::new(client);
     let duration = run_options.duration;
@@ -103,7 +106,9 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal();
     let refresh = Duration::from_secs(args.refresh_secs.unwrap_or(if terminal { 1 } else { 5 }).max(1));
     let mut live = Live {
-        store: store.clone() as Arc<dyn Store>,
+        store: Arc::clone(&store),
+        parts: parts.clone(),
+        layout: Layout { root: config.state.path.clone(), count: partitions },
         feed,
         js: js.clone(),
         config: &config,
@@ -125,7 +130,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     let stats = generated.as_ref().map(|stats| stats.clone()).unwrap_or_else(|_| progress.borrow().clone());
     (summary.baskets, summary.generated) = (stats.baskets, stats.messages);
     (summary.malformed, summary.drift_injected) = (stats.malformed, stats.drift_injected);
-    let read = read::counted(store.as_ref(), &mut summary);
+    let read = read::counted(store.as_ref(), &parts, &mut summary);
     let sent = read::sent(&js, &config.input.stream, &mut summary).await;
     drop(screen);
     for line in summary::summary(&summary) {
@@ -200,7 +205,7 @@ impl Processor {
     /// way, so that it leaves NATS before the local server goes.
     fn start(
         config: &Config,
-        store: &Arc<RocksStore>,
+        stores: Vec<Arc<RocksStore>>,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
         shutdown: &watch::Receiver<bool>,
     ) -> Processor {
@@ -214,7 +219,7 @@ impl Processor {
                 }
             }
         });
-        let task = tokio::spawn(app::run_with_store(config.clone(), store.clone(), metrics, stopped));
+        let task = tokio::spawn(app::run_with_stores(config.clone(), stores, metrics, stopped));
         Processor { task, stop }
     }
 
@@ -226,7 +231,10 @@ impl Processor {
 
 /// The live view: reads a [`Snapshot`] every refresh and shows it.
 struct Live<'a> {
+    /// Every partition's state read as one, and each partition's.
     store: Arc<dyn Store>,
+    parts: Vec<Arc<dyn Store>>,
+    layout: Layout,
     feed: Feed,
     js: async_nats::jetstream::Context,
     config: &'a Config,
@@ -287,7 +295,9 @@ impl Live<'_> {
         // the committed position reaches when tally has caught up.
         let mut input = self.js.get_stream(&self.config.input.stream).await?;
         let published = input.info().await?.state.last_sequence;
-        let committed = read::position(self.store.as_ref())?;
+        // Read without a gap up to the lowest position of a partition that is behind.
+        let lasts = partitions::last_sequences(&input, self.config, &self.layout, published).await?;
+        let committed = partitions::behind(&read::positions(&self.parts)?, &lasts).unwrap_or(published);
         let (then, published_then, committed_then) = self.last;
         let secs = then.elapsed().as_secs_f64().max(0.001);
         self.last = (Instant::now(), published, committed);

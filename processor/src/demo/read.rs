@@ -4,6 +4,7 @@
 //! of those streams sees.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::RawMessageErrorKind;
@@ -23,9 +24,9 @@ const SCAN_MAX: usize = 100_000;
 /// Sku-days of one store-day read at most (a store's assortment).
 const SKUS_MAX: usize = 1_000_000;
 
-/// The committed input stream sequence.
-pub fn position(store: &dyn Store) -> anyhow::Result<u64> {
-    Ok(topology::committed_position(&Overlay::new(store))?)
+/// Each partition's committed input stream sequence.
+pub fn positions(parts: &[Arc<dyn Store>]) -> anyhow::Result<Vec<u64>> {
+    parts.iter().map(|store| Ok(topology::committed_position(&Overlay::new(store.as_ref()))?)).collect()
 }
 
 /// Outputs committed and not yet acknowledged by JetStream.
@@ -68,7 +69,7 @@ pub fn store_rows(store: &dyn Store, min_units: Decimal) -> anyhow::Result<Vec<S
 
 /// Fills what was counted: transactions, lines, stores, days, duplicates and conflicts, from
 /// the state; and the store-day with the most transactions as the example to look at.
-pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
+pub fn counted(store: &dyn Store, parts: &[Arc<dyn Store>], summary: &mut Summary) -> anyhow::Result<()> {
     let mut stores = BTreeSet::new();
     let mut days = BTreeSet::new();
     let mut busiest: Option<(i64, String, chrono::NaiveDate)> = None;
@@ -88,7 +89,7 @@ pub fn counted(store: &dyn Store, summary: &mut Summary) -> anyhow::Result<()> {
     }
     summary.stores = stores.len();
     summary.days = days.into_iter().collect();
-    summary.committed = position(store)?;
+    summary.committed = positions(parts)?.into_iter().max().unwrap_or(0);
     summary.outbox = outbox(store)?;
     summary.next.example = busiest.map(|(_, store_id, day)| (store_id, day));
     Ok(())

@@ -1,0 +1,168 @@
+//! The HTTP API of one of several instances (docs/http-api.md, "Several instances"): a request
+//! about one store whose partition runs elsewhere is redirected to the instance that owns it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::future::join_all;
+use serde::Deserialize;
+use serde_json::json;
+use tally_topologies::drift::DriftAlert;
+use tally_topologies::partition;
+use tokio::sync::watch;
+
+use super::{error, ApiState};
+use crate::cluster::{assign, Member, Ownership};
+use crate::partitions::UnionStore;
+
+/// What the HTTP API knows of the cluster.
+#[derive(Clone)]
+pub struct ClusterView {
+    /// This instance's id among the members.
+    pub instance: String,
+    /// The input stream's partitions.
+    pub partitions: u32,
+    pub ownership: watch::Receiver<Ownership>,
+    pub members: watch::Receiver<BTreeMap<String, Member>>,
+    /// The partitions whose state this instance's API reads (taken over and running).
+    pub serving: Arc<UnionStore>,
+    /// Asks the other instances (`/v1/alerts`).
+    pub client: reqwest::Client,
+}
+
+impl ClusterView {
+    /// The partitions this instance owns now (some may still be catching up).
+    pub fn owned(&self) -> Vec<u32> {
+        self.ownership.borrow().partitions.keys().copied().collect()
+    }
+
+    /// The partitions whose state this instance reads now.
+    pub fn running(&self) -> Vec<u32> {
+        self.serving.indices()
+    }
+}
+
+/// How long another instance may take to answer `/v1/alerts?scope=instance`.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One instance's answer to `/v1/alerts?scope=instance`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceAlerts {
+    pub alerts: Vec<DriftAlert>,
+    pub partitions: Vec<u32>,
+}
+
+/// `/v1/alerts` over every instance: this one's alerts and those each other live member
+/// answers for its partitions, merged in (store, day, sku) order. Exact or an error: `503` when
+/// a member does not answer, or when some partition is read by none (it is moving).
+pub(super) async fn everywhere(
+    view: &ClusterView,
+    token: Option<&str>,
+    state: Option<&str>,
+    mine: InstanceAlerts,
+    limit: usize,
+) -> Response {
+    let members = view.members.borrow().clone();
+    let others = members.iter().filter(|(id, _)| **id != view.instance);
+    let asked = join_all(
+        others
+            .map(|(id, member)| async move { (id.clone(), ask(&view.client, &member.advertise, token, state).await) }),
+    )
+    .await;
+    let mut covered: BTreeSet<u32> = mine.partitions.iter().copied().collect();
+    let mut latest: BTreeMap<String, DriftAlert> = BTreeMap::new();
+    for (id, answer) in std::iter::once((view.instance.clone(), Ok(mine))).chain(asked) {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(why) => return retry_later(format!("instance {id:?} did not answer for its partitions: {why}")),
+        };
+        covered.extend(answer.partitions);
+        for alert in answer.alerts {
+            // A partition read by two instances while it moves: the later revision counts.
+            match latest.get(&alert.id) {
+                Some(seen) if seen.revision >= alert.revision => {}
+                _ => {
+                    latest.insert(alert.id.clone(), alert);
+                }
+            }
+        }
+    }
+    let missing: Vec<u32> = (0..view.partitions).filter(|p| !covered.contains(p)).collect();
+    if !missing.is_empty() {
+        return retry_later(format!("partitions {missing:?} are moving between instances"));
+    }
+    let mut alerts: Vec<DriftAlert> = latest.into_values().collect();
+    alerts.sort_by(|a, b| (&a.store, &a.business_day, &a.sku).cmp(&(&b.store, &b.business_day, &b.sku)));
+    alerts.truncate(limit);
+    Json(json!({ "alerts": alerts })).into_response()
+}
+
+/// `/v1/alerts?scope=instance` of the instance at `advertise`.
+async fn ask(
+    client: &reqwest::Client,
+    advertise: &str,
+    token: Option<&str>,
+    state: Option<&str>,
+) -> Result<InstanceAlerts, String> {
+    let mut request = client.get(format!("http://{advertise}/v1/alerts")).query(&[("scope", "instance")]);
+    if let Some(state) = state {
+        request = request.query(&[("state", state)]);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.timeout(ASK_TIMEOUT).send().await.map_err(|err| format!("{advertise}: {err}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!("{advertise} answered {status}: {body}"));
+    }
+    response.json().await.map_err(|err| format!("{advertise}: {err}"))
+}
+
+fn retry_later(message: String) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Sends a request about a store whose partition this instance does not run to the instance
+/// that should: `307 Temporary Redirect` to its `cluster.advertise` address, same path and
+/// query; `503` with `Retry-After` while the partition is on its way to this instance.
+pub(super) async fn to_owner(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(view) = &state.cluster else { return next.run(request).await };
+    let Some(store) = store_of(&request) else { return next.run(request).await };
+    let partition = partition::of_store(&store, view.partitions);
+    if view.ownership.borrow().partitions.contains_key(&partition) {
+        return next.run(request).await;
+    }
+    let members = view.members.borrow().clone();
+    let ids: BTreeSet<String> = members.keys().cloned().collect();
+    let owner = assign::owner(partition, &ids).filter(|owner| *owner != view.instance).and_then(|o| members.get(o));
+    let Some(owner) = owner else {
+        return retry_later(format!(
+            "store {store:?} is in partition {partition}, which is moving to this instance; try again shortly"
+        ));
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("http://{}{path}", owner.advertise);
+    match HeaderValue::from_str(&location) {
+        Ok(value) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, value)]).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the owner's address {location:?} is not a URL")),
+    }
+}
+
+/// The store a request is about: `/v1/stores/<store>/…`, or `?store=` of `/v1/trace/<id>`.
+fn store_of(request: &Request) -> Option<String> {
+    let uri = request.uri();
+    if let Some(rest) = uri.path().strip_prefix("/v1/stores/") {
+        return rest.split('/').next().filter(|s| !s.is_empty()).map(str::to_string);
+    }
+    uri.query()?.split('&').find_map(|pair| pair.strip_prefix("store=")).map(str::to_string)
+}
