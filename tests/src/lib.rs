@@ -57,8 +57,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
     tally_traffic::process::log_tail(path, lines)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago. The OS hands out ephemeral ports in
-/// rotation, so two tests asking at the same time get different ones.
+/// A TCP port on 127.0.0.1 that was free a moment ago, drawn at random below the kernel's
+/// ephemeral range, so no outgoing connection takes it before the test's server binds it.
 pub fn free_port() -> u16 {
     tally_traffic::process::free_port().expect("bind 127.0.0.1:0")
 }

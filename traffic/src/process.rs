@@ -5,10 +5,36 @@ use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago. The OS hands out ephemeral ports in
-/// rotation, so two callers asking at the same time get different ones.
+use rand::Rng as _;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, chosen at random below the kernel's
+/// ephemeral range. A port the kernel handed out (`bind :0`) and that was released again is
+/// soon handed to someone's outgoing connection as its local port, and a server started on it
+/// then fails with "address already in use"; ports below the range are never given that way.
 pub fn free_port() -> std::io::Result<u16> {
+    let (low, high) = below_ephemeral_range();
+    let mut rng = rand::rng();
+    for _ in 0..PORT_TRIES {
+        let port = rng.random_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Random ports tried before falling back to one the kernel picks.
+const PORT_TRIES: usize = 64;
+
+/// Where [`free_port`] draws from: 10000 up to the start of the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default on Linux).
+fn below_ephemeral_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (LOW, ephemeral_start.max(LOW + 1_000))
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps. The exit status, or `None` when the
