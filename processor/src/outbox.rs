@@ -160,8 +160,12 @@ impl Publisher {
                 }
             }
         }
-        for (key, kind, ack) in pipelined {
-            match ack.await {
+        // Awaited together: each ack's timeout starts when it is awaited, so awaiting them one
+        // by one after a connection loss took the timeout once per entry (over a minute).
+        let (keys, acks): (Vec<_>, Vec<_>) = pipelined.into_iter().map(|(key, kind, ack)| ((key, kind), ack)).unzip();
+        let results = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
+        for ((key, kind), result) in keys.into_iter().zip(results) {
+            match result {
                 Ok(_) => {
                     done.delete(Cf::Outbox, key);
                     *kinds.entry(kind).or_default() += 1;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tally_tests::crash::{self, metric, Partition, Tmpfs};
 use tally_tests::fixtures::{self, DAY};
 use tally_tests::{
-    assert_dlq_entry, wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, Tally, DLQ_STREAM,
+    assert_dlq_entry, wait_for_messages, wait_until, DayTotals, Js, Model, NatsServer, Tally, DLQ_STREAM, DRAIN_TIMEOUT,
 };
 
 const PREFIX: &str = "retail";
@@ -75,8 +75,13 @@ impl Published {
     }
 
     /// Waits until every garbage input is in the DLQ, then asserts each is there exactly once.
-    async fn assert_dlq(&self, js: &Js) {
-        let dlq = wait_for_messages(js, DLQ_STREAM, self.garbage.len() as u64).await;
+    async fn assert_dlq(&self, js: &Js, tally: &Tally) {
+        let expected = self.garbage.len() as u64;
+        if !wait_until(DRAIN_TIMEOUT, move || async move { js.message_count(DLQ_STREAM).await >= expected }).await {
+            let found = js.message_count(DLQ_STREAM).await;
+            panic!("the DLQ holds {found} of {expected} rejected inputs\n{}", tally.logs());
+        }
+        let dlq = wait_for_messages(js, DLQ_STREAM, expected).await;
         assert_eq!(dlq.len(), self.garbage.len(), "one DLQ entry per rejected input");
         for (seq, payload) in &self.garbage {
             let entry = dlq.iter().find(|m| m.header("Tally-Source-Sequence") == Some(seq.to_string().as_str()));
@@ -166,7 +171,7 @@ async fn nats_restart_mid_stream_loses_nothing() {
     published.send(&js, &traffic(&["0201", "0204"], "b", 300, 21)).await;
     wait_caught_up(&tally, &js, CATCH_UP_TIMEOUT).await;
     published.assert_totals(&tally, "after a NATS restart mid-stream").await;
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     eprintln!("NATS restarted at committed seq {at_restart} of {}; totals exact", published.count);
 }
@@ -190,7 +195,7 @@ async fn nats_crash_mid_stream_loses_nothing() {
     published.send(&js, &traffic(&["0201", "0204"], "b", 300, 21)).await;
     wait_caught_up(&tally, &js, CATCH_UP_TIMEOUT).await;
     published.assert_totals(&tally, "after a NATS crash mid-stream").await;
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     eprintln!("NATS SIGKILLed at committed seq {at_crash} of {}; totals exact", published.count);
 }
@@ -235,7 +240,7 @@ async fn network_partition_mid_stream_loses_nothing() {
         "tally acked every input but applied only {applied} of {count}: it skipped the deliveries lost in the partition"
     );
     published.assert_totals(&tally, "after a network partition mid-stream").await;
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     eprintln!(
         "network partition at committed seq {at_cut} of {}: 503 after {:.1}s ({reasons}); totals exact",
@@ -283,7 +288,7 @@ async fn nats_unreachable_for_a_while_then_resumes() {
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     let recovered = up_at.elapsed();
     published.assert_totals(&tally, "after NATS was unreachable").await;
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     eprintln!(
         "NATS down {:.0}s: 503 after {:.1}s ({reasons}), {polls} polls all 503; caught up and ready {:.1}s after it returned",
         (noticed + outage).as_secs_f64(),
@@ -317,7 +322,7 @@ async fn deleted_output_stream_holds_outputs_until_recreated() {
     published.assert_totals(&tally, "with the DLQ stream gone").await;
 
     tally.setup_ok();
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     let t = &tally;
     let empty =
@@ -473,7 +478,7 @@ async fn disk_full_stops_acking_and_recovers() {
     );
     wait_ready(&tally, NOTICE_TIMEOUT).await;
     published.assert_totals(&tally, "after the disk had space again").await;
-    published.assert_dlq(&js).await;
+    published.assert_dlq(&js, &tally).await;
     eprintln!(
         "disk full ({} MiB filler, {rounds} rounds of input until a commit failed): /readyz said {reasons}, \
          {failures} failed commits, batch unacked; resumed {:.1}s after the disk was enlarged, totals exact",
