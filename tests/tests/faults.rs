@@ -499,7 +499,9 @@ fn rocksdb_log_excerpt(db: &std::path::Path) -> String {
 // full disk from a broken one (issue 5: "state dir unwritable or full gives a clear error").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_reason_names_the_cause() {
-    let disk = match Tmpfs::mount("48m") {
+    // Room for the default 16 partitions to open their databases (each writes its options and
+    // a WAL at open); 48 MiB was too little under load, and the open failed before the test.
+    let disk = match Tmpfs::mount("256m") {
         Ok(disk) => disk,
         Err(reason) => {
             eprintln!("SKIPPED disk_full_reason_names_the_cause: {reason}");
@@ -516,5 +518,5 @@ async fn disk_full_reason_names_the_cause() {
     let reasons = wait_unready(&tally, "store").await;
     let reason = reasons["store"].as_str().unwrap_or_default();
     assert!(reason.contains("No space left on device"), "the store reason must name the cause, got {reason:?}");
-    disk.resize("256m");
+    disk.resize("512m");
 }
