@@ -156,15 +156,7 @@ pub async fn run_with_stores(
     let result = pipeline::run_all(&shared, layout.partitions().zip(parts).collect(), shutdown.clone()).await;
     let _ = stop.send(true);
     forward.abort();
-    // The input loops are done (shutdown or a fatal error): let the others finish too.
-    outputs.join().await?;
-    if http_task.is_finished() {
-        http_task.await.context("HTTP server panicked")??;
-    } else {
-        http_task.abort();
-    }
-    client.flush().await.ok();
-    info!("tally stopped.");
+    wind_down(outputs, http_task, &client).await?;
     result
 }
 
@@ -245,6 +237,17 @@ async fn run_clustered(config: Config, metrics: PrometheusHandle, outer: watch::
     let left = cluster.leave().await;
     let _ = stop.send(true);
     forward.abort();
+    wind_down(outputs, http_task, &client).await?;
+    result.and(left)
+}
+
+/// After the input loops are done (shutdown or a fatal error): lets the outputs finish, stops
+/// the HTTP server (reporting its panic or error, if it ended by one) and flushes the client.
+async fn wind_down(
+    outputs: Outputs,
+    http_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    client: &async_nats::Client,
+) -> anyhow::Result<()> {
     outputs.join().await?;
     if http_task.is_finished() {
         http_task.await.context("HTTP server panicked")??;
@@ -253,7 +256,7 @@ async fn run_clustered(config: Config, metrics: PrometheusHandle, outer: watch::
     }
     client.flush().await.ok();
     info!("tally stopped.");
-    result.and(left)
+    Ok(())
 }
 
 /// Each partition with its store.
