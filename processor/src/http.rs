@@ -181,23 +181,54 @@ async fn local_alerts(store: &Arc<dyn Store>, wanted: Option<String>) -> Result<
 #[derive(serde::Deserialize)]
 struct TraceQuery {
     store: Option<String>,
+    /// `instance`: only this instance's partitions, with their numbers (several instances).
+    scope: Option<String>,
 }
 
 /// docs/http-api.md, "Trace a record".
 async fn trace(State(state): State<ApiState>, Path(id): Path<String>, Query(query): Query<TraceQuery>) -> Response {
-    let store = Arc::clone(&state.store);
-    let wanted = id.clone();
-    let only = query.store.clone();
-    let result =
-        tokio::task::spawn_blocking(move || record_trace::trace(store.as_ref(), &wanted, only.as_deref())).await;
-    match result {
-        Ok(Ok(records)) if records.is_empty() => {
-            let place = query.store.map(|s| format!(" in store {s:?}")).unwrap_or_default();
-            error(StatusCode::NOT_FOUND, format!("no record with id {id:?}{place}: never received, or pruned"))
+    let instance_only = match query.scope.as_deref() {
+        None => false,
+        Some("instance") => true,
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("scope {other:?} is not \"instance\"")),
+    };
+    // Without a store, several instances search every one's partitions (a request with one is
+    // redirected to its owner before it gets here).
+    let everywhere = state.cluster.as_ref().filter(|_| query.store.is_none());
+    let before = everywhere.map(|view| view.running());
+    let records = match local_trace(&state.store, &id, query.store.clone()).await {
+        Ok(records) => records,
+        Err(response) => return response,
+    };
+    if let (Some(view), Some(before)) = (everywhere, before) {
+        let partitions: Vec<u32> = view.running().into_iter().filter(|p| before.contains(p)).collect();
+        if instance_only {
+            return Json(json!({"id": id, "records": records, "partitions": partitions})).into_response();
         }
-        Ok(Ok(records)) => Json(json!({"id": id, "records": records})).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}")),
+        let mine = cluster::InstanceTrace { records, partitions };
+        return cluster::trace_everywhere(view, state.bearer_token.as_deref(), &id, mine).await;
+    }
+    if records.is_empty() {
+        let place = query.store.map(|s| format!(" in store {s:?}")).unwrap_or_default();
+        return error(StatusCode::NOT_FOUND, format!("no record with id {id:?}{place}: never received, or pruned"));
+    }
+    Json(json!({"id": id, "records": records})).into_response()
+}
+
+/// What this instance's state holds of record `id`, in `store` or in every store.
+async fn local_trace(
+    state: &Arc<dyn Store>,
+    id: &str,
+    store: Option<String>,
+) -> Result<Vec<serde_json::Value>, Response> {
+    let state = Arc::clone(state);
+    let wanted = id.to_string();
+    let result =
+        tokio::task::spawn_blocking(move || record_trace::trace(state.as_ref(), &wanted, store.as_deref())).await;
+    match result {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(err)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}"))),
+        Err(err) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading state failed: {err}"))),
     }
 }
 

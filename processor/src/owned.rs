@@ -6,8 +6,9 @@
 //! first catches up with the input stream without publishing anything, on event time alone, as
 //! a rebuild does; then it reads the output streams back (`crate::reconcile`), because the
 //! former owner published postings and alerts this state did not, and drops from its outbox
-//! the postings and the alert revisions already published (dead letters, whose content is the
-//! input's, stay and go out again under their ids); then its pipeline starts,
+//! the postings, the alert revisions and the dead letters already published (the other dead
+//! letters, whose content is the input's, stay and go out under their ids); then its pipeline
+//! starts,
 //! under the lease's epoch: its consumer, named with the epoch, replaces the former owner's,
 //! and its publisher sends only while the lease holds. Losing one stops its pipeline and tells
 //! the cluster, which releases the lease once the pipeline has stopped.
@@ -17,7 +18,9 @@
 //! opened, when the checkpoint is ahead of it; the catch-up then replays only the input after
 //! it. While it runs the partition, this instance checkpoints it every interval.
 
-use std::collections::BTreeMap;
+mod standby;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +34,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cluster::{Cluster, Epoch, Fence, Ownership};
+use crate::cluster::{assign, Cluster, Epoch, Fence, Ownership};
 use crate::partitions::{self, Layout, Partition, UnionStore};
 use crate::pipeline::{Ended, Pipeline, Shared};
 use crate::runner::Tick;
 use crate::snapshot::{self, Checkpointer, Checkpoints, FileEntry, Manifest};
+use standby::Standbys;
 
 /// How often a catch-up looks at how far it got.
 const CATCH_UP_POLL: Duration = Duration::from_millis(100);
@@ -186,7 +190,10 @@ fn check_restored(rocks: &RocksStore, manifest: &Manifest) -> anyhow::Result<()>
     let position = topology::committed_position(&Overlay::new(rocks))?;
     if position != manifest.position {
         bail!(
-            "partition {}'s state restored from checkpoint {} (epoch {}) has committed input position {position}, but              its manifest says {}: the checkpoint bucket holds files of another state. Delete the partition's manifest              (`nats kv del <cluster.checkpoint_bucket>_manifests checkpoints.{}`) and its directory to replay the input              (docs/operations.md, \"Checkpoints in the Object Store\")",
+            "partition {}'s state restored from checkpoint {} (epoch {}) has committed input position {position}, \
+             but its manifest says {}: the checkpoint bucket holds files of another state. Delete the partition's \
+             manifest (`nats kv del <cluster.checkpoint_bucket>_manifests checkpoints.{}`) and its directory to \
+             replay the input (docs/operations.md, \"Checkpoints in the Object Store\")",
             manifest.partition,
             manifest.sequence,
             manifest.epoch,
@@ -230,16 +237,29 @@ pub async fn run(
     let (ended, mut endings) = mpsc::unbounded_channel();
     let mut running: BTreeMap<u32, Running> = BTreeMap::new();
     let mut retries = Retries::default();
+    let mut members = cluster.members();
+    let mut standbys = shared.config.cluster.standby.then(|| Standbys::new(shared, cluster.instance()));
     let result = loop {
-        let wanted = ownership.borrow_and_update().partitions.clone();
+        let (wanted, handing_over) = {
+            let now = ownership.borrow_and_update();
+            (now.partitions.clone(), now.handing_over.clone())
+        };
         let following = Following { shared, opener, cluster, ownership: &ownership, ended: &ended };
-        if let Err(err) = following.follow(&wanted, &mut running, &mut retries).await {
+        following.report_never_started(&handing_over, &running);
+        if let Err(err) = following.follow(&wanted, &mut running, &mut retries, standbys.as_mut()).await {
             break Err(err);
         }
         union.replace_indexed(running.iter().map(|(p, r)| (*p, Arc::clone(&r.store))).collect());
+        if let Some(standbys) = standbys.as_mut() {
+            let ids: BTreeSet<String> = members.borrow_and_update().keys().cloned().collect();
+            let mut stand_by = assign::standing_by(opener.layout.count, &ids, cluster.instance());
+            stand_by.retain(|p| !wanted.contains_key(p) && !handing_over.contains_key(p) && !running.contains_key(p));
+            standbys.follow(shared, opener, &stand_by).await;
+        }
         let next_retry = retries.next();
         tokio::select! {
             _ = sleep_until_some(next_retry) => {}
+            Ok(()) = members.changed(), if standbys.is_some() => {}
             changed = ownership.changed() => {
                 if changed.is_err() {
                     break Err(anyhow::anyhow!("the cluster loop stopped; this instance runs no partition"));
@@ -258,6 +278,9 @@ pub async fn run(
         }
     };
     union.replace_indexed(Vec::new());
+    if let Some(standbys) = standbys.as_mut() {
+        standbys.stop_all(shared).await;
+    }
     let mut first_error = result.err();
     for (index, run) in std::mem::take(&mut running) {
         let epoch = run.epoch;
@@ -313,6 +336,7 @@ impl Following<'_> {
         wanted: &BTreeMap<u32, Epoch>,
         running: &mut BTreeMap<u32, Running>,
         retries: &mut Retries,
+        mut standbys: Option<&mut Standbys>,
     ) -> anyhow::Result<()> {
         let count = self.opener.layout.count;
         let lost: Vec<u32> = running.iter().filter(|(p, r)| wanted.get(p) != Some(&r.epoch)).map(|(p, _)| *p).collect();
@@ -330,6 +354,15 @@ impl Following<'_> {
             if running.contains_key(&index) || !retries.due(index) {
                 continue;
             }
+            // A takeover can take long (a catch-up); a partition lost or handed over meanwhile
+            // is stopped first, so that it neither runs past its lease nor holds up the handover.
+            if self.ownership.borrow().partitions != *wanted {
+                return Ok(());
+            }
+            if let Some(standbys) = standbys.as_deref_mut() {
+                // Its state, seconds behind, is where the takeover starts from.
+                standbys.stop(self.shared, index).await;
+            }
             match self.start(Partition { index, count }, epoch).await? {
                 Some(run) => {
                     retries.at.remove(&index);
@@ -341,6 +374,18 @@ impl Following<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Tells the cluster that the partitions it hands over and that do not run here are
+    /// stopped: one handed over before its takeover got to start (another took long) waits for
+    /// that report to release its lease. One that runs is reported when [`Self::follow`] has
+    /// stopped it.
+    fn report_never_started(&self, handing_over: &BTreeMap<u32, Epoch>, running: &BTreeMap<u32, Running>) {
+        for (&index, &epoch) in handing_over {
+            if running.get(&index).is_none_or(|run| run.epoch != epoch) {
+                self.cluster.stopped(index, epoch);
+            }
+        }
     }
 
     /// Takes `partition` over and starts its pipeline; `None` when the takeover failed for now.

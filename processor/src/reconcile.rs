@@ -11,7 +11,7 @@
 //!
 //! It never publishes and never acks; it writes only the state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -27,6 +27,7 @@ use tally_topologies::topology::TopologyError;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::dlq::DLQ_STREAM;
 use crate::partitions::Partition;
 use crate::progress::Progress;
 
@@ -75,6 +76,8 @@ pub struct Summary {
     pub periods: BTreeMap<&'static str, u64>,
     /// ERP postings dropped from the outbox (a restored checkpoint's).
     pub outbox_postings_dropped: u64,
+    /// Dead letters dropped from the outbox because `RETAIL_DLQ` holds them already.
+    pub outbox_dead_letters_dropped: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -96,6 +99,13 @@ impl std::fmt::Display for Summary {
                 f,
                 "; {} postings dropped from the outbox (their content goes into the next postings)",
                 self.outbox_postings_dropped
+            )?;
+        }
+        if self.outbox_dead_letters_dropped > 0 {
+            write!(
+                f,
+                "; {} dead letters already in RETAIL_DLQ dropped from the outbox",
+                self.outbox_dead_letters_dropped
             )?;
         }
         Ok(())
@@ -145,10 +155,10 @@ pub async fn run(
     progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
     let mut summary = Summary::default();
-    let (received, adjustments) = read_back(js, config, &mut summary, progress).await?;
+    let (received, adjustments, dead_letters) = read_back(js, config, &mut summary, progress).await?;
     let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for (_, store) in partitions {
-        let read = (&received, &adjustments);
+        let read = Read { received: &received, adjustments: &adjustments, dead_letters: &dead_letters };
         reconcile_state(*store, read, &config.input.subject_prefix, &mut summary, &mut doubtful)?;
     }
     warn_doubtful(&doubtful);
@@ -158,12 +168,14 @@ pub async fn run(
 /// Reconciles one state with what the output streams hold, and clears its mark.
 fn reconcile_state(
     store: &dyn Store,
-    (received, adjustments): (&Received, &ReceivedAdjustments),
+    Read { received, adjustments, dead_letters }: Read<'_>,
     prefix: &str,
     summary: &mut Summary,
     doubtful: &mut BTreeMap<&'static str, Vec<String>>,
 ) -> Result<(), ReconcileError> {
-    summary.outbox_postings_dropped += drop_outbox_sent(store, prefix, received)?;
+    let dropped = drop_outbox_sent(store, prefix, received, dead_letters)?;
+    summary.outbox_postings_dropped += dropped.postings;
+    summary.outbox_dead_letters_dropped += dropped.dead_letters;
     let days = report::store_days(store, STORE_DAYS_MAX)?;
     let now = Utc::now();
     for chunk in days.chunks(DAYS_PER_BATCH) {
@@ -210,21 +222,31 @@ fn warn_doubtful(doubtful: &BTreeMap<&'static str, Vec<String>>) {
     }
 }
 
-/// Reads every posting and alert revision the output streams hold.
+/// What the output streams hold, as read back.
+struct Read<'a> {
+    received: &'a Received,
+    adjustments: &'a ReceivedAdjustments,
+    /// The `Nats-Msg-Id`s of the dead letters in `RETAIL_DLQ`.
+    dead_letters: &'a HashSet<String>,
+}
+
+/// Reads every posting and alert revision the output streams hold, and the ids of the dead
+/// letters.
 async fn read_back(
     js: &jetstream::Context,
     config: &Config,
     summary: &mut Summary,
     mut progress: Option<&mut Progress>,
-) -> Result<(Received, ReceivedAdjustments), ReconcileError> {
+) -> Result<(Received, ReceivedAdjustments, HashSet<String>), ReconcileError> {
     let prefix = &config.input.subject_prefix;
     let mut received = Received::default();
     let mut adjustments = ReceivedAdjustments::default();
     let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>")).await?;
     let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>")).await?;
+    let dlq = open_ordered(js, DLQ_STREAM, format!("{prefix}.dlq.>")).await?;
     received.postings_complete = postings.complete;
     if let Some(progress) = progress.as_deref_mut() {
-        progress.set_total(postings.pending + alerts.pending);
+        progress.set_total(postings.pending + alerts.pending + dlq.pending);
     }
     read_all(postings, &mut progress, |message| match decode::<ReceivedPosting>(message) {
         Some(posting) => {
@@ -249,13 +271,20 @@ async fn read_back(
         None => summary.unreadable += 1,
     })
     .await?;
+    let mut dead_letters = HashSet::new();
+    read_all(dlq, &mut progress, |message| {
+        if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+            dead_letters.insert(id.as_str().to_string());
+        }
+    })
+    .await?;
     if summary.unreadable > 0 {
         warn!(
             count = summary.unreadable,
             "Messages on the output subjects that are not tally's postings or alerts; ignored."
         );
     }
-    Ok((received, adjustments))
+    Ok((received, adjustments, dead_letters))
 }
 
 /// Whether a message on the postings subjects is an `inventory_adjustment` posting.
@@ -325,25 +354,43 @@ async fn read_all(
     }
 }
 
-/// Deletes from the outbox the ERP postings, and the alert revisions at or below the highest
-/// one published of their alert; returns how many postings. A restored checkpoint's outbox, or
-/// a partition's taken over from another instance, may hold postings the ERP never got: the
-/// reconciled books make the next posting carry their content, under a seq of its own. Its alert
-/// revisions up to the highest published were sent already, maybe with other figures (another
-/// instance's, or before a restore); later ones were never sent and go out.
-fn drop_outbox_sent(store: &dyn Store, prefix: &str, received: &Received) -> Result<u64, ReconcileError> {
+/// What [`drop_outbox_sent`] dropped.
+#[derive(Default)]
+struct Dropped {
+    postings: u64,
+    dead_letters: u64,
+}
+
+/// Deletes from the outbox the ERP postings, the alert revisions at or below the highest one
+/// published of their alert, and the dead letters `RETAIL_DLQ` holds. A restored checkpoint's
+/// outbox, or a partition's taken over from another instance (or tailed by a standby), may hold
+/// postings the ERP never got: the reconciled books make the next posting carry their content,
+/// under a seq of its own. Its alert revisions up to the highest published were sent already,
+/// maybe with other figures (another instance's, or before a restore); later ones were never
+/// sent and go out. A dead letter's content is its input's, so one already in the stream is
+/// dropped (it could be older than the stream's duplicate window) and the others go out.
+fn drop_outbox_sent(
+    store: &dyn Store,
+    prefix: &str,
+    received: &Received,
+    dead_letters: &HashSet<String>,
+) -> Result<Dropped, ReconcileError> {
     let postings = format!("{prefix}.erp.postings.");
     let alerts = format!("{prefix}.alerts.drift.");
+    let dlq = format!("{prefix}.dlq.");
     let mut doomed = Vec::new();
-    let mut dropped_postings = 0;
+    let mut dropped = Dropped::default();
     let mut corrupt = None;
     tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |key, value| match codec::decode::<OutboxEntry>(value) {
         Ok(entry) => {
             if entry.subject.starts_with(&postings) {
                 doomed.push(key.to_vec());
-                dropped_postings += 1;
+                dropped.postings += 1;
             } else if entry.subject.starts_with(&alerts) && was_sent(&entry.msg_id, received) {
                 doomed.push(key.to_vec());
+            } else if entry.subject.starts_with(&dlq) && dead_letters.contains(&entry.msg_id) {
+                doomed.push(key.to_vec());
+                dropped.dead_letters += 1;
             }
             true
         }
@@ -360,7 +407,7 @@ fn drop_outbox_sent(store: &dyn Store, prefix: &str, received: &Received) -> Res
         keys.iter().for_each(|key| batch.delete(Cf::Outbox, key.clone()));
         store.write(&batch)?;
     }
-    Ok(dropped_postings)
+    Ok(dropped)
 }
 
 /// Whether the alert revision with `Nats-Msg-Id` `drift/<store>/<day>/<sku>/<revision>`

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
@@ -114,8 +115,16 @@ impl Runner {
             let first = match first {
                 Some(Ok(message)) => message,
                 Some(Err(err)) => {
-                    warn!(error = %err, "Input stream error; continuing.");
                     self.health.set(Component::Nats, Err(err.to_string()));
+                    if err.kind() == MessagesErrorKind::MissingHeartbeat {
+                        // The pull request went unanswered (a consumer whose leader was still
+                        // being elected, a lost connection): the stream would wait out its
+                        // expiry (30 s) before asking again, so ask again now.
+                        warn!(error = %err, "Input stream error; reopening it.");
+                        messages = self.open_stream(&consumer, &mut shutdown).await?;
+                    } else {
+                        warn!(error = %err, "Input stream error; continuing.");
+                    }
                     continue;
                 }
                 None => {

@@ -208,10 +208,15 @@ fn assert_same(shared: &Outcome, alone: &Outcome, model: &Model) {
 /// Two instances, `a` and `b`, on `cluster`, once they have split the partitions; with the
 /// partitions `a` runs and the test's stores among them.
 async fn two_instances(cluster: &NatsCluster) -> (Tally, Tally, Vec<u64>, Vec<&'static str>) {
+    two_instances_with(cluster, "").await
+}
+
+/// The same, with `extra` TOML for both.
+async fn two_instances_with(cluster: &NatsCluster, extra: &str) -> (Tally, Tally, Vec<u64>, Vec<&'static str>) {
     let urls = cluster.urls().join(",");
-    let mut a = Tally::builder(&urls).toml(CONFIG).cluster("a").prepare();
+    let mut a = Tally::builder(&urls).toml(CONFIG).toml(extra).cluster("a").prepare();
     a.setup_ok();
-    let mut b = Tally::builder(&urls).toml(CONFIG).cluster("b").prepare();
+    let mut b = Tally::builder(&urls).toml(CONFIG).toml(extra).cluster("b").prepare();
     a.spawn_run().await;
     b.spawn_run().await;
     let split = || async {
@@ -242,14 +247,36 @@ async fn committed_some(tally: &Tally) {
 // what one instance alone makes of the same input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_an_owner_moves_its_partitions_and_changes_nothing() {
+    kill_9_of_an_owner(Standby::Off).await;
+}
+
+// Proves the warm standby of issue "Several tallies on a NATS cluster" (item 4): with
+// `cluster.standby`, b tails a's partitions while a runs them; after a's SIGKILL, b's takeover
+// starts from what its standby committed, not from nothing, and what comes out is still what
+// one instance alone makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_with_a_warm_standby_replays_only_the_rest() {
+    kill_9_of_an_owner(Standby::On).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Standby {
+    Off,
+    On,
+}
+
+/// a and b split the partitions; half the day's input goes in; a is killed (with `standby`,
+/// once b's standbys of a's partitions have applied all a has); the rest goes in; b must take
+/// every partition over and end where one instance alone ends.
+async fn kill_9_of_an_owner(standby: Standby) {
     let _alone_on_the_machine = ONE_AT_A_TIME.lock().await;
     let (inputs, model) = inputs();
     let dead_letters = inputs.iter().filter(|(_, payload)| payload.starts_with(b"{garbled")).count() as u64;
-
     let alone = alone(&inputs, &model, dead_letters).await;
 
     let cluster = NatsCluster::start().await;
-    let (mut a, b, on_a, moving) = two_instances(&cluster).await;
+    let extra = if standby == Standby::On { "[cluster]\nstandby = true\n" } else { "" };
+    let (mut a, b, on_a, moving) = two_instances_with(&cluster, extra).await;
     // Publishers and readers of outputs talk to one server of the cluster.
     let js = Js::connect(&cluster.urls()[0]).await;
     let tap = WireTap::start(&js, "retail").await;
@@ -257,6 +284,12 @@ async fn kill_9_of_an_owner_moves_its_partitions_and_changes_nothing() {
     publish(&js, first, 0).await;
     // Some of a's partitions have committed input when it dies.
     committed_some(&a).await;
+    let busy: Vec<u64> =
+        moving.iter().map(|store| u64::from(tally_topologies::partition::of_store(store, 16))).collect();
+    let stood_by = match standby {
+        Standby::On => standbys_caught_up(&a, &b, &busy).await,
+        Standby::Off => BTreeMap::new(),
+    };
     a.kill();
     let killed = std::time::Instant::now();
     publish(&js, second, first.len()).await;
@@ -268,15 +301,65 @@ async fn kill_9_of_an_owner_moves_its_partitions_and_changes_nothing() {
     let (publishes, resends) = tap.check();
 
     assert_same(&shared, &alone, &model);
+    for (&partition, &position) in &stood_by {
+        let from = caught_up_from(&b, partition);
+        assert!(
+            from.is_none_or(|from| from >= position),
+            "partition {partition}: the takeover caught up from {from:?}, behind its standby's {position}\n{}",
+            b.logs()
+        );
+    }
     eprintln!(
-        "cluster failover: a ran partitions {on_a:?} (stores {moving:?}) until SIGKILL; b ran them {:.1} s later; \
-         {} inputs, {} alerts, {} dead letters equal; {publishes} publishes on the wire, {resends} re-sends, \
-         all byte-identical",
+        "cluster failover (standby {standby:?}): a ran partitions {on_a:?} (stores {moving:?}) until SIGKILL; b \
+         ran them {:.1} s later, catching up from {:?} (standbys at {stood_by:?}); {} inputs, {} alerts, {} dead \
+         letters equal; {publishes} publishes on the wire, {resends} re-sends, all byte-identical",
         taken_over.as_secs_f64(),
+        busy.iter().map(|p| (p, caught_up_from(&b, *p))).collect::<Vec<_>>(),
         inputs.len(),
         shared.alerts.len(),
         shared.dlq.len()
     );
+}
+
+/// Waits until b's standbys of `partitions` have committed at least what a has, and returns
+/// where they are.
+async fn standbys_caught_up(a: &Tally, b: &Tally, partitions: &[u64]) -> BTreeMap<u64, u64> {
+    let standing_by = || async {
+        for &partition in partitions {
+            let on_a = committed(a, partition).await;
+            if on_a == 0 || committed(b, partition).await < on_a {
+                return false;
+            }
+        }
+        true
+    };
+    assert!(wait_until(SETTLE_TIMEOUT, standing_by).await, "b's standbys did not follow a's partitions\n{}", b.logs());
+    let mut at = BTreeMap::new();
+    for &partition in partitions {
+        at.insert(partition, committed(b, partition).await);
+    }
+    at
+}
+
+/// The `from` of `tally`'s log line on catching up with `partition` at a takeover: where its
+/// state stood; `None` when it had nothing to catch up.
+fn caught_up_from(tally: &Tally, partition: u64) -> Option<u64> {
+    let log = tally.stderr_text();
+    let line = log.lines().rev().find(|line| {
+        line.contains("Catching up with a partition taken over")
+            && line.split_whitespace().any(|token| token == format!("partition={partition}"))
+    })?;
+    line.split_whitespace().find_map(|token| token.strip_prefix("from=")).and_then(|from| from.parse().ok())
+}
+
+/// The input position `tally` reports committed for `partition` (a standby's too).
+async fn committed(tally: &Tally, partition: u64) -> u64 {
+    let Ok((_, body)) = tally.try_http_get("/metrics").await else { return 0 };
+    let series = format!("tally_committed_stream_sequence{{partition=\"{partition}\"}} ");
+    body.as_str()
+        .and_then(|text| text.lines().find_map(|line| line.strip_prefix(series.as_str())))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
 }
 
 // Proves the fencing of issue "Several tallies on a NATS cluster": an owner frozen (SIGSTOP)
@@ -284,8 +367,6 @@ async fn kill_9_of_an_owner_moves_its_partitions_and_changes_nothing() {
 // stops them by itself, before its cluster loop could renew anything, and what comes out is
 // still what one instance alone makes: nothing counted twice, no output id with two contents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open defect (issue 16): under load, handing a partition back to the resumed instance \
-            can hang in the old owner's pipeline stop, and the totals never settle; run with --ignored"]
 async fn sigstop_of_an_owner_past_its_lease_changes_nothing() {
     let _alone_on_the_machine = ONE_AT_A_TIME.lock().await;
     let (inputs, model) = inputs();
@@ -326,6 +407,21 @@ async fn sigstop_of_an_owner_past_its_lease_changes_nothing() {
     assert_same(&shared, &alone, &model);
     // a, running again, answers /v1/alerts for every instance as b does.
     assert_eq!(api_alerts(&a).await, shared.api_alerts, "/v1/alerts of a vs of b");
+    // ... and traces a record of a store whose partition b runs.
+    let (store, id) = inputs
+        .iter()
+        .filter_map(|(_, payload)| serde_json::from_slice::<Value>(payload).ok())
+        .map(|record| {
+            (record["store"].as_str().unwrap_or("").to_string(), record["id"].as_str().unwrap_or("").to_string())
+        })
+        .find(|(store, id)| !id.is_empty() && !moving.contains(&store.as_str()))
+        .expect("a record of a store of b's");
+    let traced = || async { matches!(a.try_http_get(&format!("/v1/trace/{id}")).await, Ok((200, _))) };
+    assert!(wait_until(SETTLE_TIMEOUT, traced).await, "a did not trace {id} of b's store {store}\n{}", a.logs());
+    let (_, body) = a.http_get(&format!("/v1/trace/{id}")).await;
+    let stores: Vec<&str> =
+        body["records"].as_array().into_iter().flatten().filter_map(|r| r["store"].as_str()).collect();
+    assert_eq!(stores, [store.as_str()], "a's trace of {id}: {body}");
     eprintln!(
         "cluster fencing: a ran partitions {on_a:?} (stores {moving:?}) until SIGSTOP; b ran them {:.1} s later; \
          a stopped them itself after SIGCONT; {publishes} publishes on the wire, {resends} re-sends, all \

@@ -6,7 +6,6 @@
 //! and that each new owner's epoch is higher than the last.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,33 +164,12 @@ async fn wait_for_assignment(members: &[&Member]) -> BTreeMap<u32, (String, Epoc
     owners(members)
 }
 
-/// Counts lease acquisitions as they happen in the bucket: a write to `partitions.<n>` without an
-/// epoch is a create (renewals carry their epoch).
-async fn count_acquisitions(nats: &NatsCluster) -> Arc<AtomicUsize> {
-    let js = async_nats::jetstream::new(nats.connect().await);
-    let kv = js.get_key_value(BUCKET).await.expect("the cluster bucket exists once a member joined");
-    let mut watch = kv.watch("partitions.>").await.expect("watching the leases");
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&count);
-    tokio::spawn(async move {
-        while let Some(entry) = watch.next().await {
-            let entry = entry.expect("a lease write");
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                continue;
-            }
-            let value: LeaseValue = serde_json::from_slice(&entry.value).expect("a lease value");
-            if value.epoch.is_none() {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    count
-}
-
-/// Waits until `count` reached `expected`, then asserts it is exactly that.
-async fn assert_acquisitions(count: &AtomicUsize, expected: usize, step: &str) {
-    wait_until(SETTLE_TIMEOUT, move || async move { count.load(Ordering::SeqCst) >= expected }).await;
-    assert_eq!(count.load(Ordering::SeqCst), expected, "{step}: lease acquisitions so far");
+/// Waits until the acquisitions counted in `moves` reach `expected` in all, then asserts it is
+/// exactly that.
+async fn assert_acquisitions(moves: &Mutex<BTreeMap<u32, usize>>, expected: usize, step: &str) {
+    let total = || moves.lock().unwrap().values().sum::<usize>();
+    wait_until(SETTLE_TIMEOUT, move || async move { total() >= expected }).await;
+    assert_eq!(total(), expected, "{step}: lease acquisitions so far");
 }
 
 type Owners = BTreeMap<u32, (String, Epoch)>;
@@ -203,7 +181,7 @@ fn ids(members: &[&Member]) -> BTreeSet<String> {
 /// One scaling step: waits for the assignment over `now`, then checks that exactly the partitions
 /// whose rendezvous owner changed from `was` moved (new lease, new epoch) and no other.
 async fn scaled(
-    acquired: &AtomicUsize,
+    acquired: &Mutex<BTreeMap<u32, usize>>,
     total: &mut usize,
     before: (&[&Member], &Owners),
     now: &[&Member],
@@ -229,7 +207,7 @@ async fn scaling_moves_the_fewest_partitions() {
     let nats = NatsCluster::start().await;
     let spans = Spans::default();
     let a = Member::join(&nats, "a", &spans).await;
-    let acquired = count_acquisitions(&nats).await;
+    let acquired = count_moves(&nats).await;
     let alone = wait_for_assignment(&[&a]).await;
     let mut total = PARTITIONS as usize;
     assert_acquisitions(&acquired, total, "1 member").await;
@@ -247,6 +225,67 @@ async fn scaling_moves_the_fewest_partitions() {
     assert_acquisitions(&acquired, total, "3 -> 2").await;
     println!("3 -> 2: {new_epochs} of {PARTITIONS} partitions moved; rendezvous hashing moves {gone}, c's");
     assert_eq!(new_epochs, gone, "3 -> 2: only c's partitions move");
+    assert_one_owner_at_a_time(&spans);
+}
+
+/// Counts, per partition, the lease acquisitions as they happen in the bucket from now on: a
+/// write to `partitions.<n>` without an epoch is a create (renewals carry their epoch).
+async fn count_moves(nats: &NatsCluster) -> Arc<Mutex<BTreeMap<u32, usize>>> {
+    let js = async_nats::jetstream::new(nats.connect().await);
+    let kv = js.get_key_value(BUCKET).await.expect("the cluster bucket exists once a member joined");
+    let mut watch = kv.watch("partitions.>").await.expect("watching the leases");
+    let moves = Arc::new(Mutex::new(BTreeMap::new()));
+    let counted = Arc::clone(&moves);
+    tokio::spawn(async move {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.expect("a lease write");
+            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                continue;
+            }
+            let value: LeaseValue = serde_json::from_slice(&entry.value).expect("a lease value");
+            let partition: u32 = entry.key.trim_start_matches("partitions.").parse().expect("partitions.<n>");
+            if value.epoch.is_none() {
+                *counted.lock().unwrap().entry(partition).or_insert(0) += 1;
+            }
+        }
+    });
+    moves
+}
+
+// Proves the rolling-restart target of issue "Several tallies on a NATS cluster": three members
+// restarted one after another (each leaves, joins again under the same id, and the next goes
+// once the partitions are back where rendezvous hashing puts them, as a StatefulSet's rolling
+// update waits for readiness) move each partition at most twice: away from its restarted owner
+// and back. Counted as lease creates per partition in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_moves_each_partition_at_most_twice() {
+    let nats = NatsCluster::start().await;
+    let spans = Spans::default();
+    let mut members = vec![
+        Member::join(&nats, "a", &spans).await,
+        Member::join(&nats, "b", &spans).await,
+        Member::join(&nats, "c", &spans).await,
+    ];
+    let before = wait_for_assignment(&members.iter().collect::<Vec<_>>()).await;
+    let moves = count_moves(&nats).await;
+    for restarted in 0..members.len() {
+        let old = members.remove(restarted);
+        let instance = old.instance.clone();
+        old.leave().await;
+        members.insert(restarted, Member::join(&nats, &instance, &spans).await);
+        wait_for_assignment(&members.iter().collect::<Vec<_>>()).await;
+    }
+    let moves = moves.lock().unwrap().clone();
+    let owned_by = |instance: &str| before.values().filter(|(owner, _)| owner == instance).count();
+    println!(
+        "rolling restart of a ({} partitions), b ({}), c ({}): moves per partition {moves:?}, {} in all",
+        owned_by("a"),
+        owned_by("b"),
+        owned_by("c"),
+        moves.values().sum::<usize>()
+    );
+    assert_eq!(moves.len(), PARTITIONS as usize, "every partition's owner was restarted once: each moved");
+    assert!(moves.values().all(|n| (1..=2).contains(n)), "a partition moved more than twice: {moves:?}");
     assert_one_owner_at_a_time(&spans);
 }
 

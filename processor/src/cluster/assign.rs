@@ -34,6 +34,23 @@ pub fn owner(partition: u32, members: &BTreeSet<String>) -> Option<&str> {
     members.iter().max_by_key(|member| (weight(member, partition), member.as_str())).map(String::as_str)
 }
 
+/// The member that should own `partition` if its owner left: the second heaviest. `None` with
+/// fewer than two members.
+pub fn runner_up(partition: u32, members: &BTreeSet<String>) -> Option<&str> {
+    let owner = owner(partition, members)?;
+    members
+        .iter()
+        .filter(|member| member.as_str() != owner)
+        .max_by_key(|member| (weight(member, partition), member.as_str()))
+        .map(String::as_str)
+}
+
+/// The partitions of `count` that `me` would take over if their owner left: where it is the
+/// runner-up (docs/operations.md, "Warm standby").
+pub fn standing_by(count: u32, members: &BTreeSet<String>, me: &str) -> BTreeSet<u32> {
+    (0..count).filter(|p| runner_up(*p, members) == Some(me)).collect()
+}
+
 /// The owner of every partition of `count`.
 pub fn assignment(count: u32, members: &BTreeSet<String>) -> BTreeMap<u32, String> {
     (0..count).filter_map(|p| owner(p, members).map(|m| (p, m.to_string()))).collect()
@@ -145,6 +162,25 @@ mod tests {
             assert!((2..=10).contains(&owned), "{member} owns {owned} of 16");
         }
         assert!(assignment(16, &BTreeSet::new()).is_empty());
+    }
+
+    // Proves the runner-up is whom a partition goes to when its owner leaves, never the owner,
+    // and that with two members each stands by every partition of the other.
+    #[test]
+    fn the_runner_up_takes_over_when_the_owner_leaves() {
+        let all = members(&["a", "b", "c", "d"]);
+        for partition in 0..64 {
+            let owner = owner(partition, &all).unwrap().to_string();
+            let second = runner_up(partition, &all).unwrap().to_string();
+            assert_ne!(owner, second);
+            let mut without_owner = all.clone();
+            without_owner.remove(&owner);
+            assert_eq!(super::owner(partition, &without_owner), Some(second.as_str()), "partition {partition}");
+        }
+        let pair = members(&["a", "b"]);
+        let of_a: BTreeSet<u32> = assignment(16, &pair).into_iter().filter(|(_, m)| m == "a").map(|(p, _)| p).collect();
+        assert_eq!(standing_by(16, &pair, "b"), of_a);
+        assert!(standing_by(16, &members(&["a"]), "a").is_empty(), "alone: no one to stand by for");
     }
 
     // Proves the plan: release what belongs to another live member first, then acquire one

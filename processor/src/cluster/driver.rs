@@ -244,7 +244,9 @@ impl Driver {
         let running = || self.held.iter().filter(|(_, h)| !h.handing_over);
         let partitions = running().map(|(p, h)| (*p, Epoch(h.epoch))).collect();
         let valid_until = running().map(|(p, h)| (*p, h.valid_until)).collect();
-        let ownership = Ownership { partitions, valid_until };
+        let handing_over =
+            self.held.iter().filter(|(_, h)| h.handing_over).map(|(p, h)| (*p, Epoch(h.epoch))).collect();
+        let ownership = Ownership { partitions, valid_until, handing_over };
         self.ownership.send_if_modified(|current| std::mem::replace(current, ownership) != *current);
     }
 }

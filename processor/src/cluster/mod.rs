@@ -46,6 +46,10 @@ pub struct Ownership {
     /// Until when each lease is surely still this instance's: its last successful write's send
     /// time plus `lease_ttl` less a heartbeat. Renewed every heartbeat.
     pub valid_until: BTreeMap<u32, tokio::time::Instant>,
+    /// Leases still held but being handed over to another member: each is released once this
+    /// instance reports its pipeline stopped ([`Cluster::stopped`]), which it also does for
+    /// one it never got to start.
+    pub handing_over: BTreeMap<u32, Epoch>,
 }
 
 /// Whether this instance still holds a partition's lease under one epoch, asked by that

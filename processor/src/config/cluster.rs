@@ -48,6 +48,11 @@ pub struct ClusterConfig {
     /// when absent; the manifests go to the KV bucket `<checkpoint_bucket>_manifests`. Default
     /// `tally_checkpoints`.
     pub checkpoint_bucket: String,
+    /// Warm standby: tail the partitions this instance would take over if their owner left
+    /// into its own state, without publishing, so that a failover replays seconds of input
+    /// instead of everything since the last checkpoint (docs/operations.md, "Warm standby").
+    /// Default false.
+    pub standby: bool,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +68,7 @@ impl Default for ClusterConfig {
             settle: "5s".into(),
             checkpoint_interval: "60s".into(),
             checkpoint_bucket: "tally_checkpoints".into(),
+            standby: false,
         }
     }
 }
@@ -180,6 +186,9 @@ mod tests {
         assert_eq!(cluster.heartbeat(), Duration::from_secs(10) / 3);
         assert_eq!(cluster.checkpoint_interval(), Some(Duration::from_secs(60)));
         assert_eq!(cluster.checkpoint_bucket, "tally_checkpoints");
+        assert!(!cluster.standby);
+        let vars = [("TALLY_CLUSTER_STANDBY".to_string(), "true".to_string())];
+        assert!(Config::from_parts("t", "", &vars).unwrap().cluster.standby);
         let text = "[cluster]\ncheckpoint_interval = \"0s\"\n";
         assert_eq!(Config::from_parts("t", text, &[]).unwrap().cluster.checkpoint_interval(), None);
         let vars = [("TALLY_CLUSTER_CHECKPOINT_INTERVAL".to_string(), "1s".to_string())];

@@ -48,7 +48,8 @@ impl ClusterView {
     }
 }
 
-/// How long another instance may take to answer `/v1/alerts?scope=instance`.
+/// How long another instance may take to answer `/v1/alerts` or `/v1/trace/<id>` with
+/// `?scope=instance`.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One instance's answer to `/v1/alerts?scope=instance`.
@@ -103,6 +104,66 @@ pub(super) async fn everywhere(
     Json(json!({ "alerts": alerts })).into_response()
 }
 
+/// One instance's answer to `/v1/trace/<id>?scope=instance`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceTrace {
+    pub records: Vec<serde_json::Value>,
+    pub partitions: Vec<u32>,
+}
+
+/// `/v1/trace/<id>` over every instance: this one's records of `id` and those each other live
+/// member finds in its partitions, one per store. Exact or an error, as [`everywhere`]: `503`
+/// when a member does not answer or a partition is read by none; `404` when no partition holds
+/// the id.
+pub(super) async fn trace_everywhere(
+    view: &ClusterView,
+    token: Option<&str>,
+    id: &str,
+    mine: InstanceTrace,
+) -> Response {
+    let members = view.members.borrow().clone();
+    let others = members.iter().filter(|(member, _)| **member != view.instance);
+    let asked = join_all(others.map(|(member, entry)| async move {
+        let answer = match trace_url(&entry.advertise, id) {
+            Ok(url) => get_json::<InstanceTrace>(&view.client, url, &[("scope", "instance")], token).await,
+            Err(why) => Err(why),
+        };
+        (member.clone(), answer)
+    }))
+    .await;
+    let mut covered: BTreeSet<u32> = BTreeSet::new();
+    // By store: a partition read by two instances while it moves answers twice.
+    let mut by_store: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (member, answer) in std::iter::once((view.instance.clone(), Ok(mine))).chain(asked) {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(why) => return retry_later(format!("instance {member:?} did not answer for its partitions: {why}")),
+        };
+        covered.extend(answer.partitions);
+        for record in answer.records {
+            let store = record["store"].as_str().unwrap_or_default().to_string();
+            by_store.entry(store).or_insert(record);
+        }
+    }
+    let missing: Vec<u32> = (0..view.partitions).filter(|p| !covered.contains(p)).collect();
+    if !missing.is_empty() {
+        return retry_later(format!("partitions {missing:?} are moving between instances"));
+    }
+    if by_store.is_empty() {
+        return error(StatusCode::NOT_FOUND, format!("no record with id {id:?}: never received, or pruned"));
+    }
+    let records: Vec<serde_json::Value> = by_store.into_values().collect();
+    Json(json!({"id": id, "records": records})).into_response()
+}
+
+/// `/v1/trace/<id>` at `advertise`, the id as one path segment (percent-encoded).
+fn trace_url(advertise: &str, id: &str) -> Result<reqwest::Url, String> {
+    let mut url =
+        reqwest::Url::parse(&format!("http://{advertise}/v1/trace")).map_err(|err| format!("{advertise}: {err}"))?;
+    url.path_segments_mut().map_err(|()| format!("{advertise}: not a base URL"))?.push(id);
+    Ok(url)
+}
+
 /// `/v1/alerts?scope=instance` of the instance at `advertise`.
 async fn ask(
     client: &reqwest::Client,
@@ -110,20 +171,33 @@ async fn ask(
     token: Option<&str>,
     state: Option<&str>,
 ) -> Result<InstanceAlerts, String> {
-    let mut request = client.get(format!("http://{advertise}/v1/alerts")).query(&[("scope", "instance")]);
-    if let Some(state) = state {
-        request = request.query(&[("state", state)]);
-    }
+    let url =
+        reqwest::Url::parse(&format!("http://{advertise}/v1/alerts")).map_err(|err| format!("{advertise}: {err}"))?;
+    let mut query = vec![("scope", "instance")];
+    query.extend(state.map(|state| ("state", state)));
+    get_json(client, url, &query, token).await
+}
+
+/// GETs `url` with `query` from another instance and reads its JSON answer; the error says
+/// which instance and why.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    query: &[(&str, &str)],
+    token: Option<&str>,
+) -> Result<T, String> {
+    let instance = url.authority().to_string();
+    let mut request = client.get(url).query(query);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.timeout(ASK_TIMEOUT).send().await.map_err(|err| format!("{advertise}: {err}"))?;
+    let response = request.timeout(ASK_TIMEOUT).send().await.map_err(|err| format!("{instance}: {err}"))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
-        return Err(format!("{advertise} answered {status}: {body}"));
+        return Err(format!("{instance} answered {status}: {body}"));
     }
-    response.json().await.map_err(|err| format!("{advertise}: {err}"))
+    response.json().await.map_err(|err| format!("{instance}: {err}"))
 }
 
 fn retry_later(message: String) -> Response {

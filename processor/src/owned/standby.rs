@@ -1,0 +1,127 @@
+//! Warm standby (docs/operations.md, "Warm standby"): with `cluster.standby`, this instance
+//! tails, into its own `state.path`, each partition it would take over if the partition's owner
+//! left (where rendezvous hashing ranks it second), applying the input without publishing and
+//! on event time alone, as a catch-up does. Taking such a partition over then stops the
+//! standby, closes its database, and goes on as every takeover does (restore, catch-up, reading
+//! the outputs back), from a state that is only as far behind as the standby's last commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::Opener;
+use crate::partitions::Partition;
+use crate::pipeline::{Ended, Pipeline, Shared};
+use crate::runner::Tick;
+
+/// The standbys this instance runs, by partition.
+pub struct Standbys {
+    /// What stands for `input.consumer` in this instance's standby consumers' names:
+    /// `<input.consumer>-standby-<instance id>`, then `-p<n>` per partition. No owner's
+    /// consumer replaces them, and they replace none.
+    consumer: String,
+    running: BTreeMap<u32, Standby>,
+}
+
+/// One partition's standby pipeline.
+struct Standby {
+    pipeline: Pipeline,
+    ended: mpsc::UnboundedReceiver<Ended>,
+}
+
+impl Standbys {
+    pub fn new(shared: &Shared, instance: &str) -> Standbys {
+        // A consumer name has no dots; an instance id may have inner ones.
+        let consumer = format!("{}-standby-{}", shared.config.input.consumer, instance.replace('.', "_"));
+        Standbys { consumer, running: BTreeMap::new() }
+    }
+
+    /// Runs a standby for exactly the partitions of `wanted`: stops the others (and any whose
+    /// pipeline ended by itself, to start again) and starts the missing ones. A standby that
+    /// cannot start is logged and tried again at the next call.
+    pub async fn follow(&mut self, shared: &Shared, opener: &Opener, wanted: &BTreeSet<u32>) {
+        let ended: Vec<u32> = self.running.iter_mut().filter_map(|(p, s)| s.has_ended().then_some(*p)).collect();
+        let unwanted: Vec<u32> = self.running.keys().filter(|p| !wanted.contains(p)).copied().collect();
+        for index in ended.into_iter().chain(unwanted) {
+            self.stop(shared, index).await;
+        }
+        for &index in wanted {
+            if self.running.contains_key(&index) {
+                continue;
+            }
+            let partition = Partition { index, count: opener.layout.count };
+            match self.start(shared, opener, partition).await {
+                Ok(standby) => {
+                    info!(partition = index, "Standing by for a partition: tailing its input without publishing.");
+                    self.running.insert(index, standby);
+                }
+                Err(err) => {
+                    warn!(partition = index, error = format!("{err:#}"), "Cannot stand by for a partition yet.")
+                }
+            }
+        }
+    }
+
+    /// Stops the standby of partition `index`, if one runs, and deletes its consumer: its
+    /// database is closed once this returns, for a takeover to open.
+    pub async fn stop(&mut self, shared: &Shared, index: u32) {
+        let Some(standby) = self.running.remove(&index) else { return };
+        let partition = standby.pipeline.partition;
+        if let Err(err) = standby.pipeline.stop().await {
+            warn!(partition = index, error = format!("{err:#}"), "The standby of a partition stopped with an error.");
+        }
+        let name = partition.consumer_name(&self.config_of(shared));
+        if let Ok(stream) = shared.js.get_stream(&shared.config.input.stream).await {
+            if let Err(err) = stream.delete_consumer(&name).await {
+                warn!(error = %err, consumer = %name, "Cannot delete a standby's consumer; it is replaced at its next start.");
+            }
+        }
+        info!(partition = index, "Stopped standing by for a partition.");
+    }
+
+    /// Stops every standby.
+    pub async fn stop_all(&mut self, shared: &Shared) {
+        let all: Vec<u32> = self.running.keys().copied().collect();
+        for index in all {
+            self.stop(shared, index).await;
+        }
+    }
+
+    /// Brings the partition's state to its latest checkpoint when that is ahead, opens it and
+    /// starts tailing the input from its committed position.
+    async fn start(&self, shared: &Shared, opener: &Opener, partition: Partition) -> anyhow::Result<Standby> {
+        let restored = opener.restore(partition).await?;
+        let (rocks, store) = opener.open(partition)?;
+        if let Some(manifest) = &restored {
+            super::check_restored(&rocks, manifest)?;
+        }
+        let (ended, endings) = mpsc::unbounded_channel();
+        let standing_by = Shared { config: self.config_of(shared), ..shared.clone_for(Tick::Never, false) };
+        let pipeline = Pipeline::start(&standing_by, partition, None, Arc::clone(&store), ended);
+        Ok(Standby { pipeline, ended: endings })
+    }
+
+    /// The configuration a standby pipeline runs with: its own consumer name.
+    fn config_of(&self, shared: &Shared) -> crate::config::Config {
+        let mut config = shared.config.clone();
+        config.input.consumer.clone_from(&self.consumer);
+        config
+    }
+}
+
+impl Standby {
+    /// Whether its input loop ended by itself (an error, logged here): it is started again.
+    fn has_ended(&mut self) -> bool {
+        match self.ended.try_recv() {
+            Ok((partition, result)) => {
+                if let Err(err) = result {
+                    warn!(partition = partition.index, error = format!("{err:#}"), "A standby stopped; restarting it.");
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
