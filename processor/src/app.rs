@@ -232,6 +232,7 @@ async fn run_clustered(config: Config, metrics: PrometheusHandle, outer: watch::
         options,
         layout,
         value_cache_bytes: config.state.value_cache_bytes,
+        open: Default::default(),
     };
     let result = crate::owned::run(&shared, &opener, &union, &cluster, shutdown.clone()).await;
     let left = cluster.leave().await;

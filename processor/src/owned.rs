@@ -21,7 +21,7 @@
 mod standby;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use std::path::{Path, PathBuf};
@@ -53,17 +53,36 @@ pub struct Opener {
     pub value_cache_bytes: usize,
     /// Where partitions are checkpointed and restored from; `None` when checkpoints are off.
     pub checkpoints: Option<Checkpoints>,
+    /// Each partition's database while anything holds it open: a stopped pipeline's may still
+    /// be read for a moment (the HTTP API), and RocksDB refuses a second open in one process.
+    pub open: std::sync::Mutex<BTreeMap<u32, Weak<RocksStore>>>,
 }
 
 impl Opener {
+    /// The partition's database: the one still open if anything holds it (a pipeline stopped a
+    /// moment ago), else opened now.
     fn open(&self, partition: Partition) -> anyhow::Result<(Arc<RocksStore>, Arc<dyn Store>)> {
-        let dir = self.layout.dir(partition.index);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let rocks = RocksStore::open_shared(&dir, &self.options, &self.shared)
-            .with_context(|| format!("cannot open the state in {}", dir.display()))?;
-        let rocks = Arc::new(rocks);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let rocks = match open.get(&partition.index).and_then(Weak::upgrade) {
+            Some(rocks) => rocks,
+            None => {
+                let dir = self.layout.dir(partition.index);
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                let rocks = RocksStore::open_shared(&dir, &self.options, &self.shared)
+                    .with_context(|| format!("cannot open the state in {}", dir.display()))?;
+                let rocks = Arc::new(rocks);
+                open.insert(partition.index, Arc::downgrade(&rocks));
+                rocks
+            }
+        };
         let cached = Arc::new(CachedStore::new(Arc::clone(&rocks), self.value_cache_bytes));
         Ok((rocks, cached))
+    }
+
+    /// Whether the partition's database is open in this process.
+    fn is_open(&self, partition: Partition) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&partition.index).is_some_and(|weak| weak.strong_count() > 0)
     }
 
     /// The checkpoints, where a partition has a directory of its own: with one partition its
@@ -78,6 +97,11 @@ impl Opener {
     /// restored.
     async fn restore(&self, partition: Partition) -> anyhow::Result<Option<Manifest>> {
         let Some(checkpoints) = self.checkpoints() else { return Ok(None) };
+        if self.is_open(partition) {
+            // Still open (run or stood by here a moment ago): it is as fresh as anything, and
+            // a directory in use is not swapped.
+            return Ok(None);
+        }
         let index = partition.index;
         let manifest = match checkpoints.snapshots.latest(index).await {
             Ok(Some((manifest, _))) => manifest,

@@ -331,6 +331,9 @@ pub fn partition_stopped(partition: &Partition) {
     gauge!(PARTITION_OWNED, "partition" => partition.label()).set(0.0);
     gauge!(CONSUMER_PENDING, "partition" => partition.label()).set(0.0);
     gauge!(OUTBOX_PENDING, "partition" => partition.label()).set(0.0);
+    // Another instance reports them now (docs/operations.md, "What to watch").
+    gauge!(STREAM_POSITION, "partition" => partition.label()).set(0.0);
+    gauge!(CHECKPOINT_LAST_POSITION, "partition" => partition.label()).set(0.0);
 }
 
 pub fn lease_lost() {
