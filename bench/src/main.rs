@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod apply;
 mod ceiling;
 mod e2e;
+mod failover;
 mod load;
 mod measure;
 mod partitions;
@@ -52,6 +53,9 @@ enum Command {
     /// Apply generated messages split by store into partitions, each with its own database and
     /// topology, on 1, 2 and all cores: the scaling table (bench/README.md, "Partitions").
     Partitions(partitions::PartitionsArgs),
+    /// Two `tally run` instances share the partitions of a preloaded day; one is killed and the
+    /// other takes its partitions over. The last line is `failover_seconds: <x>`.
+    Failover(failover::FailoverArgs),
     /// Apply a fixed generated input on a fake clock and write every output, day report and
     /// alert into a directory, to compare two builds byte for byte.
     Replay(replay::ReplayArgs),
@@ -72,5 +76,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Process(args) => process::run(args).await,
         Command::Replay(args) => replay::run(args),
         Command::Partitions(args) => partitions::run(args),
+        Command::Failover(args) => failover::run(args).await,
     }
 }

@@ -220,12 +220,7 @@ impl Sample {
 
 /// The `tally_memory_bytes` gauges from tally's `/metrics`, by part.
 fn scrape_memory(listen: &str) -> Option<Vec<(String, f64)>> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(listen).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: tally\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
+    let text = http_get(listen, "/metrics")?;
     let parts = text
         .lines()
         .filter_map(|line| line.strip_prefix("tally_memory_bytes{part=\""))
@@ -237,8 +232,20 @@ fn scrape_memory(listen: &str) -> Option<Vec<(String, f64)>> {
     Some(parts)
 }
 
+/// The whole HTTP/1.0 answer (status line, headers, body) of `GET path` at `listen`; `None`
+/// when it does not answer within a second.
+pub(crate) fn http_get(listen: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(listen).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: tally\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// `--tally-bin`, else `tally` in the directory of this executable.
-fn tally_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn tally_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(path) => path,
         None => std::env::current_exe()?.parent().context("this executable's directory")?.join("tally"),
@@ -251,19 +258,24 @@ fn tally_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The `tally run` child process, stopped (SIGTERM, as a service manager would) on drop.
-struct Tally {
-    child: Child,
+/// The `tally run` child process, killed on drop.
+pub(crate) struct Tally {
+    pub child: Child,
 }
 
 impl Tally {
     fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<Tally> {
+        Self::spawn_logging(binary, config, log, "warn")
+    }
+
+    /// `tally run --config config`, logging at `level` into `log`.
+    pub fn spawn_logging(binary: &Path, config: &Path, log: &Path, level: &str) -> anyhow::Result<Tally> {
         let log_file = std::fs::File::create(log)?;
         let child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -274,6 +286,12 @@ impl Tally {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then waits for a clean exit.
@@ -308,7 +326,7 @@ fn terminate(pid: u32) {
 }
 
 /// The last lines of tally's log, for an error message.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

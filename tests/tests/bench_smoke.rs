@@ -115,3 +115,20 @@ fn process_smoke_runs_the_tally_binary_and_prints_its_peak_rss_last() {
     assert!(peak_mib >= 1.0, "a peak RSS of {peak_mib} MiB cannot be the tally process's:\n{stdout}");
     assert!(stdout.contains("tally process: 3000 messages acked"), "not every message was acked:\n{stdout}");
 }
+
+// Proves `tally-bench failover --smoke` runs two real `tally` instances over its preload, waits
+// for the killed one's partitions to run on the other, and ends with the failover time.
+#[test]
+fn failover_smoke_kills_an_instance_and_prints_the_failover_time_last() {
+    let tally = tally_tests::process::tally_bin();
+    let tally = tally.to_str().expect("a UTF-8 path to tally");
+    let stdout = run_bench(&["failover", "--smoke", "--standby", "--tally-bin", tally]);
+    let last = last_line(&stdout);
+    let seconds: f64 = last
+        .strip_prefix("failover_seconds: ")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("the last line is not `failover_seconds: <x>`: {last:?}\nstdout:\n{stdout}"));
+    // The killed instance's leases (3 s, renewed every second) must expire first: at least 2 s.
+    assert!(seconds >= 1.0, "a failover of {seconds} s is shorter than the leases allow:\n{stdout}");
+    assert!(stdout.contains("running on b"), "no partition of a's runs on b:\n{stdout}");
+}
