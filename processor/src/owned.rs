@@ -79,6 +79,19 @@ impl Opener {
         Ok((rocks, cached))
     }
 
+    /// [`Self::restore`], then [`Self::open`], checking a restored state against its manifest.
+    async fn restore_and_open(
+        &self,
+        partition: Partition,
+    ) -> anyhow::Result<(Arc<RocksStore>, Arc<dyn Store>, Option<Manifest>)> {
+        let restored = self.restore(partition).await?;
+        let (rocks, store) = self.open(partition)?;
+        if let Some(manifest) = &restored {
+            check_restored(&rocks, manifest)?;
+        }
+        Ok((rocks, store, restored))
+    }
+
     /// Whether the partition's database is open in this process.
     fn is_open(&self, partition: Partition) -> bool {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -416,11 +429,7 @@ impl Following<'_> {
     /// An error only when its state cannot be opened.
     async fn start(&self, partition: Partition, epoch: Epoch) -> anyhow::Result<Option<Running>> {
         let started = std::time::Instant::now();
-        let restored = self.opener.restore(partition).await?;
-        let (rocks, store) = self.opener.open(partition)?;
-        if let Some(manifest) = &restored {
-            check_restored(&rocks, manifest)?;
-        }
+        let (rocks, store, restored) = self.opener.restore_and_open(partition).await?;
         if let Err(err) = take_over(self.shared, partition, &rocks, &store).await {
             warn!(
                 partition = partition.index,
@@ -487,10 +496,17 @@ async fn catch_up(shared: &Shared, partition: Partition, store: &Arc<dyn Store>,
         }
     };
     pipeline.stop().await?;
-    let name = partition.consumer_name(&catching_up.config);
-    let stream = shared.js.get_stream(&shared.config.input.stream).await.context("looking up the input stream")?;
-    if let Err(err) = stream.delete_consumer(&name).await {
-        tracing::warn!(error = %err, consumer = %name, "Cannot delete the catch-up's consumer; delete it by hand.");
-    }
+    delete_consumer(shared, &partition.consumer_name(&catching_up.config)).await?;
     outcome
+}
+
+/// Deletes a consumer of the input stream that a catch-up or a standby used. One that cannot be
+/// deleted is logged (the next start under that name replaces it); an error only when the input
+/// stream cannot be looked up.
+async fn delete_consumer(shared: &Shared, name: &str) -> anyhow::Result<()> {
+    let stream = shared.js.get_stream(&shared.config.input.stream).await.context("looking up the input stream")?;
+    if let Err(err) = stream.delete_consumer(name).await {
+        warn!(error = %err, consumer = %name, "Cannot delete a catch-up's or standby's consumer; delete it by hand.");
+    }
+    Ok(())
 }

@@ -241,9 +241,10 @@ async fn read_back(
     let prefix = &config.input.subject_prefix;
     let mut received = Received::default();
     let mut adjustments = ReceivedAdjustments::default();
-    let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>")).await?;
-    let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>")).await?;
-    let dlq = open_ordered(js, DLQ_STREAM, format!("{prefix}.dlq.>")).await?;
+    let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>"), Reading::Whole).await?;
+    let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>"), Reading::Whole).await?;
+    // Only the ids of the dead letters are wanted, not the inputs they carry.
+    let dlq = open_ordered(js, DLQ_STREAM, format!("{prefix}.dlq.>"), Reading::HeadersOnly).await?;
     received.postings_complete = postings.complete;
     if let Some(progress) = progress.as_deref_mut() {
         progress.set_total(postings.pending + alerts.pending + dlq.pending);
@@ -311,10 +312,18 @@ struct Ordered {
     complete: bool,
 }
 
+/// Whether a stream is read back with its messages' payloads or their headers alone.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    Whole,
+    HeadersOnly,
+}
+
 async fn open_ordered(
     js: &jetstream::Context,
     stream: &'static str,
     filter: String,
+    read: Reading,
 ) -> Result<Ordered, ReconcileError> {
     let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
     let state = handle.get_info().await.map_err(|e| read_error(stream)(e.into()))?.state;
@@ -323,6 +332,7 @@ async fn open_ordered(
         filter_subject: filter,
         deliver_policy: consumer::DeliverPolicy::All,
         description: Some("tally: reading outputs back".into()),
+        headers_only: read == Reading::HeadersOnly,
         ..Default::default()
     };
     let consumer = handle.create_consumer(config).await.map_err(|e| read_error(stream)(e.into()))?;

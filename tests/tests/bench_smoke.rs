@@ -85,6 +85,21 @@ fn last_line(stdout: &str) -> &str {
     stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default()
 }
 
+/// `tally-bench <args>`, run with the `tally` binary, and the number of its last line
+/// `<name>: <x>`; fails the test when that line is something else.
+fn run_with_tally(args: &[&str], name: &str) -> (String, f64) {
+    let tally = tally_tests::process::tally_bin();
+    let tally = tally.to_str().expect("a UTF-8 path to tally");
+    let stdout = run_bench(&[args, &["--tally-bin", tally]].concat());
+    let last = last_line(&stdout);
+    let value = last
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("the last line is not `{name}: <x>`: {last:?}\nstdout:\n{stdout}"));
+    (stdout, value)
+}
+
 // Proves `tally-bench e2e --smoke` runs all its phases, exits 0, and prints the ratio last.
 #[test]
 fn e2e_smoke_runs_and_prints_the_ratio_last() {
@@ -103,14 +118,7 @@ fn e2e_smoke_runs_and_prints_the_ratio_last() {
 // message is acked, stops it cleanly, and ends with the tally process's own peak RSS.
 #[test]
 fn process_smoke_runs_the_tally_binary_and_prints_its_peak_rss_last() {
-    let tally = tally_tests::process::tally_bin();
-    let tally = tally.to_str().expect("a UTF-8 path to tally");
-    let stdout = run_bench(&["process", "--smoke", "--tally-bin", tally]);
-    let last = last_line(&stdout);
-    let peak_mib: f64 = last
-        .strip_prefix("tally_peak_rss_mib: ")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("the last line is not `tally_peak_rss_mib: <x>`: {last:?}\nstdout:\n{stdout}"));
+    let (stdout, peak_mib) = run_with_tally(&["process", "--smoke"], "tally_peak_rss_mib");
     // Any running tally holds a RocksDB and a tokio runtime: a few MiB at the very least.
     assert!(peak_mib >= 1.0, "a peak RSS of {peak_mib} MiB cannot be the tally process's:\n{stdout}");
     assert!(stdout.contains("tally process: 3000 messages acked"), "not every message was acked:\n{stdout}");
@@ -120,14 +128,7 @@ fn process_smoke_runs_the_tally_binary_and_prints_its_peak_rss_last() {
 // for the killed one's partitions to run on the other, and ends with the failover time.
 #[test]
 fn failover_smoke_kills_an_instance_and_prints_the_failover_time_last() {
-    let tally = tally_tests::process::tally_bin();
-    let tally = tally.to_str().expect("a UTF-8 path to tally");
-    let stdout = run_bench(&["failover", "--smoke", "--standby", "--tally-bin", tally]);
-    let last = last_line(&stdout);
-    let seconds: f64 = last
-        .strip_prefix("failover_seconds: ")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("the last line is not `failover_seconds: <x>`: {last:?}\nstdout:\n{stdout}"));
+    let (stdout, seconds) = run_with_tally(&["failover", "--smoke", "--standby"], "failover_seconds");
     // The killed instance's leases (3 s, renewed every second) must expire first: at least 2 s.
     assert!(seconds >= 1.0, "a failover of {seconds} s is shorter than the leases allow:\n{stdout}");
     assert!(stdout.contains("running on b"), "no partition of a's runs on b:\n{stdout}");

@@ -69,34 +69,23 @@ pub(super) async fn everywhere(
     mine: InstanceAlerts,
     limit: usize,
 ) -> Response {
-    let members = view.members.borrow().clone();
-    let others = members.iter().filter(|(id, _)| **id != view.instance);
-    let asked = join_all(
-        others
-            .map(|(id, member)| async move { (id.clone(), ask(&view.client, &member.advertise, token, state).await) }),
-    )
-    .await;
-    let mut covered: BTreeSet<u32> = mine.partitions.iter().copied().collect();
+    let answers = match gather(view, (mine.alerts, mine.partitions), |advertise| async move {
+        ask(&view.client, &advertise, token, state).await.map(|answer| (answer.alerts, answer.partitions))
+    })
+    .await
+    {
+        Ok(answers) => answers,
+        Err(response) => return response,
+    };
     let mut latest: BTreeMap<String, DriftAlert> = BTreeMap::new();
-    for (id, answer) in std::iter::once((view.instance.clone(), Ok(mine))).chain(asked) {
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(why) => return retry_later(format!("instance {id:?} did not answer for its partitions: {why}")),
-        };
-        covered.extend(answer.partitions);
-        for alert in answer.alerts {
-            // A partition read by two instances while it moves: the later revision counts.
-            match latest.get(&alert.id) {
-                Some(seen) if seen.revision >= alert.revision => {}
-                _ => {
-                    latest.insert(alert.id.clone(), alert);
-                }
+    for alert in answers.into_iter().flatten() {
+        // A partition read by two instances while it moves: the later revision counts.
+        match latest.get(&alert.id) {
+            Some(seen) if seen.revision >= alert.revision => {}
+            _ => {
+                latest.insert(alert.id.clone(), alert);
             }
         }
-    }
-    let missing: Vec<u32> = (0..view.partitions).filter(|p| !covered.contains(p)).collect();
-    if !missing.is_empty() {
-        return retry_later(format!("partitions {missing:?} are moving between instances"));
     }
     let mut alerts: Vec<DriftAlert> = latest.into_values().collect();
     alerts.sort_by(|a, b| (&a.store, &a.business_day, &a.sku).cmp(&(&b.store, &b.business_day, &b.sku)));
@@ -121,39 +110,60 @@ pub(super) async fn trace_everywhere(
     id: &str,
     mine: InstanceTrace,
 ) -> Response {
-    let members = view.members.borrow().clone();
-    let others = members.iter().filter(|(member, _)| **member != view.instance);
-    let asked = join_all(others.map(|(member, entry)| async move {
-        let answer = match trace_url(&entry.advertise, id) {
-            Ok(url) => get_json::<InstanceTrace>(&view.client, url, &[("scope", "instance")], token).await,
-            Err(why) => Err(why),
-        };
-        (member.clone(), answer)
-    }))
-    .await;
-    let mut covered: BTreeSet<u32> = BTreeSet::new();
+    let answers = match gather(view, (mine.records, mine.partitions), |advertise| async move {
+        let url = trace_url(&advertise, id)?;
+        let answer: InstanceTrace = get_json(&view.client, url, &[("scope", "instance")], token).await?;
+        Ok((answer.records, answer.partitions))
+    })
+    .await
+    {
+        Ok(answers) => answers,
+        Err(response) => return response,
+    };
     // By store: a partition read by two instances while it moves answers twice.
     let mut by_store: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (member, answer) in std::iter::once((view.instance.clone(), Ok(mine))).chain(asked) {
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(why) => return retry_later(format!("instance {member:?} did not answer for its partitions: {why}")),
-        };
-        covered.extend(answer.partitions);
-        for record in answer.records {
-            let store = record["store"].as_str().unwrap_or_default().to_string();
-            by_store.entry(store).or_insert(record);
-        }
-    }
-    let missing: Vec<u32> = (0..view.partitions).filter(|p| !covered.contains(p)).collect();
-    if !missing.is_empty() {
-        return retry_later(format!("partitions {missing:?} are moving between instances"));
+    for record in answers.into_iter().flatten() {
+        let store = record["store"].as_str().unwrap_or_default().to_string();
+        by_store.entry(store).or_insert(record);
     }
     if by_store.is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no record with id {id:?}: never received, or pruned"));
     }
     let records: Vec<serde_json::Value> = by_store.into_values().collect();
     Json(json!({"id": id, "records": records})).into_response()
+}
+
+/// This instance's answer `mine` and each other live member's (`ask` of its advertised
+/// address), each a list of items with the partitions it read: the lists, this instance's
+/// first, once every partition was read by someone. Otherwise the `503` to answer: a member
+/// did not answer, or a partition is read by none (it is moving).
+async fn gather<T, F, Fut>(view: &ClusterView, mine: (Vec<T>, Vec<u32>), ask: F) -> Result<Vec<Vec<T>>, Response>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Vec<u32>), String>>,
+{
+    let members = view.members.borrow().clone();
+    let others = members.iter().filter(|(id, _)| **id != view.instance);
+    let asked = join_all(others.map(|(id, member)| {
+        let answer = ask(member.advertise.clone());
+        async move { (id.clone(), answer.await) }
+    }))
+    .await;
+    let mut covered: BTreeSet<u32> = BTreeSet::new();
+    let mut lists = Vec::new();
+    for (id, answer) in std::iter::once((view.instance.clone(), Ok(mine))).chain(asked) {
+        let (items, partitions) = match answer {
+            Ok(answer) => answer,
+            Err(why) => return Err(retry_later(format!("instance {id:?} did not answer for its partitions: {why}"))),
+        };
+        covered.extend(partitions);
+        lists.push(items);
+    }
+    let missing: Vec<u32> = (0..view.partitions).filter(|p| !covered.contains(p)).collect();
+    if !missing.is_empty() {
+        return Err(retry_later(format!("partitions {missing:?} are moving between instances")));
+    }
+    Ok(lists)
 }
 
 /// `/v1/trace/<id>` at `advertise`, the id as one path segment (percent-encoded).

@@ -6,7 +6,6 @@
 //! the outputs back), from a state that is only as far behind as the standby's last commit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -65,18 +64,15 @@ impl Standbys {
     }
 
     /// Stops the standby of partition `index`, if one runs, and deletes its consumer: its
-    /// database is closed once this returns, for a takeover to open.
+    /// pipeline has committed its last batch once this returns, for a takeover to go on from.
     pub async fn stop(&mut self, shared: &Shared, index: u32) {
         let Some(standby) = self.running.remove(&index) else { return };
         let partition = standby.pipeline.partition;
         if let Err(err) = standby.pipeline.stop().await {
             warn!(partition = index, error = format!("{err:#}"), "The standby of a partition stopped with an error.");
         }
-        let name = partition.consumer_name(&self.config_of(shared));
-        if let Ok(stream) = shared.js.get_stream(&shared.config.input.stream).await {
-            if let Err(err) = stream.delete_consumer(&name).await {
-                warn!(error = %err, consumer = %name, "Cannot delete a standby's consumer; it is replaced at its next start.");
-            }
+        if let Err(err) = super::delete_consumer(shared, &partition.consumer_name(&self.config_of(shared))).await {
+            warn!(partition = index, error = format!("{err:#}"), "Cannot delete a standby's consumer.");
         }
         info!(partition = index, "Stopped standing by for a partition.");
     }
@@ -92,14 +88,10 @@ impl Standbys {
     /// Brings the partition's state to its latest checkpoint when that is ahead, opens it and
     /// starts tailing the input from its committed position.
     async fn start(&self, shared: &Shared, opener: &Opener, partition: Partition) -> anyhow::Result<Standby> {
-        let restored = opener.restore(partition).await?;
-        let (rocks, store) = opener.open(partition)?;
-        if let Some(manifest) = &restored {
-            super::check_restored(&rocks, manifest)?;
-        }
+        let (_, store, _) = opener.restore_and_open(partition).await?;
         let (ended, endings) = mpsc::unbounded_channel();
         let standing_by = Shared { config: self.config_of(shared), ..shared.clone_for(Tick::Never, false) };
-        let pipeline = Pipeline::start(&standing_by, partition, None, Arc::clone(&store), ended);
+        let pipeline = Pipeline::start(&standing_by, partition, None, store, ended);
         Ok(Standby { pipeline, ended: endings })
     }
 
