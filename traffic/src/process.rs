@@ -11,12 +11,18 @@ use rand::Rng as _;
 /// ephemeral range. A port the kernel handed out (`bind :0`) and that was released again is
 /// soon handed to someone's outgoing connection as its local port, and a server started on it
 /// then fails with "address already in use"; ports below the range are never given that way.
+/// A port is handed out once per process: tests running side by side each check a port before
+/// their server binds it, and two could otherwise be given the same one in between.
 pub fn free_port() -> std::io::Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let (low, high) = below_ephemeral_range();
     let mut rng = rand::rng();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..PORT_TRIES {
         let port = rng.random_range(low..high);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }
@@ -79,5 +85,21 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
             all[start..].join("\n")
         }
         Err(err) => format!("<cannot read {}: {err}>", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a port is never handed out twice in one process, even while nothing has bound the
+    // earlier ones yet (tests start their servers side by side).
+    #[test]
+    fn no_port_is_handed_out_twice() {
+        let ports: Vec<u16> = (0..500).map(|_| free_port().expect("a free port")).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        let (low, high) = below_ephemeral_range();
+        assert!(ports.iter().all(|p| (low..high).contains(p)), "a port outside {low}..{high}");
     }
 }
