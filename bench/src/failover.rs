@@ -293,7 +293,7 @@ where
 fn takeover_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| {
-            ["Restored a partition", "Catching up with a partition", "Reconciled a partition", "Acquired the lease"]
+            ["Restored a partition", "Catching up with a partition", "Reconciled the partitions", "Acquired the lease"]
                 .iter()
                 .any(|marker| line.contains(marker))
         })

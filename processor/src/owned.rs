@@ -373,7 +373,7 @@ impl Following<'_> {
         wanted: &BTreeMap<u32, Epoch>,
         running: &mut BTreeMap<u32, Running>,
         retries: &mut Retries,
-        mut standbys: Option<&mut Standbys>,
+        standbys: Option<&mut Standbys>,
     ) -> anyhow::Result<()> {
         let count = self.opener.layout.count;
         let lost: Vec<u32> = running.iter().filter(|(p, r)| wanted.get(p) != Some(&r.epoch)).map(|(p, _)| *p).collect();
@@ -387,20 +387,29 @@ impl Following<'_> {
             }
         }
         retries.at.retain(|p, _| wanted.contains_key(p));
-        for (&index, &epoch) in wanted {
-            if running.contains_key(&index) || !retries.due(index) {
-                continue;
-            }
-            // A takeover can take long (a catch-up); a partition lost or handed over meanwhile
-            // is stopped first, so that it neither runs past its lease nor holds up the handover.
-            if self.ownership.borrow().partitions != *wanted {
-                return Ok(());
-            }
-            if let Some(standbys) = standbys.as_deref_mut() {
-                // Its state, seconds behind, is where the takeover starts from.
-                standbys.stop(self.shared, index).await;
-            }
-            match self.start(Partition { index, count }, epoch).await? {
+        let due: Vec<(u32, Epoch)> = wanted
+            .iter()
+            .filter(|(p, _)| !running.contains_key(p) && retries.due(**p))
+            .map(|(p, e)| (*p, *e))
+            .collect();
+        // A takeover can take long (a catch-up); a partition lost or handed over meanwhile
+        // is stopped first, so that it neither runs past its lease nor holds up the handover.
+        // While the cluster loop is still acquiring, the takeover waits for the rest, to take
+        // them over together (one reading of the output streams for all).
+        let unsettled = {
+            let now = self.ownership.borrow();
+            now.partitions != *wanted || now.moving
+        };
+        if due.is_empty() || unsettled {
+            return Ok(());
+        }
+        if let Some(standbys) = standbys {
+            // Their states, seconds behind, are where the takeovers start from.
+            let indexes: Vec<u32> = due.iter().map(|(p, _)| *p).collect();
+            standbys.stop(self.shared, &indexes).await;
+        }
+        for (index, run) in self.start_all(&due).await? {
+            match run {
                 Some(run) => {
                     retries.at.remove(&index);
                     running.insert(index, run);
@@ -425,54 +434,114 @@ impl Following<'_> {
         }
     }
 
-    /// Takes `partition` over and starts its pipeline; `None` when the takeover failed for now.
-    /// An error only when its state cannot be opened.
-    async fn start(&self, partition: Partition, epoch: Epoch) -> anyhow::Result<Option<Running>> {
+    /// Takes the `due` partitions over together and starts their pipelines: their checkpoints
+    /// are restored and their catch-ups run side by side, and the output streams are read back
+    /// once for all of them. Each comes back with `None` when its takeover failed for now; an
+    /// error only when a state cannot be opened.
+    async fn start_all(&self, due: &[(u32, Epoch)]) -> anyhow::Result<Vec<(u32, Option<Running>)>> {
         let started = std::time::Instant::now();
-        let (rocks, store, restored) = self.opener.restore_and_open(partition).await?;
-        if let Err(err) = take_over(self.shared, partition, &rocks, &store).await {
-            warn!(
-                partition = partition.index,
-                error = format!("{err:#}"),
-                retry_in = ?TAKEOVER_RETRY,
-                "Cannot take a partition over yet; it stays leased to this instance and is tried again."
-            );
-            return Ok(None);
+        let count = self.opener.layout.count;
+        let opened = futures::future::try_join_all(due.iter().map(|&(index, epoch)| async move {
+            let partition = Partition { index, count };
+            let (rocks, store, restored) = self.opener.restore_and_open(partition).await?;
+            anyhow::Ok(Opened { partition, epoch, rocks, store, restored })
+        }))
+        .await?;
+        let caught_up = take_over(self.shared, &opened).await;
+        let mut runs = Vec::with_capacity(opened.len());
+        for (opened, outcome) in opened.into_iter().zip(caught_up) {
+            let index = opened.partition.index;
+            if let Err(err) = outcome {
+                warn!(
+                    partition = index,
+                    error = format!("{err:#}"),
+                    retry_in = ?TAKEOVER_RETRY,
+                    "Cannot take a partition over yet; it stays leased to this instance and is tried again."
+                );
+                runs.push((index, None));
+                continue;
+            }
+            crate::telemetry::partition_started(&opened.partition, started.elapsed().as_secs_f64());
+            runs.push((index, Some(self.run(opened))));
         }
-        crate::telemetry::partition_started(&partition, started.elapsed().as_secs_f64());
+        Ok(runs)
+    }
+
+    /// Starts the pipeline and the checkpoints of a partition taken over.
+    fn run(&self, Opened { partition, epoch, rocks, store, restored }: Opened) -> Running {
         let fence = Fence::new(self.ownership.clone(), partition.index, epoch);
         let pipeline =
             Pipeline::start(self.shared, partition, Some(fence.clone()), Arc::clone(&store), self.ended.clone());
         let checkpointer = self.opener.checkpointer(partition, &rocks, &fence, restored);
         info!(partition = partition.index, epoch = epoch.0, "Running a partition this instance now owns.");
-        Ok(Some(Running { epoch, pipeline, store, checkpointer }))
+        Running { epoch, pipeline, store, checkpointer }
     }
 }
 
-/// Brings a partition's state up to the input stream's last message of the partition, without
-/// publishing, then sets its books from the output streams (docs/operations.md, "Several
-/// instances").
-async fn take_over(
-    shared: &Shared,
+/// A partition being taken over: its state open, restored from `restored` if that was ahead.
+struct Opened {
     partition: Partition,
-    rocks: &Arc<RocksStore>,
-    store: &Arc<dyn Store>,
-) -> anyhow::Result<()> {
+    epoch: Epoch,
+    rocks: Arc<RocksStore>,
+    store: Arc<dyn Store>,
+    restored: Option<Manifest>,
+}
+
+/// Brings each partition's state up to the input stream's last message of the partition,
+/// without publishing, then sets their books from the output streams, read back once for all
+/// of them (docs/operations.md, "Several instances"). One outcome per partition, in order.
+async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>> {
+    let caught_up = match catch_up_all(shared, opened).await {
+        Ok(outcomes) => outcomes,
+        Err(err) => return opened.iter().map(|_| Err(anyhow::anyhow!("{err:#}"))).collect(),
+    };
+    let parts: Vec<(Partition, &dyn Store)> = opened
+        .iter()
+        .zip(&caught_up)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(o, _)| (o.partition, o.store.as_ref()))
+        .collect();
+    if parts.is_empty() {
+        return caught_up;
+    }
+    let reconciled = crate::reconcile::run(&parts, &shared.js, &shared.config, None).await;
+    match reconciled {
+        Ok(summary) => {
+            let indexes: Vec<u32> = parts.iter().map(|(p, _)| p.index).collect();
+            info!(partitions = ?indexes, %summary, "Reconciled the partitions taken over with the output streams.");
+            caught_up
+        }
+        Err(err) => {
+            let err = anyhow::Error::new(err).context("reading the output streams back");
+            caught_up.into_iter().map(|outcome| outcome.and_then(|()| Err(anyhow::anyhow!("{err:#}")))).collect()
+        }
+    }
+}
+
+/// Catches each partition up with its last input message, side by side; an error when the
+/// input stream cannot be read at all.
+async fn catch_up_all(shared: &Shared, opened: &[Opened]) -> anyhow::Result<Vec<anyhow::Result<()>>> {
     let config = &shared.config;
+    let Some(first) = opened.first() else { return Ok(Vec::new()) };
     let mut stream = shared.js.get_stream(&config.input.stream).await.context("looking up the input stream")?;
     let stream_last = stream.info().await.context("reading the input stream's state")?.state.last_sequence;
-    let one = Layout { root: config.state.path.clone(), count: partition.count };
-    let all = partitions::last_sequences(&stream, config, &one, stream_last).await?;
-    let last = all[partition.index as usize];
-    let position = topology::committed_position(&Overlay::new(rocks.as_ref()))?;
-    if position < last {
-        info!(partition = partition.index, from = position, to = last, "Catching up with a partition taken over.");
-        catch_up(shared, partition, store, last).await?;
-    }
-    let parts = [(partition, store.as_ref())];
-    let summary = crate::reconcile::run(&parts, &shared.js, config, None).await?;
-    info!(partition = partition.index, %summary, "Reconciled a partition taken over with the output streams.");
-    Ok(())
+    let layout = Layout { root: config.state.path.clone(), count: first.partition.count };
+    let lasts = partitions::last_sequences(&stream, config, &layout, stream_last).await?;
+    Ok(futures::future::join_all(opened.iter().map(|o| async {
+        let last = lasts[o.partition.index as usize];
+        let position = topology::committed_position(&Overlay::new(o.rocks.as_ref()))?;
+        if position < last {
+            info!(
+                partition = o.partition.index,
+                from = position,
+                to = last,
+                "Catching up with a partition taken over."
+            );
+            catch_up(shared, o.partition, &o.store, last).await?;
+        }
+        Ok(())
+    }))
+    .await)
 }
 
 /// Runs the partition's input loop without publishing and on event time alone until it has

@@ -290,6 +290,7 @@ async fn kill_9_of_an_owner(standby: Standby) {
         Standby::On => standbys_caught_up(&a, &b, &busy).await,
         Standby::Off => BTreeMap::new(),
     };
+    let read_back_before = readings_back(&b);
     a.kill();
     let killed = std::time::Instant::now();
     publish(&js, second, first.len()).await;
@@ -315,16 +316,24 @@ async fn kill_9_of_an_owner(standby: Standby) {
         let dropped = b.stderr_text().contains("dead letters already in RETAIL_DLQ dropped from the outbox");
         assert!(dropped, "no takeover dropped dead letters already sent\n{}", b.logs());
     }
+    let read_back = readings_back(&b) - read_back_before;
     eprintln!(
         "cluster failover (standby {standby:?}): a ran partitions {on_a:?} (stores {moving:?}) until SIGKILL; b \
-         ran them {:.1} s later, catching up from {:?} (standbys at {stood_by:?}); {} inputs, {} alerts, {} dead \
-         letters equal; {publishes} publishes on the wire, {resends} re-sends, all byte-identical",
+         ran them {:.1} s later, catching up from {:?} (standbys at {stood_by:?}), reading the outputs back \
+         {read_back} times for them; {} inputs, {} alerts, {} dead letters equal; {publishes} publishes on the wire, \
+         {resends} re-sends, all byte-identical",
         taken_over.as_secs_f64(),
         busy.iter().map(|p| (p, caught_up_from(&b, *p))).collect::<Vec<_>>(),
         inputs.len(),
         shared.alerts.len(),
         shared.dlq.len()
     );
+}
+
+/// How many times `tally` has read the output streams back for partitions it took over: once
+/// per group of partitions acquired together.
+fn readings_back(tally: &Tally) -> usize {
+    tally.stderr_text().matches("Reconciled the partitions taken over").count()
 }
 
 /// Waits until b's standbys of `partitions` have committed at least what a has, and returns

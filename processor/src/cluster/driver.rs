@@ -44,6 +44,8 @@ pub(super) struct Driver {
     seen: BTreeSet<String>,
     changed_at: Instant,
     tried: BTreeSet<u32>,
+    /// The last step made a move: the next is decided at once.
+    moving: bool,
 }
 
 impl Driver {
@@ -72,6 +74,7 @@ impl Driver {
             // Joining is a change of members: nothing moves until it settled.
             changed_at: Instant::now(),
             tried: BTreeSet::new(),
+            moving: false,
         }
     }
 
@@ -79,10 +82,12 @@ impl Driver {
     /// member entry.
     pub async fn run(mut self, mut leave: oneshot::Receiver<()>) -> anyhow::Result<()> {
         let mut next_round = Instant::now();
-        let mut moved = false;
         loop {
-            let wake =
-                if moved { Instant::now() } else { self.earliest_deadline().map_or(next_round, |d| d.min(next_round)) };
+            let wake = if self.moving {
+                Instant::now()
+            } else {
+                self.earliest_deadline().map_or(next_round, |d| d.min(next_round))
+            };
             tokio::select! {
                 biased;
                 _ = &mut leave => return self.leave().await,
@@ -94,7 +99,7 @@ impl Driver {
                 self.round().await;
             }
             self.stop_overdue();
-            moved = self.step().await;
+            self.moving = self.step().await;
             self.publish();
         }
     }
@@ -246,7 +251,7 @@ impl Driver {
         let valid_until = running().map(|(p, h)| (*p, h.valid_until)).collect();
         let handing_over =
             self.held.iter().filter(|(_, h)| h.handing_over).map(|(p, h)| (*p, Epoch(h.epoch))).collect();
-        let ownership = Ownership { partitions, valid_until, handing_over };
+        let ownership = Ownership { partitions, valid_until, handing_over, moving: self.moving };
         self.ownership.send_if_modified(|current| std::mem::replace(current, ownership) != *current);
     }
 }

@@ -50,6 +50,10 @@ pub struct Ownership {
     /// instance reports its pipeline stopped ([`Cluster::stopped`]), which it also does for
     /// one it never got to start.
     pub handing_over: BTreeMap<u32, Epoch>,
+    /// The cluster loop is making moves one right after another (acquiring partitions that
+    /// came free): more may be acquired in a moment. Taking partitions over waits until it is
+    /// false, so that those acquired together are taken over together.
+    pub moving: bool,
 }
 
 /// Whether this instance still holds a partition's lease under one epoch, asked by that

@@ -43,9 +43,8 @@ impl Standbys {
     pub async fn follow(&mut self, shared: &Shared, opener: &Opener, wanted: &BTreeSet<u32>) {
         let ended: Vec<u32> = self.running.iter_mut().filter_map(|(p, s)| s.has_ended().then_some(*p)).collect();
         let unwanted: Vec<u32> = self.running.keys().filter(|p| !wanted.contains(p)).copied().collect();
-        for index in ended.into_iter().chain(unwanted) {
-            self.stop(shared, index).await;
-        }
+        let stopping: Vec<u32> = ended.into_iter().chain(unwanted).collect();
+        self.stop(shared, &stopping).await;
         for &index in wanted {
             if self.running.contains_key(&index) {
                 continue;
@@ -63,26 +62,19 @@ impl Standbys {
         }
     }
 
-    /// Stops the standby of partition `index`, if one runs, and deletes its consumer: its
-    /// pipeline has committed its last batch once this returns, for a takeover to go on from.
-    pub async fn stop(&mut self, shared: &Shared, index: u32) {
-        let Some(standby) = self.running.remove(&index) else { return };
-        let partition = standby.pipeline.partition;
-        if let Err(err) = standby.pipeline.stop().await {
-            warn!(partition = index, error = format!("{err:#}"), "The standby of a partition stopped with an error.");
-        }
-        if let Err(err) = super::delete_consumer(shared, &partition.consumer_name(&self.config_of(shared))).await {
-            warn!(partition = index, error = format!("{err:#}"), "Cannot delete a standby's consumer.");
-        }
-        info!(partition = index, "Stopped standing by for a partition.");
+    /// Stops the standbys of the partitions `indexes` that have one, side by side, and deletes
+    /// their consumers: their pipelines have committed their last batches once this returns,
+    /// for takeovers to go on from.
+    pub async fn stop(&mut self, shared: &Shared, indexes: &[u32]) {
+        let stopping: Vec<Standby> = indexes.iter().filter_map(|index| self.running.remove(index)).collect();
+        let config = self.config_of(shared);
+        futures::future::join_all(stopping.into_iter().map(|standby| standby.stop(shared, &config))).await;
     }
 
     /// Stops every standby.
     pub async fn stop_all(&mut self, shared: &Shared) {
         let all: Vec<u32> = self.running.keys().copied().collect();
-        for index in all {
-            self.stop(shared, index).await;
-        }
+        self.stop(shared, &all).await;
     }
 
     /// Brings the partition's state to its latest checkpoint when that is ahead, opens it and
@@ -104,6 +96,22 @@ impl Standbys {
 }
 
 impl Standby {
+    /// Stops its pipeline and deletes its consumer (named after `config`).
+    async fn stop(self, shared: &Shared, config: &crate::config::Config) {
+        let partition = self.pipeline.partition;
+        if let Err(err) = self.pipeline.stop().await {
+            warn!(
+                partition = partition.index,
+                error = format!("{err:#}"),
+                "The standby of a partition stopped with an error."
+            );
+        }
+        if let Err(err) = super::delete_consumer(shared, &partition.consumer_name(config)).await {
+            warn!(partition = partition.index, error = format!("{err:#}"), "Cannot delete a standby's consumer.");
+        }
+        info!(partition = partition.index, "Stopped standing by for a partition.");
+    }
+
     /// Whether its input loop ended by itself (an error, logged here): it is started again.
     fn has_ended(&mut self) -> bool {
         match self.ended.try_recv() {
