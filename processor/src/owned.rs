@@ -42,7 +42,7 @@ use crate::snapshot::{self, Checkpointer, Checkpoints, FileEntry, Manifest};
 use standby::Standbys;
 
 /// How often a catch-up looks at how far it got.
-const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+const CATCH_UP_POLL: Duration = Duration::from_millis(20);
 
 /// Opens a partition's database in this instance's state directory, sharing one block cache
 /// and memtable budget with the others.
@@ -290,7 +290,12 @@ pub async fn run(
         if let Some(standbys) = standbys.as_mut() {
             let ids: BTreeSet<String> = members.borrow_and_update().keys().cloned().collect();
             let mut stand_by = assign::standing_by(opener.layout.count, &ids, cluster.instance());
-            stand_by.retain(|p| !wanted.contains_key(p) && !handing_over.contains_key(p) && !running.contains_key(p));
+            stand_by.retain(|p| !wanted.contains_key(p));
+            // A partition whose owner left is this instance's to take (or leased already, its
+            // takeover yet to start): its standby goes on until the takeover stops it.
+            let mine = |p: &u32| assign::owner(*p, &ids) == Some(cluster.instance()) || wanted.contains_key(p);
+            stand_by.extend(standbys.partitions().filter(mine).collect::<Vec<_>>());
+            stand_by.retain(|p| !handing_over.contains_key(p) && !running.contains_key(p));
             standbys.follow(shared, opener, &stand_by).await;
         }
         let next_retry = retries.next();
@@ -403,12 +408,15 @@ impl Following<'_> {
         if due.is_empty() || unsettled {
             return Ok(());
         }
-        if let Some(standbys) = standbys {
-            // Their states, seconds behind, are where the takeovers start from.
-            let indexes: Vec<u32> = due.iter().map(|(p, _)| *p).collect();
-            standbys.stop(self.shared, &indexes).await;
-        }
-        for (index, run) in self.start_all(&due).await? {
+        // Their states, seconds behind, are where the takeovers start from; held open until
+        // the takeovers have opened them.
+        let stood_by = match standbys {
+            Some(standbys) => standbys.stop(self.shared, &due.iter().map(|(p, _)| *p).collect::<Vec<_>>()).await,
+            None => Vec::new(),
+        };
+        let started = self.start_all(&due).await;
+        drop(stood_by);
+        for (index, run) in started? {
             match run {
                 Some(run) => {
                     retries.at.remove(&index);

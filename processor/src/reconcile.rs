@@ -9,9 +9,13 @@
 //! the ERP postings a restored outbox still holds: the books now say what the ERP has, and the
 //! next posting carries whatever those postings would have.
 //!
+//! Some of the partitions (a takeover, `--partition`) read back only their stores' subjects,
+//! named in the consumers' filters, when they hold few enough stores for that: the output
+//! streams hold every store's outputs, and the rest are not theirs to reconcile.
+//!
 //! It never publishes and never acks; it writes only the state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -40,6 +44,8 @@ const READ_WAIT: Duration = Duration::from_secs(30);
 const DAYS_PER_BATCH: usize = 16;
 /// Store-days a state holds at most (stores × retained days); a guard against a runaway scan.
 const STORE_DAYS_MAX: usize = 10_000_000;
+/// Stores whose subjects a reading back names at most; with more, it reads every subject.
+const FILTERED_STORES_MAX: usize = 1_000;
 /// Store-days named in a warning at most; the count says how many there are.
 const DAYS_NAMED_MAX: usize = 10;
 
@@ -155,7 +161,8 @@ pub async fn run(
     progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
     let mut summary = Summary::default();
-    let (received, adjustments, dead_letters) = read_back(js, config, &mut summary, progress).await?;
+    let stores = scope(partitions, &config.input.subject_prefix)?;
+    let (received, adjustments, dead_letters) = read_back(js, config, stores.as_ref(), &mut summary, progress).await?;
     let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for (_, store) in partitions {
         let read = Read { received: &received, adjustments: &adjustments, dead_letters: &dead_letters };
@@ -230,21 +237,75 @@ struct Read<'a> {
     dead_letters: &'a HashSet<String>,
 }
 
-/// Reads every posting and alert revision the output streams hold, and the ids of the dead
-/// letters.
+/// The stores whose outputs reconciling `partitions` needs to read, when that is not every
+/// store: they are some of the partitions only, and hold at most [`FILTERED_STORES_MAX`] stores
+/// (in store-days, adjustment books, or outbox entries).
+fn scope(partitions: &[(Partition, &dyn Store)], prefix: &str) -> Result<Option<BTreeSet<String>>, ReconcileError> {
+    let Some((first, _)) = partitions.first() else { return Ok(None) };
+    if partitions.len() >= first.count as usize {
+        return Ok(None);
+    }
+    let mut stores = BTreeSet::new();
+    for (_, store) in partitions {
+        stores.extend(report::store_days(*store, STORE_DAYS_MAX)?.into_iter().map(|(store_id, _)| store_id));
+        stores.extend(adjustments_reconcile::stores_with_books(&Overlay::new(*store))?);
+        stores.extend(outbox_stores(*store, prefix)?);
+        if stores.len() > FILTERED_STORES_MAX {
+            return Ok(None);
+        }
+    }
+    Ok(Some(stores))
+}
+
+/// The stores of the alerts and postings waiting in a state's outbox.
+fn outbox_stores(store: &dyn Store, prefix: &str) -> Result<BTreeSet<String>, ReconcileError> {
+    let subjects = [format!("{prefix}.alerts.drift."), format!("{prefix}.erp.postings.")];
+    let mut stores = BTreeSet::new();
+    let mut corrupt = None;
+    tally_state::visit_prefix(store, Cf::Outbox, &[], 4096, |_, value| match codec::decode::<OutboxEntry>(value) {
+        Ok(entry) => {
+            let store_id = subjects.iter().find_map(|subject| entry.subject.strip_prefix(subject.as_str()));
+            stores.extend(store_id.map(str::to_string));
+            true
+        }
+        Err(source) => {
+            corrupt = Some(TopologyError::Corrupt { what: "outbox entry", source });
+            false
+        }
+    })?;
+    match corrupt {
+        Some(err) => Err(err.into()),
+        None => Ok(stores),
+    }
+}
+
+/// The subjects to read under `stem` (`P.alerts.drift`): every store's, or those of `stores`.
+fn filters(stem: &str, stores: Option<&BTreeSet<String>>) -> Vec<String> {
+    match stores {
+        None => vec![format!("{stem}.>")],
+        Some(stores) => stores.iter().map(|store| format!("{stem}.{store}")).collect(),
+    }
+}
+
+/// Reads every posting and alert revision the output streams hold (of `stores` only, when
+/// given), and the ids of the dead letters.
 async fn read_back(
     js: &jetstream::Context,
     config: &Config,
+    stores: Option<&BTreeSet<String>>,
     summary: &mut Summary,
     mut progress: Option<&mut Progress>,
 ) -> Result<(Received, ReceivedAdjustments, HashSet<String>), ReconcileError> {
     let prefix = &config.input.subject_prefix;
     let mut received = Received::default();
     let mut adjustments = ReceivedAdjustments::default();
-    let postings = open_ordered(js, POSTINGS_STREAM, format!("{prefix}.erp.postings.>"), Reading::Whole).await?;
-    let alerts = open_ordered(js, ALERTS_STREAM, format!("{prefix}.alerts.drift.>"), Reading::Whole).await?;
-    // Only the ids of the dead letters are wanted, not the inputs they carry.
-    let dlq = open_ordered(js, DLQ_STREAM, format!("{prefix}.dlq.>"), Reading::HeadersOnly).await?;
+    // Only the ids of the dead letters are wanted, not the inputs they carry; a dead letter's
+    // subject names its reason, not its store.
+    let (postings, alerts, dlq) = tokio::try_join!(
+        open_ordered(js, POSTINGS_STREAM, filters(&format!("{prefix}.erp.postings"), stores), Reading::Whole),
+        open_ordered(js, ALERTS_STREAM, filters(&format!("{prefix}.alerts.drift"), stores), Reading::Whole),
+        open_ordered(js, DLQ_STREAM, vec![format!("{prefix}.dlq.>")], Reading::HeadersOnly),
+    )?;
     received.postings_complete = postings.complete;
     if let Some(progress) = progress.as_deref_mut() {
         progress.set_total(postings.pending + alerts.pending + dlq.pending);
@@ -319,17 +380,25 @@ enum Reading {
     HeadersOnly,
 }
 
+/// Opens an ordered consumer of `stream` on the subjects `filters`; none means nothing to read.
 async fn open_ordered(
     js: &jetstream::Context,
     stream: &'static str,
-    filter: String,
+    mut filters: Vec<String>,
     read: Reading,
 ) -> Result<Ordered, ReconcileError> {
     let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
     let state = handle.get_info().await.map_err(|e| read_error(stream)(e.into()))?.state;
     let complete = state.first_sequence <= 1 && state.deleted_count.unwrap_or(0) == 0;
+    if filters.is_empty() {
+        return Ok(Ordered { stream, consumer: None, pending: 0, complete });
+    }
+    // One subject goes in `filter_subject`, which servers before 2.10 know too.
+    let (filter_subject, filter_subjects) =
+        if filters.len() == 1 { (filters.remove(0), Vec::new()) } else { (String::new(), filters) };
     let config = consumer::pull::OrderedConfig {
-        filter_subject: filter,
+        filter_subject,
+        filter_subjects,
         deliver_policy: consumer::DeliverPolicy::All,
         description: Some("tally: reading outputs back".into()),
         headers_only: read == Reading::HeadersOnly,
@@ -439,4 +508,46 @@ pub fn mark(store: &dyn Store) -> Result<(), StateError> {
     let mut txn = Overlay::new(store);
     reconcile::mark(&mut txn);
     store.write(&txn.into_batch())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use tally_state::MemStore;
+    use tally_topologies::keys;
+
+    fn outbox_entry(subject: &str) -> Vec<u8> {
+        let entry = OutboxEntry {
+            subject: subject.into(),
+            msg_id: "id".into(),
+            headers: Vec::new(),
+            payload: Vec::new(),
+            kind: None,
+        };
+        codec::encode(&entry)
+    }
+
+    // Proves a reconciliation of some partitions reads the subjects of exactly the stores they
+    // hold (in store-days and in the outbox), and one of every partition reads every subject.
+    #[test]
+    fn some_partitions_read_back_their_stores_only() {
+        let state = MemStore::new();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put(Cf::Aggregates, keys::store_day("0042", day), vec![0]);
+        batch.put(Cf::Aggregates, keys::store_day("0007", day), vec![0]);
+        batch.put(Cf::Outbox, keys::outbox(1), outbox_entry("retail.alerts.drift.0099"));
+        batch.put(Cf::Outbox, keys::outbox(2), outbox_entry("retail.dlq.bad_json"));
+        state.write(&batch).unwrap();
+        let of = |index, count| [(Partition { index, count }, &state as &dyn Store)];
+
+        let stores = scope(&of(3, 16), "retail").unwrap().expect("one of 16 partitions reads its stores only");
+        assert_eq!(stores.into_iter().collect::<Vec<_>>(), ["0007", "0042", "0099"]);
+        assert!(scope(&of(0, 1), "retail").unwrap().is_none(), "every partition: every subject");
+
+        let named: BTreeSet<String> = ["0007".to_string()].into();
+        assert_eq!(filters("retail.alerts.drift", Some(&named)), ["retail.alerts.drift.0007"]);
+        assert_eq!(filters("retail.alerts.drift", None), ["retail.alerts.drift.>"]);
+    }
 }

@@ -54,8 +54,14 @@ struct Member {
 
 impl Member {
     async fn join(nats: &NatsCluster, instance: &str, spans: &Spans) -> Member {
+        Member::join_with(nats, settings(instance), spans).await
+    }
+
+    async fn join_with(nats: &NatsCluster, settings: Settings, spans: &Spans) -> Member {
+        let instance = settings.instance.clone();
+        let instance = instance.as_str();
         let js = async_nats::jetstream::new(nats.connect().await);
-        let cluster = Cluster::join(&js, settings(instance), PARTITIONS)
+        let cluster = Cluster::join(&js, settings, PARTITIONS)
             .await
             .unwrap_or_else(|err| panic!("{instance} cannot join: {err:#}"));
         tokio::spawn(follow(instance.to_string(), cluster.ownership(), cluster.stop_reports(), Arc::clone(spans)));
@@ -317,6 +323,48 @@ async fn a_crashed_member_loses_its_partitions_after_the_lease_ttl() {
     assert_eq!(members, ["a", "b"], "c's member entry expired");
     assert_one_owner_at_a_time(&spans);
     drop((a, b));
+}
+
+// Proves the settle is waited after a graceful leave (the member may be back at once, as in a
+// rolling restart) but not after a crash: a crashed member's partitions are taken as soon as
+// its leases expire. With a 12 s settle and 3 s leases, c's partitions are with a and b well
+// before the settle could have passed since c's entry expired (about 3 s after the crash);
+// b's, after b leaves, are still not with a 6 s later, and are once the settle has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_is_not_waited_out_but_a_graceful_leave_is() {
+    const SETTLE: Duration = Duration::from_secs(12);
+    let nats = NatsCluster::start().await;
+    let spans = Spans::default();
+    let slow = |instance: &str| Settings { settle: SETTLE, ..settings(instance) };
+    let (a, b, c) = tokio::join!(
+        Member::join_with(&nats, slow("a"), &spans),
+        Member::join_with(&nats, slow("b"), &spans),
+        Member::join_with(&nats, slow("c"), &spans)
+    );
+    let split = wait_for_assignment(&[&a, &b, &c]).await;
+    let of =
+        |owner: &str| -> BTreeSet<u32> { split.iter().filter(|(_, (o, _))| o == owner).map(|(p, _)| *p).collect() };
+    assert!(!of("c").is_empty() && !of("b").is_empty(), "b and c own some of {split:?}");
+
+    let crashed = Instant::now();
+    c.crash();
+    let taken = wait_until(SETTLE, || {
+        let owned: BTreeSet<u32> = owners(&[&a, &b]).into_keys().collect();
+        let all = of("c").is_subset(&owned);
+        async move { all }
+    })
+    .await;
+    assert!(taken, "c's partitions {:?} still not taken {SETTLE:?} after its crash: {:?}", of("c"), owners(&[&a, &b]));
+    println!("c's partitions taken {:?} after its crash", crashed.elapsed());
+    wait_for_assignment(&[&a, &b]).await;
+
+    let of_b: BTreeSet<u32> = b.owned().into_keys().collect();
+    b.leave().await;
+    tokio::time::sleep(SETTLE / 2).await;
+    let with_a: BTreeSet<u32> = a.owned().into_keys().collect();
+    assert!(with_a.is_disjoint(&of_b), "a took b's partitions {of_b:?} before settling: it holds {with_a:?}");
+    wait_for_assignment(&[&a]).await;
+    assert_one_owner_at_a_time(&spans);
 }
 
 // Proves a renewal refused because someone else wrote the lease stops the partition at once:

@@ -103,6 +103,16 @@ impl ReceivedAdjustments {
 /// whose lines the ERP lacks in part is marked for a posting at `now`. A period only the stream
 /// holds (pruned here, or booked before the input stream's first message) is left alone, as
 /// `reconcile` leaves such store-days: reconciling it would take back what the ERP rightly has.
+/// The stores that have an adjustment book in the state: with the store-days, what a
+/// reconciliation of this state needs to read back (`crate::report::store_days`).
+pub fn stores_with_books(txn: &Overlay<'_>) -> Result<BTreeSet<String>, TopologyError> {
+    let mut stores = BTreeSet::new();
+    for (key, _) in txn.scan_prefix(Cf::Aggregates, &adjustments::books_prefix(), PERIODS_MAX)? {
+        stores.insert(adjustments::parse_book_key(&key)?.0);
+    }
+    Ok(stores)
+}
+
 pub fn reconcile(
     txn: &mut Overlay<'_>,
     received: &ReceivedAdjustments,

@@ -1,10 +1,12 @@
 //! The loop behind a [`super::Cluster`]: every heartbeat it rewrites the member entry and renews
 //! every lease held; between rounds it reads the members and makes one move at a time towards
-//! the rendezvous assignment, once the members have stayed the same for `cluster.settle`
-//! (docs/operations.md, "Several instances: partition ownership").
+//! the rendezvous assignment, once the members have stayed the same for `cluster.settle`; a
+//! member whose entry expired (it crashed) is not waited for: its partitions are free once its
+//! leases expire, and they are acquired then (docs/operations.md, "Several instances: partition
+//! ownership").
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
 use futures::future::join_all;
@@ -14,8 +16,13 @@ use tracing::{info, warn};
 
 use super::assign::{self, Move, View};
 use super::bucket::Member;
-use super::lease::{Leases, Renewal};
-use super::{members, Epoch, Ownership, Settings};
+use super::lease::{Acquired, Leases, Renewal};
+use super::members::{self, Live};
+use super::{Epoch, Ownership, Settings};
+
+/// How long after an entry's expiry it is looked for again: the server removes expired
+/// entries on a timer of its own.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
 
 /// A lease this instance holds.
 #[derive(Debug, Clone, Copy)]
@@ -40,10 +47,26 @@ pub(super) struct Driver {
     pub members: watch::Sender<BTreeMap<String, Member>>,
     pub stopped: mpsc::UnboundedReceiver<(u32, Epoch)>,
     held: BTreeMap<u32, Held>,
-    /// The member ids last read, and since when they are so.
+    /// The member ids last read.
     seen: BTreeSet<String>,
-    changed_at: Instant,
-    tried: BTreeSet<u32>,
+    /// Nothing moves before then: `cluster.settle` after the members last changed, except by
+    /// a member's entry expiring.
+    settled_at: Instant,
+    /// Partitions tried and found taken, with when to try again: when their lease can have
+    /// expired, or (`None`) at the next round.
+    tried: BTreeMap<u32, Option<Instant>>,
+    /// When the entry of another member can expire at the earliest: the members are read again
+    /// then, so that a crashed member's partitions are seen free as soon as they are.
+    member_expiry: Option<Instant>,
+    /// The epoch at which this instance last acquired each partition.
+    epochs: BTreeMap<u32, u64>,
+    /// When each member last wrote its entry, as last read.
+    written: BTreeMap<String, SystemTime>,
+    /// Members seen gone by their entries expiring: when that entry was written, and when it
+    /// was seen gone. Replicas of the bucket remove an expired entry each on its own timer, so
+    /// for a moment it may still be read: an entry written no later is that one, not the member
+    /// back (which would be a join, and start a settle).
+    gone: BTreeMap<String, (SystemTime, Instant)>,
     /// The last step made a move: the next is decided at once.
     moving: bool,
 }
@@ -60,20 +83,25 @@ impl Driver {
         members: watch::Sender<BTreeMap<String, Member>>,
         stopped: mpsc::UnboundedReceiver<(u32, Epoch)>,
     ) -> Driver {
+        let settle = settings.settle;
         Driver {
             store,
             leases,
             me,
-            settings,
             count,
             ownership,
             members,
             stopped,
             held: BTreeMap::new(),
+            settings,
             seen: BTreeSet::new(),
             // Joining is a change of members: nothing moves until it settled.
-            changed_at: Instant::now(),
-            tried: BTreeSet::new(),
+            settled_at: Instant::now() + settle,
+            tried: BTreeMap::new(),
+            member_expiry: None,
+            epochs: BTreeMap::new(),
+            written: BTreeMap::new(),
+            gone: BTreeMap::new(),
             moving: false,
         }
     }
@@ -86,7 +114,7 @@ impl Driver {
             let wake = if self.moving {
                 Instant::now()
             } else {
-                self.earliest_deadline().map_or(next_round, |d| d.min(next_round))
+                [self.earliest_deadline(), self.next_look()].into_iter().flatten().fold(next_round, Instant::min)
             };
             tokio::select! {
                 biased;
@@ -152,7 +180,7 @@ impl Driver {
     /// Reads the members and makes at most one move. True when it tried one, so that the next
     /// is decided at once on fresh members.
     async fn step(&mut self) -> bool {
-        let live = match tokio::time::timeout(self.leases.op_timeout, members::live(&self.store)).await {
+        let mut live = match tokio::time::timeout(self.leases.op_timeout, members::live(&self.store)).await {
             Ok(Ok(live)) => live,
             Ok(Err(err)) => {
                 warn!(error = format!("{err:#}"), "Cannot read the cluster's members; no partition moves meanwhile.");
@@ -163,20 +191,28 @@ impl Driver {
                 return false;
             }
         };
-        let ids: BTreeSet<String> = live.keys().cloned().collect();
+        self.drop_expired_entries(&mut live);
+        let ids: BTreeSet<String> = live.members.keys().cloned().collect();
         crate::telemetry::cluster_members(ids.len());
-        self.members.send_if_modified(|members| std::mem::replace(members, live) != *members);
+        self.member_expiry = live
+            .written
+            .iter()
+            .filter(|(id, _)| **id != self.me.instance)
+            .filter_map(|(_, written)| self.expiry(*written))
+            .min();
+        self.members.send_if_modified(|members| std::mem::replace(members, live.members) != *members);
         if ids != self.seen {
-            info!(members = ?ids, settle = ?self.settings.settle, "The cluster's members changed; partitions move once they settle.");
-            self.seen = ids;
-            self.changed_at = Instant::now();
+            self.members_changed(ids).await;
         }
-        if self.changed_at.elapsed() < self.settings.settle {
+        self.written = live.written;
+        if Instant::now() < self.settled_at {
             return false;
         }
+        let now = Instant::now();
+        self.tried.retain(|_, at| at.is_none_or(|at| now < at));
+        let tried: BTreeSet<u32> = self.tried.keys().copied().collect();
         let held: BTreeSet<u32> = self.held.iter().filter(|(_, h)| !h.handing_over).map(|(p, _)| *p).collect();
-        let view =
-            View { me: &self.me.instance, count: self.count, members: &self.seen, held: &held, tried: &self.tried };
+        let view = View { me: &self.me.instance, count: self.count, members: &self.seen, held: &held, tried: &tried };
         match assign::next_move(&view) {
             None => false,
             Some(Move::Release(partition)) => {
@@ -194,19 +230,90 @@ impl Driver {
         }
     }
 
+    /// Settles again after a change of members, unless the change is members whose entries
+    /// expired: they crashed (or paused, or lost NATS), their partitions must be taken anyway,
+    /// and each moment waited is a moment those partitions stand still. A member that deleted
+    /// its entry stopped on purpose and may be back at once (a rolling restart): that waits.
+    async fn members_changed(&mut self, ids: BTreeSet<String>) {
+        let joined = ids.difference(&self.seen).next().is_some();
+        let left: Vec<String> = self.seen.difference(&ids).cloned().collect();
+        if !joined && self.all_expired(&left).await {
+            for id in &left {
+                if let Some(written) = self.written.get(id) {
+                    self.gone.insert(id.clone(), (*written, Instant::now()));
+                }
+            }
+            info!(members = ?ids, expired = ?left, "A member's entry expired; its partitions are taken as their leases expire, without settling.");
+        } else {
+            info!(members = ?ids, settle = ?self.settings.settle, "The cluster's members changed; partitions move once they settle.");
+            self.settled_at = Instant::now() + self.settings.settle;
+        }
+        self.seen = ids;
+    }
+
+    /// Drops from `live` the entries of members seen gone that are those same expired entries,
+    /// still read from a replica that has not removed them yet.
+    fn drop_expired_entries(&mut self, live: &mut Live) {
+        // After two lease TTLs every replica has removed them.
+        let forget_after = self.settings.lease_ttl * 2;
+        self.gone.retain(|_, (_, seen)| seen.elapsed() < forget_after);
+        let (gone, written) = (&self.gone, &live.written);
+        let is_expired = |id: &String| {
+            let entry = written.get(id);
+            gone.get(id).is_some_and(|(expired, _)| entry.is_some_and(|entry| entry <= expired))
+        };
+        live.members.retain(|id, _| !is_expired(id));
+        live.written.retain(|id, _| live.members.contains_key(id));
+    }
+
+    /// Whether every one of `left` (at least one) left by its entry expiring; false when that
+    /// cannot be read.
+    async fn all_expired(&self, left: &[String]) -> bool {
+        if left.is_empty() {
+            return false;
+        }
+        let reads =
+            left.iter().map(|id| tokio::time::timeout(self.leases.op_timeout, members::expired(&self.store, id)));
+        join_all(reads).await.into_iter().all(|read| matches!(read, Ok(Ok(true))))
+    }
+
     async fn acquire(&mut self, partition: u32) {
-        self.tried.insert(partition);
         let sent = Instant::now();
         match self.leases.acquire(partition).await {
-            Ok(Some(epoch)) => {
+            // A create of ours from before, never renewed, read back after this one went
+            // unanswered: an epoch this instance had, not a new one. It expires unrenewed.
+            Ok(Acquired::Ours(epoch)) if self.epochs.get(&partition).is_some_and(|last| epoch <= *last) => {
+                self.tried.insert(partition, None);
+            }
+            Ok(Acquired::Ours(epoch)) => {
+                self.epochs.insert(partition, epoch);
                 let valid_until = sent + self.validity();
                 self.held.insert(partition, Held { epoch, revision: epoch, valid_until, handing_over: false });
                 info!(partition, epoch, "Acquired the lease of a partition.");
             }
-            // Its owner has not released it yet, or it has not expired yet: tried again next round.
-            Ok(None) => {}
-            Err(err) => warn!(partition, error = format!("{err:#}"), "Cannot acquire the lease of a partition."),
+            // Its owner has not released it yet, or it has not expired yet: tried again when it
+            // can have expired, or next round.
+            Ok(Acquired::Held(written)) => {
+                self.tried.insert(partition, written.and_then(|written| self.expiry(written)));
+            }
+            Err(err) => {
+                self.tried.insert(partition, None);
+                warn!(partition, error = format!("{err:#}"), "Cannot acquire the lease of a partition.");
+            }
         }
+    }
+
+    /// When an entry written at `written` (the NATS server's clock) expires, on this host's
+    /// clock, a little after to let the server remove it; `None` when that is past already
+    /// (the clocks differ, or the server is late): the next round looks again.
+    fn expiry(&self, written: SystemTime) -> Option<Instant> {
+        let left = (written + self.settings.lease_ttl).duration_since(SystemTime::now()).ok()?;
+        Some(Instant::now() + left + EXPIRY_MARGIN)
+    }
+
+    /// The next time the members or a lease should be looked at before the next round.
+    fn next_look(&self) -> Option<Instant> {
+        self.tried.values().flatten().copied().chain(self.member_expiry).min()
     }
 
     /// The caller stopped `partition`'s pipeline: release the lease if it is being handed over.

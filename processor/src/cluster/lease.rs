@@ -8,7 +8,7 @@
 //! reading the key back (is the revision there ours, by this session?), never by assuming
 //! either way.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use bytes::Bytes;
@@ -25,6 +25,16 @@ pub struct Leases {
     pub op_timeout: Duration,
 }
 
+/// What an attempt to acquire a lease came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// The lease is ours, at this epoch.
+    Ours(u64),
+    /// Another holds it; written then (the NATS server's clock), when it can be read: unless
+    /// renewed or released, it expires `lease_ttl` after that.
+    Held(Option<SystemTime>),
+}
+
 /// What a renewal came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Renewal {
@@ -35,14 +45,17 @@ pub enum Renewal {
 }
 
 impl Leases {
-    /// Takes the partition's lease if it is free: `Some(epoch)`, or `None` while another holds
-    /// it.
-    pub async fn acquire(&self, partition: u32) -> anyhow::Result<Option<u64>> {
+    /// Takes the partition's lease if it is free.
+    pub async fn acquire(&self, partition: u32) -> anyhow::Result<Acquired> {
         let key = lease_key(partition);
         let created = tokio::time::timeout(self.op_timeout, self.store.create(&key, self.value(None))).await;
         let failure = match created {
-            Ok(Ok(revision)) => return Ok(Some(revision)),
-            Ok(Err(err)) if err.kind() == CreateErrorKind::AlreadyExists => return Ok(None),
+            Ok(Ok(revision)) => return Ok(Acquired::Ours(revision)),
+            Ok(Err(err)) if err.kind() == CreateErrorKind::AlreadyExists => {
+                // When it was written says when to try again; without an answer, next round.
+                let written = self.read(&key).await.ok().flatten().map(|entry| SystemTime::from(entry.created));
+                return Ok(Acquired::Held(written));
+            }
             Ok(Err(err)) => err.to_string(),
             Err(_) => format!("no answer within {:?}", self.op_timeout),
         };
@@ -50,7 +63,14 @@ impl Leases {
         let entry = self.read(&key).await.map_err(|err| {
             anyhow::anyhow!("acquiring {key} failed ({failure}) and reading it back failed too: {err}")
         })?;
-        Ok(entry.filter(|entry| self.is_ours(entry)).map(|entry| entry.revision))
+        Ok(match entry {
+            // Ours and never renewed: our create was stored. Ours and renewed is a lease this
+            // session held before and lost (its renewals went unanswered): still standing until
+            // it expires, and not a new epoch.
+            Some(entry) if self.is_ours(&entry) && !is_renewed(&entry) => Acquired::Ours(entry.revision),
+            Some(entry) => Acquired::Held(Some(SystemTime::from(entry.created))),
+            None => Acquired::Held(None),
+        })
     }
 
     /// Renews the lease held at `revision` (acquired at `epoch`).
@@ -116,4 +136,10 @@ impl Leases {
         // A struct of strings and a number always encodes.
         serde_json::to_vec(&value).map(Bytes::from).unwrap_or_default()
     }
+}
+
+/// Whether a lease entry was written by a renewal (which names the epoch) rather than by the
+/// create that acquired it.
+fn is_renewed(entry: &kv::Entry) -> bool {
+    serde_json::from_slice::<LeaseValue>(&entry.value).is_ok_and(|value| value.epoch.is_some())
 }

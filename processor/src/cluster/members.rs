@@ -3,6 +3,7 @@
 //! `cluster.lease_ttl`). A leaving instance deletes its entry, so the others need not wait.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use async_nats::jetstream::kv;
@@ -25,11 +26,18 @@ pub async fn remove(store: &kv::Store, instance: &str) -> anyhow::Result<()> {
     store.delete(member_key(instance)).await.with_context(|| format!("deleting the member entry of {instance}"))
 }
 
+/// The live members, and when each last wrote its entry (the NATS server's clock).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub members: BTreeMap<String, Member>,
+    pub written: BTreeMap<String, SystemTime>,
+}
+
 /// The live members by instance id. An entry that does not parse is someone else's writing, not
 /// a member: it is skipped, never guessed at.
-pub async fn live(store: &kv::Store) -> anyhow::Result<BTreeMap<String, Member>> {
+pub async fn live(store: &kv::Store) -> anyhow::Result<Live> {
     let keys: Vec<String> = store.keys().await.context("listing the cluster bucket")?.try_collect().await?;
-    let mut members = BTreeMap::new();
+    let mut live = Live::default();
     for key in keys.iter().filter(|key| key.starts_with(MEMBER_PREFIX)) {
         let Some(entry) = store.entry(key.as_str()).await.with_context(|| format!("reading {key}"))? else {
             continue;
@@ -39,9 +47,20 @@ pub async fn live(store: &kv::Store) -> anyhow::Result<BTreeMap<String, Member>>
         }
         if let Ok(member) = serde_json::from_slice::<Member>(&entry.value) {
             if key.strip_prefix(MEMBER_PREFIX) == Some(member.instance.as_str()) {
-                members.insert(member.instance.clone(), member);
+                live.written.insert(member.instance.clone(), SystemTime::from(entry.created));
+                live.members.insert(member.instance.clone(), member);
             }
         }
     }
-    Ok(members)
+    Ok(live)
+}
+
+/// Whether `instance`, no longer among the live members, left by its entry expiring (it
+/// crashed, paused or lost NATS) rather than by deleting it (a graceful stop, as in a rolling
+/// restart, after which it may come back at once). Only a delete marker says it left on
+/// purpose: the entry itself may still be read for a moment after it expired, from a replica
+/// of the bucket that has not yet removed it.
+pub async fn expired(store: &kv::Store, instance: &str) -> anyhow::Result<bool> {
+    let entry = store.entry(member_key(instance)).await.with_context(|| format!("reading the entry of {instance}"))?;
+    Ok(entry.is_none_or(|entry| entry.operation == kv::Operation::Put))
 }

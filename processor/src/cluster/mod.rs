@@ -276,7 +276,7 @@ where
 async fn wait_out_namesake(store: &async_nats::jetstream::kv::Store, settings: &Settings) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + settings.lease_ttl + settings.heartbeat;
     loop {
-        let live = members::live(store).await?;
+        let live = members::live(store).await?.members;
         let Some(other) = live.get(&settings.instance) else { return Ok(()) };
         if tokio::time::Instant::now() >= deadline {
             bail!(

@@ -1,11 +1,15 @@
 //! Warm standby (docs/operations.md, "Warm standby"): with `cluster.standby`, this instance
 //! tails, into its own `state.path`, each partition it would take over if the partition's owner
 //! left (where rendezvous hashing ranks it second), applying the input without publishing and
-//! on event time alone, as a catch-up does. Taking such a partition over then stops the
-//! standby, closes its database, and goes on as every takeover does (restore, catch-up, reading
-//! the outputs back), from a state that is only as far behind as the standby's last commit.
+//! on event time alone, as a catch-up does. Once the owner has left, the standby goes on until
+//! this instance takes the partition over; that stops it, keeps its database open, and goes on
+//! as every takeover does (catch-up, reading the outputs back), from a state that is only as far
+//! behind as the standby's last commit, with no checkpoint to look at and nothing to reopen.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tally_state::Store;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -28,6 +32,8 @@ pub struct Standbys {
 struct Standby {
     pipeline: Pipeline,
     ended: mpsc::UnboundedReceiver<Ended>,
+    /// Its database, held open past the pipeline's stop for a takeover to go on with.
+    store: Arc<dyn Store>,
 }
 
 impl Standbys {
@@ -62,13 +68,19 @@ impl Standbys {
         }
     }
 
+    /// The partitions stood by for.
+    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.running.keys().copied()
+    }
+
     /// Stops the standbys of the partitions `indexes` that have one, side by side, and deletes
     /// their consumers: their pipelines have committed their last batches once this returns,
-    /// for takeovers to go on from.
-    pub async fn stop(&mut self, shared: &Shared, indexes: &[u32]) {
+    /// for takeovers to go on from. Returns their databases: while held, a takeover finds them
+    /// open and goes on with them as they are.
+    pub async fn stop(&mut self, shared: &Shared, indexes: &[u32]) -> Vec<Arc<dyn Store>> {
         let stopping: Vec<Standby> = indexes.iter().filter_map(|index| self.running.remove(index)).collect();
         let config = self.config_of(shared);
-        futures::future::join_all(stopping.into_iter().map(|standby| standby.stop(shared, &config))).await;
+        futures::future::join_all(stopping.into_iter().map(|standby| standby.stop(shared, &config))).await
     }
 
     /// Stops every standby.
@@ -83,8 +95,8 @@ impl Standbys {
         let (_, store, _) = opener.restore_and_open(partition).await?;
         let (ended, endings) = mpsc::unbounded_channel();
         let standing_by = Shared { config: self.config_of(shared), ..shared.clone_for(Tick::Never, false) };
-        let pipeline = Pipeline::start(&standing_by, partition, None, store, ended);
-        Ok(Standby { pipeline, ended: endings })
+        let pipeline = Pipeline::start(&standing_by, partition, None, Arc::clone(&store), ended);
+        Ok(Standby { pipeline, ended: endings, store })
     }
 
     /// The configuration a standby pipeline runs with: its own consumer name.
@@ -96,8 +108,8 @@ impl Standbys {
 }
 
 impl Standby {
-    /// Stops its pipeline and deletes its consumer (named after `config`).
-    async fn stop(self, shared: &Shared, config: &crate::config::Config) {
+    /// Stops its pipeline and deletes its consumer (named after `config`); returns its database.
+    async fn stop(self, shared: &Shared, config: &crate::config::Config) -> Arc<dyn Store> {
         let partition = self.pipeline.partition;
         if let Err(err) = self.pipeline.stop().await {
             warn!(
@@ -110,6 +122,7 @@ impl Standby {
             warn!(partition = partition.index, error = format!("{err:#}"), "Cannot delete a standby's consumer.");
         }
         info!(partition = partition.index, "Stopped standing by for a partition.");
+        self.store
     }
 
     /// Whether its input loop ended by itself (an error, logged here): it is started again.
