@@ -6,6 +6,7 @@
 //! - `restart`: time from start to consuming with many keys in state.
 //! - `apply`: the per-message work without NATS, store reads counted and timed.
 //! - `partitions`: the apply spread over partitions and threads, the scaling table.
+//! - `checkpoint`: what a second checkpoint of a large state uploads after a small change.
 //! - `replay`: the topology's outputs over a fixed generated input, to compare two builds.
 //! - `measure`: committed-position polling, RSS, CPU, disk, percentiles.
 //!
@@ -17,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod apply;
 mod ceiling;
+mod checkpoint;
 mod e2e;
 mod failover;
 mod load;
@@ -56,6 +58,10 @@ enum Command {
     /// Two `tally run` instances share the partitions of a preloaded day; one is killed and the
     /// other takes its partitions over. The last line is `failover_seconds: <x>`.
     Failover(failover::FailoverArgs),
+    /// Fill one partition's RocksDB state to --gib GiB, checkpoint it to a JetStream Object Store,
+    /// change --change-percent of its keys and checkpoint again. The last line is
+    /// `second_checkpoint_uploaded_share: <x>` (bytes the second uploaded / the state's table bytes).
+    Checkpoint(checkpoint::CheckpointArgs),
     /// Apply a fixed generated input on a fake clock and write every output, day report and
     /// alert into a directory, to compare two builds byte for byte.
     Replay(replay::ReplayArgs),
@@ -77,5 +83,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args),
         Command::Partitions(args) => partitions::run(args),
         Command::Failover(args) => failover::run(args).await,
+        Command::Checkpoint(args) => checkpoint::run(args).await,
     }
 }

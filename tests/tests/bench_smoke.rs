@@ -91,13 +91,17 @@ fn run_with_tally(args: &[&str], name: &str) -> (String, f64) {
     let tally = tally_tests::process::tally_bin();
     let tally = tally.to_str().expect("a UTF-8 path to tally");
     let stdout = run_bench(&[args, &["--tally-bin", tally]].concat());
-    let last = last_line(&stdout);
-    let value = last
-        .strip_prefix(name)
+    let value = last_value(&stdout, name);
+    (stdout, value)
+}
+
+/// The number of the last line of `stdout`, which must be `<name>: <x>`.
+fn last_value(stdout: &str, name: &str) -> f64 {
+    let last = last_line(stdout);
+    last.strip_prefix(name)
         .and_then(|rest| rest.strip_prefix(": "))
         .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("the last line is not `{name}: <x>`: {last:?}\nstdout:\n{stdout}"));
-    (stdout, value)
+        .unwrap_or_else(|| panic!("the last line is not `{name}: <x>`: {last:?}\nstdout:\n{stdout}"))
 }
 
 // Proves `tally-bench e2e --smoke` runs all its phases, exits 0, and prints the ratio last.
@@ -132,4 +136,16 @@ fn failover_smoke_kills_an_instance_and_prints_the_failover_time_last() {
     // The killed instance's leases (3 s, renewed every second) must expire first: at least 2 s.
     assert!(seconds >= 1.0, "a failover of {seconds} s is shorter than the leases allow:\n{stdout}");
     assert!(stdout.contains("running on b"), "no partition of a's runs on b:\n{stdout}");
+}
+
+// Proves `tally-bench checkpoint --smoke` checkpoints a 20 MiB state to a real nats-server's
+// Object Store twice, and that the second, after a 1 % change, uploads less than the whole state.
+#[test]
+fn checkpoint_smoke_uploads_less_than_the_state_the_second_time() {
+    let stdout = run_bench(&["checkpoint", "--smoke"]);
+    let share = last_value(&stdout, "second_checkpoint_uploaded_share");
+    assert!(share > 0.0 && share < 1.0, "the second checkpoint uploaded {share} of the state:\n{stdout}");
+    for line in ["first checkpoint (#1", "second checkpoint (#2"] {
+        assert!(stdout.contains(line), "the output lacks {line:?}:\n{stdout}");
+    }
 }
