@@ -499,7 +499,11 @@ struct Opened {
 /// without publishing, then sets their books from the output streams, read back once for all
 /// of them (docs/operations.md, "Several instances"). One outcome per partition, in order.
 async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>> {
-    let caught_up = match catch_up_all(shared, opened).await {
+    // The former owner publishes no more: the outputs are read back while the states catch up.
+    let all: Vec<(Partition, &dyn Store)> = opened.iter().map(|o| (o.partition, o.store.as_ref())).collect();
+    let (caught_up, read) =
+        tokio::join!(catch_up_all(shared, opened), crate::reconcile::read(&all, &shared.js, &shared.config, None));
+    let caught_up = match caught_up {
         Ok(outcomes) => outcomes,
         Err(err) => return opened.iter().map(|_| Err(anyhow::anyhow!("{err:#}"))).collect(),
     };
@@ -512,7 +516,10 @@ async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>
     if parts.is_empty() {
         return caught_up;
     }
-    let reconciled = crate::reconcile::run(&parts, &shared.js, &shared.config, None).await;
+    let reconciled = match read {
+        Ok(read) => crate::reconcile::apply(&parts, read, &shared.js, &shared.config).await,
+        Err(err) => Err(err),
+    };
     match reconciled {
         Ok(summary) => {
             let indexes: Vec<u32> = parts.iter().map(|(p, _)| p.index).collect();

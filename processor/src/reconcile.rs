@@ -160,9 +160,75 @@ pub async fn run(
     config: &Config,
     progress: Option<&mut Progress>,
 ) -> Result<Summary, ReconcileError> {
-    let mut summary = Summary::default();
-    let stores = scope(partitions, &config.input.subject_prefix)?;
-    let (received, adjustments, dead_letters) = read_back(js, config, stores.as_ref(), &mut summary, progress).await?;
+    let read = read(partitions, js, config, progress).await?;
+    apply(partitions, read, js, config).await
+}
+
+/// What the output streams held for some partitions' stores, read ahead of [`apply`]: a
+/// takeover reads while its partitions still catch up with the input, since the former owner
+/// can publish no more.
+pub struct ReadBack {
+    /// The stores read (`None`: every store).
+    stores: Option<BTreeSet<String>>,
+    received: Received,
+    adjustments: ReceivedAdjustments,
+    /// The `Nats-Msg-Id`s of the dead letters in `RETAIL_DLQ`.
+    dead_letters: HashSet<String>,
+    summary: Summary,
+}
+
+/// Reads back the outputs of the stores `partitions` hold now, and the ids of the dead letters.
+pub async fn read(
+    partitions: &[(Partition, &dyn Store)],
+    js: &jetstream::Context,
+    config: &Config,
+    progress: Option<&mut Progress>,
+) -> Result<ReadBack, ReconcileError> {
+    let mut read = ReadBack::empty(scope(partitions, &config.input.subject_prefix)?);
+    read_back(js, config, &mut read, true, progress).await?;
+    Ok(read)
+}
+
+impl ReadBack {
+    fn empty(stores: Option<BTreeSet<String>>) -> ReadBack {
+        ReadBack {
+            stores,
+            received: Received::default(),
+            adjustments: ReceivedAdjustments::default(),
+            dead_letters: HashSet::new(),
+            summary: Summary::default(),
+        }
+    }
+}
+
+/// Reconciles every store-day of every partition's state with what `read` holds, then clears
+/// each state's mark. The stores the states came to hold since `read` (they caught up
+/// meanwhile) are read back first.
+pub async fn apply(
+    partitions: &[(Partition, &dyn Store)],
+    mut read: ReadBack,
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<Summary, ReconcileError> {
+    if let Some(before) = read.stores.take() {
+        match scope(partitions, &config.input.subject_prefix)? {
+            Some(now) => {
+                let unread: BTreeSet<String> = now.difference(&before).cloned().collect();
+                if !unread.is_empty() {
+                    read.stores = Some(unread);
+                    read_back(js, config, &mut read, false, None).await?;
+                }
+            }
+            // Too many stores to name now: every subject, read again from the start.
+            None => {
+                let dead_letters = std::mem::take(&mut read.dead_letters);
+                read = ReadBack::empty(None);
+                read_back(js, config, &mut read, false, None).await?;
+                read.dead_letters = dead_letters;
+            }
+        }
+    }
+    let ReadBack { received, adjustments, dead_letters, mut summary, .. } = read;
     let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for (_, store) in partitions {
         let read = Read { received: &received, adjustments: &adjustments, dead_letters: &dead_letters };
@@ -287,25 +353,26 @@ fn filters(stem: &str, stores: Option<&BTreeSet<String>>) -> Vec<String> {
     }
 }
 
-/// Reads every posting and alert revision the output streams hold (of `stores` only, when
-/// given), and the ids of the dead letters.
+/// Adds to `into` every posting and alert revision the output streams hold (of its stores
+/// only, when it names them), and the ids of the dead letters when `dead_letters`.
 async fn read_back(
     js: &jetstream::Context,
     config: &Config,
-    stores: Option<&BTreeSet<String>>,
-    summary: &mut Summary,
+    into: &mut ReadBack,
+    dead_letters: bool,
     mut progress: Option<&mut Progress>,
-) -> Result<(Received, ReceivedAdjustments, HashSet<String>), ReconcileError> {
+) -> Result<(), ReconcileError> {
     let prefix = &config.input.subject_prefix;
-    let mut received = Received::default();
-    let mut adjustments = ReceivedAdjustments::default();
+    let stores = into.stores.as_ref();
     // Only the ids of the dead letters are wanted, not the inputs they carry; a dead letter's
     // subject names its reason, not its store.
+    let dlq_filters = if dead_letters { vec![format!("{prefix}.dlq.>")] } else { Vec::new() };
     let (postings, alerts, dlq) = tokio::try_join!(
         open_ordered(js, POSTINGS_STREAM, filters(&format!("{prefix}.erp.postings"), stores), Reading::Whole),
         open_ordered(js, ALERTS_STREAM, filters(&format!("{prefix}.alerts.drift"), stores), Reading::Whole),
-        open_ordered(js, DLQ_STREAM, vec![format!("{prefix}.dlq.>")], Reading::HeadersOnly),
+        open_ordered(js, DLQ_STREAM, dlq_filters, Reading::HeadersOnly),
     )?;
+    let ReadBack { received, adjustments, dead_letters, summary, .. } = into;
     received.postings_complete = postings.complete;
     if let Some(progress) = progress.as_deref_mut() {
         progress.set_total(postings.pending + alerts.pending + dlq.pending);
@@ -333,7 +400,6 @@ async fn read_back(
         None => summary.unreadable += 1,
     })
     .await?;
-    let mut dead_letters = HashSet::new();
     read_all(dlq, &mut progress, |message| {
         if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
             dead_letters.insert(id.as_str().to_string());
@@ -346,7 +412,7 @@ async fn read_back(
             "Messages on the output subjects that are not tally's postings or alerts; ignored."
         );
     }
-    Ok((received, adjustments, dead_letters))
+    Ok(())
 }
 
 /// Whether a message on the postings subjects is an `inventory_adjustment` posting.
