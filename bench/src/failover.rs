@@ -117,8 +117,16 @@ pub async fn run(mut args: FailoverArgs) -> anyhow::Result<()> {
     let everything = |positions: &[BTreeMap<u32, u64>]| {
         lasts.iter().enumerate().all(|(p, last)| positions.iter().any(|at| at.get(&(p as u32)) >= Some(last)))
     };
-    wait_for(timeout, "both instances to apply the preload", || async {
-        everything(&[committed(&a_listen), committed(&b_listen)])
+    // Both must hold their shares first: a standby's positions count too, and b's standbys can
+    // have applied a's partitions before a has acquired them.
+    let split = || match (owned(&a_listen), owned(&b_listen)) {
+        (Some(on_a), Some(on_b)) => {
+            !on_a.is_empty() && !on_b.is_empty() && on_a.len() + on_b.len() == partitions as usize
+        }
+        _ => false,
+    };
+    wait_for(timeout, "both instances to hold their partitions and apply the preload", || async {
+        split() && everything(&[committed(&a_listen), committed(&b_listen)])
     })
     .await?;
     println!("applied: {} messages by both instances in {:.1} s", preloaded.last_seq, applied.elapsed().as_secs_f64());
