@@ -2,8 +2,9 @@
 //! (docs/operations.md, "Several instances"), a preloaded day applied by both and checkpointed
 //! to the Object Store; then one is killed (SIGKILL) and the other takes its partitions over.
 //! It measures issue 16's failover figure: from the kill to every one of the killed instance's
-//! partitions running on the other (`tally_partition_owned` 1 there: taken over, restored,
-//! caught up, outputs read back, its pipeline consuming), with or without `cluster.standby`.
+//! partitions committing again on the other (`tally_partition_owned` 1 there: taken over,
+//! restored, caught up, outputs read back; then a commit of its own pipeline, unless nothing
+//! was left for it), with or without `cluster.standby`.
 //!
 //! One nats-server (R1 streams and buckets), not the three of the cluster tests: what is
 //! measured is tally's takeover (lease expiry, settle, restore, catch-up, reading the outputs
@@ -160,14 +161,21 @@ pub async fn run(mut args: FailoverArgs) -> anyhow::Result<()> {
     let killed = Instant::now();
     let more = load::preload(&js, &mut traffic, chrono::Utc::now(), args.event_rate, args.after).await?;
     let published = killed.elapsed();
+    let lasts_after = last_sequences(&js, &a_config, partitions, more.last_seq).await?;
     let mut running: BTreeMap<u32, Duration> = BTreeMap::new();
+    let mut owned_at: BTreeMap<u32, u64> = BTreeMap::new();
     wait_for(TAKEOVER_TIMEOUT, "b to run every partition of a's", || {
         let metrics = http_get(&b_listen, "/metrics").unwrap_or_default();
         let at = gauge(&metrics, "tally_committed_stream_sequence");
         let owned = gauge(&metrics, "tally_partition_owned");
         for &p in &on_a {
-            // A standby commits too: the partition runs once b owns it, from at least a's input.
-            if owned.get(&p) == Some(&1) && at.get(&p) >= Some(&lasts[p as usize]) {
+            // A standby commits too: the partition runs once b owns it, from at least a's
+            // input, and has committed since (or has nothing left to commit).
+            let Some(&at) = at.get(&p).filter(|at| **at >= lasts[p as usize] && owned.get(&p) == Some(&1)) else {
+                continue;
+            };
+            let first = *owned_at.entry(p).or_insert(at);
+            if at > first || at >= lasts_after[p as usize] {
                 running.entry(p).or_insert_with(|| killed.elapsed());
             }
         }
@@ -177,7 +185,6 @@ pub async fn run(mut args: FailoverArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("b's log:\n{}", log_tail(&temp.path().join("b.log"))))?;
     let failover = running.values().max().copied().unwrap_or_default();
-    let lasts_after = last_sequences(&js, &a_config, partitions, more.last_seq).await?;
     wait_for(TAKEOVER_TIMEOUT, "b to catch up with the input published after the kill", || async {
         let at = committed(&b_listen);
         on_a.iter().all(|p| at.get(p) >= Some(&lasts_after[*p as usize]))
@@ -189,13 +196,13 @@ pub async fn run(mut args: FailoverArgs) -> anyhow::Result<()> {
     let log = std::fs::read_to_string(temp.path().join("b.log")).unwrap_or_default();
     println!("after the kill: {} messages published in {:.1} s", args.after, published.as_secs_f64());
     for (partition, at) in &running {
-        println!("    partition {partition}: running on b {:.2} s after the kill", at.as_secs_f64());
+        println!("    partition {partition}: committing on b {:.2} s after the kill", at.as_secs_f64());
     }
     for line in takeover_lines(&log) {
         println!("    b: {line}");
     }
     println!(
-        "failover: {:.2} s from a's SIGKILL to all its {} partitions running on b; {:.2} s to have applied the {} \
+        "failover: {:.2} s from a's SIGKILL to all its {} partitions committing on b; {:.2} s to have applied the {} \
          messages published after it",
         failover.as_secs_f64(),
         on_a.len(),

@@ -104,7 +104,10 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     };
     if let Some(view) = &state.cluster {
         body["instance"] = json!(view.instance);
-        body["partitions"] = json!(view.owned());
+        let running = view.running();
+        let taking_over: Vec<u32> = view.owned().into_iter().filter(|p| !running.contains(p)).collect();
+        body["partitions"] = json!(running);
+        body["taking_over"] = json!(taking_over);
     }
     (status, Json(body)).into_response()
 }

@@ -62,3 +62,5 @@ pub mod webhook;
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod test_nats;

@@ -447,6 +447,33 @@ pub async fn consumer_at(
     Ok(consumer)
 }
 
+/// How far the owners of each of `partitions` can have read the input: over the partition's
+/// consumers under any epoch (a former owner's, dead or paused, whose consumer a new owner has
+/// not yet replaced), the highest stream sequence delivered to one, or its start less one,
+/// whichever is higher. An owner publishes only outputs of input delivered to it; and one that
+/// replaced a former owner's consumer started its own after a state that had caught up with
+/// everything delivered to the former. Partitions without such a consumer are absent: who owned
+/// them last, and how far that owner got, is unknown.
+pub async fn owners_reach(
+    stream: &stream::Stream,
+    config: &Config,
+    partitions: &[Partition],
+) -> anyhow::Result<std::collections::BTreeMap<u32, u64>> {
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await.context("listing the consumers")?;
+    let mut reach = std::collections::BTreeMap::new();
+    for info in &infos {
+        let Some(partition) = partitions.iter().find(|p| p.is_its_consumer(config, &info.name)) else { continue };
+        let started_after = match info.config.deliver_policy {
+            consumer::DeliverPolicy::ByStartSequence { start_sequence } => start_sequence.saturating_sub(1),
+            _ => 0,
+        };
+        let far = info.delivered.stream_sequence.max(started_after);
+        let entry = reach.entry(partition.index).or_insert(far);
+        *entry = (*entry).max(far);
+    }
+    Ok(reach)
+}
+
 fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
@@ -482,6 +509,55 @@ pub fn subject_covers(have: &str, want: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::subject_covers;
+    use crate::partitions::Partition;
+    use crate::test_nats::NatsServer;
+    use async_nats::jetstream::{self, consumer, stream};
+    use futures::StreamExt as _;
+
+    // Proves how far a takeover catches up: as far as any of the partition's owner consumers got
+    // (delivered, acked or not) or started after, never what a standby's consumer read, and
+    // nothing known where the partition has no owner consumer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_former_owners_reach_is_what_was_delivered_to_them_or_where_they_started() {
+        let nats = NatsServer::start();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let config = crate::config::Config::default();
+        let subjects = vec![format!("{}.>", config.input.subject_prefix)];
+        let input = stream::Config { name: config.input.stream.clone(), subjects, ..Default::default() };
+        let input = js.create_stream(input).await.expect("input stream");
+        for n in 0..10 {
+            let subject = format!("{}.pos.0042", config.input.subject_prefix);
+            js.publish(subject, format!("{n}").into()).await.expect("publish").await.expect("PubAck");
+        }
+        let reach = || async { super::owners_reach(&input, &config, &[Partition::WHOLE]).await.expect("reach") };
+        assert!(reach().await.is_empty(), "no owner consumer: unknown");
+
+        let fetch = |name: String, start: u64, count: usize| {
+            let (js, config) = (js.clone(), config.clone());
+            async move {
+                let mut consumer_config = super::consumer_config(&config, Partition::WHOLE, None, start);
+                consumer_config.durable_name = Some(name);
+                let stream = js.get_stream(&config.input.stream).await.expect("stream");
+                let consumer: consumer::PullConsumer = stream.create_consumer(consumer_config).await.expect("consumer");
+                if count == 0 {
+                    return;
+                }
+                let mut batch = consumer.fetch().max_messages(count).messages().await.expect("fetch");
+                for _ in 0..count {
+                    batch.next().await.expect("a message").expect("delivered");
+                }
+            }
+        };
+        // An owner under epoch 3 was delivered 4 messages and acked none.
+        fetch(Partition::WHOLE.consumer_name_at(&config, Some(3)), 0, 4).await;
+        assert_eq!(reach().await.get(&0), Some(&4));
+        // A standby's consumer read all ten: it is no owner's.
+        fetch(format!("{}-standby-b", config.input.consumer), 0, 10).await;
+        assert_eq!(reach().await.get(&0), Some(&4));
+        // The owner under epoch 4 started after 7 and was delivered nothing yet.
+        fetch(Partition::WHOLE.consumer_name_at(&config, Some(4)), 7, 0).await;
+        assert_eq!(reach().await.get(&0), Some(&7));
+    }
 
     // Proves nats.url takes one server or a comma-separated list of a cluster's, and names a
     // bad one.

@@ -3,8 +3,9 @@
 //! their moves.
 //!
 //! Taking a partition over: its state in this instance's `state.path` (empty the first time)
-//! first catches up with the input stream without publishing anything, on event time alone, as
-//! a rebuild does; then it reads the output streams back (`crate::reconcile`), because the
+//! first catches up with the input as far as the former owner can have read it (everything it
+//! published came of that), without publishing anything, on event time alone, as a rebuild
+//! does; then it reads the output streams back (`crate::reconcile`), because the
 //! former owner published postings and alerts this state did not, and drops from its outbox
 //! the postings, the alert revisions and the dead letters already published (the other dead
 //! letters, whose content is the input's, stay and go out under their ids); then its pipeline
@@ -34,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cluster::{assign, Cluster, Epoch, Fence, Ownership};
+use crate::cluster::{Cluster, Epoch, Fence, Ownership};
 use crate::partitions::{self, Layout, Partition, UnionStore};
 use crate::pipeline::{Ended, Pipeline, Shared};
 use crate::runner::Tick;
@@ -289,13 +290,8 @@ pub async fn run(
         union.replace_indexed(running.iter().map(|(p, r)| (*p, Arc::clone(&r.store))).collect());
         if let Some(standbys) = standbys.as_mut() {
             let ids: BTreeSet<String> = members.borrow_and_update().keys().cloned().collect();
-            let mut stand_by = assign::standing_by(opener.layout.count, &ids, cluster.instance());
-            stand_by.retain(|p| !wanted.contains_key(p));
-            // A partition whose owner left is this instance's to take (or leased already, its
-            // takeover yet to start): its standby goes on until the takeover stops it.
-            let mine = |p: &u32| assign::owner(*p, &ids) == Some(cluster.instance()) || wanted.contains_key(p);
-            stand_by.extend(standbys.partitions().filter(mine).collect::<Vec<_>>());
-            stand_by.retain(|p| !handing_over.contains_key(p) && !running.contains_key(p));
+            let busy = |p: &u32| handing_over.contains_key(p) || running.contains_key(p);
+            let stand_by = standbys.wanted(opener.layout.count, &ids, cluster.instance(), &wanted, busy);
             standbys.follow(shared, opener, &stand_by).await;
         }
         let next_retry = retries.next();
@@ -495,14 +491,17 @@ struct Opened {
     restored: Option<Manifest>,
 }
 
-/// Brings each partition's state up to the input stream's last message of the partition,
+/// Brings each partition's state up to the last input message its former owner can have read,
 /// without publishing, then sets their books from the output streams, read back once for all
 /// of them (docs/operations.md, "Several instances"). One outcome per partition, in order.
 async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>> {
     // The former owner publishes no more: the outputs are read back while the states catch up.
     let all: Vec<(Partition, &dyn Store)> = opened.iter().map(|o| (o.partition, o.store.as_ref())).collect();
-    let (caught_up, read) =
-        tokio::join!(catch_up_all(shared, opened), crate::reconcile::read(&all, &shared.js, &shared.config, None));
+    let started = std::time::Instant::now();
+    let ((caught_up, catch_up_time), (read, read_time)) = tokio::join!(
+        timed(started, catch_up_all(shared, opened)),
+        timed(started, crate::reconcile::read(&all, &shared.js, &shared.config, None))
+    );
     let caught_up = match caught_up {
         Ok(outcomes) => outcomes,
         Err(err) => return opened.iter().map(|_| Err(anyhow::anyhow!("{err:#}"))).collect(),
@@ -523,7 +522,14 @@ async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>
     match reconciled {
         Ok(summary) => {
             let indexes: Vec<u32> = parts.iter().map(|(p, _)| p.index).collect();
-            info!(partitions = ?indexes, %summary, "Reconciled the partitions taken over with the output streams.");
+            info!(
+                partitions = ?indexes,
+                %summary,
+                catch_up_ms = catch_up_time.as_millis(),
+                read_ms = read_time.as_millis(),
+                total_ms = started.elapsed().as_millis(),
+                "Reconciled the partitions taken over with the output streams."
+            );
             caught_up
         }
         Err(err) => {
@@ -533,8 +539,15 @@ async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>
     }
 }
 
-/// Catches each partition up with its last input message, side by side; an error when the
-/// input stream cannot be read at all.
+/// `future`'s outcome, and how long after `started` it came.
+async fn timed<T>(started: std::time::Instant, future: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let outcome = future.await;
+    (outcome, started.elapsed())
+}
+
+/// Catches each partition up, side by side, with the last input message its former owner can
+/// have read ([`crate::nats::owners_reach`]), or with its last input message where that is
+/// unknown; an error when the input stream cannot be read at all.
 async fn catch_up_all(shared: &Shared, opened: &[Opened]) -> anyhow::Result<Vec<anyhow::Result<()>>> {
     let config = &shared.config;
     let Some(first) = opened.first() else { return Ok(Vec::new()) };
@@ -542,8 +555,19 @@ async fn catch_up_all(shared: &Shared, opened: &[Opened]) -> anyhow::Result<Vec<
     let stream_last = stream.info().await.context("reading the input stream's state")?.state.last_sequence;
     let layout = Layout { root: config.state.path.clone(), count: first.partition.count };
     let lasts = partitions::last_sequences(&stream, config, &layout, stream_last).await?;
+    let indexes: Vec<Partition> = opened.iter().map(|o| o.partition).collect();
+    let reach = crate::nats::owners_reach(&stream, config, &indexes).await.unwrap_or_else(|err| {
+        warn!(
+            error = format!("{err:#}"),
+            "Cannot tell how far the former owners read; catching up with all the input."
+        );
+        Default::default()
+    });
     Ok(futures::future::join_all(opened.iter().map(|o| async {
-        let last = lasts[o.partition.index as usize];
+        let index = o.partition.index;
+        // What the former owner cannot have published outputs of is left to the pipeline,
+        // which applies it publishing (docs/operations.md, "Several instances").
+        let last = reach.get(&index).map_or(lasts[index as usize], |&reach| reach.min(lasts[index as usize]));
         let position = topology::committed_position(&Overlay::new(o.rocks.as_ref()))?;
         if position < last {
             info!(

@@ -44,7 +44,7 @@ const READ_WAIT: Duration = Duration::from_secs(30);
 const DAYS_PER_BATCH: usize = 16;
 /// Store-days a state holds at most (stores × retained days); a guard against a runaway scan.
 const STORE_DAYS_MAX: usize = 10_000_000;
-/// Stores whose subjects a reading back names at most; with more, it reads every subject.
+/// Stores a reading back keeps the outputs of at most; with more, it keeps every store's.
 const FILTERED_STORES_MAX: usize = 1_000;
 /// Store-days named in a warning at most; the count says how many there are.
 const DAYS_NAMED_MAX: usize = 10;
@@ -215,8 +215,14 @@ pub async fn apply(
             Some(now) => {
                 let unread: BTreeSet<String> = now.difference(&before).cloned().collect();
                 if !unread.is_empty() {
+                    let (count, started) = (unread.len(), std::time::Instant::now());
                     read.stores = Some(unread);
                     read_back(js, config, &mut read, false, None).await?;
+                    info!(
+                        stores = count,
+                        ms = started.elapsed().as_millis(),
+                        "Read back the outputs of the stores that appeared while catching up."
+                    );
                 }
             }
             // Too many stores to name now: every subject, read again from the start.
@@ -229,13 +235,48 @@ pub async fn apply(
         }
     }
     let ReadBack { received, adjustments, dead_letters, mut summary, .. } = read;
-    let mut doubtful: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    for (_, store) in partitions {
-        let read = Read { received: &received, adjustments: &adjustments, dead_letters: &dead_letters };
-        reconcile_state(*store, read, &config.input.subject_prefix, &mut summary, &mut doubtful)?;
+    let read = Read { received: &received, adjustments: &adjustments, dead_letters: &dead_letters };
+    let prefix = &config.input.subject_prefix;
+    // Each state on a thread of its own: a takeover waits for the slowest only.
+    let outcomes: Vec<Result<(Summary, Doubtful), ReconcileError>> = std::thread::scope(|threads| {
+        let running: Vec<_> = partitions
+            .iter()
+            .map(|(_, store)| {
+                threads.spawn(move || {
+                    let (mut summary, mut doubtful) = (Summary::default(), Doubtful::new());
+                    reconcile_state(*store, read, prefix, &mut summary, &mut doubtful).map(|()| (summary, doubtful))
+                })
+            })
+            .collect();
+        running.into_iter().map(|thread| thread.join().expect("reconciling a state panicked")).collect()
+    });
+    let mut doubtful = Doubtful::new();
+    for outcome in outcomes {
+        let (part, part_doubtful) = outcome?;
+        summary.add(part);
+        for (outcome, days) in part_doubtful {
+            doubtful.entry(outcome).or_default().extend(days);
+        }
     }
     warn_doubtful(&doubtful);
     Ok(summary)
+}
+
+/// Books that could not be checked in full, by outcome: `store/day` or `store/period/<p>`.
+type Doubtful = BTreeMap<&'static str, Vec<String>>;
+
+impl Summary {
+    /// Adds what reconciling one more state did.
+    fn add(&mut self, other: Summary) {
+        for (outcome, count) in other.days {
+            *self.days.entry(outcome).or_default() += count;
+        }
+        for (outcome, count) in other.periods {
+            *self.periods.entry(outcome).or_default() += count;
+        }
+        self.outbox_postings_dropped += other.outbox_postings_dropped;
+        self.outbox_dead_letters_dropped += other.outbox_dead_letters_dropped;
+    }
 }
 
 /// Reconciles one state with what the output streams hold, and clears its mark.
@@ -244,7 +285,7 @@ fn reconcile_state(
     Read { received, adjustments, dead_letters }: Read<'_>,
     prefix: &str,
     summary: &mut Summary,
-    doubtful: &mut BTreeMap<&'static str, Vec<String>>,
+    doubtful: &mut Doubtful,
 ) -> Result<(), ReconcileError> {
     let dropped = drop_outbox_sent(store, prefix, received, dead_letters)?;
     summary.outbox_postings_dropped += dropped.postings;
@@ -282,7 +323,7 @@ fn reconcile_state(
 }
 
 /// Store-days whose book could not be checked in full: the postings stream lost messages.
-fn warn_doubtful(doubtful: &BTreeMap<&'static str, Vec<String>>) {
+fn warn_doubtful(doubtful: &Doubtful) {
     for (outcome, days) in doubtful {
         let named: Vec<&String> = days.iter().take(DAYS_NAMED_MAX).collect();
         warn!(
@@ -296,6 +337,7 @@ fn warn_doubtful(doubtful: &BTreeMap<&'static str, Vec<String>>) {
 }
 
 /// What the output streams hold, as read back.
+#[derive(Clone, Copy)]
 struct Read<'a> {
     received: &'a Received,
     adjustments: &'a ReceivedAdjustments,
@@ -345,12 +387,27 @@ fn outbox_stores(store: &dyn Store, prefix: &str) -> Result<BTreeSet<String>, Re
     }
 }
 
-/// The subjects to read under `stem` (`P.alerts.drift`): every store's, or those of `stores`.
+/// Stores a reading back names one by one in its consumers' filters at most; with more, it reads
+/// every store's subjects and keeps its stores' outputs itself. A filter per store costs the
+/// server more than sending the other stores' outputs: 150 filters over 34 000 alert revisions
+/// took 1.8 s of nats-server's CPU, one wildcard 0.55 s (bench/README.md, session 16).
+const SUBJECT_FILTERS_MAX: usize = 8;
+
+/// The subjects to read under `stem` (`P.alerts.drift`): those of a few `stores`, else every
+/// store's.
 fn filters(stem: &str, stores: Option<&BTreeSet<String>>) -> Vec<String> {
     match stores {
-        None => vec![format!("{stem}.>")],
-        Some(stores) => stores.iter().map(|store| format!("{stem}.{store}")).collect(),
+        Some(stores) if stores.len() <= SUBJECT_FILTERS_MAX => {
+            stores.iter().map(|store| format!("{stem}.{store}")).collect()
+        }
+        _ => vec![format!("{stem}.>")],
     }
+}
+
+/// Whether `subject` is one of `stores`' under `stem` (`P.alerts.drift.`): every store's is
+/// when `stores` is `None`.
+fn in_scope(subject: &str, stem: &str, stores: Option<&BTreeSet<String>>) -> bool {
+    stores.is_none_or(|stores| subject.strip_prefix(stem).is_some_and(|store| stores.contains(store)))
 }
 
 /// Adds to `into` every posting and alert revision the output streams hold (of its stores
@@ -363,49 +420,62 @@ async fn read_back(
     mut progress: Option<&mut Progress>,
 ) -> Result<(), ReconcileError> {
     let prefix = &config.input.subject_prefix;
-    let stores = into.stores.as_ref();
+    let (postings_stem, alerts_stem) = (format!("{prefix}.erp.postings."), format!("{prefix}.alerts.drift."));
     // Only the ids of the dead letters are wanted, not the inputs they carry; a dead letter's
     // subject names its reason, not its store.
     let dlq_filters = if dead_letters { vec![format!("{prefix}.dlq.>")] } else { Vec::new() };
+    let stores_named = into.stores.as_ref();
     let (postings, alerts, dlq) = tokio::try_join!(
-        open_ordered(js, POSTINGS_STREAM, filters(&format!("{prefix}.erp.postings"), stores), Reading::Whole),
-        open_ordered(js, ALERTS_STREAM, filters(&format!("{prefix}.alerts.drift"), stores), Reading::Whole),
+        open_ordered(js, POSTINGS_STREAM, filters(&format!("{prefix}.erp.postings"), stores_named), Reading::Whole),
+        open_ordered(js, ALERTS_STREAM, filters(&format!("{prefix}.alerts.drift"), stores_named), Reading::Whole),
         open_ordered(js, DLQ_STREAM, dlq_filters, Reading::HeadersOnly),
     )?;
-    let ReadBack { received, adjustments, dead_letters, summary, .. } = into;
+    let ReadBack { stores, received, adjustments, dead_letters, summary } = into;
+    let wanted = |message: &jetstream::Message, stem: &str| in_scope(&message.subject, stem, stores.as_ref());
     received.postings_complete = postings.complete;
     if let Some(progress) = progress.as_deref_mut() {
         progress.set_total(postings.pending + alerts.pending + dlq.pending);
     }
-    read_all(postings, &mut progress, |message| match decode::<ReceivedPosting>(message) {
-        Some(posting) => {
-            received.add_posting(posting);
-            summary.postings_read += 1;
+    // The three streams are read side by side; the alert revisions are added once all is read.
+    let progress = std::sync::Mutex::new(progress);
+    let (mut alert_revisions, mut unreadable_alerts) = (Vec::new(), 0);
+    let read_postings = read_all(postings, &progress, |message| {
+        if !wanted(message, &postings_stem) {
+            return;
         }
-        // Inventory adjustment postings keep books of their own, per store and period.
-        None => match decode::<ReceivedAdjustment>(message).filter(|_| is_adjustment_posting(message)) {
+        match decode::<ReceivedPosting>(message) {
             Some(posting) => {
-                adjustments.add(posting);
+                received.add_posting(posting);
                 summary.postings_read += 1;
             }
-            None => summary.unreadable += 1,
-        },
-    })
-    .await?;
-    read_all(alerts, &mut progress, |message| match decode::<ReceivedAlert>(message) {
-        Some(alert) => {
-            received.add_alert(alert);
-            summary.alerts_read += 1;
+            // Inventory adjustment postings keep books of their own, per store and period.
+            None => match decode::<ReceivedAdjustment>(message).filter(|_| is_adjustment_posting(message)) {
+                Some(posting) => {
+                    adjustments.add(posting);
+                    summary.postings_read += 1;
+                }
+                None => summary.unreadable += 1,
+            },
         }
-        None => summary.unreadable += 1,
-    })
-    .await?;
-    read_all(dlq, &mut progress, |message| {
+    });
+    let read_alerts = read_all(alerts, &progress, |message| {
+        if !wanted(message, &alerts_stem) {
+            return;
+        }
+        match decode::<ReceivedAlert>(message) {
+            Some(alert) => alert_revisions.push(alert),
+            None => unreadable_alerts += 1,
+        }
+    });
+    let read_dlq = read_all(dlq, &progress, |message| {
         if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
             dead_letters.insert(id.as_str().to_string());
         }
-    })
-    .await?;
+    });
+    tokio::try_join!(read_postings, read_alerts, read_dlq)?;
+    summary.alerts_read += alert_revisions.len() as u64;
+    summary.unreadable += unreadable_alerts;
+    alert_revisions.into_iter().for_each(|alert| received.add_alert(alert));
     if summary.unreadable > 0 {
         warn!(
             count = summary.unreadable,
@@ -478,7 +548,7 @@ async fn open_ordered(
 /// Hands every message of `ordered` to `each`, until none is pending.
 async fn read_all(
     mut ordered: Ordered,
-    progress: &mut Option<&mut Progress>,
+    progress: &std::sync::Mutex<Option<&mut Progress>>,
     mut each: impl FnMut(&jetstream::Message),
 ) -> Result<(), ReconcileError> {
     let stream = ordered.stream;
@@ -490,7 +560,7 @@ async fn read_all(
         let Some(message) = next else { return Ok(()) };
         let message = message.map_err(|e| read_error(stream)(e.into()))?;
         each(&message);
-        if let Some(progress) = progress.as_deref_mut() {
+        if let Some(progress) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_deref_mut() {
             progress.add(1);
         }
         if message.info().map_err(read_error(stream))?.pending == 0 {
@@ -594,8 +664,8 @@ mod tests {
         codec::encode(&entry)
     }
 
-    // Proves a reconciliation of some partitions reads the subjects of exactly the stores they
-    // hold (in store-days and in the outbox), and one of every partition reads every subject.
+    // Proves a reconciliation of some partitions keeps the outputs of exactly the stores they
+    // hold (in store-days and in the outbox), and one of every partition keeps every store's.
     #[test]
     fn some_partitions_read_back_their_stores_only() {
         let state = MemStore::new();
@@ -613,7 +683,13 @@ mod tests {
         assert!(scope(&of(0, 1), "retail").unwrap().is_none(), "every partition: every subject");
 
         let named: BTreeSet<String> = ["0007".to_string()].into();
+        assert!(in_scope("retail.alerts.drift.0007", "retail.alerts.drift.", Some(&named)));
+        assert!(!in_scope("retail.alerts.drift.0042", "retail.alerts.drift.", Some(&named)));
+        assert!(!in_scope("retail.alerts.drift.00071", "retail.alerts.drift.", Some(&named)));
+        assert!(in_scope("retail.alerts.drift.0042", "retail.alerts.drift.", None));
         assert_eq!(filters("retail.alerts.drift", Some(&named)), ["retail.alerts.drift.0007"]);
+        let many: BTreeSet<String> = (0..=SUBJECT_FILTERS_MAX).map(|n| format!("{n:04}")).collect();
+        assert_eq!(filters("retail.alerts.drift", Some(&many)), ["retail.alerts.drift.>"]);
         assert_eq!(filters("retail.alerts.drift", None), ["retail.alerts.drift.>"]);
     }
 }

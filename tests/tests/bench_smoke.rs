@@ -129,13 +129,13 @@ fn process_smoke_runs_the_tally_binary_and_prints_its_peak_rss_last() {
 }
 
 // Proves `tally-bench failover --smoke` runs two real `tally` instances over its preload, waits
-// for the killed one's partitions to run on the other, and ends with the failover time.
+// for the killed one's partitions to commit on the other, and ends with the failover time.
 #[test]
 fn failover_smoke_kills_an_instance_and_prints_the_failover_time_last() {
     let (stdout, seconds) = run_with_tally(&["failover", "--smoke", "--standby"], "failover_seconds");
     // The killed instance's leases (3 s, renewed every second) must expire first: at least 2 s.
     assert!(seconds >= 1.0, "a failover of {seconds} s is shorter than the leases allow:\n{stdout}");
-    assert!(stdout.contains("running on b"), "no partition of a's runs on b:\n{stdout}");
+    assert!(stdout.contains("committing on b"), "no partition of a's commits on b:\n{stdout}");
 }
 
 // Proves `tally-bench checkpoint --smoke` checkpoints a 20 MiB state to a real nats-server's

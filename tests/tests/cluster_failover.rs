@@ -297,6 +297,9 @@ async fn kill_9_of_an_owner(standby: Standby) {
     let all_on_b = || async { owned(&b).await.is_some_and(|p| p.len() == 16) };
     assert!(wait_until(SETTLE_TIMEOUT, all_on_b).await, "b did not take a's partitions {on_a:?} over\n{}", b.logs());
     let taken_over = killed.elapsed();
+    let (_, ready) = b.try_http_get("/readyz").await.expect("b's /readyz");
+    let taking_over = ready["taking_over"].as_array().expect("/readyz lists the partitions being taken over");
+    assert!(taking_over.is_empty(), "b runs all 16 partitions, yet takes some over: {ready}");
     let shared = settled(&b, &js, &model, dead_letters).await;
     // No output id was ever sent with two contents, by either instance.
     let (publishes, resends) = tap.check();

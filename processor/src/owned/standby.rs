@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Opener;
+use crate::cluster::{assign, Epoch};
 use crate::partitions::Partition;
 use crate::pipeline::{Ended, Pipeline, Shared};
 use crate::runner::Tick;
@@ -68,9 +69,25 @@ impl Standbys {
         }
     }
 
-    /// The partitions stood by for.
-    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
-        self.running.keys().copied()
+    /// The partitions of `count` to stand by for, with `members` live and `owned` leased to
+    /// `me`: those `me` is the runner-up of and does not own, and those stood by for already
+    /// whose owner left and that are `me`'s to take (or leased already, their takeover yet to
+    /// start), whose standby goes on until the takeover stops it. None that is `busy` (running
+    /// here, or being handed over).
+    pub fn wanted(
+        &self,
+        count: u32,
+        members: &BTreeSet<String>,
+        me: &str,
+        owned: &BTreeMap<u32, Epoch>,
+        busy: impl Fn(&u32) -> bool,
+    ) -> BTreeSet<u32> {
+        let mut wanted = assign::standing_by(count, members, me);
+        wanted.retain(|p| !owned.contains_key(p));
+        let mine = |p: &u32| assign::owner(*p, members) == Some(me) || owned.contains_key(p);
+        wanted.extend(self.running.keys().filter(|p| mine(p)));
+        wanted.retain(|p| !busy(p));
+        wanted
     }
 
     /// Stops the standbys of the partitions `indexes` that have one, side by side, and deletes
