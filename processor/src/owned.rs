@@ -550,24 +550,30 @@ async fn timed<T>(started: std::time::Instant, future: impl std::future::Future<
 /// unknown; an error when the input stream cannot be read at all.
 async fn catch_up_all(shared: &Shared, opened: &[Opened]) -> anyhow::Result<Vec<anyhow::Result<()>>> {
     let config = &shared.config;
-    let Some(first) = opened.first() else { return Ok(Vec::new()) };
+    if opened.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut stream = shared.js.get_stream(&config.input.stream).await.context("looking up the input stream")?;
     let stream_last = stream.info().await.context("reading the input stream's state")?.state.last_sequence;
-    let layout = Layout { root: config.state.path.clone(), count: first.partition.count };
-    let lasts = partitions::last_sequences(&stream, config, &layout, stream_last).await?;
-    let indexes: Vec<Partition> = opened.iter().map(|o| o.partition).collect();
-    let reach = crate::nats::owners_reach(&stream, config, &indexes).await.unwrap_or_else(|err| {
+    let taken: Vec<Partition> = opened.iter().map(|o| o.partition).collect();
+    // Only the partitions taken over: each asks nats-server for one message.
+    let lasts = futures::future::try_join_all(
+        taken.iter().map(|partition| partitions::last_sequence(&stream, config, partition, stream_last)),
+    )
+    .await?;
+    let reach = crate::nats::owners_reach(&stream, config, &taken).await.unwrap_or_else(|err| {
         warn!(
             error = format!("{err:#}"),
             "Cannot tell how far the former owners read; catching up with all the input."
         );
         Default::default()
     });
-    Ok(futures::future::join_all(opened.iter().map(|o| async {
+    let reach = &reach;
+    Ok(futures::future::join_all(opened.iter().zip(lasts).map(|(o, partition_last)| async move {
         let index = o.partition.index;
         // What the former owner cannot have published outputs of is left to the pipeline,
         // which applies it publishing (docs/operations.md, "Several instances").
-        let last = reach.get(&index).map_or(lasts[index as usize], |&reach| reach.min(lasts[index as usize]));
+        let last = reach.get(&index).map_or(partition_last, |&reach| reach.min(partition_last));
         let position = topology::committed_position(&Overlay::new(o.rocks.as_ref()))?;
         if position < last {
             info!(

@@ -213,20 +213,28 @@ pub async fn last_sequences(
     layout: &Layout,
     last: u64,
 ) -> anyhow::Result<Vec<u64>> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let mut lasts = Vec::new();
     for partition in layout.partitions() {
-        let Some(subject) = partition.filter_subject(config) else {
-            lasts.push(last);
-            continue;
-        };
-        match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => lasts.push(message.sequence),
-            Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => lasts.push(0),
-            Err(err) => return Err(err).with_context(|| format!("reading the last message of {subject}")),
-        }
+        lasts.push(last_sequence(stream, config, &partition, last).await?);
     }
     Ok(lasts)
+}
+
+/// The last stream sequence of `partition` as of now: 0 without messages, `last` (the
+/// stream's) for an unpartitioned stream.
+pub async fn last_sequence(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &Config,
+    partition: &Partition,
+    last: u64,
+) -> anyhow::Result<u64> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let Some(subject) = partition.filter_subject(config) else { return Ok(last) };
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => Ok(message.sequence),
+        Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(0),
+        Err(err) => Err(err).with_context(|| format!("reading the last message of {subject}")),
+    }
 }
 
 /// The lowest committed position of the partitions that have not reached their last sequence,

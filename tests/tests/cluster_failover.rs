@@ -104,7 +104,7 @@ async fn settled(tally: &Tally, js: &Js, model: &Model, dead_letters: u64) -> Ou
     let outputs = Outputs::read(js).await;
     let mut totals = BTreeMap::new();
     for store in STORES {
-        totals.insert(store.to_string(), DayTotals::from_http(&tally.day(store, DAY).await));
+        totals.insert(store.to_string(), DayTotals::from_http(&served_day(tally, store).await));
     }
     let alerts = outputs
         .alerts
@@ -113,6 +113,21 @@ async fn settled(tally: &Tally, js: &Js, model: &Model, dead_letters: u64) -> Ou
         .collect();
     let api_alerts = api_alerts(tally).await;
     Outcome { totals, postings: outputs.posting_sums(), dlq: outputs.dlq, alerts, api_alerts }
+}
+
+/// `/v1/stores/<store>/days/<DAY>`, once it is answered: a partition moving between the
+/// instances (one that rejoined takes its share back) answers `503` meanwhile.
+async fn served_day(tally: &Tally, store: &str) -> Value {
+    let path = format!("/v1/stores/{store}/days/{DAY}");
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let answer = tally.try_http_get(&path).await;
+        match answer {
+            Ok((200, body)) => return body,
+            _ if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => panic!("GET {path} did not answer 200: {answer:?}\n{}", tally.logs()),
+        }
+    }
 }
 
 /// `/v1/alerts` as id → figures, once the instance answers for every partition.

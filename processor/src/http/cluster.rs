@@ -218,12 +218,21 @@ fn retry_later(message: String) -> Response {
 
 /// Sends a request about a store whose partition this instance does not run to the instance
 /// that should: `307 Temporary Redirect` to its `cluster.advertise` address, same path and
-/// query; `503` with `Retry-After` while the partition is on its way to this instance.
+/// query; `503` with `Retry-After` while the partition is on its way to this instance, or
+/// held by it but not running (taking over, or handing over).
 pub(super) async fn to_owner(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(view) = &state.cluster else { return next.run(request).await };
     let Some(store) = store_of(&request) else { return next.run(request).await };
     let partition = partition::of_store(&store, view.partitions);
     if view.ownership.borrow().partitions.contains_key(&partition) {
+        // Its lease is held, but its state is read only while it runs: a partition still
+        // catching up, or stopped to be handed over, would answer an empty 404.
+        if !view.running().contains(&partition) {
+            return retry_later(format!(
+                "store {store:?} is in partition {partition}, which is moving to or from this instance; \
+                 try again shortly"
+            ));
+        }
         return next.run(request).await;
     }
     let members = view.members.borrow().clone();
@@ -249,4 +258,92 @@ fn store_of(request: &Request) -> Option<String> {
         return rest.split('/').next().filter(|s| !s.is_empty()).map(str::to_string);
     }
     uri.query()?.split('&').find_map(|pair| pair.strip_prefix("store=")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Epoch;
+    use crate::health::Health;
+    use tally_state::{MemStore, Store};
+
+    /// Serves an instance "me" of `members` owning `owned` of 4 partitions, reading `serving`;
+    /// the base URL.
+    async fn serve(owned: &[u32], serving: Arc<UnionStore>, members: &[&str]) -> String {
+        let ownership = Ownership { partitions: owned.iter().map(|p| (*p, Epoch(1))).collect(), ..Default::default() };
+        let members = members
+            .iter()
+            .map(|id| {
+                let member = Member {
+                    instance: id.to_string(),
+                    advertise: format!("{id}.invalid:8080"),
+                    started_at: String::new(),
+                    session: String::new(),
+                };
+                (id.to_string(), member)
+            })
+            .collect();
+        let view = ClusterView {
+            instance: "me".to_string(),
+            partitions: 4,
+            ownership: watch::channel(ownership).1,
+            members: watch::channel(members).1,
+            serving: Arc::clone(&serving),
+            client: reqwest::Client::new(),
+        };
+        let state = ApiState {
+            store: serving,
+            health: Arc::new(Health::default()),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
+            bearer_token: None,
+            cluster: Some(view),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move { axum::serve(listener, super::super::router(state)).await });
+        format!("http://{address}")
+    }
+
+    async fn get(url: &str) -> reqwest::Response {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client");
+        client.get(url).send().await.expect("an answer")
+    }
+
+    /// A store of partition `partition` of 4.
+    fn store_in(partition: u32) -> String {
+        (0..).map(|n| format!("{n:04}")).find(|s| partition::of_store(s, 4) == partition).expect("a store")
+    }
+
+    #[tokio::test]
+    async fn a_partition_held_but_not_running_answers_retry_later_and_one_running_answers_itself() {
+        let serving = Arc::new(UnionStore::new(Vec::new()));
+        let base = serve(&[1], Arc::clone(&serving), &["me", "other"]).await;
+        let day = format!("{base}/v1/stores/{}/days/2026-11-27", store_in(1));
+
+        let taking_over = get(&day).await;
+        assert_eq!(taking_over.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(taking_over.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        let why = taking_over.text().await.expect("a body");
+        assert!(why.contains("partition 1") && why.contains("moving"), "{why}");
+
+        serving.replace_indexed(vec![(1, Arc::new(MemStore::new()) as Arc<dyn Store>)]);
+        let running = get(&day).await;
+        assert_eq!(running.status(), StatusCode::NOT_FOUND, "read here: this store has no data yet");
+        assert!(running.text().await.expect("a body").contains("no data for store"));
+    }
+
+    #[tokio::test]
+    async fn a_partition_owned_elsewhere_is_redirected_to_its_owner() {
+        let serving = Arc::new(UnionStore::new(Vec::new()));
+        let members = ["me", "other"];
+        let ids: BTreeSet<String> = members.iter().map(|m| m.to_string()).collect();
+        let theirs = (0..4).find(|p| assign::owner(*p, &ids) == Some("other")).expect("one of theirs");
+        let base = serve(&[], serving, &members).await;
+        let path = format!("/v1/stores/{}/days/2026-11-27", store_in(theirs));
+
+        let redirected = get(&format!("{base}{path}")).await;
+        assert_eq!(redirected.status(), StatusCode::TEMPORARY_REDIRECT);
+        let location = redirected.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(location, Some(format!("http://other.invalid:8080{path}")));
+    }
 }
