@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use crate::cluster::{Cluster, Epoch, Fence, Ownership};
 use crate::partitions::{self, Layout, Partition, UnionStore};
 use crate::pipeline::{Ended, Pipeline, Shared};
+use crate::reconcile::ReadAhead;
 use crate::runner::Tick;
 use crate::snapshot::{self, Checkpointer, Checkpoints, FileEntry, Manifest};
 use standby::Standbys;
@@ -406,11 +407,14 @@ impl Following<'_> {
         }
         // Their states, seconds behind, are where the takeovers start from; held open until
         // the takeovers have opened them.
-        let stood_by = match standbys {
-            Some(standbys) => standbys.stop(self.shared, &due.iter().map(|(p, _)| *p).collect::<Vec<_>>()).await,
-            None => Vec::new(),
+        let due_indexes: Vec<u32> = due.iter().map(|(p, _)| *p).collect();
+        let (stood_by, outputs) = match standbys {
+            Some(standbys) => {
+                (standbys.stop(self.shared, &due_indexes).await, standbys.take_outputs_read_ahead(&due_indexes))
+            }
+            None => (Vec::new(), None),
         };
-        let started = self.start_all(&due).await;
+        let started = self.start_all(&due, outputs).await;
         drop(stood_by);
         for (index, run) in started? {
             match run {
@@ -442,7 +446,11 @@ impl Following<'_> {
     /// are restored and their catch-ups run side by side, and the output streams are read back
     /// once for all of them. Each comes back with `None` when its takeover failed for now; an
     /// error only when a state cannot be opened.
-    async fn start_all(&self, due: &[(u32, Epoch)]) -> anyhow::Result<Vec<(u32, Option<Running>)>> {
+    async fn start_all(
+        &self,
+        due: &[(u32, Epoch)],
+        outputs: Option<ReadAhead>,
+    ) -> anyhow::Result<Vec<(u32, Option<Running>)>> {
         let started = std::time::Instant::now();
         let count = self.opener.layout.count;
         let opened = futures::future::try_join_all(due.iter().map(|&(index, epoch)| async move {
@@ -451,7 +459,7 @@ impl Following<'_> {
             anyhow::Ok(Opened { partition, epoch, rocks, store, restored })
         }))
         .await?;
-        let caught_up = take_over(self.shared, &opened).await;
+        let caught_up = take_over(self.shared, &opened, outputs).await;
         let mut runs = Vec::with_capacity(opened.len());
         for (opened, outcome) in opened.into_iter().zip(caught_up) {
             let index = opened.partition.index;
@@ -493,15 +501,21 @@ struct Opened {
 
 /// Brings each partition's state up to the last input message its former owner can have read,
 /// without publishing, then sets their books from the output streams, read back once for all
-/// of them (docs/operations.md, "Several instances"). One outcome per partition, in order.
-async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>> {
+/// of them (docs/operations.md, "Several instances"), or only what they got since `outputs`
+/// (a standby's) read them. One outcome per partition, in order.
+async fn take_over(shared: &Shared, opened: &[Opened], outputs: Option<ReadAhead>) -> Vec<anyhow::Result<()>> {
     // The former owner publishes no more: the outputs are read back while the states catch up.
     let all: Vec<(Partition, &dyn Store)> = opened.iter().map(|o| (o.partition, o.store.as_ref())).collect();
     let started = std::time::Instant::now();
-    let ((caught_up, catch_up_time), (read, read_time)) = tokio::join!(
-        timed(started, catch_up_all(shared, opened)),
-        timed(started, crate::reconcile::read(&all, &shared.js, &shared.config, None))
-    );
+    let read_ahead = outputs.is_some();
+    let read = async {
+        match outputs {
+            Some(outputs) => outputs.finish(&shared.js, &shared.config).await,
+            None => crate::reconcile::read(&all, &shared.js, &shared.config, None).await,
+        }
+    };
+    let ((caught_up, catch_up_time), (read, read_time)) =
+        tokio::join!(timed(started, catch_up_all(shared, opened)), timed(started, read));
     let caught_up = match caught_up {
         Ok(outcomes) => outcomes,
         Err(err) => return opened.iter().map(|_| Err(anyhow::anyhow!("{err:#}"))).collect(),
@@ -527,6 +541,7 @@ async fn take_over(shared: &Shared, opened: &[Opened]) -> Vec<anyhow::Result<()>
                 %summary,
                 catch_up_ms = catch_up_time.as_millis(),
                 read_ms = read_time.as_millis(),
+                read_ahead,
                 total_ms = started.elapsed().as_millis(),
                 "Reconciled the partitions taken over with the output streams."
             );

@@ -25,15 +25,20 @@ use tally_state::{Cf, Overlay, StateError, Store, WriteBatch};
 use tally_topologies::adjustments_reconcile::{self, ReceivedAdjustment, ReceivedAdjustments};
 use tally_topologies::aggregates::OutboxEntry;
 use tally_topologies::codec;
+use tally_topologies::partition;
 use tally_topologies::reconcile::{self, BookOutcome, Received, ReceivedAlert, ReceivedPosting};
 use tally_topologies::report;
 use tally_topologies::topology::TopologyError;
 use tracing::{info, warn};
 
+pub use ahead::ReadAhead;
+
 use crate::config::Config;
 use crate::dlq::DLQ_STREAM;
 use crate::partitions::Partition;
 use crate::progress::Progress;
+
+mod ahead;
 
 /// The streams read back (docs/wire-format.md).
 const POSTINGS_STREAM: &str = crate::nats::ERP_STREAM;
@@ -170,6 +175,10 @@ pub async fn run(
 pub struct ReadBack {
     /// The stores read (`None`: every store).
     stores: Option<BTreeSet<String>>,
+    /// The partitions whose stores are kept, of how many (a read ahead's); `None`: all.
+    partitions: Option<(BTreeSet<u32>, u32)>,
+    /// Where the next read of each stream starts.
+    next: Next,
     received: Received,
     adjustments: ReceivedAdjustments,
     /// The `Nats-Msg-Id`s of the dead letters in `RETAIL_DLQ`.
@@ -189,10 +198,21 @@ pub async fn read(
     Ok(read)
 }
 
+/// Where the next read of each output stream starts: the sequence after the last message read,
+/// 0 before the first read (from the stream's first message).
+#[derive(Debug, Default, Clone, Copy)]
+struct Next {
+    postings: u64,
+    alerts: u64,
+    dlq: u64,
+}
+
 impl ReadBack {
     fn empty(stores: Option<BTreeSet<String>>) -> ReadBack {
         ReadBack {
             stores,
+            partitions: None,
+            next: Next::default(),
             received: Received::default(),
             adjustments: ReceivedAdjustments::default(),
             dead_letters: HashSet::new(),
@@ -410,6 +430,14 @@ fn in_scope(subject: &str, stem: &str, stores: Option<&BTreeSet<String>>) -> boo
     stores.is_none_or(|stores| subject.strip_prefix(stem).is_some_and(|store| stores.contains(store)))
 }
 
+/// Whether `subject` under `stem` is of a store in one of `partitions` (of how many): every
+/// store's is when `partitions` is `None`.
+fn in_partitions(subject: &str, stem: &str, partitions: Option<&(BTreeSet<u32>, u32)>) -> bool {
+    partitions.is_none_or(|(partitions, count)| {
+        subject.strip_prefix(stem).is_some_and(|store| partitions.contains(&partition::of_store(store, *count)))
+    })
+}
+
 /// Adds to `into` every posting and alert revision the output streams hold (of its stores
 /// only, when it names them), and the ids of the dead letters when `dead_letters`.
 async fn read_back(
@@ -425,14 +453,34 @@ async fn read_back(
     // subject names its reason, not its store.
     let dlq_filters = if dead_letters { vec![format!("{prefix}.dlq.>")] } else { Vec::new() };
     let stores_named = into.stores.as_ref();
+    let next = into.next;
     let (postings, alerts, dlq) = tokio::try_join!(
-        open_ordered(js, POSTINGS_STREAM, filters(&format!("{prefix}.erp.postings"), stores_named), Reading::Whole),
-        open_ordered(js, ALERTS_STREAM, filters(&format!("{prefix}.alerts.drift"), stores_named), Reading::Whole),
-        open_ordered(js, DLQ_STREAM, dlq_filters, Reading::HeadersOnly),
+        open_ordered(
+            js,
+            POSTINGS_STREAM,
+            filters(&format!("{prefix}.erp.postings"), stores_named),
+            Reading::Whole,
+            next.postings
+        ),
+        open_ordered(
+            js,
+            ALERTS_STREAM,
+            filters(&format!("{prefix}.alerts.drift"), stores_named),
+            Reading::Whole,
+            next.alerts
+        ),
+        open_ordered(js, DLQ_STREAM, dlq_filters, Reading::HeadersOnly, next.dlq),
     )?;
-    let ReadBack { stores, received, adjustments, dead_letters, summary } = into;
-    let wanted = |message: &jetstream::Message, stem: &str| in_scope(&message.subject, stem, stores.as_ref());
-    received.postings_complete = postings.complete;
+    let ReadBack { stores, partitions, next, received, adjustments, dead_letters, summary } = into;
+    let unreadable_before = summary.unreadable;
+    let wanted = |message: &jetstream::Message, stem: &str| {
+        in_scope(&message.subject, stem, stores.as_ref()) && in_partitions(&message.subject, stem, partitions.as_ref())
+    };
+    // A read that goes on from an earlier one keeps what that one found: whether the stream
+    // held every posting when reading began.
+    if next.postings == 0 {
+        received.postings_complete = postings.complete;
+    }
     if let Some(progress) = progress.as_deref_mut() {
         progress.set_total(postings.pending + alerts.pending + dlq.pending);
     }
@@ -443,16 +491,15 @@ async fn read_back(
         if !wanted(message, &postings_stem) {
             return;
         }
+        // A posting read again (a read that failed part way is read again) counts once.
         match decode::<ReceivedPosting>(message) {
             Some(posting) => {
-                received.add_posting(posting);
-                summary.postings_read += 1;
+                summary.postings_read += u64::from(received.add_posting(posting));
             }
             // Inventory adjustment postings keep books of their own, per store and period.
             None => match decode::<ReceivedAdjustment>(message).filter(|_| is_adjustment_posting(message)) {
                 Some(posting) => {
-                    adjustments.add(posting);
-                    summary.postings_read += 1;
+                    summary.postings_read += u64::from(adjustments.add(posting));
                 }
                 None => summary.unreadable += 1,
             },
@@ -472,13 +519,18 @@ async fn read_back(
             dead_letters.insert(id.as_str().to_string());
         }
     });
-    tokio::try_join!(read_postings, read_alerts, read_dlq)?;
+    let (postings_last, alerts_last, dlq_last) = tokio::try_join!(read_postings, read_alerts, read_dlq)?;
+    // Each stream goes on after the last message read; everything read before is kept, and a
+    // message read twice changes nothing (a seq is added once, a revision is a maximum).
+    next.postings = postings_last.map_or(next.postings, |last| last + 1);
+    next.alerts = alerts_last.map_or(next.alerts, |last| last + 1);
+    next.dlq = dlq_last.map_or(next.dlq, |last| last + 1);
     summary.alerts_read += alert_revisions.len() as u64;
     summary.unreadable += unreadable_alerts;
     alert_revisions.into_iter().for_each(|alert| received.add_alert(alert));
-    if summary.unreadable > 0 {
+    if summary.unreadable > unreadable_before {
         warn!(
-            count = summary.unreadable,
+            count = summary.unreadable - unreadable_before,
             "Messages on the output subjects that are not tally's postings or alerts; ignored."
         );
     }
@@ -522,20 +574,26 @@ async fn open_ordered(
     stream: &'static str,
     mut filters: Vec<String>,
     read: Reading,
+    from: u64,
 ) -> Result<Ordered, ReconcileError> {
+    // The stream's state as of now: looking the stream up reads it.
     let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
-    let state = handle.get_info().await.map_err(|e| read_error(stream)(e.into()))?.state;
+    let state = handle.cached_info().state.clone();
     let complete = state.first_sequence <= 1 && state.deleted_count.unwrap_or(0) == 0;
-    if filters.is_empty() {
+    if filters.is_empty() || from > state.last_sequence {
         return Ok(Ordered { stream, consumer: None, pending: 0, complete });
     }
+    let deliver_policy = match from {
+        0 | 1 => consumer::DeliverPolicy::All,
+        start_sequence => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+    };
     // One subject goes in `filter_subject`, which servers before 2.10 know too.
     let (filter_subject, filter_subjects) =
         if filters.len() == 1 { (filters.remove(0), Vec::new()) } else { (String::new(), filters) };
     let config = consumer::pull::OrderedConfig {
         filter_subject,
         filter_subjects,
-        deliver_policy: consumer::DeliverPolicy::All,
+        deliver_policy,
         description: Some("tally: reading outputs back".into()),
         headers_only: read == Reading::HeadersOnly,
         ..Default::default()
@@ -545,26 +603,30 @@ async fn open_ordered(
     Ok(Ordered { stream, consumer: Some(consumer), pending, complete })
 }
 
-/// Hands every message of `ordered` to `each`, until none is pending.
+/// Hands every message of `ordered` to `each`, until none is pending; the stream sequence of
+/// the last one, if any was read.
 async fn read_all(
     mut ordered: Ordered,
     progress: &std::sync::Mutex<Option<&mut Progress>>,
     mut each: impl FnMut(&jetstream::Message),
-) -> Result<(), ReconcileError> {
+) -> Result<Option<u64>, ReconcileError> {
     let stream = ordered.stream;
-    let Some(consumer) = ordered.consumer.take().filter(|_| ordered.pending > 0) else { return Ok(()) };
+    let Some(consumer) = ordered.consumer.take().filter(|_| ordered.pending > 0) else { return Ok(None) };
     let mut messages = consumer.messages().await.map_err(|e| read_error(stream)(e.into()))?;
+    let mut last = None;
     loop {
         let next =
             tokio::time::timeout(READ_WAIT, messages.next()).await.map_err(|_| ReconcileError::Stalled { stream })?;
-        let Some(message) = next else { return Ok(()) };
+        let Some(message) = next else { return Ok(last) };
         let message = message.map_err(|e| read_error(stream)(e.into()))?;
         each(&message);
         if let Some(progress) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_deref_mut() {
             progress.add(1);
         }
-        if message.info().map_err(read_error(stream))?.pending == 0 {
-            return Ok(());
+        let info = message.info().map_err(read_error(stream))?;
+        last = Some(info.stream_sequence);
+        if info.pending == 0 {
+            return Ok(last);
         }
     }
 }

@@ -333,6 +333,13 @@ async fn kill_9_of_an_owner(standby: Standby) {
         // taken-over outbox drops those RETAIL_DLQ holds already, rather than sending them again.
         let dropped = b.stderr_text().contains("dead letters already in RETAIL_DLQ dropped from the outbox");
         assert!(dropped, "no takeover dropped dead letters already sent\n{}", b.logs());
+        // b read the outputs of the stores of a's partitions ahead, as their standby: the
+        // takeover read only what came since.
+        let read_ahead = b
+            .stderr_text()
+            .lines()
+            .any(|line| line.contains("Reconciled the partitions taken over") && line.contains("read_ahead=true"));
+        assert!(read_ahead, "the takeover read the output streams back from their start\n{}", b.logs());
     }
     let read_back = readings_back(&b) - read_back_before;
     eprintln!(
@@ -521,11 +528,22 @@ async fn losing_the_nats_leaders_changes_nothing() {
     let (publishes, resends) = tap.check();
     assert_same(&shared, &alone, &model);
     let lost = |tally: &Tally| tally.stderr_text().matches("it stops now").count();
+    let retried = |tally: &Tally| tally.stderr_text().matches("Cannot take a partition over yet").count();
+    // Why, the first time: what NATS answered while it lost a server and a leader.
+    for tally in [&a, &b] {
+        let log = tally.stderr_text();
+        let first = log.lines().find(|line| line.contains("Cannot take a partition over yet"));
+        if let Some(line) = first {
+            eprintln!("a takeover tried again: {line}");
+        }
+    }
     eprintln!(
         "cluster under NATS failures: killed {input_leader} (leader of {INPUT_STREAM}), stepped {bucket_leader} down \
-         (leader of {bucket}); leases lost: a {}, b {}; {publishes} publishes on the wire, {resends} re-sends, all \
-         byte-identical",
+         (leader of {bucket}); leases lost: a {}, b {}; takeovers tried again: a {}, b {}; {publishes} publishes on \
+         the wire, {resends} re-sends, all byte-identical",
         lost(&a),
-        lost(&b)
+        lost(&b),
+        retried(&a),
+        retried(&b)
     );
 }

@@ -18,6 +18,7 @@ use super::Opener;
 use crate::cluster::{assign, Epoch};
 use crate::partitions::Partition;
 use crate::pipeline::{Ended, Pipeline, Shared};
+use crate::reconcile::ReadAhead;
 use crate::runner::Tick;
 
 /// The standbys this instance runs, by partition.
@@ -27,6 +28,8 @@ pub struct Standbys {
     /// consumer replaces them, and they replace none.
     consumer: String,
     running: BTreeMap<u32, Standby>,
+    /// The outputs of the stores of the partitions stood by for, read ahead for their takeover.
+    outputs: Option<ReadAhead>,
 }
 
 /// One partition's standby pipeline.
@@ -41,7 +44,7 @@ impl Standbys {
     pub fn new(shared: &Shared, instance: &str) -> Standbys {
         // A consumer name has no dots; an instance id may have inner ones.
         let consumer = format!("{}-standby-{}", shared.config.input.consumer, instance.replace('.', "_"));
-        Standbys { consumer, running: BTreeMap::new() }
+        Standbys { consumer, running: BTreeMap::new(), outputs: None }
     }
 
     /// Runs a standby for exactly the partitions of `wanted`: stops the others (and any whose
@@ -67,6 +70,29 @@ impl Standbys {
                 }
             }
         }
+        self.read_outputs_ahead(shared, opener.layout.count, wanted);
+    }
+
+    /// Reads the outputs of the stores of `wanted` ahead: a read ahead that misses one of them
+    /// is replaced by one of them all (which reads the streams from their start); none is kept
+    /// without partitions to stand by for.
+    fn read_outputs_ahead(&mut self, shared: &Shared, count: u32, wanted: &BTreeSet<u32>) {
+        if wanted.is_empty() {
+            self.outputs = None;
+            return;
+        }
+        let wanted_list: Vec<u32> = wanted.iter().copied().collect();
+        if self.outputs.as_ref().is_some_and(|outputs| outputs.covers(&wanted_list)) {
+            return;
+        }
+        self.outputs = Some(ReadAhead::start(shared.js.clone(), shared.config.clone(), wanted.clone(), count));
+    }
+
+    /// The outputs read ahead, when they cover every one of `partitions`, for their takeover to
+    /// read only what came since. The next [`Self::follow`] starts reading ahead again for
+    /// the partitions still stood by for.
+    pub fn take_outputs_read_ahead(&mut self, partitions: &[u32]) -> Option<ReadAhead> {
+        self.outputs.take_if(|outputs| outputs.covers(partitions))
     }
 
     /// The partitions of `count` to stand by for, with `members` live and `owned` leased to

@@ -1,0 +1,162 @@
+//! Reading the output streams ahead, for a warm standby (docs/operations.md, "Warm standby"):
+//! while this instance stands by for some partitions, it reads what the output streams hold of
+//! their stores, and goes on reading as the streams grow, so that taking those partitions over
+//! reads back only what the last second brought instead of every stream from its start.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{read_back, ReadBack, ReconcileError};
+use crate::config::Config;
+
+/// How long a read ahead waits between two reads of what the streams got since.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The outputs of some partitions' stores, read ahead and kept up to date in the background.
+pub struct ReadAhead {
+    partitions: BTreeSet<u32>,
+    read: Arc<Mutex<ReadBack>>,
+    reading: JoinHandle<()>,
+}
+
+impl ReadAhead {
+    /// Starts reading the outputs of the stores of `partitions` (of `count`) from the streams'
+    /// first messages, then what comes, until dropped or finished.
+    pub fn start(js: jetstream::Context, config: Config, partitions: BTreeSet<u32>, count: u32) -> ReadAhead {
+        let mut empty = ReadBack::empty(None);
+        empty.partitions = Some((partitions.clone(), count));
+        let read = Arc::new(Mutex::new(empty));
+        let reading = tokio::spawn(keep_reading(js, config, Arc::clone(&read), partitions.clone()));
+        ReadAhead { partitions, read, reading }
+    }
+
+    /// The partitions whose stores' outputs it reads.
+    pub fn partitions(&self) -> &BTreeSet<u32> {
+        &self.partitions
+    }
+
+    /// Whether it reads the outputs of every one of `partitions`.
+    pub fn covers(&self, partitions: &[u32]) -> bool {
+        partitions.iter().all(|p| self.partitions.contains(p))
+    }
+
+    /// What the output streams hold of its partitions' stores now: what it has read, and what
+    /// came since. A read under way ends first.
+    pub async fn finish(self, js: &jetstream::Context, config: &Config) -> Result<ReadBack, ReconcileError> {
+        let mut read = self.read.lock().await;
+        self.reading.abort();
+        read_back(js, config, &mut read, true, None).await?;
+        let mut read = std::mem::replace(&mut *read, ReadBack::empty(None));
+        // Every store of its partitions was kept: none is left to read back after a catch-up.
+        read.stores = None;
+        Ok(read)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.reading.abort();
+    }
+}
+
+/// Reads what the streams got since the last read, every [`EVERY`]. A failed read is logged
+/// once until one succeeds again; what it read so far is kept, and the next read goes on from
+/// the last read in full (a message read twice changes nothing).
+async fn keep_reading(js: jetstream::Context, config: Config, read: Arc<Mutex<ReadBack>>, partitions: BTreeSet<u32>) {
+    let (started, mut caught_up, mut failing) = (Instant::now(), false, false);
+    loop {
+        let outcome = {
+            let mut read = read.lock().await;
+            read_back(&js, &config, &mut read, true, None).await
+        };
+        let failed = outcome.is_err();
+        match outcome {
+            Ok(()) if !caught_up => {
+                caught_up = true;
+                info!(
+                    partitions = ?partitions,
+                    ms = started.elapsed().as_millis(),
+                    "Read the output streams ahead for the partitions stood by for; following them."
+                );
+            }
+            Ok(()) => {}
+            Err(err) if !failing => warn!(
+                error = format!("{:#}", anyhow::Error::new(err)),
+                "Cannot read the output streams ahead for now; a takeover reads what is missing."
+            ),
+            Err(_) => {}
+        }
+        failing = failed;
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_nats::NatsServer;
+    use async_nats::jetstream::stream;
+    use chrono::NaiveDate;
+    use tally_topologies::partition;
+
+    /// A `final` posting of `store` on 2026-11-27, seq `seq`, of one transaction of `net`.
+    fn posting(store: &str, seq: u32, net: &str) -> String {
+        serde_json::json!({
+            "store": store, "business_day": "2026-11-27", "seq": seq, "kind": "interim",
+            "control": {"transactions": 1, "lines": 1, "net": net, "tax": "0.00"},
+        })
+        .to_string()
+    }
+
+    // Proves a read ahead keeps the outputs of its partitions' stores only, goes on from where it
+    // was as the streams grow (a message read again counts once), and that finishing it reads
+    // what came since its last read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_ahead_follows_its_partitions_stores_and_finishing_reads_the_rest() {
+        let nats = NatsServer::start();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let config = Config::default();
+        for (name, subjects, _) in crate::nats::streams(&config).into_iter().skip(1) {
+            js.create_stream(stream::Config { name, subjects, ..Default::default() }).await.expect("an output stream");
+        }
+        let store_in = |p: u32| (0..).map(|n| format!("{n:04}")).find(|s| partition::of_store(s, 16) == p).unwrap();
+        let (ours, theirs) = (store_in(3), store_in(4));
+        let publish = |store: String, seq: u32, net: &'static str| {
+            let js = js.clone();
+            async move {
+                let subject = format!("retail.erp.postings.{store}");
+                js.publish(subject, posting(&store, seq, net).into()).await.expect("publish").await.expect("PubAck");
+            }
+        };
+        publish(ours.clone(), 1, "10.00").await;
+        publish(theirs.clone(), 1, "99.00").await;
+
+        let ahead = ReadAhead::start(js.clone(), config.clone(), BTreeSet::from([3]), 16);
+        assert!(ahead.covers(&[3]) && !ahead.covers(&[3, 4]));
+        let first_read = || async {
+            let read = ahead.read.lock().await;
+            read.next.postings > 2
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !first_read().await {
+            assert!(Instant::now() < deadline, "the read ahead read nothing within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The second posting lands between two reads ahead, or after the last: either way it is read.
+        publish(ours.clone(), 2, "5.50").await;
+        let read = ahead.finish(&js, &config).await.expect("the rest read");
+
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        assert!(read.received.days.contains_key(&(ours.clone(), day)), "its partition's store");
+        assert!(!read.received.days.contains_key(&(theirs, day)), "another partition's store is not kept");
+        assert_eq!(read.summary.postings_read, 2, "each of its store's postings once");
+        assert!(read.received.postings_complete, "the stream held every posting when the reading began");
+        assert_eq!((read.next.postings, read.stores), (4, None), "read up to the end; nothing left to read");
+    }
+}
