@@ -239,10 +239,13 @@ fn instance_config(
     Ok(config)
 }
 
+/// What the instances log: the takeover's steps, with each state's reconciliation timed.
+const FAILOVER_LOG: &str = "info,tally_processor::reconcile=debug";
+
 fn spawn(binary: &Path, config: &Config, dir: &Path, instance: &str) -> anyhow::Result<Tally> {
     let path = dir.join(format!("{instance}.toml"));
     std::fs::write(&path, toml::to_string(config).context("writing the configuration as TOML")?)?;
-    Tally::spawn_logging(binary, &path, &dir.join(format!("{instance}.log")), "info")
+    Tally::spawn_logging(binary, &path, &dir.join(format!("{instance}.log")), FAILOVER_LOG)
 }
 
 /// `tally_committed_stream_sequence` by partition, from the instance at `listen`; empty when
@@ -308,9 +311,16 @@ where
 fn takeover_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| {
-            ["Restored a partition", "Catching up with a partition", "Reconciled the partitions", "Acquired the lease"]
-                .iter()
-                .any(|marker| line.contains(marker))
+            [
+                "Restored a partition",
+                "Catching up with a partition",
+                "Reconciled the partitions",
+                "Reconciled a state",
+                "Read the output streams ahead",
+                "Acquired the lease",
+            ]
+            .iter()
+            .any(|marker| line.contains(marker))
         })
         .collect()
 }

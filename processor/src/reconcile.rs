@@ -29,7 +29,7 @@ use tally_topologies::partition;
 use tally_topologies::reconcile::{self, BookOutcome, Received, ReceivedAlert, ReceivedPosting};
 use tally_topologies::report;
 use tally_topologies::topology::TopologyError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use ahead::ReadAhead;
 
@@ -56,22 +56,25 @@ const DAYS_NAMED_MAX: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("reading stream {stream} back")]
+    #[error("reading stream {stream} back: {step}")]
     Read {
         stream: &'static str,
+        step: &'static str,
         #[source]
         source: async_nats::Error,
     },
     #[error("stream {stream} did not deliver its next message within {READ_WAIT:?}")]
     Stalled { stream: &'static str },
+    #[error("reading stream {stream} back: NATS did not open a consumer of it within {READ_WAIT:?}")]
+    NotOpened { stream: &'static str },
     #[error("reconciling the state")]
     Topology(#[from] TopologyError),
     #[error("reconciling the state")]
     State(#[from] StateError),
 }
 
-fn read_error(stream: &'static str) -> impl FnOnce(async_nats::Error) -> ReconcileError {
-    move |source| ReconcileError::Read { stream, source }
+fn read_error(stream: &'static str, step: &'static str) -> impl FnOnce(async_nats::Error) -> ReconcileError {
+    move |source| ReconcileError::Read { stream, step, source }
 }
 
 /// What a reconciliation did.
@@ -237,7 +240,12 @@ pub async fn apply(
                 if !unread.is_empty() {
                     let (count, started) = (unread.len(), std::time::Instant::now());
                     read.stores = Some(unread);
+                    // Their outputs can be anywhere in the streams: read from the start.
+                    let (already, complete) = (read.next, read.received.postings_complete);
+                    read.next = Next::default();
                     read_back(js, config, &mut read, false, None).await?;
+                    read.next = already;
+                    read.received.postings_complete &= complete;
                     info!(
                         stores = count,
                         ms = started.elapsed().as_millis(),
@@ -307,9 +315,11 @@ fn reconcile_state(
     summary: &mut Summary,
     doubtful: &mut Doubtful,
 ) -> Result<(), ReconcileError> {
+    let started = std::time::Instant::now();
     let dropped = drop_outbox_sent(store, prefix, received, dead_letters)?;
     summary.outbox_postings_dropped += dropped.postings;
     summary.outbox_dead_letters_dropped += dropped.dead_letters;
+    let outbox_time = started.elapsed();
     let days = report::store_days(store, STORE_DAYS_MAX)?;
     let now = Utc::now();
     for chunk in days.chunks(DAYS_PER_BATCH) {
@@ -339,6 +349,13 @@ fn reconcile_state(
     }
     reconcile::clear_mark(&mut txn);
     store.write(&txn.into_batch())?;
+    debug!(
+        store_days = days.len(),
+        outbox_entries_dropped = dropped.postings + dropped.dead_letters + dropped.alerts,
+        outbox_ms = outbox_time.as_millis(),
+        total_ms = started.elapsed().as_millis(),
+        "Reconciled a state with the output streams."
+    );
     Ok(())
 }
 
@@ -568,8 +585,41 @@ enum Reading {
     HeadersOnly,
 }
 
+/// How long one attempt to open a consumer may take before another is made.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
 /// Opens an ordered consumer of `stream` on the subjects `filters`; none means nothing to read.
+/// An attempt NATS does not answer within [`OPEN_WAIT`] is made again, for up to
+/// [`READ_WAIT`]: an ordered consumer has one replica, placed on one of the stream's servers,
+/// and NATS may place it on a server that died moments ago and that it still counts as up;
+/// another attempt is placed anew.
 async fn open_ordered(
+    js: &jetstream::Context,
+    stream: &'static str,
+    filters: Vec<String>,
+    read: Reading,
+    from: u64,
+) -> Result<Ordered, ReconcileError> {
+    let deadline = tokio::time::Instant::now() + READ_WAIT;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let attempt = open_ordered_once(js, stream, filters.clone(), read, from);
+        match tokio::time::timeout(OPEN_WAIT, attempt).await {
+            Ok(outcome) => {
+                if attempts > 1 {
+                    info!(stream, attempts, "Opened a consumer to read a stream back after NATS did not answer.");
+                }
+                return outcome;
+            }
+            Err(_) if tokio::time::Instant::now() + OPEN_WAIT <= deadline => {}
+            Err(_) => return Err(ReconcileError::NotOpened { stream }),
+        }
+    }
+}
+
+/// One attempt of [`open_ordered`].
+async fn open_ordered_once(
     js: &jetstream::Context,
     stream: &'static str,
     mut filters: Vec<String>,
@@ -577,7 +627,7 @@ async fn open_ordered(
     from: u64,
 ) -> Result<Ordered, ReconcileError> {
     // The stream's state as of now: looking the stream up reads it.
-    let handle = js.get_stream(stream).await.map_err(|e| read_error(stream)(e.into()))?;
+    let handle = js.get_stream(stream).await.map_err(|e| read_error(stream, "looking it up")(e.into()))?;
     let state = handle.cached_info().state.clone();
     let complete = state.first_sequence <= 1 && state.deleted_count.unwrap_or(0) == 0;
     if filters.is_empty() || from > state.last_sequence {
@@ -598,7 +648,8 @@ async fn open_ordered(
         headers_only: read == Reading::HeadersOnly,
         ..Default::default()
     };
-    let consumer = handle.create_consumer(config).await.map_err(|e| read_error(stream)(e.into()))?;
+    let consumer =
+        handle.create_consumer(config).await.map_err(|e| read_error(stream, "creating a consumer")(e.into()))?;
     let pending = consumer.cached_info().num_pending;
     Ok(Ordered { stream, consumer: Some(consumer), pending, complete })
 }
@@ -612,18 +663,18 @@ async fn read_all(
 ) -> Result<Option<u64>, ReconcileError> {
     let stream = ordered.stream;
     let Some(consumer) = ordered.consumer.take().filter(|_| ordered.pending > 0) else { return Ok(None) };
-    let mut messages = consumer.messages().await.map_err(|e| read_error(stream)(e.into()))?;
+    let mut messages = consumer.messages().await.map_err(|e| read_error(stream, "reading its messages")(e.into()))?;
     let mut last = None;
     loop {
         let next =
             tokio::time::timeout(READ_WAIT, messages.next()).await.map_err(|_| ReconcileError::Stalled { stream })?;
         let Some(message) = next else { return Ok(last) };
-        let message = message.map_err(|e| read_error(stream)(e.into()))?;
+        let message = message.map_err(|e| read_error(stream, "reading its messages")(e.into()))?;
         each(&message);
         if let Some(progress) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_deref_mut() {
             progress.add(1);
         }
-        let info = message.info().map_err(read_error(stream))?;
+        let info = message.info().map_err(read_error(stream, "reading a message's sequence"))?;
         last = Some(info.stream_sequence);
         if info.pending == 0 {
             return Ok(last);
@@ -635,6 +686,7 @@ async fn read_all(
 #[derive(Default)]
 struct Dropped {
     postings: u64,
+    alerts: u64,
     dead_letters: u64,
 }
 
@@ -665,6 +717,7 @@ fn drop_outbox_sent(
                 dropped.postings += 1;
             } else if entry.subject.starts_with(&alerts) && was_sent(&entry.msg_id, received) {
                 doomed.push(key.to_vec());
+                dropped.alerts += 1;
             } else if entry.subject.starts_with(&dlq) && dead_letters.contains(&entry.msg_id) {
                 doomed.push(key.to_vec());
                 dropped.dead_letters += 1;

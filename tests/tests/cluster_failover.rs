@@ -489,8 +489,6 @@ async fn leader_other_than(js: &Js, name: &str, not: &[&str]) -> String {
 // leader is asked to step down, both while leases are renewed; partitions whose renewals fail
 // stop and are acquired again, and what comes out is what one instance alone makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open defect: after a NATS server is killed, reading a stream back (a new consumer) keeps timing out \
-            for minutes in about half the runs, so takeovers stall; run with --ignored"]
 async fn losing_the_nats_leaders_changes_nothing() {
     let _alone_on_the_machine = ONE_AT_A_TIME.lock().await;
     let (inputs, model) = inputs();

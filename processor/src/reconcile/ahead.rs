@@ -159,4 +159,42 @@ mod tests {
         assert!(read.received.postings_complete, "the stream held every posting when the reading began");
         assert_eq!((read.next.postings, read.stores), (4, None), "read up to the end; nothing left to read");
     }
+
+    // Proves a store that appears in a state after its outputs were read (a catch-up brought
+    // it) has its outputs read back from the streams' start, not from where the first read
+    // ended: the posting it had before is found, and its book is not reset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_appears_while_catching_up_is_read_back_from_the_start() {
+        use tally_state::{Cf, MemStore, Store, WriteBatch};
+        use tally_topologies::aggregates::StoreDay;
+        use tally_topologies::{codec, keys};
+
+        let nats = NatsServer::start();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let config = Config::default();
+        for (name, subjects, _) in crate::nats::streams(&config).into_iter().skip(1) {
+            js.create_stream(stream::Config { name, subjects, ..Default::default() }).await.expect("an output stream");
+        }
+        let (first, later) = ("0001", "0002");
+        for (store, net) in [(later, "7.00"), (first, "10.00")] {
+            let subject = format!("retail.erp.postings.{store}");
+            js.publish(subject, posting(store, 1, net).into()).await.expect("publish").await.expect("PubAck");
+        }
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let state = MemStore::new();
+        let hold = |store: &str| {
+            let mut batch = WriteBatch::default();
+            batch.put(Cf::Aggregates, keys::store_day(store, day), codec::encode(&StoreDay::default()));
+            state.write(&batch).expect("a store-day");
+        };
+        hold(first);
+        let partitions = [(crate::partitions::Partition { index: 3, count: 16 }, &state as &dyn Store)];
+        let read = super::super::read(&partitions, &js, &config, None).await.expect("read back");
+        assert_eq!(read.summary.postings_read, 1, "the first store's posting only");
+
+        hold(later);
+        let summary = super::super::apply(&partitions, read, &js, &config).await.expect("reconciled");
+        assert_eq!(summary.postings_read, 2, "the later store's posting, published before the first read, too");
+        assert_eq!(summary.days.get("matched"), Some(&2), "{summary}");
+    }
 }
