@@ -36,11 +36,6 @@ impl ReadAhead {
         ReadAhead { partitions, read, reading }
     }
 
-    /// The partitions whose stores' outputs it reads.
-    pub fn partitions(&self) -> &BTreeSet<u32> {
-        &self.partitions
-    }
-
     /// Whether it reads the outputs of every one of `partitions`.
     pub fn covers(&self, partitions: &[u32]) -> bool {
         partitions.iter().all(|p| self.partitions.contains(p))
