@@ -100,7 +100,18 @@ mod tests {
     use chrono::NaiveDate;
     use tally_topologies::partition;
 
-    /// A `final` posting of `store` on 2026-11-27, seq `seq`, of one transaction of `net`.
+    /// A nats-server with the output streams of the default configuration, and a client.
+    async fn output_streams() -> (NatsServer, jetstream::Context, Config) {
+        let nats = NatsServer::start();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let config = Config::default();
+        for (name, subjects, _) in crate::nats::streams(&config).into_iter().skip(1) {
+            js.create_stream(stream::Config { name, subjects, ..Default::default() }).await.expect("an output stream");
+        }
+        (nats, js, config)
+    }
+
+    /// An `interim` posting of `store` on 2026-11-27, seq `seq`, of one transaction of `net`.
     fn posting(store: &str, seq: u32, net: &str) -> String {
         serde_json::json!({
             "store": store, "business_day": "2026-11-27", "seq": seq, "kind": "interim",
@@ -114,12 +125,7 @@ mod tests {
     // what came since its last read.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_ahead_follows_its_partitions_stores_and_finishing_reads_the_rest() {
-        let nats = NatsServer::start();
-        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
-        let config = Config::default();
-        for (name, subjects, _) in crate::nats::streams(&config).into_iter().skip(1) {
-            js.create_stream(stream::Config { name, subjects, ..Default::default() }).await.expect("an output stream");
-        }
+        let (_nats, js, config) = output_streams().await;
         let store_in = |p: u32| (0..).map(|n| format!("{n:04}")).find(|s| partition::of_store(s, 16) == p).unwrap();
         let (ours, theirs) = (store_in(3), store_in(4));
         let publish = |store: String, seq: u32, net: &'static str| {
@@ -164,12 +170,7 @@ mod tests {
         use tally_topologies::aggregates::StoreDay;
         use tally_topologies::{codec, keys};
 
-        let nats = NatsServer::start();
-        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
-        let config = Config::default();
-        for (name, subjects, _) in crate::nats::streams(&config).into_iter().skip(1) {
-            js.create_stream(stream::Config { name, subjects, ..Default::default() }).await.expect("an output stream");
-        }
+        let (_nats, js, config) = output_streams().await;
         let (first, later) = ("0001", "0002");
         for (store, net) in [(later, "7.00"), (first, "10.00")] {
             let subject = format!("retail.erp.postings.{store}");
