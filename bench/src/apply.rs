@@ -129,6 +129,8 @@ struct Split {
     ops: u64,
     bytes: u64,
     batches: u64,
+    /// Operations and bytes written, by column family and (for aggregates) the key's tag.
+    by_kind: std::collections::BTreeMap<(&'static str, u8), (u64, u64)>,
 }
 
 fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_max: usize) -> anyhow::Result<Split> {
@@ -151,7 +153,14 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
         let batch = txn.into_batch();
         split.into_batch += started.elapsed();
         split.ops += batch.len() as u64;
-        split.bytes += batch.ops().map(|op| op.key().len() as u64 + op_value_len(op)).sum::<u64>();
+        for op in batch.ops() {
+            let bytes = op.key().len() as u64 + op_value_len(op);
+            split.bytes += bytes;
+            let tag = if op.cf() == Cf::Aggregates { op.key().first().copied().unwrap_or(0) } else { 0 };
+            let kind = split.by_kind.entry((op.cf().name(), tag)).or_default();
+            kind.0 += 1;
+            kind.1 += bytes;
+        }
         split.batches += 1;
         let started = Instant::now();
         store.write(&batch)?;
@@ -189,6 +198,21 @@ fn aliases_of(config: &Config, msgs: &[WireMessage], all: bool) -> SkuAliases {
     }
     println!("aliases: {} (every sku, of both systems)", aliases.len());
     aliases
+}
+
+/// What each kind of value costs in writes: the column family, and for `aggregates` the key's
+/// tag (`topologies/src/keys.rs`), with operations and bytes per message, the largest first.
+fn print_written_by_kind(split: &Split, n: usize) {
+    let mut kinds: Vec<_> = split.by_kind.iter().collect();
+    kinds.sort_by_key(|(_, (_, bytes))| std::cmp::Reverse(*bytes));
+    let shown: Vec<String> = kinds
+        .iter()
+        .map(|((cf, tag), (ops, bytes))| {
+            let name = if *cf == "aggregates" { format!("aggregates/{tag}") } else { cf.to_string() };
+            format!("{name} {:.2} ops {:.0} B", *ops as f64 / n as f64, *bytes as f64 / n as f64)
+        })
+        .collect();
+    println!("  written per message by kind: {}", shown.join(", "));
 }
 
 fn op_value_len(op: &tally_state::Op) -> u64 {
@@ -288,6 +312,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         mib(split.bytes) * 1000.0 / split.batches.max(1) as f64
     );
 
+    print_written_by_kind(&split, n);
     let cpu_per_msg = cpu * 1e6 / n as f64;
     println!("  CPU of the applying thread (decode + apply + commit): {cpu_per_msg:6.1} µs/msg");
     let background: f64 = threads.iter().filter(|(name, _)| name.starts_with("rocksdb")).map(|(_, secs)| secs).sum();

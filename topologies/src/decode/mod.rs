@@ -12,8 +12,10 @@
 //! - `number`: exact decimal text → `Decimal`.
 //! - `fields`: typed field access with paths for the rejection details.
 //! - `records`: the three POS and inventory records of the contract.
+//! - `arithmetic`: the exactness of a record's products and sums.
 //! - `order`: the order management system's `order.fulfillment`.
 
+mod arithmetic;
 mod fields;
 mod json;
 mod msgpack;

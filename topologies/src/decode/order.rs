@@ -6,8 +6,9 @@
 //! [`FULFILLMENT_NAMES`] are read when the documented one is absent. Two spellings present with
 //! different values are refused, never silently chosen between.
 
+use super::arithmetic::check_unit_sums;
 use super::fields::{schema, Obj};
-use super::records::{check_unit_sums, when};
+use super::records::when;
 use super::{DecodeContext, Rejection};
 use crate::model::{Fulfillment, OrderFulfillment, OrderLine};
 

@@ -1,12 +1,11 @@
 //! The three input records of docs/wire-format.md, "Input records", from a map whose `type` and `store` are checked.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use rust_decimal::Decimal;
 
-use super::fields::{schema, Obj, MAGNITUDE_MAX};
-use super::{DecodeContext, RejectReason, Rejection};
+use super::arithmetic::{check_movement_values, check_transaction_arithmetic, check_unit_sums};
+use super::fields::{schema, Obj};
+use super::{DecodeContext, Rejection};
 use crate::model::{DayClose, InventoryMovement, MovementLine, MovementReason, PosLine, PosTransaction, Tender};
 
 /// docs/wire-format.md, "POS transaction". A record carries either lines (a sale or return) or `voids` (a post-void,
@@ -121,110 +120,4 @@ fn tenders(obj: &Obj, ctx: &DecodeContext) -> Result<Vec<Tender>, Rejection> {
         .iter()
         .map(|t| Ok(Tender { kind: t.req_str("type")?, amount: t.req_decimal("amount")? }))
         .collect()
-}
-
-/// The largest mantissa `Decimal` holds: 2^96 − 1.
-const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
-
-/// A record whose own arithmetic in the aggregates (docs/wire-format.md, "POS transaction": `gross = qty × unit_price`,
-/// `net = gross − discount`, and their sums per record, per sku and per tender type) would
-/// overflow or round is refused as `decimal`. Each value may parse exactly and still be near
-/// Decimal's limit; accepting it would crash the processor on that message at every restart
-/// (Decimal's operators panic on overflow) or round a total that must be exact. Sums are
-/// checked in both orders because a post-void reverses the lines in the order they were added.
-fn check_transaction_arithmetic(lines: &[PosLine], tenders: &[Tender]) -> Result<(), Rejection> {
-    let mut computed = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        let gross = exact_mul(line.qty, line.unit_price).ok_or_else(|| {
-            out_of_range(format!("lines[{i}]: qty × unit_price ({} × {})", line.qty, line.unit_price))
-        })?;
-        let net = exact_add(gross, -line.discount)
-            .ok_or_else(|| out_of_range(format!("lines[{i}]: gross − discount ({gross} − {})", line.discount)))?;
-        // Sold and returned units are kept apart in the aggregates, so they are summed apart.
-        let (sold, returned) =
-            if line.qty.is_sign_positive() { (line.qty, Decimal::ZERO) } else { (Decimal::ZERO, line.qty) };
-        if gross.abs() > MAGNITUDE_MAX || net.abs() > MAGNITUDE_MAX {
-            return Err(out_of_range(format!("lines[{i}]: gross {gross} or net {net}")));
-        }
-        computed.push((line.sku.as_str(), [sold, returned, gross, line.discount, net, line.tax]));
-    }
-    for forward in [true, false] {
-        let mut record = [Decimal::ZERO; 6];
-        let mut per_sku: BTreeMap<&str, [Decimal; 6]> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &(&str, [Decimal; 6])>> =
-            if forward { Box::new(computed.iter()) } else { Box::new(computed.iter().rev()) };
-        for (sku, values) in ordered {
-            let sku_sums = per_sku.entry(sku).or_insert([Decimal::ZERO; 6]);
-            for (k, value) in values.iter().enumerate() {
-                record[k] = exact_add(record[k], *value).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
-                sku_sums[k] = exact_add(sku_sums[k], *value)
-                    .ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
-            }
-        }
-        let mut per_type: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &Tender>> =
-            if forward { Box::new(tenders.iter()) } else { Box::new(tenders.iter().rev()) };
-        for tender in ordered {
-            let sum = per_type.entry(tender.kind.as_str()).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, tender.amount)
-                .ok_or_else(|| out_of_range(format!("the sum of the {:?} tenders", tender.kind)))?;
-        }
-    }
-    Ok(())
-}
-
-/// A movement's line values (`qty × unit_cost`, when a line has a cost) and their sum must be
-/// exact too.
-fn check_movement_values(lines: &[MovementLine]) -> Result<(), Rejection> {
-    let mut values = Decimal::ZERO;
-    for (i, line) in lines.iter().enumerate() {
-        let Some(cost) = line.unit_cost else { continue };
-        let value = exact_mul(line.qty, cost)
-            .filter(|value| value.abs() <= MAGNITUDE_MAX)
-            .ok_or_else(|| out_of_range(format!("lines[{i}]: qty × unit_cost ({} × {cost})", line.qty)))?;
-        values = exact_add(values, value).ok_or_else(|| out_of_range("the sum of the lines' values".into()))?;
-    }
-    Ok(())
-}
-
-/// The same for a movement or an order, given as (sku, qty) per line: their quantities are
-/// summed per record and per sku.
-pub(super) fn check_unit_sums(lines: &[(&str, Decimal)]) -> Result<(), Rejection> {
-    for forward in [true, false] {
-        let mut total = Decimal::ZERO;
-        let mut per_sku: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let ordered: Box<dyn Iterator<Item = &(&str, Decimal)>> =
-            if forward { Box::new(lines.iter()) } else { Box::new(lines.iter().rev()) };
-        for &(sku, qty) in ordered {
-            total = exact_add(total, qty).ok_or_else(|| out_of_range("the sum of the lines".into()))?;
-            let sum = per_sku.entry(sku).or_insert(Decimal::ZERO);
-            *sum = exact_add(*sum, qty).ok_or_else(|| out_of_range(format!("the sum of the lines of sku {sku:?}")))?;
-        }
-    }
-    Ok(())
-}
-
-fn out_of_range(what: String) -> Rejection {
-    Rejection::new(RejectReason::Decimal, format!("{what} does not fit a decimal exactly within ±{MAGNITUDE_MAX}"))
-}
-
-/// `a + b` when Decimal holds it exactly within [`MAGNITUDE_MAX`]; `None` otherwise.
-fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let sum = a.checked_add(b)?;
-    if sum.abs() > MAGNITUDE_MAX {
-        return None;
-    }
-    // Decimal rounds instead of failing when aligning the scales overflows the mantissa;
-    // undoing the addition exposes that.
-    (sum.checked_sub(a) == Some(b)).then_some(sum)
-}
-
-/// `a × b` when Decimal holds it exactly; `None` on overflow or rounding.
-fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let (a, b) = (a.normalize(), b.normalize());
-    let mantissa = a.mantissa().unsigned_abs().checked_mul(b.mantissa().unsigned_abs())?;
-    if a.scale() + b.scale() > Decimal::MAX_SCALE || mantissa > MANTISSA_MAX {
-        return None;
-    }
-    a.checked_mul(b)
 }
