@@ -22,8 +22,6 @@
 //! It is bounded: past [`SKU_DAYS_MAX`] sku-days (or [`OTHERS_MAX`] of another kind) it is
 //! emptied and fills again with what records touch next.
 
-use std::collections::HashMap;
-
 use chrono::NaiveDate;
 
 use crate::aggregates::{LatestPrice, SkuDay, StoreDay};
@@ -37,6 +35,10 @@ pub const SKU_DAYS_MAX: usize = 16_384;
 /// Store-days, prices and clocks kept at most, each.
 pub const OTHERS_MAX: usize = 8_192;
 
+/// Hashed with foldhash (seeded per process), not SipHash: every record looks several values
+/// up, and SipHash was 2 % of applying a sale.
+type Map<K, V> = foldhash::HashMap<K, V>;
+
 /// Where the set was left: the store it reads through, the position its last batch set and
 /// the state's generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +48,40 @@ pub struct Mark {
     pub generation: u64,
 }
 
+/// The values of one store. Kept by store so that a lookup borrows the record's store and sku
+/// instead of building a key of owned strings.
+#[derive(Debug, Default)]
+struct StoreValues {
+    days: Map<NaiveDate, StoreDay>,
+    /// By day, so that a day's sku-days are dropped together.
+    sku_days: Map<NaiveDate, Map<String, SkuDay>>,
+    /// `None`: the store has no price for the sku yet.
+    prices: Map<String, Option<LatestPrice>>,
+    clock: Option<StoreClock>,
+}
+
+impl StoreValues {
+    fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.sku_days.is_empty() && self.prices.is_empty() && self.clock.is_none()
+    }
+}
+
+/// How many values of each kind the set holds, against its bounds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    store_days: usize,
+    sku_days: usize,
+    prices: usize,
+    clocks: usize,
+}
+
 #[derive(Debug)]
 pub struct WorkingSet {
     /// The bounds: [`SKU_DAYS_MAX`] and [`OTHERS_MAX`], or a share of them.
     sku_days_max: usize,
     others_max: usize,
-    store_days: HashMap<(String, NaiveDate), StoreDay>,
-    /// By store-day, so that a day's sku-days are dropped together.
-    sku_days: HashMap<(String, NaiveDate), HashMap<String, SkuDay>>,
-    sku_day_count: usize,
-    /// `None`: the store has no price for the sku yet.
-    prices: HashMap<(String, String), Option<LatestPrice>>,
-    clocks: HashMap<String, StoreClock>,
+    stores: Map<String, StoreValues>,
+    counts: Counts,
     mark: Option<Mark>,
 }
 
@@ -75,11 +99,8 @@ impl WorkingSet {
         WorkingSet {
             sku_days_max: (SKU_DAYS_MAX / parts).max(1),
             others_max: (OTHERS_MAX / parts).max(1),
-            store_days: HashMap::new(),
-            sku_days: HashMap::new(),
-            sku_day_count: 0,
-            prices: HashMap::new(),
-            clocks: HashMap::new(),
+            stores: Map::default(),
+            counts: Counts::default(),
             mark: None,
         }
     }
@@ -98,77 +119,104 @@ impl WorkingSet {
     }
 
     pub fn clear(&mut self) {
-        self.store_days.clear();
-        self.sku_days.clear();
-        self.sku_day_count = 0;
-        self.prices.clear();
-        self.clocks.clear();
+        self.stores.clear();
+        self.counts = Counts::default();
+    }
+
+    fn store(&mut self, store: &str) -> &mut StoreValues {
+        if !self.stores.contains_key(store) {
+            self.stores.insert(store.to_string(), StoreValues::default());
+        }
+        self.stores.get_mut(store).expect("inserted above")
+    }
+
+    /// Empties one kind of value in every store: the set reached its bound for that kind. A
+    /// store left with nothing is dropped, so that the stores kept stay bounded too.
+    fn empty_kind(&mut self, empty: impl Fn(&mut StoreValues)) {
+        self.stores.retain(|_, values| {
+            empty(values);
+            !values.is_empty()
+        });
     }
 
     /// Takes a store-day out of the set, for a step that will put it back when it writes it.
     pub fn take_store_day(&mut self, store: &str, day: NaiveDate) -> Option<StoreDay> {
-        self.store_days.remove(&(store.to_string(), day))
+        let taken = self.stores.get_mut(store)?.days.remove(&day);
+        self.counts.store_days -= usize::from(taken.is_some());
+        taken
     }
 
     pub fn put_store_day(&mut self, store: &str, day: NaiveDate, totals: StoreDay) {
-        if self.store_days.len() >= self.others_max {
-            self.store_days.clear();
+        if self.counts.store_days >= self.others_max {
+            self.empty_kind(|values| values.days.clear());
+            self.counts.store_days = 0;
         }
-        self.store_days.insert((store.to_string(), day), totals);
+        if self.store(store).days.insert(day, totals).is_none() {
+            self.counts.store_days += 1;
+        }
     }
 
     pub fn take_sku_day(&mut self, store: &str, day: NaiveDate, sku: &str) -> Option<SkuDay> {
-        let skus = self.sku_days.get_mut(&(store.to_string(), day))?;
-        let taken = skus.remove(sku);
-        self.sku_day_count -= usize::from(taken.is_some());
+        let taken = self.stores.get_mut(store)?.sku_days.get_mut(&day)?.remove(sku);
+        self.counts.sku_days -= usize::from(taken.is_some());
         taken
     }
 
     pub fn has_sku_day(&self, store: &str, day: NaiveDate, sku: &str) -> bool {
-        self.sku_days.get(&(store.to_string(), day)).is_some_and(|skus| skus.contains_key(sku))
+        self.stores.get(store).and_then(|values| values.sku_days.get(&day)).is_some_and(|skus| skus.contains_key(sku))
     }
 
     pub fn put_sku_day(&mut self, store: &str, day: NaiveDate, sku: String, totals: SkuDay) {
-        if self.sku_day_count >= self.sku_days_max {
-            self.sku_days.clear();
-            self.sku_day_count = 0;
+        if self.counts.sku_days >= self.sku_days_max {
+            self.empty_kind(|values| values.sku_days.clear());
+            self.counts.sku_days = 0;
         }
-        let skus = self.sku_days.entry((store.to_string(), day)).or_default();
-        if skus.insert(sku, totals).is_none() {
-            self.sku_day_count += 1;
+        if self.store(store).sku_days.entry(day).or_default().insert(sku, totals).is_none() {
+            self.counts.sku_days += 1;
         }
     }
 
     /// The latest price of a sku as the state holds it, when the set knows it: `Some(None)`
     /// when the store has none.
     pub fn price(&self, store: &str, sku: &str) -> Option<&Option<LatestPrice>> {
-        self.prices.get(&(store.to_string(), sku.to_string()))
+        self.stores.get(store)?.prices.get(sku)
     }
 
     pub fn put_price(&mut self, store: &str, sku: &str, price: Option<LatestPrice>) {
-        if self.prices.len() >= self.others_max {
-            self.prices.clear();
+        if self.counts.prices >= self.others_max {
+            self.empty_kind(|values| values.prices.clear());
+            self.counts.prices = 0;
         }
-        self.prices.insert((store.to_string(), sku.to_string()), price);
+        let prices = &mut self.store(store).prices;
+        match prices.get_mut(sku) {
+            Some(kept) => *kept = price,
+            None => {
+                prices.insert(sku.to_string(), price);
+                self.counts.prices += 1;
+            }
+        }
     }
 
     pub fn clock(&self, store: &str) -> Option<&StoreClock> {
-        self.clocks.get(store)
+        self.stores.get(store)?.clock.as_ref()
     }
 
     pub fn put_clock(&mut self, store: &str, clock: StoreClock) {
-        if self.clocks.len() >= self.others_max {
-            self.clocks.clear();
+        if self.counts.clocks >= self.others_max {
+            self.empty_kind(|values| values.clock = None);
+            self.counts.clocks = 0;
         }
-        self.clocks.insert(store.to_string(), clock);
+        if self.store(store).clock.replace(clock).is_none() {
+            self.counts.clocks += 1;
+        }
     }
 
     /// Drops a store-day and its sku-days: something other than a record's step rewrote them.
     pub fn forget_store_day(&mut self, store: &str, day: NaiveDate) {
-        let key = (store.to_string(), day);
-        self.store_days.remove(&key);
-        if let Some(skus) = self.sku_days.remove(&key) {
-            self.sku_day_count -= skus.len();
+        let Some(values) = self.stores.get_mut(store) else { return };
+        self.counts.store_days -= usize::from(values.days.remove(&day).is_some());
+        if let Some(skus) = values.sku_days.remove(&day) {
+            self.counts.sku_days -= skus.len();
         }
     }
 
@@ -219,7 +267,7 @@ mod tests {
         assert!(set.take_store_day("S", day()).is_none());
         assert!(!set.has_sku_day("S", day(), "A"));
         assert!(set.has_sku_day("S", next, "A"));
-        assert_eq!(set.sku_day_count, 1);
+        assert_eq!(set.counts.sku_days, 1);
     }
 
     // Proves the set stays within its bound.
@@ -228,9 +276,26 @@ mod tests {
         let mut set = WorkingSet::default();
         for i in 0..SKU_DAYS_MAX + 10 {
             set.put_sku_day("S", day(), format!("{i}"), SkuDay::default());
-            assert!(set.sku_day_count <= SKU_DAYS_MAX);
+            assert!(set.counts.sku_days <= SKU_DAYS_MAX);
         }
-        assert_eq!(set.sku_day_count, 10);
+        assert_eq!(set.counts.sku_days, 10);
+    }
+
+    // Proves a kind that reaches its bound is emptied alone, in every store, and that a store
+    // left with nothing is dropped.
+    #[test]
+    fn a_kind_at_its_bound_is_emptied_alone() {
+        let mut set = WorkingSet::with_share(OTHERS_MAX / 4);
+        assert_eq!(set.others_max, 4);
+        set.put_store_day("S", day(), StoreDay::default());
+        for i in 0..4 {
+            set.put_price(&format!("P{i}"), "A", None);
+        }
+        set.put_price("S", "A", None);
+        assert_eq!(set.counts.prices, 1);
+        assert!(set.price("P0", "A").is_none() && set.price("S", "A").is_some());
+        assert!(set.take_store_day("S", day()).is_some(), "store-days are not emptied with prices");
+        assert_eq!(set.stores.len(), 1, "the stores that held only a price are dropped");
     }
 
     // Proves a share of the set holds its share of the bound: 16 partitions' sets together
@@ -241,7 +306,7 @@ mod tests {
         let mut set = WorkingSet::with_share(16);
         for i in 0..SKU_DAYS_MAX {
             set.put_sku_day("0042", day, format!("sku-{i}"), SkuDay::default());
-            assert!(set.sku_day_count <= SKU_DAYS_MAX / 16);
+            assert!(set.counts.sku_days <= SKU_DAYS_MAX / 16);
         }
         assert_eq!(WorkingSet::default().sku_days_max, SKU_DAYS_MAX);
     }
