@@ -18,7 +18,7 @@ use super::{RejectReason, Rejection};
 
 /// One map of the document and where it sits.
 pub struct Obj<'v> {
-    value: &'v Value,
+    value: &'v Value<'v>,
     place: Place,
 }
 
@@ -35,7 +35,7 @@ enum Place {
 
 impl<'v> Obj<'v> {
     /// The top-level map; the caller has checked that it is one.
-    pub fn root(value: &'v Value) -> Obj<'v> {
+    pub fn root(value: &'v Value<'v>) -> Obj<'v> {
         Obj { value, place: Place::Root }
     }
 
@@ -47,7 +47,7 @@ impl<'v> Obj<'v> {
     }
 
     /// The field's value, `None` when absent or `null`.
-    pub fn get(&self, key: &str) -> Option<&'v Value> {
+    pub fn get(&self, key: &str) -> Option<&'v Value<'v>> {
         self.value.get(key).filter(|v| **v != Value::Null)
     }
 
@@ -70,7 +70,7 @@ impl<'v> Obj<'v> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Str(s)) if s.is_empty() => Err(schema(format!("{}: must not be empty", self.path_of(key)))),
-            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(Value::Str(s)) => Ok(Some(s.to_string())),
             Some(other) => Err(self.wrong_type(key, "a string", other)),
         }
     }

@@ -4,10 +4,12 @@
 //! serde_json for the whole workspace. This reader is small, recursive-descent, bounded to
 //! [`DEPTH_MAX`] levels of nesting, and refuses trailing garbage. It never panics.
 
+use std::borrow::Cow;
+
 use super::value::{Value, DEPTH_MAX};
 
 /// Parses a whole payload into a value. The error is a human sentence with a byte offset.
-pub fn parse(payload: &[u8]) -> Result<Value, String> {
+pub fn parse(payload: &[u8]) -> Result<Value<'_>, String> {
     let text =
         std::str::from_utf8(payload).map_err(|e| format!("payload is not valid UTF-8 at byte {}", e.valid_up_to()))?;
     let mut parser = Parser { text, bytes: text.as_bytes(), pos: 0 };
@@ -51,7 +53,7 @@ impl<'a> Parser<'a> {
     }
 
     /// One value; `depth` counts the containers already open around it.
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, String> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -65,7 +67,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str, value: Value) -> Result<Value, String> {
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, String> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
@@ -82,7 +84,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, String> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, String> {
         self.check_depth(depth)?;
         self.pos += 1; // the '{' that value() saw
         let mut entries = Vec::new();
@@ -114,7 +116,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, String> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, String> {
         self.check_depth(depth)?;
         self.pos += 1; // the '[' that value() saw
         let mut items = Vec::new();
@@ -139,7 +141,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A number literal of the JSON grammar `-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?`, kept as text.
-    fn number(&mut self) -> Result<Value, String> {
+    fn number(&mut self) -> Result<Value<'a>, String> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -160,7 +162,7 @@ impl<'a> Parser<'a> {
             }
             self.required_digits()?;
         }
-        Ok(Value::Number(self.text[start..self.pos].to_string()))
+        Ok(Value::Number(Cow::Borrowed(&self.text[start..self.pos])))
     }
 
     fn digits(&mut self) {
@@ -179,24 +181,22 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A string literal starting at the opening quote, escapes resolved.
-    fn string(&mut self) -> Result<String, String> {
+    /// A string literal starting at the opening quote, escapes resolved: borrowed from the
+    /// payload when it has none, copied only when it does.
+    fn string(&mut self) -> Result<Cow<'a, str>, String> {
         self.pos += 1; // the opening quote
-        let mut out = String::new();
+        let start = self.pos;
+        self.plain_run();
+        if self.peek() == Some(b'"') {
+            self.pos += 1;
+            return Ok(Cow::Borrowed(&self.text[start..self.pos - 1]));
+        }
+        let mut out = String::from(&self.text[start..self.pos]);
         loop {
-            let run_start = self.pos;
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
-            // The run stops only at ASCII bytes, so both ends are char boundaries.
-            out.push_str(&self.text[run_start..self.pos]);
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -206,6 +206,21 @@ impl<'a> Parser<'a> {
                 Some(_) => return Err(self.error("control character in a string")),
                 None => return Err(self.error("unterminated string")),
             }
+            let run_start = self.pos;
+            self.plain_run();
+            out.push_str(&self.text[run_start..self.pos]);
+        }
+    }
+
+    /// Skips characters that stand for themselves in a string. The run stops only at ASCII
+    /// bytes (a quote, a backslash, a control character), so both of its ends are char
+    /// boundaries.
+    fn plain_run(&mut self) {
+        while let Some(b) = self.peek() {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            self.pos += 1;
         }
     }
 
@@ -269,8 +284,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn map(entries: &[(&str, Value)]) -> Value {
-        Value::Map(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    fn map<'a>(entries: &[(&'a str, Value<'a>)]) -> Value<'a> {
+        Value::Map(entries.iter().map(|(k, v)| (Cow::Borrowed(*k), v.clone())).collect())
     }
 
     // Every JSON value kind parses, numbers keeping their literal text.
@@ -283,7 +298,7 @@ mod tests {
         .unwrap();
         let numbers = ["1", "-0.5", "1E+2", "0.30000000000000004"];
         let expected = map(&[
-            ("a", Value::Array(numbers.iter().map(|n| Value::Number(n.to_string())).collect())),
+            ("a", Value::Array(numbers.iter().map(|n| Value::Number(Cow::Borrowed(*n))).collect())),
             ("b", map(&[("c", Value::Null)])),
             ("d", Value::Bool(true)),
             ("e", Value::Bool(false)),
@@ -358,7 +373,7 @@ mod tests {
         fn strings_round_trip(s in any::<String>()) {
             let doc = format!("{{\"s\": {}}}", serde_json::to_string(&s).unwrap());
             let parsed = parse(doc.as_bytes()).unwrap();
-            prop_assert_eq!(parsed.get("s"), Some(&Value::Str(s)));
+            prop_assert_eq!(parsed.get("s"), Some(&Value::Str(s.into())));
         }
 
         // Arbitrary bytes never panic the reader.

@@ -164,7 +164,7 @@ pub fn decode_with_system(
 
     let kind = match root.get("type") {
         None => return Err(schema("type: required field is missing".to_string())),
-        Some(Value::Str(kind)) => kind.as_str(),
+        Some(Value::Str(kind)) => kind.as_ref(),
         Some(other) => return Err(schema(format!("type: expected a string, got {}", other.describe()))),
     };
     let allowed_on = match kind {
@@ -212,7 +212,7 @@ pub fn record_id(content_type: Option<&str>, payload: &[u8], max_message_bytes: 
     }
     let parsed = if is_json(content_type, payload) { json::parse(payload) } else { msgpack::parse(payload) };
     match parsed.ok()?.get("id")? {
-        Value::Str(id) => Some(id.clone()),
+        Value::Str(id) => Some(id.to_string()),
         _ => None,
     }
 }

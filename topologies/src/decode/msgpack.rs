@@ -16,7 +16,7 @@ use super::value::{Value, DEPTH_MAX};
 const RMPV_DEPTH_MAX: usize = 2 * DEPTH_MAX + 8;
 
 /// Decodes a whole payload; trailing bytes after the first value are an error.
-pub fn parse(payload: &[u8]) -> Result<Value, String> {
+pub fn parse(payload: &[u8]) -> Result<Value<'static>, String> {
     let mut rest = payload;
     let raw = rmpv::decode::read_value_with_max_depth(&mut rest, RMPV_DEPTH_MAX)
         .map_err(|e| format!("invalid MessagePack: {e}"))?;
@@ -27,17 +27,17 @@ pub fn parse(payload: &[u8]) -> Result<Value, String> {
 }
 
 /// Converts one value; `depth` counts the containers already open around it.
-fn convert(raw: rmpv::Value, depth: usize) -> Result<Value, String> {
+fn convert(raw: rmpv::Value, depth: usize) -> Result<Value<'static>, String> {
     use rmpv::Value as R;
     Ok(match raw {
         R::Nil => Value::Null,
         R::Boolean(b) => Value::Bool(b),
-        R::Integer(i) => Value::Number(i.to_string()),
-        R::F32(f) if f.is_finite() => Value::Number(format!("{f}")),
+        R::Integer(i) => Value::Number(i.to_string().into()),
+        R::F32(f) if f.is_finite() => Value::Number(format!("{f}").into()),
         R::F32(f) => Value::NonFinite(format!("{f}")),
-        R::F64(f) if f.is_finite() => Value::Number(format!("{f}")),
+        R::F64(f) if f.is_finite() => Value::Number(format!("{f}").into()),
         R::F64(f) => Value::NonFinite(format!("{f}")),
-        R::String(s) => Value::Str(utf8(s)?),
+        R::String(s) => Value::Str(utf8(s)?.into()),
         R::Binary(b) => Value::Bytes(b),
         R::Ext(_, b) => Value::Bytes(b),
         R::Array(items) => {
@@ -50,7 +50,7 @@ fn convert(raw: rmpv::Value, depth: usize) -> Result<Value, String> {
             let mut out = Vec::with_capacity(entries.len());
             for (k, v) in entries {
                 let key = match k {
-                    R::String(s) => utf8(s)?,
+                    R::String(s) => utf8(s)?.into(),
                     _ => return Err("invalid MessagePack: a map key is not a string".to_string()),
                 };
                 out.push((key, convert(v, depth + 1)?));
@@ -84,7 +84,7 @@ mod tests {
         out
     }
 
-    fn number_of(v: R) -> Value {
+    fn number_of(v: R) -> Value<'static> {
         let doc = encode(&R::Map(vec![(R::from("n"), v)]));
         parse(&doc).unwrap().get("n").cloned().unwrap()
     }
@@ -96,8 +96,8 @@ mod tests {
         assert_eq!(number_of(R::F32(19.99)), Value::Number("19.99".into()));
         assert_eq!(number_of(R::F64(0.1 + 0.2)), Value::Number("0.30000000000000004".into()));
         assert_eq!(number_of(R::F64(1e21)), Value::Number("1000000000000000000000".into()));
-        assert_eq!(number_of(R::from(u64::MAX)), Value::Number(u64::MAX.to_string()));
-        assert_eq!(number_of(R::from(i64::MIN)), Value::Number(i64::MIN.to_string()));
+        assert_eq!(number_of(R::from(u64::MAX)), Value::Number(u64::MAX.to_string().into()));
+        assert_eq!(number_of(R::from(i64::MIN)), Value::Number(i64::MIN.to_string().into()));
         assert_eq!(number_of(R::F64(f64::NAN)), Value::NonFinite("NaN".into()));
         assert_eq!(number_of(R::F32(f32::NEG_INFINITY)), Value::NonFinite("-inf".into()));
     }
