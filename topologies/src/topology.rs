@@ -4,7 +4,7 @@
 //! write that the processor commits together with the stream position. It never waits, never
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -171,7 +171,7 @@ pub(crate) struct Step<'w> {
     pub sku_days: BTreeMap<(NaiveDate, String), SkuDay>,
     /// Latest prices by sku, read once per record: a sale writes them and its drift
     /// evaluation reads them again.
-    pub prices: HashMap<String, Option<LatestPrice>>,
+    pub prices: foldhash::HashMap<String, Option<LatestPrice>>,
     /// The batch's working set: where the values above come from and go back to.
     pub working: &'w mut WorkingSet,
     /// The input position applied before this step: what a posting it sends covers (`lineage`).
@@ -190,7 +190,7 @@ impl<'w> Step<'w> {
             emitted: Emitted::default(),
             store_days: BTreeMap::new(),
             sku_days: BTreeMap::new(),
-            prices: HashMap::new(),
+            prices: foldhash::HashMap::default(),
             working,
             covers: 0,
             trace_headers: Vec::new(),
@@ -815,27 +815,26 @@ impl Retail {
         step: &'s mut Step<'_>,
         day: NaiveDate,
     ) -> Result<&'s mut StoreDay, TopologyError> {
-        if !step.store_days.contains_key(&day) {
-            let key = keys::store_day(&step.store, day);
-            let known = match step.working.take_store_day(&step.store, day) {
-                Some(totals) => Some(totals),
-                None => read::<StoreDay>(txn, Cf::Aggregates, &key, "store-day totals")?,
-            };
-            let totals = match known {
-                Some(totals) => totals,
-                None => {
-                    let end = self.end_of_day(&step.store, day);
-                    let store = step.store.clone();
-                    let finalize_at = end + self.config.max_open;
-                    clock::add_timer(txn, &mut step.clock, &store, finalize_at, &clock::Timer::Finalize { day });
-                    let prune_at = end + self.config.retention.max(self.config.max_open + Duration::days(1));
-                    clock::add_timer(txn, &mut step.clock, &store, prune_at, &clock::Timer::Prune { day });
-                    StoreDay::default()
-                }
-            };
-            step.store_days.insert(day, totals);
-        }
-        Ok(step.store_days.get_mut(&day).expect("inserted just above"))
+        let slot = match step.store_days.entry(day) {
+            btree_map::Entry::Occupied(kept) => return Ok(kept.into_mut()),
+            btree_map::Entry::Vacant(slot) => slot,
+        };
+        let known = match step.working.take_store_day(&step.store, day) {
+            Some(totals) => Some(totals),
+            None => read::<StoreDay>(txn, Cf::Aggregates, &keys::store_day(&step.store, day), "store-day totals")?,
+        };
+        let totals = match known {
+            Some(totals) => totals,
+            None => {
+                let end = self.end_of_day(&step.store, day);
+                let finalize_at = end + self.config.max_open;
+                clock::add_timer(txn, &mut step.clock, &step.store, finalize_at, &clock::Timer::Finalize { day });
+                let prune_at = end + self.config.retention.max(self.config.max_open + Duration::days(1));
+                clock::add_timer(txn, &mut step.clock, &step.store, prune_at, &clock::Timer::Prune { day });
+                StoreDay::default()
+            }
+        };
+        Ok(slot.insert(totals))
     }
 
     pub(crate) fn update_sku_day(
@@ -859,18 +858,18 @@ impl Retail {
         day: NaiveDate,
         sku: &str,
     ) -> Result<&'s mut SkuDay, TopologyError> {
-        let cache_key = (day, sku.to_string());
-        if !step.sku_days.contains_key(&cache_key) {
-            let totals = match step.working.take_sku_day(&step.store, day, sku) {
-                Some(totals) => totals,
-                None => {
-                    let key = keys::sku_day(&step.store, day, sku);
-                    read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default()
-                }
-            };
-            step.sku_days.insert(cache_key.clone(), totals);
-        }
-        Ok(step.sku_days.get_mut(&cache_key).expect("inserted just above"))
+        let slot = match step.sku_days.entry((day, sku.to_string())) {
+            btree_map::Entry::Occupied(kept) => return Ok(kept.into_mut()),
+            btree_map::Entry::Vacant(slot) => slot,
+        };
+        let totals = match step.working.take_sku_day(&step.store, day, sku) {
+            Some(totals) => totals,
+            None => {
+                let key = keys::sku_day(&step.store, day, sku);
+                read::<SkuDay>(txn, Cf::Aggregates, &key, "sku-day totals")?.unwrap_or_default()
+            }
+        };
+        Ok(slot.insert(totals))
     }
 
     /// The latest price of a sku in the step's store, read on first use.
