@@ -36,7 +36,7 @@ impl Pending {
 
     /// The writes as one batch, ordered by column family and key, each key once.
     fn seal(self) -> Writes {
-        let mut batch = WriteBatch::new();
+        let mut batch = WriteBatch::with_capacity(self.len());
         let mut starts = [0; Cf::ALL.len() + 1];
         for (index, (cf, writes)) in Cf::ALL.into_iter().zip(self.by_cf).enumerate() {
             starts[index] = batch.len();

@@ -261,11 +261,19 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<(), StateError> {
-        let mut rocks_batch = rocksdb::WriteBatch::default();
+        // Sized up front (each operation adds a tag, a family id and two lengths, at most 16
+        // bytes, to its key and value), so that RocksDB's buffer is not grown by doubling.
+        let bytes: usize = batch.ops().map(|op| op.key().len() + op.value().map_or(0, Vec::len) + 16).sum();
+        let mut rocks_batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
+        // Each family's handle looked up once per batch, not by name for every operation.
+        let mut handles = Vec::with_capacity(Cf::ALL.len());
+        for cf in Cf::ALL {
+            handles.push(self.handle(cf)?);
+        }
         for op in batch.ops() {
             match op {
-                Op::Put { cf, key, value } => rocks_batch.put_cf(self.handle(*cf)?, key, value),
-                Op::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
+                Op::Put { cf, key, value } => rocks_batch.put_cf(handles[cf.index()], key, value),
+                Op::Delete { cf, key } => rocks_batch.delete_cf(handles[cf.index()], key),
             }
         }
         self.db.write_opt(rocks_batch, &self.write_options).map_err(rocks("write"))
