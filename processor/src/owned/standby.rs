@@ -81,8 +81,7 @@ impl Standbys {
             self.outputs = None;
             return;
         }
-        let wanted_list: Vec<u32> = wanted.iter().copied().collect();
-        if self.outputs.as_ref().is_some_and(|outputs| outputs.covers(&wanted_list)) {
+        if self.outputs.as_ref().is_some_and(|outputs| outputs.covers(wanted)) {
             return;
         }
         self.outputs = Some(ReadAhead::start(shared.js.clone(), shared.config.clone(), wanted.clone(), count));

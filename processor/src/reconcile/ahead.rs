@@ -37,8 +37,8 @@ impl ReadAhead {
     }
 
     /// Whether it reads the outputs of every one of `partitions`.
-    pub fn covers(&self, partitions: &[u32]) -> bool {
-        partitions.iter().all(|p| self.partitions.contains(p))
+    pub fn covers<'p>(&self, partitions: impl IntoIterator<Item = &'p u32>) -> bool {
+        partitions.into_iter().all(|p| self.partitions.contains(p))
     }
 
     /// What the output streams hold of its partitions' stores now: what it has read, and what
