@@ -60,11 +60,54 @@ struct Counting<S> {
     get_nanos: AtomicU64,
     scans: AtomicU64,
     scan_nanos: AtomicU64,
+    /// Gets and misses by column family and (for aggregates) the key's tag.
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<(&'static str, u8), (u64, u64)>>,
 }
 
 impl<S> Counting<S> {
     fn new(inner: S) -> Self {
-        Counting { inner, gets: 0.into(), misses: 0.into(), get_nanos: 0.into(), scans: 0.into(), scan_nanos: 0.into() }
+        Counting {
+            inner,
+            gets: 0.into(),
+            misses: 0.into(),
+            get_nanos: 0.into(),
+            scans: 0.into(),
+            scan_nanos: 0.into(),
+            by_kind: Default::default(),
+        }
+    }
+
+    /// Gets per message by kind, with their share of misses, the most frequent first.
+    fn print_gets_by_kind(&self, n: usize) {
+        let by_kind = self.by_kind.lock().expect("never poisoned");
+        let mut kinds: Vec<_> = by_kind.iter().collect();
+        kinds.sort_by_key(|(_, (gets, _))| std::cmp::Reverse(*gets));
+        let shown: Vec<String> = kinds
+            .iter()
+            .map(|(kind, (gets, misses))| {
+                format!(
+                    "{} {:.2} ({:.0} % misses)",
+                    kind_name(**kind),
+                    *gets as f64 / n as f64,
+                    100.0 * *misses as f64 / *gets as f64
+                )
+            })
+            .collect();
+        println!("  gets per message by kind: {}", shown.join(", "));
+    }
+}
+
+/// A column family, and for `aggregates` the key's tag (`topologies/src/keys.rs`).
+fn kind_of(cf: Cf, key: &[u8]) -> (&'static str, u8) {
+    let tag = if cf == Cf::Aggregates { key.first().copied().unwrap_or(0) } else { 0 };
+    (cf.name(), tag)
+}
+
+fn kind_name((cf, tag): (&'static str, u8)) -> String {
+    if cf == "aggregates" {
+        format!("aggregates/{tag}")
+    } else {
+        cf.to_string()
     }
 }
 
@@ -78,9 +121,14 @@ impl<S: Store> Store for Counting<S> {
         let value = self.inner.get(cf, key);
         add_since(&self.get_nanos, started);
         self.gets.fetch_add(1, Ordering::Relaxed);
-        if matches!(value, Ok(None)) {
+        let missed = matches!(value, Ok(None));
+        if missed {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
+        let mut by_kind = self.by_kind.lock().expect("never poisoned");
+        let kind = by_kind.entry(kind_of(cf, key)).or_default();
+        kind.0 += 1;
+        kind.1 += u64::from(missed);
         value
     }
 
@@ -156,8 +204,7 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
         for op in batch.ops() {
             let bytes = op.key().len() as u64 + op_value_len(op);
             split.bytes += bytes;
-            let tag = if op.cf() == Cf::Aggregates { op.key().first().copied().unwrap_or(0) } else { 0 };
-            let kind = split.by_kind.entry((op.cf().name(), tag)).or_default();
+            let kind = split.by_kind.entry(kind_of(op.cf(), op.key())).or_default();
             kind.0 += 1;
             kind.1 += bytes;
         }
@@ -207,9 +254,8 @@ fn print_written_by_kind(split: &Split, n: usize) {
     kinds.sort_by_key(|(_, (_, bytes))| std::cmp::Reverse(*bytes));
     let shown: Vec<String> = kinds
         .iter()
-        .map(|((cf, tag), (ops, bytes))| {
-            let name = if *cf == "aggregates" { format!("aggregates/{tag}") } else { cf.to_string() };
-            format!("{name} {:.2} ops {:.0} B", *ops as f64 / n as f64, *bytes as f64 / n as f64)
+        .map(|(kind, (ops, bytes))| {
+            format!("{} {:.2} ops {:.0} B", kind_name(**kind), *ops as f64 / n as f64, *bytes as f64 / n as f64)
         })
         .collect();
     println!("  written per message by kind: {}", shown.join(", "));
@@ -313,6 +359,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     );
 
     print_written_by_kind(&split, n);
+    counting.print_gets_by_kind(n);
     let cpu_per_msg = cpu * 1e6 / n as f64;
     println!("  CPU of the applying thread (decode + apply + commit): {cpu_per_msg:6.1} µs/msg");
     let background: f64 = threads.iter().filter(|(name, _)| name.starts_with("rocksdb")).map(|(_, secs)| secs).sum();
