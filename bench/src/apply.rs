@@ -60,8 +60,9 @@ struct Counting<S> {
     get_nanos: AtomicU64,
     scans: AtomicU64,
     scan_nanos: AtomicU64,
-    /// Gets and misses by column family and (for aggregates) the key's tag.
-    by_kind: std::sync::Mutex<std::collections::BTreeMap<(&'static str, u8), (u64, u64)>>,
+    /// Gets and misses by kind ([`kind_index`]), each counted with two atomic additions so
+    /// that counting costs the applying thread next to nothing.
+    by_kind: Vec<(AtomicU64, AtomicU64)>,
 }
 
 impl<S> Counting<S> {
@@ -73,41 +74,45 @@ impl<S> Counting<S> {
             get_nanos: 0.into(),
             scans: 0.into(),
             scan_nanos: 0.into(),
-            by_kind: Default::default(),
+            by_kind: (0..KINDS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
         }
     }
 
     /// Gets per message by kind, with their share of misses, the most frequent first.
     fn print_gets_by_kind(&self, n: usize) {
-        let by_kind = self.by_kind.lock().expect("never poisoned");
-        let mut kinds: Vec<_> = by_kind.iter().collect();
-        kinds.sort_by_key(|(_, (gets, _))| std::cmp::Reverse(*gets));
+        let mut kinds: Vec<(usize, u64, u64)> = (self.by_kind.iter().enumerate())
+            .map(|(kind, (gets, misses))| (kind, gets.load(Ordering::Relaxed), misses.load(Ordering::Relaxed)))
+            .filter(|(_, gets, _)| *gets > 0)
+            .collect();
+        kinds.sort_by_key(|(_, gets, _)| std::cmp::Reverse(*gets));
         let shown: Vec<String> = kinds
             .iter()
-            .map(|(kind, (gets, misses))| {
-                format!(
-                    "{} {:.2} ({:.0} % misses)",
-                    kind_name(**kind),
-                    *gets as f64 / n as f64,
-                    100.0 * *misses as f64 / *gets as f64
-                )
+            .map(|(kind, gets, misses)| {
+                let share = 100.0 * *misses as f64 / *gets as f64;
+                format!("{} {:.2} ({share:.0} % misses)", kind_name(*kind), *gets as f64 / n as f64)
             })
             .collect();
         println!("  gets per message by kind: {}", shown.join(", "));
     }
 }
 
-/// A column family, and for `aggregates` the key's tag (`topologies/src/keys.rs`).
-fn kind_of(cf: Cf, key: &[u8]) -> (&'static str, u8) {
+/// Kinds of values told apart: 256 key tags per column family.
+const KINDS: usize = Cf::ALL.len() * 256;
+
+/// The kind of a key, as an index below [`KINDS`]: its column family, and for `aggregates`
+/// its tag (`topologies/src/keys.rs`).
+fn kind_index(cf: Cf, key: &[u8]) -> usize {
+    let family = Cf::ALL.iter().position(|known| *known == cf).expect("every family is in Cf::ALL");
     let tag = if cf == Cf::Aggregates { key.first().copied().unwrap_or(0) } else { 0 };
-    (cf.name(), tag)
+    family * 256 + usize::from(tag)
 }
 
-fn kind_name((cf, tag): (&'static str, u8)) -> String {
-    if cf == "aggregates" {
+fn kind_name(kind: usize) -> String {
+    let (cf, tag) = (Cf::ALL[kind / 256], kind % 256);
+    if cf == Cf::Aggregates {
         format!("aggregates/{tag}")
     } else {
-        cf.to_string()
+        cf.name().to_string()
     }
 }
 
@@ -125,10 +130,9 @@ impl<S: Store> Store for Counting<S> {
         if missed {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
-        let mut by_kind = self.by_kind.lock().expect("never poisoned");
-        let kind = by_kind.entry(kind_of(cf, key)).or_default();
-        kind.0 += 1;
-        kind.1 += u64::from(missed);
+        let (gets, misses) = &self.by_kind[kind_index(cf, key)];
+        gets.fetch_add(1, Ordering::Relaxed);
+        misses.fetch_add(u64::from(missed), Ordering::Relaxed);
         value
     }
 
@@ -177,12 +181,12 @@ struct Split {
     ops: u64,
     bytes: u64,
     batches: u64,
-    /// Operations and bytes written, by column family and (for aggregates) the key's tag.
-    by_kind: std::collections::BTreeMap<(&'static str, u8), (u64, u64)>,
+    /// Operations and bytes written by kind ([`kind_index`]).
+    by_kind: Vec<(u64, u64)>,
 }
 
 fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_max: usize) -> anyhow::Result<Split> {
-    let mut split = Split::default();
+    let mut split = Split { by_kind: vec![(0, 0); KINDS], ..Split::default() };
     let mut seq = 0;
     for chunk in msgs.chunks(batch_max) {
         let now = Utc::now();
@@ -204,7 +208,7 @@ fn run_batches(retail: &Retail, store: &dyn Store, msgs: &[WireMessage], batch_m
         for op in batch.ops() {
             let bytes = op.key().len() as u64 + op_value_len(op);
             split.bytes += bytes;
-            let kind = split.by_kind.entry(kind_of(op.cf(), op.key())).or_default();
+            let kind = &mut split.by_kind[kind_index(op.cf(), op.key())];
             kind.0 += 1;
             kind.1 += bytes;
         }
@@ -250,12 +254,13 @@ fn aliases_of(config: &Config, msgs: &[WireMessage], all: bool) -> SkuAliases {
 /// What each kind of value costs in writes: the column family, and for `aggregates` the key's
 /// tag (`topologies/src/keys.rs`), with operations and bytes per message, the largest first.
 fn print_written_by_kind(split: &Split, n: usize) {
-    let mut kinds: Vec<_> = split.by_kind.iter().collect();
+    let mut kinds: Vec<(usize, &(u64, u64))> =
+        split.by_kind.iter().enumerate().filter(|(_, (ops, _))| *ops > 0).collect();
     kinds.sort_by_key(|(_, (_, bytes))| std::cmp::Reverse(*bytes));
     let shown: Vec<String> = kinds
         .iter()
         .map(|(kind, (ops, bytes))| {
-            format!("{} {:.2} ops {:.0} B", kind_name(**kind), *ops as f64 / n as f64, *bytes as f64 / n as f64)
+            format!("{} {:.2} ops {:.0} B", kind_name(*kind), *ops as f64 / n as f64, *bytes as f64 / n as f64)
         })
         .collect();
     println!("  written per message by kind: {}", shown.join(", "));

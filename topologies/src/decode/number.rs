@@ -40,6 +40,49 @@ fn take_sign(bytes: &[u8], pos: &mut usize) -> bool {
 /// Parses `text` exactly. The scale of the text is kept (`"2.00"` has scale 2), except that
 /// an exponent is applied to it and a zero loses its sign.
 pub fn parse_decimal(text: &str) -> Result<Decimal, NumberError> {
+    match parse_plain(text.as_bytes()) {
+        Some(decimal) => Ok(decimal),
+        None => parse_any(text),
+    }
+}
+
+/// Digits a `u64` always holds: 10^18 < 2^64.
+const PLAIN_DIGITS_MAX: usize = 18;
+
+/// The usual amount, `-?d*(.d*)?` with at most 18 digits and no exponent, read straight into
+/// its mantissa and scale; `None` for anything else, which [`parse_any`] reads. The same value
+/// as `parse_any`'s, without building a digit string for every amount.
+fn parse_plain(bytes: &[u8]) -> Option<Decimal> {
+    let (negative, rest) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let (int_digits, frac_digits) = match rest.iter().position(|&b| b == b'.') {
+        Some(dot) => (&rest[..dot], &rest[dot + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    let digits = int_digits.len() + frac_digits.len();
+    if digits == 0 || digits > PLAIN_DIGITS_MAX {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    for &b in int_digits.iter().chain(frac_digits) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa * 10 + u64::from(b - b'0');
+    }
+    // At most 18 fraction digits: within Decimal's 28 places.
+    let scale = frac_digits.len() as u32;
+    if mantissa == 0 {
+        return Some(Decimal::new(0, scale));
+    }
+    let signed = if negative { -(mantissa as i64) } else { mantissa as i64 };
+    Some(Decimal::new(signed, scale))
+}
+
+/// [`parse_decimal`] for any text of the grammar: signs, exponents, long digit strings.
+fn parse_any(text: &str) -> Result<Decimal, NumberError> {
     let bytes = text.as_bytes();
     let mut pos = 0;
     let negative = take_sign(bytes, &mut pos);
@@ -126,6 +169,37 @@ mod tests {
 
     fn d(text: &str) -> Decimal {
         Decimal::from_str(text).unwrap()
+    }
+
+    // Proves the plain path reads the usual amounts, and leaves the rest to the general one.
+    #[test]
+    fn the_plain_path_reads_usual_amounts_only() {
+        assert_eq!(parse_plain(b"19.99"), Some(d("19.99")));
+        assert_eq!(parse_plain(b"-3"), Some(d("-3")));
+        assert_eq!(parse_plain(b"2.00").map(|v| v.scale()), Some(2));
+        assert_eq!(parse_plain(b"-0.0"), Some(Decimal::new(0, 1)));
+        assert_eq!(parse_plain(b"999999999999999999"), Some(d("999999999999999999")));
+        for other in ["1e2", "+1", "1.2.3", ".", "-", "", "1234567890123456789", "1_0"] {
+            assert_eq!(parse_plain(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    proptest! {
+        // Proves the plain path gives what the general one gives, wherever it answers.
+        #[test]
+        fn the_plain_path_agrees_with_the_general_one(
+            text in r"-?[0-9]{0,12}(\.[0-9]{0,10})?",
+            noise in r"[-+.0-9eE]{0,24}",
+        ) {
+            for text in [text, noise] {
+                if let Some(plain) = parse_plain(text.as_bytes()) {
+                    let general = parse_any(&text).unwrap();
+                    prop_assert_eq!(plain, general);
+                    prop_assert_eq!(plain.scale(), general.scale());
+                    prop_assert_eq!(plain.is_sign_negative(), general.is_sign_negative());
+                }
+            }
+        }
     }
 
     // Plain decimals keep their value and their scale.
