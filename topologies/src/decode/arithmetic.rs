@@ -146,14 +146,18 @@ pub(super) fn every_sum_exact(values: impl Iterator<Item = Decimal> + Clone) -> 
 }
 
 /// `a + b` when Decimal holds it exactly within [`MAGNITUDE_MAX`]; `None` otherwise.
+///
+/// Added as integers at the larger scale, the scale Decimal gives the sum: Decimal itself rounds
+/// instead of failing when that sum's mantissa passes 96 bits, and undoing its addition (what
+/// this did before) can round back to the value it started from, which let a record through
+/// whose reversal did not net to zero (`tests_fuzz_regressions`).
 fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let sum = a.checked_add(b)?;
-    if sum.abs() > MAGNITUDE_MAX {
-        return None;
-    }
-    // Decimal rounds instead of failing when aligning the scales overflows the mantissa;
-    // undoing the addition exposes that.
-    (sum.checked_sub(a) == Some(b)).then_some(sum)
+    let scale = a.scale().max(b.scale());
+    let aligned = |value: Decimal| 10i128.checked_pow(scale - value.scale())?.checked_mul(value.mantissa());
+    let sum = aligned(a)?.checked_add(aligned(b)?)?;
+    // Fails when the mantissa passes 96 bits.
+    let sum = Decimal::try_from_i128_with_scale(sum, scale).ok()?;
+    (sum.abs() <= MAGNITUDE_MAX).then_some(sum)
 }
 
 /// `a × b` when Decimal holds it exactly; `None` on overflow or rounding.

@@ -102,3 +102,18 @@ fn exact_extremes_are_still_accepted() {
         assert!(day.gross.is_zero() && day.net.is_zero() && sku.net.is_zero(), "{qty} × {unit_price}");
     }
 }
+
+// Proves a record whose sum rounds in one order is refused even when undoing that rounded sum
+// rounds back to the value added (decode_input found it: taxes 2.88, −8, 10^−28 and −0.40
+// summed from the last line give −8.3999999999999999999999999999, beyond 96 bits, which
+// Decimal rounds; the aggregates then reversed the sale to −10^−28, not zero).
+#[test]
+fn a_sum_that_rounds_and_rounds_back_is_refused() {
+    let line = |sku: &str, tax: &str| json!({"sku": sku, "qty": "1", "unit_price": "1", "tax": tax});
+    let doc = json!({
+        "type": "pos.transaction", "id": "T-fuzz", "store": "0042",
+        "occurred_at": "2026-11-27T10:15:03-05:00",
+        "lines": [line("A", "2.88"), line("B", "-8"), line("C", "0.0000000000000000000000000001"), line("D", "-0.40")]
+    });
+    assert_refused_as_decimal(POS, &doc);
+}
