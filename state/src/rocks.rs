@@ -266,10 +266,7 @@ impl Store for RocksStore {
         let bytes: usize = batch.ops().map(|op| op.key().len() + op.value().map_or(0, Vec::len) + 16).sum();
         let mut rocks_batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
         // Each family's handle looked up once per batch, not by name for every operation.
-        let mut handles = Vec::with_capacity(Cf::ALL.len());
-        for cf in Cf::ALL {
-            handles.push(self.handle(cf)?);
-        }
+        let handles: Vec<&ColumnFamily> = Cf::ALL.into_iter().map(|cf| self.handle(cf)).collect::<Result<_, _>>()?;
         for op in batch.ops() {
             match op {
                 Op::Put { cf, key, value } => rocks_batch.put_cf(handles[cf.index()], key, value),

@@ -13,12 +13,10 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::fields::MAGNITUDE_MAX;
+use super::number::MANTISSA_MAX;
 use super::RejectReason;
 use super::Rejection;
 use crate::model::{MovementLine, PosLine, Tender};
-
-/// The largest mantissa `Decimal` holds: 2^96 − 1.
-const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
 
 /// A record whose own arithmetic in the aggregates (docs/wire-format.md, "POS transaction": `gross = qty × unit_price`,
 /// `net = gross − discount`, and their sums per record, per sku and per tender type) would
@@ -134,15 +132,18 @@ pub(super) fn every_sum_exact(values: impl Iterator<Item = Decimal> + Clone) -> 
     let scale = values.clone().map(|value| value.scale()).max().unwrap_or(0);
     let mut total: u128 = 0;
     for value in values {
-        let aligned = 10u128
-            .checked_pow(scale - value.scale())
-            .and_then(|factor| value.mantissa().unsigned_abs().checked_mul(factor));
+        let aligned = mantissa_at(value, scale).map(i128::unsigned_abs);
         match aligned.and_then(|aligned| total.checked_add(aligned)) {
             Some(sum) if sum <= MANTISSA_MAX => total = sum,
             _ => return false,
         }
     }
     Decimal::try_from_i128_with_scale(total as i128, scale).is_ok_and(|sum| sum <= MAGNITUDE_MAX)
+}
+
+/// `value`'s mantissa brought to `scale` (at least its own), `None` past 128 bits.
+fn mantissa_at(value: Decimal, scale: u32) -> Option<i128> {
+    10i128.checked_pow(scale - value.scale())?.checked_mul(value.mantissa())
 }
 
 /// `a + b` when Decimal holds it exactly within [`MAGNITUDE_MAX`]; `None` otherwise.
@@ -153,8 +154,7 @@ pub(super) fn every_sum_exact(values: impl Iterator<Item = Decimal> + Clone) -> 
 /// whose reversal did not net to zero (`tests_fuzz_regressions`).
 fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
     let scale = a.scale().max(b.scale());
-    let aligned = |value: Decimal| 10i128.checked_pow(scale - value.scale())?.checked_mul(value.mantissa());
-    let sum = aligned(a)?.checked_add(aligned(b)?)?;
+    let sum = mantissa_at(a, scale)?.checked_add(mantissa_at(b, scale)?)?;
     // Fails when the mantissa passes 96 bits.
     let sum = Decimal::try_from_i128_with_scale(sum, scale).ok()?;
     (sum.abs() <= MAGNITUDE_MAX).then_some(sum)

@@ -18,7 +18,7 @@ pub enum NumberError {
 }
 
 /// The largest mantissa `Decimal` holds: 2^96 − 1.
-const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
+pub(super) const MANTISSA_MAX: u128 = (1u128 << 96) - 1;
 /// 2^96 − 1 has 29 digits; a longer digit string cannot fit.
 const MANTISSA_DIGITS_MAX: usize = 29;
 
