@@ -8,7 +8,8 @@
 //!
 //! - `value`: the untyped document both formats decode into.
 //! - `json`: a strict JSON reader that keeps number literals as text.
-//! - `msgpack`: MessagePack through rmpv, floats as their shortest round-trip text.
+//! - `msgpack`: MessagePack, floats as their shortest round-trip text; `msgpack_reader` reads
+//!   well-formed documents without an owned tree, rmpv the rest.
 //! - `number`: exact decimal text → `Decimal`.
 //! - `fields`: typed field access with paths for the rejection details.
 //! - `records`: the three POS and inventory records of the contract.
@@ -19,6 +20,7 @@ mod arithmetic;
 mod fields;
 mod json;
 mod msgpack;
+mod msgpack_reader;
 mod number;
 mod order;
 mod records;
@@ -28,6 +30,8 @@ mod value;
 mod tests;
 #[cfg(test)]
 mod tests_fuzz_regressions;
+#[cfg(test)]
+mod tests_msgpack;
 #[cfg(test)]
 mod tests_order;
 #[cfg(test)]
