@@ -317,7 +317,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::Builder::new().prefix("tally-bench-apply-").tempdir()?;
     let defaults = RocksOptions { cache_bytes: args.cache_mib << 20, ..RocksOptions::default() };
-    let rocks = RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?;
+    let rocks = Arc::new(RocksStore::open(dir.path(), &RocksOptions { sync: args.sync, ..defaults })?);
+    let filtered = Arc::clone(&rocks);
     let rocks: Arc<dyn Store> = Arc::new(CachedStore::new(rocks, args.value_cache_mib << 20));
     if args.prefill_keys > 0 {
         let started = Instant::now();
@@ -365,6 +366,16 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
 
     print_written_by_kind(&split, n);
     counting.print_gets_by_kind(n);
+    if let Some(filter) = filtered.key_filter() {
+        println!(
+            "  key filter: {:.2} gets/msg answered without a read, {:.2} read ({} scans, {} keys, {} KiB)",
+            filter.answered as f64 / n as f64,
+            filter.passed as f64 / n as f64,
+            filter.scans,
+            filter.keys,
+            filter.bytes >> 10
+        );
+    }
     let cpu_per_msg = cpu * 1e6 / n as f64;
     println!("  CPU of the applying thread (decode + apply + commit): {cpu_per_msg:6.1} µs/msg");
     let background: f64 = threads.iter().filter(|(name, _)| name.starts_with("rocksdb")).map(|(_, secs)| secs).sum();

@@ -42,7 +42,7 @@ pub const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sets `tally_memory_bytes{part}` every [`MEMORY_EVERY`] until shutdown: the process's RSS and
 /// the parts of it that settings bound (RocksDB's block cache and memtables, its index and
-/// filter blocks, the value cache), so that an operator sees which budget the memory is in.
+/// filter blocks, the value cache) or that grow with the keys (the key filter), so that an operator sees which budget the memory is in.
 pub async fn memory_loop(
     caches: Vec<std::sync::Arc<tally_state::CachedStore<std::sync::Arc<tally_state::RocksStore>>>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -56,6 +56,7 @@ pub async fn memory_loop(
                 crate::telemetry::memory("block_cache", rocks.block_cache);
                 crate::telemetry::memory("memtables", rocks.memtables);
                 crate::telemetry::memory("index_and_filters", rocks.table_readers);
+                crate::telemetry::memory("key_filter", rocks.key_filter);
             }
             Err(err) => tracing::warn!(error = %err, "Reading RocksDB's memory use failed."),
         }
@@ -80,6 +81,7 @@ fn rocks_memory(
         total.memtables += one.memtables;
         total.table_readers += one.table_readers;
         total.keys += one.keys;
+        total.key_filter += one.key_filter;
     }
     Ok(total)
 }

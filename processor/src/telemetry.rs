@@ -178,7 +178,7 @@ fn describe() {
     describe_gauge!(
         MEMORY,
         Unit::Bytes,
-        "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache."
+        "Memory by part: rss (the whole process), block_cache, memtables, index_and_filters (RocksDB), value_cache, key_filter."
     );
     describe_cluster();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);

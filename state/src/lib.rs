@@ -8,6 +8,8 @@
 //! - [`key`]: order-preserving binary keys ([`KeyWriter`], [`KeyReader`]).
 //! - [`overlay`]: [`Overlay`], a read-your-writes transaction that ends as one batch.
 //! - [`cached`]: [`CachedStore`], a bounded cache of hot values in front of a store.
+//! - [`key_filter`]: [`KeyFilter`], every key of the point-read families in a Bloom filter,
+//!   so that most gets of absent keys need no read (used by [`RocksStore`]).
 //! - [`mem`]: [`MemStore`], in memory, for unit tests and simulations.
 //! - [`failing`]: [`FailingStore`], a wrapper that fails chosen writes for fault-injection tests.
 //! - [`rocks`]: [`RocksStore`], the durable store on RocksDB (feature `rocksdb`).
@@ -18,6 +20,7 @@ pub mod cf;
 pub mod error;
 pub mod failing;
 pub mod key;
+pub mod key_filter;
 pub mod mem;
 pub mod overlay;
 #[cfg(feature = "rocksdb")]
@@ -30,6 +33,7 @@ pub use cf::Cf;
 pub use error::StateError;
 pub use failing::FailingStore;
 pub use key::{KeyError, KeyReader, KeyWriter};
+pub use key_filter::{KeyFilter, KeyFilterStats};
 pub use mem::MemStore;
 pub use overlay::{Overlay, Writes};
 #[cfg(feature = "rocksdb")]

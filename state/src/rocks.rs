@@ -2,6 +2,9 @@
 //! must never interpret keys or values; one [`Cf`] maps to one RocksDB column family.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::properties;
@@ -10,8 +13,14 @@ use rocksdb::{
     Options, ReadOptions, WriteBufferManager, WriteOptions, DB,
 };
 
+use crate::key_filter::{KeyFilter, KeyFilterStats, FILTERED};
 use crate::store::prefix_end;
 use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
+
+/// The smallest key filter made (80 KiB): a new state's first batches fill it.
+const KEY_FILTER_MIN_KEYS: u64 = 1 << 16;
+/// Keys the key filter's scan reads between two looks at whether it must stop.
+const KEY_FILTER_SCAN_STEP: usize = 4096;
 
 /// Memory and durability settings for [`RocksStore::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +52,9 @@ pub struct RocksMemory {
     pub table_readers: u64,
     /// Keys of all families (RocksDB's estimate; overwritten keys may count more than once).
     pub keys: u64,
+    /// The key filter's ([`KeyFilter`]): about 10 bits per key of the point-read families,
+    /// twice that while it is rebuilt larger.
+    pub key_filter: u64,
 }
 
 /// The memory that several databases in one process share: one block cache and one memtable
@@ -78,8 +90,13 @@ impl RocksShared {
 
 /// A RocksDB database with one column family per [`Cf`].
 pub struct RocksStore {
-    db: DB,
+    db: Arc<DB>,
     write_options: WriteOptions,
+    /// The keys of the point-read families, which answers most gets of absent keys
+    /// ([`KeyFilter`]); `None` when opened read-only.
+    filter: Option<Arc<KeyFilter>>,
+    /// The thread that fills the filter by scanning the families, at open and at each rebuild.
+    scanner: Option<JoinHandle<()>>,
 }
 
 fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError {
@@ -159,7 +176,7 @@ impl RocksStore {
         let descriptors: Vec<_> = names.map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone())).collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors).map_err(rocks("open"))?;
-        Self::with_db(db, opts.sync)
+        Self::with_db(db, opts.sync)?.with_key_filter()
     }
 
     /// Opens the database at `path` for reading only, for offline inspection. Writes fail.
@@ -180,7 +197,40 @@ impl RocksStore {
         }
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
-        Ok(Self { db, write_options })
+        Ok(Self { db: Arc::new(db), write_options, filter: None, scanner: None })
+    }
+
+    /// Starts the key filter, and the thread whose scan of the store completes it. Until then,
+    /// and if the scan fails (logged), every get reads the store as it would without a filter.
+    fn with_key_filter(mut self) -> Result<Self, StateError> {
+        let mut estimated = 0u64;
+        for cf in FILTERED {
+            let keys = self.db.property_int_value_cf(self.handle(cf)?, properties::ESTIMATE_NUM_KEYS);
+            estimated = estimated.saturating_add(keys.map_err(rocks("read a property"))?.unwrap_or(0));
+        }
+        let filter = KeyFilter::new(estimated, KEY_FILTER_MIN_KEYS);
+        let (db, scanning) = (Arc::clone(&self.db), Arc::clone(&filter));
+        let scanner = std::thread::Builder::new()
+            .name("tally-key-filter".to_string())
+            .spawn(move || {
+                if let Err(err) = scanning.run_scans(|insert, stop| scan_keys(&db, insert, stop)) {
+                    tracing::warn!(error = %err, "The key filter's scan failed; gets of absent keys read the store.");
+                }
+            })
+            .map_err(|source| StateError::Io {
+                op: "start the key filter",
+                path: self.db.path().to_path_buf(),
+                source,
+            })?;
+        self.filter = Some(filter);
+        self.scanner = Some(scanner);
+        Ok(self)
+    }
+
+    /// What the key filter has done: gets answered without a read, scans, keys and memory.
+    /// `None` for a store opened read-only.
+    pub fn key_filter(&self) -> Option<KeyFilterStats> {
+        self.filter.as_ref().map(|filter| filter.stats())
     }
 
     /// Writes a consistent copy of the database to `dir`, which must not exist yet; its parent
@@ -193,7 +243,9 @@ impl RocksStore {
                 source,
             })?;
         }
-        Checkpoint::new(&self.db).and_then(|checkpoint| checkpoint.create_checkpoint(dir)).map_err(rocks("checkpoint"))
+        Checkpoint::new(self.db.as_ref())
+            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
+            .map_err(rocks("checkpoint"))
     }
 
     /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
@@ -215,6 +267,7 @@ impl RocksStore {
             memtables: self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?,
             table_readers: self.sum_property(properties::ESTIMATE_TABLE_READERS_MEM)?,
             keys: self.sum_property(properties::ESTIMATE_NUM_KEYS)?,
+            key_filter: self.key_filter().map_or(0, |filter| filter.bytes),
         })
     }
 
@@ -247,8 +300,49 @@ impl RocksStore {
     }
 }
 
+/// Puts every key of the filtered families into the key filter through `insert`; false when
+/// `stop` ended it early.
+fn scan_keys(db: &DB, insert: &dyn Fn(Cf, &[u8]), stop: &AtomicBool) -> Result<bool, StateError> {
+    for cf in FILTERED {
+        let handle = db.cf_handle(cf.name()).ok_or(StateError::MissingColumnFamily { name: cf.name() })?;
+        let mut read_options = ReadOptions::default();
+        // A scan of everything once: its blocks must not push the hot ones out of the cache.
+        read_options.fill_cache(false);
+        read_options.set_readahead_size(2 << 20);
+        let mut keys = db.raw_iterator_cf_opt(handle, read_options);
+        keys.seek_to_first();
+        let mut step = 0;
+        while let Some(key) = keys.key() {
+            insert(cf, key);
+            step += 1;
+            if step % KEY_FILTER_SCAN_STEP == 0 && stop.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            keys.next();
+        }
+        keys.status().map_err(rocks("scan for the key filter"))?;
+    }
+    Ok(true)
+}
+
+impl Drop for RocksStore {
+    /// Stops the key filter's scan before the database closes: the scan holds the database, and
+    /// a partition reopened at once must find it closed.
+    fn drop(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.stop();
+        }
+        if let Some(scanner) = self.scanner.take() {
+            let _ = scanner.join();
+        }
+    }
+}
+
 impl Store for RocksStore {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if self.filter.as_ref().is_some_and(|filter| !filter.may_contain(cf, key)) {
+            return Ok(None);
+        }
         self.db.get_cf(self.handle(cf)?, key).map_err(rocks("get"))
     }
 
@@ -273,6 +367,12 @@ impl Store for RocksStore {
                 Op::Delete { cf, key } => rocks_batch.delete_cf(handles[cf.index()], key),
             }
         }
-        self.db.write_opt(rocks_batch, &self.write_options).map_err(rocks("write"))
+        // The filter holds the keys before the database does (see `key_filter`).
+        let writing = self.filter.as_ref().map(|filter| (filter, filter.writing(batch)));
+        let written = self.db.write_opt(rocks_batch, &self.write_options).map_err(rocks("write"));
+        if let Some((filter, writing)) = writing {
+            filter.written(writing);
+        }
+        written
     }
 }

@@ -155,3 +155,75 @@ fn unknown_family_does_not_block_open() {
     .unwrap();
     assert_eq!(db.get_cf(db.cf_handle("future").unwrap(), b"k").unwrap(), Some(b"v".to_vec()));
 }
+
+fn id(i: u32) -> Vec<u8> {
+    format!("0042/T-{i:08}").into_bytes()
+}
+
+/// Writes ids `range` to the dedupe family, 10 000 per batch.
+fn put_ids(store: &dyn Store, range: std::ops::Range<u32>) {
+    for chunk in range.collect::<Vec<_>>().chunks(10_000) {
+        let mut batch = WriteBatch::new();
+        chunk.iter().for_each(|&i| batch.put(Cf::Dedupe, id(i), b"seen".as_slice()));
+        store.write(&batch).unwrap();
+    }
+}
+
+/// Waits until the key filter has completed `scans` scans.
+fn wait_for_scans(store: &RocksStore, scans: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.key_filter().unwrap().scans < scans {
+        assert!(std::time::Instant::now() < deadline, "{:?}", store.key_filter());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_key_filter_answers_absent_keys_and_never_hides_a_present_one() {
+    // Proves the filter built at reopen holds what the state held and what was written while it
+    // scanned, answers most absent keys without a read, and grows past its first size.
+    let dir = tempfile::tempdir().unwrap();
+    put_ids(&open(dir.path()), 0..100_000);
+
+    let store = open(dir.path());
+    put_ids(&store, 100_000..101_000);
+    wait_for_scans(&store, 1);
+    assert!((0..101_000).step_by(7).all(|i| store.get(Cf::Dedupe, &id(i)).unwrap().is_some()));
+    let before = store.key_filter().unwrap();
+    assert!((200_000..201_000).all(|i| store.get(Cf::Dedupe, &id(i)).unwrap().is_none()));
+    let answered = store.key_filter().unwrap().answered - before.answered;
+    assert!(answered >= 950, "{answered} of 1 000 absent keys answered by the filter");
+
+    // Past its capacity (1.5 × the keys estimated at open) it is rebuilt twice the size.
+    put_ids(&store, 300_000..500_000);
+    wait_for_scans(&store, 2);
+    let grown = store.key_filter().unwrap();
+    assert!(grown.bytes > before.bytes, "{grown:?} after {before:?}");
+    assert!((0..101_000).chain(300_000..500_000).step_by(11).all(|i| store.get(Cf::Dedupe, &id(i)).unwrap().is_some()));
+    // Deleted keys: a false positive at worst, never a value.
+    let mut batch = WriteBatch::new();
+    batch.delete(Cf::Dedupe, id(5));
+    store.write(&batch).unwrap();
+    assert_eq!(store.get(Cf::Dedupe, &id(5)).unwrap(), None);
+}
+
+#[test]
+fn a_store_closed_while_its_filter_scans_reopens_at_once() {
+    // Proves dropping the store stops the scan and closes the database: reopening right after
+    // (as a partition handed back does) is not refused for a lock still held.
+    let dir = tempfile::tempdir().unwrap();
+    put_ids(&open(dir.path()), 0..50_000);
+    for _ in 0..5 {
+        let store = open(dir.path());
+        assert!(store.get(Cf::Dedupe, &id(49_999)).unwrap().is_some());
+    }
+}
+
+#[test]
+fn a_read_only_store_has_no_key_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    put(&open(dir.path()), Cf::Dedupe, b"k", b"v");
+    let store = RocksStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.key_filter(), None);
+    assert_eq!(store.get(Cf::Dedupe, b"k").unwrap(), Some(b"v".to_vec()));
+}

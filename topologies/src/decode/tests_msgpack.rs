@@ -266,7 +266,10 @@ fn nesting_past_the_bound_is_refused_as_before() {
 fn strings_borrow_from_the_payload() {
     use super::value::Value;
     use std::borrow::Cow;
-    let payload = [0x82, 0xa2, b'i', b'd', 0xa3, b'T', b'-', b'1', 0xa1, b'n', 0xcb, 0x40, 0x33, 0xfd, 0x70, 0xa3, 0xd7, 0x0a, 0x3d];
+    let payload = [
+        0x82, 0xa2, b'i', b'd', 0xa3, b'T', b'-', b'1', 0xa1, b'n', 0xcb, 0x40, 0x33, 0xfd, 0x70, 0xa3, 0xd7, 0x0a,
+        0x3d,
+    ];
     let Some(Value::Map(entries)) = read(&payload) else { panic!("not read as a map") };
     assert!(matches!(&entries[0].0, Cow::Borrowed("id")));
     assert!(matches!(&entries[0].1, Value::Str(Cow::Borrowed("T-1"))));

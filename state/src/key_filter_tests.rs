@@ -1,0 +1,163 @@
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn key(i: u32) -> Vec<u8> {
+    format!("store-0042/id-{i:08}").into_bytes()
+}
+
+fn put_batch(keys: impl IntoIterator<Item = Vec<u8>>) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for key in keys {
+        batch.put(Cf::Dedupe, key, b"v".to_vec());
+    }
+    batch
+}
+
+/// Writes `batch` as a store does: its keys into the filter, then (here) into `held`.
+fn write(filter: &KeyFilter, held: &Mutex<BTreeSet<Vec<u8>>>, batch: &WriteBatch) {
+    let writing = filter.writing(batch);
+    held.lock().unwrap().extend(batch.ops().map(|op| op.key().to_vec()));
+    filter.written(writing);
+}
+
+/// Runs the filter's scans over `held` on a thread, as `RocksStore` does over its families.
+fn scan_thread(filter: &Arc<KeyFilter>, held: &Arc<Mutex<BTreeSet<Vec<u8>>>>) -> std::thread::JoinHandle<()> {
+    let (filter, held) = (Arc::clone(filter), Arc::clone(held));
+    std::thread::spawn(move || {
+        let scan = |insert: &dyn Fn(Cf, &[u8]), stop: &AtomicBool| {
+            let keys: Vec<_> = held.lock().unwrap().iter().cloned().collect();
+            for key in keys {
+                if stop.load(Ordering::Acquire) {
+                    return Ok::<_, ()>(false);
+                }
+                insert(Cf::Dedupe, &key);
+            }
+            Ok(true)
+        };
+        filter.run_scans(scan).unwrap();
+    })
+}
+
+fn wait_for_scans(filter: &KeyFilter, scans: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while filter.stats().scans < scans {
+        assert!(Instant::now() < deadline, "scan {scans} did not complete: {:?}", filter.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_bloom_never_forgets_and_rarely_guesses() {
+    let bloom = Bloom::with_capacity(100_000);
+    (0..100_000).for_each(|i| bloom.insert(Cf::Dedupe, &key(i)));
+    assert!((0..100_000).all(|i| bloom.may_contain(Cf::Dedupe, &key(i))));
+    let guessed = (100_000..200_000).filter(|&i| bloom.may_contain(Cf::Dedupe, &key(i))).count();
+    // 10 bits and 6 probes per key in 512-bit blocks: about 1 %.
+    assert!(guessed < 2_000, "{guessed} false positives in 100 000");
+    // A key is its family and its bytes.
+    assert!(!bloom.may_contain(Cf::Voids, &key(7)) || !bloom.may_contain(Cf::Voids, &key(8)));
+    assert!(bloom.keys() > 99_000 && !bloom.is_full());
+}
+
+#[test]
+fn nothing_is_answered_before_the_first_scan_completes() {
+    let filter = KeyFilter::new(0, 64);
+    assert!(filter.may_contain(Cf::Dedupe, &key(1)));
+    assert_eq!(filter.stats().answered, 0);
+    assert_eq!(filter.stats().passed, 1);
+}
+
+#[test]
+fn keys_held_before_and_written_during_the_scan_are_kept_and_others_answered() {
+    let held = Arc::new(Mutex::new((0..1_000).map(key).collect::<BTreeSet<_>>()));
+    let filter = KeyFilter::new(1_000, 64);
+    // Written before the scan runs: only the write put them in.
+    write(&filter, &held, &put_batch((1_000..1_100).map(key)));
+    let scanner = scan_thread(&filter, &held);
+    wait_for_scans(&filter, 1);
+    assert!((0..1_100).all(|i| filter.may_contain(Cf::Dedupe, &key(i))));
+    let answered = (5_000..6_000).filter(|&i| !filter.may_contain(Cf::Dedupe, &key(i))).count();
+    assert!(answered > 950, "only {answered} of 1 000 absent keys answered");
+    assert_eq!(filter.stats().answered, answered as u64);
+    filter.stop();
+    scanner.join().unwrap();
+}
+
+#[test]
+fn a_full_filter_keeps_answering_while_a_larger_one_is_built() {
+    let held = Arc::new(Mutex::new(BTreeSet::new()));
+    let filter = KeyFilter::new(0, 64);
+    let scanner = scan_thread(&filter, &held);
+    wait_for_scans(&filter, 1);
+    let first = filter.stats().bytes;
+    for chunk in (0..2_000u32).collect::<Vec<_>>().chunks(50) {
+        write(&filter, &held, &put_batch(chunk.iter().map(|&i| key(i))));
+        // Every key written is there at every moment, whichever filter answers.
+        assert!(chunk.iter().all(|&i| filter.may_contain(Cf::Dedupe, &key(i))));
+    }
+    wait_for_scans(&filter, 2);
+    // Let a rebuild that the last writes started finish, then check the filter grew and holds all.
+    std::thread::sleep(Duration::from_millis(50));
+    let stats = filter.stats();
+    assert!(stats.bytes > first * 4, "{stats:?}, first {first} bytes");
+    assert!((0..2_000).all(|i| filter.may_contain(Cf::Dedupe, &key(i))));
+    let answered = (10_000..11_000).filter(|&i| !filter.may_contain(Cf::Dedupe, &key(i))).count();
+    assert!(answered > 900, "{answered}");
+    filter.stop();
+    scanner.join().unwrap();
+}
+
+#[test]
+fn other_families_always_go_to_the_store() {
+    let held = Arc::new(Mutex::new(BTreeSet::new()));
+    let filter = KeyFilter::new(0, 64);
+    let scanner = scan_thread(&filter, &held);
+    wait_for_scans(&filter, 1);
+    assert!(filter.may_contain(Cf::Outbox, b"never written"));
+    assert!(filter.may_contain(Cf::Meta, b"position"));
+    assert!(!filter.may_contain(Cf::Voids, b"never written"));
+    filter.stop();
+    scanner.join().unwrap();
+}
+
+#[test]
+fn a_stopped_scan_lets_no_filter_answer() {
+    let filter = KeyFilter::new(0, 64);
+    filter.stop();
+    let result = filter.run_scans(|_: &dyn Fn(Cf, &[u8]), _: &AtomicBool| -> Result<bool, ()> {
+        panic!("a stopped filter runs no scan")
+    });
+    assert_eq!(result, Ok(()));
+    assert!(filter.may_contain(Cf::Dedupe, &key(1)));
+}
+
+#[test]
+fn a_failed_scan_leaves_the_filter_passing_everything() {
+    let filter = KeyFilter::new(0, 64);
+    let result = filter.run_scans(|_: &dyn Fn(Cf, &[u8]), _: &AtomicBool| Err::<bool, _>("disk gone"));
+    assert_eq!(result, Err("disk gone"));
+    assert!(filter.may_contain(Cf::Dedupe, &key(1)));
+    assert_eq!(filter.stats().scans, 0);
+}
+
+#[test]
+fn a_key_written_after_the_scan_began_is_kept() {
+    let filter = KeyFilter::new(0, 64);
+    let held = Mutex::new(BTreeSet::new());
+    let result = filter.run_scans(|insert: &dyn Fn(Cf, &[u8]), _: &AtomicBool| {
+        // The scan's view holds key 1; key 2 lands after the scan read past where it sorts.
+        insert(Cf::Dedupe, &key(1));
+        write(&filter, &held, &put_batch([key(2)]));
+        filter.stop();
+        Ok::<_, ()>(true)
+    });
+    assert_eq!(result, Ok(()));
+    assert_eq!(filter.stats().scans, 1);
+    assert!(filter.may_contain(Cf::Dedupe, &key(1)));
+    assert!(filter.may_contain(Cf::Dedupe, &key(2)));
+    assert!(!filter.may_contain(Cf::Dedupe, &key(3)));
+}
