@@ -88,7 +88,7 @@ async fn memory_gauge_reports_every_part() {
     let js = Js::connect(&nats.url()).await;
     js.publish_json(&pos_subject("retail", "0042"), &example_transaction("T-1", "0042", DAY)).await;
     tally.wait_drained(&js, DRAIN_TIMEOUT).await;
-    const PARTS: [&str; 5] = ["rss", "block_cache", "memtables", "index_and_filters", "value_cache"];
+    const PARTS: [&str; 6] = ["rss", "block_cache", "memtables", "index_and_filters", "value_cache", "key_filter"];
     // The gauge is refreshed every second; after a commit the value cache holds something.
     let tally_ref = &tally;
     let reported = wait_until(DRAIN_TIMEOUT, move || async move {
@@ -110,6 +110,9 @@ async fn memory_gauge_reports_every_part() {
     assert!(rss > (1 << 20) as f64, "a running tally's RSS is more than 1 MiB, got {rss}");
     let cache = prom::sum(&samples, "tally_memory_bytes", &[("part", "value_cache")]);
     assert!(cache <= (8u64 << 20) as f64, "the value cache stays within its budget, got {cache}");
+    // Each partition's key filter starts at its smallest size, 64 Ki keys at 10 bits: 80 KiB.
+    let filters = prom::sum(&samples, "tally_memory_bytes", &[("part", "key_filter")]);
+    assert!(filters >= (80u64 << 10) as f64, "every open state has a key filter, got {filters} bytes");
 }
 
 /// Waits until `tally_erp_final_postings_overdue` reads `expected` for each store, as one
