@@ -18,9 +18,9 @@
 //! A filling filter exists before its scan begins, and no write is in flight while one is
 //! made (the writes hold [`KeyFilter::writing`]): a key is either in the scan's view or was
 //! written after the filter existed. A deleted key stays in the filter until it is rebuilt,
-//! which costs only the read a false positive takes. The filter is rebuilt, twice as large,
-//! when the keys put into it exceed its capacity; the full one answers until the new one is
-//! complete.
+//! which costs only the read a false positive takes. When the keys put into the filter exceed
+//! its capacity, it is rebuilt for twice the keys the store holds; the full one answers until
+//! the new one is complete.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,6 +137,9 @@ pub struct KeyFilter {
     stop: AtomicBool,
     /// The smallest capacity a filter is made with.
     min_keys: u64,
+    /// The keys the last completed scan left in its filter (those scanned, and those written
+    /// meanwhile).
+    last_scan_keys: AtomicU64,
     answered: AtomicU64,
     passed: AtomicU64,
     scans: AtomicU64,
@@ -157,6 +160,7 @@ impl KeyFilter {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             min_keys,
+            last_scan_keys: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             passed: AtomicU64::new(0),
             scans: AtomicU64::new(0),
@@ -192,16 +196,21 @@ impl KeyFilter {
     }
 
     /// After a write: when the answering filter holds more keys than it was made for, starts
-    /// filling one twice the size. The full one answers until the new one is complete.
-    pub fn written(&self, writing: Writing<'_>) {
-        let full = writing.0.answering.as_ref().filter(|bloom| bloom.is_full()).map(|bloom| bloom.keys());
+    /// filling a new one for twice the keys the store holds now (`estimate_keys`, or what the
+    /// last scan found if more). The full one answers until the new one is complete. Sized by
+    /// what the store holds, not by what the full filter counted (which includes every key
+    /// deleted since its scan), the filter stays in proportion to the state.
+    pub fn written(&self, writing: Writing<'_>, estimate_keys: impl FnOnce() -> u64) {
+        let full = writing.0.answering.as_ref().is_some_and(|bloom| bloom.is_full());
         let idle = writing.0.filling.is_none();
         drop(writing);
-        if let (Some(keys), true) = (full, idle) {
+        if full && idle {
+            let keys = estimate_keys().max(self.last_scan_keys.load(Ordering::Relaxed));
+            let capacity = keys.saturating_mul(2).max(self.min_keys);
             // No write is in flight while the new filter is put in place (see the module docs).
             let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
             if filters.filling.is_none() {
-                filters.filling = Some(Arc::new(Bloom::with_capacity((keys * 2).max(self.min_keys))));
+                filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
                 drop(filters);
                 *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
                 self.wake.notify_all();
@@ -239,6 +248,7 @@ impl KeyFilter {
             filters.answering = filters.filling.take();
             self.scans.fetch_add(1, Ordering::Relaxed);
             let (keys, elapsed_ms) = (filling.keys(), started.elapsed().as_millis() as u64);
+            self.last_scan_keys.store(keys, Ordering::Relaxed);
             tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, "the key filter is complete");
         }
     }

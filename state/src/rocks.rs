@@ -203,12 +203,7 @@ impl RocksStore {
     /// Starts the key filter, and the thread whose scan of the store completes it. Until then,
     /// and if the scan fails (logged), every get reads the store as it would without a filter.
     fn with_key_filter(mut self) -> Result<Self, StateError> {
-        let mut estimated = 0u64;
-        for cf in FILTERED {
-            let keys = self.db.property_int_value_cf(self.handle(cf)?, properties::ESTIMATE_NUM_KEYS);
-            estimated = estimated.saturating_add(keys.map_err(rocks("read a property"))?.unwrap_or(0));
-        }
-        let filter = KeyFilter::new(estimated, KEY_FILTER_MIN_KEYS);
+        let filter = KeyFilter::new(self.estimate_filtered_keys()?, KEY_FILTER_MIN_KEYS);
         let (db, scanning) = (Arc::clone(&self.db), Arc::clone(&filter));
         let scanner = std::thread::Builder::new()
             .name("tally-key-filter".to_string())
@@ -225,6 +220,17 @@ impl RocksStore {
         self.filter = Some(filter);
         self.scanner = Some(scanner);
         Ok(self)
+    }
+
+    /// RocksDB's estimate of the keys in the filtered families (deletions not yet compacted
+    /// away, and versions in the memtables, count too).
+    fn estimate_filtered_keys(&self) -> Result<u64, StateError> {
+        let mut estimated = 0u64;
+        for cf in FILTERED {
+            let keys = self.db.property_int_value_cf(self.handle(cf)?, properties::ESTIMATE_NUM_KEYS);
+            estimated = estimated.saturating_add(keys.map_err(rocks("read a property"))?.unwrap_or(0));
+        }
+        Ok(estimated)
     }
 
     /// What the key filter has done: gets answered without a read, scans, keys and memory.
@@ -371,7 +377,7 @@ impl Store for RocksStore {
         let writing = self.filter.as_ref().map(|filter| (filter, filter.writing(batch)));
         let written = self.db.write_opt(rocks_batch, &self.write_options).map_err(rocks("write"));
         if let Some((filter, writing)) = writing {
-            filter.written(writing);
+            filter.written(writing, || self.estimate_filtered_keys().unwrap_or(0));
         }
         written
     }
