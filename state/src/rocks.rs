@@ -19,7 +19,7 @@ use crate::{Cf, Entries, Op, StateError, Store, WriteBatch};
 
 /// The smallest key filter made (80 KiB): a new state's first batches fill it.
 const KEY_FILTER_MIN_KEYS: u64 = 1 << 16;
-/// Keys the key filter's scan reads between two looks at whether it must stop.
+/// Keys the key filter's scan reads with one iterator, between two looks at whether it must stop.
 const KEY_FILTER_SCAN_STEP: usize = 4096;
 
 /// Memory and durability settings for [`RocksStore::open`].
@@ -308,25 +308,41 @@ impl RocksStore {
 
 /// Puts every key of the filtered families into the key filter through `insert`; false when
 /// `stop` ended it early.
+///
+/// It reads [`KEY_FILTER_SCAN_STEP`] keys per iterator: an iterator holds on to the memtables
+/// and files it started with, and one held for a whole scan kept every memtable flushed
+/// meanwhile in memory. A key there from the filter's making to the scan's end is in some
+/// step's view; one written or rewritten meanwhile the write put in (see `key_filter`).
 fn scan_keys(db: &DB, insert: &dyn Fn(Cf, &[u8]), stop: &AtomicBool) -> Result<bool, StateError> {
     for cf in FILTERED {
         let handle = db.cf_handle(cf.name()).ok_or(StateError::MissingColumnFamily { name: cf.name() })?;
-        let mut read_options = ReadOptions::default();
-        // A scan of everything once: its blocks must not push the hot ones out of the cache.
-        read_options.fill_cache(false);
-        read_options.set_readahead_size(2 << 20);
-        let mut keys = db.raw_iterator_cf_opt(handle, read_options);
-        keys.seek_to_first();
-        let mut step = 0;
-        while let Some(key) = keys.key() {
-            insert(cf, key);
-            step += 1;
-            if step % KEY_FILTER_SCAN_STEP == 0 && stop.load(Ordering::Acquire) {
+        let mut from = Vec::new();
+        loop {
+            if stop.load(Ordering::Acquire) {
                 return Ok(false);
             }
-            keys.next();
+            let mut read_options = ReadOptions::default();
+            // A scan of everything: its blocks must not push the hot ones out of the cache.
+            read_options.fill_cache(false);
+            let mut keys = db.raw_iterator_cf_opt(handle, read_options);
+            keys.seek(&from);
+            let mut read = 0;
+            while let Some(key) = keys.key() {
+                insert(cf, key);
+                read += 1;
+                if read == KEY_FILTER_SCAN_STEP {
+                    // The smallest key after this one.
+                    from = key.to_vec();
+                    from.push(0);
+                    break;
+                }
+                keys.next();
+            }
+            keys.status().map_err(rocks("scan for the key filter"))?;
+            if read < KEY_FILTER_SCAN_STEP {
+                break;
+            }
         }
-        keys.status().map_err(rocks("scan for the key filter"))?;
     }
     Ok(true)
 }
