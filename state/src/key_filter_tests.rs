@@ -164,23 +164,25 @@ fn a_key_written_after_the_scan_began_is_kept() {
 
 #[test]
 fn a_state_that_deletes_as_much_as_it_adds_keeps_a_filter_of_its_size() {
-    // Retention deletes old days as new ones come: the keys held stay about 1 000, while 20 000
-    // distinct keys pass through. Rebuilt for what the store holds, the filter stays small; sized
-    // by what it counted (deleted keys included) it would double at every rebuild.
+    // Retention deletes old days as new ones come: the keys held stay about 1 000, while 100 000
+    // distinct keys pass through. Rebuilt for what the store holds (plus what was written while
+    // its scan ran), the filter stays small; sized by what the full one counted (every key
+    // deleted since included), it doubled at every rebuild: 94 KiB in one run, against 3 KiB.
     let held = Arc::new(Mutex::new(BTreeSet::new()));
     let filter = KeyFilter::new(0, 64);
     let scanner = scan_thread(&filter, &held);
     wait_for_scans(&filter, 1);
-    for i in 0..20_000u32 {
+    for i in 0..100_000u32 {
         write(&filter, &held, &put_batch([key(i)]));
         if i >= 1_000 {
             held.lock().unwrap().remove(&key(i - 1_000));
         }
     }
-    let rebuilt = filter.stats().scans;
-    assert!(rebuilt >= 5, "{:?}", filter.stats());
-    // Twice 1 000 keys at 10 bits, for the answering and a filling filter: at most 5 KiB.
-    assert!(filter.stats().bytes <= 5 << 10, "{:?}", filter.stats());
+    let stats = filter.stats();
+    assert!(stats.scans >= 10, "{stats:?}");
+    // 1 000 keys at 10 bits are 1.2 KiB; the bound leaves room for the keys written during a
+    // scan, which the thread scheduling decides.
+    assert!(stats.bytes <= 64 << 10, "{stats:?}");
     filter.stop();
     scanner.join().unwrap();
 }
