@@ -17,15 +17,14 @@
 //!
 //! A filling filter exists before its scan begins, and no write is in flight while one is
 //! made (the writes hold [`KeyFilter::writing`]): a key is either in the scan's view or was
-//! written after the filter existed. One store of the process scans at a time ([`SCANNING`]). A deleted key stays in the filter until it is rebuilt,
+//! written after the filter existed. A deleted key stays in the filter until it is rebuilt,
 //! which costs only the read a false positive takes. When the keys put into the filter exceed
 //! its capacity, it is rebuilt for twice the keys the store holds; the full one answers until
 //! the new one is complete.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use crate::{Cf, Op, WriteBatch};
 
@@ -38,13 +37,6 @@ const BITS_PER_KEY: u64 = 10;
 const PROBES: u32 = 6;
 /// Bits per block: a cache line.
 const BLOCK_BITS: u64 = 512;
-
-/// One scan at a time in the process. The partitions' states grow alike and outgrow their
-/// filters at about the same moment; scanned side by side, their new filters and the scans'
-/// reads were all in memory at once, and the scans took every core from the input loops.
-static SCANNING: Mutex<()> = Mutex::new(());
-/// How often a store waiting for its turn to scan looks whether it was stopped meanwhile.
-const SCAN_TURN_POLL: Duration = Duration::from_millis(20);
 
 /// One filter of a fixed size. Bits are set atomically, so writes and the scan fill it side by
 /// side while gets read it.
@@ -139,13 +131,10 @@ pub struct KeyFilterStats {
 /// The filter of one store (see the module documentation).
 pub struct KeyFilter {
     filters: RwLock<Filters>,
-    /// The capacity of the filter to build next, when one is wanted; the scan thread waits
-    /// on `wake`.
-    pending_scan: Mutex<Option<u64>>,
+    /// Set when a filling filter waits for its scan; the scan thread waits on `wake`.
+    pending_scan: Mutex<bool>,
     wake: Condvar,
     stop: AtomicBool,
-    /// Set from the moment a wanted filter is taken up until it answers (or its scan ends).
-    rebuilding: AtomicBool,
     /// The smallest capacity a filter is made with.
     min_keys: u64,
     /// The keys the last completed scan left in its filter (those scanned, and those written
@@ -164,12 +153,12 @@ impl KeyFilter {
     /// its first scan pending: it answers nothing until [`KeyFilter::run_scans`] has run it.
     pub fn new(estimated_keys: u64, min_keys: u64) -> Arc<Self> {
         let capacity = (estimated_keys.saturating_mul(3) / 2).max(min_keys);
+        let filters = Filters { answering: None, filling: Some(Arc::new(Bloom::with_capacity(capacity))) };
         Arc::new(KeyFilter {
-            filters: RwLock::new(Filters::default()),
-            pending_scan: Mutex::new(Some(capacity)),
+            filters: RwLock::new(filters),
+            pending_scan: Mutex::new(true),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
-            rebuilding: AtomicBool::new(false),
             min_keys,
             last_scan_keys: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -206,104 +195,61 @@ impl KeyFilter {
         Writing(filters)
     }
 
-    /// After a write: when the answering filter holds more keys than it was made for, asks for
-    /// a new one for twice the keys the store holds now (`estimate_keys`, or what the last scan
-    /// found if more). The full one answers until the new one is complete. Sized by what the
-    /// store holds, not by what the full filter counted (which includes every key deleted since
-    /// its scan), the filter stays in proportion to the state.
+    /// After a write: when the answering filter holds more keys than it was made for, starts
+    /// filling a new one for twice the keys the store holds now (`estimate_keys`, or what the
+    /// last scan found if more). The full one answers until the new one is complete. Sized by
+    /// what the store holds, not by what the full filter counted (which includes every key
+    /// deleted since its scan), the filter stays in proportion to the state.
     pub fn written(&self, writing: Writing<'_>, estimate_keys: impl FnOnce() -> u64) {
         let full = writing.0.answering.as_ref().is_some_and(|bloom| bloom.is_full());
+        let idle = writing.0.filling.is_none();
         drop(writing);
-        if !full || self.rebuilding.load(Ordering::Acquire) {
-            return;
-        }
-        let mut pending = self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.is_none() {
+        if full && idle {
             let keys = estimate_keys().max(self.last_scan_keys.load(Ordering::Relaxed));
-            *pending = Some(keys.saturating_mul(2).max(self.min_keys));
-            self.wake.notify_all();
+            let capacity = keys.saturating_mul(2).max(self.min_keys);
+            // No write is in flight while the new filter is put in place (see the module docs).
+            let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
+            if filters.filling.is_none() {
+                filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
+                drop(filters);
+                *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                self.wake.notify_all();
+            }
         }
     }
 
-    /// The scan thread's loop: waits until a filter is wanted and no other store of the process
-    /// is scanning, makes it, fills it with `scan` (which calls its first argument with every
-    /// key of the filtered families and returns false when it stopped early), then lets it
-    /// answer. Returns when stopped, or with the error of a scan that failed, leaving the
-    /// filter as it was (answering as before, or not at all).
+    /// The scan thread's loop: waits for a filling filter, fills it with `scan` (which calls
+    /// its first argument with every key of the filtered families and returns false when it
+    /// stopped early), then lets it answer. Returns when stopped, or with the error of a scan
+    /// that failed, leaving the filter as it was (answering as before, or not at all).
     pub fn run_scans<E>(
         &self,
         mut scan: impl FnMut(&dyn Fn(Cf, &[u8]), &AtomicBool) -> Result<bool, E>,
     ) -> Result<(), E> {
-        while let Some(capacity) = self.wanted() {
-            let built = self.build(capacity, &mut scan);
-            self.rebuilding.store(false, Ordering::Release);
-            if !built? {
+        loop {
+            {
+                let mut pending = self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*pending && !self.stop.load(Ordering::Acquire) {
+                    pending = self.wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
+                }
+                if self.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                *pending = false;
+            }
+            let Some(filling) = self.filters.read().unwrap_or_else(PoisonError::into_inner).filling.clone() else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            if !scan(&|cf, key| filling.insert(cf, key), &self.stop)? {
                 return Ok(());
             }
-        }
-        Ok(())
-    }
-
-    /// Makes a filter of `capacity` keys, fills it with `scan` and lets it answer; false when
-    /// stopped meanwhile.
-    fn build<E>(
-        &self,
-        capacity: u64,
-        scan: &mut impl FnMut(&dyn Fn(Cf, &[u8]), &AtomicBool) -> Result<bool, E>,
-    ) -> Result<bool, E> {
-        let Some(_turn) = self.turn_to_scan() else { return Ok(false) };
-        let started = std::time::Instant::now();
-        let filling = Arc::new(Bloom::with_capacity(capacity));
-        // Made while no write is in flight, before the scan's first view: every key is
-        // either in the store when the scan reads past it or put in by its write.
-        self.filters.write().unwrap_or_else(PoisonError::into_inner).filling = Some(Arc::clone(&filling));
-        let scanned = scan(&|cf, key| filling.insert(cf, key), &self.stop);
-        let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
-        match scanned {
-            Ok(true) => filters.answering = filters.filling.take(),
-            Ok(false) => return Ok(false),
-            Err(err) => {
-                filters.filling = None;
-                return Err(err);
-            }
-        }
-        drop(filters);
-        self.scans.fetch_add(1, Ordering::Relaxed);
-        let (keys, elapsed_ms) = (filling.keys(), started.elapsed().as_millis() as u64);
-        self.last_scan_keys.store(keys, Ordering::Relaxed);
-        tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, "the key filter is complete");
-        Ok(true)
-    }
-
-    /// Waits until a filter is wanted, and takes its capacity; `None` once stopped.
-    fn wanted(&self) -> Option<u64> {
-        let mut pending = self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(capacity) = pending.take() {
-                self.rebuilding.store(true, Ordering::Release);
-                return Some(capacity);
-            }
-            pending = self.wake.wait(pending).unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Waits for the process's one scan at a time (see [`SCANNING`]); `None` once stopped.
-    fn turn_to_scan(&self) -> Option<MutexGuard<'static, ()>> {
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return None;
-            }
-            match SCANNING.try_lock() {
-                Ok(turn) => return Some(turn),
-                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => {
-                    let pending = self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner);
-                    let _ = self.wake.wait_timeout(pending, SCAN_TURN_POLL);
-                }
-            }
+            let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
+            filters.answering = filters.filling.take();
+            self.scans.fetch_add(1, Ordering::Relaxed);
+            let (keys, elapsed_ms) = (filling.keys(), started.elapsed().as_millis() as u64);
+            self.last_scan_keys.store(keys, Ordering::Relaxed);
+            tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, "the key filter is complete");
         }
     }
 

@@ -75,7 +75,7 @@ fn nothing_is_answered_before_the_first_scan_completes() {
 fn keys_held_before_and_written_during_the_scan_are_kept_and_others_answered() {
     let held = Arc::new(Mutex::new((0..1_000).map(key).collect::<BTreeSet<_>>()));
     let filter = KeyFilter::new(1_000, 64);
-    // Written before the scan runs: there when it reads.
+    // Written before the scan runs: only the write put them in.
     write(&filter, &held, &put_batch((1_000..1_100).map(key)));
     let scanner = scan_thread(&filter, &held);
     wait_for_scans(&filter, 1);
