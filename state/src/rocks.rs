@@ -225,12 +225,7 @@ impl RocksStore {
     /// RocksDB's estimate of the keys in the filtered families (deletions not yet compacted
     /// away, and versions in the memtables, count too).
     fn estimate_filtered_keys(&self) -> Result<u64, StateError> {
-        let mut estimated = 0u64;
-        for cf in FILTERED {
-            let keys = self.db.property_int_value_cf(self.handle(cf)?, properties::ESTIMATE_NUM_KEYS);
-            estimated = estimated.saturating_add(keys.map_err(rocks("read a property"))?.unwrap_or(0));
-        }
-        Ok(estimated)
+        self.sum_property(&FILTERED, properties::ESTIMATE_NUM_KEYS)
     }
 
     /// What the key filter has done: gets answered without a read, scans, keys and memory.
@@ -257,8 +252,8 @@ impl RocksStore {
     /// Bytes held by live SST files and memtables across all families. An estimate: RocksDB
     /// updates these properties in the background.
     pub fn approximate_size_bytes(&self) -> Result<u64, StateError> {
-        let files = self.sum_property(properties::LIVE_SST_FILES_SIZE)?;
-        Ok(files + self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?)
+        let files = self.sum_property(&Cf::ALL, properties::LIVE_SST_FILES_SIZE)?;
+        Ok(files + self.sum_property(&Cf::ALL, properties::CUR_SIZE_ALL_MEM_TABLES)?)
     }
 
     /// What RocksDB holds in memory now, and how many keys it holds (estimates).
@@ -270,17 +265,17 @@ impl RocksStore {
             .map_err(rocks("read a property"))?;
         Ok(RocksMemory {
             block_cache: block_cache.unwrap_or(0),
-            memtables: self.sum_property(properties::CUR_SIZE_ALL_MEM_TABLES)?,
-            table_readers: self.sum_property(properties::ESTIMATE_TABLE_READERS_MEM)?,
-            keys: self.sum_property(properties::ESTIMATE_NUM_KEYS)?,
+            memtables: self.sum_property(&Cf::ALL, properties::CUR_SIZE_ALL_MEM_TABLES)?,
+            table_readers: self.sum_property(&Cf::ALL, properties::ESTIMATE_TABLE_READERS_MEM)?,
+            keys: self.sum_property(&Cf::ALL, properties::ESTIMATE_NUM_KEYS)?,
             key_filter: self.key_filter().map_or(0, |filter| filter.bytes),
         })
     }
 
-    /// An integer property summed over every family.
-    fn sum_property(&self, property: &properties::PropName) -> Result<u64, StateError> {
+    /// An integer property summed over `families`.
+    fn sum_property(&self, families: &[Cf], property: &properties::PropName) -> Result<u64, StateError> {
         let mut total: u64 = 0;
-        for cf in Cf::ALL {
+        for &cf in families {
             let value = self.db.property_int_value_cf(self.handle(cf)?, property).map_err(rocks("read a property"))?;
             total = total.saturating_add(value.unwrap_or(0));
         }

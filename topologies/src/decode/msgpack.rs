@@ -10,6 +10,7 @@
 //! required field the record is still refused (the field is missing); where it stands for an
 //! optional one it counts as absent, as `null` does.
 
+use super::msgpack_reader::float;
 use super::value::{Value, DEPTH_MAX};
 
 /// rmpv spends about two units of its depth budget per nesting level (plus a few for a leaf);
@@ -47,10 +48,8 @@ fn convert(raw: rmpv::Value, depth: usize) -> Result<Value<'static>, String> {
         R::Nil => Value::Null,
         R::Boolean(b) => Value::Bool(b),
         R::Integer(i) => Value::Number(i.to_string().into()),
-        R::F32(f) if f.is_finite() => Value::Number(format!("{f}").into()),
-        R::F32(f) => Value::NonFinite(format!("{f}")),
-        R::F64(f) if f.is_finite() => Value::Number(format!("{f}").into()),
-        R::F64(f) => Value::NonFinite(format!("{f}")),
+        R::F32(f) => float(f),
+        R::F64(f) => float(f),
         R::String(s) => Value::Str(utf8(s)?.into()),
         R::Binary(b) => Value::Bytes(b),
         R::Ext(_, b) => Value::Bytes(b),

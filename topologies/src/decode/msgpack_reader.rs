@@ -161,9 +161,9 @@ fn number(n: impl ToString) -> Value<'static> {
     Value::Number(n.to_string().into())
 }
 
-/// A float as its shortest round-trip text, or its name when it is not finite (as `msgpack`
-/// writes them).
-fn float<F: std::fmt::Display + Into<f64> + Copy>(f: F) -> Value<'static> {
+/// A float as its shortest round-trip text, or its name when it is not finite: for this
+/// reader and rmpv's path in `msgpack` alike.
+pub(super) fn float<F: std::fmt::Display + Into<f64> + Copy>(f: F) -> Value<'static> {
     if f.into().is_finite() {
         Value::Number(format!("{f}").into())
     } else {
