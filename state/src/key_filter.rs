@@ -26,7 +26,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
-use crate::{Cf, Op, WriteBatch};
+use crate::batch::{Op, WriteBatch};
+use crate::cf::Cf;
 
 /// The families whose keys the filter holds: those that are read by key and where keys are
 /// often absent. The others are scanned (outbox, timers) or tiny (meta).
