@@ -83,6 +83,8 @@ pub struct LineBook {
     pub posted: Amounts,
 }
 
+impl crate::codec::Pack for LineBook {}
+
 impl LineBook {
     pub fn is_posted(&self) -> bool {
         self.total == self.posted
@@ -100,6 +102,8 @@ pub struct PeriodBook {
     /// Everything posted in this period so far.
     pub posted: Amounts,
 }
+
+impl crate::codec::Pack for PeriodBook {}
 
 /// One line's unposted difference: (sku, reason, amounts).
 type Delta = (String, String, Amounts);

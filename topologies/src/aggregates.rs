@@ -163,6 +163,8 @@ pub struct LatestPrice {
     pub at: DateTime<Utc>,
 }
 
+impl crate::codec::Pack for LatestPrice {}
+
 /// The `seq` numbers seen for one register in one day, as sorted disjoint inclusive ranges,
 /// so a day of thousands of consecutive numbers costs one pair.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +213,8 @@ pub struct Seen {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order_skus: Vec<String>,
 }
+
+impl crate::codec::Pack for Seen {}
 
 /// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
 /// decoding it. Its fields are `Seen`'s, in the same order, so it reads either encoding.
@@ -262,6 +266,8 @@ pub struct OutboxEntry {
     #[serde(default)]
     pub kind: Option<OutputKind>,
 }
+
+impl crate::codec::Pack for OutboxEntry {}
 
 impl OutboxEntry {
     pub fn kind(&self) -> OutputKind {
@@ -444,7 +450,9 @@ mod tests {
     fn outbox_entry_of_an_earlier_version_gets_its_kind_from_the_subject() {
         #[derive(Serialize)]
         struct Earlier<'a>(&'a str, &'a str, Vec<(String, String)>, serde_bytes::ByteBuf);
-        let old = |subject| encode(&Earlier(subject, "x/1", vec![], serde_bytes::ByteBuf::from(vec![1u8])));
+        let old = |subject| {
+            rmp_serde::to_vec(&Earlier(subject, "x/1", vec![], serde_bytes::ByteBuf::from(vec![1u8]))).unwrap()
+        };
         for (subject, kind) in [
             ("retail.dlq.decode", OutputKind::Dlq),
             ("retail.alerts.drift.0042", OutputKind::Alert),

@@ -43,6 +43,8 @@ pub struct StoreClock {
     pub next_timer: Option<DateTime<Utc>>,
 }
 
+impl crate::codec::Pack for StoreClock {}
+
 /// Something to do for a store once its watermark reaches a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {

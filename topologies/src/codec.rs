@@ -1,12 +1,14 @@
 //! How values are stored: MessagePack by position (read by position or by name), and typed
 //! reads of them from an overlay.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use tally_state::{Cf, Overlay, StateError};
 
 use crate::error::TopologyError;
+pub use crate::pack::{Pack, Packer};
 
-/// Encodes a stored value. Serializing these plain structs to a Vec cannot fail.
+/// Encodes a stored value: by hand for the values every record writes (`pack`), through serde
+/// for the others, to the same bytes either way. Writing to memory cannot fail.
 ///
 /// Fields are written by position, not by name: every value is decoded and re-encoded on each
 /// touch, and the names were a third of the bytes and of the time spent on them.
@@ -14,13 +16,13 @@ use crate::error::TopologyError;
 /// The value is written into a buffer kept per thread and copied out at its exact size: written
 /// into a new Vec, a sku-day of 150 bytes grew it five times (8, 16, … 256 bytes), each a
 /// reallocation and a copy, for every value of every record.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn encode<T: Pack>(value: &T) -> Vec<u8> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCRATCH.with_borrow_mut(|scratch| {
         scratch.clear();
-        rmp_serde::encode::write(scratch, value).expect("serializing a state value to memory cannot fail");
+        value.pack(&mut Packer(scratch));
         let encoded = scratch.as_slice().to_vec();
         // A rare large value (a store-day of a busy store) must not keep its buffer's size.
         if scratch.capacity() > SCRATCH_KEPT {

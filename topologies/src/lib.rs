@@ -5,6 +5,7 @@
 //! - [`keys`]: where each record lives in the store, as order-preserving binary keys (the posting registry's too).
 //! - [`error`]: the one error of the topology: state that cannot be read.
 //! - [`codec`]: how values are stored (MessagePack) and read back, typed.
+//! - `pack`: the values every record writes, packed as MessagePack by hand (serde's bytes).
 //! - [`books`]: the posting bookkeeping kept in state.
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.
@@ -52,6 +53,7 @@ pub mod lineage;
 pub mod model;
 mod orders;
 pub mod outputs;
+mod pack;
 pub mod partition;
 pub mod posting_body;
 pub mod postings;
@@ -73,6 +75,8 @@ mod adjustment_tests;
 mod drift_tests;
 #[cfg(test)]
 mod order_tests;
+#[cfg(test)]
+mod pack_tests;
 #[cfg(test)]
 mod posting_tests;
 #[cfg(test)]

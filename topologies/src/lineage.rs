@@ -116,12 +116,16 @@ pub struct Rejected {
     pub traceparent: Option<String>,
 }
 
+impl crate::codec::Pack for Rejected {}
+
 /// The ids one alert revision listed as `unmatched`, and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRevision {
     pub state: String,
     pub unmatched: Vec<String>,
 }
+
+impl crate::codec::Pack for AlertRevision {}
 
 /// The input stream position an ERP posting covers: every record at or below it that belongs
 /// to the posting's store-day is in this posting or an earlier one.
@@ -130,6 +134,8 @@ pub struct PostingCover {
     pub covers: u64,
     pub kind: String,
 }
+
+impl crate::codec::Pack for PostingCover {}
 
 /// By id first: a store that only ever sent rejected records has no clock, so a trace that does
 /// not name the store finds its copies through the id alone.

@@ -153,7 +153,7 @@ fn a_dedupe_entry_from_an_earlier_version_still_decodes() {
     }
     let day = crate::test_support::day();
     let earlier = EarlierSeen { fingerprint: 7, business_day: day, transaction: None, voided_by: None };
-    let seen: crate::aggregates::Seen = crate::codec::decode(&crate::codec::encode(&earlier)).unwrap();
+    let seen: crate::aggregates::Seen = crate::codec::decode(&rmp_serde::to_vec(&earlier).unwrap()).unwrap();
     assert_eq!((seen.fingerprint, seen.business_day, seen.arrival), (7, day, None));
 }
 

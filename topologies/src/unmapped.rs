@@ -27,6 +27,8 @@ pub struct UnmappedDay {
     pub last_seen: DateTime<Utc>,
 }
 
+impl crate::codec::Pack for UnmappedDay {}
+
 fn key(store: &str, day: NaiveDate, system: &str, code: &str) -> Vec<u8> {
     let mut writer = KeyWriter::new();
     writer.tag(TAG_UNMAPPED).str(store).str(&day.to_string()).str(system).str(code).finish()
