@@ -214,8 +214,6 @@ pub struct Seen {
     pub order_skus: Vec<String>,
 }
 
-impl crate::codec::Pack for Seen {}
-
 /// A [`Seen`] read only for its business day, skipping the rest (a whole transaction) without
 /// decoding it. Its fields are `Seen`'s, in the same order, so it reads either encoding.
 #[derive(Debug, Deserialize)]

@@ -6,22 +6,22 @@
 //! of the normalized record; it is written here rather than taken from `std` because it is
 //! stored, and `std`'s hashers may change between Rust releases.
 //!
-//! The normalized form is serialized straight into the hash, field by field as serde's derive
-//! would write the record itself, with every amount normalized on the way: no copy of the
-//! record and no buffer (this runs for every input record). The fields must stay those of
-//! `model`, in order: stored fingerprints are of that form.
+//! The normalized form is packed straight into the hash, field by field as serde's derive
+//! would write the record itself (`pack` writes the same bytes), with every amount normalized
+//! on the way: no copy of the record and no buffer (this runs for every input record). The
+//! fields must stay those of `model`, in order: stored fingerprints are of that form, and the
+//! tests below compare with that form serialized by `rmp_serde`.
 
 use rust_decimal::Decimal;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::model::{
     DayClose, Event, InventoryMovement, MovementLine, OrderFulfillment, OrderLine, PosLine, PosTransaction, Tender,
 };
+use crate::pack::{Packer, Sink, VariantName};
 
 pub fn fingerprint(event: &Event) -> u64 {
     let mut hash = Fnv1a(OFFSET);
-    // Serializing plain data into a hasher cannot fail.
-    rmp_serde::encode::write(&mut hash, &Normalized(event)).expect("serializing an event into a hash cannot fail");
+    normalized(event, &mut Packer(&mut hash));
     hash.0
 }
 
@@ -32,7 +32,7 @@ pub fn with_sku_system(print: u64, sku_system: Option<&str>) -> u64 {
     let Some(system) = sku_system else { return print };
     let mut hash = Fnv1a(print);
     for bytes in [b"sku_system".as_slice(), system.as_bytes()] {
-        std::io::Write::write(&mut hash, bytes).expect("hashing cannot fail");
+        hash.put_all(bytes);
     }
     hash.0
 }
@@ -43,9 +43,20 @@ const PRIME: u64 = 0x0000_0100_0000_01b3;
 /// FNV-1a over whatever is written to it.
 struct Fnv1a(u64);
 
+impl Sink for Fnv1a {
+    fn put(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(PRIME);
+    }
+
+    fn put_all(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME));
+    }
+}
+
+/// What `Packer::serde` writes through, for a part too rare to pack by hand.
 impl std::io::Write for Fnv1a {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 = bytes.iter().fold(self.0, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME));
+        self.put_all(bytes);
         Ok(bytes.len())
     }
 
@@ -54,175 +65,127 @@ impl std::io::Write for Fnv1a {
     }
 }
 
-/// An event as serde's derive writes it, its amounts normalized.
-struct Normalized<'a>(&'a Event);
+type Out<'a> = Packer<'a, Fnv1a>;
 
-impl Serialize for Normalized<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Event::Transaction(tx) => s.serialize_newtype_variant("Event", 0, "Transaction", &Tx(tx)),
-            Event::Movement(movement) => s.serialize_newtype_variant("Event", 1, "Movement", &Movement(movement)),
-            Event::DayClose(close) => s.serialize_newtype_variant("Event", 2, "DayClose", &Close(close)),
-            Event::Order(order) => s.serialize_newtype_variant("Event", 3, "Order", &Order(order)),
+/// An event as serde's derive writes it (an enum variant as a map of its name to its value, a
+/// struct as an array of its fields), its amounts normalized and written as text.
+fn normalized(event: &Event, out: &mut Out<'_>) {
+    out.map(1);
+    match event {
+        Event::Transaction(tx) => {
+            out.str("Transaction");
+            transaction(tx, out);
+        }
+        Event::Movement(movement) => {
+            out.str("Movement");
+            inventory_movement(movement, out);
+        }
+        Event::DayClose(close) => {
+            out.str("DayClose");
+            day_close(close, out);
+        }
+        Event::Order(order) => {
+            out.str("Order");
+            order_fulfillment(order, out);
         }
     }
 }
 
-struct Tx<'a>(&'a PosTransaction);
-struct Line<'a>(&'a PosLine);
-struct Tenders<'a>(&'a [Tender]);
-struct Movement<'a>(&'a InventoryMovement);
-struct MovementLines<'a>(&'a [MovementLine]);
-struct Close<'a>(&'a DayClose);
-
-fn normal(amount: Decimal) -> Decimal {
-    amount.normalize()
+fn amount(amount: &Decimal, out: &mut Out<'_>) {
+    out.decimal_text(&amount.normalize());
 }
 
-impl Serialize for Tx<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let tx = self.0;
-        let mut out = s.serialize_struct("PosTransaction", 10)?;
-        out.serialize_field("id", &tx.id)?;
-        out.serialize_field("store", &tx.store)?;
-        out.serialize_field("register", &tx.register)?;
-        out.serialize_field("seq", &tx.seq)?;
-        out.serialize_field("occurred_at", &tx.occurred_at)?;
-        out.serialize_field("business_day", &tx.business_day)?;
-        out.serialize_field("currency", &tx.currency)?;
-        out.serialize_field("lines", &Lines(&tx.lines))?;
-        out.serialize_field("tenders", &Tenders(&tx.tenders))?;
-        out.serialize_field("voids", &tx.voids)?;
-        out.end()
+fn transaction(tx: &PosTransaction, out: &mut Out<'_>) {
+    out.array(10);
+    out.str(&tx.id);
+    out.str(&tx.store);
+    out.str_option(&tx.register);
+    out.uint_option(tx.seq);
+    out.time_text(&tx.occurred_at);
+    out.date(&tx.business_day);
+    out.str(&tx.currency);
+    out.array(tx.lines.len());
+    for line in &tx.lines {
+        pos_line(line, out);
+    }
+    tenders(&tx.tenders, out);
+    out.str_option(&tx.voids);
+}
+
+fn pos_line(line: &PosLine, out: &mut Out<'_>) {
+    out.array(8);
+    out.uint_option(line.line);
+    out.str(&line.sku);
+    for figure in [&line.qty, &line.unit_price, &line.discount, &line.tax] {
+        amount(figure, out);
+    }
+    out.bool(line.restock);
+    out.str_option(&line.return_of);
+}
+
+fn tenders(tenders: &[Tender], out: &mut Out<'_>) {
+    out.array(tenders.len());
+    for tender in tenders {
+        out.array(2);
+        out.str(&tender.kind);
+        amount(&tender.amount, out);
     }
 }
 
-struct Lines<'a>(&'a [PosLine]);
-
-impl Serialize for Lines<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(Line))
+fn inventory_movement(movement: &InventoryMovement, out: &mut Out<'_>) {
+    out.array(7);
+    out.str(&movement.id);
+    out.str(&movement.store);
+    out.time_text(&movement.occurred_at);
+    out.date(&movement.business_day);
+    out.str(movement.reason.variant_name());
+    out.str_option(&movement.reference);
+    out.array(movement.lines.len());
+    for line in &movement.lines {
+        movement_line(line, out);
     }
 }
 
-impl Serialize for Line<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let line = self.0;
-        let mut out = s.serialize_struct("PosLine", 8)?;
-        out.serialize_field("line", &line.line)?;
-        out.serialize_field("sku", &line.sku)?;
-        out.serialize_field("qty", &normal(line.qty))?;
-        out.serialize_field("unit_price", &normal(line.unit_price))?;
-        out.serialize_field("discount", &normal(line.discount))?;
-        out.serialize_field("tax", &normal(line.tax))?;
-        out.serialize_field("restock", &line.restock)?;
-        out.serialize_field("return_of", &line.return_of)?;
-        out.end()
+fn movement_line(line: &MovementLine, out: &mut Out<'_>) {
+    // A line without `unit_cost` keeps the two fields, and so the fingerprint, that earlier
+    // versions stored; a cost is a third field, so re-sending a line with another cost is a conflict.
+    out.array(if line.unit_cost.is_some() { 3 } else { 2 });
+    out.str(&line.sku);
+    amount(&line.qty, out);
+    if let Some(cost) = &line.unit_cost {
+        amount(cost, out);
     }
 }
 
-impl Serialize for Tenders<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(NormalTender))
+fn day_close(close: &DayClose, out: &mut Out<'_>) {
+    out.array(8);
+    out.str(&close.id);
+    out.str(&close.store);
+    out.date(&close.business_day);
+    out.time_text(&close.occurred_at);
+    out.uint(close.transaction_count);
+    amount(&close.net_sales, out);
+    amount(&close.tax, out);
+    tenders(&close.tenders, out);
+}
+
+fn order_fulfillment(order: &OrderFulfillment, out: &mut Out<'_>) {
+    out.array(6);
+    out.str(&order.id);
+    out.str(&order.store);
+    out.time_text(&order.occurred_at);
+    out.date(&order.business_day);
+    out.str(order.fulfillment.variant_name());
+    out.array(order.lines.len());
+    for line in &order.lines {
+        order_line(line, out);
     }
 }
 
-struct NormalTender<'a>(&'a Tender);
-
-impl Serialize for NormalTender<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("Tender", 2)?;
-        out.serialize_field("type", &self.0.kind)?;
-        out.serialize_field("amount", &normal(self.0.amount))?;
-        out.end()
-    }
-}
-
-impl Serialize for Movement<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let movement = self.0;
-        let mut out = s.serialize_struct("InventoryMovement", 7)?;
-        out.serialize_field("id", &movement.id)?;
-        out.serialize_field("store", &movement.store)?;
-        out.serialize_field("occurred_at", &movement.occurred_at)?;
-        out.serialize_field("business_day", &movement.business_day)?;
-        out.serialize_field("reason", &movement.reason)?;
-        out.serialize_field("reference", &movement.reference)?;
-        out.serialize_field("lines", &MovementLines(&movement.lines))?;
-        out.end()
-    }
-}
-
-impl Serialize for MovementLines<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(NormalMovementLine))
-    }
-}
-
-struct NormalMovementLine<'a>(&'a MovementLine);
-
-impl Serialize for NormalMovementLine<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A line without `unit_cost` keeps the two fields, and so the fingerprint, that earlier
-        // versions stored; a cost is a third field, so re-sending a line with another cost is a conflict.
-        let cost = self.0.unit_cost.map(normal);
-        let mut out = s.serialize_struct("MovementLine", if cost.is_some() { 3 } else { 2 })?;
-        out.serialize_field("sku", &self.0.sku)?;
-        out.serialize_field("qty", &normal(self.0.qty))?;
-        if let Some(cost) = &cost {
-            out.serialize_field("unit_cost", cost)?;
-        }
-        out.end()
-    }
-}
-
-impl Serialize for Close<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let close = self.0;
-        let mut out = s.serialize_struct("DayClose", 8)?;
-        out.serialize_field("id", &close.id)?;
-        out.serialize_field("store", &close.store)?;
-        out.serialize_field("business_day", &close.business_day)?;
-        out.serialize_field("occurred_at", &close.occurred_at)?;
-        out.serialize_field("transaction_count", &close.transaction_count)?;
-        out.serialize_field("net_sales", &normal(close.net_sales))?;
-        out.serialize_field("tax", &normal(close.tax))?;
-        out.serialize_field("tenders", &Tenders(&close.tenders))?;
-        out.end()
-    }
-}
-
-struct Order<'a>(&'a OrderFulfillment);
-struct OrderLines<'a>(&'a [OrderLine]);
-struct NormalOrderLine<'a>(&'a OrderLine);
-
-impl Serialize for Order<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let order = self.0;
-        let mut out = s.serialize_struct("OrderFulfillment", 6)?;
-        out.serialize_field("id", &order.id)?;
-        out.serialize_field("store", &order.store)?;
-        out.serialize_field("occurred_at", &order.occurred_at)?;
-        out.serialize_field("business_day", &order.business_day)?;
-        out.serialize_field("fulfillment", &order.fulfillment)?;
-        out.serialize_field("lines", &OrderLines(&order.lines))?;
-        out.end()
-    }
-}
-
-impl Serialize for OrderLines<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(NormalOrderLine))
-    }
-}
-
-impl Serialize for NormalOrderLine<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("OrderLine", 2)?;
-        out.serialize_field("sku", &self.0.sku)?;
-        out.serialize_field("qty", &normal(self.0.qty))?;
-        out.end()
-    }
+fn order_line(line: &OrderLine, out: &mut Out<'_>) {
+    out.array(2);
+    out.str(&line.sku);
+    amount(&line.qty, out);
 }
 
 #[cfg(test)]

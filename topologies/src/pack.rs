@@ -11,35 +11,52 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::aggregates::{OrderTotals, SeqSet, SkuDay, StoreDay, Unmatched};
+use crate::aggregates::{OrderTotals, Seen, SeqSet, SkuDay, StoreDay, Unmatched};
 use crate::books::{PostedLine, PostingBook};
 use crate::drift::{AlertState, Phase};
-use crate::model::{Fulfillment, MovementReason};
+use crate::lineage::Arrival;
+use crate::model::{Fulfillment, MovementReason, PosLine, PosTransaction, Tender};
 
 /// A value as it is stored. Packed through serde unless its type packs itself.
 pub trait Pack: Serialize {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.serde(self);
     }
 }
 
-/// Writes MessagePack into a buffer, each value in its smallest form, as `rmp` does.
-pub struct Packer<'a>(pub &'a mut Vec<u8>);
+/// Where packed bytes go: a buffer, or a hash that reads them as they come (`fingerprint`).
+pub trait Sink: std::io::Write {
+    fn put(&mut self, byte: u8);
+    fn put_all(&mut self, bytes: &[u8]);
+}
 
-impl Packer<'_> {
+impl Sink for Vec<u8> {
+    fn put(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    fn put_all(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes MessagePack into a sink, each value in its smallest form, as `rmp` does.
+pub struct Packer<'a, S: Sink + ?Sized = Vec<u8>>(pub &'a mut S);
+
+impl<S: Sink + ?Sized> Packer<'_, S> {
     fn marker_then(&mut self, marker: u8, bytes: &[u8]) {
-        self.0.push(marker);
-        self.0.extend_from_slice(bytes);
+        self.0.put(marker);
+        self.0.put_all(bytes);
     }
 
     /// The header of an array or map: `fix` holds lengths under 16.
     fn header(&mut self, fix: u8, wide16: u8, wide32: u8, len: usize) {
         match len {
-            0..16 => self.0.push(fix | len as u8),
+            0..16 => self.0.put(fix | len as u8),
             16..=0xffff => self.marker_then(wide16, &(len as u16).to_be_bytes()),
             _ => self.marker_then(wide32, &(len as u32).to_be_bytes()),
         }
@@ -54,16 +71,16 @@ impl Packer<'_> {
     }
 
     pub fn nil(&mut self) {
-        self.0.push(0xc0);
+        self.0.put(0xc0);
     }
 
     pub fn bool(&mut self, value: bool) {
-        self.0.push(if value { 0xc3 } else { 0xc2 });
+        self.0.put(if value { 0xc3 } else { 0xc2 });
     }
 
     pub fn uint(&mut self, value: u64) {
         match value {
-            0..128 => self.0.push(value as u8),
+            0..128 => self.0.put(value as u8),
             128..256 => self.marker_then(0xcc, &[value as u8]),
             256..65_536 => self.marker_then(0xcd, &(value as u16).to_be_bytes()),
             65_536..4_294_967_296 => self.marker_then(0xce, &(value as u32).to_be_bytes()),
@@ -75,7 +92,7 @@ impl Packer<'_> {
     pub fn int(&mut self, value: i64) {
         match value {
             0.. => self.uint(value as u64),
-            -32..0 => self.0.push(value as i8 as u8),
+            -32..0 => self.0.put(value as i8 as u8),
             -128..-32 => self.marker_then(0xd0, &(value as i8).to_be_bytes()),
             -32_768..-128 => self.marker_then(0xd1, &(value as i16).to_be_bytes()),
             -2_147_483_648..-32_768 => self.marker_then(0xd2, &(value as i32).to_be_bytes()),
@@ -86,12 +103,12 @@ impl Packer<'_> {
     pub fn str(&mut self, text: &str) {
         let len = text.len();
         match len {
-            0..32 => self.0.push(0xa0 | len as u8),
+            0..32 => self.0.put(0xa0 | len as u8),
             32..256 => self.marker_then(0xd9, &[len as u8]),
             256..=0xffff => self.marker_then(0xda, &(len as u16).to_be_bytes()),
             _ => self.marker_then(0xdb, &(len as u32).to_be_bytes()),
         }
-        self.0.extend_from_slice(text.as_bytes());
+        self.0.put_all(text.as_bytes());
     }
 
     /// An amount as `stored_decimal` stores it: `[mantissa, scale]`, or its text when the
@@ -105,6 +122,13 @@ impl Packer<'_> {
             }
             Err(_) => self.str(&amount.to_string()),
         }
+    }
+
+    /// An amount as rust_decimal's serde writes it: its text, `-0.50`.
+    pub fn decimal_text(&mut self, amount: &Decimal) {
+        let mut text = Digits::default();
+        text.decimal(amount);
+        self.str(text.as_str());
     }
 
     pub fn decimal_option(&mut self, amount: &Option<Decimal>) {
@@ -140,6 +164,39 @@ impl Packer<'_> {
             Some(at) => self.micros(at),
             None => self.nil(),
         }
+    }
+
+    pub fn str_option(&mut self, text: &Option<String>) {
+        match text {
+            Some(text) => self.str(text),
+            None => self.nil(),
+        }
+    }
+
+    pub fn uint_option(&mut self, value: Option<u64>) {
+        match value {
+            Some(value) => self.uint(value),
+            None => self.nil(),
+        }
+    }
+
+    /// A day as chrono's serde writes it, `2026-11-27`.
+    pub fn date(&mut self, day: &NaiveDate) {
+        let mut text = Digits::default();
+        if !text.date(day) {
+            return self.serde(day);
+        }
+        self.str(text.as_str());
+    }
+
+    /// A time with its offset as chrono's serde writes it (RFC 3339, the fraction in 3, 6 or 9
+    /// digits when there is one, `Z` for UTC).
+    pub fn time_text(&mut self, at: &DateTime<FixedOffset>) {
+        let mut text = Digits::default();
+        if !text.time(at) {
+            return self.serde(at);
+        }
+        self.str(text.as_str());
     }
 
     /// A part too rare to be worth packing by hand, through `rmp_serde`.
@@ -195,7 +252,7 @@ impl VariantName for Phase {
 // to one of these structs must be added here too (`tests_pack` fails until it is).
 
 impl Pack for SkuDay {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(12);
         for amount in [
             &self.sold_units,
@@ -220,7 +277,7 @@ impl Pack for SkuDay {
 }
 
 impl Pack for AlertState {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(4);
         out.str(self.phase.variant_name());
         out.micros_option(&self.over_since);
@@ -230,7 +287,7 @@ impl Pack for AlertState {
 }
 
 impl Pack for Unmatched {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(if self.order_units.is_some() { 3 } else { 2 });
         out.micros(&self.at);
         out.str(&self.id);
@@ -241,7 +298,7 @@ impl Pack for Unmatched {
 }
 
 impl Pack for PostedLine {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(5);
         for amount in [&self.qty, &self.gross, &self.discount, &self.net, &self.tax] {
             out.decimal(amount);
@@ -250,7 +307,7 @@ impl Pack for PostedLine {
 }
 
 impl Pack for StoreDay {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(16);
         match &self.currency {
             Some(currency) => out.str(currency),
@@ -281,7 +338,7 @@ impl Pack for StoreDay {
 }
 
 impl Pack for SeqSet {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(self.0.len());
         for &(low, high) in &self.0 {
             out.array(2);
@@ -292,7 +349,7 @@ impl Pack for SeqSet {
 }
 
 impl Pack for PostingBook {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(8);
         out.uint(u64::from(self.seq));
         out.bool(self.final_sent);
@@ -306,9 +363,203 @@ impl Pack for PostingBook {
 }
 
 impl Pack for OrderTotals {
-    fn pack(&self, out: &mut Packer<'_>) {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(2);
         out.uint(self.count);
         out.decimal_map(&self.units);
+    }
+}
+
+/// A date or time written as text on the stack: chrono's serde writes them through
+/// `fmt::Formatter`, a call per character.
+struct Digits {
+    text: [u8; 40],
+    len: usize,
+}
+
+impl Default for Digits {
+    fn default() -> Self {
+        Digits { text: [0; 40], len: 0 }
+    }
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..self.len]).expect("only ASCII digits and signs are written")
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.text[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// `value` in `width` digits, zero-padded; `value` must fit.
+    fn number(&mut self, value: u32, width: usize) {
+        let mut rest = value;
+        for at in (self.len..self.len + width).rev() {
+            self.text[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        self.len += width;
+    }
+
+    /// `amount`'s text as rust_decimal writes it: its digits, padded with zeros up to its
+    /// scale, the point before the last `scale` of them (after a `0` when none is left before),
+    /// `-` when its sign is negative, zero included.
+    fn decimal(&mut self, amount: &Decimal) {
+        let scale = amount.scale() as usize;
+        let mut digits = [b'0'; 29];
+        let mut magnitude = amount.mantissa().unsigned_abs();
+        let mut count = 0;
+        while magnitude != 0 {
+            digits[count] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            count += 1;
+        }
+        // `digits` holds zeros past `count`: the padding.
+        let count = count.max(scale);
+        if amount.is_sign_negative() {
+            self.byte(b'-');
+        }
+        let whole = count - scale;
+        if whole == 0 {
+            self.byte(b'0');
+        }
+        for at in 0..count {
+            if at == whole && scale > 0 {
+                self.byte(b'.');
+            }
+            self.byte(digits[count - 1 - at]);
+        }
+    }
+
+    /// False for a year chrono writes with a sign (before 0 or after 9999): left to chrono.
+    fn date(&mut self, day: &NaiveDate) -> bool {
+        let Ok(year) = u32::try_from(day.year()) else { return false };
+        if year > 9999 {
+            return false;
+        }
+        self.number(year, 4);
+        self.byte(b'-');
+        self.number(day.month(), 2);
+        self.byte(b'-');
+        self.number(day.day(), 2);
+        true
+    }
+
+    /// False for what chrono writes otherwise (a signed year, a leap second, an offset with
+    /// seconds): left to chrono.
+    fn time(&mut self, at: &DateTime<FixedOffset>) -> bool {
+        let local = at.naive_local();
+        let offset = at.offset().local_minus_utc();
+        let nanos = local.nanosecond();
+        if nanos >= 1_000_000_000 || offset % 60 != 0 || !self.date(&local.date()) {
+            return false;
+        }
+        self.byte(b'T');
+        self.number(local.hour(), 2);
+        self.byte(b':');
+        self.number(local.minute(), 2);
+        self.byte(b':');
+        self.number(local.second(), 2);
+        if nanos != 0 {
+            self.byte(b'.');
+            match (nanos % 1_000_000, nanos % 1_000) {
+                (0, _) => self.number(nanos / 1_000_000, 3),
+                (_, 0) => self.number(nanos / 1_000, 6),
+                _ => self.number(nanos, 9),
+            }
+        }
+        if offset == 0 {
+            self.byte(b'Z');
+        } else {
+            self.byte(if offset < 0 { b'-' } else { b'+' });
+            let minutes = offset.unsigned_abs() / 60;
+            self.number(minutes / 60, 2);
+            self.byte(b':');
+            self.number(minutes % 60, 2);
+        }
+        true
+    }
+}
+
+impl Pack for Seen {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(if self.order_skus.is_empty() { 5 } else { 6 });
+        out.uint(self.fingerprint);
+        out.date(&self.business_day);
+        match &self.transaction {
+            Some(tx) => tx.pack(out),
+            None => out.nil(),
+        }
+        out.str_option(&self.voided_by);
+        match &self.arrival {
+            Some(arrival) => arrival.pack(out),
+            None => out.nil(),
+        }
+        if !self.order_skus.is_empty() {
+            out.array(self.order_skus.len());
+            for sku in &self.order_skus {
+                out.str(sku);
+            }
+        }
+    }
+}
+
+impl Pack for PosTransaction {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(10);
+        out.str(&self.id);
+        out.str(&self.store);
+        out.str_option(&self.register);
+        out.uint_option(self.seq);
+        out.time_text(&self.occurred_at);
+        out.date(&self.business_day);
+        out.str(&self.currency);
+        out.array(self.lines.len());
+        for line in &self.lines {
+            line.pack(out);
+        }
+        out.array(self.tenders.len());
+        for tender in &self.tenders {
+            tender.pack(out);
+        }
+        out.str_option(&self.voids);
+    }
+}
+
+impl Pack for PosLine {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(8);
+        out.uint_option(self.line);
+        out.str(&self.sku);
+        for amount in [&self.qty, &self.unit_price, &self.discount, &self.tax] {
+            out.decimal(amount);
+        }
+        out.bool(self.restock);
+        out.str_option(&self.return_of);
+    }
+}
+
+impl Pack for Tender {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(2);
+        out.str(&self.kind);
+        out.decimal(&self.amount);
+    }
+}
+
+impl Pack for Arrival {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(9);
+        out.uint(self.stream_seq);
+        out.micros(&self.at);
+        out.uint(u64::from(self.record_type));
+        out.str_option(&self.traceparent);
+        out.str_option(&self.msg_id);
+        out.uint(u64::from(self.duplicates));
+        out.uint_option(self.last_duplicate_seq);
+        out.str_option(&self.voids);
+        out.str_option(&self.booked_period);
     }
 }

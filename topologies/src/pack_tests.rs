@@ -8,11 +8,12 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use crate::aggregates::{OrderTotals, SeqSet, SkuDay, StoreDay, Unmatched};
+use crate::aggregates::{OrderTotals, Seen, SeqSet, SkuDay, StoreDay, Unmatched};
 use crate::books::{PostedLine, PostingBook};
 use crate::codec;
 use crate::drift::{AlertState, Phase};
-use crate::model::{DayClose, Fulfillment, MovementReason, Tender};
+use crate::lineage::Arrival;
+use crate::model::{DayClose, Fulfillment, MovementReason, PosLine, PosTransaction, Tender};
 
 /// Amounts of every width: mantissas of every integer encoding, positive and negative, and
 /// mantissas beyond 64 bits (stored as text).
@@ -163,8 +164,143 @@ fn store_day() -> impl Strategy<Value = StoreDay> {
     )
 }
 
+/// Times with an offset across the years chrono writes with a sign (before 0, after 9999), with
+/// fractions of each width, offsets with seconds, and leap seconds.
+fn time_with_offset() -> impl Strategy<Value = DateTime<FixedOffset>> {
+    let nanos = prop_oneof![
+        Just(0u32),
+        (0u32..1000).prop_map(|ms| ms * 1_000_000),
+        (0u32..1_000_000).prop_map(|us| us * 1_000),
+        0u32..1_000_000_000
+    ];
+    let offset = prop_oneof![4 => (-1439i32..=1439).prop_map(|minutes| minutes * 60), 1 => -86_399i32..=86_399];
+    let second = prop_oneof![9 => -70_000_000_000i64..300_000_000_000, 1 => Just(1_483_228_799i64)];
+    (second, nanos, offset, any::<bool>()).prop_map(|(second, nanos, offset, leap)| {
+        // A leap second is the last second of a minute with a fraction of 1 s or more.
+        let nanos = if leap && second.rem_euclid(60) == 59 { nanos % 1_000_000_000 + 1_000_000_000 } else { nanos };
+        let utc =
+            DateTime::from_timestamp(second, nanos).unwrap_or_else(|| DateTime::from_timestamp(second, 0).unwrap());
+        utc.with_timezone(&FixedOffset::east_opt(offset).unwrap())
+    })
+}
+
+fn optional_name() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(name())
+}
+
+fn pos_line() -> impl Strategy<Value = PosLine> {
+    let ids = (proptest::option::of(count()), name(), any::<bool>(), optional_name());
+    (ids, [amount(), amount(), amount(), amount()]).prop_map(
+        |((line, sku, restock, return_of), [qty, unit_price, discount, tax])| PosLine {
+            line,
+            sku,
+            qty,
+            unit_price,
+            discount,
+            tax,
+            restock,
+            return_of,
+        },
+    )
+}
+
+fn transaction() -> impl Strategy<Value = PosTransaction> {
+    let ids = (name(), name(), optional_name(), proptest::option::of(count()), optional_name());
+    let tenders = vec((name(), amount()).prop_map(|(kind, amount)| Tender { kind, amount }), 0..3);
+    (ids, time_with_offset(), vec(pos_line(), 0..18), tenders).prop_map(
+        |((id, store, register, seq, voids), occurred_at, lines, tenders)| PosTransaction {
+            id,
+            store,
+            register,
+            seq,
+            business_day: occurred_at.date_naive(),
+            occurred_at,
+            currency: "USD".into(),
+            lines,
+            tenders,
+            voids,
+        },
+    )
+}
+
+fn arrival() -> impl Strategy<Value = Arrival> {
+    let counts = (count(), any::<u8>(), any::<u32>(), proptest::option::of(count()));
+    let names = (optional_name(), optional_name(), optional_name(), optional_name());
+    (counts, time(), names).prop_map(
+        |(
+            (stream_seq, record_type, duplicates, last_duplicate_seq),
+            at,
+            (traceparent, msg_id, voids, booked_period),
+        )| {
+            Arrival {
+                stream_seq,
+                at,
+                record_type,
+                traceparent,
+                msg_id,
+                duplicates,
+                last_duplicate_seq,
+                voids,
+                booked_period,
+            }
+        },
+    )
+}
+
+fn seen() -> impl Strategy<Value = Seen> {
+    let parts =
+        (proptest::option::of(transaction()), optional_name(), proptest::option::of(arrival()), vec(name(), 0..3));
+    (any::<u64>(), time_with_offset(), parts).prop_map(
+        |(fingerprint, day, (transaction, voided_by, arrival, order_skus))| Seen {
+            fingerprint,
+            business_day: day.date_naive(),
+            transaction,
+            voided_by,
+            arrival,
+            order_skus,
+        },
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    // Proves a dedupe entry (with its transaction, its arrival, an order's skus) packs to the
+    // bytes serde writes.
+    #[test]
+    fn a_dedupe_entry_packs_to_serdes_bytes(value in seen()) {
+        let packed = codec::encode(&value);
+        prop_assert_eq!(&packed, &rmp_serde::to_vec(&value).unwrap());
+        // Read back, it packs to the same bytes (chrono's text drops an offset's seconds, so
+        // the value itself may not come back whole).
+        prop_assert_eq!(codec::encode(&codec::decode::<Seen>(&packed).unwrap()), packed);
+    }
+
+    // Proves an amount's text is what rust_decimal's serde writes, negative zero included.
+    #[test]
+    fn amounts_as_text_pack_as_rust_decimal_writes_them(value in amount(), negative in any::<bool>()) {
+        let mut value = value;
+        value.set_sign_negative(negative);
+        for amount in [value, value.normalize()] {
+            let mut packed = Vec::new();
+            codec::Packer(&mut packed).decimal_text(&amount);
+            prop_assert_eq!(packed, rmp_serde::to_vec(&amount).unwrap(), "{:?}", amount);
+        }
+    }
+
+    // Proves days and times are written as chrono writes them, over every year chrono takes.
+    #[test]
+    fn days_and_times_pack_as_chrono_writes_them(at in time_with_offset(), days in any::<i32>()) {
+        let (mut time, mut day) = (Vec::new(), Vec::new());
+        codec::Packer(&mut time).time_text(&at);
+        prop_assert_eq!(time, rmp_serde::to_vec(&at).unwrap());
+        let any_day = NaiveDate::from_num_days_from_ce_opt(days % 95_000_000).unwrap_or(NaiveDate::MIN);
+        for date in [at.date_naive(), any_day] {
+            codec::Packer(&mut day).date(&date);
+            prop_assert_eq!(&day, &rmp_serde::to_vec(&date).unwrap());
+            day.clear();
+        }
+    }
 
     // Proves a sku-day packed by hand is the bytes serde writes for it, and reads back whole.
     #[test]
