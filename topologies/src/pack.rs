@@ -370,6 +370,22 @@ impl Pack for OrderTotals {
     }
 }
 
+/// The decimal digits of `value` into `digits`, lowest first; how many.
+fn write_digits<T>(mut value: T, digits: &mut [u8]) -> usize
+where
+    T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::DivAssign + TryInto<u8>,
+    <T as TryInto<u8>>::Error: std::fmt::Debug,
+{
+    let (zero, ten) = (T::from(0), T::from(10));
+    let mut count = 0;
+    while value != zero {
+        digits[count] = b'0' + (value % ten).try_into().expect("a remainder of a division by 10 is a digit");
+        value /= ten;
+        count += 1;
+    }
+    count
+}
+
 /// A date or time written as text on the stack: chrono's serde writes them through
 /// `fmt::Formatter`, a call per character.
 struct Digits {
@@ -409,13 +425,13 @@ impl Digits {
     fn decimal(&mut self, amount: &Decimal) {
         let scale = amount.scale() as usize;
         let mut digits = [b'0'; 29];
-        let mut magnitude = amount.mantissa().unsigned_abs();
-        let mut count = 0;
-        while magnitude != 0 {
-            digits[count] = b'0' + (magnitude % 10) as u8;
-            magnitude /= 10;
-            count += 1;
-        }
+        let magnitude = amount.mantissa().unsigned_abs();
+        // Divisions of 64 bits where the mantissa fits, as retail amounts do: a division of
+        // 128 bits is a call into the runtime, per digit.
+        let count = match u64::try_from(magnitude) {
+            Ok(small) => write_digits(small, &mut digits),
+            Err(_) => write_digits(magnitude, &mut digits),
+        };
         // `digits` holds zeros past `count`: the padding.
         let count = count.max(scale);
         if amount.is_sign_negative() {
