@@ -83,7 +83,7 @@ pub struct LineBook {
     pub posted: Amounts,
 }
 
-impl crate::codec::Pack for LineBook {}
+impl crate::pack::Pack for LineBook {}
 
 impl LineBook {
     pub fn is_posted(&self) -> bool {
@@ -103,7 +103,7 @@ pub struct PeriodBook {
     pub posted: Amounts,
 }
 
-impl crate::codec::Pack for PeriodBook {}
+impl crate::pack::Pack for PeriodBook {}
 
 /// One line's unposted difference: (sku, reason, amounts).
 type Delta = (String, String, Amounts);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::books::{PostedLine, PostingBook};
 use crate::drift::{AlertState, DriftFigures};
 use crate::model::{DayClose, Fulfillment, InventoryMovement, MovementReason, PosTransaction};
+use crate::pack::{Pack, Packer, Sink};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -163,7 +164,7 @@ pub struct LatestPrice {
     pub at: DateTime<Utc>,
 }
 
-impl crate::codec::Pack for LatestPrice {}
+impl Pack for LatestPrice {}
 
 /// The `seq` numbers seen for one register in one day, as sorted disjoint inclusive ranges,
 /// so a day of thousands of consecutive numbers costs one pair.
@@ -265,7 +266,7 @@ pub struct OutboxEntry {
     pub kind: Option<OutputKind>,
 }
 
-impl crate::codec::Pack for OutboxEntry {}
+impl Pack for OutboxEntry {}
 
 impl OutboxEntry {
     pub fn kind(&self) -> OutputKind {
@@ -386,6 +387,118 @@ impl SkuDay {
 
     pub fn unmatched_ids(&self) -> Vec<String> {
         self.unmatched.iter().take(UNMATCHED_SHOWN).map(|u| u.id.clone()).collect()
+    }
+}
+
+// Packed by hand, field by field in declaration order as serde's derive writes them: a field
+// added to the struct must be added here too (`pack_tests` fails until it is).
+
+impl Pack for SkuDay {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(12);
+        for amount in [
+            &self.sold_units,
+            &self.returned_units,
+            &self.restocked_units,
+            &self.gross,
+            &self.discount,
+            &self.net,
+            &self.tax,
+        ] {
+            out.decimal(amount);
+        }
+        out.decimal_map(&self.inventory);
+        self.alert.pack(out);
+        out.array(self.unmatched.len());
+        for unmatched in &self.unmatched {
+            unmatched.pack(out);
+        }
+        self.posted.pack(out);
+        out.decimal_map(&self.orders);
+    }
+}
+
+impl Pack for Unmatched {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(if self.order_units.is_some() { 3 } else { 2 });
+        out.micros(&self.at);
+        out.str(&self.id);
+        if let Some(units) = &self.order_units {
+            out.decimal(units);
+        }
+    }
+}
+
+impl Pack for StoreDay {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(16);
+        match &self.currency {
+            Some(currency) => out.str(currency),
+            None => out.nil(),
+        }
+        out.int(self.transactions);
+        out.int(self.lines);
+        for amount in [&self.gross, &self.discount, &self.net, &self.tax] {
+            out.decimal(amount);
+        }
+        out.decimals_by_name(&self.tenders);
+        out.map(self.registers.len());
+        for (register, seen) in &self.registers {
+            out.str(register);
+            seen.pack(out);
+        }
+        out.decimal_map(&self.inventory);
+        out.uint(self.duplicates);
+        out.uint(self.conflicts);
+        match &self.day_close {
+            Some(close) => out.serde(close),
+            None => out.nil(),
+        }
+        out.bool(self.finalized);
+        self.posting.pack(out);
+        self.orders.pack(out);
+    }
+}
+
+impl Pack for SeqSet {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(self.0.len());
+        for &(low, high) in &self.0 {
+            out.array(2);
+            out.uint(low);
+            out.uint(high);
+        }
+    }
+}
+
+impl Pack for OrderTotals {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(2);
+        out.uint(self.count);
+        out.decimal_map(&self.units);
+    }
+}
+
+impl Pack for Seen {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(if self.order_skus.is_empty() { 5 } else { 6 });
+        out.uint(self.fingerprint);
+        out.date(&self.business_day);
+        match &self.transaction {
+            Some(tx) => tx.pack(out),
+            None => out.nil(),
+        }
+        out.str_option(&self.voided_by);
+        match &self.arrival {
+            Some(arrival) => arrival.pack(out),
+            None => out.nil(),
+        }
+        if !self.order_skus.is_empty() {
+            out.array(self.order_skus.len());
+            for sku in &self.order_skus {
+                out.str(sku);
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::pack::{Pack, Packer, Sink};
+
 /// What a sku-day has already posted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -41,4 +43,30 @@ pub struct PostingBook {
     pub tax: Decimal,
     #[serde(with = "crate::stored_decimal::map")]
     pub tenders: BTreeMap<String, Decimal>,
+}
+
+// Packed by hand, field by field in declaration order as serde's derive writes them: a field
+// added to the struct must be added here too (`pack_tests` fails until it is).
+
+impl Pack for PostedLine {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(5);
+        for amount in [&self.qty, &self.gross, &self.discount, &self.net, &self.tax] {
+            out.decimal(amount);
+        }
+    }
+}
+
+impl Pack for PostingBook {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(8);
+        out.uint(u64::from(self.seq));
+        out.bool(self.final_sent);
+        out.micros_option(&self.dirty_since);
+        out.int(self.transactions);
+        out.int(self.lines);
+        out.decimal(&self.net);
+        out.decimal(&self.tax);
+        out.decimals_by_name(&self.tenders);
+    }
 }

@@ -43,7 +43,7 @@ pub struct StoreClock {
     pub next_timer: Option<DateTime<Utc>>,
 }
 
-impl crate::codec::Pack for StoreClock {}
+impl crate::pack::Pack for StoreClock {}
 
 /// Something to do for a store once its watermark reaches a time.
 #[derive(Debug, Clone, PartialEq, Eq)]

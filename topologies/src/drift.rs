@@ -10,6 +10,8 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::pack::{Pack, Packer, Sink, VariantName};
+
 /// Alert thresholds, for all stores or overridden for one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftThresholds {
@@ -307,5 +309,30 @@ pub fn alert_message(
         over_since: revision.over_since.map(local),
         evaluated_at: local(evaluated_at),
         unmatched: unmatched.to_vec(),
+    }
+}
+
+// Packed by hand, field by field in declaration order as serde's derive writes them: a field
+// added to the struct must be added here too (`pack_tests` fails until it is).
+
+impl VariantName for Phase {
+    fn variant_name(&self) -> &'static str {
+        match self {
+            Phase::Ok => "Ok",
+            Phase::Pending => "Pending",
+            Phase::Firing => "Firing",
+            Phase::Resolved => "Resolved",
+            Phase::Final => "Final",
+        }
+    }
+}
+
+impl Pack for AlertState {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(4);
+        out.str(self.phase.variant_name());
+        out.micros_option(&self.over_since);
+        out.uint(u64::from(self.revision));
+        out.decimal_option(&self.sent_drift_units);
     }
 }

@@ -5,7 +5,7 @@
 //! - [`keys`]: where each record lives in the store, as order-preserving binary keys (the posting registry's too).
 //! - [`error`]: the one error of the topology: state that cannot be read.
 //! - [`codec`]: how values are stored (MessagePack) and read back, typed.
-//! - `pack`: the values every record writes, packed as MessagePack by hand (serde's bytes).
+//! - `pack`: MessagePack written by hand, the bytes serde writes (the values every record writes, the fingerprint).
 //! - [`books`]: the posting bookkeeping kept in state.
 //! - [`aggregates`]: the stored values (store-day, sku-day totals, dedupe, outbox) and their arithmetic.
 //! - [`fingerprint`]: a stable content hash, for duplicates versus conflicts.

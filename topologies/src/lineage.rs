@@ -20,6 +20,7 @@ use tally_state::{Cf, Overlay};
 use crate::codec;
 use crate::keys::{TAG_ALERT_REVISION, TAG_POSTING_COVER, TAG_REJECTED};
 use crate::model::Event;
+use crate::pack::{Pack, Packer, Sink};
 
 /// The trace context an input message carried in its headers (docs/wire-format.md,
 /// "Trace context"): a W3C `traceparent`, and the publisher's `Nats-Msg-Id`.
@@ -116,7 +117,7 @@ pub struct Rejected {
     pub traceparent: Option<String>,
 }
 
-impl crate::codec::Pack for Rejected {}
+impl Pack for Rejected {}
 
 /// The ids one alert revision listed as `unmatched`, and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +126,7 @@ pub struct AlertRevision {
     pub unmatched: Vec<String>,
 }
 
-impl crate::codec::Pack for AlertRevision {}
+impl Pack for AlertRevision {}
 
 /// The input stream position an ERP posting covers: every record at or below it that belongs
 /// to the posting's store-day is in this posting or an earlier one.
@@ -135,7 +136,7 @@ pub struct PostingCover {
     pub kind: String,
 }
 
-impl crate::codec::Pack for PostingCover {}
+impl Pack for PostingCover {}
 
 /// By id first: a store that only ever sent rejected records has no clock, so a trace that does
 /// not name the store finds its copies through the id alone.
@@ -206,4 +207,22 @@ pub(crate) fn remember_posting(txn: &mut Overlay<'_>, store: &str, day: NaiveDat
 pub(crate) fn remember_period_posting(txn: &mut Overlay<'_>, store: &str, period: &str, seq: u32, covers: u64) {
     let cover = PostingCover { covers, kind: crate::adjustment_body::KIND.to_string() };
     txn.put(Cf::Aggregates, period_cover_key(store, period, seq), codec::encode(&cover));
+}
+
+// Packed by hand, field by field in declaration order as serde's derive writes them: a field
+// added to the struct must be added here too (`pack_tests` fails until it is).
+
+impl Pack for Arrival {
+    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
+        out.array(9);
+        out.uint(self.stream_seq);
+        out.micros(&self.at);
+        out.uint(u64::from(self.record_type));
+        out.str_option(&self.traceparent);
+        out.str_option(&self.msg_id);
+        out.uint(u64::from(self.duplicates));
+        out.uint_option(self.last_duplicate_seq);
+        out.str_option(&self.voids);
+        out.str_option(&self.booked_period);
+    }
 }

@@ -1,25 +1,21 @@
-//! The values written on every record (sku-days, store-days), packed as MessagePack by hand:
-//! byte for byte what `rmp_serde` writes for them, at a fraction of the cost.
+//! MessagePack written by hand: the writer ([`Packer`]) and the trait ([`Pack`]) that every
+//! stored value implements where it is defined. The values written on every record (sku-days,
+//! store-days, dedupe entries) pack themselves field by field; the others go through serde.
 //!
-//! Through serde, each field of a stored value went through `rmp_serde`'s serializer, its
-//! `io::Write` wrapper and error plumbing: about 260 instructions per amount, 13 800 per message
-//! for the sku-days alone (bench/README.md, "Twelfth round"). Here each amount is a few
-//! comparisons and pushes into the buffer. The bytes are the same, so the state's format does
-//! not change and values are still read through serde; `tests_pack` checks the equality over
-//! generated values. A value packed here keeps its serde derive: it is what reads it, what the
-//! tests compare with, and what packs its rare parts (a day-close).
+//! Either way the bytes are what `rmp_serde` writes, so the state's format does not change and
+//! values are still read through serde (`pack_tests` compares the two over generated values).
+//! Through serde, each field went through `rmp_serde`'s serializer, its `io::Write` wrapper and
+//! error plumbing: about 260 instructions per amount, and days and times as text one
+//! `fmt::Formatter` call per character (bench/README.md, "Twelfth round"). Here an amount is a
+//! few comparisons and pushes into the buffer, and a time is written on the stack.
+//!
+//! The same writer feeds the fingerprint's hash (`fingerprint`), through [`Sink`].
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-
-use crate::aggregates::{OrderTotals, Seen, SeqSet, SkuDay, StoreDay, Unmatched};
-use crate::books::{PostedLine, PostingBook};
-use crate::drift::{AlertState, Phase};
-use crate::lineage::Arrival;
-use crate::model::{Fulfillment, MovementReason, PosLine, PosTransaction, Tender};
 
 /// A value as it is stored. Packed through serde unless its type packs itself.
 pub trait Pack: Serialize {
@@ -210,166 +206,6 @@ pub trait VariantName {
     fn variant_name(&self) -> &'static str;
 }
 
-impl VariantName for MovementReason {
-    fn variant_name(&self) -> &'static str {
-        match self {
-            MovementReason::Sale => "Sale",
-            MovementReason::Return => "Return",
-            MovementReason::Adjustment => "Adjustment",
-            MovementReason::Shrink => "Shrink",
-            MovementReason::Damage => "Damage",
-            MovementReason::Count => "Count",
-            MovementReason::Receipt => "Receipt",
-            MovementReason::TransferIn => "TransferIn",
-            MovementReason::TransferOut => "TransferOut",
-        }
-    }
-}
-
-impl VariantName for Fulfillment {
-    fn variant_name(&self) -> &'static str {
-        match self {
-            Fulfillment::ShipFromStore => "ShipFromStore",
-            Fulfillment::PickupInStore => "PickupInStore",
-            Fulfillment::ReturnedToStore => "ReturnedToStore",
-        }
-    }
-}
-
-impl VariantName for Phase {
-    fn variant_name(&self) -> &'static str {
-        match self {
-            Phase::Ok => "Ok",
-            Phase::Pending => "Pending",
-            Phase::Firing => "Firing",
-            Phase::Resolved => "Resolved",
-            Phase::Final => "Final",
-        }
-    }
-}
-
-// Each `pack` below writes the fields in declaration order, as the derive does: a field added
-// to one of these structs must be added here too (`tests_pack` fails until it is).
-
-impl Pack for SkuDay {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(12);
-        for amount in [
-            &self.sold_units,
-            &self.returned_units,
-            &self.restocked_units,
-            &self.gross,
-            &self.discount,
-            &self.net,
-            &self.tax,
-        ] {
-            out.decimal(amount);
-        }
-        out.decimal_map(&self.inventory);
-        self.alert.pack(out);
-        out.array(self.unmatched.len());
-        for unmatched in &self.unmatched {
-            unmatched.pack(out);
-        }
-        self.posted.pack(out);
-        out.decimal_map(&self.orders);
-    }
-}
-
-impl Pack for AlertState {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(4);
-        out.str(self.phase.variant_name());
-        out.micros_option(&self.over_since);
-        out.uint(u64::from(self.revision));
-        out.decimal_option(&self.sent_drift_units);
-    }
-}
-
-impl Pack for Unmatched {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(if self.order_units.is_some() { 3 } else { 2 });
-        out.micros(&self.at);
-        out.str(&self.id);
-        if let Some(units) = &self.order_units {
-            out.decimal(units);
-        }
-    }
-}
-
-impl Pack for PostedLine {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(5);
-        for amount in [&self.qty, &self.gross, &self.discount, &self.net, &self.tax] {
-            out.decimal(amount);
-        }
-    }
-}
-
-impl Pack for StoreDay {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(16);
-        match &self.currency {
-            Some(currency) => out.str(currency),
-            None => out.nil(),
-        }
-        out.int(self.transactions);
-        out.int(self.lines);
-        for amount in [&self.gross, &self.discount, &self.net, &self.tax] {
-            out.decimal(amount);
-        }
-        out.decimals_by_name(&self.tenders);
-        out.map(self.registers.len());
-        for (register, seen) in &self.registers {
-            out.str(register);
-            seen.pack(out);
-        }
-        out.decimal_map(&self.inventory);
-        out.uint(self.duplicates);
-        out.uint(self.conflicts);
-        match &self.day_close {
-            Some(close) => out.serde(close),
-            None => out.nil(),
-        }
-        out.bool(self.finalized);
-        self.posting.pack(out);
-        self.orders.pack(out);
-    }
-}
-
-impl Pack for SeqSet {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(self.0.len());
-        for &(low, high) in &self.0 {
-            out.array(2);
-            out.uint(low);
-            out.uint(high);
-        }
-    }
-}
-
-impl Pack for PostingBook {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(8);
-        out.uint(u64::from(self.seq));
-        out.bool(self.final_sent);
-        out.micros_option(&self.dirty_since);
-        out.int(self.transactions);
-        out.int(self.lines);
-        out.decimal(&self.net);
-        out.decimal(&self.tax);
-        out.decimals_by_name(&self.tenders);
-    }
-}
-
-impl Pack for OrderTotals {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(2);
-        out.uint(self.count);
-        out.decimal_map(&self.units);
-    }
-}
-
 /// The decimal digits of `value` into `digits`, lowest first; how many.
 fn write_digits<T>(mut value: T, digits: &mut [u8]) -> usize
 where
@@ -496,86 +332,5 @@ impl Digits {
             self.number(minutes % 60, 2);
         }
         true
-    }
-}
-
-impl Pack for Seen {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(if self.order_skus.is_empty() { 5 } else { 6 });
-        out.uint(self.fingerprint);
-        out.date(&self.business_day);
-        match &self.transaction {
-            Some(tx) => tx.pack(out),
-            None => out.nil(),
-        }
-        out.str_option(&self.voided_by);
-        match &self.arrival {
-            Some(arrival) => arrival.pack(out),
-            None => out.nil(),
-        }
-        if !self.order_skus.is_empty() {
-            out.array(self.order_skus.len());
-            for sku in &self.order_skus {
-                out.str(sku);
-            }
-        }
-    }
-}
-
-impl Pack for PosTransaction {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(10);
-        out.str(&self.id);
-        out.str(&self.store);
-        out.str_option(&self.register);
-        out.uint_option(self.seq);
-        out.time_text(&self.occurred_at);
-        out.date(&self.business_day);
-        out.str(&self.currency);
-        out.array(self.lines.len());
-        for line in &self.lines {
-            line.pack(out);
-        }
-        out.array(self.tenders.len());
-        for tender in &self.tenders {
-            tender.pack(out);
-        }
-        out.str_option(&self.voids);
-    }
-}
-
-impl Pack for PosLine {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(8);
-        out.uint_option(self.line);
-        out.str(&self.sku);
-        for amount in [&self.qty, &self.unit_price, &self.discount, &self.tax] {
-            out.decimal(amount);
-        }
-        out.bool(self.restock);
-        out.str_option(&self.return_of);
-    }
-}
-
-impl Pack for Tender {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(2);
-        out.str(&self.kind);
-        out.decimal(&self.amount);
-    }
-}
-
-impl Pack for Arrival {
-    fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
-        out.array(9);
-        out.uint(self.stream_seq);
-        out.micros(&self.at);
-        out.uint(u64::from(self.record_type));
-        out.str_option(&self.traceparent);
-        out.str_option(&self.msg_id);
-        out.uint(u64::from(self.duplicates));
-        out.uint_option(self.last_duplicate_seq);
-        out.str_option(&self.voids);
-        out.str_option(&self.booked_period);
     }
 }

@@ -27,7 +27,7 @@ pub struct UnmappedDay {
     pub last_seen: DateTime<Utc>,
 }
 
-impl crate::codec::Pack for UnmappedDay {}
+impl crate::pack::Pack for UnmappedDay {}
 
 fn key(store: &str, day: NaiveDate, system: &str, code: &str) -> Vec<u8> {
     let mut writer = KeyWriter::new();
