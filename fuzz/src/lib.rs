@@ -83,7 +83,7 @@ impl Flags {
 
 fn timezone_of(store: &str) -> chrono_tz::Tz {
     // Two zones, so the business-day default is computed away from UTC too.
-    if store.len() % 2 == 0 {
+    if store.len().is_multiple_of(2) {
         chrono_tz::America::New_York
     } else {
         chrono_tz::Asia::Kolkata
