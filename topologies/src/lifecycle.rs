@@ -55,19 +55,23 @@ impl Retail {
     /// Re-evaluates every drift key the record touched.
     pub(crate) fn evaluate_touched(&self, txn: &mut Overlay<'_>, step: &mut Step) -> Result<(), TopologyError> {
         let touched = std::mem::take(&mut step.touched);
-        for (day, sku_name) in touched {
+        for key in touched {
+            let (day, sku_name) = (key.0, key.1.as_str());
             let day_final = self.store_day_mut(txn, step, day)?.finalized;
-            // Taken out of the cache while carry_out needs the step; put back below.
-            let Some(mut sku) = step.sku_days.remove(&(day, sku_name.clone())) else { continue };
-            let figures = self.figures(txn, step, &sku_name, &sku)?;
+            // Taken out of its slot while carry_out needs the step, and put back below: neither
+            // carry_out nor figures reads the step's sku-days. A removal and an insertion
+            // rebalanced the map and cloned the sku's name for every key.
+            let Some(slot) = step.sku_days.get_mut(&key) else { continue };
+            let mut sku = std::mem::take(slot);
+            let figures = self.figures(txn, step, sku_name, &sku)?;
             let thresholds = self.config().thresholds(&step.store);
             let over = figures.is_over(thresholds);
             let before = sku.alert.phase;
             let decision =
                 sku.alert.evaluate(over, figures.drift_units, day_final, thresholds.settle, step.clock.watermark);
-            outputs::index_pending(txn, &step.store, day, &sku_name, before, sku.alert.phase);
-            self.carry_out(txn, step, day, &sku_name, &sku, &figures, decision)?;
-            step.sku_days.insert((day, sku_name), sku);
+            outputs::index_pending(txn, &step.store, day, sku_name, before, sku.alert.phase);
+            self.carry_out(txn, step, day, sku_name, &sku, &figures, decision)?;
+            *step.sku_days.get_mut(&key).expect("the slot taken above stays in the map") = sku;
         }
         Ok(())
     }

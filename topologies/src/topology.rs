@@ -4,7 +4,7 @@
 //! write that the processor commits together with the stream position. It never waits, never
 //! talks to the network and never reads the wall clock: the processor passes time in.
 
-use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -168,7 +168,9 @@ pub(crate) struct Step<'w> {
     pub touched: BTreeSet<(NaiveDate, String)>,
     pub emitted: Emitted,
     pub store_days: BTreeMap<NaiveDate, StoreDay>,
-    pub sku_days: BTreeMap<(NaiveDate, String), SkuDay>,
+    /// Hashed, not ordered: nothing reads them in order, and a sku-day is a few hundred bytes
+    /// that an ordered map's nodes moved about on every insertion.
+    pub sku_days: foldhash::HashMap<(NaiveDate, String), SkuDay>,
     /// Latest prices by sku, read once per record: a sale writes them and its drift
     /// evaluation reads them again.
     pub prices: foldhash::HashMap<String, Option<LatestPrice>>,
@@ -189,7 +191,7 @@ impl<'w> Step<'w> {
             touched: BTreeSet::new(),
             emitted: Emitted::default(),
             store_days: BTreeMap::new(),
-            sku_days: BTreeMap::new(),
+            sku_days: foldhash::HashMap::default(),
             prices: foldhash::HashMap::default(),
             working,
             covers: 0,
@@ -859,8 +861,8 @@ impl Retail {
         sku: &str,
     ) -> Result<&'s mut SkuDay, TopologyError> {
         let slot = match step.sku_days.entry((day, sku.to_string())) {
-            btree_map::Entry::Occupied(kept) => return Ok(kept.into_mut()),
-            btree_map::Entry::Vacant(slot) => slot,
+            hash_map::Entry::Occupied(kept) => return Ok(kept.into_mut()),
+            hash_map::Entry::Vacant(slot) => slot,
         };
         let totals = match step.working.take_sku_day(&step.store, day, sku) {
             Some(totals) => totals,
