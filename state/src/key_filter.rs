@@ -242,15 +242,36 @@ impl KeyFilter {
                 continue;
             };
             let started = std::time::Instant::now();
-            if !scan(&|cf, key| filling.insert(cf, key), &self.stop)? {
+            let scanned = std::cell::Cell::new(0u64);
+            let insert = |cf, key: &[u8]| {
+                filling.insert(cf, key);
+                scanned.set(scanned.get() + 1);
+            };
+            if !scan(&insert, &self.stop)? {
                 return Ok(());
             }
+            // The filter's own count misses keys whose bits were all set already, most of them
+            // in a filter filled past its size: the scan's count is what the store holds.
+            let keys = filling.keys().max(scanned.get());
+            let elapsed_ms = started.elapsed().as_millis() as u64;
             let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
             filters.answering = filters.filling.take();
+            // Writes during the scan may have filled it already. A write starts the next one
+            // when it finds the filter full, but a store that is written no more would keep an
+            // overfull filter (more false positives, each a read): start it here. No write is in
+            // flight while the write lock is held (see the module docs).
+            let refill = filling.is_full();
+            if refill {
+                let capacity = keys.saturating_mul(2).max(self.min_keys);
+                filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
+            }
+            drop(filters);
             self.scans.fetch_add(1, Ordering::Relaxed);
-            let (keys, elapsed_ms) = (filling.keys(), started.elapsed().as_millis() as u64);
             self.last_scan_keys.store(keys, Ordering::Relaxed);
-            tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, "the key filter is complete");
+            tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, refill, "the key filter is complete");
+            if refill {
+                *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            }
         }
     }
 

@@ -117,6 +117,25 @@ fn a_full_filter_keeps_answering_while_a_larger_one_is_built() {
     scanner.join().unwrap();
 }
 
+// Proves a filter that its scan leaves over its size is rebuilt at once: no later write may
+// come to start the larger one (a store written no more).
+#[test]
+fn a_filter_filled_past_its_size_during_its_scan_is_rebuilt_without_another_write() {
+    let held = Arc::new(Mutex::new(BTreeSet::new()));
+    let filter = KeyFilter::new(0, 64);
+    // Written before the first scan completes: it ends with 2 000 keys in a filter made for 64.
+    write(&filter, &held, &put_batch((0..2_000u32).map(key)));
+    let scanner = scan_thread(&filter, &held);
+    wait_for_scans(&filter, 2);
+    let stats = filter.stats();
+    assert!(stats.keys >= 1_800, "{stats:?}");
+    assert!((0..2_000).all(|i| filter.may_contain(Cf::Dedupe, &key(i))));
+    let answered = (10_000..11_000).filter(|&i| !filter.may_contain(Cf::Dedupe, &key(i))).count();
+    assert!(answered > 950, "only {answered} of 1 000 absent keys answered: {stats:?}");
+    filter.stop();
+    scanner.join().unwrap();
+}
+
 #[test]
 fn other_families_always_go_to_the_store() {
     let held = Arc::new(Mutex::new(BTreeSet::new()));

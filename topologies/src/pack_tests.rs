@@ -271,9 +271,13 @@ proptest! {
     fn a_dedupe_entry_packs_to_serdes_bytes(value in seen()) {
         let packed = codec::encode(&value);
         prop_assert_eq!(&packed, &rmp_serde::to_vec(&value).unwrap());
-        // Read back, it packs to the same bytes (chrono's text drops an offset's seconds, so
-        // the value itself may not come back whole).
-        prop_assert_eq!(codec::encode(&codec::decode::<Seen>(&packed).unwrap()), packed);
+        // What it reads back as packs as serde writes it too. Not always to the same bytes, nor
+        // always readable: chrono's text rounds an offset's seconds away (`+00:00:01` reads back
+        // as UTC, then written `Z`), and chrono does not read back every time it writes at the
+        // edges of its range. A decoded record has neither.
+        if let Ok(back) = codec::decode::<Seen>(&packed) {
+            prop_assert_eq!(codec::encode(&back), rmp_serde::to_vec(&back).unwrap());
+        }
     }
 
     // Proves an amount's text is what rust_decimal's serde writes, negative zero included.
