@@ -24,7 +24,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::batch::{Op, WriteBatch};
 use crate::cf::Cf;
@@ -207,16 +207,22 @@ impl KeyFilter {
         drop(writing);
         if full && idle {
             let keys = estimate_keys().max(self.last_scan_keys.load(Ordering::Relaxed));
-            let capacity = keys.saturating_mul(2).max(self.min_keys);
-            // No write is in flight while the new filter is put in place (see the module docs).
-            let mut filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
+            let filters = self.filters.write().unwrap_or_else(PoisonError::into_inner);
             if filters.filling.is_none() {
-                filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
-                drop(filters);
-                *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
-                self.wake.notify_all();
+                self.fill_anew(filters, keys);
             }
         }
+    }
+
+    /// Puts a new filter for twice `keys` in place to be filled, and wakes the scan thread for
+    /// it. Taking the write lock of the filters, the caller waited for every write in flight to
+    /// end (see the module docs).
+    fn fill_anew(&self, mut filters: RwLockWriteGuard<'_, Filters>, keys: u64) {
+        let capacity = keys.saturating_mul(2).max(self.min_keys);
+        filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
+        drop(filters);
+        *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.wake.notify_all();
     }
 
     /// The scan thread's loop: waits for a filling filter, fills it with `scan` (which calls
@@ -258,20 +264,16 @@ impl KeyFilter {
             filters.answering = filters.filling.take();
             // Writes during the scan may have filled it already. A write starts the next one
             // when it finds the filter full, but a store that is written no more would keep an
-            // overfull filter (more false positives, each a read): start it here. No write is in
-            // flight while the write lock is held (see the module docs).
+            // overfull filter (more false positives, each a read): start it here.
             let refill = filling.is_full();
             if refill {
-                let capacity = keys.saturating_mul(2).max(self.min_keys);
-                filters.filling = Some(Arc::new(Bloom::with_capacity(capacity)));
+                self.fill_anew(filters, keys);
+            } else {
+                drop(filters);
             }
-            drop(filters);
             self.scans.fetch_add(1, Ordering::Relaxed);
             self.last_scan_keys.store(keys, Ordering::Relaxed);
             tracing::debug!(keys, bytes = filling.bytes(), elapsed_ms, refill, "the key filter is complete");
-            if refill {
-                *self.pending_scan.lock().unwrap_or_else(PoisonError::into_inner) = true;
-            }
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::books::{PostedLine, PostingBook};
 use crate::drift::{AlertState, DriftFigures};
 use crate::model::{DayClose, Fulfillment, InventoryMovement, MovementReason, PosTransaction};
-use crate::pack::{Pack, Packer, Sink};
+use crate::pack::{Pack, Packer, Sink, VariantName};
 
 /// Totals per (store, business_day).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -407,14 +407,14 @@ impl Pack for SkuDay {
         ] {
             out.decimal(amount);
         }
-        out.decimal_map(&self.inventory);
+        out.decimal_map(&self.inventory, |kind| kind.variant_name());
         self.alert.pack(out);
         out.array(self.unmatched.len());
         for unmatched in &self.unmatched {
             unmatched.pack(out);
         }
         self.posted.pack(out);
-        out.decimal_map(&self.orders);
+        out.decimal_map(&self.orders, |kind| kind.variant_name());
     }
 }
 
@@ -441,13 +441,13 @@ impl Pack for StoreDay {
         for amount in [&self.gross, &self.discount, &self.net, &self.tax] {
             out.decimal(amount);
         }
-        out.decimals_by_name(&self.tenders);
+        out.decimal_map(&self.tenders, String::as_str);
         out.map(self.registers.len());
         for (register, seen) in &self.registers {
             out.str(register);
             seen.pack(out);
         }
-        out.decimal_map(&self.inventory);
+        out.decimal_map(&self.inventory, |kind| kind.variant_name());
         out.uint(self.duplicates);
         out.uint(self.conflicts);
         match &self.day_close {
@@ -475,7 +475,7 @@ impl Pack for OrderTotals {
     fn pack<S: Sink + ?Sized>(&self, out: &mut Packer<'_, S>) {
         out.array(2);
         out.uint(self.count);
-        out.decimal_map(&self.units);
+        out.decimal_map(&self.units, |kind| kind.variant_name());
     }
 }
 

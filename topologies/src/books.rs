@@ -67,6 +67,6 @@ impl Pack for PostingBook {
         out.int(self.lines);
         out.decimal(&self.net);
         out.decimal(&self.tax);
-        out.decimals_by_name(&self.tenders);
+        out.decimal_map(&self.tenders, String::as_str);
     }
 }

@@ -8,6 +8,8 @@
 use chrono::NaiveDate;
 use tally_state::key::{KeyReader, KeyWriter};
 
+use crate::pack::Digits;
+
 const TAG_STORE_DAY: u8 = 1;
 const TAG_SKU_DAY: u8 = 2;
 const TAG_PRICE: u8 = 3;
@@ -44,23 +46,15 @@ pub const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
 /// working set kept from before is not trusted after (`working_set`).
 pub const META_GENERATION: &[u8] = b"generation";
 
-/// Writes the day as the text `YYYY-MM-DD`, from a buffer on the stack: chrono's `format`
-/// re-parses its pattern on every call, and this runs for several keys of every record.
+/// Writes the day as the text `YYYY-MM-DD`, from a buffer on the stack (`pack::Digits`): chrono's
+/// `format` re-parses its pattern on every call, and this runs for several keys of every record.
 fn day_component(key: &mut KeyWriter, day: NaiveDate) -> &mut KeyWriter {
+    let mut text = Digits::default();
+    if text.date(&day) {
+        return key.str(text.as_str());
+    }
     use chrono::Datelike;
-    let year = day.year();
-    if !(0..=9999).contains(&year) {
-        return key.str(&format!("{:04}-{:02}-{:02}", year, day.month(), day.day()));
-    }
-    let mut text = *b"0000-00-00";
-    for (at, digits, n) in [(0, 4, year as u32), (5, 2, day.month()), (8, 2, day.day())] {
-        let mut n = n;
-        for place in (at..at + digits).rev() {
-            text[place] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    }
-    key.str(std::str::from_utf8(&text).expect("ASCII digits and dashes"))
+    key.str(&format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day()))
 }
 
 /// (store, business_day) → `StoreDay`.

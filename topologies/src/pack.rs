@@ -134,18 +134,12 @@ impl<S: Sink + ?Sized> Packer<'_, S> {
         }
     }
 
-    pub fn decimal_map<K: VariantName>(&mut self, amounts: &BTreeMap<K, Decimal>) {
+    /// A map of amounts, each key written as the text `name` gives it (a variant's name, a
+    /// tender's type).
+    pub fn decimal_map<K>(&mut self, amounts: &BTreeMap<K, Decimal>, name: impl Fn(&K) -> &str) {
         self.map(amounts.len());
         for (key, amount) in amounts {
-            self.str(key.variant_name());
-            self.decimal(amount);
-        }
-    }
-
-    pub fn decimals_by_name(&mut self, amounts: &BTreeMap<String, Decimal>) {
-        self.map(amounts.len());
-        for (name, amount) in amounts {
-            self.str(name);
+            self.str(name(key));
             self.decimal(amount);
         }
     }
@@ -223,8 +217,8 @@ where
 }
 
 /// A date or time written as text on the stack: chrono's serde writes them through
-/// `fmt::Formatter`, a call per character.
-struct Digits {
+/// `fmt::Formatter`, a call per character (and chrono's `format` re-parses its pattern).
+pub(crate) struct Digits {
     text: [u8; 40],
     len: usize,
 }
@@ -236,7 +230,7 @@ impl Default for Digits {
 }
 
 impl Digits {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.text[..self.len]).expect("only ASCII digits and signs are written")
     }
 
@@ -286,7 +280,7 @@ impl Digits {
     }
 
     /// False for a year chrono writes with a sign (before 0 or after 9999): left to chrono.
-    fn date(&mut self, day: &NaiveDate) -> bool {
+    pub(crate) fn date(&mut self, day: &NaiveDate) -> bool {
         let Ok(year) = u32::try_from(day.year()) else { return false };
         if year > 9999 {
             return false;
