@@ -278,6 +278,16 @@ pub struct WirePublish {
     pub payload: Vec<u8>,
 }
 
+/// What [`WireTap::check_against_streams`] counted.
+#[derive(Debug, Default)]
+pub struct WireCheck {
+    pub publishes: usize,
+    /// Publishes of an id already seen on the wire.
+    pub resends: usize,
+    /// Publishes, before the stored one, of an id with other bytes than the stream holds.
+    pub never_stored: usize,
+}
+
 /// A core NATS subscription on every output subject. It sees each publish attempt, including
 /// re-sends after a crash that JetStream's duplicate window then drops, so it can prove that no
 /// id was ever sent with different bytes.
@@ -346,6 +356,56 @@ impl WireTap {
             }
         }
         (seen.len(), resends)
+    }
+
+    /// The same check where NATS servers fail: a publish that JetStream never stored (the
+    /// server it went through died, or the stream's leader moved, before the stream had it) was
+    /// still delivered to this core subscription, and the instance that takes the partition over
+    /// cannot know of it, so it may send that id later with other content. What consumers read
+    /// is the stream (the ERP webhook reads `RETAIL_ERP`): asserts that for each id every
+    /// publish from the first one with the stored bytes on has those bytes, so that no stored
+    /// output was ever sent again with other content. Earlier publishes of an id with other
+    /// bytes than the stored ones are counted as never stored; an id sent with other bytes and
+    /// stored under none of them fails.
+    pub async fn check_against_streams(&self, js: &Js) -> WireCheck {
+        let mut stored = BTreeMap::new();
+        for stream in [ERP_STREAM, ALERTS_STREAM, crate::DLQ_STREAM] {
+            stored.extend(read_unique(js, stream).await);
+        }
+        let seen = self.seen.lock().unwrap();
+        let mut check = WireCheck { publishes: seen.len(), ..WireCheck::default() };
+        let mut by_id: BTreeMap<&str, Vec<&WirePublish>> = BTreeMap::new();
+        for publish in seen.iter() {
+            assert!(!publish.msg_id.is_empty(), "an output on {} was published without Nats-Msg-Id", publish.subject);
+            by_id.entry(publish.msg_id.as_str()).or_default().push(publish);
+        }
+        for (id, publishes) in by_id {
+            check.resends += publishes.len() - 1;
+            if publishes.iter().all(|p| p.payload == publishes[0].payload) {
+                continue;
+            }
+            let kept = stored.get(id).unwrap_or_else(|| {
+                panic!("id {id} was published with {} different contents and no stream holds it", publishes.len())
+            });
+            let first_stored = publishes.iter().position(|p| p.payload == kept.payload).unwrap_or_else(|| {
+                panic!(
+                    "id {id} was published with different contents, none of them the stored one:\n stored {}",
+                    String::from_utf8_lossy(&kept.payload)
+                )
+            });
+            for later in &publishes[first_stored..] {
+                assert!(
+                    later.payload == kept.payload && later.subject == kept.subject,
+                    "id {id} was stored, then published again with different content:\n stored {} {}\n later {} {}",
+                    kept.subject,
+                    String::from_utf8_lossy(&kept.payload),
+                    later.subject,
+                    String::from_utf8_lossy(&later.payload)
+                );
+            }
+            check.never_stored += first_stored;
+        }
+        check
     }
 
     /// Distinct ids seen so far.

@@ -523,7 +523,7 @@ async fn losing_the_nats_leaders_changes_nothing() {
     leader_other_than(&js, bucket, &[&input_leader, &bucket_leader]).await;
     publish(&js, third, first.len() + second.len()).await;
     let shared = settled(&b, &js, &model, dead_letters).await;
-    let (publishes, resends) = tap.check();
+    let wire = tap.check_against_streams(&js).await;
     assert_same(&shared, &alone, &model);
     let lost = |tally: &Tally| tally.stderr_text().matches("it stops now").count();
     let retried = |tally: &Tally| tally.stderr_text().matches("Cannot take a partition over yet").count();
@@ -537,11 +537,15 @@ async fn losing_the_nats_leaders_changes_nothing() {
     }
     eprintln!(
         "cluster under NATS failures: killed {input_leader} (leader of {INPUT_STREAM}), stepped {bucket_leader} down \
-         (leader of {bucket}); leases lost: a {}, b {}; takeovers tried again: a {}, b {}; {publishes} publishes on \
-         the wire, {resends} re-sends, all byte-identical",
+         (leader of {bucket}); leases lost: a {}, b {}; takeovers tried again: a {}, b {}; {} publishes on \
+         the wire, {} re-sends, {} never stored by JetStream before the stored one, every re-send of a stored \
+         output byte-identical",
         lost(&a),
         lost(&b),
         retried(&a),
-        retried(&b)
+        retried(&b),
+        wire.publishes,
+        wire.resends,
+        wire.never_stored
     );
 }
