@@ -286,6 +286,8 @@ pub struct WireCheck {
     pub resends: usize,
     /// Publishes, before the stored one, of an id with other bytes than the stream holds.
     pub never_stored: usize,
+    /// The ids of those publishes.
+    pub never_stored_ids: Vec<String>,
 }
 
 /// A core NATS subscription on every output subject. It sees each publish attempt, including
@@ -404,6 +406,7 @@ impl WireTap {
                 );
             }
             check.never_stored += first_stored;
+            check.never_stored_ids.push(id.to_string());
         }
         check
     }

@@ -538,14 +538,15 @@ async fn losing_the_nats_leaders_changes_nothing() {
     eprintln!(
         "cluster under NATS failures: killed {input_leader} (leader of {INPUT_STREAM}), stepped {bucket_leader} down \
          (leader of {bucket}); leases lost: a {}, b {}; takeovers tried again: a {}, b {}; {} publishes on \
-         the wire, {} re-sends, {} never stored by JetStream before the stored one, every re-send of a stored \
-         output byte-identical",
+         the wire, {} re-sends, {} never stored by JetStream before the stored one ({:?}), every re-send of a \
+         stored output byte-identical",
         lost(&a),
         lost(&b),
         retried(&a),
         retried(&b),
         wire.publishes,
         wire.resends,
-        wire.never_stored
+        wire.never_stored,
+        wire.never_stored_ids
     );
 }
